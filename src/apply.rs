@@ -1,0 +1,309 @@
+//! Extract an image to a directory on a POSIX system.
+//!
+//! Directories, files, hard links and symlinks (from symlink and junction
+//! reparse points) are created first, then every blob is streamed once
+//! (in parallel, in on-disk order) into the first file that holds it and
+//! copied to the others, named streams become `user.NAME` xattrs, and
+//! timestamps are set last (directories deepest first).
+//!
+//! Nothing is written outside the target: names with `/`, `.` and `..` never
+//! get this far, files are created with O_EXCL (which does not follow a
+//! symlink), and children of reparse points are not descended into.
+
+use crate::error::{Error, Result};
+use crate::image::{Image, StreamKind, ROOT};
+use crate::reparse;
+use crate::stream::{for_each_blob, BlobSink};
+use crate::wim::bytes::hex;
+use crate::wim::{header::flags, Blob, Sha1, Wim};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// Restore uid/gid/mode from the UNIX-data tagged item.
+    pub unix_data: bool,
+    /// Do not create `user.*` xattrs for named data streams.
+    pub no_streams: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ApplyReport {
+    pub dirs: u64,
+    pub files: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub bytes: u64,
+    pub warnings: Vec<String>,
+}
+
+/// What to do with one blob's bytes.
+#[derive(Default)]
+struct Targets {
+    files: Vec<PathBuf>,
+    xattrs: Vec<(PathBuf, String)>,
+}
+
+fn io_err(p: &Path, e: std::io::Error) -> Error {
+    Error::Io { path: p.display().to_string(), source: e }
+}
+
+/// Read a small blob (reparse data) fully.
+fn read_small_blob(b: &Blob) -> Result<Vec<u8>> {
+    if b.size > 16 << 20 {
+        return Err(Error::Invalid(format!("reparse data of {} bytes", b.size)));
+    }
+    let cache = crate::cache::ChunkCache::new(0);
+    let mut v = vec![0u8; b.size as usize];
+    let n = cache.read_blob(b, 0, &mut v)?;
+    v.truncate(n);
+    Ok(v)
+}
+
+/// Apply `image` of `wim` into `target`. `progress(bytes)` is called as
+/// data is written.
+pub fn apply(wim: &Wim, image: &Image, target: &Path, opts: &ApplyOptions, progress: &(dyn Fn(u64) + Sync)) -> Result<ApplyReport> {
+    fs::create_dir_all(target).map_err(|e| io_err(target, e))?;
+    let root_abs = fs::canonicalize(target).map_err(|e| io_err(target, e))?;
+    let mut rep = ApplyReport { warnings: image.warnings.clone(), ..Default::default() };
+    let rpfix = wim.header.flags & flags::RP_FIX != 0;
+    let mut paths: Vec<Option<PathBuf>> = vec![None; image.dentries.len()];
+    let mut first_path: HashMap<u32, PathBuf> = HashMap::new();
+    let mut targets: HashMap<Sha1, Targets> = HashMap::new();
+    let mut blobs: HashMap<Sha1, Arc<Blob>> = HashMap::new();
+    let mut order: Vec<u32> = Vec::new();
+    paths[ROOT as usize] = Some(root_abs.clone());
+    let mut stack = vec![ROOT];
+    while let Some(d) = stack.pop() {
+        let Some(path) = paths[d as usize].clone() else { continue };
+        order.push(d);
+        let ino_idx = image.dentries[d as usize].inode;
+        let ino = &image.inodes[ino_idx as usize];
+        if d != ROOT {
+            if let Some(first) = first_path.get(&ino_idx) {
+                fs::hard_link(first, &path).map_err(|e| io_err(&path, e))?;
+                rep.hardlinks += 1;
+                continue;
+            }
+            first_path.insert(ino_idx, path.clone());
+        }
+        if ino.is_reparse() && d != ROOT {
+            let link = ino
+                .reparse()
+                .and_then(|s| s.blob.as_ref())
+                .map(|b| read_small_blob(b))
+                .transpose()?
+                .and_then(|data| reparse::decode(ino.reparse_tag, &data));
+            if let Some(t) = link {
+                let fixed = rpfix && ino.rp_flags & reparse::RP_NOT_FIXED == 0;
+                let tgt = reparse::posix_target(&t, fixed, &root_abs.to_string_lossy());
+                std::os::unix::fs::symlink(&tgt, &path).map_err(|e| io_err(&path, e))?;
+                rep.symlinks += 1;
+                if !image.dentries[d as usize].children.is_empty() {
+                    rep.warnings.push(format!("{}: reparse point has children; not extracted", image.path(d)));
+                }
+                continue;
+            }
+            if ino.is_dir() {
+                rep.warnings.push(format!(
+                    "{}: reparse point (tag {:#x}) extracted as a plain directory",
+                    image.path(d),
+                    ino.reparse_tag
+                ));
+            } else {
+                rep.warnings.push(format!(
+                    "{}: reparse point (tag {:#x}) extracted as a plain file",
+                    image.path(d),
+                    ino.reparse_tag
+                ));
+            }
+        }
+        if ino.is_dir() {
+            if d != ROOT {
+                fs::create_dir(&path).map_err(|e| io_err(&path, e))?;
+            }
+            rep.dirs += 1;
+            for &c in image.dentries[d as usize].children.iter().rev() {
+                paths[c as usize] = Some(path.join(&image.dentries[c as usize].name));
+                stack.push(c);
+            }
+        } else {
+            OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| io_err(&path, e))?;
+            rep.files += 1;
+            if let Some(s) = ino.data() {
+                if let Some(b) = &s.blob {
+                    targets.entry(s.hash).or_default().files.push(path.clone());
+                    blobs.insert(s.hash, b.clone());
+                } else if s.size > 0 || s.hash != crate::wim::ZERO_HASH {
+                    return Err(Error::MissingBlob(format!("{} (file {})", hex(&s.hash), image.path(d))));
+                }
+            }
+        }
+        if !opts.no_streams {
+            for s in ino.named().filter(|s| s.kind == StreamKind::Data) {
+                match &s.blob {
+                    Some(b) => {
+                        targets.entry(s.hash).or_default().xattrs.push((path.clone(), s.name.clone()));
+                        blobs.insert(s.hash, b.clone());
+                    }
+                    None if s.hash == crate::wim::ZERO_HASH => set_xattr(&path, &s.name, &[], &mut rep.warnings),
+                    None => {
+                        return Err(Error::MissingBlob(format!("{} (stream {}:{})", hex(&s.hash), image.path(d), s.name)))
+                    }
+                }
+            }
+        }
+    }
+
+    // Stream the data.
+    let blob_list: Vec<Arc<Blob>> = blobs.into_values().collect();
+    let targets = Arc::new(targets);
+    let warnings = Arc::new(Mutex::new(Vec::new()));
+    let written = std::sync::atomic::AtomicU64::new(0);
+    let errors = for_each_blob(&blob_list, |b| {
+        let t = targets.get(&b.hash).ok_or_else(|| Error::Other("internal: untargeted blob".into()))?;
+        let file = match t.files.first() {
+            Some(p) => Some(OpenOptions::new().write(true).open(p).map_err(|e| io_err(p, e))?),
+            None => None,
+        };
+        Ok(Box::new(ApplySink {
+            hash: b.hash,
+            size: b.size,
+            file,
+            buf: Vec::new(),
+            targets: targets.clone(),
+            warnings: warnings.clone(),
+            progress,
+            written: &written,
+            seen: 0,
+        }) as Box<dyn BlobSink + '_>)
+    });
+    if let Some((h, e)) = errors.into_iter().next() {
+        return Err(Error::Other(format!("blob {}: {e}", hex(&h))));
+    }
+    rep.bytes = written.load(std::sync::atomic::Ordering::Relaxed);
+    rep.warnings.extend(warnings.lock().drain(..));
+
+    // Metadata last: ownership/mode, then timestamps, deepest first.
+    for &d in order.iter().rev() {
+        let Some(p) = &paths[d as usize] else { continue };
+        let ino = image.inode_of(d);
+        if opts.unix_data {
+            if let Some(u) = ino.unix {
+                set_owner_mode(p, u.uid, u.gid, u.mode, &mut rep.warnings);
+            }
+        }
+        set_times(p, ino.last_access_time, ino.last_write_time, &mut rep.warnings);
+    }
+    Ok(rep)
+}
+
+struct ApplySink<'a> {
+    hash: Sha1,
+    size: u64,
+    file: Option<File>,
+    buf: Vec<u8>,
+    targets: Arc<HashMap<Sha1, Targets>>,
+    warnings: Arc<Mutex<Vec<String>>>,
+    progress: &'a (dyn Fn(u64) + Sync),
+    written: &'a std::sync::atomic::AtomicU64,
+    seen: u64,
+}
+
+/// Named streams larger than this do not fit in an xattr on common
+/// filesystems (ext4 allows one block); they are reported, not applied.
+const MAX_XATTR: u64 = 64 << 10;
+
+impl BlobSink for ApplySink<'_> {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.seen += data.len() as u64;
+        if let Some(f) = &mut self.file {
+            f.write_all(data).map_err(|e| Error::Other(format!("writing {}: {e}", hex(&self.hash))))?;
+        }
+        let t = &self.targets[&self.hash];
+        if !t.xattrs.is_empty() && self.size <= MAX_XATTR {
+            self.buf.extend_from_slice(data);
+        }
+        (self.progress)(data.len() as u64);
+        self.written.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+    fn finish(self: Box<Self>) -> Result<()> {
+        if self.seen != self.size {
+            return Err(Error::Invalid(format!("blob {} gave {} of {} bytes", hex(&self.hash), self.seen, self.size)));
+        }
+        let t = &self.targets[&self.hash];
+        drop(self.file);
+        if let Some(first) = t.files.first() {
+            for other in &t.files[1..] {
+                fs::copy(first, other).map_err(|e| io_err(other, e))?;
+            }
+        }
+        let mut w = Vec::new();
+        for (p, name) in &t.xattrs {
+            if self.size > MAX_XATTR {
+                w.push(format!("{}: named stream {name:?} ({} bytes) too large for an xattr; skipped", p.display(), self.size));
+                continue;
+            }
+            set_xattr(p, name, &self.buf, &mut w);
+        }
+        self.warnings.lock().extend(w);
+        Ok(())
+    }
+}
+
+fn cpath(p: &Path) -> Option<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes()).ok()
+}
+
+fn set_xattr(p: &Path, name: &str, val: &[u8], warnings: &mut Vec<String>) {
+    let (Some(cp), Ok(cn)) = (cpath(p), std::ffi::CString::new(format!("user.{name}"))) else {
+        warnings.push(format!("{}: cannot name xattr for stream {name:?}", p.display()));
+        return;
+    };
+    // SAFETY: valid NUL-terminated strings and a valid buffer.
+    let r = unsafe { libc::lsetxattr(cp.as_ptr(), cn.as_ptr(), val.as_ptr() as *const _, val.len(), 0) };
+    if r != 0 {
+        warnings.push(format!(
+            "{}: cannot set xattr user.{name}: {}",
+            p.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+}
+
+/// FILETIME (100 ns since 1601) to a timespec.
+pub fn filetime_to_timespec(ft: u64) -> libc::timespec {
+    const EPOCH_DIFF: i64 = 116_444_736_000_000_000;
+    let t = ft as i64 - EPOCH_DIFF;
+    libc::timespec { tv_sec: t.div_euclid(10_000_000) as libc::time_t, tv_nsec: (t.rem_euclid(10_000_000) * 100) as _ }
+}
+
+fn set_times(p: &Path, atime: u64, mtime: u64, warnings: &mut Vec<String>) {
+    let Some(cp) = cpath(p) else { return };
+    let ts = [filetime_to_timespec(atime), filetime_to_timespec(mtime)];
+    // SAFETY: valid path and a two-element timespec array.
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, cp.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    if r != 0 {
+        warnings.push(format!("{}: cannot set times: {}", p.display(), std::io::Error::last_os_error()));
+    }
+}
+
+fn set_owner_mode(p: &Path, uid: u32, gid: u32, mode: u32, warnings: &mut Vec<String>) {
+    let Some(cp) = cpath(p) else { return };
+    // SAFETY: valid path.
+    unsafe {
+        if libc::lchown(cp.as_ptr(), uid, gid) != 0 {
+            warnings.push(format!("{}: cannot chown: {}", p.display(), std::io::Error::last_os_error()));
+        }
+        let is_link = fs::symlink_metadata(p).map(|m| m.file_type().is_symlink()).unwrap_or(false);
+        if !is_link && libc::chmod(cp.as_ptr(), (mode & 0o7777) as libc::mode_t) != 0 {
+            warnings.push(format!("{}: cannot chmod: {}", p.display(), std::io::Error::last_os_error()));
+        }
+    }
+}

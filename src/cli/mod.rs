@@ -1,0 +1,165 @@
+//! Argument parsing, messages and progress bars. Errors become one clear
+//! line on stderr and a non-zero exit status.
+
+mod inspect;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use wimfs::wim::Wim;
+
+#[derive(Parser)]
+#[command(name = "wimfs", version, about = "Mount, inspect and service Windows Imaging Format (WIM) images")]
+struct Cli {
+    /// Worker threads for decompression (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show the header, images and compression of a WIM.
+    Info {
+        wim: PathBuf,
+        image: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// Check the integrity table too.
+        #[arg(long)]
+        check: bool,
+        #[arg(long = "ref")]
+        refs: Vec<PathBuf>,
+    },
+    /// List the files of an image.
+    Dir {
+        wim: PathBuf,
+        image: String,
+        path: Option<String>,
+        /// Attributes, sizes, hashes, streams, link counts, reparse targets.
+        #[arg(long)]
+        detailed: bool,
+        #[arg(long = "ref")]
+        refs: Vec<PathBuf>,
+    },
+    /// Write a file (or `PATH:stream`) of an image to stdout.
+    Cat {
+        wim: PathBuf,
+        image: String,
+        path: String,
+        #[arg(long = "ref")]
+        refs: Vec<PathBuf>,
+    },
+    /// Extract an image into a directory.
+    Apply {
+        wim: PathBuf,
+        /// IMAGE DIR, or just DIR when the WIM has one image.
+        #[arg(num_args = 1..=2, required = true)]
+        args: Vec<String>,
+        #[arg(long = "ref")]
+        refs: Vec<PathBuf>,
+        /// Restore uid/gid/mode saved with wimlib's --unix-data.
+        #[arg(long)]
+        unix_data: bool,
+        /// Do not write named data streams as user.* xattrs.
+        #[arg(long)]
+        no_streams: bool,
+    },
+    /// Check every blob's SHA-1, the integrity table and the metadata.
+    Verify {
+        wim: PathBuf,
+        #[arg(long = "ref")]
+        refs: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let level = if cli.quiet {
+        log::LevelFilter::Error
+    } else {
+        match cli.verbose {
+            0 => log::LevelFilter::Warn,
+            1 => log::LevelFilter::Info,
+            _ => log::LevelFilter::Debug,
+        }
+    };
+    env_logger::Builder::new().filter_level(level).format_target(false).format_timestamp(None).parse_default_env().init();
+    if let Some(n) = cli.threads {
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global();
+    }
+    match dispatch(cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wimfs: error: {e:#}");
+            1
+        }
+    }
+}
+
+pub(crate) fn open(wim: &PathBuf, refs: &[PathBuf]) -> Result<Wim> {
+    let w = Wim::open(wim, refs).with_context(|| format!("cannot open {}", wim.display()))?;
+    for warn in &w.warnings {
+        log::warn!("{warn}");
+    }
+    Ok(w)
+}
+
+pub(crate) fn image_arg(w: &Wim, spec: Option<&str>) -> Result<u32> {
+    match spec {
+        Some(s) => Ok(w.resolve_image(s)?),
+        None if w.image_count() == 1 => Ok(1),
+        None => anyhow::bail!(
+            "this WIM has {} images; say which one (a 1-based index or a name)",
+            w.image_count()
+        ),
+    }
+}
+
+/// A byte progress bar on a terminal, hidden otherwise.
+pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn dispatch(cmd: Cmd) -> Result<i32> {
+    match cmd {
+        Cmd::Info { wim, image, json, check, refs } => inspect::info(&open(&wim, &refs)?, image.as_deref(), json, check),
+        Cmd::Dir { wim, image, path, detailed, refs } => {
+            inspect::dir(&open(&wim, &refs)?, &image, path.as_deref(), detailed)
+        }
+        Cmd::Cat { wim, image, path, refs } => inspect::cat(&open(&wim, &refs)?, &image, &path),
+        Cmd::Apply { wim, args, refs, unix_data, no_streams } => {
+            let w = open(&wim, &refs)?;
+            let (img, dir) = match args.as_slice() {
+                [d] => (image_arg(&w, None)?, PathBuf::from(d)),
+                [i, d] => (image_arg(&w, Some(i))?, PathBuf::from(d)),
+                _ => anyhow::bail!("usage: wimfs apply WIM [IMAGE] DIR"),
+            };
+            inspect::apply(&w, img, &dir, unix_data, no_streams)
+        }
+        Cmd::Verify { wim, refs, json } => inspect::verify(&open(&wim, &refs)?, json),
+    }
+}

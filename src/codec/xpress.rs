@@ -1,0 +1,846 @@
+use super::CodecError;
+
+// XPRESS Huffman ("LZ77+Huffman" of [MS-XCA]) as used by WIM resources.
+//
+// One WIM chunk (at most 64 KiB of output) is exactly one MS-XCA block:
+//
+// * 256 bytes holding 512 four-bit codeword lengths (low nibble = even
+//   symbol) of a canonical Huffman code, maximum codeword length 15;
+// * a bit stream made of 16-bit little-endian words, each read from its most
+//   significant bit down, into which whole bytes (the long match length
+//   escapes) are interleaved.
+//
+// Symbols 0..=255 are literals. Symbol `256 + (log2 << 4) + lh` is a match
+// whose offset is `(1 << log2) | <log2 raw bits>` and whose length is
+// `lh + 3`, except that `lh == 15` is followed by an extra byte `b`
+// (length `b + 18`), and `b == 255` by a 16-bit little-endian length `n`
+// (length `n + 3`). WIM has no end-of-block handling: the container knows
+// the exact uncompressed size and decoding stops when the output is full.
+//
+// The position of an interleaved byte is defined by the reference decoder:
+// it reads two words up front and afterwards reads one more word whenever
+// fewer than 16 unread bits remain after consuming a field. A byte therefore
+// sits right after the smallest number of words that leaves at least 16
+// unconsumed bits. Our decoder keeps a 64-bit look-ahead buffer for speed and
+// "un-reads" surplus words before reading such a byte; the encoder mirrors
+// the rule by reserving word slots in the output one word ahead.
+
+use std::cell::RefCell;
+
+/// Largest chunk the WIM format allows for XPRESS.
+pub const MAX_CHUNK_SIZE: usize = 65536;
+/// Literals 0..=255 plus 256 match headers.
+const NUM_SYMBOLS: usize = 512;
+const NUM_LITERALS: usize = 256;
+const MAX_CODEWORD_LEN: usize = 15;
+/// Bytes of packed codeword lengths at the start of every block.
+const HEADER_LEN: usize = NUM_SYMBOLS / 2;
+const MIN_MATCH_LEN: usize = 3;
+/// Longest match one item can describe (16-bit escape plus the minimum).
+const MAX_MATCH_LEN: usize = 0xFFFF + MIN_MATCH_LEN;
+const MAX_OFFSET: usize = 0xFFFF;
+
+// ---------------------------------------------------------------------------
+// Decoder
+// ---------------------------------------------------------------------------
+
+/// Bits resolved by the first-level decode table. 11 bits keeps the table at
+/// 8 KiB (cache resident) while nearly all codewords of real data fit.
+const TABLE_BITS: usize = 11;
+/// Longer codewords go to second-level tables indexed by the remaining
+/// `15 - TABLE_BITS` bits; a fixed size keeps table construction trivial.
+const SUB_BITS: usize = MAX_CODEWORD_LEN - TABLE_BITS;
+/// Each codeword longer than TABLE_BITS has a distinct prefix at most once per
+/// symbol, so 512 subtables always suffice.
+const TABLE_SIZE: usize = (1 << TABLE_BITS) + NUM_SYMBOLS * (1 << SUB_BITS);
+
+/// Table entry layout: bits 0..4 = bits to consume, bits 16..25 = symbol.
+/// A subtable link has `SUBTABLE` set and the subtable start in bits 16..31.
+/// `INVALID` marks codewords that an incomplete code never assigned.
+const SUBTABLE: u32 = 0x100;
+const INVALID: u32 = 0x200;
+const SLOW: u32 = SUBTABLE | INVALID;
+
+/// Reusable XPRESS decoder; holds the Huffman decode table so decoding a chunk
+/// allocates nothing.
+pub struct Decoder {
+    table: Vec<u32>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+thread_local! {
+    static DECODER: RefCell<Decoder> = RefCell::new(Decoder::new());
+}
+
+/// Decompress one WIM XPRESS chunk into `output`, whose length must be the
+/// exact uncompressed size. Uses a per-thread [`Decoder`].
+pub fn decompress(input: &[u8], output: &mut [u8]) -> Result<(), CodecError> {
+    DECODER.with(|d| match d.try_borrow_mut() {
+        Ok(mut d) => d.decompress(input, output),
+        // Re-entrancy cannot happen in practice; fall back to a fresh table
+        // rather than panicking.
+        Err(_) => Decoder::new().decompress(input, output),
+    })
+}
+
+/// MSB-first reader over 16-bit little-endian words with interleaved bytes.
+///
+/// `buf` is left-aligned: its top `count` bits are the next unread bits and
+/// every bit below them is zero. `pos` is the input offset after the last
+/// word loaded; it may run past the end, in which case missing words read as
+/// zero and are counted in `virt` so that actually *using* them is detected.
+struct BitReader<'a> {
+    input: &'a [u8],
+    buf: u64,
+    count: u32,
+    pos: usize,
+    virt: u32,
+}
+
+impl<'a> BitReader<'a> {
+    fn new(input: &'a [u8], pos: usize) -> Self {
+        BitReader {
+            input,
+            buf: 0,
+            count: 0,
+            pos,
+            virt: 0,
+        }
+    }
+
+    /// Top up to at least 49 valid bits, enough for a 15-bit codeword plus 15
+    /// offset bits plus another codeword.
+    #[inline(always)]
+    fn refill(&mut self) -> Result<(), CodecError> {
+        if let Some(bytes) = self.input.get(self.pos..self.pos + 8) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(bytes);
+            let x = u64::from_le_bytes(b);
+            // x = w0 | w1<<16 | w2<<32 | w3<<48; we want w0 on top.
+            let r = x.rotate_left(32);
+            let y = ((r & 0x0000_FFFF_0000_FFFF) << 16) | ((r >> 16) & 0x0000_FFFF_0000_FFFF);
+            let words = (64 - self.count) >> 4;
+            let new = self.count + (words << 4);
+            // Keep only whole words: clear everything below the new count.
+            let keep = !((u64::MAX >> 1) >> (new - 1));
+            self.buf |= (y >> self.count) & keep;
+            self.count = new;
+            self.pos += (words as usize) << 1;
+            Ok(())
+        } else {
+            self.refill_slow()
+        }
+    }
+
+    #[cold]
+    fn refill_slow(&mut self) -> Result<(), CodecError> {
+        // Bits from past the end of the input were already consumed.
+        if self.virt * 16 > self.count {
+            return Err(CodecError::Truncated);
+        }
+        while self.count <= 48 {
+            let w = match self.input.get(self.pos..self.pos + 2) {
+                Some(b) => u16::from_le_bytes([b[0], b[1]]),
+                None => {
+                    self.virt += 1;
+                    0
+                }
+            };
+            self.buf |= u64::from(w) << (48 - self.count);
+            self.count += 16;
+            self.pos += 2;
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn peek(&self, n: usize) -> usize {
+        (self.buf >> (64 - n)) as usize
+    }
+
+    #[inline(always)]
+    fn consume(&mut self, n: u32) {
+        self.buf <<= n;
+        self.count = self.count.wrapping_sub(n);
+    }
+
+    /// Pop `n` (0..=15) bits; the caller guarantees they are buffered.
+    #[inline(always)]
+    fn pop(&mut self, n: u32) -> u32 {
+        let v = ((self.buf >> 1) >> (63 - n)) as u32;
+        self.consume(n);
+        v
+    }
+
+    /// Move the byte cursor to where the reference decoder would read an
+    /// interleaved byte: right after the fewest words that leave >= 16 unread
+    /// bits. Surplus look-ahead words are given back.
+    fn align_for_bytes(&mut self) {
+        while self.count < 16 {
+            // Only reachable if a caller consumed without refilling; load one
+            // more word exactly as the reference decoder would.
+            let w = match self.input.get(self.pos..self.pos + 2) {
+                Some(b) => u16::from_le_bytes([b[0], b[1]]),
+                None => {
+                    self.virt += 1;
+                    0
+                }
+            };
+            self.buf |= u64::from(w) << (48 - self.count);
+            self.count += 16;
+            self.pos += 2;
+        }
+        while self.count >= 32 {
+            self.count -= 16;
+            self.pos -= 2;
+            if self.pos + 2 > self.input.len() {
+                self.virt = self.virt.saturating_sub(1);
+            }
+        }
+        self.buf &= !((u64::MAX >> 1) >> (self.count - 1));
+    }
+
+    fn read_u8(&mut self) -> Result<u8, CodecError> {
+        let b = *self.input.get(self.pos).ok_or(CodecError::Truncated)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn read_u16(&mut self) -> Result<u16, CodecError> {
+        let b = self
+            .input
+            .get(self.pos..self.pos + 2)
+            .ok_or(CodecError::Truncated)?;
+        self.pos += 2;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+}
+
+impl Decoder {
+    /// Allocate the decode tables (about 40 KiB).
+    pub fn new() -> Self {
+        Decoder {
+            table: vec![INVALID; TABLE_SIZE],
+        }
+    }
+
+    /// Build the two-level canonical decode table from the 256-byte header.
+    ///
+    /// Over-subscribed codes are rejected. Incomplete codes are accepted (the
+    /// reference decoder does not check completeness); their unassigned
+    /// codewords decode to an error only if they are actually used.
+    fn build_table(&mut self, header: &[u8]) -> Result<(), CodecError> {
+        let mut lens = [0u8; NUM_SYMBOLS];
+        for (i, &b) in header.iter().take(HEADER_LEN).enumerate() {
+            lens[2 * i] = b & 15;
+            lens[2 * i + 1] = b >> 4;
+        }
+        let mut count = [0u16; MAX_CODEWORD_LEN + 1];
+        for &l in &lens {
+            count[l as usize] += 1;
+        }
+        count[0] = 0;
+        let mut left: i32 = 1;
+        for &c in &count[1..] {
+            left = (left << 1) - i32::from(c);
+            if left < 0 {
+                return Err(CodecError::Corrupt("over-subscribed Huffman code"));
+            }
+        }
+        if left == 1 << MAX_CODEWORD_LEN {
+            return Err(CodecError::Corrupt("empty Huffman code"));
+        }
+        // Symbols sorted by (length, value): canonical order.
+        let mut offs = [0u16; MAX_CODEWORD_LEN + 2];
+        for l in 1..=MAX_CODEWORD_LEN {
+            offs[l + 1] = offs[l] + count[l];
+        }
+        let mut sorted = [0u16; NUM_SYMBOLS];
+        for (sym, &l) in lens.iter().enumerate() {
+            if l != 0 {
+                let o = &mut offs[l as usize];
+                sorted[*o as usize] = sym as u16;
+                *o += 1;
+            }
+        }
+        let used = usize::from(offs[MAX_CODEWORD_LEN + 1]).min(NUM_SYMBOLS);
+
+        let table = &mut self.table;
+        let main = 1usize << TABLE_BITS;
+        // Codeword of the next symbol, left-aligned to 15 bits.
+        let mut code: usize = 0;
+        let mut next_sub = main;
+        let mut cur_prefix = usize::MAX;
+        let mut cur_sub = 0usize;
+        let mut filled_main = 0usize;
+        for &sym in &sorted[..used] {
+            let len = usize::from(lens[usize::from(sym)]);
+            let span = 1usize << (MAX_CODEWORD_LEN - len);
+            if len <= TABLE_BITS {
+                let start = code >> SUB_BITS;
+                let n = span >> SUB_BITS;
+                let e = (u32::from(sym) << 16) | len as u32;
+                table[start..start + n].fill(e);
+                filled_main = start + n;
+            } else {
+                let prefix = code >> SUB_BITS;
+                if prefix != cur_prefix {
+                    cur_prefix = prefix;
+                    cur_sub = next_sub;
+                    next_sub += 1 << SUB_BITS;
+                    table[cur_sub..next_sub].fill(INVALID);
+                    table[prefix] = ((cur_sub as u32) << 16) | SUBTABLE | SUB_BITS as u32;
+                    filled_main = prefix + 1;
+                }
+                let start = cur_sub + (code & ((1 << SUB_BITS) - 1));
+                let e = (u32::from(sym) << 16) | (len - TABLE_BITS) as u32;
+                table[start..start + span].fill(e);
+            }
+            code += span;
+        }
+        table[filled_main..main].fill(INVALID);
+        Ok(())
+    }
+
+    /// Decompress one chunk; see [`decompress`].
+    pub fn decompress(&mut self, input: &[u8], output: &mut [u8]) -> Result<(), CodecError> {
+        if output.is_empty() {
+            return Ok(());
+        }
+        if input.len() < HEADER_LEN {
+            return Err(CodecError::Truncated);
+        }
+        self.build_table(&input[..HEADER_LEN])?;
+        let table = &self.table[..];
+        let mut br = BitReader::new(input, HEADER_LEN);
+        let out_len = output.len();
+        let mut op = 0usize;
+
+        while op < out_len {
+            if br.count < 30 {
+                br.refill()?;
+            }
+            let mut e = table[br.peek(TABLE_BITS)];
+            if e & SLOW != 0 {
+                if e & INVALID != 0 {
+                    return Err(CodecError::Corrupt("invalid Huffman codeword"));
+                }
+                br.consume(TABLE_BITS as u32);
+                let idx = (e >> 16) as usize + br.peek(SUB_BITS);
+                e = *table.get(idx).ok_or(CodecError::Corrupt("bad subtable"))?;
+                if e & INVALID != 0 {
+                    return Err(CodecError::Corrupt("invalid Huffman codeword"));
+                }
+            }
+            br.consume(e & 0xFF);
+            let sym = (e >> 16) as usize;
+            if sym < NUM_LITERALS {
+                output[op] = sym as u8;
+                op += 1;
+                continue;
+            }
+            let log2 = ((sym >> 4) & 15) as u32;
+            let mut len = sym & 15;
+            if len == 15 {
+                br.align_for_bytes();
+                let b = br.read_u8()?;
+                len = if b == 255 {
+                    let n = br.read_u16()? as usize;
+                    if n < 15 {
+                        return Err(CodecError::Corrupt("bad 16-bit match length"));
+                    }
+                    n
+                } else {
+                    15 + b as usize
+                };
+            }
+            len += MIN_MATCH_LEN;
+            // After a normal refill >= 34 bits remain here; after byte
+            // alignment 16..=31 do. Either way 15 offset bits are buffered.
+            let offset = ((1u32 << log2) | br.pop(log2)) as usize;
+            if offset > op {
+                return Err(CodecError::Corrupt("match offset before start of output"));
+            }
+            if len > out_len - op {
+                return Err(CodecError::Corrupt("match runs past end of output"));
+            }
+            copy_match(output, op, offset, len);
+            op += len;
+        }
+        // Anything decoded from zero padding past the end means truncation.
+        if br.virt * 16 > br.count {
+            return Err(CodecError::Truncated);
+        }
+        Ok(())
+    }
+}
+
+/// Copy `len` bytes from `op - offset` to `op` with LZ77 overlap semantics.
+/// The caller has checked `offset <= op` and `op + len <= out.len()`.
+#[inline(always)]
+fn copy_match(out: &mut [u8], op: usize, offset: usize, len: usize) {
+    let src = op - offset;
+    let end = op + len;
+    if offset >= 8 && end + 8 <= out.len() {
+        // Whole 8-byte words; each source word is complete before it is read
+        // because offset >= 8. May write up to 7 bytes past `end`, which are
+        // overwritten later.
+        let mut s = src;
+        let mut d = op;
+        while d < end {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&out[s..s + 8]);
+            out[d..d + 8].copy_from_slice(&w);
+            s += 8;
+            d += 8;
+        }
+    } else if offset == 1 {
+        let b = out[src];
+        out[op..end].fill(b);
+    } else if offset >= len {
+        out.copy_within(src..src + len, op);
+    } else if end + 8 <= out.len() {
+        // Short period: build one 8-byte pattern word and advance by the
+        // largest multiple of the period that fits in 8 bytes.
+        let mut w = [0u8; 8];
+        for (i, b) in w.iter_mut().enumerate() {
+            *b = out[src + i % offset];
+        }
+        let stride = 8 - 8 % offset;
+        let mut d = op;
+        while d < end {
+            out[d..d + 8].copy_from_slice(&w);
+            d += stride;
+        }
+    } else {
+        for i in op..end {
+            out[i] = out[i - offset];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Encoder
+// ---------------------------------------------------------------------------
+
+/// Hash of the next three bytes (the minimum match) selects a chain head.
+const HASH_BITS: u32 = 15;
+/// Chain positions examined per search; bounds the worst case (long runs of
+/// identical data) while finding nearly all useful matches.
+const MAX_SEARCH_DEPTH: u32 = 24;
+/// A match at least this long is taken without looking further.
+const NICE_LEN: usize = 64;
+/// A 3-byte match farther than this rarely beats three literals.
+const MAX_LEN3_OFFSET: usize = 8192;
+/// Sentinel for "no position" in the hash chains.
+const NIL: u32 = u32::MAX;
+
+/// One parsed item. Literal: the byte value (< 256). Match: bit 63 set,
+/// length in bits 16..33, offset in bits 0..16.
+type Item = u64;
+const MATCH_FLAG: u64 = 1 << 63;
+
+/// Reusable encoder state: hash chains and the item buffer.
+pub struct Encoder {
+    head: Vec<u32>,
+    prev: Vec<u32>,
+    items: Vec<Item>,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+thread_local! {
+    static ENCODER: RefCell<Encoder> = RefCell::new(Encoder::new());
+}
+
+/// Compress one WIM chunk. Returns `None` when the result would not be
+/// strictly smaller than the input (the container then stores it raw).
+/// Inputs longer than [`MAX_CHUNK_SIZE`] are still encoded correctly (matches
+/// never reach back more than 65535 bytes), although WIM never needs that.
+pub fn compress(input: &[u8]) -> Option<Vec<u8>> {
+    ENCODER.with(|e| match e.try_borrow_mut() {
+        Ok(mut e) => e.compress(input),
+        Err(_) => Encoder::new().compress(input),
+    })
+}
+
+#[inline(always)]
+fn hash3(data: &[u8], pos: usize) -> usize {
+    let v = u32::from(data[pos]) | u32::from(data[pos + 1]) << 8 | u32::from(data[pos + 2]) << 16;
+    (v.wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
+}
+
+/// Length of the common prefix of `data[a..]` and `data[b..]` (a < b),
+/// capped at `max`.
+#[inline(always)]
+fn match_len(data: &[u8], a: usize, b: usize, max: usize) -> usize {
+    let mut n = 0;
+    while n + 8 <= max {
+        let x = u64::from_le_bytes(data[a + n..a + n + 8].try_into().unwrap_or([0; 8]));
+        let y = u64::from_le_bytes(data[b + n..b + n + 8].try_into().unwrap_or([0; 8]));
+        let d = x ^ y;
+        if d != 0 {
+            return n + (d.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    while n < max && data[a + n] == data[b + n] {
+        n += 1;
+    }
+    n
+}
+
+impl Encoder {
+    /// Allocate the hash table (chains grow with the largest chunk seen).
+    pub fn new() -> Self {
+        Encoder {
+            head: vec![NIL; 1 << HASH_BITS],
+            prev: Vec::new(),
+            items: Vec::new(),
+        }
+    }
+
+    /// Insert `pos` into its hash chain; returns the previous chain head.
+    #[inline(always)]
+    fn insert(&mut self, data: &[u8], pos: usize) -> u32 {
+        let h = hash3(data, pos);
+        let cand = self.head[h];
+        self.head[h] = pos as u32;
+        self.prev[pos] = cand;
+        cand
+    }
+
+    /// Insert `pos` and return the longest match (length, offset) found among
+    /// earlier positions with the same hash; length < 3 means none.
+    #[inline(always)]
+    fn find(&mut self, data: &[u8], pos: usize, depth: u32) -> (usize, usize) {
+        let max = (data.len() - pos).min(MAX_MATCH_LEN);
+        let mut cand = self.insert(data, pos);
+        let mut best_len = 2usize;
+        let mut best_off = 0usize;
+        let mut depth = depth;
+        while cand != NIL && depth > 0 {
+            let c = cand as usize;
+            let off = pos - c;
+            if off > MAX_OFFSET {
+                break;
+            }
+            // Cheap rejection: a longer match must agree at best_len.
+            if best_len < max && data[c + best_len] == data[pos + best_len] {
+                let l = match_len(data, c, pos, max);
+                if l > best_len && (l > 3 || off <= MAX_LEN3_OFFSET) {
+                    best_len = l;
+                    best_off = off;
+                    if l >= NICE_LEN.min(max) {
+                        break;
+                    }
+                }
+            }
+            cand = self.prev[c];
+            depth -= 1;
+        }
+        (best_len, best_off)
+    }
+
+    /// Lazy parse: take the longest match at each position unless the next
+    /// position has a longer one.
+    fn parse(&mut self, data: &[u8], freqs: &mut [u32; NUM_SYMBOLS]) {
+        let n = data.len();
+        self.head.fill(NIL);
+        if self.prev.len() < n {
+            self.prev.resize(n, NIL);
+        }
+        let mut items = std::mem::take(&mut self.items);
+        items.clear();
+        let mut i = 0usize;
+        // Positions below `ins` are already in the hash chains.
+        let mut ins = 0usize;
+        let mut pending: Option<(usize, usize)> = None;
+        while i < n {
+            if i + MIN_MATCH_LEN > n {
+                for &b in &data[i..] {
+                    items.push(u64::from(b));
+                    freqs[usize::from(b)] += 1;
+                }
+                break;
+            }
+            let (len, off) = match pending.take() {
+                Some(m) => m,
+                None => {
+                    ins = i + 1;
+                    self.find(data, i, MAX_SEARCH_DEPTH)
+                }
+            };
+            if len < MIN_MATCH_LEN {
+                items.push(u64::from(data[i]));
+                freqs[usize::from(data[i])] += 1;
+                i += 1;
+                continue;
+            }
+            if len < NICE_LEN && i + 1 + MIN_MATCH_LEN <= n {
+                // Search less hard when the current match is already good.
+                let depth = if len >= 16 {
+                    MAX_SEARCH_DEPTH / 4
+                } else {
+                    MAX_SEARCH_DEPTH
+                };
+                ins = i + 2;
+                let (l2, o2) = self.find(data, i + 1, depth);
+                if l2 > len {
+                    items.push(u64::from(data[i]));
+                    freqs[usize::from(data[i])] += 1;
+                    i += 1;
+                    pending = Some((l2, o2));
+                    continue;
+                }
+            }
+            // Emit the match at i.
+            let end = i + len;
+            let ins_end = end.min(n.saturating_sub(MIN_MATCH_LEN - 1));
+            while ins < ins_end {
+                self.insert(data, ins);
+                ins += 1;
+            }
+            let l3 = len - MIN_MATCH_LEN;
+            let log2 = (usize::BITS - 1 - off.leading_zeros()) as usize;
+            freqs[NUM_LITERALS + (log2 << 4) + l3.min(15)] += 1;
+            items.push(MATCH_FLAG | (len as u64) << 16 | off as u64);
+            i = end;
+        }
+        self.items = items;
+    }
+
+    /// Compress one chunk; see [`compress`].
+    pub fn compress(&mut self, input: &[u8]) -> Option<Vec<u8>> {
+        // Header plus two words is the smallest possible output.
+        if input.len() <= HEADER_LEN + 4 {
+            return None;
+        }
+        let mut freqs = [0u32; NUM_SYMBOLS];
+        self.parse(input, &mut freqs);
+        let mut lens = [0u8; NUM_SYMBOLS];
+        build_lengths(&freqs, &mut lens);
+        let codes = canonical_codes(&lens);
+
+        let mut out = Vec::with_capacity(input.len());
+        for pair in lens.chunks_exact(2) {
+            out.push(pair[0] | pair[1] << 4);
+        }
+        let mut bw = BitWriter::new(out);
+        for &it in &self.items {
+            if it & MATCH_FLAG == 0 {
+                let s = it as usize;
+                bw.bits(u32::from(codes[s]), u32::from(lens[s]));
+            } else {
+                let off = (it & 0xFFFF) as u32;
+                let l3 = ((it >> 16) as usize & 0x1FFFF) - MIN_MATCH_LEN;
+                let log2 = 31 - off.leading_zeros();
+                let s = NUM_LITERALS + ((log2 as usize) << 4) + l3.min(15);
+                bw.bits(u32::from(codes[s]), u32::from(lens[s]));
+                if l3 >= 15 {
+                    if l3 - 15 < 255 {
+                        bw.byte((l3 - 15) as u8);
+                    } else {
+                        bw.byte(255);
+                        bw.byte(l3 as u8);
+                        bw.byte((l3 >> 8) as u8);
+                    }
+                }
+                bw.bits(off & ((1 << log2) - 1), log2);
+            }
+            if bw.out.len() >= input.len() {
+                return None;
+            }
+        }
+        let out = bw.finish();
+        (out.len() < input.len()).then_some(out)
+    }
+}
+
+/// MSB-first writer of 16-bit little-endian words with interleaved bytes.
+///
+/// Mirrors the reference decoder's read pattern: two word slots are reserved
+/// ahead, a word is only flushed once a *further* bit arrives (so a word that
+/// is exactly full stays pending), and interleaved bytes go after all
+/// reserved slots.
+struct BitWriter {
+    out: Vec<u8>,
+    acc: u32,
+    n: u32,
+    slot_cur: usize,
+    slot_next: usize,
+}
+
+impl BitWriter {
+    fn new(mut out: Vec<u8>) -> Self {
+        let slot_cur = out.len();
+        out.extend_from_slice(&[0; 4]);
+        BitWriter {
+            out,
+            acc: 0,
+            n: 0,
+            slot_cur,
+            slot_next: slot_cur + 2,
+        }
+    }
+
+    /// Append `n` (<= 16) bits of `v`.
+    #[inline(always)]
+    fn bits(&mut self, v: u32, n: u32) {
+        self.acc = (self.acc << n) | v;
+        self.n += n;
+        if self.n > 16 {
+            self.n -= 16;
+            let w = (self.acc >> self.n) as u16;
+            self.put_word(w);
+        }
+    }
+
+    #[inline(always)]
+    fn put_word(&mut self, w: u16) {
+        let s = self.slot_cur;
+        if let Some(d) = self.out.get_mut(s..s + 2) {
+            d.copy_from_slice(&w.to_le_bytes());
+        }
+        self.slot_cur = self.slot_next;
+        self.slot_next = self.out.len();
+        self.out.extend_from_slice(&[0, 0]);
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.out.push(b);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.n > 0 {
+            let w = ((self.acc << (16 - self.n)) & 0xFFFF) as u16;
+            let s = self.slot_cur;
+            if let Some(d) = self.out.get_mut(s..s + 2) {
+                d.copy_from_slice(&w.to_le_bytes());
+            }
+        }
+        self.out
+    }
+}
+
+/// Length-limited (15) Huffman codeword lengths for `freqs`.
+///
+/// Builds an optimal tree with the two-queue method, clamps over-long
+/// codewords to 15 and then lengthens the longest codewords that are still
+/// short of 15 until the Kraft sum is exactly one again (the code must stay
+/// complete: wimlib rejects incomplete codes). Lengths are finally handed out
+/// by frequency so the most frequent symbols get the shortest codewords.
+fn build_lengths(freqs: &[u32; NUM_SYMBOLS], lens: &mut [u8; NUM_SYMBOLS]) {
+    let mut syms: Vec<(u32, u16)> = freqs
+        .iter()
+        .enumerate()
+        .filter(|(_, &f)| f > 0)
+        .map(|(s, &f)| (f, s as u16))
+        .collect();
+    lens.fill(0);
+    match syms.len() {
+        0 => {
+            lens[0] = 1;
+            lens[1] = 1;
+            return;
+        }
+        1 => {
+            let s = usize::from(syms[0].1);
+            lens[s] = 1;
+            lens[if s == 0 { 1 } else { 0 }] = 1;
+            return;
+        }
+        _ => {}
+    }
+    syms.sort_unstable();
+    let m = syms.len();
+    let total = 2 * m - 1;
+    let mut weight = vec![0u64; total];
+    let mut parent = vec![0usize; total];
+    for (w, s) in weight.iter_mut().zip(&syms) {
+        *w = u64::from(s.0);
+    }
+    let (mut li, mut ni) = (0usize, m);
+    for next in m..total {
+        let mut pick = |weight: &[u64]| -> usize {
+            if li < m && (ni >= next || weight[li] <= weight[ni]) {
+                li += 1;
+                li - 1
+            } else {
+                ni += 1;
+                ni - 1
+            }
+        };
+        let a = pick(&weight);
+        let b = pick(&weight);
+        weight[next] = weight[a] + weight[b];
+        parent[a] = next;
+        parent[b] = next;
+    }
+    // Depths: parents always have larger indices than their children.
+    let mut depth = vec![0u32; total];
+    let mut bl = [0u32; MAX_CODEWORD_LEN + 1];
+    for k in (0..total - 1).rev() {
+        depth[k] = depth[parent[k]] + 1;
+    }
+    for &d in &depth[..m] {
+        bl[(d as usize).min(MAX_CODEWORD_LEN)] += 1;
+    }
+    // Kraft sum in units of 2^-15.
+    let mut kraft: u64 = (1..=MAX_CODEWORD_LEN)
+        .map(|l| u64::from(bl[l]) << (MAX_CODEWORD_LEN - l))
+        .sum();
+    let full = 1u64 << MAX_CODEWORD_LEN;
+    while kraft > full {
+        // Lengthen one codeword of the largest length below 15; this lowers
+        // the sum by the smallest available step, so we never undershoot.
+        let Some(l) = (1..MAX_CODEWORD_LEN).rev().find(|&l| bl[l] > 0) else {
+            break;
+        };
+        bl[l] -= 1;
+        bl[l + 1] += 1;
+        kraft -= 1 << (MAX_CODEWORD_LEN - l - 1);
+    }
+    // Most frequent symbols (end of `syms`) get the shortest lengths.
+    let mut it = syms.iter();
+    for l in (1..=MAX_CODEWORD_LEN).rev() {
+        for _ in 0..bl[l] {
+            if let Some(&(_, s)) = it.next() {
+                lens[usize::from(s)] = l as u8;
+            }
+        }
+    }
+}
+
+/// Canonical codewords (MSB-first values) for the given lengths.
+fn canonical_codes(lens: &[u8; NUM_SYMBOLS]) -> [u16; NUM_SYMBOLS] {
+    let mut count = [0u16; MAX_CODEWORD_LEN + 1];
+    for &l in lens {
+        count[usize::from(l)] += 1;
+    }
+    count[0] = 0;
+    let mut next = [0u16; MAX_CODEWORD_LEN + 1];
+    let mut code = 0u16;
+    for l in 1..=MAX_CODEWORD_LEN {
+        code = (code + count[l - 1]) << 1;
+        next[l] = code;
+    }
+    let mut codes = [0u16; NUM_SYMBOLS];
+    for (c, &l) in codes.iter_mut().zip(lens) {
+        if l != 0 {
+            *c = next[usize::from(l)];
+            next[usize::from(l)] += 1;
+        }
+    }
+    codes
+}

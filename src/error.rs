@@ -1,0 +1,48 @@
+//! The library's error type: every failure names what was wrong and where.
+
+use crate::codec::CodecError;
+use std::io;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("I/O error: {0}")]
+    RawIo(#[from] io::Error),
+    #[error("not a WIM file: {0}")]
+    NotWim(String),
+    #[error("invalid WIM: {0}")]
+    Invalid(String),
+    #[error("unsupported WIM feature: {0}")]
+    Unsupported(String),
+    #[error("corrupt compressed data in resource at offset {offset:#x}, chunk {chunk}: {source}")]
+    Decompress {
+        offset: u64,
+        chunk: u64,
+        #[source]
+        source: CodecError,
+    },
+    #[error("SHA-1 mismatch for blob {0}")]
+    HashMismatch(String),
+    #[error("blob {0} is not in this WIM (a split WIM part may be missing: use --ref)")]
+    MissingBlob(String),
+    #[error("no such image: {0}")]
+    NoSuchImage(String),
+    #[error("no such file or directory in image: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Build an [`Error::Invalid`] with a formatted message.
+#[macro_export]
+macro_rules! invalid {
+    ($($arg:tt)*) => { $crate::error::Error::Invalid(format!($($arg)*)) };
+}

@@ -1,0 +1,337 @@
+//! An opened image as a tree of inodes, built from the metadata resource.
+//!
+//! Dentries are names; inodes are files. Dentries that share a hard-link
+//! group share an inode. Each inode lists its streams: the unnamed data
+//! stream, the reparse-point data (for reparse points) and named data
+//! streams, each with the size of its blob.
+
+use crate::error::{Error, Result};
+use crate::wim::metadata::{self, attr, tag, DentryRecord};
+use crate::wim::{Blob, Sha1, Wim, ZERO_HASH};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    Data,
+    Reparse,
+}
+
+#[derive(Debug, Clone)]
+pub struct Stream {
+    /// Empty for the unnamed stream.
+    pub name: String,
+    pub kind: StreamKind,
+    pub hash: Sha1,
+    pub size: u64,
+    /// The blob, when the hash is non-zero and the WIM has it.
+    pub blob: Option<Arc<Blob>>,
+}
+
+/// wimlib's UNIX-data tagged item: owner, group, mode, device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnixData {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub rdev: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inode {
+    pub attributes: u32,
+    pub security_id: i32,
+    pub creation_time: u64,
+    pub last_access_time: u64,
+    pub last_write_time: u64,
+    pub reparse_tag: u32,
+    pub rp_flags: u16,
+    pub link_group: u64,
+    pub streams: Vec<Stream>,
+    pub unix: Option<UnixData>,
+    pub object_id: Option<Vec<u8>>,
+    /// Extended attributes tagged item (raw), if any.
+    pub xattrs: Option<(u32, Vec<u8>)>,
+    /// Reachable dentries naming this inode.
+    pub dentries: Vec<u32>,
+}
+
+impl Inode {
+    pub fn is_dir(&self) -> bool {
+        self.attributes & attr::DIRECTORY != 0
+    }
+    pub fn is_reparse(&self) -> bool {
+        self.attributes & attr::REPARSE_POINT != 0
+    }
+    pub fn data(&self) -> Option<&Stream> {
+        self.streams.iter().find(|s| s.name.is_empty() && s.kind == StreamKind::Data)
+    }
+    pub fn reparse(&self) -> Option<&Stream> {
+        self.streams.iter().find(|s| s.kind == StreamKind::Reparse)
+    }
+    pub fn named(&self) -> impl Iterator<Item = &Stream> {
+        self.streams.iter().filter(|s| !s.name.is_empty())
+    }
+    pub fn stream(&self, name: &str) -> Option<&Stream> {
+        if name.is_empty() {
+            return self.data();
+        }
+        self.named()
+            .find(|s| s.name == name)
+            .or_else(|| self.named().find(|s| s.name.eq_ignore_ascii_case(name)))
+    }
+    pub fn size(&self) -> u64 {
+        self.data().map_or(0, |s| s.size)
+    }
+    pub fn nlink(&self) -> u32 {
+        self.dentries.len() as u32
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Dentry {
+    pub name: String,
+    pub short_name: String,
+    pub parent: u32,
+    pub inode: u32,
+    /// Children sorted by name (case-sensitive byte order).
+    pub children: Vec<u32>,
+}
+
+pub struct Image {
+    pub index: u32,
+    pub security: Vec<Vec<u8>>,
+    /// `dentries[0]` is the root.
+    pub dentries: Vec<Dentry>,
+    /// `inodes[0]` is the root's.
+    pub inodes: Vec<Inode>,
+    pub warnings: Vec<String>,
+}
+
+pub const ROOT: u32 = 0;
+
+impl Image {
+    /// Load image `index` (1-based) of `wim`.
+    pub fn load(wim: &Wim, index: u32) -> Result<Image> {
+        let raw = wim.read_metadata(index)?;
+        let md = metadata::parse(&raw).map_err(|e| Error::Invalid(format!("image {index} metadata: {e}")))?;
+        Ok(Self::from_metadata(wim, index, md))
+    }
+
+    pub fn from_metadata(wim: &Wim, index: u32, md: metadata::Metadata) -> Image {
+        let mut warnings = md.warnings;
+        let recs = md.dentries;
+        let n = recs.len();
+        let mut dentries: Vec<Dentry> = Vec::with_capacity(n);
+        let mut inodes: Vec<Inode> = Vec::with_capacity(n);
+        let mut groups: HashMap<u64, u32> = HashMap::new();
+        for (i, r) in recs.iter().enumerate() {
+            let streams = build_streams(wim, r, &mut warnings);
+            let linkable = !r.is_dir() && !r.is_reparse() && r.link_group != 0 && i != 0;
+            let mut ino = None;
+            if linkable {
+                if let Some(&existing) = groups.get(&r.link_group) {
+                    let e: &Inode = &inodes[existing as usize];
+                    let same = e.streams.len() == streams.len()
+                        && e.streams.iter().zip(&streams).all(|(a, b)| a.hash == b.hash && a.name == b.name)
+                        && e.attributes == r.attributes;
+                    if same {
+                        ino = Some(existing);
+                    } else {
+                        warnings.push(format!(
+                            "hard link group {:#x}: {:?} differs from the other links; treated as a separate file",
+                            r.link_group, r.name
+                        ));
+                    }
+                }
+            }
+            let ino = match ino {
+                Some(x) => x,
+                None => {
+                    let idx = inodes.len() as u32;
+                    inodes.push(new_inode(r, streams));
+                    if linkable {
+                        groups.entry(r.link_group).or_insert(idx);
+                    }
+                    idx
+                }
+            };
+            dentries.push(Dentry {
+                name: r.name.clone(),
+                short_name: r.short_name.clone(),
+                parent: if i == 0 { 0 } else { r.parent },
+                inode: ino,
+                children: Vec::new(),
+            });
+        }
+        // Children lists, sorted, exact duplicates dropped.
+        let mut kids: Vec<Vec<u32>> = vec![Vec::new(); n];
+        for (i, d) in dentries.iter().enumerate().skip(1) {
+            if (d.parent as usize) < n {
+                kids[d.parent as usize].push(i as u32);
+            }
+        }
+        for (p, list) in kids.iter_mut().enumerate() {
+            list.sort_by(|&a, &b| dentries[a as usize].name.cmp(&dentries[b as usize].name));
+            let mut out: Vec<u32> = Vec::with_capacity(list.len());
+            for &c in list.iter() {
+                if let Some(&last) = out.last() {
+                    if dentries[last as usize].name == dentries[c as usize].name {
+                        warnings.push(format!(
+                            "duplicate name {:?} in directory {:?}; keeping the first",
+                            dentries[c as usize].name, dentries[p].name
+                        ));
+                        continue;
+                    }
+                }
+                out.push(c);
+            }
+            *list = out;
+        }
+        for (i, k) in kids.into_iter().enumerate() {
+            dentries[i].children = k;
+        }
+        // Reachability decides link counts.
+        let mut stack = vec![ROOT];
+        while let Some(d) = stack.pop() {
+            let ino = dentries[d as usize].inode as usize;
+            inodes[ino].dentries.push(d);
+            stack.extend(dentries[d as usize].children.iter().copied());
+        }
+        for ino in &mut inodes {
+            ino.dentries.sort_unstable();
+        }
+        Image { index, security: md.security, dentries, inodes, warnings }
+    }
+
+    pub fn inode_of(&self, d: u32) -> &Inode {
+        &self.inodes[self.dentries[d as usize].inode as usize]
+    }
+
+    /// Child of directory dentry `d` named `name` (exact match).
+    pub fn child(&self, d: u32, name: &str) -> Option<u32> {
+        let kids = &self.dentries.get(d as usize)?.children;
+        kids.binary_search_by(|&c| self.dentries[c as usize].name.as_str().cmp(name))
+            .ok()
+            .map(|i| kids[i])
+    }
+
+    /// Resolve a path (`/` or `\` separated); exact match first, then a
+    /// case-insensitive one as Windows would.
+    pub fn lookup(&self, path: &str) -> Option<u32> {
+        let mut d = ROOT;
+        for comp in path.split(['/', '\\']).filter(|c| !c.is_empty()) {
+            d = match self.child(d, comp) {
+                Some(c) => c,
+                None => *self.dentries[d as usize]
+                    .children
+                    .iter()
+                    .find(|&&c| self.dentries[c as usize].name.eq_ignore_ascii_case(comp))?,
+            };
+        }
+        Some(d)
+    }
+
+    /// Full path of a dentry, `/`-separated, starting with `/`.
+    pub fn path(&self, d: u32) -> String {
+        let mut parts = Vec::new();
+        let mut cur = d;
+        let mut guard = 0;
+        while cur != ROOT && guard < 100_000 {
+            parts.push(self.dentries[cur as usize].name.as_str());
+            cur = self.dentries[cur as usize].parent;
+            guard += 1;
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+
+    /// Every reachable dentry, parents before children.
+    pub fn walk(&self) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.dentries.len());
+        let mut stack = vec![ROOT];
+        while let Some(d) = stack.pop() {
+            out.push(d);
+            stack.extend(self.dentries[d as usize].children.iter().rev().copied());
+        }
+        out
+    }
+
+    pub fn security_descriptor(&self, id: i32) -> Option<&[u8]> {
+        usize::try_from(id).ok().and_then(|i| self.security.get(i)).map(|v| v.as_slice())
+    }
+}
+
+fn new_inode(r: &DentryRecord, streams: Vec<Stream>) -> Inode {
+    let unix = r.tagged(tag::UNIX_DATA).filter(|t| t.len() >= 16).map(|t| {
+        let u = |i: usize| u32::from_le_bytes([t[i], t[i + 1], t[i + 2], t[i + 3]]);
+        UnixData { uid: u(0), gid: u(4), mode: u(8), rdev: u(12) }
+    });
+    let xattrs = r
+        .tagged
+        .iter()
+        .find(|(k, _)| *k == tag::XATTRS || *k == tag::LINUX_XATTRS)
+        .map(|(k, v)| (*k, v.clone()));
+    Inode {
+        attributes: r.attributes,
+        security_id: r.security_id,
+        creation_time: r.creation_time,
+        last_access_time: r.last_access_time,
+        last_write_time: r.last_write_time,
+        reparse_tag: r.reparse_tag,
+        rp_flags: r.rp_flags,
+        link_group: r.link_group,
+        streams,
+        unix,
+        object_id: r.tagged(tag::OBJECT_ID).map(|t| t.to_vec()),
+        xattrs,
+        dentries: Vec::new(),
+    }
+}
+
+/// Assign stream roles as Windows does: the dentry's own hash and unnamed
+/// extra entries are, in order, the reparse data (for reparse points) and
+/// the unnamed data stream; named entries are named data streams.
+fn build_streams(wim: &Wim, r: &DentryRecord, warnings: &mut Vec<String>) -> Vec<Stream> {
+    let mut unnamed: Vec<Sha1> = Vec::new();
+    if r.streams.is_empty() || r.hash != ZERO_HASH {
+        unnamed.push(r.hash);
+    }
+    let mut out = Vec::new();
+    for s in &r.streams {
+        if s.name.is_empty() {
+            unnamed.push(s.hash);
+        } else if out.iter().any(|o: &Stream| o.name == s.name) {
+            warnings.push(format!("{:?}: duplicate stream {:?} ignored", r.name, s.name));
+        } else {
+            out.push(mk_stream(wim, s.name.clone(), StreamKind::Data, s.hash, r, warnings));
+        }
+    }
+    let mut it = unnamed.into_iter();
+    let mut pre = Vec::new();
+    if r.is_reparse() {
+        if let Some(h) = it.next() {
+            pre.push(mk_stream(wim, String::new(), StreamKind::Reparse, h, r, warnings));
+        }
+    }
+    if !r.is_dir() || r.is_reparse() {
+        if let Some(h) = it.next() {
+            pre.push(mk_stream(wim, String::new(), StreamKind::Data, h, r, warnings));
+        }
+    }
+    pre.extend(out);
+    pre
+}
+
+fn mk_stream(wim: &Wim, name: String, kind: StreamKind, hash: Sha1, r: &DentryRecord, warnings: &mut Vec<String>) -> Stream {
+    let blob = if hash == ZERO_HASH { None } else { wim.blobs.get(&hash).cloned() };
+    if hash != ZERO_HASH && blob.is_none() {
+        warnings.push(format!(
+            "{:?}{}: blob {} is missing from the WIM",
+            r.name,
+            if name.is_empty() { String::new() } else { format!(":{name}") },
+            crate::wim::bytes::hex(&hash)
+        ));
+    }
+    Stream { size: blob.as_ref().map_or(0, |b| b.size), name, kind, hash, blob }
+}

@@ -1,0 +1,23 @@
+//! wimfs: read, mount and service Windows Imaging Format (WIM) files.
+//!
+//! Layers, bottom to top (arrows point down only):
+//! - [`codec`]: XPRESS, LZX and LZMS chunk codecs, pure functions.
+//! - [`wim`]: the on-disk format, I/O only through [`io::ReadAt`].
+//! - [`cache`]: decompressed chunks shared by threads, parallel reads.
+//! - [`image`]: an image as a tree of inodes.
+//! - [`vfs`]: the platform-neutral filesystem the user sees.
+
+pub mod cache;
+pub mod codec;
+pub mod error;
+pub mod image;
+pub mod io;
+pub mod wim;
+
+pub use error::{Error, Result};
+pub mod reparse;
+pub mod stream;
+pub mod verify;
+#[cfg(unix)]
+pub mod apply;
+pub mod time;

@@ -1,0 +1,145 @@
+//! `verify`: check every blob's SHA-1, the integrity table and each image's
+//! metadata, reporting every problem rather than the first.
+
+use crate::error::Result;
+use crate::image::Image;
+use crate::stream::{for_each_blob, BlobSink};
+use crate::wim::bytes::hex;
+use crate::wim::integrity::{self, IntegrityStatus};
+use crate::wim::{Blob, Wim, ZERO_HASH};
+use sha1::{Digest, Sha1};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct VerifyReport {
+    pub blobs_checked: u64,
+    pub bytes_checked: u64,
+    pub integrity: Option<bool>,
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+struct HashSink<'a> {
+    want: [u8; 20],
+    h: Sha1,
+    size: u64,
+    seen: u64,
+    progress: &'a (dyn Fn(u64) + Sync),
+}
+
+impl BlobSink for HashSink<'_> {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.h.update(data);
+        self.seen += data.len() as u64;
+        (self.progress)(data.len() as u64);
+        Ok(())
+    }
+    fn finish(self: Box<Self>) -> Result<()> {
+        if self.seen != self.size {
+            return Err(crate::Error::Invalid(format!("read {} of {} bytes", self.seen, self.size)));
+        }
+        if self.h.finalize().as_slice() != self.want {
+            return Err(crate::Error::HashMismatch(hex(&self.want)));
+        }
+        Ok(())
+    }
+}
+
+/// Total bytes `verify` will hash (for a progress bar).
+pub fn total_bytes(wim: &Wim) -> u64 {
+    let integ = if wim.header.integrity.size_in_wim > 0 {
+        wim.header.blob_table.offset + wim.header.blob_table.size_in_wim
+    } else {
+        0
+    };
+    wim.blobs.values().map(|b| b.size).sum::<u64>() + wim.metadata.iter().map(|b| b.size).sum::<u64>() + integ
+}
+
+pub fn verify(wim: &Wim, progress: &(dyn Fn(u64) + Sync)) -> VerifyReport {
+    let mut rep = VerifyReport { warnings: wim.warnings.clone(), ..Default::default() };
+    // Integrity table.
+    let ih = wim.header.integrity;
+    if ih.size_in_wim > 0 {
+        let p0 = wim.part_source(wim.header.part_number);
+        let res = p0.and_then(|src| {
+            let r = crate::wim::resource::Resource::normal(
+                u64::MAX,
+                src.clone(),
+                wim.header.part_number,
+                ih,
+                wim.compression,
+                wim.chunk_size,
+            )
+            .ok()?;
+            Some((src.clone(), r))
+        });
+        match res.map(|(src, r)| {
+            if r.uncompressed_size > crate::wim::MAX_TABLE_SIZE {
+                return Err(crate::Error::Invalid("integrity table too large".into()));
+            }
+            let t = integrity::parse(&r.read_all()?)?;
+            integrity::check(&*src, &wim.header, &t, progress)
+        }) {
+            Some(Ok(IntegrityStatus::Ok)) => rep.integrity = Some(true),
+            Some(Ok(IntegrityStatus::Mismatch(bad))) => {
+                rep.integrity = Some(false);
+                for (i, s, e) in bad.iter().take(10) {
+                    rep.problems.push(format!("integrity table: chunk {i} (bytes {s:#x}..{e:#x}) does not match"));
+                }
+            }
+            Some(Ok(IntegrityStatus::Absent)) => {}
+            Some(Err(e)) => {
+                rep.integrity = Some(false);
+                rep.problems.push(format!("integrity table unreadable: {e}"));
+            }
+            None => rep.problems.push("integrity table unreadable".into()),
+        }
+    }
+    // Metadata: every image must parse and every referenced blob exist.
+    let mut referenced = HashSet::new();
+    for i in 1..=wim.image_count() {
+        match Image::load(wim, i) {
+            Ok(img) => {
+                for w in &img.warnings {
+                    if w.contains("is missing from the WIM") {
+                        rep.problems.push(format!("image {i}: {w}"));
+                    } else {
+                        rep.warnings.push(format!("image {i}: {w}"));
+                    }
+                }
+                for ino in &img.inodes {
+                    for s in &ino.streams {
+                        if s.hash != ZERO_HASH {
+                            referenced.insert(s.hash);
+                        }
+                    }
+                }
+            }
+            Err(e) => rep.problems.push(format!("image {i}: {e}")),
+        }
+    }
+    let _ = referenced;
+    // Every blob's SHA-1 (metadata resources included).
+    let mut all: Vec<Arc<Blob>> = wim.blobs.values().cloned().collect();
+    all.extend(wim.metadata.iter().filter(|b| b.hash != ZERO_HASH).cloned());
+    rep.blobs_checked = all.len() as u64;
+    rep.bytes_checked = all.iter().map(|b| b.size).sum();
+    let errors = for_each_blob(&all, |b| {
+        Ok(Box::new(HashSink { want: b.hash, h: Sha1::new(), size: b.size, seen: 0, progress }) as Box<dyn BlobSink + '_>)
+    });
+    for (h, e) in errors {
+        match e {
+            crate::Error::HashMismatch(_) => rep.problems.push(format!("blob {}: SHA-1 mismatch (data is corrupt)", hex(&h))),
+            other => rep.problems.push(format!("blob {}: {other}", hex(&h))),
+        }
+    }
+    rep.problems.sort();
+    rep
+}

@@ -1,0 +1,370 @@
+//! The WIM container format: header, blob table, resources (plain and
+//! solid), XML, metadata and integrity table.
+//!
+//! [`Wim::open`] reads a WIM (and the other parts of a split set) into an
+//! index of blobs by SHA-1. It knows where every blob's bytes lie; reading
+//! them through a cache is the job of [`crate::cache`].
+
+pub mod blob_table;
+pub mod bytes;
+pub mod header;
+pub mod integrity;
+pub mod metadata;
+pub mod resource;
+pub mod xml;
+
+use crate::error::{Error, Result};
+use crate::io::{FileSource, ReadAt};
+use blob_table::BlobEntry;
+use bytes::hex;
+use header::{flags, Compression, Header, HEADER_SIZE, SOLID_RESOURCE_MAGIC};
+use resource::Resource;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Largest metadata, XML or blob table we will load into memory.
+pub const MAX_TABLE_SIZE: u64 = 2 << 30;
+
+pub type Sha1 = [u8; 20];
+pub const ZERO_HASH: Sha1 = [0; 20];
+
+/// Solid resources listed one after another in the blob table; the blobs
+/// after them give offsets into their concatenated uncompressed data.
+#[derive(Debug)]
+pub struct SolidRun {
+    pub resources: Vec<Arc<Resource>>,
+    /// Uncompressed start of each resource within the run.
+    pub starts: Vec<u64>,
+    pub total: u64,
+}
+
+/// Where a blob's bytes are.
+#[derive(Debug, Clone)]
+pub enum BlobLoc {
+    /// The blob is the whole (non-solid) resource.
+    Whole(Arc<Resource>),
+    /// The blob is a range of a solid run.
+    Solid { run: Arc<SolidRun>, offset: u64 },
+}
+
+/// A stored blob (a stream's content), addressed by its SHA-1.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub hash: Sha1,
+    pub size: u64,
+    pub loc: BlobLoc,
+    pub refcount: u32,
+    pub part: u16,
+}
+
+/// A contiguous piece of a blob inside one resource.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub resource: Arc<Resource>,
+    /// Offset within the resource's uncompressed data.
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl Blob {
+    /// Map `[offset, offset+len)` of the blob to resource ranges.
+    pub fn segments(&self, offset: u64, len: u64) -> Vec<Segment> {
+        let len = len.min(self.size.saturating_sub(offset));
+        if len == 0 {
+            return Vec::new();
+        }
+        match &self.loc {
+            BlobLoc::Whole(r) => vec![Segment { resource: r.clone(), offset, len }],
+            BlobLoc::Solid { run, offset: base } => {
+                let mut out = Vec::new();
+                let mut pos = base + offset;
+                let end = pos + len;
+                // First resource whose range contains pos.
+                let mut i = run.starts.partition_point(|&s| s <= pos).saturating_sub(1);
+                while pos < end && i < run.resources.len() {
+                    let r = &run.resources[i];
+                    let rs = run.starts[i];
+                    let re = rs + r.uncompressed_size;
+                    if pos < re {
+                        let n = (end - pos).min(re - pos);
+                        out.push(Segment { resource: r.clone(), offset: pos - rs, len: n });
+                        pos += n;
+                    }
+                    i += 1;
+                }
+                out
+            }
+        }
+    }
+}
+
+/// One part file of a (possibly split) WIM.
+pub struct Part {
+    pub path: PathBuf,
+    pub header: Header,
+    pub source: Arc<dyn ReadAt>,
+}
+
+/// An opened WIM.
+pub struct Wim {
+    pub path: PathBuf,
+    pub header: Header,
+    pub parts: Vec<Part>,
+    /// Raw blob-table entries of every part, in order (for `info`/`verify`).
+    pub entries: Vec<(u16, BlobEntry)>,
+    pub blobs: HashMap<Sha1, Arc<Blob>>,
+    /// Metadata resource of each image, in image order.
+    pub metadata: Vec<Arc<Blob>>,
+    pub xml: Option<xml::Element>,
+    pub image_info: Vec<xml::ImageInfo>,
+    pub warnings: Vec<String>,
+    pub compression: Compression,
+    pub chunk_size: u32,
+}
+
+fn open_part(path: &Path) -> Result<Part> {
+    let f = std::fs::File::open(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+    let src = FileSource::new(f).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+    let mut hb = vec![0u8; HEADER_SIZE.min(src.len() as usize)];
+    src.read_exact_at(&mut hb, 0)?;
+    let header = Header::parse(&hb).map_err(|e| match e {
+        Error::NotWim(m) => Error::NotWim(format!("{}: {m}", path.display())),
+        other => other,
+    })?;
+    Ok(Part { path: path.to_path_buf(), header, source: Arc::new(src) })
+}
+
+impl Wim {
+    /// Open a WIM; `refs` are the other parts of a split set (`.swm`).
+    pub fn open(path: &Path, refs: &[PathBuf]) -> Result<Wim> {
+        let first = open_part(path)?;
+        let header = first.header.clone();
+        let mut warnings = Vec::new();
+        if header.flags & flags::WRITE_IN_PROGRESS != 0 {
+            warnings.push(format!(
+                "{}: the WRITE_IN_PROGRESS flag is set: a write to this WIM may have been interrupted",
+                path.display()
+            ));
+        }
+        let compression = header.compression()?;
+        let chunk_size = header.effective_chunk_size()?;
+        let total = header.total_parts as usize;
+        let mut parts: Vec<Option<Part>> = (0..total).map(|_| None).collect();
+        let pn = header.part_number as usize;
+        parts[pn - 1] = Some(first);
+        for r in refs {
+            let p = open_part(r)?;
+            if p.header.guid != header.guid {
+                return Err(Error::Invalid(format!("{} is not part of the same split WIM (GUID differs)", r.display())));
+            }
+            let i = p.header.part_number as usize;
+            if i == 0 || i > total {
+                return Err(Error::Invalid(format!("{}: part number {i} out of range 1..{total}", r.display())));
+            }
+            if parts[i - 1].is_some() {
+                warnings.push(format!("{}: part {i} given twice; ignored", r.display()));
+                continue;
+            }
+            parts[i - 1] = Some(p);
+        }
+        let missing: Vec<usize> = parts.iter().enumerate().filter(|(_, p)| p.is_none()).map(|(i, _)| i + 1).collect();
+        if !missing.is_empty() {
+            warnings.push(format!(
+                "split WIM part(s) {missing:?} of {total} not given (use --ref); their blobs are unavailable"
+            ));
+        }
+        // Read XML from the first part.
+        let p0 = parts[pn - 1].as_ref().ok_or_else(|| Error::Other("internal: first part missing".into()))?;
+        let xml_doc = if header.xml.size_in_wim > 0 {
+            let raw = read_small(p0, &header.xml, compression, chunk_size, "XML data")?;
+            match xml::parse(&xml::decode(&raw)) {
+                Ok(x) => Some(x),
+                Err(e) => {
+                    warnings.push(format!("XML data unreadable: {e}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let image_info = xml_doc.as_ref().map(xml::images).unwrap_or_default();
+
+        let mut entries = Vec::new();
+        let mut blobs: HashMap<Sha1, Arc<Blob>> = HashMap::new();
+        let mut metadata = Vec::new();
+        let mut next_id = 0u64;
+        for part in parts.iter().flatten() {
+            let h = &part.header;
+            blob_table::check_size(h.blob_table.size_in_wim, part.source.len())?;
+            let raw = read_small(part, &h.blob_table, compression, chunk_size, "blob table")?;
+            let table = blob_table::parse(&raw)?;
+            let mut run: Option<SolidRun> = None;
+            let mut run_arc: Option<Arc<SolidRun>> = None;
+            let mut prev_was_solid_res = false;
+            for e in table {
+                entries.push((h.part_number, e.clone()));
+                let rh = e.reshdr;
+                let src = match parts.get((e.part_number as usize).wrapping_sub(1)).and_then(|p| p.as_ref()) {
+                    Some(p) => p.source.clone(),
+                    None => {
+                        // Blob lives in a part we were not given.
+                        continue;
+                    }
+                };
+                if rh.is_solid() && rh.uncompressed_size == SOLID_RESOURCE_MAGIC {
+                    let res = Resource::solid(next_id, src, e.part_number, rh)?;
+                    next_id += 1;
+                    let r = if prev_was_solid_res { run.take() } else { None };
+                    let mut r = r.unwrap_or(SolidRun { resources: Vec::new(), starts: Vec::new(), total: 0 });
+                    r.starts.push(r.total);
+                    r.total = r.total.saturating_add(res.uncompressed_size);
+                    r.resources.push(Arc::new(res));
+                    run = Some(r);
+                    run_arc = None;
+                    prev_was_solid_res = true;
+                    continue;
+                }
+                prev_was_solid_res = false;
+                if e.hash == ZERO_HASH && !rh.is_metadata() {
+                    continue;
+                }
+                let loc = if rh.is_solid() {
+                    if run_arc.is_none() {
+                        run_arc = run.take().map(Arc::new);
+                    }
+                    let Some(ra) = run_arc.clone() else {
+                        warnings.push(format!("blob {} is marked solid but follows no solid resource; ignored", hex(&e.hash)));
+                        continue;
+                    };
+                    if rh.offset.checked_add(rh.uncompressed_size).is_none_or(|end| end > ra.total) {
+                        warnings.push(format!("blob {} lies outside its solid resources; ignored", hex(&e.hash)));
+                        continue;
+                    }
+                    BlobLoc::Solid { run: ra, offset: rh.offset }
+                } else {
+                    let res = match Resource::normal(next_id, src, e.part_number, rh, compression, chunk_size) {
+                        Ok(r) => r,
+                        Err(err) => {
+                            warnings.push(format!("blob {}: {err}", hex(&e.hash)));
+                            continue;
+                        }
+                    };
+                    next_id += 1;
+                    BlobLoc::Whole(Arc::new(res))
+                };
+                let blob = Arc::new(Blob {
+                    hash: e.hash,
+                    size: rh.uncompressed_size,
+                    loc,
+                    refcount: e.refcount,
+                    part: e.part_number,
+                });
+                if rh.is_metadata() {
+                    metadata.push(blob);
+                } else {
+                    blobs.entry(e.hash).or_insert(blob);
+                }
+            }
+        }
+        if metadata.len() != header.image_count as usize {
+            let msg = format!(
+                "header says {} image(s) but the blob table has {} metadata resource(s)",
+                header.image_count,
+                metadata.len()
+            );
+            if metadata.len() < header.image_count as usize {
+                return Err(Error::Invalid(msg));
+            }
+            warnings.push(msg);
+            metadata.truncate(header.image_count as usize);
+        }
+        let parts: Vec<Part> = parts.into_iter().flatten().collect();
+        Ok(Wim {
+            path: path.to_path_buf(),
+            header,
+            parts,
+            entries,
+            blobs,
+            metadata,
+            xml: xml_doc,
+            image_info,
+            warnings,
+            compression,
+            chunk_size,
+        })
+    }
+
+    pub fn image_count(&self) -> u32 {
+        self.metadata.len() as u32
+    }
+
+    /// Resolve a user's image argument: a 1-based index or an image name.
+    pub fn resolve_image(&self, spec: &str) -> Result<u32> {
+        let n = self.image_count();
+        if let Ok(i) = spec.trim().parse::<u32>() {
+            if i >= 1 && i <= n {
+                return Ok(i);
+            }
+            return Err(Error::NoSuchImage(format!("{spec} (this WIM has {n} image(s))")));
+        }
+        for info in &self.image_info {
+            if info.name.as_deref() == Some(spec) && info.index >= 1 && info.index <= n {
+                return Ok(info.index);
+            }
+        }
+        Err(Error::NoSuchImage(format!("no image named {spec:?} (this WIM has {n} image(s))")))
+    }
+
+    /// Information about image `index` (1-based), if the XML has it.
+    pub fn info(&self, index: u32) -> Option<&xml::ImageInfo> {
+        self.image_info.iter().find(|i| i.index == index)
+    }
+
+    /// The raw metadata resource bytes of image `index` (1-based).
+    pub fn read_metadata(&self, index: u32) -> Result<Vec<u8>> {
+        let b = self
+            .metadata
+            .get((index as usize).wrapping_sub(1))
+            .ok_or_else(|| Error::NoSuchImage(index.to_string()))?;
+        if b.size > MAX_TABLE_SIZE {
+            return Err(Error::Invalid(format!("metadata resource of image {index} claims {} bytes", b.size)));
+        }
+        let mut out = Vec::with_capacity(b.size as usize);
+        for s in b.segments(0, b.size) {
+            if s.offset == 0 && s.len == s.resource.uncompressed_size {
+                out.extend_from_slice(&s.resource.read_all()?);
+            } else {
+                // Metadata in a solid resource: read the covering chunks.
+                let cs = s.resource.chunk_size as u64;
+                let first = s.offset / cs;
+                let last = (s.offset + s.len - 1) / cs;
+                for c in first..=last {
+                    let data = s.resource.read_chunk(c)?;
+                    let cstart = c * cs;
+                    let a = s.offset.max(cstart) - cstart;
+                    let e = (s.offset + s.len).min(cstart + data.len() as u64) - cstart;
+                    out.extend_from_slice(data.get(a as usize..e as usize).unwrap_or_default());
+                }
+            }
+        }
+        if out.len() as u64 != b.size {
+            return Err(Error::Invalid(format!("metadata resource of image {index} is short")));
+        }
+        Ok(out)
+    }
+
+    pub fn part_source(&self, part: u16) -> Option<&Arc<dyn ReadAt>> {
+        self.parts.iter().find(|p| p.header.part_number == part).map(|p| &p.source)
+    }
+}
+
+/// Read a small table-like resource (XML, blob table) fully.
+fn read_small(part: &Part, rh: &header::ResHdr, comp: Compression, cs: u32, what: &str) -> Result<Vec<u8>> {
+    if rh.uncompressed_size > MAX_TABLE_SIZE {
+        return Err(Error::Invalid(format!("{what} claims {} bytes", rh.uncompressed_size)));
+    }
+    rh.check_bounds(part.source.len(), what)?;
+    let res = Resource::normal(u64::MAX, part.source.clone(), part.header.part_number, *rh, comp, cs)?;
+    res.read_all().map_err(|e| Error::Invalid(format!("{what}: {e}")))
+}

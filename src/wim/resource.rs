@@ -1,0 +1,287 @@
+//! Resources: runs of bytes in a WIM part, stored raw or as independently
+//! compressed chunks behind a chunk table.
+//!
+//! Two layouts exist. A normal resource starts with a table of the offsets of
+//! chunks 1..n (relative to the end of the table; 8-byte entries when the
+//! resource is over 4 GiB uncompressed) and uses the WIM's codec and chunk
+//! size. A solid resource (WIM version 0xE00) starts with its own 16-byte
+//! header (uncompressed size, chunk size, codec) followed by the compressed
+//! size of every chunk as 4-byte entries. Either way a chunk whose stored size
+//! equals its uncompressed size is stored raw.
+
+use super::header::{Compression, ResHdr};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::io::ReadAt;
+use std::sync::{Arc, OnceLock};
+
+/// Solid chunks may be huge (64 MiB in ESDs); refuse anything absurd before
+/// allocating for it.
+pub const MAX_CHUNK_SIZE: u32 = 1 << 30;
+
+/// A physical resource in one part file.
+pub struct Resource {
+    /// Unique within an opened WIM; the chunk cache keys on it.
+    pub id: u64,
+    pub source: Arc<dyn ReadAt>,
+    pub part: u16,
+    pub reshdr: ResHdr,
+    pub uncompressed_size: u64,
+    pub compression: Compression,
+    pub chunk_size: u32,
+    pub solid: bool,
+    table: OnceLock<std::result::Result<Arc<ChunkTable>, String>>,
+}
+
+/// Absolute file offsets of every chunk's stored bytes; `starts[n]` is the end.
+pub struct ChunkTable {
+    pub starts: Vec<u64>,
+}
+
+impl std::fmt::Debug for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resource")
+            .field("id", &self.id)
+            .field("part", &self.part)
+            .field("offset", &self.reshdr.offset)
+            .field("size_in_wim", &self.reshdr.size_in_wim)
+            .field("uncompressed_size", &self.uncompressed_size)
+            .field("compression", &self.compression)
+            .field("chunk_size", &self.chunk_size)
+            .field("solid", &self.solid)
+            .finish()
+    }
+}
+
+/// The 16-byte header at the start of a solid resource.
+pub const SOLID_HEADER_SIZE: u64 = 16;
+
+impl Resource {
+    /// Describe a normal (non-solid) resource using the WIM's default codec.
+    pub fn normal(
+        id: u64,
+        source: Arc<dyn ReadAt>,
+        part: u16,
+        reshdr: ResHdr,
+        wim_compression: Compression,
+        wim_chunk_size: u32,
+    ) -> Result<Self> {
+        reshdr.check_bounds(source.len(), "resource")?;
+        let compression = if reshdr.is_compressed() {
+            if wim_compression == Compression::None {
+                return Err(Error::Invalid(format!(
+                    "resource at {:#x} is marked compressed but the WIM header names no compression",
+                    reshdr.offset
+                )));
+            }
+            wim_compression
+        } else {
+            if reshdr.size_in_wim < reshdr.uncompressed_size {
+                return Err(Error::Invalid(format!(
+                    "uncompressed resource at {:#x} is {} bytes but claims {} bytes of data",
+                    reshdr.offset, reshdr.size_in_wim, reshdr.uncompressed_size
+                )));
+            }
+            Compression::None
+        };
+        Ok(Resource {
+            id,
+            source,
+            part,
+            reshdr,
+            uncompressed_size: reshdr.uncompressed_size,
+            compression,
+            chunk_size: wim_chunk_size,
+            solid: false,
+            table: OnceLock::new(),
+        })
+    }
+
+    /// Describe a solid resource, reading its 16-byte header.
+    pub fn solid(id: u64, source: Arc<dyn ReadAt>, part: u16, reshdr: ResHdr) -> Result<Self> {
+        reshdr.check_bounds(source.len(), "solid resource")?;
+        if reshdr.size_in_wim < SOLID_HEADER_SIZE {
+            return Err(Error::Invalid(format!(
+                "solid resource at {:#x} is too small ({} bytes)",
+                reshdr.offset, reshdr.size_in_wim
+            )));
+        }
+        let mut h = [0u8; 16];
+        source.read_exact_at(&mut h, reshdr.offset)?;
+        let usize_ = u64::from_le_bytes(h[0..8].try_into().unwrap_or_default());
+        let chunk_size = u32::from_le_bytes(h[8..12].try_into().unwrap_or_default());
+        let fmt = u32::from_le_bytes(h[12..16].try_into().unwrap_or_default());
+        let compression = Compression::from_solid_format(fmt).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "solid resource at {:#x} uses unknown compression format {fmt}",
+                reshdr.offset
+            ))
+        })?;
+        if chunk_size == 0 || !chunk_size.is_power_of_two() || chunk_size > MAX_CHUNK_SIZE.min(compression.max_chunk()) {
+            return Err(Error::Invalid(format!(
+                "solid resource at {:#x} has invalid chunk size {chunk_size}",
+                reshdr.offset
+            )));
+        }
+        Ok(Resource {
+            id,
+            source,
+            part,
+            reshdr,
+            uncompressed_size: usize_,
+            compression,
+            chunk_size,
+            solid: true,
+            table: OnceLock::new(),
+        })
+    }
+
+    pub fn num_chunks(&self) -> u64 {
+        self.uncompressed_size.div_ceil(self.chunk_size as u64)
+    }
+
+    /// Uncompressed size of chunk `i`.
+    pub fn chunk_len(&self, i: u64) -> usize {
+        let start = i * self.chunk_size as u64;
+        (self.uncompressed_size.saturating_sub(start)).min(self.chunk_size as u64) as usize
+    }
+
+    /// Is this resource one whose bytes are simply the data?
+    pub fn is_raw(&self) -> bool {
+        self.compression == Compression::None && !self.solid
+    }
+
+    /// The chunk table, read and checked on first use.
+    pub fn chunk_table(&self) -> Result<Arc<ChunkTable>> {
+        self.table
+            .get_or_init(|| self.load_table().map(Arc::new).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(Error::Invalid)
+    }
+
+    fn load_table(&self) -> Result<ChunkTable> {
+        let n = self.num_chunks();
+        let off = self.reshdr.offset;
+        let size = self.reshdr.size_in_wim;
+        let bad = |what: String| Error::Invalid(format!("resource at {off:#x}: {what}"));
+        if self.solid {
+            let tsize = n
+                .checked_mul(4)
+                .filter(|t| t + SOLID_HEADER_SIZE <= size)
+                .ok_or_else(|| bad(format!("chunk table of {n} chunks does not fit in {size} bytes")))?;
+            let mut raw = vec![0u8; tsize as usize];
+            self.source.read_exact_at(&mut raw, off + SOLID_HEADER_SIZE)?;
+            let mut starts = Vec::with_capacity(n as usize + 1);
+            let mut pos = off + SOLID_HEADER_SIZE + tsize;
+            let end = off + size;
+            for (i, c) in raw.chunks_exact(4).enumerate() {
+                starts.push(pos);
+                let csize = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64;
+                if csize > self.chunk_len(i as u64) as u64 || csize == 0 {
+                    return Err(bad(format!("chunk {i} has invalid stored size {csize}")));
+                }
+                pos += csize;
+                if pos > end {
+                    return Err(bad(format!("chunk {i} extends past the end of the resource")));
+                }
+            }
+            starts.push(pos);
+            Ok(ChunkTable { starts })
+        } else {
+            let esize: u64 = if self.uncompressed_size > u32::MAX as u64 { 8 } else { 4 };
+            let entries = n.saturating_sub(1);
+            let tsize = entries
+                .checked_mul(esize)
+                .filter(|&t| t <= size)
+                .ok_or_else(|| bad(format!("chunk table of {n} chunks does not fit in {size} bytes")))?;
+            let mut raw = vec![0u8; tsize as usize];
+            self.source.read_exact_at(&mut raw, off)?;
+            let data_start = off + tsize;
+            let data_len = size - tsize;
+            let mut starts = Vec::with_capacity(n as usize + 1);
+            starts.push(data_start);
+            let mut prev = 0u64;
+            for (i, c) in raw.chunks_exact(esize as usize).enumerate() {
+                let rel = if esize == 8 {
+                    u64::from_le_bytes(c.try_into().unwrap_or_default())
+                } else {
+                    u32::from_le_bytes(c.try_into().unwrap_or_default()) as u64
+                };
+                if rel < prev || rel > data_len || rel - prev > self.chunk_len(i as u64) as u64 {
+                    return Err(bad(format!("chunk table entry {} is out of order or range", i + 1)));
+                }
+                prev = rel;
+                starts.push(data_start + rel);
+            }
+            if n > 0 && data_len - prev > self.chunk_len(n - 1) as u64 {
+                return Err(bad("last chunk is larger than its uncompressed size".into()));
+            }
+            starts.push(data_start + data_len);
+            Ok(ChunkTable { starts })
+        }
+    }
+
+    /// Read and decompress chunk `i` into a new buffer.
+    pub fn read_chunk(&self, i: u64) -> Result<Vec<u8>> {
+        let ulen = self.chunk_len(i);
+        let mut out = vec![0u8; ulen];
+        if self.is_raw() {
+            self.source
+                .read_exact_at(&mut out, self.reshdr.offset + i * self.chunk_size as u64)?;
+            return Ok(out);
+        }
+        let t = self.chunk_table()?;
+        let (s, e) = match (t.starts.get(i as usize), t.starts.get(i as usize + 1)) {
+            (Some(&s), Some(&e)) => (s, e),
+            _ => return Err(Error::Invalid(format!("chunk {i} out of range"))),
+        };
+        let clen = (e - s) as usize;
+        if clen == ulen || self.compression == Compression::None {
+            if clen != ulen {
+                return Err(Error::Invalid(format!("raw chunk {i} has wrong size")));
+            }
+            self.source.read_exact_at(&mut out, s)?;
+            return Ok(out);
+        }
+        let mut comp = vec![0u8; clen];
+        self.source.read_exact_at(&mut comp, s)?;
+        decompress(self.compression, &comp, &mut out).map_err(|source| Error::Decompress {
+            offset: self.reshdr.offset,
+            chunk: i,
+            source,
+        })?;
+        Ok(out)
+    }
+
+    /// Read the whole resource (small resources: metadata, XML, blob table).
+    /// The caller bounds the size before calling.
+    pub fn read_all(&self) -> Result<Vec<u8>> {
+        let n = self.num_chunks();
+        let mut out = Vec::with_capacity(self.uncompressed_size as usize);
+        if self.is_raw() {
+            out.resize(self.uncompressed_size as usize, 0);
+            self.source.read_exact_at(&mut out, self.reshdr.offset)?;
+            return Ok(out);
+        }
+        for i in 0..n {
+            out.extend_from_slice(&self.read_chunk(i)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Dispatch one chunk to its codec.
+pub fn decompress(c: Compression, input: &[u8], out: &mut [u8]) -> std::result::Result<(), codec::CodecError> {
+    match c {
+        Compression::None => {
+            if input.len() != out.len() {
+                return Err(codec::CodecError::Corrupt("raw chunk size mismatch"));
+            }
+            out.copy_from_slice(input);
+            Ok(())
+        }
+        Compression::Xpress => codec::xpress::decompress(input, out),
+        Compression::Lzx => codec::lzx::decompress(input, out),
+        Compression::Lzms => codec::lzms::decompress(input, out),
+    }
+}
