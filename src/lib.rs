@@ -18,6 +18,8 @@ pub use error::{Error, Result};
 pub mod reparse;
 pub mod stream;
 pub mod verify;
+pub mod vfs;
 #[cfg(unix)]
 pub mod apply;
 pub mod time;
+pub mod platform;

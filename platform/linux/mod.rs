@@ -1,0 +1,1 @@
+//! FUSE adapter (fuser). Placeholder until the adapter lands.

@@ -1,0 +1,6 @@
+//! Mount adapters. Each is a thin translation between its platform's
+//! filesystem API and [`crate::vfs::Vfs`]; no WIM logic lives here.
+
+#[cfg(target_os = "linux")]
+#[path = "../platform/linux/mod.rs"]
+pub mod linux;

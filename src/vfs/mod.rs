@@ -1,0 +1,386 @@
+//! The filesystem the user sees, in platform-neutral terms.
+//!
+//! Both mount adapters (fuser on Linux, WinFsp on Windows) translate their
+//! requests onto [`Vfs`] and its replies back; nothing here names a FUSE or
+//! WinFsp type. Inode numbers are the image's inode indexes plus one, so
+//! hard links share a number and numbers are stable for the mount's life.
+//! Reads come from the image through the chunk cache; the read-write overlay
+//! will sit in front of that without changing this interface.
+
+mod xattr;
+
+use crate::cache::ChunkCache;
+use crate::error::Error;
+use crate::image::{Image, Inode, ROOT};
+use crate::reparse;
+use crate::wim::header::flags;
+use crate::wim::{Blob, Wim};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use xattr::XATTR_STREAM_PREFIX;
+
+/// Inode number as the kernel sees it; the root is 1.
+pub type Ino = u64;
+pub const ROOT_INO: Ino = 1;
+
+/// Errors in the vocabulary every platform has.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VfsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("read-only file system")]
+    ReadOnly,
+    #[error("no such attribute")]
+    NoAttr,
+    #[error("buffer too small")]
+    Range,
+    #[error("value too large")]
+    TooBig,
+    #[error("invalid argument")]
+    Invalid,
+    #[error("not a symbolic link")]
+    NotLink,
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+impl From<Error> for VfsError {
+    fn from(e: Error) -> Self {
+        log::error!("{e}");
+        VfsError::Io(e.to_string())
+    }
+}
+
+pub type VfsResult<T> = std::result::Result<T, VfsError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Directory,
+    Regular,
+    Symlink,
+}
+
+/// Seconds and nanoseconds since the Unix epoch.
+pub type Timestamp = (i64, u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: Ino,
+    pub size: u64,
+    pub blocks: u64,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub crtime: Timestamp,
+    pub kind: FileKind,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u32,
+    /// Windows attributes, for adapters that show them.
+    pub attributes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: Ino,
+    pub kind: FileKind,
+    pub name: String,
+    /// Offset to pass to continue after this entry.
+    pub next: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+/// Ownership and permissions for entries without UNIX data.
+#[derive(Debug, Clone)]
+pub struct VfsOptions {
+    pub uid: u32,
+    pub gid: u32,
+    pub dir_mode: u16,
+    pub file_mode: u16,
+    /// Use the UNIX-data tag (uid/gid/mode) where the image has it.
+    pub use_unix_data: bool,
+    /// Absolute mount point: symlinks fixed up at capture point inside it.
+    pub mount_root: String,
+    /// Bytes to decompress ahead of a sequential reader.
+    pub readahead: u64,
+}
+
+impl Default for VfsOptions {
+    fn default() -> Self {
+        VfsOptions {
+            uid: 0,
+            gid: 0,
+            dir_mode: 0o755,
+            file_mode: 0o644,
+            use_unix_data: true,
+            mount_root: "/".into(),
+            readahead: 4 << 20,
+        }
+    }
+}
+
+/// A read-only view of one image.
+pub struct Vfs {
+    pub wim: Arc<Wim>,
+    pub image: Arc<Image>,
+    pub cache: Arc<ChunkCache>,
+    pub opts: VfsOptions,
+    /// First reachable dentry of each inode (directories have exactly one).
+    inode_dentry: Vec<u32>,
+    /// POSIX targets of symlink and junction reparse points.
+    links: HashMap<u32, String>,
+}
+
+impl Vfs {
+    pub fn new(wim: Arc<Wim>, image: Arc<Image>, cache: Arc<ChunkCache>, opts: VfsOptions) -> Vfs {
+        let inode_dentry = image.inodes.iter().map(|i| i.dentries.first().copied().unwrap_or(u32::MAX)).collect();
+        let rpfix = wim.header.flags & flags::RP_FIX != 0;
+        let mut links = HashMap::new();
+        for (idx, ino) in image.inodes.iter().enumerate() {
+            if !ino.is_reparse() || idx == 0 || ino.dentries.is_empty() {
+                continue;
+            }
+            let Some(b) = ino.reparse().and_then(|s| s.blob.clone()) else { continue };
+            let Ok(data) = read_all(&cache, &b, 1 << 16) else { continue };
+            if let Some(t) = reparse::decode(ino.reparse_tag, &data) {
+                let fixed = rpfix && ino.rp_flags & reparse::RP_NOT_FIXED == 0;
+                links.insert(idx as u32, reparse::posix_target(&t, fixed, &opts.mount_root));
+            }
+        }
+        Vfs { wim, image, cache, opts, inode_dentry, links }
+    }
+
+    fn inode(&self, ino: Ino) -> VfsResult<(u32, &Inode)> {
+        let idx = ino.checked_sub(1).ok_or(VfsError::NotFound)?;
+        let i = u32::try_from(idx).map_err(|_| VfsError::NotFound)?;
+        let node = self.image.inodes.get(i as usize).ok_or(VfsError::NotFound)?;
+        if node.dentries.is_empty() {
+            return Err(VfsError::NotFound);
+        }
+        Ok((i, node))
+    }
+
+    fn dentry_of(&self, idx: u32) -> u32 {
+        self.inode_dentry[idx as usize]
+    }
+
+    pub fn kind(&self, idx: u32, node: &Inode) -> FileKind {
+        if self.links.contains_key(&idx) {
+            FileKind::Symlink
+        } else if node.is_dir() {
+            FileKind::Directory
+        } else {
+            FileKind::Regular
+        }
+    }
+
+    pub fn getattr(&self, ino: Ino) -> VfsResult<Attr> {
+        let (idx, node) = self.inode(ino)?;
+        let kind = self.kind(idx, node);
+        let size = match kind {
+            FileKind::Symlink => self.links.get(&idx).map_or(0, |s| s.len() as u64),
+            FileKind::Directory => 0,
+            FileKind::Regular => node.size(),
+        };
+        let (mut perm, mut uid, mut gid, mut rdev) = match kind {
+            FileKind::Directory => (self.opts.dir_mode, self.opts.uid, self.opts.gid, 0),
+            FileKind::Regular => (self.opts.file_mode, self.opts.uid, self.opts.gid, 0),
+            FileKind::Symlink => (0o777, self.opts.uid, self.opts.gid, 0),
+        };
+        if self.opts.use_unix_data {
+            if let Some(u) = node.unix {
+                perm = (u.mode & 0o7777) as u16;
+                uid = u.uid;
+                gid = u.gid;
+                rdev = u.rdev;
+            }
+        }
+        let ft = crate::time::filetime_to_unix;
+        Ok(Attr {
+            ino,
+            size,
+            blocks: size.div_ceil(512),
+            atime: ft(node.last_access_time),
+            mtime: ft(node.last_write_time),
+            ctime: ft(node.last_write_time),
+            crtime: ft(node.creation_time),
+            kind,
+            perm,
+            nlink: if kind == FileKind::Directory { 2 + self.subdir_count(idx) } else { node.nlink() },
+            uid,
+            gid,
+            rdev,
+            attributes: node.attributes,
+        })
+    }
+
+    fn subdir_count(&self, idx: u32) -> u32 {
+        let d = self.dentry_of(idx);
+        self.image.dentries[d as usize]
+            .children
+            .iter()
+            .filter(|&&c| {
+                let ci = self.image.dentries[c as usize].inode;
+                let n = &self.image.inodes[ci as usize];
+                n.is_dir() && !self.links.contains_key(&ci)
+            })
+            .count() as u32
+    }
+
+    fn dir_dentry(&self, ino: Ino) -> VfsResult<u32> {
+        let (idx, node) = self.inode(ino)?;
+        if self.kind(idx, node) != FileKind::Directory {
+            return Err(VfsError::NotDir);
+        }
+        Ok(self.dentry_of(idx))
+    }
+
+    pub fn lookup(&self, parent: Ino, name: &str) -> VfsResult<Attr> {
+        let d = self.dir_dentry(parent)?;
+        let c = match name {
+            "." => d,
+            ".." => self.image.dentries[d as usize].parent,
+            _ => self.image.child(d, name).ok_or(VfsError::NotFound)?,
+        };
+        self.getattr(self.image.dentries[c as usize].inode as Ino + 1)
+    }
+
+    /// Directory entries from `offset` (0 = start; includes `.` and `..`).
+    pub fn readdir(&self, ino: Ino, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
+        let d = self.dir_dentry(ino)?;
+        let dn = &self.image.dentries[d as usize];
+        let mut out = Vec::new();
+        let total = dn.children.len() as u64 + 2;
+        let mut off = offset;
+        while off < total && out.len() < max {
+            let e = match off {
+                0 => DirEntry { ino, kind: FileKind::Directory, name: ".".into(), next: 1 },
+                1 => DirEntry {
+                    ino: self.image.dentries[dn.parent as usize].inode as Ino + 1,
+                    kind: FileKind::Directory,
+                    name: "..".into(),
+                    next: 2,
+                },
+                n => {
+                    let c = dn.children[(n - 2) as usize];
+                    let cd = &self.image.dentries[c as usize];
+                    let ci = cd.inode;
+                    DirEntry {
+                        ino: ci as Ino + 1,
+                        kind: self.kind(ci, &self.image.inodes[ci as usize]),
+                        name: cd.name.clone(),
+                        next: n + 1,
+                    }
+                }
+            };
+            out.push(e);
+            off += 1;
+        }
+        Ok(out)
+    }
+
+    pub fn readlink(&self, ino: Ino) -> VfsResult<String> {
+        let (idx, _) = self.inode(ino)?;
+        self.links.get(&idx).cloned().ok_or(VfsError::NotLink)
+    }
+
+    /// Check an open: read-only mounts refuse writes; directories refuse
+    /// file opens.
+    pub fn open(&self, ino: Ino, write: bool) -> VfsResult<()> {
+        let (idx, node) = self.inode(ino)?;
+        if write {
+            return Err(VfsError::ReadOnly);
+        }
+        if self.kind(idx, node) == FileKind::Directory {
+            return Err(VfsError::IsDir);
+        }
+        Ok(())
+    }
+
+    /// Read up to `size` bytes of the unnamed data stream at `offset`.
+    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> VfsResult<Vec<u8>> {
+        let (idx, node) = self.inode(ino)?;
+        if self.kind(idx, node) == FileKind::Directory {
+            return Err(VfsError::IsDir);
+        }
+        let Some(s) = node.data() else { return Ok(Vec::new()) };
+        let Some(b) = &s.blob else {
+            return if s.size == 0 { Ok(Vec::new()) } else { Err(VfsError::Io("data missing from WIM".into())) };
+        };
+        if offset >= b.size {
+            return Ok(Vec::new());
+        }
+        let n = (size as u64).min(b.size - offset) as usize;
+        let mut buf = vec![0u8; n];
+        let got = self.cache.read_blob(b, offset, &mut buf)?;
+        buf.truncate(got);
+        self.readahead(b, offset + got as u64);
+        Ok(buf)
+    }
+
+    /// Start decoding the chunks just past `pos`, so a sequential reader
+    /// finds them ready.
+    fn readahead(&self, b: &Blob, pos: u64) {
+        if self.opts.readahead == 0 || pos >= b.size {
+            return;
+        }
+        for seg in b.segments(pos, self.opts.readahead) {
+            let r = &seg.resource;
+            if r.is_raw() {
+                continue;
+            }
+            let cs = r.chunk_size as u64;
+            let first = seg.offset / cs;
+            let last = (seg.offset + seg.len - 1) / cs;
+            self.cache.prefetch(r, first, last);
+        }
+    }
+
+    pub fn statfs(&self) -> StatFs {
+        let used: u64 = self.wim.parts.iter().map(|p| p.source.len()).sum();
+        StatFs {
+            blocks: used.div_ceil(4096),
+            bfree: 0,
+            files: self.image.inodes.len() as u64,
+            ffree: 0,
+            bsize: 4096,
+            namelen: 255,
+        }
+    }
+
+    pub fn inode_count(&self) -> u64 {
+        self.image.inodes.len() as u64
+    }
+
+    /// Root dentry helper for adapters.
+    pub fn root_dentry(&self) -> u32 {
+        ROOT
+    }
+}
+
+/// Read a small blob entirely (reparse data, xattr values).
+pub(crate) fn read_all(cache: &ChunkCache, b: &Blob, max: u64) -> VfsResult<Vec<u8>> {
+    if b.size > max {
+        return Err(VfsError::TooBig);
+    }
+    let mut v = vec![0u8; b.size as usize];
+    let n = cache.read_blob(b, 0, &mut v)?;
+    v.truncate(n);
+    Ok(v)
+}
