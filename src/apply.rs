@@ -49,7 +49,7 @@ struct Targets {
 }
 
 fn io_err(p: &Path, e: std::io::Error) -> Error {
-    Error::Io { path: p.display().to_string(), source: e }
+    Error::Io { path: p.display().to_string(), err: e }
 }
 
 /// Read a small blob (reparse data) fully.

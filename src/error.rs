@@ -6,12 +6,8 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("I/O error on {path}: {err}")]
+    Io { path: String, err: io::Error },
     #[error("I/O error: {0}")]
     RawIo(#[from] io::Error),
     #[error("not a WIM file: {0}")]
@@ -20,13 +16,8 @@ pub enum Error {
     Invalid(String),
     #[error("unsupported WIM feature: {0}")]
     Unsupported(String),
-    #[error("corrupt compressed data in resource at offset {offset:#x}, chunk {chunk}: {source}")]
-    Decompress {
-        offset: u64,
-        chunk: u64,
-        #[source]
-        source: CodecError,
-    },
+    #[error("corrupt compressed data in resource at offset {offset:#x}, chunk {chunk}: {err}")]
+    Decompress { offset: u64, chunk: u64, err: CodecError },
     #[error("SHA-1 mismatch for blob {0}")]
     HashMismatch(String),
     #[error("blob {0} is not in this WIM (a split WIM part may be missing: use --ref)")]

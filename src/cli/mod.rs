@@ -2,6 +2,8 @@
 //! line on stderr and a non-zero exit status.
 
 mod inspect;
+#[cfg(target_os = "linux")]
+mod mount;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -81,6 +83,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Mount an image read-only as a directory (FUSE).
+    #[cfg(target_os = "linux")]
+    Mount(mount::MountArgs),
+    /// Unmount a directory mounted with `wimfs mount`.
+    #[cfg(target_os = "linux")]
+    Unmount(mount::UnmountArgs),
+    /// List what wimfs has mounted.
+    #[cfg(target_os = "linux")]
+    Mounts(mount::MountsArgs),
 }
 
 pub fn run() -> i32 {
@@ -161,5 +172,11 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             inspect::apply(&w, img, &dir, unix_data, no_streams)
         }
         Cmd::Verify { wim, refs, json } => inspect::verify(&open(&wim, &refs)?, json),
+        #[cfg(target_os = "linux")]
+        Cmd::Mount(a) => mount::mount(a),
+        #[cfg(target_os = "linux")]
+        Cmd::Unmount(a) => mount::unmount(a),
+        #[cfg(target_os = "linux")]
+        Cmd::Mounts(a) => mount::mounts(a),
     }
 }

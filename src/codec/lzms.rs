@@ -144,26 +144,32 @@ fn num_offset_slots(size: usize) -> usize {
 /// them were zero.
 #[derive(Clone, Copy)]
 struct Prob {
+    /// Zeros among the last 64 bits, clamped to 1..=63 (0/64 and 64/64 are
+    /// not usable probabilities). Kept pre-clamped so the range coder's
+    /// critical path is just a load and a multiply.
+    p: u32,
     zeros: u32,
     recent: u64,
 }
 
 const PROB_INIT: Prob = Prob {
+    p: 48,
     zeros: 48,
     recent: 0x5555_5555,
 };
 
 impl Prob {
-    /// Probability (out of 64) that the next bit is 0; 0 and 64 are not usable.
+    /// Probability (out of 64) that the next bit is 0.
     #[inline(always)]
     fn p(&self) -> u32 {
-        self.zeros.clamp(1, 63)
+        self.p
     }
 
     #[inline(always)]
     fn update(&mut self, bit: u32) {
         self.zeros = self.zeros + (self.recent >> 63) as u32 - bit;
         self.recent = (self.recent << 1) | bit as u64;
+        self.p = self.zeros.clamp(1, 63);
     }
 }
 
@@ -573,25 +579,29 @@ impl BitReader {
                 }
             }
         }
-        self.refill_slow(input);
+        (self.buf, self.left, self.pos) = Self::refill_slow(self.buf, self.left, self.pos, input);
     }
 
+    /// Unit-at-a-time refill near the start of the buffer. Takes and
+    /// returns the state by value so the hot reader never has its address
+    /// taken (which would pin it to the stack).
     #[inline(never)]
-    fn refill_slow(&mut self, input: &[u8]) {
-        while self.left < 32 {
-            let unit = if self.pos >= 2 {
-                let u = match input.get(self.pos - 2..self.pos) {
+    fn refill_slow(mut buf: u64, mut left: u32, mut pos: usize, input: &[u8]) -> (u64, u32, usize) {
+        while left < 32 {
+            let unit = if pos >= 2 {
+                let u = match input.get(pos - 2..pos) {
                     Some(s) => u16::from_le_bytes([s[0], s[1]]),
                     None => 0,
                 };
-                self.pos -= 2;
+                pos -= 2;
                 u
             } else {
                 0
             };
-            self.buf |= (unit as u64) << (48 - self.left);
-            self.left += 16;
+            buf |= (unit as u64) << (48 - left);
+            left += 16;
         }
+        (buf, left, pos)
     }
 
     #[inline(always)]
@@ -715,7 +725,9 @@ impl Decoder {
         self.delta_offset.reset(slots, w);
         self.delta_power.reset(NUM_POWER_SYMS, w);
         self.decode_items(input, output)?;
-        self.x86.undo(output);
+        if std::env::var_os("NOX86").is_none() {
+            self.x86.undo(output);
+        }
         Ok(())
     }
 
@@ -876,6 +888,16 @@ impl Decoder {
 #[inline(always)]
 fn lz_copy(out: &mut [u8], pos: usize, offset: usize, len: usize) {
     let src = pos - offset;
+    if offset >= 16 && len <= 32 && pos + 32 <= out.len() {
+        // Fixed-size chunks compile to plain loads/stores; with offset >= 16
+        // each 16-byte source lies wholly before its destination, so this
+        // equals a byte-by-byte copy. Bytes past `len` are rewritten later.
+        out.copy_within(src..src + 16, pos);
+        if len > 16 {
+            out.copy_within(src + 16..src + 32, pos + 16);
+        }
+        return;
+    }
     if offset >= len {
         out.copy_within(src..src + len, pos);
     } else if offset == 1 {
@@ -922,15 +944,38 @@ static X86_OPCODE: [bool; 256] = {
 };
 
 /// State of the x86 address translation: for each low 16 bits of a target
-/// address, the position where it was last referenced.
+/// address, the (global) position where it was last referenced. Positions
+/// are offset by `base`, which advances past every processed buffer by more
+/// than the identification window, so stale entries from earlier chunks can
+/// never match and the 512 KiB table never needs clearing.
 struct X86Filter {
-    last_target: Vec<i32>,
+    last_target: Vec<u64>,
+    base: u64,
+}
+
+/// True if any byte of `v` may start a translated instruction
+/// (0x48, 0x4C, 0xE8, 0xE9, 0xF0, 0xFF). May report false positives next to
+/// a true hit, never false negatives.
+#[inline(always)]
+fn word_has_opcode(v: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    #[inline(always)]
+    fn zero_byte(x: u64) -> u64 {
+        x.wrapping_sub(ONES) & !x & HIGH
+    }
+    let rex = (v & 0xFBFB_FBFB_FBFB_FBFB) ^ 0x4848_4848_4848_4848;
+    let call = (v & 0xFEFE_FEFE_FEFE_FEFE) ^ 0xE8E8_E8E8_E8E8_E8E8;
+    let lock = v ^ 0xF0F0_F0F0_F0F0_F0F0;
+    let grp = !v;
+    (zero_byte(rex) | zero_byte(call) | zero_byte(lock) | zero_byte(grp)) != 0
 }
 
 impl X86Filter {
     fn new() -> Self {
         X86Filter {
             last_target: vec![0; 65536],
+            base: 0,
         }
     }
 
@@ -941,16 +986,39 @@ impl X86Filter {
         if size <= 17 {
             return;
         }
+        // Every entry is at least 65536 + 1 behind any position of this
+        // buffer, exactly like the reference's initial value of -65536.
+        let base = self.base + X86_ID_WINDOW as u64 + 1;
+        self.base = base + size as u64;
         let last = &mut self.last_target[..];
-        last.fill(-(X86_ID_WINDOW as i32) - 1);
         let mut last_x86_pos: i64 = -X86_MAX_TRANSLATION_OFFSET - 1;
         let tail = size - 16;
         let mut p = 1usize;
-        while p < tail {
-            // Fast skip of bytes that cannot start an instruction.
-            if !X86_OPCODE[data[p] as usize] {
-                p += 1;
-                continue;
+        'outer: while p < tail {
+            // Skip bytes that cannot start an instruction, a word at a time.
+            loop {
+                if let Some(b) = data.get(p..p + 8) {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(b);
+                    if !word_has_opcode(u64::from_le_bytes(a)) {
+                        p += 8;
+                        if p >= tail {
+                            break 'outer;
+                        }
+                        continue;
+                    }
+                }
+                let mut k = 0;
+                while k < 8 && !X86_OPCODE[data[p] as usize] {
+                    p += 1;
+                    k += 1;
+                    if p >= tail {
+                        break 'outer;
+                    }
+                }
+                if k < 8 {
+                    break;
+                }
             }
             let b0 = data[p];
             let b1 = data[p + 1];
@@ -1009,10 +1077,11 @@ impl X86Filter {
             }
             let target = (i as u32 as u16).wrapping_add(rel16) as usize;
             let end = i + nbytes as i64 + 3;
-            if end - last[target] as i64 <= X86_ID_WINDOW {
+            let gend = base + end as u64;
+            if gend - last[target] <= X86_ID_WINDOW as u64 {
                 last_x86_pos = end;
             }
-            last[target] = end as i32;
+            last[target] = gend;
             p = q + 4;
         }
     }
@@ -1020,4 +1089,500 @@ impl X86Filter {
     fn undo(&mut self, data: &mut [u8]) {
         self.run(data, true);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Encoder
+// ---------------------------------------------------------------------------
+
+/// Forward range encoder producing 16-bit LE units (LZMA-style carry
+/// handling with 16-bit units; the decoder does not skip a leading unit, so
+/// the first, always-zero cache unit is dropped).
+struct RangeEncoder {
+    low: u64,
+    range: u32,
+    cache: u16,
+    cache_size: u64,
+    first: bool,
+    out: Vec<u8>,
+}
+
+impl RangeEncoder {
+    fn new(out: Vec<u8>) -> Self {
+        RangeEncoder {
+            low: 0,
+            range: 0xFFFF_FFFF,
+            cache: 0,
+            cache_size: 1,
+            first: true,
+            out,
+        }
+    }
+
+    #[inline(always)]
+    fn emit(&mut self, unit: u16) {
+        if self.first {
+            self.first = false;
+        } else {
+            self.out.extend_from_slice(&unit.to_le_bytes());
+        }
+    }
+
+    fn shift_low(&mut self) {
+        if (self.low as u32) < 0xFFFF_0000 || (self.low >> 32) != 0 {
+            let carry = (self.low >> 32) as u16;
+            let mut unit = self.cache;
+            loop {
+                self.emit(unit.wrapping_add(carry));
+                unit = 0xFFFF;
+                self.cache_size -= 1;
+                if self.cache_size == 0 {
+                    break;
+                }
+            }
+            self.cache = ((self.low >> 16) & 0xFFFF) as u16;
+        }
+        self.cache_size += 1;
+        self.low = (self.low & 0xFFFF) << 16;
+    }
+
+    #[inline(always)]
+    fn encode(&mut self, bit: u32, p: &mut Prob) {
+        if self.range <= 0xFFFF {
+            self.range <<= 16;
+            self.shift_low();
+        }
+        let bound = (self.range >> 6) * p.p();
+        if bit == 0 {
+            self.range = bound;
+        } else {
+            self.low += bound as u64;
+            self.range -= bound;
+        }
+        p.update(bit);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        for _ in 0..4 {
+            self.shift_low();
+        }
+        self.out
+    }
+}
+
+#[inline(always)]
+fn encode_decision<const N: usize>(
+    rc: &mut RangeEncoder,
+    probs: &mut [Prob; N],
+    state: &mut usize,
+    bit: u32,
+) {
+    rc.encode(bit, &mut probs[*state & (N - 1)]);
+    *state = ((*state << 1) | bit as usize) & (N - 1);
+}
+
+/// Backwards bitstream writer: units are collected in write order and later
+/// placed at the end of the output in reverse.
+struct BitWriter {
+    buf: u64,
+    count: u32,
+    units: Vec<u16>,
+}
+
+impl BitWriter {
+    #[inline(always)]
+    fn write(&mut self, bits: u32, n: u32) {
+        if n == 0 {
+            return;
+        }
+        self.buf = (self.buf << n) | bits as u64;
+        self.count += n;
+        while self.count >= 16 {
+            self.count -= 16;
+            self.units.push((self.buf >> self.count) as u16);
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.count > 0 {
+            self.units.push((self.buf << (16 - self.count)) as u16);
+            self.count = 0;
+        }
+    }
+}
+
+/// Encoder side of an adaptive Huffman code.
+struct EncodeCode {
+    num_syms: usize,
+    rebuild_freq: u32,
+    until_rebuild: u32,
+    freqs: [u32; MAX_SYMS],
+    lens: [u8; MAX_SYMS],
+    codes: [u32; MAX_SYMS],
+}
+
+impl EncodeCode {
+    fn new(rebuild_freq: u32) -> Self {
+        EncodeCode {
+            num_syms: 0,
+            rebuild_freq,
+            until_rebuild: rebuild_freq,
+            freqs: [1; MAX_SYMS],
+            lens: [0; MAX_SYMS],
+            codes: [0; MAX_SYMS],
+        }
+    }
+
+    fn reset(&mut self, num_syms: usize, w: &mut HuffWork) {
+        self.num_syms = num_syms.min(MAX_SYMS);
+        self.freqs[..self.num_syms].fill(1);
+        self.build(w);
+    }
+
+    fn build(&mut self, w: &mut HuffWork) {
+        let n = self.num_syms;
+        self.until_rebuild = self.rebuild_freq;
+        if n == 0 {
+            return;
+        }
+        build_lengths(&self.freqs[..n], &mut self.lens[..n], w);
+        build_codewords(&self.lens[..n], &mut self.codes[..n]);
+    }
+
+    #[inline(always)]
+    fn encode(&mut self, sym: usize, bw: &mut BitWriter, w: &mut HuffWork) {
+        bw.write(self.codes[sym], self.lens[sym] as u32);
+        self.freqs[sym] += 1;
+        self.until_rebuild -= 1;
+        if self.until_rebuild == 0 {
+            self.build(w);
+            for f in &mut self.freqs[..self.num_syms] {
+                *f = (*f >> 1) + 1;
+            }
+        }
+    }
+}
+
+/// LZ repeat-offset queue with the format's delayed front insertion.
+#[derive(Clone, Copy)]
+struct LzQueue {
+    reps: [u32; 4],
+    pending: u32,
+    prev_was_lz: bool,
+}
+
+impl LzQueue {
+    fn new() -> Self {
+        LzQueue {
+            reps: [1, 2, 3, 4],
+            pending: 0,
+            prev_was_lz: false,
+        }
+    }
+
+    /// The three offsets a repeat match at this point may refer to.
+    #[inline(always)]
+    fn visible(&self) -> [u32; 3] {
+        if self.pending != 0 && !self.prev_was_lz {
+            [self.pending, self.reps[0], self.reps[1]]
+        } else {
+            [self.reps[0], self.reps[1], self.reps[2]]
+        }
+    }
+
+    /// Apply an LZ match (explicit `offset`, or repeat index `rep`) exactly
+    /// as the decoder does.
+    fn apply(&mut self, rep: Option<usize>, offset: u32) {
+        if self.pending != 0 && !self.prev_was_lz {
+            self.reps = [self.pending, self.reps[0], self.reps[1], self.reps[2]];
+            self.pending = 0;
+        }
+        let off = match rep {
+            None => offset,
+            Some(i) => {
+                let o = self.reps[i];
+                for k in i..3 {
+                    self.reps[k] = self.reps[k + 1];
+                }
+                o
+            }
+        };
+        if self.pending != 0 {
+            self.reps = [self.pending, self.reps[0], self.reps[1], self.reps[2]];
+        }
+        self.pending = off;
+        self.prev_was_lz = true;
+    }
+}
+
+const MIN_MATCH: usize = 3;
+const NICE_LEN: usize = 96;
+const MAX_CHAIN: u32 = 32;
+
+/// Reusable LZMS encoder state (match finder tables and coder models).
+pub struct Encoder {
+    models: Models,
+    literal: EncodeCode,
+    lz_offset: EncodeCode,
+    length: EncodeCode,
+    delta_offset: EncodeCode,
+    delta_power: EncodeCode,
+    work: Box<HuffWork>,
+    x86: X86Filter,
+    head: Vec<u32>,
+    prev: Vec<u32>,
+    buf: Vec<u8>,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Length of the common prefix of `data[a..]` and `data[b..]`, up to `max`.
+#[inline(always)]
+fn match_len(data: &[u8], a: usize, b: usize, max: usize) -> usize {
+    let mut l = 0;
+    while l + 8 <= max {
+        let x = u64::from_le_bytes(data[a + l..a + l + 8].try_into().unwrap_or([0; 8]));
+        let y = u64::from_le_bytes(data[b + l..b + l + 8].try_into().unwrap_or([0; 8]));
+        let d = x ^ y;
+        if d != 0 {
+            return l + (d.trailing_zeros() / 8) as usize;
+        }
+        l += 8;
+    }
+    while l < max && data[a + l] == data[b + l] {
+        l += 1;
+    }
+    l
+}
+
+impl Encoder {
+    /// Allocate an encoder; tables grow to the largest chunk seen.
+    pub fn new() -> Self {
+        Encoder {
+            models: Models::new(),
+            literal: EncodeCode::new(LITERAL_REBUILD),
+            lz_offset: EncodeCode::new(LZ_OFFSET_REBUILD),
+            length: EncodeCode::new(LENGTH_REBUILD),
+            delta_offset: EncodeCode::new(DELTA_OFFSET_REBUILD),
+            delta_power: EncodeCode::new(DELTA_POWER_REBUILD),
+            work: HuffWork::new(),
+            x86: X86Filter::new(),
+            head: Vec::new(),
+            prev: Vec::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Compress one chunk; `None` if the result would not be smaller.
+    pub fn compress(&mut self, input: &[u8]) -> Option<Vec<u8>> {
+        let n = input.len();
+        if !(4..=MAX_BUFFER_SIZE).contains(&n) {
+            return None;
+        }
+        let mut data = std::mem::take(&mut self.buf);
+        data.clear();
+        data.extend_from_slice(input);
+        self.x86.run(&mut data, false);
+        let r = self.encode(&data);
+        self.buf = data;
+        r.filter(|c| c.len() < n)
+    }
+
+    fn encode(&mut self, data: &[u8]) -> Option<Vec<u8>> {
+        let n = data.len();
+        let slots = num_offset_slots(n);
+        self.models.reset();
+        let w = &mut *self.work;
+        self.literal.reset(NUM_LITERAL_SYMS, w);
+        self.lz_offset.reset(slots, w);
+        self.length.reset(NUM_LENGTH_SYMS, w);
+        self.delta_offset.reset(slots, w);
+        self.delta_power.reset(NUM_POWER_SYMS, w);
+
+        // Hash chains over 3-byte prefixes, window = whole chunk (capped).
+        let hash_bits = (usize::BITS - n.leading_zeros()).clamp(12, 20);
+        let window_bits = (usize::BITS - n.leading_zeros()).min(24);
+        let wmask = (1usize << window_bits) - 1;
+        self.head.clear();
+        self.head.resize(1 << hash_bits, u32::MAX);
+        self.prev.clear();
+        self.prev.resize(1 << window_bits, u32::MAX);
+        let max_dist = wmask;
+
+        let mut rc = RangeEncoder::new(Vec::with_capacity(n / 2 + 16));
+        let mut bw = BitWriter {
+            buf: 0,
+            count: 0,
+            units: Vec::with_capacity(n / 4 + 16),
+        };
+        let mut q = LzQueue::new();
+        let limit = n / 2 + 64; // give up once clearly not compressible
+
+        let hash = |p: usize| -> usize {
+            let v = u32::from(data[p]) | u32::from(data[p + 1]) << 8 | u32::from(data[p + 2]) << 16;
+            (v.wrapping_mul(0x9E37_79B1) >> (32 - hash_bits)) as usize
+        };
+        let mut inserted = 0usize; // positions < inserted are in the chains
+        let head = &mut self.head;
+        let prev = &mut self.prev;
+
+        // Insert positions up to (not including) `upto`.
+        let insert = |upto: usize, inserted: &mut usize, head: &mut [u32], prev: &mut [u32]| {
+            let end = upto.min(n.saturating_sub(2));
+            while *inserted < end {
+                let p = *inserted;
+                let h = hash(p);
+                prev[p & wmask] = head[h];
+                head[h] = p as u32;
+                *inserted += 1;
+            }
+            *inserted = (*inserted).max(upto.min(n));
+        };
+
+        // Best explicit match at `p` (length, offset).
+        let find = |p: usize, head: &[u32], prev: &[u32]| -> (usize, usize) {
+            if p + MIN_MATCH > n {
+                return (0, 0);
+            }
+            let max = n - p;
+            let mut best = (0usize, 0usize);
+            let mut cand = head[hash(p)];
+            let mut chain = MAX_CHAIN;
+            while cand != u32::MAX && chain > 0 {
+                let c = cand as usize;
+                if c >= p || p - c > max_dist {
+                    break;
+                }
+                if data[c + best.0.min(max - 1)] == data[p + best.0.min(max - 1)] {
+                    let l = match_len(data, c, p, max);
+                    if l > best.0 {
+                        best = (l, p - c);
+                        if l >= NICE_LEN || l == max {
+                            break;
+                        }
+                    }
+                }
+                let nx = prev[c & wmask];
+                if nx != u32::MAX && nx as usize >= c {
+                    break;
+                }
+                cand = nx;
+                chain -= 1;
+            }
+            if best.0 >= MIN_MATCH {
+                best
+            } else {
+                (0, 0)
+            }
+        };
+
+        let rep_match = |p: usize, q: &LzQueue| -> (usize, usize) {
+            // (length, index) of the longest usable repeat match.
+            let mut best = (0usize, 0usize);
+            let max = n - p;
+            for (i, &o) in q.visible().iter().enumerate() {
+                let o = o as usize;
+                if o == 0 || o > p {
+                    continue;
+                }
+                let l = match_len(data, p - o, p, max);
+                if l > best.0 {
+                    best = (l, i);
+                }
+            }
+            best
+        };
+
+        let mut p = 0usize;
+        let m = &mut self.models;
+        while p < n {
+            insert(p, &mut inserted, head, prev);
+            let (rlen, ridx) = rep_match(p, &q);
+            let (mut mlen, mut moff) = find(p, head, prev);
+            // An explicit match equal to a visible repeat offset is coded
+            // as that repeat.
+            if mlen > 0 && q.visible().iter().any(|&o| o as usize == moff) {
+                mlen = 0;
+                moff = 0;
+            }
+            // Short far matches cost more than literals.
+            if mlen == MIN_MATCH && moff > 1 << 14 {
+                mlen = 0;
+            }
+            let take_rep = rlen >= 2 && rlen + 2 >= mlen;
+            if !take_rep && mlen == 0 {
+                // Literal.
+                let lit = data[p] as usize;
+                encode_decision(&mut rc, &mut m.main, &mut m.main_state, 0);
+                self.literal.encode(lit, &mut bw, w);
+                q.prev_was_lz = false;
+                p += 1;
+            } else {
+                // Lazy check: a clearly better match one byte later wins.
+                if !take_rep && mlen < NICE_LEN && p + 1 < n {
+                    insert(p + 1, &mut inserted, head, prev);
+                    let (nlen, noff) = find(p + 1, head, prev);
+                    let better = nlen > mlen + 1 || (nlen > mlen && noff < moff / 4);
+                    if better {
+                        let lit = data[p] as usize;
+                        encode_decision(&mut rc, &mut m.main, &mut m.main_state, 0);
+                        self.literal.encode(lit, &mut bw, w);
+                        q.prev_was_lz = false;
+                        p += 1;
+                        continue;
+                    }
+                }
+                encode_decision(&mut rc, &mut m.main, &mut m.main_state, 1);
+                encode_decision(&mut rc, &mut m.matc, &mut m.match_state, 0);
+                let len = if take_rep {
+                    encode_decision(&mut rc, &mut m.lz, &mut m.lz_state, 1);
+                    for k in 0..ridx.min(2) {
+                        encode_decision(&mut rc, &mut m.lz_rep[k], &mut m.lz_rep_state[k], 1);
+                    }
+                    if ridx < 2 {
+                        encode_decision(&mut rc, &mut m.lz_rep[ridx], &mut m.lz_rep_state[ridx], 0);
+                    }
+                    q.apply(Some(ridx), 0);
+                    rlen
+                } else {
+                    encode_decision(&mut rc, &mut m.lz, &mut m.lz_state, 0);
+                    let slot = slot_of(moff as u32, &OFFSET_BASE);
+                    self.lz_offset.encode(slot, &mut bw, w);
+                    bw.write(moff as u32 - OFFSET_BASE[slot], OFFSET_EXTRA[slot] as u32);
+                    q.apply(None, moff as u32);
+                    mlen
+                };
+                let lslot = slot_of(len as u32, &LENGTH_BASE);
+                self.length.encode(lslot, &mut bw, w);
+                bw.write(len as u32 - LENGTH_BASE[lslot], LENGTH_EXTRA[lslot] as u32);
+                p += len;
+            }
+            if rc.out.len() + bw.units.len() * 2 > limit.max(n) {
+                return None;
+            }
+        }
+        bw.flush();
+        let mut out = rc.finish();
+        for u in bw.units.iter().rev() {
+            out.extend_from_slice(&u.to_le_bytes());
+        }
+        Some(out)
+    }
+}
+
+thread_local! {
+    static ENCODER: std::cell::RefCell<Encoder> = std::cell::RefCell::new(Encoder::new());
+}
+
+/// Compress one chunk with a per-thread reusable [`Encoder`]; `None` when
+/// the result would not be strictly smaller than the input.
+pub fn compress(input: &[u8]) -> Option<Vec<u8>> {
+    ENCODER.with(|e| match e.try_borrow_mut() {
+        Ok(mut e) => e.compress(input),
+        Err(_) => Encoder::new().compress(input),
+    })
 }

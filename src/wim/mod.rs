@@ -124,8 +124,8 @@ pub struct Wim {
 }
 
 fn open_part(path: &Path) -> Result<Part> {
-    let f = std::fs::File::open(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
-    let src = FileSource::new(f).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+    let f = std::fs::File::open(path).map_err(|e| Error::Io { path: path.display().to_string(), err: e })?;
+    let src = FileSource::new(f).map_err(|e| Error::Io { path: path.display().to_string(), err: e })?;
     let mut hb = vec![0u8; HEADER_SIZE.min(src.len() as usize)];
     src.read_exact_at(&mut hb, 0)?;
     let header = Header::parse(&hb).map_err(|e| match e {
@@ -188,6 +188,15 @@ impl Wim {
         } else {
             None
         };
+        if let Some(esd) = xml_doc.as_ref().and_then(|x| x.child("ESD")) {
+            if esd.child("ENCRYPTED").is_some() || esd.child("KEY").is_some() {
+                return Err(Error::Unsupported(format!(
+                    "{} is an encrypted ESD; its blob table and resources are encrypted. \
+                     Decrypt it first (for example with esddecrypt or DISM /Export-Image)",
+                    path.display()
+                )));
+            }
+        }
         let image_info = xml_doc.as_ref().map(xml::images).unwrap_or_default();
 
         let mut entries = Vec::new();

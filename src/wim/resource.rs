@@ -245,10 +245,10 @@ impl Resource {
         }
         let mut comp = vec![0u8; clen];
         self.source.read_exact_at(&mut comp, s)?;
-        decompress(self.compression, &comp, &mut out).map_err(|source| Error::Decompress {
+        decompress(self.compression, &comp, &mut out).map_err(|err| Error::Decompress {
             offset: self.reshdr.offset,
             chunk: i,
-            source,
+            err,
         })?;
         Ok(out)
     }

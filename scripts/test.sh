@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The project's test command.
+#
+# Installs what the tests need on a fresh Debian machine (only what is
+# missing: wimlib-imagex, 7zz, ntfs-3g/mkntfs, FUSE 3, setfattr, unzip,
+# pkg-config and the libfuse3 headers the FUSE crate links against), then
+# runs the whole test suite. Extra arguments go to `cargo test`
+# (e.g. `scripts/test.sh --test apply_oracle`). Exit status = the tests'.
+#
+# Environment: WIMFS_SLOW_TESTS=1 also runs the slow tests (a >4 GiB file);
+# WIMFS_FIXTURES=DIR points at the fixture folder (default ../shared/fixtures).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+have wimlib-imagex || need+=(wimtools)
+have 7zz || need+=(7zip)
+{ have ntfs-3g && have mkntfs; } || need+=(ntfs-3g)
+have fusermount3 || need+=(fuse3)
+{ have setfattr && have getfattr; } || need+=(attr)
+have unzip || need+=(unzip)
+have pkg-config || need+=(pkg-config)
+if ! pkg-config --exists fuse3 2>/dev/null; then
+    need+=(libfuse3-dev)
+fi
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "scripts/test.sh: not root and no sudo: cannot run: $*" >&2
+        return 1
+    fi
+}
+if ((${#need[@]})); then
+    echo "scripts/test.sh: installing missing packages: ${need[*]}"
+    as_root apt-get update -q || echo "scripts/test.sh: apt-get update failed" >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" \
+        || echo "scripts/test.sh: could not install ${need[*]}: tests needing them will skip (or fail in CI)" >&2
+fi
+
+if [ ! -e ../shared/fixtures/README.md ] && [ -z "${WIMFS_FIXTURES:-}" ]; then
+    echo "!!! scripts/test.sh: ../shared/fixtures is absent: the fixture parts of the tests will be SKIPPED !!!"
+fi
+if [ ! -e /dev/fuse ]; then
+    echo "!!! scripts/test.sh: /dev/fuse is absent: NTFS-sourced and mount tests cannot run !!!"
+fi
+
+echo "scripts/test.sh: cargo test $*"
+cargo test --no-fail-fast "$@"

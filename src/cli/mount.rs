@@ -1,0 +1,531 @@
+//! `wimfs mount`, `wimfs unmount` and `wimfs mounts`.
+//!
+//! `mount` returns once the mount is live. Unless `--foreground` is given it
+//! starts the daemon as a fresh process (fork + exec of this binary, so no
+//! thread of the parent, e.g. a rayon pool, is ever carried across a bare
+//! fork) in a new session. The daemon reports readiness or the error on its
+//! stdout, which is a pipe to the parent; the parent exits 0 only after
+//! reading "ready", and prints the daemon's error otherwise.
+//!
+//! Each daemon records itself in a small JSON state file under /run/wimfs
+//! (root) or $XDG_RUNTIME_DIR/wimfs, which `mounts` lists (pruning entries of
+//! dead daemons) and `unmount` uses to wait for the daemon to exit.
+
+use super::{image_arg, open};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wimfs::cache::ChunkCache;
+use wimfs::image::Image;
+use wimfs::platform::linux::{self as fuse, MountConfig};
+use wimfs::vfs::{Vfs, VfsOptions};
+
+const READY: &str = "wimfs-ready";
+const FAILED: &str = "wimfs-error: ";
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// The WIM file.
+    wim: PathBuf,
+    /// IMAGE DIR, or just DIR when the WIM has one image. IMAGE is a 1-based
+    /// index or an image name.
+    #[arg(num_args = 1..=2, required = true, value_name = "[IMAGE] DIR")]
+    args: Vec<String>,
+    /// Decompressed-chunk cache size in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 512)]
+    cache_size: u64,
+    /// Let other users access the mount (needs user_allow_other in
+    /// /etc/fuse.conf when not root).
+    #[arg(long)]
+    allow_other: bool,
+    /// Other parts of a split WIM, or WIMs holding shared blobs.
+    #[arg(long = "ref", value_name = "PART")]
+    refs: Vec<PathBuf>,
+    /// Stay in the foreground (Ctrl-C unmounts).
+    #[arg(short, long)]
+    foreground: bool,
+    /// Owner of entries without UNIX data (default: you).
+    #[arg(long)]
+    uid: Option<u32>,
+    /// Group of entries without UNIX data (default: your group).
+    #[arg(long)]
+    gid: Option<u32>,
+    /// Octal mode of directories without UNIX data.
+    #[arg(long, value_name = "MODE", default_value = "755")]
+    dmode: String,
+    /// Octal mode of files without UNIX data.
+    #[arg(long, value_name = "MODE", default_value = "644")]
+    fmode: String,
+    /// Ignore the uid/gid/mode saved by `wimlib-imagex capture --unix-data`.
+    #[arg(long)]
+    no_unix_data: bool,
+    /// Mount read-write (not supported yet).
+    #[arg(long)]
+    rw: bool,
+    /// Internal: run as the daemon started by `wimfs mount`.
+    #[arg(long, hide = true)]
+    daemon_child: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UnmountArgs {
+    /// The mount point.
+    dir: PathBuf,
+    /// Detach now even if files are open (umount -l).
+    #[arg(short = 'z', long)]
+    lazy: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MountsArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+/// What a daemon records about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MountState {
+    pid: u32,
+    wim: String,
+    image: u32,
+    image_name: Option<String>,
+    mode: String,
+    mountpoint: String,
+    started: u64,
+}
+
+fn state_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return PathBuf::from("/run/wimfs");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("wimfs"),
+        _ => std::env::temp_dir().join(format!("wimfs-{euid}")),
+    }
+}
+
+fn parse_mode(s: &str, what: &str) -> Result<u16> {
+    let m = u16::from_str_radix(s.trim_start_matches("0o"), 8)
+        .with_context(|| format!("--{what} {s:?} is not an octal mode"))?;
+    if m > 0o7777 {
+        bail!("--{what} {s:?} is not a mode (at most 7777)");
+    }
+    Ok(m)
+}
+
+/// Mount points as the kernel lists them (octal escapes undone).
+fn mounted_dirs() -> Vec<String> {
+    let Ok(s) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    s.lines().filter_map(|l| l.split(' ').nth(4)).map(unescape_mountinfo).collect()
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn is_mountpoint(dir: &Path) -> bool {
+    let d = dir.to_string_lossy();
+    mounted_dirs().iter().any(|m| *m == d)
+}
+
+/// Check the mount point and FUSE before doing any real work, so the common
+/// mistakes get a clear message.
+fn check_mountpoint(dir: &Path) -> Result<PathBuf> {
+    let md = match fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("mount point {} does not exist", dir.display())
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+            "mount point {} is a dead FUSE mount (transport endpoint is not connected); \
+             clear it with `wimfs unmount {}`",
+            dir.display(),
+            dir.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot use mount point {}", dir.display())),
+    };
+    if !md.is_dir() {
+        bail!("mount point {} is not a directory", dir.display());
+    }
+    let abs = dir.canonicalize().with_context(|| format!("cannot resolve mount point {}", dir.display()))?;
+    if is_mountpoint(&abs) {
+        let who = live_mounts()
+            .into_iter()
+            .find(|m| Path::new(&m.mountpoint) == abs)
+            .map(|m| format!(" (wimfs: image {} of {}, pid {})", m.image, m.wim, m.pid))
+            .unwrap_or_default();
+        bail!("mount point {} is busy: something is already mounted there{who}", abs.display());
+    }
+    match fs::metadata("/dev/fuse") {
+        Ok(m) if m.file_type().is_char_device() => {}
+        Ok(_) => bail!("FUSE is not available: /dev/fuse is not a character device"),
+        Err(_) => bail!("FUSE is not available: /dev/fuse does not exist (load the module: modprobe fuse)"),
+    }
+    Ok(abs)
+}
+
+pub fn mount(a: MountArgs) -> Result<i32> {
+    if a.rw {
+        bail!("read-write mounts (--rw) are not supported yet; mount read-only (without --rw)");
+    }
+    let dir = PathBuf::from(a.args.last().map(String::as_str).unwrap_or_default());
+    if a.daemon_child {
+        return daemon_child(a);
+    }
+    let abs = check_mountpoint(&dir)?;
+    parse_mode(&a.dmode, "dmode")?;
+    parse_mode(&a.fmode, "fmode")?;
+    if a.cache_size == 0 {
+        bail!("--cache-size must be at least 1 (MiB)");
+    }
+    if a.foreground {
+        return serve(&a, &abs, None);
+    }
+    spawn_daemon()
+}
+
+/// Start this binary again as the daemon and wait for its word.
+fn spawn_daemon() -> Result<i32> {
+    let exe = std::env::current_exe().context("cannot find the wimfs executable")?;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let at = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    args.insert(at, "--daemon-child".into());
+    let mut child = Command::new(exe)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start the mount daemon")?;
+    let mut msg = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut msg);
+    }
+    if msg.lines().any(|l| l == READY) {
+        return Ok(0);
+    }
+    if let Some(err) = msg.lines().find_map(|l| l.strip_prefix(FAILED)) {
+        let _ = child.wait();
+        bail!("{}", err.replace("\\n", "\n"));
+    }
+    let status = child.wait().context("cannot wait for the mount daemon")?;
+    bail!("the mount daemon exited ({status}) before the mount was ready")
+}
+
+/// The daemon side: a new session, logging to a file, then serve. Any error
+/// before the mount is live goes back to the parent on stdout.
+fn daemon_child(a: MountArgs) -> Result<i32> {
+    // SAFETY: setsid has no memory-safety preconditions; it detaches this
+    // fresh process (not a group leader) from the terminal's session.
+    unsafe { libc::setsid() };
+    let sd = state_dir();
+    let _ = fs::create_dir_all(&sd);
+    let log = sd.join(format!("{}.log", std::process::id()));
+    if let Ok(f) = fs::OpenOptions::new().create(true).append(true).open(&log) {
+        // SAFETY: dup2 onto fd 2 of a file we hold open; fd 2 then refers
+        // to the log file (our stderr was /dev/null).
+        unsafe { libc::dup2(f.as_raw_fd(), 2) };
+    }
+    let dir = PathBuf::from(a.args.last().map(String::as_str).unwrap_or_default());
+    let res = check_mountpoint(&dir).and_then(|abs| serve(&a, &abs, Some(log.clone())));
+    if let Err(e) = &res {
+        let one = format!("{e:#}").replace('\n', "\\n");
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{FAILED}{one}");
+        let _ = out.flush();
+        let _ = fs::remove_file(&log);
+    }
+    res
+}
+
+/// Written by the signal handler, read by the thread that unmounts.
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(_sig: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let b = 1u8;
+        // SAFETY: write(2) is async-signal-safe; the buffer is a local byte.
+        unsafe { libc::write(fd, (&b as *const u8).cast(), 1) };
+    }
+}
+
+/// On SIGINT/SIGTERM/SIGHUP, unmount (which ends the session loop) instead
+/// of dying and leaving a dead mount behind.
+fn unmount_on_signal(mut unmounter: fuser::SessionUnmounter) {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the two-element array we pass.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return;
+    }
+    SIGNAL_PIPE.store(fds[1], Ordering::Relaxed);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: installs a handler that only calls write(2); the sigaction
+        // struct is zeroed and then filled.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    let rfd = fds[0];
+    let _ = std::thread::Builder::new().name("wimfs-signal".into()).spawn(move || {
+        let mut b = 0u8;
+        // SAFETY: read(2) into a local byte from the pipe we created.
+        let n = unsafe { libc::read(rfd, (&mut b as *mut u8).cast(), 1) };
+        if n == 1 {
+            log::info!("signal received: unmounting");
+            if let Err(e) = unmounter.unmount() {
+                log::error!("unmount failed: {e}");
+            }
+        }
+    });
+}
+
+fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
+    let wim = Arc::new(open(&a.wim, &a.refs)?);
+    let spec = if a.args.len() == 2 { Some(a.args[0].as_str()) } else { None };
+    let index = image_arg(&wim, spec)?;
+    let image = Arc::new(Image::load(&wim, index).with_context(|| format!("cannot load image {index}"))?);
+    for w in &image.warnings {
+        log::warn!("{w}");
+    }
+    // SAFETY: getuid/getgid have no preconditions and cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let opts = VfsOptions {
+        uid: a.uid.unwrap_or(uid),
+        gid: a.gid.unwrap_or(gid),
+        dir_mode: parse_mode(&a.dmode, "dmode")?,
+        file_mode: parse_mode(&a.fmode, "fmode")?,
+        use_unix_data: !a.no_unix_data,
+        mount_root: abs.to_string_lossy().into_owned(),
+        ..VfsOptions::default()
+    };
+    let cache = Arc::new(ChunkCache::new(a.cache_size.saturating_mul(1 << 20)));
+    let vfs = Arc::new(Vfs::new(wim.clone(), image, cache, opts));
+    let wim_path = a.wim.canonicalize().unwrap_or_else(|_| a.wim.clone());
+    let n = rayon::current_num_threads().max(1);
+    let cfg = MountConfig {
+        threads: n.clamp(4, 16),
+        readers: (2 * n).clamp(8, 64),
+        allow_other: a.allow_other,
+        fsname: wim_path.to_string_lossy().replace([',', ' '], "_"),
+    };
+    let mut mounted = fuse::mount(vfs, abs, &cfg).map_err(|e| mount_error(e, abs))?;
+    unmount_on_signal(mounted.unmounter());
+
+    let state = MountState {
+        pid: std::process::id(),
+        wim: wim_path.to_string_lossy().into_owned(),
+        image: index,
+        image_name: wim.info(index).and_then(|i| i.name.clone()),
+        mode: "ro".into(),
+        mountpoint: abs.to_string_lossy().into_owned(),
+        started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    };
+    let state_file = write_state(&state);
+
+    if log.is_some() {
+        // Tell the parent, then let go of its pipe and of the working
+        // directory.
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{READY}");
+        let _ = out.flush();
+        if let Ok(null) = fs::OpenOptions::new().write(true).open("/dev/null") {
+            // SAFETY: dup2 onto fd 1 of /dev/null, closing the pipe.
+            unsafe { libc::dup2(null.as_raw_fd(), 1) };
+        }
+        let _ = std::env::set_current_dir("/");
+    } else {
+        eprintln!("wimfs: image {index} of {} mounted at {} (Ctrl-C to unmount)", a.wim.display(), abs.display());
+    }
+
+    let res = mounted.run();
+    if let Some(p) = &state_file {
+        let _ = fs::remove_file(p);
+    }
+    if let Some(l) = &log {
+        // Keep the log only when something went wrong.
+        if fs::metadata(l).map(|m| m.len() == 0).unwrap_or(false) && res.is_ok() {
+            let _ = fs::remove_file(l);
+        }
+    }
+    res.context("the FUSE session ended with an error")?;
+    Ok(0)
+}
+
+fn mount_error(e: std::io::Error, dir: &Path) -> anyhow::Error {
+    let msg = e.to_string();
+    let hint = match e.raw_os_error() {
+        Some(libc::EBUSY) => " (the mount point is busy)",
+        Some(libc::EPERM) | Some(libc::EACCES) => " (permission denied: is fusermount3 installed and setuid?)",
+        Some(libc::ENODEV) | Some(libc::ENOENT) => " (is the fuse module loaded and fusermount3 installed?)",
+        _ => "",
+    };
+    anyhow::anyhow!("cannot mount at {}: {msg}{hint}", dir.display())
+}
+
+fn write_state(s: &MountState) -> Option<PathBuf> {
+    let dir = state_dir();
+    if let Err(e) = fs::create_dir_all(&dir) {
+        log::warn!("cannot create {}: {e}; `wimfs mounts` will not list this mount", dir.display());
+        return None;
+    }
+    let path = dir.join(format!("{}.json", s.pid));
+    let tmp = dir.join(format!(".{}.json.tmp", s.pid));
+    let body = serde_json::to_vec_pretty(s).ok()?;
+    if fs::write(&tmp, body).and_then(|_| fs::rename(&tmp, &path)).is_err() {
+        log::warn!("cannot write {}; `wimfs mounts` will not list this mount", path.display());
+        return None;
+    }
+    Some(path)
+}
+
+/// Is `pid` a live wimfs process?
+fn alive(pid: u32) -> bool {
+    let Ok(p) = libc::pid_t::try_from(pid) else { return false };
+    if p <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for existence.
+    let r = unsafe { libc::kill(p, 0) };
+    if r != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+        return false;
+    }
+    // Guard against a recycled pid.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.contains(") Z") && fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "wimfs"),
+        Err(_) => false,
+    }
+}
+
+/// Mounts of live daemons; state files of dead ones are removed.
+fn live_mounts() -> Vec<MountState> {
+    let dir = state_dir();
+    let Ok(rd) = fs::read_dir(&dir) else { return Vec::new() };
+    let mut v = Vec::new();
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.extension().and_then(|x| x.to_str()) != Some("json") {
+            continue;
+        }
+        let Some(s) = fs::read(&p).ok().and_then(|b| serde_json::from_slice::<MountState>(&b).ok()) else {
+            let _ = fs::remove_file(&p);
+            continue;
+        };
+        if alive(s.pid) {
+            v.push(s);
+        } else {
+            let _ = fs::remove_file(&p);
+            let _ = fs::remove_file(dir.join(format!("{}.log", s.pid)));
+        }
+    }
+    v.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
+    v
+}
+
+pub fn mounts(a: MountsArgs) -> Result<i32> {
+    let v = live_mounts();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    if v.is_empty() {
+        println!("No wimfs mounts.");
+        return Ok(0);
+    }
+    let img = |m: &MountState| match &m.image_name {
+        Some(n) => format!("{} ({n})", m.image),
+        None => m.image.to_string(),
+    };
+    let ww = v.iter().map(|m| m.wim.len()).max().unwrap_or(0).max(3);
+    let iw = v.iter().map(|m| img(m).len()).max().unwrap_or(0).max(5);
+    println!("{:<ww$}  {:<iw$}  MODE  {:>7}  MOUNT POINT", "WIM", "IMAGE", "PID");
+    for m in &v {
+        println!("{:<ww$}  {:<iw$}  {:<4}  {:>7}  {}", m.wim, img(m), m.mode, m.pid, m.mountpoint);
+    }
+    Ok(0)
+}
+
+pub fn unmount(a: UnmountArgs) -> Result<i32> {
+    // A dead FUSE mount cannot be canonicalized (ENOTCONN): fall back to
+    // the absolute path as given.
+    let abs = a.dir.canonicalize().or_else(|_| std::path::absolute(&a.dir)).unwrap_or_else(|_| a.dir.clone());
+    let entry = live_mounts().into_iter().find(|m| Path::new(&m.mountpoint) == abs);
+    if entry.is_none() && !is_mountpoint(&abs) {
+        bail!("{} is not mounted", abs.display());
+    }
+    let mut last_err = String::new();
+    let mut done = false;
+    for bin in ["fusermount3", "fusermount"] {
+        let mut c = Command::new(bin);
+        c.arg(if a.lazy { "-uz" } else { "-u" }).arg("--").arg(&abs);
+        match c.output() {
+            Ok(o) if o.status.success() => {
+                done = true;
+                break;
+            }
+            Ok(o) => {
+                last_err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+                break;
+            }
+            Err(e) => last_err = format!("cannot run {bin}: {e}"),
+        }
+    }
+    if !done {
+        let p = std::ffi::CString::new(abs.to_string_lossy().as_bytes()).context("bad mount point path")?;
+        let flags = if a.lazy { libc::MNT_DETACH } else { 0 };
+        // SAFETY: umount2 with a NUL-terminated path we own.
+        if unsafe { libc::umount2(p.as_ptr(), flags) } == 0 {
+            done = true;
+        } else {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                bail!("cannot unmount {}: it is busy (files open or a shell inside it?); try --lazy", abs.display());
+            }
+            if last_err.is_empty() {
+                last_err = e.to_string();
+            }
+        }
+    }
+    if !done {
+        bail!("cannot unmount {}: {last_err}", abs.display());
+    }
+    if let Some(m) = entry {
+        let t = Instant::now();
+        while alive(m.pid) {
+            if t.elapsed() > Duration::from_secs(30) {
+                log::warn!("daemon {} has not exited 30 s after the unmount", m.pid);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,310 @@
+//! LZX (WIM variant) codec tests, with wimlib (libwim.so.15) as the oracle.
+
+#[path = "common/libwim.rs"]
+mod libwim;
+
+use proptest::prelude::*;
+use wimfs::codec::lzx;
+use wimfs::codec::CodecError;
+
+/// Every chunk size WIM allows for LZX.
+const CHUNK_SIZES: [usize; 7] = [
+    1 << 15,
+    1 << 16,
+    1 << 17,
+    1 << 18,
+    1 << 19,
+    1 << 20,
+    1 << 21,
+];
+
+/// Deterministic pseudo-random bytes (xorshift), for large fixed inputs.
+fn prng_bytes(n: usize, mut seed: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n);
+    while v.len() < n {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        v.extend_from_slice(&seed.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+/// Text-like data: words from a small vocabulary.
+fn text_like(n: usize, seed: u64) -> Vec<u8> {
+    const WORDS: [&str; 16] = [
+        "the ",
+        "window ",
+        "chunk ",
+        "LZX ",
+        "imaging ",
+        "format\n",
+        "of ",
+        "a ",
+        "compressed ",
+        "resource, ",
+        "Huffman ",
+        "match ",
+        "offset ",
+        "and ",
+        "is ",
+        "file ",
+    ];
+    let r = prng_bytes(n, seed);
+    let mut v = Vec::with_capacity(n + 16);
+    let mut i = 0;
+    while v.len() < n {
+        v.extend_from_slice(WORDS[(r[i % r.len().max(1)] & 15) as usize].as_bytes());
+        i += 1;
+    }
+    v.truncate(n);
+    v
+}
+
+/// x86-code-like data: random opcodes with many E8 calls to nearby targets.
+fn x86_like(n: usize, seed: u64) -> Vec<u8> {
+    let r = prng_bytes(n + 8, seed);
+    let mut v = Vec::with_capacity(n + 8);
+    let mut i = 0;
+    while v.len() < n {
+        let b = r[i % r.len()];
+        i += 1;
+        if b < 40 {
+            let rel = (r[i % r.len()] as i32 - 128) * 37;
+            v.push(0xE8);
+            v.extend_from_slice(&rel.to_le_bytes());
+        } else if b < 60 {
+            v.extend_from_slice(&[0x48, 0x89, 0xE5]);
+        } else {
+            v.push(b & 0x7F);
+        }
+    }
+    v.truncate(n);
+    v
+}
+
+/// Decode with our decoder at the given chunk size.
+fn ours(comp: &[u8], n: usize, chunk: usize) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![0u8; n];
+    lzx::decompress_chunk(comp, &mut out, chunk)?;
+    Ok(out)
+}
+
+/// wimlib compress + our decode must give back the input.
+fn check_wimlib_roundtrip(data: &[u8], chunk: usize, level: u32) {
+    if !libwim::available() || data.is_empty() {
+        return;
+    }
+    if let Some(c) = libwim::compress(libwim::LZX, chunk, level, data) {
+        let got = ours(&c, data.len(), chunk).expect("our decoder rejected wimlib output");
+        assert!(
+            got == data,
+            "decode mismatch (len {}, chunk {chunk})",
+            data.len()
+        );
+    }
+}
+
+/// Our compress must decode with wimlib and with our decoder.
+fn check_encoder_roundtrip(data: &[u8], chunk: usize) {
+    let Some(c) = lzx::compress_chunk(data, chunk) else {
+        return;
+    };
+    assert!(c.len() < data.len());
+    let got = ours(&c, data.len(), chunk).expect("our decoder rejected our output");
+    assert!(got == data, "self roundtrip mismatch (len {})", data.len());
+    if libwim::available() {
+        let w = libwim::decompress(libwim::LZX, chunk, &c, data.len())
+            .expect("wimlib rejected our output");
+        assert!(w == data, "wimlib decodes our output wrongly");
+    }
+}
+
+/// A stream holding one uncompressed block, built by hand.
+fn uncompressed_stream(data: &[u8], chunk: usize) -> Vec<u8> {
+    let order = chunk.next_power_of_two().trailing_zeros().max(15);
+    let mut bits: Vec<bool> = vec![false, true, true]; // type 3
+    let n = data.len();
+    if n == 32768 {
+        bits.push(true);
+    } else {
+        bits.push(false);
+        let nb = if order >= 16 { 24 } else { 16 };
+        for i in (0..nb).rev() {
+            bits.push((n >> i) & 1 == 1);
+        }
+    }
+    // 1..16 bits of padding to the next 16-bit boundary.
+    let pad = 16 - bits.len() % 16;
+    bits.extend(std::iter::repeat_n(false, pad));
+    let mut out = Vec::new();
+    for w in bits.chunks(16) {
+        let mut v = 0u16;
+        for &b in w {
+            v = (v << 1) | b as u16;
+        }
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for r in [1u32, 2, 3] {
+        out.extend_from_slice(&r.to_le_bytes());
+    }
+    out.extend_from_slice(data);
+    if n % 2 == 1 {
+        out.push(0);
+    }
+    out
+}
+
+#[test]
+fn empty_output_is_ok() {
+    let mut out = [0u8; 0];
+    assert_eq!(lzx::decompress(&[], &mut out), Ok(()));
+}
+
+#[test]
+fn one_byte_uncompressed_block_exact() {
+    let s = uncompressed_stream(b"A", 32768);
+    assert_eq!(
+        s,
+        [0x00, 0x60, 0x00, 0x10, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, b'A', 0]
+    );
+    assert_eq!(ours(&s, 1, 32768).unwrap(), b"A");
+    if libwim::available() {
+        assert_eq!(libwim::decompress(libwim::LZX, 32768, &s, 1).unwrap(), b"A");
+    }
+}
+
+#[test]
+fn uncompressed_blocks_match_wimlib() {
+    for &chunk in &CHUNK_SIZES {
+        for n in [1usize, 2, 11, 32767, 32768, 40001] {
+            let n = n.min(chunk);
+            let data = x86_like(n, n as u64 + chunk as u64);
+            let s = uncompressed_stream(&data, chunk);
+            let got = ours(&s, n, chunk).unwrap();
+            if libwim::available() {
+                let w = libwim::decompress(libwim::LZX, chunk, &s, n).unwrap();
+                assert!(got == w, "chunk {chunk} n {n}");
+            }
+        }
+    }
+}
+
+#[test]
+fn maximum_size_chunk() {
+    let chunk = 1 << 21;
+    let mut data = text_like(chunk / 2, 7);
+    data.extend_from_slice(&x86_like(chunk / 2, 8));
+    check_wimlib_roundtrip(&data, chunk, 20);
+    check_encoder_roundtrip(&data, chunk);
+    // A full-size uncompressed block needs the 24-bit size field.
+    let s = uncompressed_stream(&data, chunk);
+    let got = ours(&s, chunk, chunk).unwrap();
+    if libwim::available() {
+        let w = libwim::decompress(libwim::LZX, chunk, &s, chunk).unwrap();
+        assert!(got == w);
+    }
+}
+
+#[test]
+fn full_chunks_every_size() {
+    for (i, &chunk) in CHUNK_SIZES.iter().enumerate() {
+        let n = chunk.min(1 << 19);
+        let mut data = text_like(n / 2, i as u64);
+        data.extend_from_slice(&x86_like(n - n / 2, i as u64 + 100));
+        check_wimlib_roundtrip(&data, chunk, 0);
+        check_encoder_roundtrip(&data, chunk);
+        // A chunk exactly the chunk size, decoded through the plain API.
+        if chunk <= 1 << 16 {
+            if let Some(c) = libwim::compress(libwim::LZX, chunk, 0, &data) {
+                let mut out = vec![0u8; data.len()];
+                lzx::decompress(&c, &mut out).unwrap();
+                assert!(out == data);
+            }
+        }
+    }
+}
+
+#[test]
+fn truncated_streams_fail() {
+    if !libwim::available() {
+        return;
+    }
+    let data = text_like(30000, 3);
+    let c = libwim::compress(libwim::LZX, 32768, 0, &data).unwrap();
+    for cut in 1..c.len().min(64) {
+        let r = ours(&c[..c.len() - cut], data.len(), 32768);
+        assert!(r.is_err(), "cut {cut} decoded");
+    }
+    for cut in (0..c.len()).step_by(97) {
+        assert!(ours(&c[..cut], data.len(), 32768).is_err());
+    }
+}
+
+#[test]
+fn output_size_errors() {
+    let mut big = vec![0u8; (1 << 21) + 1];
+    assert!(lzx::decompress(&[0; 16], &mut big).is_err());
+    let mut out = [0u8; 100];
+    assert!(lzx::decompress(&[], &mut out).is_err());
+}
+
+fn data_strategy(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 1..max),
+        (1..max, any::<u64>()).prop_map(|(n, s)| text_like(n, s)),
+        (1..max, any::<u64>()).prop_map(|(n, s)| x86_like(n, s)),
+        (proptest::collection::vec(any::<u8>(), 1..20), 1..max)
+            .prop_map(|(p, n)| { p.iter().cycle().take(n).copied().collect() }),
+        (1..max, any::<u8>()).prop_map(|(n, b)| vec![b; n]),
+        (1..max, any::<u64>()).prop_map(|(n, s)| {
+            // Mixed: text with random holes and long-distance repeats.
+            let mut v = text_like(n, s);
+            let r = prng_bytes(n, s ^ 0x55);
+            for i in (0..n).step_by(97) {
+                v[i] = r[i];
+            }
+            v
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn wimlib_to_ours(data in data_strategy(70000), ci in 0usize..7, lvl in prop_oneof![Just(0u32), Just(20), Just(100)]) {
+        let chunk = CHUNK_SIZES[ci].max(data.len());
+        check_wimlib_roundtrip(&data, chunk, lvl);
+    }
+
+    #[test]
+    fn ours_to_both(data in data_strategy(70000), ci in 0usize..7) {
+        let chunk = CHUNK_SIZES[ci].max(data.len());
+        check_encoder_roundtrip(&data, chunk);
+    }
+
+    #[test]
+    fn random_input_never_panics(input in proptest::collection::vec(any::<u8>(), 0..3000), n in 1usize..100000, ci in 0usize..7) {
+        let mut out = vec![0u8; n];
+        let _ = lzx::decompress_chunk(&input, &mut out, CHUNK_SIZES[ci]);
+    }
+
+    #[test]
+    fn bitflipped_streams_never_panic(data in data_strategy(40000), flips in proptest::collection::vec((any::<usize>(), 0u8..8), 1..8), ci in 0usize..3) {
+        let chunk = CHUNK_SIZES[ci];
+        let c = match lzx::compress_chunk(&data, chunk)
+            .or_else(|| libwim::compress(libwim::LZX, chunk, 0, &data)) {
+            Some(c) => c,
+            None => return Ok(()),
+        };
+        let mut c = c;
+        for (i, b) in flips {
+            let i = i % c.len();
+            c[i] ^= 1 << b;
+        }
+        let mut out = vec![0u8; data.len()];
+        let _ = lzx::decompress_chunk(&c, &mut out, chunk);
+    }
+}
