@@ -37,7 +37,10 @@ fn sample_tree(d: &Path) {
     let abs = d.canonicalize().unwrap().join("sub");
     std::os::unix::fs::symlink(&abs, d.join("abs-in")).unwrap();
     set_user_xattr(&d.join("a.txt"), "user.stream", b"value");
-    for (i, p) in ["a.txt", "sub/b.bin", "h1", "solo", "ln", "abs-in", "sub", ""].iter().enumerate() {
+    for (i, p) in ["a.txt", "sub/b.bin", "h1", "solo", "ln", "abs-in", "sub", ""]
+        .iter()
+        .enumerate()
+    {
         set_mtime(&d.join(p), 1_000_000 + i as i64, 500 + i as i64);
     }
 }
@@ -54,8 +57,16 @@ fn comparator_accepts_equal_trees_and_detects_each_difference() {
     // Each mutation of a fresh copy of `b` must be reported with this text.
     type Mutation = fn(&Path);
     let cases: Vec<(&str, Mutation, &str)> = vec![
-        ("extra file", |b| std::fs::write(b.join("new"), b"").unwrap(), "only in b: /new"),
-        ("missing file", |b| std::fs::remove_file(b.join("sub/b.bin")).unwrap(), "only in a: /sub/b.bin"),
+        (
+            "extra file",
+            |b| std::fs::write(b.join("new"), b"").unwrap(),
+            "only in b: /new",
+        ),
+        (
+            "missing file",
+            |b| std::fs::remove_file(b.join("sub/b.bin")).unwrap(),
+            "only in a: /sub/b.bin",
+        ),
         (
             "renamed (case)",
             |b| std::fs::rename(b.join("a.txt"), b.join("A.txt")).unwrap(),
@@ -77,7 +88,11 @@ fn comparator_accepts_equal_trees_and_detects_each_difference() {
             },
             "file type differs: /solo",
         ),
-        ("size", |b| std::fs::write(b.join("sub/b.bin"), vec![1u8; 3001]).unwrap(), "size differs: /sub/b.bin"),
+        (
+            "size",
+            |b| std::fs::write(b.join("sub/b.bin"), vec![1u8; 3001]).unwrap(),
+            "size differs: /sub/b.bin",
+        ),
         (
             "content",
             |b| {
@@ -124,12 +139,32 @@ fn comparator_accepts_equal_trees_and_detects_each_difference() {
             },
             "symlink target differs: /abs-in: a=\"<ROOT>/sub\" b=\"/sub\"",
         ),
-        ("file mtime (1 ns)", |b| set_mtime(&b.join("a.txt"), 1_000_000, 501), "mtime differs: /a.txt"),
-        ("dir mtime", |b| set_mtime(&b.join("sub"), 1_000_000, 0), "mtime differs: /sub"),
+        (
+            "file mtime (1 ns)",
+            |b| set_mtime(&b.join("a.txt"), 1_000_000, 501),
+            "mtime differs: /a.txt",
+        ),
+        (
+            "dir mtime",
+            |b| set_mtime(&b.join("sub"), 1_000_000, 0),
+            "mtime differs: /sub",
+        ),
         ("root mtime", |b| set_mtime(b, 5, 0), "mtime differs: /:"),
-        ("symlink mtime", |b| set_mtime(&b.join("ln"), 5, 0), "mtime differs: /ln"),
-        ("xattr value", |b| set_user_xattr(&b.join("a.txt"), "user.stream", b"other"), "user xattrs differ: /a.txt"),
-        ("xattr added", |b| set_user_xattr(&b.join("sub/b.bin"), "user.x", b""), "user xattrs differ: /sub/b.bin"),
+        (
+            "symlink mtime",
+            |b| set_mtime(&b.join("ln"), 5, 0),
+            "mtime differs: /ln",
+        ),
+        (
+            "xattr value",
+            |b| set_user_xattr(&b.join("a.txt"), "user.stream", b"other"),
+            "user xattrs differ: /a.txt",
+        ),
+        (
+            "xattr added",
+            |b| set_user_xattr(&b.join("sub/b.bin"), "user.x", b""),
+            "user xattrs differ: /sub/b.bin",
+        ),
     ];
     for (what, mutate, expect) in cases {
         let b2 = t.path().join(format!("b-{}", what.replace(' ', "_")));
@@ -147,14 +182,24 @@ fn comparator_accepts_equal_trees_and_detects_each_difference() {
     sample_tree(&b3);
     set_mtime(&b3.join("a.txt"), 1_000_000, 599); // same 100 ns unit as 500
     set_user_xattr(&b3.join("a.txt"), "user.stream", b"x");
-    let lax = CompareOpts { xattrs: false, mtime_granularity_ns: 100, ..o.clone() };
+    let lax = CompareOpts {
+        xattrs: false,
+        mtime_granularity_ns: 100,
+        ..o.clone()
+    };
     assert_eq!(compare_trees(&a, &b3, &lax), Vec::<String>::new());
-    let ign = CompareOpts { ignore: vec!["sub".into()], ..o.clone() };
+    let ign = CompareOpts {
+        ignore: vec!["sub".into()],
+        ..o.clone()
+    };
     let b4 = t.path().join("b4");
     sample_tree(&b4);
     std::fs::write(b4.join("sub/zzz"), b"").unwrap();
     let d = compare_trees(&a, &b4, &ign);
-    assert!(d.iter().all(|l| !l.contains("/sub/zzz")), "ignored path reported: {d:?}");
+    assert!(
+        d.iter().all(|l| !l.contains("/sub/zzz")),
+        "ignored path reported: {d:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -183,7 +228,12 @@ fn wimfs_apply_jailed(wim: &Path, image: Option<&str>, jail: &Path, refs: &[Path
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n != "out")
         .collect();
-    assert!(extra.is_empty(), "wimfs apply wrote outside DIR: {extra:?} in {}\n{}", jail.display(), o.describe());
+    assert!(
+        extra.is_empty(),
+        "wimfs apply wrote outside DIR: {extra:?} in {}\n{}",
+        jail.display(),
+        o.describe()
+    );
     (out, o)
 }
 
@@ -233,7 +283,11 @@ fn fixtures_apply_like_wimlib() {
                 assert_clean_failure(&o, &format!("wimfs apply {rel} (wimlib-imagex refuses it)"));
                 return;
             }
-            assert!(o.ok(), "wimfs apply failed where wimlib-imagex succeeds:\n{}", o.describe());
+            assert!(
+                o.ok(),
+                "wimfs apply failed where wimlib-imagex succeeds:\n{}",
+                o.describe()
+            );
             let mut opts = CompareOpts::default().labels("wimlib", "wimfs");
             // wimlib drops Linux xattrs without --unix-data; wimfs may keep them.
             if rel.contains("linux_xattrs_old") {
@@ -248,11 +302,17 @@ fn fixtures_apply_like_wimlib() {
 #[test]
 fn imagex_fixtures_equal_their_sources() {
     let Some(fx) = fixtures() else { return };
-    let opts = CompareOpts { mtime: false, ..CompareOpts::default().labels("source", "wimfs") };
+    let opts = CompareOpts {
+        mtime: false,
+        ..CompareOpts::default().labels("source", "wimfs")
+    };
     let mut cases = Vec::new();
     for n in 1..=5 {
         for k in 0..3 {
-            cases.push((format!("imagex/simple/simple{n}.dat"), format!("imagex/simple/simple{n}.dat.{k}.wim")));
+            cases.push((
+                format!("imagex/simple/simple{n}.dat"),
+                format!("imagex/simple/simple{n}.dat.{k}.wim"),
+            ));
         }
     }
     for n in 1..=3 {
@@ -293,9 +353,21 @@ fn wimlib_edge_cases() {
     let Some(fx) = fixtures() else { return };
     let edge = fx.join("wimlib-edge");
     for (name, want_fail, keywords) in [
-        ("corrupted_file_1.wim", true, &["sha", "hash", "digest", "corrupt", "mismatch"][..]),
-        ("corrupted_file_2.wim", true, &["decompress", "compressed", "lzx", "corrupt", "invalid"][..]),
-        ("cyclic.wim", true, &["cycl", "loop", "deep", "metadata", "invalid", "corrupt"][..]),
+        (
+            "corrupted_file_1.wim",
+            true,
+            &["sha", "hash", "digest", "corrupt", "mismatch"][..],
+        ),
+        (
+            "corrupted_file_2.wim",
+            true,
+            &["decompress", "compressed", "lzx", "corrupt", "invalid"][..],
+        ),
+        (
+            "cyclic.wim",
+            true,
+            &["cycl", "loop", "deep", "metadata", "invalid", "corrupt"][..],
+        ),
         ("dotdot.wim", false, &["warn", ".."][..]),
         ("duplicate_names.wim", false, &["warn", "duplicate"][..]),
     ] {
@@ -305,7 +377,11 @@ fn wimlib_edge_cases() {
         if want_fail {
             assert_clean_failure(&o, name);
         } else {
-            assert!(o.ok(), "{name}: wimfs apply must succeed (skipping the bad entries):\n{}", o.describe());
+            assert!(
+                o.ok(),
+                "{name}: wimfs apply must succeed (skipping the bad entries):\n{}",
+                o.describe()
+            );
             let want = t.path().join("wimlib");
             assert!(wimlib_apply(&edge.join(name), "1", &want, &[]).ok());
             assert_trees_equal(&want, &out, &CompareOpts::default().labels("wimlib", "wimfs"), name);
@@ -365,10 +441,21 @@ fn generated_case(label: &str, extra: &[&str]) {
     let (got, o) = wimfs_apply_jailed(&wim, Some("1"), &t.path().join("jail"), &[]);
     assert!(o.ok(), "wimfs apply of generated {label} WIM failed:\n{}", o.describe());
     // The oracle itself must reproduce the source, or the test proves nothing.
-    let vs_src = CompareOpts { mtime_granularity_ns: 100, ..CompareOpts::default().labels("source", "wimlib") };
-    assert_trees_equal(&src.dir, &want, &vs_src, &format!("{label}: wimlib vs source (oracle sanity)"));
+    let vs_src = CompareOpts {
+        mtime_granularity_ns: 100,
+        ..CompareOpts::default().labels("source", "wimlib")
+    };
+    assert_trees_equal(
+        &src.dir,
+        &want,
+        &vs_src,
+        &format!("{label}: wimlib vs source (oracle sanity)"),
+    );
     assert_trees_equal(&want, &got, &CompareOpts::default().labels("wimlib", "wimfs"), label);
-    let vs_src = CompareOpts { labels: ("source".into(), "wimfs".into()), ..vs_src };
+    let vs_src = CompareOpts {
+        labels: ("source".into(), "wimfs".into()),
+        ..vs_src
+    };
     assert_trees_equal(&src.dir, &got, &vs_src, &format!("{label}: source vs wimfs"));
 }
 
@@ -413,12 +500,22 @@ fn generated_multi_image_by_index_and_name() {
     std::fs::write(s2.join("two.txt"), vec![b'2'; 100_000]).unwrap();
     std::fs::write(s2.join("shared.txt"), b"first image").unwrap();
     wimlib_capture(&s1, &wim, &["First Image", "--compress=LZX"]);
-    run_ok(std::process::Command::new("wimlib-imagex").arg("append").arg(&s2).arg(&wim).arg("Second"));
+    run_ok(
+        std::process::Command::new("wimlib-imagex")
+            .arg("append")
+            .arg(&s2)
+            .arg(&wim)
+            .arg("Second"),
+    );
     for (sel, src) in [("1", &s1), ("2", &s2), ("First Image", &s1), ("Second", &s2)] {
         let j = t.path().join(format!("jail-{sel}"));
         let (got, o) = wimfs_apply_jailed(&wim, Some(sel), &j, &[]);
         assert!(o.ok(), "apply image {sel:?}:\n{}", o.describe());
-        let opts = CompareOpts { mtime_granularity_ns: 100, root_mtime: false, ..CompareOpts::default() };
+        let opts = CompareOpts {
+            mtime_granularity_ns: 100,
+            root_mtime: false,
+            ..CompareOpts::default()
+        };
         assert_trees_equal(src, &got, &opts.labels("source", "wimfs"), &format!("image {sel}"));
     }
 }
@@ -445,7 +542,10 @@ fn generated_file_over_4gib() {
     wimlib_capture(&src, &wim, &["--compress=XPRESS"]);
     let (got, o) = wimfs_apply_jailed(&wim, Some("1"), &t.path().join("jail"), &[]);
     assert!(o.ok(), "{}", o.describe());
-    let opts = CompareOpts { mtime_granularity_ns: 100, ..CompareOpts::default() };
+    let opts = CompareOpts {
+        mtime_granularity_ns: 100,
+        ..CompareOpts::default()
+    };
     assert_trees_equal(&src, &got, &opts.labels("source", "wimfs"), "huge file");
     let _ = islands;
 }
@@ -471,7 +571,10 @@ fn ntfs_wim_apply_like_wimlib_and_source() {
     assert!(o.ok(), "wimfs apply of the NTFS-sourced WIM failed:\n{}", o.describe());
     let mut problems = Vec::new();
     // Everything wimlib produces (wimlib ignores named streams: no xattrs).
-    let opts = CompareOpts { xattrs: false, ..CompareOpts::default().labels("wimlib", "wimfs") };
+    let opts = CompareOpts {
+        xattrs: false,
+        ..CompareOpts::default().labels("wimlib", "wimfs")
+    };
     problems.extend(compare_trees(&want, &got, &opts));
     // Sanity of the oracle and of the builder.
     for (rel, data) in &n.files {
@@ -481,14 +584,21 @@ fn ntfs_wim_apply_like_wimlib_and_source() {
         }
         match std::fs::read(got.join(rel)) {
             Ok(d) if &d == data => {}
-            Ok(d) => problems.push(format!("wimfs: /{rel}: {} bytes, expected {} (content differs)", d.len(), data.len())),
+            Ok(d) => problems.push(format!(
+                "wimfs: /{rel}: {} bytes, expected {} (content differs)",
+                d.len(),
+                data.len()
+            )),
             Err(e) => problems.push(format!("wimfs: /{rel}: {e}")),
         }
     }
     // Named data streams as user.NAME xattrs, exactly these and no others.
     let mut expect: BTreeMap<String, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
     for (rel, name, data) in &n.ads {
-        expect.entry(rel.clone()).or_default().insert(format!("user.{name}"), data.clone());
+        expect
+            .entry(rel.clone())
+            .or_default()
+            .insert(format!("user.{name}"), data.clone());
     }
     let mut all = Vec::new();
     walk(&got, "", &mut all);
@@ -497,9 +607,15 @@ fn ntfs_wim_apply_like_wimlib_and_source() {
         let want_x = expect.remove(&rel).unwrap_or_default();
         if have != want_x {
             let f = |m: &BTreeMap<String, Vec<u8>>| {
-                m.iter().map(|(k, v)| format!("{k}({} bytes)", v.len())).collect::<Vec<_>>()
+                m.iter()
+                    .map(|(k, v)| format!("{k}({} bytes)", v.len()))
+                    .collect::<Vec<_>>()
             };
-            problems.push(format!("ADS xattrs of /{rel}: expected {:?}, wimfs has {:?}", f(&want_x), f(&have)));
+            problems.push(format!(
+                "ADS xattrs of /{rel}: expected {:?}, wimfs has {:?}",
+                f(&want_x),
+                f(&have)
+            ));
         }
     }
     for rel in expect.keys() {
@@ -527,12 +643,21 @@ fn ntfs_wim_apply_like_wimlib_and_source() {
             ));
         }
     }
-    assert!(problems.is_empty(), "NTFS-sourced WIM: {} problem(s):\n  {}", problems.len(), problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "NTFS-sourced WIM: {} problem(s):\n  {}",
+        problems.len(),
+        problems.join("\n  ")
+    );
 }
 
 fn walk(root: &Path, rel: &str, out: &mut Vec<String>) {
     out.push(rel.to_string());
-    let d = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
+    let d = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
     if std::fs::symlink_metadata(&d).map(|m| m.is_dir()).unwrap_or(false) {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             let n = e.file_name().to_string_lossy().into_owned();

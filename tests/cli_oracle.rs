@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 /// Every fixture a plain `info` must work on (part 2 of the split set has
 /// no metadata of its own and is left out).
 fn info_fixtures(fx: &Path) -> Vec<String> {
-    fixture_wims(fx).into_iter().filter(|r| r != "wimlib/Split2.swm").collect()
+    fixture_wims(fx)
+        .into_iter()
+        .filter(|r| r != "wimlib/Split2.swm")
+        .collect()
 }
 
 /// Image names found in `wimfs info --json` output: the `name`-like
@@ -76,7 +79,10 @@ fn info_matches_wimlib() {
             let o = wimfs_ok([Path::new("info"), &wim]);
             let text = o.stdout_str();
             for n in &names {
-                assert!(text.contains(n.as_str()), "image name {n:?} missing from `wimfs info`:\n{text}");
+                assert!(
+                    text.contains(n.as_str()),
+                    "image name {n:?} missing from `wimfs info`:\n{text}"
+                );
             }
             assert!(
                 text.contains(&names.len().to_string()),
@@ -97,7 +103,11 @@ fn info_matches_wimlib() {
             for (i, n) in names.iter().enumerate() {
                 let idx = (i + 1).to_string();
                 let o = wimfs_ok([Path::new("info"), &wim, Path::new(&idx)]);
-                assert!(o.stdout_str().contains(n.as_str()), "`wimfs info WIM {idx}` lacks {n:?}:\n{}", o.describe());
+                assert!(
+                    o.stdout_str().contains(n.as_str()),
+                    "`wimfs info WIM {idx}` lacks {n:?}:\n{}",
+                    o.describe()
+                );
             }
         },
     );
@@ -114,7 +124,13 @@ fn listing(out: &str) -> Vec<String> {
         .lines()
         .map(|l| l.trim_end_matches(['\r', '\n']))
         .filter(|l| !l.trim().is_empty())
-        .map(|l| if l.starts_with('/') { l.to_string() } else { format!("/{l}") })
+        .map(|l| {
+            if l.starts_with('/') {
+                l.to_string()
+            } else {
+                format!("/{l}")
+            }
+        })
         .collect();
     v.sort();
     v
@@ -164,6 +180,7 @@ fn dir_matches_wimlib() {
 struct Gen {
     src: PathBuf,
     info: SourceInfo,
+    xpress: PathBuf,
     lzx: PathBuf,
     solid: PathBuf,
 }
@@ -176,11 +193,19 @@ fn generated() -> &'static Gen {
         let src = d.join("src");
         std::fs::create_dir_all(&src).unwrap();
         let info = make_source_tree(&src);
+        let xpress = d.join("xpress.wim");
         let lzx = d.join("lzx.wim");
         let solid = d.join("solid.wim");
+        wimlib_capture(&src, &xpress, &["--compress=XPRESS"]);
         wimlib_capture(&src, &lzx, &["--compress=LZX"]);
         wimlib_capture(&src, &solid, &["--solid"]);
-        Gen { src, info, lzx, solid }
+        Gen {
+            src,
+            info,
+            xpress,
+            lzx,
+            solid,
+        }
     })
 }
 
@@ -190,7 +215,7 @@ fn dir_of_generated_wim_and_subpath() {
         return;
     }
     let g = generated();
-    for wim in [&g.lzx, &g.solid] {
+    for wim in [&g.xpress, &g.lzx, &g.solid] {
         let want = wimlib_dir(wim, "1", &[], None);
         let o = wimfs_ok([Path::new("dir"), wim, Path::new("1")]);
         let mut want = listing(&want.join("\n"));
@@ -213,10 +238,19 @@ fn dir_of_generated_wim_and_subpath() {
             };
             let want_sub: Vec<String> = want.iter().filter(|p| p.as_str() != sub).cloned().collect();
             let got_sub: Vec<String> = got_abs.iter().filter(|p| p.as_str() != sub).cloned().collect();
-            assert_eq!(got_sub, want_sub, "`wimfs dir WIM 1 {sub}` vs wimlib --path={sub}:\n{}", o.describe());
+            assert_eq!(
+                got_sub,
+                want_sub,
+                "`wimfs dir WIM 1 {sub}` vs wimlib --path={sub}:\n{}",
+                o.describe()
+            );
         }
         let o = wimfs_ok([Path::new("dir"), wim, Path::new("1"), Path::new("--detailed")]);
-        assert!(o.stdout.len() > 1000, "--detailed output is suspiciously short:\n{}", o.describe());
+        assert!(
+            o.stdout.len() > 1000,
+            "--detailed output is suspiciously short:\n{}",
+            o.describe()
+        );
     }
 }
 
@@ -241,7 +275,7 @@ fn cat_matches_source() {
         "deep/level0/level1/level2/level3/level4/level5/level6/level7/level8/level9/level10/level11/leaf.txt",
     ];
     check_all(
-        picks.iter().flat_map(|p| [(p, &g.lzx), (p, &g.solid)]),
+        picks.iter().flat_map(|p| [(p, &g.xpress), (p, &g.lzx), (p, &g.solid)]),
         |(p, w)| format!("{} {p}", w.file_name().unwrap().to_string_lossy()),
         |(p, wim)| {
             let want = &g.info.files[**p];
@@ -271,8 +305,19 @@ fn cat_imagex_fixtures() {
         let want = std::fs::read(fx.join(format!("imagex/simple/simple{n}.dat"))).unwrap();
         for k in 0..3 {
             let wim = fx.join(format!("imagex/simple/simple{n}.dat.{k}.wim"));
-            let o = wimfs_ok([Path::new("cat"), &wim, Path::new("1"), Path::new(&format!("/simple{n}.dat"))]);
-            assert!(o.stdout == want, "cat simple{n}.dat from {}: wrong bytes ({} vs {})", wim.display(), o.stdout.len(), want.len());
+            let o = wimfs_ok([
+                Path::new("cat"),
+                &wim,
+                Path::new("1"),
+                Path::new(&format!("/simple{n}.dat")),
+            ]);
+            assert!(
+                o.stdout == want,
+                "cat simple{n}.dat from {}: wrong bytes ({} vs {})",
+                wim.display(),
+                o.stdout.len(),
+                want.len()
+            );
         }
     }
 }
@@ -280,7 +325,9 @@ fn cat_imagex_fixtures() {
 #[test]
 fn cat_named_streams_of_ntfs_wim() {
     let t = tempdir();
-    let Some(n) = build_ntfs_wim(&t.path().join("ntfs"), &[]) else { return };
+    let Some(n) = build_ntfs_wim(&t.path().join("ntfs"), &[]) else {
+        return;
+    };
     let mut problems = Vec::new();
     for (rel, name, data) in &n.ads {
         let spec = format!("/{rel}:{name}");
@@ -297,7 +344,12 @@ fn cat_named_streams_of_ntfs_wim() {
             problems.push(format!("cat /{rel}: wrong or failed: {}", o.stderr_str().trim()));
         }
     }
-    let o = wimfs([Path::new("cat"), &n.wim, Path::new("1"), Path::new("/hello.txt:no-such-stream")]);
+    let o = wimfs([
+        Path::new("cat"),
+        &n.wim,
+        Path::new("1"),
+        Path::new("/hello.txt:no-such-stream"),
+    ]);
     assert_no_panic(&o);
     if o.ok() {
         problems.push("cat /hello.txt:no-such-stream succeeded".into());
@@ -309,7 +361,12 @@ fn cat_named_streams_of_ntfs_wim() {
             problems.push(format!("`dir --detailed` does not mention {name:?}"));
         }
     }
-    assert!(problems.is_empty(), "{} problem(s):\n  {}", problems.len(), problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "{} problem(s):\n  {}",
+        problems.len(),
+        problems.join("\n  ")
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -365,7 +422,12 @@ fn bad_arguments_fail_cleanly() {
             problems.push(format!("`wimfs {}` failed without a message", args.join(" ")));
         }
     }
-    assert!(problems.is_empty(), "{} bad command line(s) mishandled:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} bad command line(s) mishandled:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -383,12 +445,22 @@ fn help_and_optional_image() {
     std::fs::create_dir_all(&b).unwrap();
     wimfs_ok([Path::new("apply"), &g.lzx, &a]);
     wimfs_ok([Path::new("apply"), &g.lzx, Path::new("1"), &b]);
-    assert_trees_equal(&a, &b, &CompareOpts::default().labels("no IMAGE", "IMAGE 1"), "apply without IMAGE");
+    assert_trees_equal(
+        &a,
+        &b,
+        &CompareOpts::default().labels("no IMAGE", "IMAGE 1"),
+        "apply without IMAGE",
+    );
     // By name (wimlib names a captured image after the source dir).
     let c = t.path().join("c");
     std::fs::create_dir_all(&c).unwrap();
     wimfs_ok([Path::new("apply"), &g.lzx, Path::new("src"), &c]);
-    assert_trees_equal(&a, &c, &CompareOpts::default().labels("IMAGE 1", "IMAGE src"), "apply by name");
+    assert_trees_equal(
+        &a,
+        &c,
+        &CompareOpts::default().labels("IMAGE 1", "IMAGE src"),
+        "apply by name",
+    );
     let names = BTreeSet::from(["src".to_string()]);
     assert_eq!(wimlib_image_names(&g.lzx).into_iter().collect::<BTreeSet<_>>(), names);
 }

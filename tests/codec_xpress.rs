@@ -279,3 +279,29 @@ fn real_files_round_trip() {
         }
     }
 }
+
+#[test]
+fn overlapping_copies_near_the_end() {
+    // Every small period, with the final match ending at every distance from
+    // the end of the chunk: exercises each match-copy strategy and its tail.
+    for period in 1..=20usize {
+        for tail in 0..=20usize {
+            let mut data: Vec<u8> = (0..period).map(|i| (i * 37 + 11) as u8).collect();
+            while data.len() < 600 {
+                let b = data[data.len() - period];
+                data.push(b);
+            }
+            data.extend((0..tail).map(|i| (i * 101 + 7) as u8 ^ 0xA5));
+            let c = xpress::compress(&data).expect("compressible");
+            assert_eq!(
+                decode(&c, data.len()).as_ref(),
+                Ok(&data),
+                "p{period} t{tail}"
+            );
+            wimlib_agrees(&c, &data);
+            if let Some(w) = libwim::compress(libwim::XPRESS, 4096, 50, &data) {
+                assert_eq!(decode(&w, data.len()).as_ref(), Ok(&data));
+            }
+        }
+    }
+}

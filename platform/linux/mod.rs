@@ -12,11 +12,11 @@
 
 use crate::vfs::{Attr, FileKind, Vfs, VfsError, XATTR_STREAM_PREFIX};
 use fuser::{
-    AccessFlags, BsdFileFlags, Config, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
-    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, SessionACL, SessionUnmounter, TimeOrNow,
-    WriteFlags,
+    AccessFlags, BsdFileFlags, Config, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption,
+    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, Session, SessionACL, SessionUnmounter, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::io;
@@ -49,7 +49,12 @@ pub struct MountConfig {
 
 impl Default for MountConfig {
     fn default() -> Self {
-        MountConfig { threads: 8, readers: 8, allow_other: false, fsname: "wimfs".into() }
+        MountConfig {
+            threads: 8,
+            readers: 8,
+            allow_other: false,
+            fsname: "wimfs".into(),
+        }
     }
 }
 
@@ -71,7 +76,9 @@ pub fn errno(e: &VfsError) -> Errno {
 fn systime((secs, nanos): (i64, u32)) -> SystemTime {
     let nanos = Duration::from_nanos(u64::from(nanos.min(999_999_999)));
     if secs >= 0 {
-        UNIX_EPOCH.checked_add(Duration::from_secs(secs as u64) + nanos).unwrap_or(UNIX_EPOCH)
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(secs as u64) + nanos)
+            .unwrap_or(UNIX_EPOCH)
     } else {
         UNIX_EPOCH
             .checked_sub(Duration::from_secs(secs.unsigned_abs()))
@@ -149,19 +156,23 @@ impl Readers {
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..n.max(1) {
             let rx = rx.clone();
-            std::thread::Builder::new().name(format!("wimfs-read-{i}")).spawn(move || loop {
-                // Hold the lock only while taking a job.
-                let job = match rx.lock() {
-                    Ok(r) => r.recv(),
-                    Err(_) => return,
-                };
-                match job {
-                    Ok(job) => job(),
-                    Err(_) => return,
-                }
-            })?;
+            std::thread::Builder::new()
+                .name(format!("wimfs-read-{i}"))
+                .spawn(move || loop {
+                    // Hold the lock only while taking a job.
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })?;
         }
-        Ok(Readers { tx: Mutex::new(Some(tx)) })
+        Ok(Readers {
+            tx: Mutex::new(Some(tx)),
+        })
     }
 
     /// Run `job` on a reader thread; if the pool is gone, run it here.
@@ -193,7 +204,10 @@ pub struct WimFuse {
 
 impl WimFuse {
     pub fn new(vfs: Arc<Vfs>, readers: usize) -> io::Result<WimFuse> {
-        Ok(WimFuse { vfs, readers: Readers::new(readers)? })
+        Ok(WimFuse {
+            vfs,
+            readers: Readers::new(readers)?,
+        })
     }
 }
 
@@ -286,7 +300,15 @@ impl Filesystem for WimFuse {
         reply.error(Errno::EROFS);
     }
 
-    fn mkdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
         reply.error(Errno::EROFS);
     }
 
@@ -298,7 +320,14 @@ impl Filesystem for WimFuse {
         reply.error(Errno::EROFS);
     }
 
-    fn symlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _target: &Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
         reply.error(Errno::EROFS);
     }
 
@@ -315,7 +344,14 @@ impl Filesystem for WimFuse {
         reply.error(Errno::EROFS);
     }
 
-    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         reply.error(Errno::EROFS);
     }
 
@@ -324,7 +360,10 @@ impl Filesystem for WimFuse {
         match self.vfs.open(ino.0, write) {
             // The data never changes: keep the page cache across opens and
             // skip FLUSH on close.
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH),
+            Ok(()) => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -341,10 +380,11 @@ impl Filesystem for WimFuse {
         reply: ReplyData,
     ) {
         let vfs = self.vfs.clone();
-        self.readers.run(Box::new(move || match vfs.read(ino.0, offset, size) {
-            Ok(buf) => reply.data(&buf),
-            Err(e) => reply.error(errno(&e)),
-        }));
+        self.readers
+            .run(Box::new(move || match vfs.read(ino.0, offset, size) {
+                Ok(buf) => reply.data(&buf),
+                Err(e) => reply.error(errno(&e)),
+            }));
     }
 
     fn write(
@@ -362,25 +402,47 @@ impl Filesystem for WimFuse {
         reply.error(Errno::EROFS);
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.vfs.getattr(ino.0) {
-            Ok(a) if a.kind == FileKind::Directory => {
-                reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR)
-            }
+            Ok(a) if a.kind == FileKind::Directory => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            ),
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let mut off = offset;
         loop {
             let entries = match self.vfs.readdir(ino.0, off, READDIR_BATCH) {
@@ -422,7 +484,14 @@ impl Filesystem for WimFuse {
                     Ok(a) => a,
                     Err(err) => return reply.error(errno(&err)),
                 };
-                if reply.add(INodeNo(e.ino), e.next, &e.name, &TTL, &file_attr(&attr), GEN) {
+                if reply.add(
+                    INodeNo(e.ino),
+                    e.next,
+                    &e.name,
+                    &TTL,
+                    &file_attr(&attr),
+                    GEN,
+                ) {
                     return reply.ok();
                 }
                 off = e.next;
@@ -431,13 +500,22 @@ impl Filesystem for WimFuse {
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let s = self.vfs.statfs();
-        reply.statfs(s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize);
+        reply.statfs(
+            s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+        );
     }
 
     fn setxattr(
@@ -586,7 +664,11 @@ pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, cfg: &MountConfig) -> io::Result<
         MountOption::NoSuid,
         MountOption::NoAtime,
     ];
-    c.acl = if cfg.allow_other { SessionACL::All } else { SessionACL::Owner };
+    c.acl = if cfg.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
     c.n_threads = Some(cfg.threads.max(1));
     c.clone_fd = true;
     let session = Session::new(fs, mountpoint, &c)?;

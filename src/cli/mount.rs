@@ -17,7 +17,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -126,8 +126,13 @@ fn parse_mode(s: &str, what: &str) -> Result<u16> {
 
 /// Mount points as the kernel lists them (octal escapes undone).
 fn mounted_dirs() -> Vec<String> {
-    let Ok(s) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
-    s.lines().filter_map(|l| l.split(' ').nth(4)).map(unescape_mountinfo).collect()
+    let Ok(s) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    s.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .collect()
 }
 
 fn unescape_mountinfo(s: &str) -> String {
@@ -135,8 +140,13 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             out.push(v as u8);
             i += 4;
         } else {
@@ -166,24 +176,33 @@ fn check_mountpoint(dir: &Path) -> Result<PathBuf> {
             dir.display(),
             dir.display()
         ),
-        Err(e) => return Err(e).with_context(|| format!("cannot use mount point {}", dir.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot use mount point {}", dir.display()))
+        }
     };
     if !md.is_dir() {
         bail!("mount point {} is not a directory", dir.display());
     }
-    let abs = dir.canonicalize().with_context(|| format!("cannot resolve mount point {}", dir.display()))?;
+    let abs = dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve mount point {}", dir.display()))?;
     if is_mountpoint(&abs) {
         let who = live_mounts()
             .into_iter()
             .find(|m| Path::new(&m.mountpoint) == abs)
             .map(|m| format!(" (wimfs: image {} of {}, pid {})", m.image, m.wim, m.pid))
             .unwrap_or_default();
-        bail!("mount point {} is busy: something is already mounted there{who}", abs.display());
+        bail!(
+            "mount point {} is busy: something is already mounted there{who}",
+            abs.display()
+        );
     }
     match fs::metadata("/dev/fuse") {
         Ok(m) if m.file_type().is_char_device() => {}
         Ok(_) => bail!("FUSE is not available: /dev/fuse is not a character device"),
-        Err(_) => bail!("FUSE is not available: /dev/fuse does not exist (load the module: modprobe fuse)"),
+        Err(_) => bail!(
+            "FUSE is not available: /dev/fuse does not exist (load the module: modprobe fuse)"
+        ),
     }
     Ok(abs)
 }
@@ -295,24 +314,31 @@ fn unmount_on_signal(mut unmounter: fuser::SessionUnmounter) {
         }
     }
     let rfd = fds[0];
-    let _ = std::thread::Builder::new().name("wimfs-signal".into()).spawn(move || {
-        let mut b = 0u8;
-        // SAFETY: read(2) into a local byte from the pipe we created.
-        let n = unsafe { libc::read(rfd, (&mut b as *mut u8).cast(), 1) };
-        if n == 1 {
-            log::info!("signal received: unmounting");
-            if let Err(e) = unmounter.unmount() {
-                log::error!("unmount failed: {e}");
+    let _ = std::thread::Builder::new()
+        .name("wimfs-signal".into())
+        .spawn(move || {
+            let mut b = 0u8;
+            // SAFETY: read(2) into a local byte from the pipe we created.
+            let n = unsafe { libc::read(rfd, (&mut b as *mut u8).cast(), 1) };
+            if n == 1 {
+                log::info!("signal received: unmounting");
+                if let Err(e) = unmounter.unmount() {
+                    log::error!("unmount failed: {e}");
+                }
             }
-        }
-    });
+        });
 }
 
 fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
     let wim = Arc::new(open(&a.wim, &a.refs)?);
-    let spec = if a.args.len() == 2 { Some(a.args[0].as_str()) } else { None };
+    let spec = if a.args.len() == 2 {
+        Some(a.args[0].as_str())
+    } else {
+        None
+    };
     let index = image_arg(&wim, spec)?;
-    let image = Arc::new(Image::load(&wim, index).with_context(|| format!("cannot load image {index}"))?);
+    let image =
+        Arc::new(Image::load(&wim, index).with_context(|| format!("cannot load image {index}"))?);
     for w in &image.warnings {
         log::warn!("{w}");
     }
@@ -347,7 +373,9 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
         image_name: wim.info(index).and_then(|i| i.name.clone()),
         mode: "ro".into(),
         mountpoint: abs.to_string_lossy().into_owned(),
-        started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
     };
     let state_file = write_state(&state);
 
@@ -363,7 +391,11 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
         }
         let _ = std::env::set_current_dir("/");
     } else {
-        eprintln!("wimfs: image {index} of {} mounted at {} (Ctrl-C to unmount)", a.wim.display(), abs.display());
+        eprintln!(
+            "wimfs: image {index} of {} mounted at {} (Ctrl-C to unmount)",
+            a.wim.display(),
+            abs.display()
+        );
     }
 
     let res = mounted.run();
@@ -371,8 +403,10 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
         let _ = fs::remove_file(p);
     }
     if let Some(l) = &log {
-        // Keep the log only when something went wrong.
-        if fs::metadata(l).map(|m| m.len() == 0).unwrap_or(false) && res.is_ok() {
+        // Keep the log only when something went wrong (fuser's own warning
+        // about unmounting an already unmounted mount is not).
+        let bad = fs::read_to_string(l).is_ok_and(|s| s.contains("[ERROR"));
+        if res.is_ok() && !bad {
             let _ = fs::remove_file(l);
         }
     }
@@ -384,8 +418,12 @@ fn mount_error(e: std::io::Error, dir: &Path) -> anyhow::Error {
     let msg = e.to_string();
     let hint = match e.raw_os_error() {
         Some(libc::EBUSY) => " (the mount point is busy)",
-        Some(libc::EPERM) | Some(libc::EACCES) => " (permission denied: is fusermount3 installed and setuid?)",
-        Some(libc::ENODEV) | Some(libc::ENOENT) => " (is the fuse module loaded and fusermount3 installed?)",
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            " (permission denied: is fusermount3 installed and setuid?)"
+        }
+        Some(libc::ENODEV) | Some(libc::ENOENT) => {
+            " (is the fuse module loaded and fusermount3 installed?)"
+        }
         _ => "",
     };
     anyhow::anyhow!("cannot mount at {}: {msg}{hint}", dir.display())
@@ -394,14 +432,23 @@ fn mount_error(e: std::io::Error, dir: &Path) -> anyhow::Error {
 fn write_state(s: &MountState) -> Option<PathBuf> {
     let dir = state_dir();
     if let Err(e) = fs::create_dir_all(&dir) {
-        log::warn!("cannot create {}: {e}; `wimfs mounts` will not list this mount", dir.display());
+        log::warn!(
+            "cannot create {}: {e}; `wimfs mounts` will not list this mount",
+            dir.display()
+        );
         return None;
     }
     let path = dir.join(format!("{}.json", s.pid));
     let tmp = dir.join(format!(".{}.json.tmp", s.pid));
     let body = serde_json::to_vec_pretty(s).ok()?;
-    if fs::write(&tmp, body).and_then(|_| fs::rename(&tmp, &path)).is_err() {
-        log::warn!("cannot write {}; `wimfs mounts` will not list this mount", path.display());
+    if fs::write(&tmp, body)
+        .and_then(|_| fs::rename(&tmp, &path))
+        .is_err()
+    {
+        log::warn!(
+            "cannot write {}; `wimfs mounts` will not list this mount",
+            path.display()
+        );
         return None;
     }
     Some(path)
@@ -409,7 +456,9 @@ fn write_state(s: &MountState) -> Option<PathBuf> {
 
 /// Is `pid` a live wimfs process?
 fn alive(pid: u32) -> bool {
-    let Ok(p) = libc::pid_t::try_from(pid) else { return false };
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
     if p <= 0 {
         return false;
     }
@@ -420,7 +469,11 @@ fn alive(pid: u32) -> bool {
     }
     // Guard against a recycled pid.
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.contains(") Z") && fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "wimfs"),
+        Ok(s) => {
+            !s.contains(") Z")
+                && fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "wimfs")
+        }
         Err(_) => false,
     }
 }
@@ -428,14 +481,29 @@ fn alive(pid: u32) -> bool {
 /// Mounts of live daemons; state files of dead ones are removed.
 fn live_mounts() -> Vec<MountState> {
     let dir = state_dir();
-    let Ok(rd) = fs::read_dir(&dir) else { return Vec::new() };
+    let Ok(rd) = fs::read_dir(&dir) else {
+        return Vec::new();
+    };
     let mut v = Vec::new();
     for e in rd.flatten() {
         let p = e.path();
+        if p.extension().and_then(|x| x.to_str()) == Some("log") {
+            // Logs of dead daemons are kept only when they report an error.
+            let pid = p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !alive(pid))
+                && !fs::read_to_string(&p).is_ok_and(|s| s.contains("[ERROR"))
+            {
+                let _ = fs::remove_file(&p);
+            }
+            continue;
+        }
         if p.extension().and_then(|x| x.to_str()) != Some("json") {
             continue;
         }
-        let Some(s) = fs::read(&p).ok().and_then(|b| serde_json::from_slice::<MountState>(&b).ok()) else {
+        let Some(s) = fs::read(&p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<MountState>(&b).ok())
+        else {
             let _ = fs::remove_file(&p);
             continue;
         };
@@ -466,9 +534,19 @@ pub fn mounts(a: MountsArgs) -> Result<i32> {
     };
     let ww = v.iter().map(|m| m.wim.len()).max().unwrap_or(0).max(3);
     let iw = v.iter().map(|m| img(m).len()).max().unwrap_or(0).max(5);
-    println!("{:<ww$}  {:<iw$}  MODE  {:>7}  MOUNT POINT", "WIM", "IMAGE", "PID");
+    println!(
+        "{:<ww$}  {:<iw$}  MODE  {:>7}  MOUNT POINT",
+        "WIM", "IMAGE", "PID"
+    );
     for m in &v {
-        println!("{:<ww$}  {:<iw$}  {:<4}  {:>7}  {}", m.wim, img(m), m.mode, m.pid, m.mountpoint);
+        println!(
+            "{:<ww$}  {:<iw$}  {:<4}  {:>7}  {}",
+            m.wim,
+            img(m),
+            m.mode,
+            m.pid,
+            m.mountpoint
+        );
     }
     Ok(0)
 }
@@ -476,8 +554,14 @@ pub fn mounts(a: MountsArgs) -> Result<i32> {
 pub fn unmount(a: UnmountArgs) -> Result<i32> {
     // A dead FUSE mount cannot be canonicalized (ENOTCONN): fall back to
     // the absolute path as given.
-    let abs = a.dir.canonicalize().or_else(|_| std::path::absolute(&a.dir)).unwrap_or_else(|_| a.dir.clone());
-    let entry = live_mounts().into_iter().find(|m| Path::new(&m.mountpoint) == abs);
+    let abs = a
+        .dir
+        .canonicalize()
+        .or_else(|_| std::path::absolute(&a.dir))
+        .unwrap_or_else(|_| a.dir.clone());
+    let entry = live_mounts()
+        .into_iter()
+        .find(|m| Path::new(&m.mountpoint) == abs);
     if entry.is_none() && !is_mountpoint(&abs) {
         bail!("{} is not mounted", abs.display());
     }
@@ -499,7 +583,8 @@ pub fn unmount(a: UnmountArgs) -> Result<i32> {
         }
     }
     if !done {
-        let p = std::ffi::CString::new(abs.to_string_lossy().as_bytes()).context("bad mount point path")?;
+        let p = std::ffi::CString::new(abs.to_string_lossy().as_bytes())
+            .context("bad mount point path")?;
         let flags = if a.lazy { libc::MNT_DETACH } else { 0 };
         // SAFETY: umount2 with a NUL-terminated path we own.
         if unsafe { libc::umount2(p.as_ptr(), flags) } == 0 {
@@ -507,7 +592,10 @@ pub fn unmount(a: UnmountArgs) -> Result<i32> {
         } else {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EBUSY) {
-                bail!("cannot unmount {}: it is busy (files open or a shell inside it?); try --lazy", abs.display());
+                bail!(
+                    "cannot unmount {}: it is busy (files open or a shell inside it?); try --lazy",
+                    abs.display()
+                );
             }
             if last_err.is_empty() {
                 last_err = e.to_string();

@@ -317,7 +317,9 @@ fn build_lengths(freqs: &[u32], lens: &mut [u8], w: &mut HuffWork) {
                 }
             }
         }
-        counts[len] -= 1;
+        // Saturating: frequencies bounded by the rebuild schedule keep the
+        // tree shallower than 15, but never trust that on hostile input.
+        counts[len] = counts[len].saturating_sub(1);
         counts[len + 1] += 2;
     }
 
@@ -550,10 +552,18 @@ impl DecodeCode {
 
 /// Backwards bitstream: 16-bit LE units from the end, MSB first. Past the
 /// start of the buffer it supplies zeros (as the reference decoder does).
+///
+/// A valid stream never *consumes* those padding bits (everything consumed
+/// was written by the encoder inside the buffer); only look-ahead may read
+/// them. `pad` counts padding bits in the buffer (always its lowest valid
+/// bits), and a refill that finds `left < pad` flags `overrun`. This bounds
+/// the work on hostile input: every item costs at least one real bit.
 struct BitReader {
     buf: u64,
     left: u32,
     pos: usize,
+    pad: u32,
+    overrun: bool,
 }
 
 impl BitReader {
@@ -579,7 +589,14 @@ impl BitReader {
                 }
             }
         }
+        if self.left < self.pad {
+            self.overrun = true;
+        }
+        let before = self.pos;
+        let old_left = self.left;
         (self.buf, self.left, self.pos) = Self::refill_slow(self.buf, self.left, self.pos, input);
+        let real = ((before - self.pos) * 8) as u32;
+        self.pad = self.pad.min(old_left) + (self.left - old_left) - real;
     }
 
     /// Unit-at-a-time refill near the start of the buffer. Takes and
@@ -745,6 +762,8 @@ impl Decoder {
             buf: 0,
             left: 0,
             pos: input.len(),
+            pad: 0,
+            overrun: false,
         };
 
         let mut lz_reps: [u32; 4] = [1, 2, 3, 4];
@@ -756,6 +775,9 @@ impl Decoder {
 
         let mut pos = 0usize;
         while pos < n {
+            if bits.overrun {
+                return Err(CodecError::Truncated);
+            }
             if decide(&mut rd, &mut m.main, &mut m.main_state, input) == 0 {
                 bits.ensure(MAX_CODEWORD_LEN as u32, input);
                 let sym = self.literal.decode(&mut bits, w)?;
@@ -1316,8 +1338,8 @@ impl LzQueue {
 }
 
 const MIN_MATCH: usize = 3;
-const NICE_LEN: usize = 96;
-const MAX_CHAIN: u32 = 32;
+const NICE_LEN: usize = 192;
+const MAX_CHAIN: u32 = 64;
 
 /// Reusable LZMS encoder state (match finder tables and coder models).
 pub struct Encoder {
@@ -1357,6 +1379,149 @@ fn match_len(data: &[u8], a: usize, b: usize, max: usize) -> usize {
         l += 1;
     }
     l
+}
+
+/// A parse decision at one position.
+#[derive(Clone, Copy)]
+enum Choice {
+    Literal,
+    /// Repeat match: (length, visible queue index).
+    Rep(usize, usize),
+    /// Explicit match: (length, offset).
+    Explicit(usize, usize),
+}
+
+/// Cost in 1/16 bit of coding a bit whose probability of being 0 is p/64.
+static BIT_COST: [i32; 65] = {
+    // round(-log2(p / 64) * 16), computed with a small integer log2.
+    let mut t = [0i32; 65];
+    let mut p = 1;
+    while p <= 64 {
+        // log2(64/p) * 16 via fixed-point: find x with 2^(x/16) ~ 64/p.
+        let mut x = 0;
+        // Compare p * 2^(x/16) >= 64 using the 16th-root table.
+        while x < 400 && ((p as u64 * ROOT16[x % 16]) << (x / 16)) < (64u64 << 30) {
+            x += 1;
+        }
+        t[p] = x as i32;
+        p += 1;
+    }
+    t[0] = t[1];
+    t
+};
+
+/// 2^(k/16) in 2^30 fixed point.
+const ROOT16: [u64; 16] = [
+    1073741824, 1120768876, 1169855677, 1221092319, 1274573036, 1330396384, 1388665412, 1449487865,
+    1512976403, 1579248823, 1648428307, 1720643664, 1796029608, 1874727020, 1956883238, 2042652317,
+];
+
+/// Read-only view of the current codes for cost estimation.
+#[derive(Clone, Copy)]
+struct Costs<'a> {
+    literal: &'a EncodeCode,
+    length: &'a EncodeCode,
+    lz_offset: &'a EncodeCode,
+}
+
+impl Costs<'_> {
+    #[inline(always)]
+    fn bit_cost<const N: usize>(probs: &[Prob; N], state: usize, bit: u32) -> i32 {
+        let p = probs[state & (N - 1)].p() as usize;
+        if bit == 0 {
+            BIT_COST[p]
+        } else {
+            BIT_COST[64 - p]
+        }
+    }
+
+    /// Cost (1/16 bit) of a literal byte.
+    #[inline(always)]
+    fn lit_cost(self, b: u8, m: &Models) -> i32 {
+        Self::bit_cost(&m.main, m.main_state, 0) + 16 * self.literal.lens[b as usize] as i32
+    }
+
+    #[inline(always)]
+    fn length_cost(self, len: usize) -> i32 {
+        let s = slot_of(len as u32, &LENGTH_BASE);
+        16 * (self.length.lens[s] as i32 + LENGTH_EXTRA[s] as i32)
+    }
+
+    /// Length covered and score (literal cost saved minus match cost).
+    fn choice_len_score(
+        self,
+        data: &[u8],
+        p: usize,
+        c: &Choice,
+        q: &LzQueue,
+        m: &Models,
+    ) -> (usize, i32) {
+        let (len, cost) = match *c {
+            Choice::Literal => return (1, 0),
+            Choice::Rep(len, idx) => {
+                let mut cost = Self::bit_cost(&m.main, m.main_state, 1)
+                    + Self::bit_cost(&m.matc, m.match_state, 0)
+                    + Self::bit_cost(&m.lz, m.lz_state, 1);
+                for k in 0..idx.min(2) {
+                    cost += Self::bit_cost(&m.lz_rep[k], m.lz_rep_state[k], 1);
+                }
+                if idx < 2 {
+                    cost += Self::bit_cost(&m.lz_rep[idx], m.lz_rep_state[idx], 0);
+                }
+                (len, cost + self.length_cost(len))
+            }
+            Choice::Explicit(len, off) => {
+                let s = slot_of(off as u32, &OFFSET_BASE);
+                let cost = Self::bit_cost(&m.main, m.main_state, 1)
+                    + Self::bit_cost(&m.matc, m.match_state, 0)
+                    + Self::bit_cost(&m.lz, m.lz_state, 0)
+                    + 16 * (self.lz_offset.lens[s] as i32 + OFFSET_EXTRA[s] as i32);
+                (len, cost + self.length_cost(len))
+            }
+        };
+        let _ = q;
+        // Literal cost of the covered bytes (estimated past 32 bytes).
+        let main0 = Self::bit_cost(&m.main, m.main_state, 0);
+        let k = len.min(32);
+        let mut lits: i32 = data[p..p + k]
+            .iter()
+            .map(|&b| 16 * self.literal.lens[b as usize] as i32 + main0)
+            .sum();
+        if len > k {
+            lits = lits / k as i32 * len as i32;
+        }
+        (len, lits - cost)
+    }
+
+    /// Best choice at `p` given the explicit and repeat candidates.
+    fn best_choice(
+        self,
+        data: &[u8],
+        p: usize,
+        q: &LzQueue,
+        m: &Models,
+        explicit: (usize, usize),
+        rep: (usize, usize),
+    ) -> Choice {
+        let mut best = Choice::Literal;
+        let mut best_score = 0i32;
+        if rep.0 >= 2 {
+            let c = Choice::Rep(rep.0, rep.1);
+            let (_, sc) = self.choice_len_score(data, p, &c, q, m);
+            if sc > best_score {
+                best = c;
+                best_score = sc;
+            }
+        }
+        if explicit.0 >= MIN_MATCH && !q.visible().contains(&(explicit.1 as u32)) {
+            let c = Choice::Explicit(explicit.0, explicit.1);
+            let (_, sc) = self.choice_len_score(data, p, &c, q, m);
+            if sc > best_score {
+                best = c;
+            }
+        }
+        best
+    }
 }
 
 impl Encoder {
@@ -1501,65 +1666,81 @@ impl Encoder {
         let m = &mut self.models;
         while p < n {
             insert(p, &mut inserted, head, prev);
-            let (rlen, ridx) = rep_match(p, &q);
-            let (mut mlen, mut moff) = find(p, head, prev);
-            // An explicit match equal to a visible repeat offset is coded
-            // as that repeat.
-            if mlen > 0 && q.visible().iter().any(|&o| o as usize == moff) {
-                mlen = 0;
-                moff = 0;
-            }
-            // Short far matches cost more than literals.
-            if mlen == MIN_MATCH && moff > 1 << 14 {
-                mlen = 0;
-            }
-            let take_rep = rlen >= 2 && rlen + 2 >= mlen;
-            if !take_rep && mlen == 0 {
-                // Literal.
-                let lit = data[p] as usize;
-                encode_decision(&mut rc, &mut m.main, &mut m.main_state, 0);
-                self.literal.encode(lit, &mut bw, w);
-                q.prev_was_lz = false;
-                p += 1;
-            } else {
-                // Lazy check: a clearly better match one byte later wins.
-                if !take_rep && mlen < NICE_LEN && p + 1 < n {
-                    insert(p + 1, &mut inserted, head, prev);
-                    let (nlen, noff) = find(p + 1, head, prev);
-                    let better = nlen > mlen + 1 || (nlen > mlen && noff < moff / 4);
-                    if better {
-                        let lit = data[p] as usize;
-                        encode_decision(&mut rc, &mut m.main, &mut m.main_state, 0);
-                        self.literal.encode(lit, &mut bw, w);
-                        q.prev_was_lz = false;
-                        p += 1;
-                        continue;
+            let cx = Costs {
+                literal: &self.literal,
+                length: &self.length,
+                lz_offset: &self.lz_offset,
+            };
+            let cur = cx.best_choice(data, p, &q, m, find(p, head, prev), rep_match(p, &q));
+            let choice = match cur {
+                Choice::Literal => Choice::Literal,
+                c => {
+                    // Lazy evaluation: if starting one byte later is clearly
+                    // better, emit a literal now.
+                    let (clen, cscore) = cx.choice_len_score(data, p, &c, &q, m);
+                    if clen < NICE_LEN && p + 1 < n {
+                        insert(p + 1, &mut inserted, head, prev);
+                        let mut q2 = q;
+                        q2.prev_was_lz = false;
+                        let nxt = cx.best_choice(
+                            data,
+                            p + 1,
+                            &q2,
+                            m,
+                            find(p + 1, head, prev),
+                            rep_match(p + 1, &q2),
+                        );
+                        let (_, nscore) = cx.choice_len_score(data, p + 1, &nxt, &q2, m);
+                        let lit = cx.lit_cost(data[p], m);
+                        if nscore - lit > cscore + 16 {
+                            Choice::Literal
+                        } else {
+                            c
+                        }
+                    } else {
+                        c
                     }
                 }
-                encode_decision(&mut rc, &mut m.main, &mut m.main_state, 1);
-                encode_decision(&mut rc, &mut m.matc, &mut m.match_state, 0);
-                let len = if take_rep {
-                    encode_decision(&mut rc, &mut m.lz, &mut m.lz_state, 1);
-                    for k in 0..ridx.min(2) {
-                        encode_decision(&mut rc, &mut m.lz_rep[k], &mut m.lz_rep_state[k], 1);
+            };
+            match choice {
+                Choice::Literal => {
+                    let lit = data[p] as usize;
+                    encode_decision(&mut rc, &mut m.main, &mut m.main_state, 0);
+                    self.literal.encode(lit, &mut bw, w);
+                    q.prev_was_lz = false;
+                    p += 1;
+                }
+                Choice::Rep(len, ridx) | Choice::Explicit(len, ridx) => {
+                    let is_rep = matches!(choice, Choice::Rep(..));
+                    encode_decision(&mut rc, &mut m.main, &mut m.main_state, 1);
+                    encode_decision(&mut rc, &mut m.matc, &mut m.match_state, 0);
+                    if is_rep {
+                        encode_decision(&mut rc, &mut m.lz, &mut m.lz_state, 1);
+                        for k in 0..ridx.min(2) {
+                            encode_decision(&mut rc, &mut m.lz_rep[k], &mut m.lz_rep_state[k], 1);
+                        }
+                        if ridx < 2 {
+                            encode_decision(
+                                &mut rc,
+                                &mut m.lz_rep[ridx],
+                                &mut m.lz_rep_state[ridx],
+                                0,
+                            );
+                        }
+                        q.apply(Some(ridx), 0);
+                    } else {
+                        let moff = ridx;
+                        encode_decision(&mut rc, &mut m.lz, &mut m.lz_state, 0);
+                        let slot = slot_of(moff as u32, &OFFSET_BASE);
+                        self.lz_offset.encode(slot, &mut bw, w);
+                        bw.write(moff as u32 - OFFSET_BASE[slot], OFFSET_EXTRA[slot] as u32);
+                        q.apply(None, moff as u32);
                     }
-                    if ridx < 2 {
-                        encode_decision(&mut rc, &mut m.lz_rep[ridx], &mut m.lz_rep_state[ridx], 0);
-                    }
-                    q.apply(Some(ridx), 0);
-                    rlen
-                } else {
-                    encode_decision(&mut rc, &mut m.lz, &mut m.lz_state, 0);
-                    let slot = slot_of(moff as u32, &OFFSET_BASE);
-                    self.lz_offset.encode(slot, &mut bw, w);
-                    bw.write(moff as u32 - OFFSET_BASE[slot], OFFSET_EXTRA[slot] as u32);
-                    q.apply(None, moff as u32);
-                    mlen
-                };
-                let lslot = slot_of(len as u32, &LENGTH_BASE);
-                self.length.encode(lslot, &mut bw, w);
-                bw.write(len as u32 - LENGTH_BASE[lslot], LENGTH_EXTRA[lslot] as u32);
-                p += len;
+                    let lslot = slot_of(len as u32, &LENGTH_BASE);
+                    self.length.encode(lslot, &mut bw, w);
+                    bw.write(len as u32 - LENGTH_BASE[lslot], LENGTH_EXTRA[lslot] as u32);
+                    p += len;
+                }
             }
             if rc.out.len() + bw.units.len() * 2 > limit.max(n) {
                 return None;

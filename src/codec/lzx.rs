@@ -29,7 +29,6 @@ const NUM_CHARS: usize = 256;
 /// Shortest match LZX can express.
 const MIN_MATCH: usize = 2;
 /// Longest match LZX can express (7 primary lengths + 249 length symbols + 2).
-#[allow(dead_code)]
 const MAX_MATCH: usize = 257;
 /// Number of match-length headers per offset slot in the main code.
 const NUM_LEN_HEADERS: usize = 8;
@@ -794,7 +793,6 @@ fn undo_e8(data: &mut [u8]) {
 
 /// Apply the E8 translation before encoding: relative CALL targets become
 /// absolute, the exact inverse of [`undo_e8`].
-#[allow(dead_code)]
 fn do_e8(data: &mut [u8]) {
     if data.len() <= 10 {
         return;
@@ -840,12 +838,616 @@ pub fn decompress_chunk(
     })
 }
 
-/// Placeholder until the encoder exists.
-pub fn compress_chunk(_input: &[u8], _chunk_size: usize) -> Option<Vec<u8>> {
-    None
+// ---------------------------------------------------------------------------
+// Encoder
+// ---------------------------------------------------------------------------
+
+/// Hash chain bucket count (log2) for 3-byte hashes.
+const HASH_BITS: u32 = 16;
+/// Chain positions examined per match search.
+const MAX_CHAIN: usize = 48;
+/// A match this long is taken without searching further.
+const NICE_LEN: usize = 96;
+/// Items (literals/matches) are grouped into blocks of about this many
+/// uncompressed bytes; each block gets its own Huffman codes.
+const BLOCK_TARGET: usize = 32768;
+/// Marker bit for match items in the parse buffer.
+const ITEM_MATCH: u32 = 1 << 31;
+
+/// Offset slot of a formatted offset (offset + 2, or 0..2 for R0..R2).
+#[inline]
+fn slot_of(formatted: u32) -> usize {
+    if formatted < 4 {
+        formatted as usize
+    } else if formatted < 1 << 18 {
+        let bit = 31 - formatted.leading_zeros();
+        (2 * bit + ((formatted >> (bit - 1)) & 1)) as usize
+    } else {
+        36 + ((formatted - (1 << 18)) >> 17) as usize
+    }
 }
 
-/// Placeholder until the encoder exists.
-pub fn compress(_input: &[u8]) -> Option<Vec<u8>> {
-    None
+/// MSB-first writer of 16-bit little-endian words.
+struct BitWriter {
+    out: Vec<u8>,
+    acc: u64,
+    n: u32,
+}
+
+impl BitWriter {
+    #[inline(always)]
+    fn put(&mut self, v: u32, nbits: u32) {
+        self.acc = (self.acc << nbits) | v as u64;
+        self.n += nbits;
+        while self.n >= 16 {
+            self.n -= 16;
+            let w = (self.acc >> self.n) as u16;
+            self.out.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.n > 0 {
+            let pad = 16 - self.n;
+            self.put(0, pad);
+        }
+        self.out
+    }
+}
+
+/// Length-limited Huffman code lengths for `freqs` (limit <= 16). Produces a
+/// complete code whenever at least one symbol is used (a lone symbol gets a
+/// partner of length 1), because wimlib rejects incomplete codes.
+fn huffman_lengths(freqs: &[u32], limit: u32, lens: &mut [u8]) {
+    lens.fill(0);
+    let mut syms: Vec<(u32, u16)> = freqs
+        .iter()
+        .enumerate()
+        .filter(|(_, &f)| f != 0)
+        .map(|(i, &f)| (f, i as u16))
+        .collect();
+    match syms.len() {
+        0 => return,
+        1 => {
+            let s = syms[0].1 as usize;
+            lens[s] = 1;
+            lens[if s == 0 { 1 } else { 0 }] = 1;
+            return;
+        }
+        _ => {}
+    }
+    syms.sort_unstable();
+    let n = syms.len();
+    // Two-queue Huffman construction: leaves 0..n, internal nodes n..2n-1.
+    let mut weight: Vec<u64> = Vec::with_capacity(2 * n);
+    weight.extend(syms.iter().map(|&(f, _)| f as u64));
+    let mut parent = vec![0usize; 2 * n - 1];
+    let (mut leaf, mut node) = (0usize, n);
+    for next in n..2 * n - 1 {
+        let mut pick = || {
+            if leaf < n && (node >= weight.len() || weight[leaf] <= weight[node]) {
+                leaf += 1;
+                leaf - 1
+            } else {
+                node += 1;
+                node - 1
+            }
+        };
+        let a = pick();
+        let b = pick();
+        parent[a] = next;
+        parent[b] = next;
+        let w = weight[a] + weight[b];
+        weight.push(w);
+    }
+    // Depths, root (2n-2) first.
+    let mut depth = vec![0u32; 2 * n - 1];
+    for i in (0..2 * n - 2).rev() {
+        depth[i] = depth[parent[i]] + 1;
+    }
+    // Clamp to the limit and repair the Kraft sum (units of 2^-limit).
+    let full = 1u64 << limit;
+    let mut l: Vec<u32> = depth[..n].iter().map(|&d| d.min(limit)).collect();
+    let mut kraft: u64 = l.iter().map(|&d| full >> d).sum();
+    // Over-full: lengthen the least frequent symbols that are still short.
+    while kraft > full {
+        let mut best = usize::MAX;
+        for (i, &d) in l.iter().enumerate() {
+            if d < limit && (best == usize::MAX || d > l[best]) {
+                best = i;
+            }
+        }
+        if best == usize::MAX {
+            break;
+        }
+        kraft -= full >> (l[best] + 1);
+        l[best] += 1;
+    }
+    // Under-full: shorten the most frequent of the longest codewords.
+    while kraft < full {
+        let maxl = *l.iter().max().unwrap_or(&1);
+        if maxl <= 1 {
+            break;
+        }
+        match (0..n).rev().find(|&i| l[i] == maxl) {
+            Some(i) if kraft + (full >> maxl) <= full => {
+                kraft += full >> maxl;
+                l[i] -= 1;
+            }
+            _ => break,
+        }
+    }
+    for (i, &(_, s)) in syms.iter().enumerate() {
+        lens[s as usize] = l[i] as u8;
+    }
+}
+
+/// Canonical codewords for code lengths (same order the decoder assumes).
+fn canonical_codes(lens: &[u8], codes: &mut [u32]) {
+    let mut count = [0u32; MAX_CODE_LEN + 1];
+    for &l in lens {
+        count[l as usize] += 1;
+    }
+    count[0] = 0;
+    let mut next = [0u32; MAX_CODE_LEN + 2];
+    let mut code = 0u32;
+    for l in 1..=MAX_CODE_LEN {
+        code = (code + count[l - 1]) << 1;
+        next[l] = code;
+    }
+    for (s, &l) in lens.iter().enumerate() {
+        if l != 0 {
+            codes[s] = next[l as usize];
+            next[l as usize] += 1;
+        }
+    }
+}
+
+/// Write code lengths `new[start..end]` delta coded against `prev` through a
+/// freshly built pretree (run-length symbols 17, 18, 19 included).
+fn write_lens(w: &mut BitWriter, prev: &[u8], new: &[u8]) {
+    // (pretree symbol, extra bits value, extra bit count, second symbol)
+    let mut items: Vec<(u8, u8, u8, u8)> = Vec::with_capacity(new.len());
+    let mut freq = [0u32; PRE_SYMS];
+    let delta = |i: usize| ((prev[i] as u32 + 17 - new[i] as u32) % 17) as u8;
+    let mut i = 0;
+    while i < new.len() {
+        let v = new[i];
+        let mut run = 1;
+        while i + run < new.len() && new[i + run] == v {
+            run += 1;
+        }
+        if v == 0 && run >= 20 {
+            let r = run.min(51);
+            items.push((18, (r - 20) as u8, 5, 0));
+            freq[18] += 1;
+            i += r;
+        } else if v == 0 && run >= 4 {
+            let r = run.min(19);
+            items.push((17, (r - 4) as u8, 4, 0));
+            freq[17] += 1;
+            i += r;
+        } else if run >= 4 {
+            let r = run.min(5);
+            let d = delta(i);
+            items.push((19, (r - 4) as u8, 1, d));
+            freq[19] += 1;
+            freq[d as usize] += 1;
+            i += r;
+        } else {
+            let d = delta(i);
+            items.push((d, 0, 0, 0));
+            freq[d as usize] += 1;
+            i += 1;
+        }
+    }
+    let mut plens = [0u8; PRE_SYMS];
+    huffman_lengths(&freq, 15, &mut plens);
+    let mut pcodes = [0u32; PRE_SYMS];
+    canonical_codes(&plens, &mut pcodes);
+    for &l in &plens {
+        w.put(l as u32, 4);
+    }
+    for &(sym, extra, nextra, d) in &items {
+        w.put(pcodes[sym as usize], plens[sym as usize] as u32);
+        if nextra > 0 {
+            w.put(extra as u32, nextra as u32);
+        }
+        if sym == 19 {
+            w.put(pcodes[d as usize], plens[d as usize] as u32);
+        }
+    }
+}
+
+/// Reusable encoder buffers (hash chains, parse), so that compressing a
+/// chunk does not allocate large tables every time.
+pub struct Encoder {
+    head: Vec<u32>,
+    prev: Vec<u32>,
+    items: Vec<u32>,
+    buf: Vec<u8>,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[inline(always)]
+fn hash3(b: &[u8], p: usize) -> usize {
+    let v = (b[p] as u32) | (b[p + 1] as u32) << 8 | (b[p + 2] as u32) << 16;
+    (v.wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
+}
+
+/// Length of the common prefix of `b[a..]` and `b[p..]`, at most `max`.
+#[inline(always)]
+fn match_len(b: &[u8], a: usize, p: usize, max: usize) -> usize {
+    let mut l = 0;
+    while l + 8 <= max {
+        let x = u64::from_le_bytes(b[a + l..a + l + 8].try_into().unwrap_or([0; 8]));
+        let y = u64::from_le_bytes(b[p + l..p + l + 8].try_into().unwrap_or([0; 8]));
+        let d = x ^ y;
+        if d != 0 {
+            return l + (d.trailing_zeros() / 8) as usize;
+        }
+        l += 8;
+    }
+    while l < max && b[a + l] == b[p + l] {
+        l += 1;
+    }
+    l
+}
+
+/// Rough bit cost of coding a match, used to compare candidates.
+#[inline(always)]
+fn match_cost(formatted: u32) -> i32 {
+    if formatted < 3 {
+        7 + formatted as i32
+    } else {
+        9 + EXTRA_BITS[slot_of(formatted) & 63] as i32
+    }
+}
+
+/// Candidate match at one position: (length, formatted offset).
+#[derive(Clone, Copy)]
+struct Cand {
+    len: usize,
+    formatted: u32,
+}
+
+impl Cand {
+    /// Bits saved compared with coding the bytes as ~8-bit literals.
+    fn gain(&self) -> i32 {
+        if self.len == 0 {
+            0
+        } else {
+            self.len as i32 * 8 - match_cost(self.formatted)
+        }
+    }
+}
+
+impl Encoder {
+    pub fn new() -> Self {
+        Encoder {
+            head: vec![u32::MAX; 1 << HASH_BITS],
+            prev: Vec::new(),
+            items: Vec::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Compress one chunk of a resource whose chunk size is `chunk_size`
+    /// (fixing the LZX window). `None` if the result would not be smaller
+    /// than the input (the chunk is then stored raw) or the sizes are invalid.
+    pub fn compress_chunk(&mut self, input: &[u8], chunk_size: usize) -> Option<Vec<u8>> {
+        let n = input.len();
+        if n == 0 {
+            return None;
+        }
+        let order = window_order(chunk_size.max(n))?;
+        let num_main = num_main_syms(order);
+        // Offsets up to window - 3 have an offset slot.
+        let max_off = (1usize << order) - 3;
+        self.buf.clear();
+        self.buf.extend_from_slice(input);
+        do_e8(&mut self.buf);
+        self.parse(max_off);
+        let out = self.write_blocks(order, num_main);
+        (out.len() < n).then_some(out)
+    }
+
+    /// Greedy/lazy parse of `self.buf` into `self.items`, tracking the
+    /// recent-offset queue exactly as the decoder will.
+    fn parse(&mut self, max_off: usize) {
+        let b = &self.buf;
+        let n = b.len();
+        self.items.clear();
+        self.head.fill(u32::MAX);
+        self.prev.clear();
+        self.prev.resize(n, u32::MAX);
+        let head = &mut self.head;
+        let prev = &mut self.prev;
+        let items = &mut self.items;
+        let mut rec = [1u32; 3];
+        let mut inserted = 0usize; // positions < inserted are in the chains
+
+        let insert_upto =
+            |upto: usize, inserted: &mut usize, head: &mut Vec<u32>, prev: &mut Vec<u32>| {
+                let lim = upto.min(n.saturating_sub(2));
+                while *inserted < lim {
+                    let p = *inserted;
+                    let h = hash3(b, p);
+                    prev[p] = head[h];
+                    head[h] = p as u32;
+                    *inserted += 1;
+                }
+            };
+
+        // Best match at `p` given the recent offsets.
+        let find = |p: usize, rec: &[u32; 3], head: &Vec<u32>, prev: &Vec<u32>| -> Cand {
+            let max = (n - p).min(MAX_MATCH);
+            let mut best = Cand {
+                len: 0,
+                formatted: 0,
+            };
+            if max < 2 {
+                return best;
+            }
+            for (i, &r) in rec.iter().enumerate() {
+                let r = r as usize;
+                if r <= p && b[p] == b[p - r] {
+                    let l = match_len(b, p - r, p, max);
+                    let c = Cand {
+                        len: l,
+                        formatted: i as u32,
+                    };
+                    if l >= 2 && c.gain() > best.gain() {
+                        best = c;
+                    }
+                }
+            }
+            if max < 3 || best.len >= NICE_LEN {
+                return best;
+            }
+            let mut cand = head[hash3(b, p)];
+            let mut chain = MAX_CHAIN;
+            let mut best_len = best.len.max(2);
+            while cand != u32::MAX && chain > 0 {
+                let c = cand as usize;
+                let off = p - c;
+                if off > max_off {
+                    break;
+                }
+                if b[c + best_len.min(max - 1)] == b[p + best_len.min(max - 1)] {
+                    let l = match_len(b, c, p, max);
+                    if l >= 3 {
+                        let cd = Cand {
+                            len: l,
+                            formatted: off as u32 + 2,
+                        };
+                        if cd.gain() > best.gain() {
+                            best = cd;
+                            best_len = best_len.max(l);
+                            if l >= NICE_LEN || l == max {
+                                break;
+                            }
+                        }
+                    }
+                }
+                cand = prev[c];
+                chain -= 1;
+            }
+            best
+        };
+
+        let mut p = 0usize;
+        let mut pending: Option<Cand> = None;
+        while p < n {
+            insert_upto(p, &mut inserted, head, prev);
+            let cur = match pending.take() {
+                Some(c) => c,
+                None => find(p, &rec, head, prev),
+            };
+            if cur.len < 2 || cur.gain() <= 0 {
+                items.push(b[p] as u32);
+                p += 1;
+                continue;
+            }
+            // Lazy evaluation: would starting one byte later be better?
+            if cur.len < NICE_LEN && p + 1 < n {
+                insert_upto(p + 1, &mut inserted, head, prev);
+                let next = find(p + 1, &rec, head, prev);
+                if next.gain() > cur.gain() + 4 {
+                    items.push(b[p] as u32);
+                    p += 1;
+                    pending = Some(next);
+                    continue;
+                }
+            }
+            // Emit the match, updating the recent offsets like the decoder.
+            // An explicit offset equal to a recent one is coded as a repeat.
+            let mut f = cur.formatted;
+            if f >= 3 {
+                if let Some(i) = rec.iter().position(|&r| r == f - 2) {
+                    f = i as u32;
+                }
+            }
+            if f < 3 {
+                rec.swap(f as usize, 0);
+            } else {
+                rec[2] = rec[1];
+                rec[1] = rec[0];
+                rec[0] = f - 2;
+            }
+            items.push(ITEM_MATCH | ((cur.len - 2) as u32) << 22 | f);
+            p += cur.len;
+        }
+    }
+
+    /// Split the parse into blocks and write them.
+    fn write_blocks(&self, order: u32, num_main: usize) -> Vec<u8> {
+        let mut w = BitWriter {
+            out: Vec::with_capacity(self.buf.len() / 2 + 64),
+            acc: 0,
+            n: 0,
+        };
+        let mut main_prev = [0u8; MAX_MAIN_SYMS];
+        let mut len_prev = [0u8; LEN_SYMS];
+        let items = &self.items;
+        let mut i = 0;
+        while i < items.len() {
+            let start = i;
+            let mut bytes = 0usize;
+            while i < items.len() && bytes < BLOCK_TARGET {
+                let it = items[i];
+                bytes += if it & ITEM_MATCH != 0 {
+                    ((it >> 22) & 0xff) as usize + 2
+                } else {
+                    1
+                };
+                i += 1;
+            }
+            write_block(
+                &mut w,
+                &items[start..i],
+                bytes,
+                order,
+                num_main,
+                &mut main_prev,
+                &mut len_prev,
+            );
+        }
+        w.finish()
+    }
+}
+
+/// Write one verbatim or aligned-offset block (whichever is smaller).
+fn write_block(
+    w: &mut BitWriter,
+    items: &[u32],
+    bytes: usize,
+    order: u32,
+    num_main: usize,
+    main_prev: &mut [u8; MAX_MAIN_SYMS],
+    len_prev: &mut [u8; LEN_SYMS],
+) {
+    let mut main_freq = [0u32; MAX_MAIN_SYMS];
+    let mut len_freq = [0u32; LEN_SYMS];
+    let mut al_freq = [0u32; ALIGNED_SYMS];
+    let mut verbatim_low3 = 0u64; // bits of low-3 extra bits in verbatim mode
+    for &it in items {
+        if it & ITEM_MATCH == 0 {
+            main_freq[it as usize] += 1;
+            continue;
+        }
+        let l = ((it >> 22) & 0xff) as usize;
+        let f = it & 0x3f_ffff;
+        let slot = slot_of(f);
+        main_freq[NUM_CHARS + slot * NUM_LEN_HEADERS + l.min(NUM_PRIMARY_LENS)] += 1;
+        if l >= NUM_PRIMARY_LENS {
+            len_freq[l - NUM_PRIMARY_LENS] += 1;
+        }
+        if slot >= 3 && EXTRA_BITS[slot] >= 3 {
+            al_freq[(f & 7) as usize] += 1;
+            verbatim_low3 += 3;
+        }
+    }
+    let mut main_lens = [0u8; MAX_MAIN_SYMS];
+    huffman_lengths(&main_freq[..num_main], 16, &mut main_lens[..num_main]);
+    let mut len_lens = [0u8; LEN_SYMS];
+    huffman_lengths(&len_freq, 16, &mut len_lens);
+    let mut al_lens = [0u8; ALIGNED_SYMS];
+    huffman_lengths(&al_freq, 7, &mut al_lens);
+    let aligned_cost: u64 = 24
+        + al_freq
+            .iter()
+            .zip(al_lens.iter())
+            .map(|(&f, &l)| f as u64 * l as u64)
+            .sum::<u64>();
+    let aligned = verbatim_low3 > aligned_cost;
+
+    // Header.
+    w.put(if aligned { 2 } else { 1 }, 3);
+    if bytes == DEFAULT_BLOCK_SIZE {
+        w.put(1, 1);
+    } else {
+        w.put(0, 1);
+        if order >= 16 {
+            w.put((bytes >> 8) as u32 & 0xffff, 16);
+            w.put(bytes as u32 & 0xff, 8);
+        } else {
+            w.put(bytes as u32 & 0xffff, 16);
+        }
+    }
+    if aligned {
+        for &l in &al_lens {
+            w.put(l as u32, 3);
+        }
+    }
+    write_lens(w, &main_prev[..NUM_CHARS], &main_lens[..NUM_CHARS]);
+    write_lens(
+        w,
+        &main_prev[NUM_CHARS..num_main],
+        &main_lens[NUM_CHARS..num_main],
+    );
+    write_lens(w, &len_prev[..], &len_lens[..]);
+    main_prev[..num_main].copy_from_slice(&main_lens[..num_main]);
+    len_prev.copy_from_slice(&len_lens);
+
+    let mut main_codes = [0u32; MAX_MAIN_SYMS];
+    canonical_codes(&main_lens[..num_main], &mut main_codes[..num_main]);
+    let mut len_codes = [0u32; LEN_SYMS];
+    canonical_codes(&len_lens, &mut len_codes);
+    let mut al_codes = [0u32; ALIGNED_SYMS];
+    canonical_codes(&al_lens, &mut al_codes);
+
+    for &it in items {
+        if it & ITEM_MATCH == 0 {
+            let s = it as usize;
+            w.put(main_codes[s], main_lens[s] as u32);
+            continue;
+        }
+        let l = ((it >> 22) & 0xff) as usize;
+        let f = it & 0x3f_ffff;
+        let slot = slot_of(f);
+        let s = NUM_CHARS + slot * NUM_LEN_HEADERS + l.min(NUM_PRIMARY_LENS);
+        w.put(main_codes[s], main_lens[s] as u32);
+        if l >= NUM_PRIMARY_LENS {
+            let ls = l - NUM_PRIMARY_LENS;
+            w.put(len_codes[ls], len_lens[ls] as u32);
+        }
+        if slot >= 3 {
+            let extra = EXTRA_BITS[slot] as u32;
+            let v = f - SLOT_BASE[slot];
+            if aligned && extra >= 3 {
+                w.put(v >> 3, extra - 3);
+                let a = (v & 7) as usize;
+                w.put(al_codes[a], al_lens[a] as u32);
+            } else {
+                w.put(v, extra);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static ENCODER: std::cell::RefCell<Encoder> = std::cell::RefCell::new(Encoder::new());
+}
+
+/// Compress one chunk, taking the LZX window from `input.len()` (right for
+/// every full-size chunk and for all chunks of 32 KiB-chunk resources; use
+/// [`compress_chunk`] for a short final chunk of a larger-chunk resource).
+pub fn compress(input: &[u8]) -> Option<Vec<u8>> {
+    compress_chunk(input, input.len())
+}
+
+/// Compress one chunk of a resource with chunk size `chunk_size`, using a
+/// per-thread reusable [`Encoder`]. `None` if the output would not be
+/// strictly smaller than the input.
+pub fn compress_chunk(input: &[u8], chunk_size: usize) -> Option<Vec<u8>> {
+    ENCODER.with(|e| match e.try_borrow_mut() {
+        Ok(mut e) => e.compress_chunk(input, chunk_size),
+        Err(_) => Encoder::new().compress_chunk(input, chunk_size),
+    })
 }

@@ -46,7 +46,7 @@ const MAX_OFFSET: usize = 0xFFFF;
 
 /// Bits resolved by the first-level decode table. 11 bits keeps the table at
 /// 8 KiB (cache resident) while nearly all codewords of real data fit.
-const TABLE_BITS: usize = 11;
+const TABLE_BITS: usize = 12;
 /// Longer codewords go to second-level tables indexed by the remaining
 /// `15 - TABLE_BITS` bits; a fixed size keeps table construction trivial.
 const SUB_BITS: usize = MAX_CODEWORD_LEN - TABLE_BITS;
@@ -54,12 +54,24 @@ const SUB_BITS: usize = MAX_CODEWORD_LEN - TABLE_BITS;
 /// symbol, so 512 subtables always suffice.
 const TABLE_SIZE: usize = (1 << TABLE_BITS) + NUM_SYMBOLS * (1 << SUB_BITS);
 
-/// Table entry layout: bits 0..4 = bits to consume, bits 16..25 = symbol.
-/// A subtable link has `SUBTABLE` set and the subtable start in bits 16..31.
-/// `INVALID` marks codewords that an incomplete code never assigned.
+/// Table entry layout, chosen so the hot loop's critical path is just
+/// "look up, shift by the entry's low bits, look up":
+/// * bits 0..5: bits to consume for the whole item: the codeword, plus for
+///   matches without a length escape also the offset bits (at most 30, so
+///   bit 5 is clear and `e & 63`, free in x86 shifts, extracts it);
+/// * bits 8..12: flags below;
+/// * bits 12..16: log2 of the offset (matches);
+/// * bits 16..20: codeword length alone (matches), bits 20..24: length header
+///   (matches); the literal byte in bits 16..24 (literals);
+/// * subtable links: subtable start in bits 16..32.
 const SUBTABLE: u32 = 0x100;
+/// Codewords that an incomplete code never assigned.
 const INVALID: u32 = 0x200;
+const MATCH: u32 = 0x400;
+/// Match whose length header is 15: an escape byte precedes the offset bits.
+const LONG: u32 = 0x800;
 const SLOW: u32 = SUBTABLE | INVALID;
+const MAIN_SIZE: usize = 1 << TABLE_BITS;
 
 /// Reusable XPRESS decoder; holds the Huffman decode table so decoding a chunk
 /// allocates nothing.
@@ -88,74 +100,72 @@ pub fn decompress(input: &[u8], output: &mut [u8]) -> Result<(), CodecError> {
     })
 }
 
-/// MSB-first reader over 16-bit little-endian words with interleaved bytes.
+/// MSB-first reader state over 16-bit little-endian words with interleaved
+/// bytes. A small `Copy` value so the hot loop keeps it in registers; the
+/// cold paths take and return it by value.
 ///
 /// `buf` is left-aligned: its top `count` bits are the next unread bits and
 /// every bit below them is zero. `pos` is the input offset after the last
 /// word loaded; it may run past the end, in which case missing words read as
 /// zero and are counted in `virt` so that actually *using* them is detected.
-struct BitReader<'a> {
-    input: &'a [u8],
+#[derive(Clone, Copy)]
+struct Bits {
     buf: u64,
     count: u32,
-    pos: usize,
     virt: u32,
+    pos: usize,
 }
 
-impl<'a> BitReader<'a> {
-    fn new(input: &'a [u8], pos: usize) -> Self {
-        BitReader {
-            input,
-            buf: 0,
-            count: 0,
-            pos,
-            virt: 0,
-        }
-    }
-
-    /// Top up to at least 49 valid bits, enough for a 15-bit codeword plus 15
-    /// offset bits plus another codeword.
+impl Bits {
+    /// Top up to at least 49 valid bits (a 15-bit codeword, 15 offset bits
+    /// and another codeword) from 8 input bytes at once. Returns false, doing
+    /// nothing, near the end of the input.
     #[inline(always)]
-    fn refill(&mut self) -> Result<(), CodecError> {
-        if let Some(bytes) = self.input.get(self.pos..self.pos + 8) {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(bytes);
-            let x = u64::from_le_bytes(b);
-            // x = w0 | w1<<16 | w2<<32 | w3<<48; we want w0 on top.
-            let r = x.rotate_left(32);
-            let y = ((r & 0x0000_FFFF_0000_FFFF) << 16) | ((r >> 16) & 0x0000_FFFF_0000_FFFF);
-            let words = (64 - self.count) >> 4;
-            let new = self.count + (words << 4);
-            // Keep only whole words: clear everything below the new count.
-            let keep = !((u64::MAX >> 1) >> (new - 1));
-            self.buf |= (y >> self.count) & keep;
-            self.count = new;
-            self.pos += (words as usize) << 1;
-            Ok(())
-        } else {
-            self.refill_slow()
-        }
+    fn refill_fast(&mut self, input: &[u8]) -> bool {
+        let Some(bytes) = input.get(self.pos..self.pos + 8) else {
+            return false;
+        };
+        let mut b = [0u8; 8];
+        b.copy_from_slice(bytes);
+        let x = u64::from_le_bytes(b);
+        // x = w0 | w1<<16 | w2<<32 | w3<<48; we want w0 on top.
+        let r = x.rotate_left(32);
+        let y = ((r & 0x0000_FFFF_0000_FFFF) << 16) | ((r >> 16) & 0x0000_FFFF_0000_FFFF);
+        let words = 64u32.saturating_sub(self.count) >> 4;
+        let new = self.count + (words << 4);
+        // Keep only whole words: clear everything below the new count.
+        let keep = !((u64::MAX >> 1).wrapping_shr(new.wrapping_sub(1)));
+        self.buf |= y.wrapping_shr(self.count) & keep;
+        self.count = new;
+        self.pos += (words as usize) << 1;
+        true
     }
 
     #[cold]
-    fn refill_slow(&mut self) -> Result<(), CodecError> {
+    #[inline(never)]
+    fn refill_slow(mut self, input: &[u8]) -> Result<Self, CodecError> {
         // Bits from past the end of the input were already consumed.
         if self.virt * 16 > self.count {
             return Err(CodecError::Truncated);
         }
         while self.count <= 48 {
-            let w = match self.input.get(self.pos..self.pos + 2) {
-                Some(b) => u16::from_le_bytes([b[0], b[1]]),
-                None => {
-                    self.virt += 1;
-                    0
-                }
-            };
-            self.buf |= u64::from(w) << (48 - self.count);
-            self.count += 16;
-            self.pos += 2;
+            self = self.load_word(input);
         }
-        Ok(())
+        Ok(self)
+    }
+
+    fn load_word(mut self, input: &[u8]) -> Self {
+        let w = match input.get(self.pos..self.pos + 2) {
+            Some(b) => u16::from_le_bytes([b[0], b[1]]),
+            None => {
+                self.virt += 1;
+                0
+            }
+        };
+        self.buf |= u64::from(w) << (48 - self.count);
+        self.count += 16;
+        self.pos += 2;
+        self
     }
 
     #[inline(always)]
@@ -165,7 +175,7 @@ impl<'a> BitReader<'a> {
 
     #[inline(always)]
     fn consume(&mut self, n: u32) {
-        self.buf <<= n;
+        self.buf <<= n & 63;
         self.count = self.count.wrapping_sub(n);
     }
 
@@ -177,47 +187,38 @@ impl<'a> BitReader<'a> {
         v
     }
 
-    /// Move the byte cursor to where the reference decoder would read an
-    /// interleaved byte: right after the fewest words that leave >= 16 unread
-    /// bits. Surplus look-ahead words are given back.
-    fn align_for_bytes(&mut self) {
+    /// Read the extended match length that follows a length header of 15,
+    /// from where the reference decoder would read it: right after the fewest
+    /// words that leave >= 16 unread bits. Surplus look-ahead words are given
+    /// back first. Returns the match length minus the minimum.
+    #[cold]
+    #[inline(never)]
+    fn read_long_len(mut self, input: &[u8]) -> Result<(Self, usize), CodecError> {
         while self.count < 16 {
-            // Only reachable if a caller consumed without refilling; load one
-            // more word exactly as the reference decoder would.
-            let w = match self.input.get(self.pos..self.pos + 2) {
-                Some(b) => u16::from_le_bytes([b[0], b[1]]),
-                None => {
-                    self.virt += 1;
-                    0
-                }
-            };
-            self.buf |= u64::from(w) << (48 - self.count);
-            self.count += 16;
-            self.pos += 2;
+            self = self.load_word(input);
         }
         while self.count >= 32 {
             self.count -= 16;
             self.pos -= 2;
-            if self.pos + 2 > self.input.len() {
+            if self.pos + 2 > input.len() {
                 self.virt = self.virt.saturating_sub(1);
             }
         }
         self.buf &= !((u64::MAX >> 1) >> (self.count - 1));
-    }
-
-    fn read_u8(&mut self) -> Result<u8, CodecError> {
-        let b = *self.input.get(self.pos).ok_or(CodecError::Truncated)?;
+        let b = *input.get(self.pos).ok_or(CodecError::Truncated)?;
         self.pos += 1;
-        Ok(b)
-    }
-
-    fn read_u16(&mut self) -> Result<u16, CodecError> {
-        let b = self
-            .input
+        if b != 255 {
+            return Ok((self, 15 + usize::from(b)));
+        }
+        let w = input
             .get(self.pos..self.pos + 2)
             .ok_or(CodecError::Truncated)?;
         self.pos += 2;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
+        let n = usize::from(u16::from_le_bytes([w[0], w[1]]));
+        if n < 15 {
+            return Err(CodecError::Corrupt("bad 16-bit match length"));
+        }
+        Ok((self, n))
     }
 }
 
@@ -234,6 +235,7 @@ impl Decoder {
     /// Over-subscribed codes are rejected. Incomplete codes are accepted (the
     /// reference decoder does not check completeness); their unassigned
     /// codewords decode to an error only if they are actually used.
+    #[inline(never)]
     fn build_table(&mut self, header: &[u8]) -> Result<(), CodecError> {
         let mut lens = [0u8; NUM_SYMBOLS];
         for (i, &b) in header.iter().take(HEADER_LEN).enumerate() {
@@ -284,7 +286,7 @@ impl Decoder {
             if len <= TABLE_BITS {
                 let start = code >> SUB_BITS;
                 let n = span >> SUB_BITS;
-                let e = (u32::from(sym) << 16) | len as u32;
+                let e = entry(sym, len);
                 table[start..start + n].fill(e);
                 filled_main = start + n;
             } else {
@@ -298,7 +300,7 @@ impl Decoder {
                     filled_main = prefix + 1;
                 }
                 let start = cur_sub + (code & ((1 << SUB_BITS) - 1));
-                let e = (u32::from(sym) << 16) | (len - TABLE_BITS) as u32;
+                let e = entry(sym, len - TABLE_BITS);
                 table[start..start + span].fill(e);
             }
             code += span;
@@ -317,15 +319,24 @@ impl Decoder {
         }
         self.build_table(&input[..HEADER_LEN])?;
         let table = &self.table[..];
-        let mut br = BitReader::new(input, HEADER_LEN);
+        let mut br = Bits {
+            buf: 0,
+            count: 0,
+            virt: 0,
+            pos: HEADER_LEN,
+        };
         let out_len = output.len();
         let mut op = 0usize;
 
+        let main: &[u32; MAIN_SIZE] = table
+            .get(..MAIN_SIZE)
+            .and_then(|t| t.try_into().ok())
+            .ok_or(CodecError::Corrupt("decode table"))?;
         while op < out_len {
-            if br.count < 30 {
-                br.refill()?;
+            if br.count < 30 && !br.refill_fast(input) {
+                br = br.refill_slow(input)?;
             }
-            let mut e = table[br.peek(TABLE_BITS)];
+            let mut e = main[br.peek(TABLE_BITS)];
             if e & SLOW != 0 {
                 if e & INVALID != 0 {
                     return Err(CodecError::Corrupt("invalid Huffman codeword"));
@@ -337,32 +348,33 @@ impl Decoder {
                     return Err(CodecError::Corrupt("invalid Huffman codeword"));
                 }
             }
-            br.consume(e & 0xFF);
-            let sym = (e >> 16) as usize;
-            if sym < NUM_LITERALS {
-                output[op] = sym as u8;
+            if e & MATCH == 0 {
+                br.consume(e & 63);
+                output[op] = (e >> 16) as u8;
                 op += 1;
                 continue;
             }
-            let log2 = ((sym >> 4) & 15) as u32;
-            let mut len = sym & 15;
-            if len == 15 {
-                br.align_for_bytes();
-                let b = br.read_u8()?;
-                len = if b == 255 {
-                    let n = br.read_u16()? as usize;
-                    if n < 15 {
-                        return Err(CodecError::Corrupt("bad 16-bit match length"));
-                    }
-                    n
-                } else {
-                    15 + b as usize
-                };
-            }
-            len += MIN_MATCH_LEN;
-            // After a normal refill >= 34 bits remain here; after byte
-            // alignment 16..=31 do. Either way 15 offset bits are buffered.
-            let offset = ((1u32 << log2) | br.pop(log2)) as usize;
+            let log2 = (e >> 12) & 15;
+            let (offset, len) = if e & LONG == 0 {
+                // Offset bits straight from under the codeword; one shift
+                // then skips both.
+                let cw = (e >> 16) & 15;
+                let extra = (((br.buf << cw) >> 1) >> (63 - log2)) as u32;
+                br.consume(e & 63);
+                (
+                    ((1u32 << log2) | extra) as usize,
+                    ((e >> 20) & 15) as usize + MIN_MATCH_LEN,
+                )
+            } else {
+                br.consume(e & 63);
+                let len;
+                (br, len) = br.read_long_len(input)?;
+                // 16..=31 bits remain after byte alignment: enough for 15.
+                (
+                    ((1u32 << log2) | br.pop(log2)) as usize,
+                    len + MIN_MATCH_LEN,
+                )
+            };
             if offset > op {
                 return Err(CodecError::Corrupt("match offset before start of output"));
             }
@@ -380,22 +392,48 @@ impl Decoder {
     }
 }
 
+/// Decode-table entry for a single symbol whose codeword needs `len` more bits.
+#[inline(always)]
+fn entry(sym: u16, len: usize) -> u32 {
+    let l = len as u32;
+    let sym = u32::from(sym);
+    if sym < NUM_LITERALS as u32 {
+        (sym << 16) | l
+    } else {
+        let lh = sym & 15;
+        let log2 = (sym >> 4) & 15;
+        let head = MATCH | log2 << 12 | l << 16 | lh << 20;
+        if lh == 15 {
+            head | LONG | l
+        } else {
+            head | (l + log2)
+        }
+    }
+}
+
+#[inline(always)]
+fn copy8(out: &mut [u8], src: usize, dst: usize) {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&out[src..src + 8]);
+    out[dst..dst + 8].copy_from_slice(&w);
+}
+
 /// Copy `len` bytes from `op - offset` to `op` with LZ77 overlap semantics.
 /// The caller has checked `offset <= op` and `op + len <= out.len()`.
 #[inline(always)]
 fn copy_match(out: &mut [u8], op: usize, offset: usize, len: usize) {
     let src = op - offset;
     let end = op + len;
-    if offset >= 8 && end + 8 <= out.len() {
+    if offset >= 8 && end + 16 <= out.len() {
         // Whole 8-byte words; each source word is complete before it is read
-        // because offset >= 8. May write up to 7 bytes past `end`, which are
-        // overwritten later.
-        let mut s = src;
-        let mut d = op;
+        // because offset >= 8. Two words cover most matches without a loop;
+        // up to 15 bytes past `end` get scratch data, overwritten later.
+        copy8(out, src, op);
+        copy8(out, src + 8, op + 8);
+        let mut s = src + 16;
+        let mut d = op + 16;
         while d < end {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&out[s..s + 8]);
-            out[d..d + 8].copy_from_slice(&w);
+            copy8(out, s, d);
             s += 8;
             d += 8;
         }
@@ -404,7 +442,7 @@ fn copy_match(out: &mut [u8], op: usize, offset: usize, len: usize) {
         out[op..end].fill(b);
     } else if offset >= len {
         out.copy_within(src..src + len, op);
-    } else if end + 8 <= out.len() {
+    } else if offset < 8 && end + 8 <= out.len() {
         // Short period: build one 8-byte pattern word and advance by the
         // largest multiple of the period that fits in 8 bytes.
         let mut w = [0u8; 8];

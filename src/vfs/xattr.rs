@@ -2,7 +2,8 @@
 //! metadata under the names ntfs-3g uses, so tools and habits carry over.
 
 use super::{read_all, Ino, Vfs, VfsError, VfsResult};
-use crate::image::StreamKind;
+use crate::image::{Inode, StreamKind};
+use crate::wim::metadata::tag;
 
 pub const XATTR_STREAM_PREFIX: &str = "user.";
 const NTFS_ATTRIB: &str = "system.ntfs_attrib";
@@ -21,6 +22,11 @@ impl Vfs {
             .filter(|s| s.kind == StreamKind::Data)
             .map(|s| format!("{XATTR_STREAM_PREFIX}{}", s.name))
             .collect();
+        for (n, _) in linux_xattrs(node) {
+            if !v.iter().any(|x| x == n) {
+                v.push(n.to_string());
+            }
+        }
         v.push(NTFS_ATTRIB.into());
         v.push(NTFS_CRTIME.into());
         if self.image.security_descriptor(node.security_id).is_some() {
@@ -39,11 +45,15 @@ impl Vfs {
     pub fn getxattr(&self, ino: Ino, name: &str) -> VfsResult<Vec<u8>> {
         let (idx, node) = self.inode(ino)?;
         if let Some(sname) = name.strip_prefix(XATTR_STREAM_PREFIX) {
-            let s = node.named().find(|s| s.name == sname).ok_or(VfsError::NoAttr)?;
-            return match &s.blob {
-                Some(b) => read_all(&self.cache, b, XATTR_SIZE_MAX),
-                None => Ok(Vec::new()),
-            };
+            if let Some(s) = node.named().find(|s| s.name == sname) {
+                return match &s.blob {
+                    Some(b) => read_all(&self.cache, b, XATTR_SIZE_MAX),
+                    None => Ok(Vec::new()),
+                };
+            }
+        }
+        if let Some((_, v)) = linux_xattrs(node).into_iter().find(|(n, _)| *n == name) {
+            return Ok(v.to_vec());
         }
         match name {
             NTFS_ATTRIB => Ok(node.attributes.to_le_bytes().to_vec()),
@@ -73,4 +83,44 @@ impl Vfs {
             _ => Err(VfsError::NoAttr),
         }
     }
+}
+
+/// Linux xattrs that wimlib stored with `--unix-data` (name, value), from
+/// either tagged-item format; a malformed entry ends the list.
+fn linux_xattrs(node: &Inode) -> Vec<(&str, &[u8])> {
+    let mut out = Vec::new();
+    let Some((t, b)) = &node.xattrs else { return out };
+    let mut p = 0usize;
+    if *t == tag::XATTRS {
+        // u16 value_len, u8 name_len, u8 flags, name, NUL, value.
+        while p + 4 <= b.len() {
+            let vlen = u16::from_le_bytes([b[p], b[p + 1]]) as usize;
+            let nlen = b[p + 2] as usize;
+            let name_at = p + 4;
+            let val_at = name_at + nlen + 1;
+            let end = val_at + vlen;
+            if nlen == 0 || end > b.len() || b[name_at + nlen] != 0 {
+                break;
+            }
+            let Ok(n) = std::str::from_utf8(&b[name_at..name_at + nlen]) else { break };
+            out.push((n, &b[val_at..end]));
+            p = end;
+        }
+    } else if *t == tag::LINUX_XATTRS {
+        // u16 name_len, u16 reserved, u32 value_len, name, value, pad to 4.
+        while p + 8 <= b.len() {
+            let nlen = u16::from_le_bytes([b[p], b[p + 1]]) as usize;
+            let vlen = u32::from_le_bytes([b[p + 4], b[p + 5], b[p + 6], b[p + 7]]) as usize;
+            let name_at = p + 8;
+            let val_at = name_at + nlen;
+            let Some(end) = val_at.checked_add(vlen).filter(|&e| e <= b.len()) else { break };
+            if nlen == 0 {
+                break;
+            }
+            let Ok(n) = std::str::from_utf8(&b[name_at..val_at]) else { break };
+            out.push((n, &b[val_at..end]));
+            p = (end + 3) & !3;
+        }
+    }
+    out
 }

@@ -126,19 +126,36 @@ pub struct Wim {
 fn open_part(path: &Path) -> Result<Part> {
     let f = std::fs::File::open(path).map_err(|e| Error::Io { path: path.display().to_string(), err: e })?;
     let src = FileSource::new(f).map_err(|e| Error::Io { path: path.display().to_string(), err: e })?;
+    part_from_source(path, Arc::new(src))
+}
+
+fn part_from_source(path: &Path, src: Arc<dyn ReadAt>) -> Result<Part> {
     let mut hb = vec![0u8; HEADER_SIZE.min(src.len() as usize)];
     src.read_exact_at(&mut hb, 0)?;
     let header = Header::parse(&hb).map_err(|e| match e {
         Error::NotWim(m) => Error::NotWim(format!("{}: {m}", path.display())),
         other => other,
     })?;
-    Ok(Part { path: path.to_path_buf(), header, source: Arc::new(src) })
+    Ok(Part { path: path.to_path_buf(), header, source: src })
 }
 
 impl Wim {
     /// Open a WIM; `refs` are the other parts of a split set (`.swm`).
     pub fn open(path: &Path, refs: &[PathBuf]) -> Result<Wim> {
         let first = open_part(path)?;
+        let others = refs.iter().map(|r| open_part(r)).collect::<Result<Vec<_>>>()?;
+        Self::from_parts(first, others)
+    }
+
+    /// Open a WIM held in memory or any other [`ReadAt`] source (tests,
+    /// fuzzing).
+    pub fn from_source(name: &Path, src: Arc<dyn ReadAt>) -> Result<Wim> {
+        Self::from_parts(part_from_source(name, src)?, Vec::new())
+    }
+
+    fn from_parts(first: Part, others: Vec<Part>) -> Result<Wim> {
+        let path = first.path.clone();
+        let path = path.as_path();
         let header = first.header.clone();
         let mut warnings = Vec::new();
         if header.flags & flags::WRITE_IN_PROGRESS != 0 {
@@ -153,8 +170,8 @@ impl Wim {
         let mut parts: Vec<Option<Part>> = (0..total).map(|_| None).collect();
         let pn = header.part_number as usize;
         parts[pn - 1] = Some(first);
-        for r in refs {
-            let p = open_part(r)?;
+        for p in others {
+            let r = p.path.clone();
             if p.header.guid != header.guid {
                 return Err(Error::Invalid(format!("{} is not part of the same split WIM (GUID differs)", r.display())));
             }
@@ -246,7 +263,9 @@ impl Wim {
                         warnings.push(format!("blob {} is marked solid but follows no solid resource; ignored", hex(&e.hash)));
                         continue;
                     };
-                    if rh.offset.checked_add(rh.uncompressed_size).is_none_or(|end| end > ra.total) {
+                    // Blobs in solid runs give their size in the size field
+                    // (the uncompressed-size field is 0).
+                    if rh.offset.checked_add(rh.size_in_wim).is_none_or(|end| end > ra.total) {
                         warnings.push(format!("blob {} lies outside its solid resources; ignored", hex(&e.hash)));
                         continue;
                     }
@@ -264,7 +283,7 @@ impl Wim {
                 };
                 let blob = Arc::new(Blob {
                     hash: e.hash,
-                    size: rh.uncompressed_size,
+                    size: if rh.is_solid() { rh.size_in_wim } else { rh.uncompressed_size },
                     loc,
                     refcount: e.refcount,
                     part: e.part_number,

@@ -390,7 +390,10 @@ pub const CAPTURE_VARIANTS: &[(&str, &[&str])] = &[
     ("lzms-1m", &["--compress=LZMS", "--chunk-size=1048576"]),
     ("solid", &["--solid"]),
     ("solid-1m", &["--solid", "--solid-chunk-size=1048576"]),
-    ("solid-xpress", &["--solid", "--solid-compress=XPRESS", "--solid-chunk-size=65536"]),
+    (
+        "solid-xpress",
+        &["--solid", "--solid-compress=XPRESS", "--solid-chunk-size=65536"],
+    ),
     ("lzx-integrity", &["--compress=LZX", "--check"]),
 ];
 
@@ -457,7 +460,11 @@ pub fn wimlib_dir(wim: &Path, image: &str, refs: &[PathBuf], path: Option<&str>)
         c.arg(a);
     }
     let o = run_ok(&mut c);
-    o.stdout_str().lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+    o.stdout_str()
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 /// One field from `wimlib-imagex info --header WIM` (e.g. "Blob Table Offset").
@@ -573,8 +580,8 @@ impl Rng {
 /// English-like text (compressible, with long repeats).
 pub fn text_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "the", "image", "window", "file", "stream", "chunk", "of", "and", "to", "compress",
-        "header", "table", "resource", "a", "is", "in", "data", "blob", "hash", "metadata",
+        "the", "image", "window", "file", "stream", "chunk", "of", "and", "to", "compress", "header", "table",
+        "resource", "a", "is", "in", "data", "blob", "hash", "metadata",
     ];
     let mut v = Vec::with_capacity(n + 16);
     while v.len() < n {
@@ -608,8 +615,14 @@ pub fn x86_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
 pub fn set_mtime(p: &Path, secs: i64, nsec: i64) {
     let c = CString::new(p.as_os_str().as_bytes()).unwrap();
     let ts = [
-        libc::timespec { tv_sec: secs, tv_nsec: nsec },
-        libc::timespec { tv_sec: secs, tv_nsec: nsec },
+        libc::timespec {
+            tv_sec: secs,
+            tv_nsec: nsec,
+        },
+        libc::timespec {
+            tv_sec: secs,
+            tv_nsec: nsec,
+        },
     ];
     let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
     assert_eq!(r, 0, "utimensat {}: {}", p.display(), std::io::Error::last_os_error());
@@ -704,7 +717,11 @@ pub fn make_source_tree(dir: &Path) -> SourceInfo {
     // Children before parents so directory times stick.
     all.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
     for (i, rel) in all.iter().enumerate() {
-        let p = if rel.is_empty() { dir.to_path_buf() } else { dir.join(rel) };
+        let p = if rel.is_empty() {
+            dir.to_path_buf()
+        } else {
+            dir.join(rel)
+        };
         set_mtime(&p, 1_000_000_000 + (i as i64) * 86_399, 123_456_789 + i as i64 * 1000);
     }
     set_mtime(dir, 1_500_000_000, 987_654_321);
@@ -712,7 +729,11 @@ pub fn make_source_tree(dir: &Path) -> SourceInfo {
 }
 
 fn walk_paths(root: &Path, rel: &str, out: &mut Vec<String>) {
-    let d = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
+    let d = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
     for e in std::fs::read_dir(d).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let r = if rel.is_empty() { name } else { format!("{rel}/{name}") };
@@ -789,12 +810,18 @@ impl NtfsMount {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot run ntfs-3g: {e}"))?;
-        let mut m = NtfsMount { mnt: mnt.to_path_buf(), child: Some(child) };
+        let mut m = NtfsMount {
+            mnt: mnt.to_path_buf(),
+            child: Some(child),
+        };
         let canon = mnt.canonicalize().unwrap();
         let start = Instant::now();
         loop {
             let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-            if mounts.lines().any(|l| l.split(' ').nth(1) == Some(canon.to_str().unwrap())) {
+            if mounts
+                .lines()
+                .any(|l| l.split(' ').nth(1) == Some(canon.to_str().unwrap()))
+            {
                 return Ok(m);
             }
             if let Some(Ok(Some(st))) = m.child.as_mut().map(|c| c.try_wait()) {
@@ -958,7 +985,12 @@ pub struct NtfsWim {
 }
 
 fn setfattr(path: &Path, name: &str, value: &str) -> Result<(), String> {
-    let o = run(Command::new("setfattr").arg("-n").arg(name).arg("-v").arg(value).arg(path));
+    let o = run(Command::new("setfattr")
+        .arg("-n")
+        .arg(name)
+        .arg("-v")
+        .arg(value)
+        .arg(path));
     if o.ok() {
         Ok(())
     } else {
@@ -990,7 +1022,11 @@ pub fn build_ntfs_wim(work: &Path, extra: &[&str]) -> Option<NtfsWim> {
         let f = std::fs::File::create(&img).unwrap();
         f.set_len(64 << 20).unwrap();
     }
-    run_ok(Command::new(tool_path("mkntfs")).args(["-F", "-f", "-q", "-L", "wimfs-test"]).arg(&img));
+    run_ok(
+        Command::new(tool_path("mkntfs"))
+            .args(["-F", "-f", "-q", "-L", "wimfs-test"])
+            .arg(&img),
+    );
     let mnt = work.join("mnt");
     let mut m = match NtfsMount::mount(&img, &mnt) {
         Ok(m) => m,
@@ -1033,7 +1069,11 @@ pub fn build_ntfs_wim(work: &Path, extra: &[&str]) -> Option<NtfsWim> {
     let ads_list: Vec<(&str, &str, Vec<u8>)> = vec![
         ("streams.txt", "small", b"stream data".to_vec()),
         ("streams.txt", "big", big_ads),
-        ("hello.txt", "Zone.Identifier", b"[ZoneTransfer]\r\nZoneId=3\r\n".to_vec()),
+        (
+            "hello.txt",
+            "Zone.Identifier",
+            b"[ZoneTransfer]\r\nZoneId=3\r\n".to_vec(),
+        ),
         ("dir", "dirstream", b"a stream on a directory".to_vec()),
         ("empty.txt", "nonempty-stream", b"x".to_vec()),
     ];
@@ -1076,9 +1116,19 @@ pub fn build_ntfs_wim(work: &Path, extra: &[&str]) -> Option<NtfsWim> {
         }
         setfattr(&p, "system.ntfs_reparse_data", &hexv(&data))
     };
-    mk("link-rel-file", false, reparse_symlink("dir\\sub\\file.txt", "dir\\sub\\file.txt", true)).unwrap();
+    mk(
+        "link-rel-file",
+        false,
+        reparse_symlink("dir\\sub\\file.txt", "dir\\sub\\file.txt", true),
+    )
+    .unwrap();
     symlinks.insert("link-rel-file".into(), "dir/sub/file.txt".into());
-    mk("dir/link-up", false, reparse_symlink("..\\hello.txt", "..\\hello.txt", true)).unwrap();
+    mk(
+        "dir/link-up",
+        false,
+        reparse_symlink("..\\hello.txt", "..\\hello.txt", true),
+    )
+    .unwrap();
     symlinks.insert("dir/link-up".into(), "../hello.txt".into());
     mk("link-rel-dir", true, reparse_symlink("dir\\sub", "dir\\sub", true)).unwrap();
     symlinks.insert("link-rel-dir".into(), "dir/sub".into());
@@ -1092,13 +1142,30 @@ pub fn build_ntfs_wim(work: &Path, extra: &[&str]) -> Option<NtfsWim> {
     mk("junction", true, reparse_junction("\\??\\C:\\dir", "C:\\dir")).unwrap();
     symlinks.insert("junction".into(), "<ROOT>/dir".into());
     // Custom security descriptor and a short name.
-    setfattr(&root.join("acl.txt"), "system.ntfs_acl", &hexv(&custom_security_descriptor())).unwrap();
-    setfattr(&root.join("Long File Name With Spaces.txt"), "system.ntfs_dos_name", "LONGFI~1.TXT").unwrap();
+    setfattr(
+        &root.join("acl.txt"),
+        "system.ntfs_acl",
+        &hexv(&custom_security_descriptor()),
+    )
+    .unwrap();
+    setfattr(
+        &root.join("Long File Name With Spaces.txt"),
+        "system.ntfs_dos_name",
+        "LONGFI~1.TXT",
+    )
+    .unwrap();
     short_names.insert("Long File Name With Spaces.txt".to_string(), "LONGFI~1.TXT".to_string());
     // Timestamps (NTFS keeps 100 ns units), files first, then directories.
-    for (i, rel) in ["hello.txt", "multi-chunk.bin", "empty.txt", "dir/sub/file.txt", "streams.txt", "acl.txt"]
-        .iter()
-        .enumerate()
+    for (i, rel) in [
+        "hello.txt",
+        "multi-chunk.bin",
+        "empty.txt",
+        "dir/sub/file.txt",
+        "streams.txt",
+        "acl.txt",
+    ]
+    .iter()
+    .enumerate()
     {
         let t = (1_100_000_000 + i as i64 * 1_000_003, 123_456_700 + i as i64 * 100);
         set_mtime(&root.join(rel), t.0, t.1);
@@ -1114,7 +1181,15 @@ pub fn build_ntfs_wim(work: &Path, extra: &[&str]) -> Option<NtfsWim> {
     let wim = work.join("ntfs.wim");
     wimlib_capture(&img, &wim, extra);
     let _ = std::fs::remove_file(&img);
-    Some(NtfsWim { wim, files, ads, hardlinks, symlinks, mtimes, short_names })
+    Some(NtfsWim {
+        wim,
+        files,
+        ads,
+        hardlinks,
+        symlinks,
+        mtimes,
+        short_names,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1255,7 +1330,11 @@ fn collect(root: &Path) -> Result<BTreeMap<String, Entry>, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![String::new()];
     while let Some(rel) = stack.pop() {
-        let p = if rel.is_empty() { root.to_path_buf() } else { root.join(&rel) };
+        let p = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&rel)
+        };
         let md = std::fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
         let ft = md.file_type();
         let kind = if ft.is_file() {
@@ -1309,7 +1388,11 @@ fn first_content_diff(a: &Path, b: &Path) -> std::io::Result<Option<u64>> {
         let na = read_full(&mut fa, &mut ba)?;
         let nb = read_full(&mut fb, &mut bb)?;
         if na != nb || ba[..na] != bb[..nb] {
-            let i = ba[..na].iter().zip(&bb[..nb]).position(|(x, y)| x != y).unwrap_or(na.min(nb));
+            let i = ba[..na]
+                .iter()
+                .zip(&bb[..nb])
+                .position(|(x, y)| x != y)
+                .unwrap_or(na.min(nb));
             return Ok(Some(off + i as u64));
         }
         if na == 0 {
@@ -1345,11 +1428,7 @@ pub fn compare_trees(a: &Path, b: &Path, o: &CompareOpts) -> Vec<String> {
         (Ok(x), Ok(y)) => (x, y),
         (Err(e), _) | (_, Err(e)) => return vec![format!("cannot walk trees: {e}")],
     };
-    let ignored = |rel: &str| {
-        o.ignore
-            .iter()
-            .any(|i| rel == i || rel.starts_with(&format!("{i}/")))
-    };
+    let ignored = |rel: &str| o.ignore.iter().any(|i| rel == i || rel.starts_with(&format!("{i}/")));
     let keys: BTreeSet<&String> = ta.keys().chain(tb.keys()).filter(|k| !ignored(k)).collect();
     // Hard-link groups: for each inode, the sorted paths that share it.
     let groups = |t: &BTreeMap<String, Entry>| {
