@@ -29,7 +29,7 @@ SEQ_SECS=${SEQ_SECS:-20}
 RAND_SECS=${RAND_SECS:-10}
 SOLID_FILES=${SOLID_FILES:-4}
 SOLID_MAX_MB=${SOLID_MAX_MB:-160}
-CACHE_MB=${CACHE_MB:-512}
+CACHE_MB=${CACHE_MB:-256}
 WIMFS=${WIMFS:-$ROOT/target/release/wimfs}
 
 for t in wimlib-imagex python3 fusermount3; do

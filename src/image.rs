@@ -110,6 +110,9 @@ pub struct Image {
 
 pub const ROOT: u32 = 0;
 
+/// Warning text for a stream whose blob is not in the WIM.
+pub const MISSING: &str = "its data is missing from the WIM (blob not in the blob table)";
+
 impl Image {
     /// Load image `index` (1-based) of `wim`.
     pub fn load(wim: &Wim, index: u32) -> Result<Image> {
@@ -201,7 +204,23 @@ impl Image {
         for ino in &mut inodes {
             ino.dentries.sort_unstable();
         }
-        Image { index, security: md.security, dentries, inodes, warnings }
+        let img = Image { index, security: md.security, dentries, inodes, warnings };
+        let missing: Vec<String> = img
+            .missing_blobs()
+            .map(|(d, s)| {
+                let sfx = if s.name.is_empty() { String::new() } else { format!(":{}", s.name) };
+                format!("{}{sfx}: {}", img.path(d), MISSING)
+            })
+            .collect();
+        Image { warnings: [img.warnings, missing].concat(), ..img }
+    }
+
+    /// Streams of reachable files whose blob the WIM lacks (a split WIM
+    /// part not given, or a damaged blob table), with a dentry naming each.
+    pub fn missing_blobs(&self) -> impl Iterator<Item = (u32, &Stream)> {
+        self.inodes.iter().filter(|i| !i.dentries.is_empty()).flat_map(|i| {
+            i.streams.iter().filter(|s| s.hash != ZERO_HASH && s.blob.is_none()).map(move |s| (i.dentries[0], s))
+        })
     }
 
     pub fn inode_of(&self, d: u32) -> &Inode {
@@ -304,34 +323,26 @@ fn build_streams(wim: &Wim, r: &DentryRecord, warnings: &mut Vec<String>) -> Vec
         } else if out.iter().any(|o: &Stream| o.name == s.name) {
             warnings.push(format!("{:?}: duplicate stream {:?} ignored", r.name, s.name));
         } else {
-            out.push(mk_stream(wim, s.name.clone(), StreamKind::Data, s.hash, r, warnings));
+            out.push(mk_stream(wim, s.name.clone(), StreamKind::Data, s.hash));
         }
     }
     let mut it = unnamed.into_iter();
     let mut pre = Vec::new();
     if r.is_reparse() {
         if let Some(h) = it.next() {
-            pre.push(mk_stream(wim, String::new(), StreamKind::Reparse, h, r, warnings));
+            pre.push(mk_stream(wim, String::new(), StreamKind::Reparse, h));
         }
     }
     if !r.is_dir() || r.is_reparse() {
         if let Some(h) = it.next() {
-            pre.push(mk_stream(wim, String::new(), StreamKind::Data, h, r, warnings));
+            pre.push(mk_stream(wim, String::new(), StreamKind::Data, h));
         }
     }
     pre.extend(out);
     pre
 }
 
-fn mk_stream(wim: &Wim, name: String, kind: StreamKind, hash: Sha1, r: &DentryRecord, warnings: &mut Vec<String>) -> Stream {
+fn mk_stream(wim: &Wim, name: String, kind: StreamKind, hash: Sha1) -> Stream {
     let blob = if hash == ZERO_HASH { None } else { wim.blobs.get(&hash).cloned() };
-    if hash != ZERO_HASH && blob.is_none() {
-        warnings.push(format!(
-            "{:?}{}: blob {} is missing from the WIM",
-            r.name,
-            if name.is_empty() { String::new() } else { format!(":{name}") },
-            crate::wim::bytes::hex(&hash)
-        ));
-    }
     Stream { size: blob.as_ref().map_or(0, |b| b.size), name, kind, hash, blob }
 }

@@ -108,7 +108,7 @@ pub fn verify(wim: &Wim, progress: &(dyn Fn(u64) + Sync)) -> VerifyReport {
         match Image::load(wim, i) {
             Ok(img) => {
                 for w in &img.warnings {
-                    if w.contains("is missing from the WIM") {
+                    if w.ends_with(crate::image::MISSING) {
                         rep.problems.push(format!("image {i}: {w}"));
                     } else {
                         rep.warnings.push(format!("image {i}: {w}"));

@@ -41,7 +41,7 @@ pub struct MountArgs {
     #[arg(num_args = 1..=2, required = true, value_name = "[IMAGE] DIR")]
     args: Vec<String>,
     /// Decompressed-chunk cache size in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 512)]
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
     cache_size: u64,
     /// Let other users access the mount (needs user_allow_other in
     /// /etc/fuse.conf when not root).
