@@ -230,4 +230,53 @@ mod tests {
         assert!(!c.contains(&r, 0));
         assert!(c.contains(&r, 4));
     }
+
+    /// A source that counts reads and is slow, so concurrent requests for
+    /// one chunk really overlap.
+    struct Counting(Vec<u8>, std::sync::atomic::AtomicUsize);
+    impl crate::io::ReadAt for Counting {
+        fn read_exact_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            self.0.read_exact_at(buf, off)
+        }
+        fn len(&self) -> u64 {
+            self.0.len() as u64
+        }
+    }
+
+    #[test]
+    fn one_decode_per_chunk_under_contention() {
+        let data: Vec<u8> = (0..16384u32).map(|i| (i * 7) as u8).collect();
+        let src = Arc::new(Counting(data.clone(), std::sync::atomic::AtomicUsize::new(0)));
+        let n = data.len() as u64;
+        let r = Arc::new(
+            Resource::normal(
+                9,
+                src.clone(),
+                1,
+                ResHdr { size_in_wim: n, flags: 0, offset: 0, uncompressed_size: n },
+                Compression::None,
+                4096,
+            )
+            .unwrap(),
+        );
+        let c = Arc::new(ChunkCache::new(1 << 20));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (c, r) = (c.clone(), r.clone());
+                std::thread::spawn(move || c.get(&r, 2).unwrap())
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(&t.join().unwrap()[..], &data[8192..12288]);
+        }
+        assert_eq!(src.1.load(Ordering::SeqCst), 1, "chunk decoded more than once");
+        // A multi-chunk read decodes only what is missing.
+        let got = c.get_range(&r, 0, 3).unwrap();
+        assert_eq!(got.concat(), data);
+        assert_eq!(src.1.load(Ordering::SeqCst), 4);
+        let s = c.stats();
+        assert_eq!((s.misses, s.bytes), (4, 16384));
+    }
 }

@@ -149,8 +149,12 @@ struct Bits<'a> {
     limit_bits: usize,
     /// Next byte to load (may exceed `data.len()` once zero words were fed).
     pos: usize,
-    /// Valid bits are left-justified; bits below `avail` are zero.
+    /// Valid bits are left-justified; bits below them are zero or the true
+    /// upcoming bits.
     buf: u64,
+    /// Number of valid bits, always 0..=63, but only its low 6 bits are
+    /// meaningful: the decoder subtracts raw table entries (length in the low
+    /// bits, symbol above) to save a mask, and all users reduce it mod 64.
     avail: u32,
 }
 
@@ -192,7 +196,7 @@ impl<'a> Bits<'a> {
     #[inline(always)]
     fn consume(&mut self, n: u32) {
         self.buf <<= n;
-        self.avail -= n;
+        self.avail = self.avail.wrapping_sub(n);
     }
 
     /// Read `n` bits, 0 <= n <= 32 and n <= avail.
@@ -205,7 +209,7 @@ impl<'a> Bits<'a> {
 
     /// Bits consumed so far.
     fn consumed_bits(&self) -> usize {
-        self.pos * 8 - self.avail as usize
+        self.pos * 8 - (self.avail & 63) as usize
     }
 
     /// Fail if more bits were consumed than the input holds.
@@ -237,20 +241,23 @@ fn tail_word(data: &[u8], pos: usize) -> u64 {
 
 /// Entry flag: not a direct leaf (subtable pointer or invalid).
 const F_INDIRECT: u32 = 0x100;
-/// Entry flag: no codeword maps here (incomplete code).
-const F_INVALID: u32 = 0x200;
-const INVALID: u32 = F_INDIRECT | F_INVALID;
+/// Entry with no codeword (unused space of an incomplete code).
+const INVALID: u32 = u32::MAX;
 
 /// Canonical Huffman decode table: a root table indexed by the next
 /// `log2(N)` bits and second-level tables for longer codewords.
 ///
-/// Leaf entry: `sym << 16 | len`. Pointer entry: `base << 16 | F_INDIRECT |
-/// subtable_bits`. Incomplete codes are accepted; their unused space is
+/// Leaf entry `sym << 16 | len` (the root holds codes up to `log2(N)` bits;
+/// subtable leaves store the length beyond that); bits 5..7 are zero so the
+/// raw entry can serve as a shift count (x86 masks it to 6 bits), which keeps
+/// a mask off the critical decode path. Pointer entry `subtable_number << 16
+/// | F_INDIRECT`; all subtables of one code have `sub_bits` index bits. Incomplete codes are accepted; their unused space is
 /// marked invalid and only fails if actually hit, while over-subscribed codes
 /// are rejected when the table is built.
 struct Table<const N: usize> {
     root: [u32; N],
     sub: Vec<u32>,
+    sub_bits: u32,
 }
 
 impl<const N: usize> Table<N> {
@@ -260,6 +267,7 @@ impl<const N: usize> Table<N> {
         Box::new(Table {
             root: [INVALID; N],
             sub: Vec::with_capacity(max_syms << (MAX_CODE_LEN as u32 - Self::BITS.min(16))),
+            sub_bits: 0,
         })
     }
 
@@ -316,6 +324,7 @@ impl<const N: usize> Table<N> {
         self.sub.clear();
         if maxlen > tb {
             let sb = maxlen - tb;
+            self.sub_bits = sb;
             let subsize = 1usize << sb;
             let mut cur_prefix = usize::MAX;
             let mut base = 0usize;
@@ -329,7 +338,7 @@ impl<const N: usize> Table<N> {
                         base = self.sub.len();
                         self.sub.resize(base + subsize, INVALID);
                         *self.root.get_mut(prefix).ok_or(BAD)? =
-                            (base as u32) << 16 | F_INDIRECT | sb;
+                            F_INDIRECT | ((base >> sb) as u32) << 16;
                     }
                     let idx = base + ((cur >> (16 - maxlen)) as usize & (subsize - 1));
                     self.sub
@@ -348,7 +357,9 @@ impl<const N: usize> Table<N> {
     fn decode(&self, bits: &mut Bits) -> Result<u32, CodecError> {
         let e = self.root[(bits.buf >> (64 - Self::BITS)) as usize];
         if e & F_INDIRECT == 0 {
-            bits.consume(e & 0x1f);
+            bits.buf = bits.buf.wrapping_shl(e);
+            // Only the low 6 bits of `avail` are meaningful (see `Bits`).
+            bits.avail = bits.avail.wrapping_sub(e);
             Ok(e >> 16)
         } else {
             let (sym, n) = self.decode_slow(e, bits.buf)?;
@@ -363,11 +374,12 @@ impl<const N: usize> Table<N> {
     #[inline(never)]
     fn decode_slow(&self, e: u32, buf: u64) -> Result<(u32, u32), CodecError> {
         const BAD: CodecError = CodecError::Corrupt("invalid Huffman codeword");
-        if e & F_INVALID != 0 {
+        if e == INVALID {
             return Err(BAD);
         }
-        let sb = e & 0x1f;
-        let idx = (e >> 16) as usize + ((buf << Self::BITS) >> (64 - sb)) as usize;
+        let sb = self.sub_bits;
+        let base = ((e >> 16) as usize) << sb;
+        let idx = base + ((buf << Self::BITS) >> (64 - sb)) as usize;
         let e2 = *self.sub.get(idx).ok_or(BAD)?;
         if e2 & F_INDIRECT != 0 {
             return Err(BAD);
@@ -574,7 +586,7 @@ fn decode_symbols<const ALIGNED: bool>(
         bits.refill();
         let mut sym = main.decode(bits)? as usize;
         if sym < NUM_CHARS {
-            // Literal; a second symbol fits in the remaining >= 32 bits.
+            // Literal; two more symbols fit in the remaining >= 32 bits.
             output[pos] = sym as u8;
             pos += 1;
             if pos >= end {
@@ -584,7 +596,15 @@ fn decode_symbols<const ALIGNED: bool>(
             if sym < NUM_CHARS {
                 output[pos] = sym as u8;
                 pos += 1;
-                continue;
+                if pos >= end {
+                    break;
+                }
+                sym = main.decode(bits)? as usize;
+                if sym < NUM_CHARS {
+                    output[pos] = sym as u8;
+                    pos += 1;
+                    continue;
+                }
             }
             bits.refill();
         }
@@ -697,21 +717,6 @@ fn copy_match(out: &mut [u8], pos: usize, off: usize, len: usize) {
     let src = pos - off;
     let end = pos + len;
     if end + 16 <= out.len() {
-        if off >= 16 {
-            let mut s = src;
-            let mut d = pos;
-            loop {
-                let mut t = [0u8; 16];
-                t.copy_from_slice(&out[s..s + 16]);
-                out[d..d + 16].copy_from_slice(&t);
-                d += 16;
-                s += 16;
-                if d >= end {
-                    break;
-                }
-            }
-            return;
-        }
         if off == 1 {
             let b = out[src];
             out[pos..end].fill(b);
@@ -742,20 +747,19 @@ fn copy_match(out: &mut [u8], pos: usize, off: usize, len: usize) {
     }
 }
 
-/// Find the next 0xE8 byte at or after `i` and before `limit`.
+/// Find the next 0xE8 byte at or after `i` and before `limit`. Skips 32
+/// bytes per step with an "any byte equal" test that LLVM turns into SIMD
+/// compares, then locates the byte with a scalar scan.
 #[inline(always)]
 fn find_e8(data: &[u8], mut i: usize, limit: usize) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    while i + 8 <= limit {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&data[i..i + 8]);
-        let x = u64::from_le_bytes(a) ^ (0xE8 * LO);
-        let z = x.wrapping_sub(LO) & !x & HI;
-        if z != 0 {
-            return Some(i + (z.trailing_zeros() / 8) as usize);
+    let limit = limit.min(data.len());
+    while i + 32 <= limit {
+        if let Some(c) = data[i..].first_chunk::<32>() {
+            if c.iter().fold(false, |a, &b| a | (b == 0xE8)) {
+                break;
+            }
         }
-        i += 8;
+        i += 32;
     }
     while i < limit {
         if data[i] == 0xE8 {
@@ -843,14 +847,14 @@ pub fn decompress_chunk(
 // ---------------------------------------------------------------------------
 
 /// Hash chain bucket count (log2) for 3-byte hashes.
-const HASH_BITS: u32 = 16;
+const HASH_BITS: u32 = 17;
 /// Chain positions examined per match search.
-const MAX_CHAIN: usize = 48;
+const MAX_CHAIN: usize = 24;
 /// A match this long is taken without searching further.
 const NICE_LEN: usize = 96;
 /// Items (literals/matches) are grouped into blocks of about this many
 /// uncompressed bytes; each block gets its own Huffman codes.
-const BLOCK_TARGET: usize = 32768;
+const BLOCK_TARGET: usize = 65536;
 /// Marker bit for match items in the parse buffer.
 const ITEM_MATCH: u32 = 1 << 31;
 

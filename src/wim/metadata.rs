@@ -262,3 +262,249 @@ fn parse_dentry(buf: &[u8], off: u64, parent: u32, warnings: &mut Vec<String>) -
         q,
     )))
 }
+
+fn utf16(s: &str) -> Vec<u8> {
+    super::bytes::string_to_utf16le(s)
+}
+
+/// Encoded size of a dentry without its stream entries.
+fn dentry_len(d: &DentryRecord) -> u64 {
+    let mut n = DENTRY_FIXED_SIZE as u64;
+    let nl = utf16(&d.name).len() as u64;
+    let sl = utf16(&d.short_name).len() as u64;
+    if nl > 0 {
+        n += nl + 2;
+    }
+    if sl > 0 {
+        n += sl + 2;
+    }
+    n = align8(n);
+    for (_, data) in &d.tagged {
+        n += align8(8 + data.len() as u64);
+    }
+    n
+}
+
+fn stream_len(s: &StreamRecord) -> u64 {
+    let nl = utf16(&s.name).len() as u64;
+    align8(STREAM_FIXED_SIZE as u64 + if nl > 0 { nl + 2 } else { 0 })
+}
+
+fn total_len(d: &DentryRecord) -> u64 {
+    dentry_len(d) + d.streams.iter().map(stream_len).sum::<u64>()
+}
+
+/// Serialize security data and a dentry tree (records with parent links,
+/// `dentries[0]` the root) into a metadata resource. Children are written
+/// in record order; every directory gets a child list (an empty one is a
+/// lone end-of-directory marker), so readers never see a dangling offset.
+pub fn write(security: &[Vec<u8>], dentries: &[DentryRecord]) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Security data.
+    let sec_len: u64 = 8 + 8 * security.len() as u64 + security.iter().map(|s| s.len() as u64).sum::<u64>();
+    let sec_total = align8(sec_len);
+    out.extend_from_slice(&(sec_total as u32).to_le_bytes());
+    out.extend_from_slice(&(security.len() as u32).to_le_bytes());
+    for s in security {
+        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    }
+    for s in security {
+        out.extend_from_slice(s);
+    }
+    out.resize(sec_total as usize, 0);
+    if dentries.is_empty() {
+        return out;
+    }
+    // Children of each record, in order.
+    let mut kids: Vec<Vec<usize>> = vec![Vec::new(); dentries.len()];
+    for (i, d) in dentries.iter().enumerate().skip(1) {
+        if let Some(k) = kids.get_mut(d.parent as usize) {
+            k.push(i);
+        }
+    }
+    // Layout: root, terminator, then each directory's list (breadth-first).
+    let mut subdir = vec![0u64; dentries.len()];
+    let root_off = sec_total;
+    let mut pos = root_off + total_len(&dentries[0]) + 8;
+    let mut order: Vec<usize> = vec![0];
+    let mut lists: Vec<usize> = Vec::new();
+    let mut q = 0;
+    while q < order.len() {
+        let d = order[q];
+        q += 1;
+        if !dentries[d].is_dir() {
+            continue;
+        }
+        subdir[d] = pos;
+        lists.push(d);
+        for &c in &kids[d] {
+            pos += total_len(&dentries[c]);
+            order.push(c);
+        }
+        pos += 8;
+    }
+    out.reserve((pos - root_off) as usize);
+    encode_dentry(&mut out, &dentries[0], subdir[0]);
+    out.extend_from_slice(&[0u8; 8]);
+    for &d in &lists {
+        debug_assert_eq!(out.len() as u64, subdir[d]);
+        for &c in &kids[d] {
+            encode_dentry(&mut out, &dentries[c], subdir[c]);
+        }
+        out.extend_from_slice(&[0u8; 8]);
+    }
+    out
+}
+
+fn encode_dentry(out: &mut Vec<u8>, d: &DentryRecord, subdir: u64) {
+    let start = out.len();
+    let len = dentry_len(d);
+    let name = utf16(&d.name);
+    let short = utf16(&d.short_name);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&d.attributes.to_le_bytes());
+    out.extend_from_slice(&d.security_id.to_le_bytes());
+    out.extend_from_slice(&subdir.to_le_bytes());
+    out.extend_from_slice(&[0u8; 16]);
+    out.extend_from_slice(&d.creation_time.to_le_bytes());
+    out.extend_from_slice(&d.last_access_time.to_le_bytes());
+    out.extend_from_slice(&d.last_write_time.to_le_bytes());
+    out.extend_from_slice(&d.hash);
+    out.extend_from_slice(&0u32.to_le_bytes());
+    if d.is_reparse() {
+        out.extend_from_slice(&d.reparse_tag.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&d.rp_flags.to_le_bytes());
+    } else {
+        out.extend_from_slice(&d.link_group.to_le_bytes());
+    }
+    out.extend_from_slice(&(d.streams.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(short.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    if !name.is_empty() {
+        out.extend_from_slice(&name);
+        out.extend_from_slice(&[0, 0]);
+    }
+    if !short.is_empty() {
+        out.extend_from_slice(&short);
+        out.extend_from_slice(&[0, 0]);
+    }
+    out.resize(start + align8((out.len() - start) as u64) as usize, 0);
+    for (tag, data) in &d.tagged {
+        let t = out.len();
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(data);
+        out.resize(t + align8(8 + data.len() as u64) as usize, 0);
+    }
+    debug_assert_eq!((out.len() - start) as u64, len);
+    for s in &d.streams {
+        let s0 = out.len();
+        let sl = stream_len(s);
+        let n = utf16(&s.name);
+        out.extend_from_slice(&sl.to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes());
+        out.extend_from_slice(&s.hash);
+        out.extend_from_slice(&(n.len() as u16).to_le_bytes());
+        if !n.is_empty() {
+            out.extend_from_slice(&n);
+            out.extend_from_slice(&[0, 0]);
+        }
+        out.resize(s0 + sl as usize, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(parent: u32, name: &str, attributes: u32) -> DentryRecord {
+        DentryRecord {
+            parent,
+            offset: 0,
+            name: name.into(),
+            short_name: String::new(),
+            attributes,
+            security_id: -1,
+            creation_time: 1,
+            last_access_time: 2,
+            last_write_time: 3,
+            hash: [0; 20],
+            reparse_tag: 0,
+            rp_flags: 0,
+            link_group: 0,
+            streams: Vec::new(),
+            tagged: Vec::new(),
+        }
+    }
+
+    fn sample() -> (Vec<Vec<u8>>, Vec<DentryRecord>) {
+        let mut v = vec![rec(0, "", attr::DIRECTORY)];
+        v.push(rec(0, "Windows", attr::DIRECTORY));
+        let mut f = rec(1, "notepad.exe", attr::ARCHIVE);
+        f.hash = [7; 20];
+        f.short_name = "NOTEPAD.EXE".into();
+        f.link_group = 42;
+        f.streams.push(StreamRecord { name: "Zone.Identifier".into(), hash: [9; 20] });
+        f.tagged.push((tag::UNIX_DATA, vec![1, 0, 0, 0, 2, 0, 0, 0, 0xa4, 0x81, 0, 0, 0, 0, 0, 0]));
+        v.push(f);
+        v.push(rec(1, "empty dir ✓", attr::DIRECTORY));
+        let mut l = rec(0, "link", attr::REPARSE_POINT);
+        l.reparse_tag = 0xA000_000C;
+        l.rp_flags = 1;
+        l.hash = [3; 20];
+        v.push(l);
+        (vec![vec![1, 2, 3], vec![4; 20]], v)
+    }
+
+    #[test]
+    fn write_then_parse_round_trips() {
+        let (sec, recs) = sample();
+        let buf = write(&sec, &recs);
+        let md = parse(&buf).unwrap();
+        assert_eq!(md.security, sec);
+        assert!(md.warnings.is_empty(), "{:?}", md.warnings);
+        assert_eq!(md.dentries.len(), recs.len());
+        let mut names: Vec<_> = md.dentries.iter().map(|d| d.name.clone()).collect();
+        names.sort();
+        assert_eq!(names, vec!["", "Windows", "empty dir ✓", "link", "notepad.exe"]);
+        let f = md.dentries.iter().find(|d| d.name == "notepad.exe").unwrap();
+        let orig = &recs[2];
+        assert_eq!(f.short_name, orig.short_name);
+        assert_eq!(f.hash, orig.hash);
+        assert_eq!(f.link_group, 42);
+        assert_eq!(f.streams, orig.streams);
+        assert_eq!(f.tagged, orig.tagged);
+        assert_eq!(md.dentries[f.parent as usize].name, "Windows");
+        let l = md.dentries.iter().find(|d| d.name == "link").unwrap();
+        assert_eq!((l.reparse_tag, l.rp_flags), (0xA000_000C, 1));
+    }
+
+    #[test]
+    fn truncations_never_panic() {
+        let (sec, recs) = sample();
+        let buf = write(&sec, &recs);
+        for n in 0..buf.len() {
+            let _ = parse(&buf[..n]);
+        }
+        let mut b = buf.clone();
+        for i in 0..b.len() {
+            b[i] ^= 0xFF;
+            let _ = parse(&b);
+            b[i] ^= 0xFF;
+        }
+    }
+
+    #[test]
+    fn cycle_is_rejected() {
+        let (sec, recs) = sample();
+        let mut buf = write(&sec, &recs);
+        // Point the "empty dir" list back at the root's child list.
+        let md = parse(&buf).unwrap();
+        let root_sub = u64::from_le_bytes(buf[md.dentries[0].offset as usize + 16..][..8].try_into().unwrap());
+        let e = md.dentries.iter().find(|d| d.name == "empty dir ✓").unwrap();
+        buf[e.offset as usize + 16..e.offset as usize + 24].copy_from_slice(&root_sub.to_le_bytes());
+        let err = parse(&buf).unwrap_err().to_string();
+        assert!(err.contains("cycle"), "{err}");
+    }
+}
