@@ -23,3 +23,4 @@ pub mod vfs;
 pub mod apply;
 pub mod time;
 pub mod platform;
+pub mod commit;

@@ -1,0 +1,64 @@
+//! What a commit is given: the new image as dentry records plus, for every
+//! stream, either a blob the WIM already holds or new content to store.
+//!
+//! The overlay produces this; [`super::commit`] hashes the new contents,
+//! stores only the blobs the WIM lacks, and writes the metadata.
+
+use crate::wim::metadata::DentryRecord;
+use crate::wim::Sha1;
+use std::sync::Arc;
+
+/// New stream content, read on demand (it may live in a staging file, in
+/// memory, or partly in the WIM itself).
+pub trait Content: Send + Sync {
+    fn len(&self) -> u64;
+    /// Fill all of `buf` from `offset`.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> crate::Result<()>;
+}
+
+impl Content for Vec<u8> {
+    fn len(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> crate::Result<()> {
+        let s = usize::try_from(offset).map_err(|_| crate::Error::Other("offset overflow".into()))?;
+        let src = self
+            .get(s..s + buf.len())
+            .ok_or_else(|| crate::Error::Other("read past end of content".into()))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// One stream's data.
+#[derive(Clone)]
+pub enum StreamData {
+    /// Zero length (stored as the all-zero hash).
+    Empty,
+    /// A blob the WIM already has (unchanged data).
+    Blob(Sha1),
+    /// Content to hash and, if new, store.
+    New(Arc<dyn Content>),
+}
+
+/// The streams of one dentry. Hard-linked dentries (same `link_group`)
+/// must carry the same streams.
+#[derive(Clone, Default)]
+pub struct EntryStreams {
+    /// Unnamed data stream; `None` for directories.
+    pub data: Option<StreamData>,
+    /// Reparse data (without its 8-byte header) for reparse points.
+    pub reparse: Option<StreamData>,
+    /// Named data streams.
+    pub named: Vec<(String, StreamData)>,
+}
+
+/// A whole image to write.
+pub struct NewImage {
+    pub security: Vec<Vec<u8>>,
+    /// `records[0]` is the root; parents come before children. The `hash`
+    /// and `streams` fields are ignored: they are rebuilt from `streams`.
+    pub records: Vec<DentryRecord>,
+    /// Parallel to `records`.
+    pub streams: Vec<EntryStreams>,
+}
