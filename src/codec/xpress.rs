@@ -46,7 +46,7 @@ const MAX_OFFSET: usize = 0xFFFF;
 
 /// Bits resolved by the first-level decode table. 11 bits keeps the table at
 /// 8 KiB (cache resident) while nearly all codewords of real data fit.
-const TABLE_BITS: usize = 12;
+const TABLE_BITS: usize = 11;
 /// Longer codewords go to second-level tables indexed by the remaining
 /// `15 - TABLE_BITS` bits; a fixed size keeps table construction trivial.
 const SUB_BITS: usize = MAX_CODEWORD_LEN - TABLE_BITS;
@@ -55,14 +55,18 @@ const SUB_BITS: usize = MAX_CODEWORD_LEN - TABLE_BITS;
 const TABLE_SIZE: usize = (1 << TABLE_BITS) + NUM_SYMBOLS * (1 << SUB_BITS);
 
 /// Table entry layout, chosen so the hot loop's critical path is just
-/// "look up, shift by the entry's low bits, look up":
+/// "look up, shift by the entry's low bits, look up" and so literals and short
+/// matches can share one branch-free step:
 /// * bits 0..5: bits to consume for the whole item: the codeword, plus for
-///   matches without a length escape also the offset bits (at most 30, so
-///   bit 5 is clear and `e & 63`, free in x86 shifts, extracts it);
+///   matches without a length escape also the offset bits, which are thus
+///   the low `log2` of those bits (at most 30, so bit 5 is clear and
+///   `e & 63`, free in x86 shifts, extracts it);
 /// * bits 8..12: flags below;
-/// * bits 12..16: log2 of the offset (matches);
-/// * bits 16..20: codeword length alone (matches), bits 20..24: length header
-///   (matches); the literal byte in bits 16..24 (literals);
+/// * bits 12..16: log2 of the offset; 4 for literals, which makes their
+///   (unused) "offset" land in 16..=31;
+/// * bits 16..21: bytes the item produces (1 for a literal, 3..=17 for a
+///   match without escape);
+/// * bits 24..32: the literal byte;
 /// * subtable links: subtable start in bits 16..32.
 const SUBTABLE: u32 = 0x100;
 /// Codewords that an incomplete code never assigned.
@@ -117,11 +121,12 @@ struct Bits {
 }
 
 impl Bits {
-    /// Top up to at least 49 valid bits (a 15-bit codeword, 15 offset bits
-    /// and another codeword) from 8 input bytes at once. Returns false, doing
-    /// nothing, near the end of the input.
+    /// Branch-free top-up to 49..=64 bits from 8 input bytes, whatever the
+    /// current count (< 64). Returns false, doing nothing, near the end of
+    /// the input. Running it for every item avoids a hard-to-predict
+    /// "need bits?" branch.
     #[inline(always)]
-    fn refill_fast(&mut self, input: &[u8]) -> bool {
+    fn refill_all(&mut self, input: &[u8]) -> bool {
         let Some(bytes) = input.get(self.pos..self.pos + 8) else {
             return false;
         };
@@ -131,11 +136,11 @@ impl Bits {
         // x = w0 | w1<<16 | w2<<32 | w3<<48; we want w0 on top.
         let r = x.rotate_left(32);
         let y = ((r & 0x0000_FFFF_0000_FFFF) << 16) | ((r >> 16) & 0x0000_FFFF_0000_FFFF);
-        let words = 64u32.saturating_sub(self.count) >> 4;
+        let words = (64 - self.count) >> 4;
         let new = self.count + (words << 4);
-        // Keep only whole words: clear everything below the new count.
-        let keep = !((u64::MAX >> 1).wrapping_shr(new.wrapping_sub(1)));
-        self.buf |= y.wrapping_shr(self.count) & keep;
+        // Whole words only: clear the bits of a partial word below `new`.
+        let keep = !((u64::MAX >> 1) >> ((new - 1) & 63));
+        self.buf |= (y >> (self.count & 63)) & keep;
         self.count = new;
         self.pos += (words as usize) << 1;
         true
@@ -332,11 +337,49 @@ impl Decoder {
             .get(..MAIN_SIZE)
             .and_then(|t| t.try_into().ok())
             .ok_or(CodecError::Corrupt("decode table"))?;
-        while op < out_len {
-            if br.count < 30 && !br.refill_fast(input) {
+        'outer: while op < out_len {
+            if !br.refill_all(input) && br.count < 30 {
                 br = br.refill_slow(input)?;
             }
+            // At least 30 bits are buffered whenever `e` is examined below.
             let mut e = main[br.peek(TABLE_BITS)];
+            while e & (SLOW | LONG) == 0 && op >= 32 && op + 32 <= out_len {
+                // Branch-free literal-or-short-match step. Literals get a
+                // dummy offset in 16..=31, so one range test admits both.
+                let total = e & 63;
+                let log2 = (e >> 12) & 15;
+                let extra = (br.buf >> (64 - total)) as u32 & ((1 << log2) - 1);
+                let off = ((1 << log2) | extra) as usize;
+                if off.wrapping_sub(16) > op - 16 {
+                    break;
+                }
+                br.consume(total);
+                // All ones for a match, zero for a literal; arithmetic
+                // selection keeps this step free of unpredictable branches.
+                // Literals copy from the (long settled) start of the output
+                // instead, avoiding store-forwarding stalls.
+                let mask = 0usize.wrapping_sub(((e & MATCH) >> 10) as usize);
+                let src = (op - off) & mask;
+                // First word: the match source, or the literal byte (plus
+                // don't-care bytes that later output overwrites).
+                let w = (read8(output, src) & mask as u64) | (u64::from(e >> 24) & !(mask as u64));
+                write8(output, op, w);
+                // Then 16 more bytes (items produce at most 17). For a match
+                // this may read what the first word wrote, which is exactly
+                // LZ77 semantics for offsets >= 16.
+                output.copy_within(src + 8..src + 24, op + 8);
+                op += ((e >> 16) & 31) as usize;
+                // >= 19 bits remain, so the next lookup needs no refill and
+                // the refill runs beside it instead of in front of it.
+                let next = main[br.peek(TABLE_BITS)];
+                if !br.refill_all(input) {
+                    continue 'outer;
+                }
+                e = next;
+            }
+            if op >= out_len {
+                break;
+            }
             if e & SLOW != 0 {
                 if e & INVALID != 0 {
                     return Err(CodecError::Corrupt("invalid Huffman codeword"));
@@ -350,21 +393,17 @@ impl Decoder {
             }
             if e & MATCH == 0 {
                 br.consume(e & 63);
-                output[op] = (e >> 16) as u8;
+                output[op] = (e >> 24) as u8;
                 op += 1;
                 continue;
             }
             let log2 = (e >> 12) & 15;
             let (offset, len) = if e & LONG == 0 {
-                // Offset bits straight from under the codeword; one shift
-                // then skips both.
-                let cw = (e >> 16) & 15;
-                let extra = (((br.buf << cw) >> 1) >> (63 - log2)) as u32;
-                br.consume(e & 63);
-                (
-                    ((1u32 << log2) | extra) as usize,
-                    ((e >> 20) & 15) as usize + MIN_MATCH_LEN,
-                )
+                // The offset bits are the low bits of this item's bits.
+                let total = e & 63;
+                let extra = (br.buf >> (64 - total)) as u32 & ((1 << log2) - 1);
+                br.consume(total);
+                (((1u32 << log2) | extra) as usize, ((e >> 16) & 31) as usize)
             } else {
                 br.consume(e & 63);
                 let len;
@@ -398,17 +437,29 @@ fn entry(sym: u16, len: usize) -> u32 {
     let l = len as u32;
     let sym = u32::from(sym);
     if sym < NUM_LITERALS as u32 {
-        (sym << 16) | l
+        sym << 24 | 1 << 16 | 4 << 12 | l
     } else {
         let lh = sym & 15;
         let log2 = (sym >> 4) & 15;
-        let head = MATCH | log2 << 12 | l << 16 | lh << 20;
+        let head = MATCH | log2 << 12;
         if lh == 15 {
             head | LONG | l
         } else {
-            head | (l + log2)
+            head | (lh + MIN_MATCH_LEN as u32) << 16 | (l + log2)
         }
     }
+}
+
+#[inline(always)]
+fn read8(out: &[u8], pos: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&out[pos..pos + 8]);
+    u64::from_le_bytes(w)
+}
+
+#[inline(always)]
+fn write8(out: &mut [u8], pos: usize, w: u64) {
+    out[pos..pos + 8].copy_from_slice(&w.to_le_bytes());
 }
 
 #[inline(always)]
@@ -424,10 +475,21 @@ fn copy8(out: &mut [u8], src: usize, dst: usize) {
 fn copy_match(out: &mut [u8], op: usize, offset: usize, len: usize) {
     let src = op - offset;
     let end = op + len;
-    if offset >= 8 && end + 16 <= out.len() {
-        // Whole 8-byte words; each source word is complete before it is read
-        // because offset >= 8. Two words cover most matches without a loop;
-        // up to 15 bytes past `end` get scratch data, overwritten later.
+    if offset >= 16 && end + 16 <= out.len() {
+        // 16-byte blocks whose source lies wholly before the destination
+        // (offset >= 16), so each block is already final when read. One
+        // block covers most matches; up to 15 bytes past `end` receive
+        // scratch data that later output overwrites.
+        out.copy_within(src..src + 16, op);
+        let mut s = src + 16;
+        let mut d = op + 16;
+        while d < end {
+            out.copy_within(s..s + 16, d);
+            s += 16;
+            d += 16;
+        }
+    } else if offset >= 8 && end + 16 <= out.len() {
+        // Same with 8-byte words for 8 <= offset < 16.
         copy8(out, src, op);
         copy8(out, src + 8, op + 8);
         let mut s = src + 16;

@@ -245,7 +245,7 @@ impl Resource {
         }
         let mut comp = vec![0u8; clen];
         self.source.read_exact_at(&mut comp, s)?;
-        decompress(self.compression, &comp, &mut out).map_err(|err| Error::Decompress {
+        decompress(self.compression, self.chunk_size, &comp, &mut out).map_err(|err| Error::Decompress {
             offset: self.reshdr.offset,
             chunk: i,
             err,
@@ -270,8 +270,14 @@ impl Resource {
     }
 }
 
-/// Dispatch one chunk to its codec.
-pub fn decompress(c: Compression, input: &[u8], out: &mut [u8]) -> std::result::Result<(), codec::CodecError> {
+/// Dispatch one chunk to its codec. `chunk_size` is the resource's chunk
+/// size: LZX derives its window from it, also for a short final chunk.
+pub fn decompress(
+    c: Compression,
+    chunk_size: u32,
+    input: &[u8],
+    out: &mut [u8],
+) -> std::result::Result<(), codec::CodecError> {
     match c {
         Compression::None => {
             if input.len() != out.len() {
@@ -281,7 +287,18 @@ pub fn decompress(c: Compression, input: &[u8], out: &mut [u8]) -> std::result::
             Ok(())
         }
         Compression::Xpress => codec::xpress::decompress(input, out),
-        Compression::Lzx => codec::lzx::decompress(input, out),
+        Compression::Lzx => codec::lzx::decompress_chunk(input, out, chunk_size as usize),
         Compression::Lzms => codec::lzms::decompress(input, out),
+    }
+}
+
+/// Compress one chunk with the resource's codec; `None` when it does not
+/// shrink (the chunk is then stored raw).
+pub fn compress(c: Compression, chunk_size: u32, input: &[u8]) -> Option<Vec<u8>> {
+    match c {
+        Compression::None => None,
+        Compression::Xpress => codec::xpress::compress(input),
+        Compression::Lzx => codec::lzx::compress_chunk(input, chunk_size as usize),
+        Compression::Lzms => codec::lzms::compress(input),
     }
 }
