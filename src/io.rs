@@ -33,6 +33,13 @@ impl FileSource {
     }
 }
 
+impl FileSource {
+    /// `read_exact_at` under another name, for callers holding the concrete type.
+    pub fn read_exact_at_io(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        ReadAt::read_exact_at(self, buf, offset)
+    }
+}
+
 impl ReadAt for FileSource {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         #[cfg(unix)]

@@ -1,0 +1,1 @@
+//! Rebuild (optimize/export): to come.

@@ -1,0 +1,277 @@
+//! Writing resources: blobs compressed chunk-parallel with the WIM's own
+//! codec and chunk size, solid runs for LZMS WIMs, and raw tables.
+
+use crate::commit::Content;
+use crate::error::{Error, Result};
+use crate::wim::header::{resflags, Compression, ResHdr, SOLID_RESOURCE_MAGIC};
+use crate::wim::resource::compress;
+use rayon::prelude::*;
+use std::fs::File;
+
+/// Appends to a file at a tracked position (positional writes, so nothing
+/// else needs the file's cursor).
+pub struct Appender<'a> {
+    pub file: &'a File,
+    pub pos: u64,
+    pub path: String,
+}
+
+impl Appender<'_> {
+    pub fn write(&mut self, b: &[u8]) -> Result<u64> {
+        let at = self.pos;
+        self.write_at(b, at)?;
+        self.pos += b.len() as u64;
+        Ok(at)
+    }
+    pub fn write_at(&self, b: &[u8], at: u64) -> Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            self.file.write_all_at(b, at).map_err(|e| Error::Io { path: self.path.clone(), err: e })
+        }
+        #[cfg(windows)]
+        {
+            use std::os::windows::fs::FileExt;
+            let mut done = 0;
+            while done < b.len() {
+                let n = self
+                    .file
+                    .seek_write(&b[done..], at + done as u64)
+                    .map_err(|e| Error::Io { path: self.path.clone(), err: e })?;
+                done += n;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Bytes of input compressed in one parallel batch.
+const WINDOW: usize = 64 << 20;
+
+/// Compress `chunks` in parallel; raw where a chunk does not shrink.
+fn compress_chunks(chunks: &[&[u8]], comp: Compression, cs: u32) -> Vec<Option<Vec<u8>>> {
+    chunks.par_iter().map(|c| compress(comp, cs, c)).collect()
+}
+
+/// Write one blob as a normal (non-solid) resource at the end of `out`.
+/// Small blobs that do not shrink are stored uncompressed.
+pub fn write_blob(out: &mut Appender, src: &dyn Content, comp: Compression, cs: u32, progress: &(dyn Fn(u64) + Sync)) -> Result<ResHdr> {
+    let size = src.len();
+    let start = out.pos;
+    if size == 0 {
+        return Ok(ResHdr { size_in_wim: 0, flags: 0, offset: start, uncompressed_size: 0 });
+    }
+    if comp == Compression::None {
+        let mut buf = vec![0u8; (WINDOW as u64).min(size) as usize];
+        let mut p = 0u64;
+        while p < size {
+            let n = ((size - p) as usize).min(buf.len());
+            src.read_at(p, &mut buf[..n])?;
+            out.write(&buf[..n])?;
+            progress(n as u64);
+            p += n as u64;
+        }
+        return Ok(ResHdr { size_in_wim: size, flags: 0, offset: start, uncompressed_size: size });
+    }
+    let cs64 = cs as u64;
+    let n = size.div_ceil(cs64);
+    let esize: u64 = if size > u32::MAX as u64 { 8 } else { 4 };
+    let table_len = (n - 1) * esize;
+    // Reserve the table, then the chunks; fill the table in at the end.
+    out.pos += table_len;
+    let mut offsets: Vec<u64> = Vec::with_capacity(n as usize);
+    let mut rel = 0u64;
+    let mut buf = vec![0u8; (WINDOW as u64).min(size) as usize];
+    let mut p = 0u64;
+    while p < size {
+        let whole = if buf.len() >= cs as usize { buf.len() - buf.len() % cs as usize } else { buf.len() };
+        let len = ((size - p) as usize).min(whole);
+        src.read_at(p, &mut buf[..len])?;
+        let chunks: Vec<&[u8]> = buf[..len].chunks(cs as usize).collect();
+        let enc = compress_chunks(&chunks, comp, cs);
+        for (raw, c) in chunks.iter().zip(enc) {
+            offsets.push(rel);
+            let stored: &[u8] = c.as_deref().unwrap_or(raw);
+            out.write(stored)?;
+            rel += stored.len() as u64;
+        }
+        progress(len as u64);
+        p += len as u64;
+    }
+    let total = table_len + rel;
+    if total >= size {
+        // Did not shrink: rewrite uncompressed in place of what we wrote.
+        out.pos = start;
+        let mut p = 0u64;
+        while p < size {
+            let len = ((size - p) as usize).min(buf.len());
+            src.read_at(p, &mut buf[..len])?;
+            out.write(&buf[..len])?;
+            p += len as u64;
+        }
+        return Ok(ResHdr { size_in_wim: size, flags: 0, offset: start, uncompressed_size: size });
+    }
+    let mut table = Vec::with_capacity(table_len as usize);
+    for &o in &offsets[1..] {
+        if esize == 8 {
+            table.extend_from_slice(&o.to_le_bytes());
+        } else {
+            table.extend_from_slice(&(o as u32).to_le_bytes());
+        }
+    }
+    out.write_at(&table, start)?;
+    Ok(ResHdr { size_in_wim: total, flags: resflags::COMPRESSED, offset: start, uncompressed_size: size })
+}
+
+/// Write many blobs, in parallel where they are small: each batch of small
+/// blobs is compressed on all cores, then written in order.
+pub fn write_blobs(
+    out: &mut Appender,
+    blobs: &[&dyn Content],
+    comp: Compression,
+    cs: u32,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<ResHdr>> {
+    let mut res = Vec::with_capacity(blobs.len());
+    let small = (cs as u64).max(1 << 20);
+    let mut i = 0;
+    while i < blobs.len() {
+        if blobs[i].len() > small {
+            res.push(write_blob(out, blobs[i], comp, cs, progress)?);
+            i += 1;
+            continue;
+        }
+        // A batch of consecutive small blobs, up to WINDOW bytes.
+        let mut j = i;
+        let mut bytes = 0u64;
+        while j < blobs.len() && blobs[j].len() <= small && bytes < WINDOW as u64 {
+            bytes += blobs[j].len();
+            j += 1;
+        }
+        let encoded: Vec<Result<(Vec<u8>, bool)>> = blobs[i..j]
+            .par_iter()
+            .map(|b| {
+                let mut v = vec![0u8; b.len() as usize];
+                b.read_at(0, &mut v)?;
+                let mut mem = Vec::new();
+                let compressed = encode_in_memory(&v, comp, cs, &mut mem);
+                progress(v.len() as u64);
+                Ok(if compressed { (mem, true) } else { (v, false) })
+            })
+            .collect();
+        for (b, e) in blobs[i..j].iter().zip(encoded) {
+            let (e, compressed) = e?;
+            let size = b.len();
+            let off = out.write(&e)?;
+            res.push(ResHdr {
+                size_in_wim: e.len() as u64,
+                flags: if compressed { resflags::COMPRESSED } else { 0 },
+                offset: off,
+                uncompressed_size: size,
+            });
+        }
+        i = j;
+    }
+    Ok(res)
+}
+
+/// Encode a small blob (table + chunks) into `out`; false when it does not
+/// shrink and should be stored raw.
+fn encode_in_memory(data: &[u8], comp: Compression, cs: u32, out: &mut Vec<u8>) -> bool {
+    if comp == Compression::None || data.is_empty() {
+        return false;
+    }
+    let chunks: Vec<&[u8]> = data.chunks(cs as usize).collect();
+    let enc: Vec<Option<Vec<u8>>> = chunks.iter().map(|c| compress(comp, cs, c)).collect();
+    let esize = if data.len() as u64 > u32::MAX as u64 { 8 } else { 4 };
+    let mut rel = 0u64;
+    let mut table = Vec::new();
+    for (k, (raw, c)) in chunks.iter().zip(&enc).enumerate() {
+        if k > 0 {
+            if esize == 8 {
+                table.extend_from_slice(&rel.to_le_bytes());
+            } else {
+                table.extend_from_slice(&(rel as u32).to_le_bytes());
+            }
+        }
+        rel += c.as_ref().map_or(raw.len(), |c| c.len()) as u64;
+    }
+    if table.len() as u64 + rel >= data.len() as u64 {
+        return false;
+    }
+    out.extend_from_slice(&table);
+    for (raw, c) in chunks.iter().zip(&enc) {
+        out.extend_from_slice(c.as_deref().unwrap_or(raw));
+    }
+    true
+}
+
+/// Write blobs into one new solid resource (how WIMs of version 0xE00
+/// store data). Returns the resource header (as a blob-table entry wants
+/// it) and each blob's offset within the resource.
+pub fn write_solid(
+    out: &mut Appender,
+    blobs: &[&dyn Content],
+    comp: Compression,
+    cs: u32,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(ResHdr, Vec<u64>)> {
+    let total: u64 = blobs.iter().map(|b| b.len()).sum();
+    let start = out.pos;
+    let n = total.div_ceil(cs as u64);
+    let table_len = 4 * n;
+    out.pos += 16 + table_len;
+    let mut sizes: Vec<u32> = Vec::with_capacity(n as usize);
+    let mut offsets = Vec::with_capacity(blobs.len());
+    let mut acc = 0u64;
+    for b in blobs {
+        offsets.push(acc);
+        acc += b.len();
+    }
+    // Fill a window of whole chunks from the concatenated blobs.
+    let window = (WINDOW as u64 / cs as u64).max(2) * cs as u64;
+    let mut buf: Vec<u8> = Vec::with_capacity(window.min(total) as usize);
+    let mut bi = 0usize;
+    let mut boff = 0u64;
+    let mut done = 0u64;
+    while done < total {
+        buf.clear();
+        let want = window.min(total - done) as usize;
+        while buf.len() < want {
+            let b = blobs[bi];
+            let take = ((b.len() - boff) as usize).min(want - buf.len());
+            let at = buf.len();
+            buf.resize(at + take, 0);
+            b.read_at(boff, &mut buf[at..])?;
+            boff += take as u64;
+            if boff == b.len() {
+                bi += 1;
+                boff = 0;
+            }
+            while bi < blobs.len() && blobs[bi].len() == 0 {
+                bi += 1;
+            }
+        }
+        let chunks: Vec<&[u8]> = buf.chunks(cs as usize).collect();
+        let enc = compress_chunks(&chunks, comp, cs);
+        for (raw, c) in chunks.iter().zip(enc) {
+            let stored: &[u8] = c.as_deref().unwrap_or(raw);
+            out.write(stored)?;
+            sizes.push(stored.len() as u32);
+        }
+        progress(want as u64);
+        done += want as u64;
+    }
+    let mut hdr = Vec::with_capacity(16 + table_len as usize);
+    hdr.extend_from_slice(&total.to_le_bytes());
+    hdr.extend_from_slice(&cs.to_le_bytes());
+    hdr.extend_from_slice(&comp.solid_format().to_le_bytes());
+    for s in &sizes {
+        hdr.extend_from_slice(&s.to_le_bytes());
+    }
+    out.write_at(&hdr, start)?;
+    Ok((
+        ResHdr { size_in_wim: out.pos - start, flags: resflags::SOLID, offset: start, uncompressed_size: SOLID_RESOURCE_MAGIC },
+        offsets,
+    ))
+}

@@ -1,0 +1,189 @@
+//! Commit against the oracles: a tree captured by wimlib is changed through
+//! the commit API (files added, replaced, removed, a new image), and the
+//! result must pass `wimlib-imagex verify`, apply with wimlib to exactly the
+//! expected tree, and list with `7zz`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use wimfs::commit::{self, CommitOptions, NewImage, StreamData, WimLock};
+use wimfs::wim::metadata::attr;
+use wimfs::wim::Wim;
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn run(cmd: &mut Command) -> String {
+    let o = cmd.output().expect("spawn");
+    assert!(o.status.success(), "{:?} failed: {}{}", cmd, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Every regular file under `dir` with its contents, by relative path.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut m = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                m.insert(format!("{rel}/"), Vec::new());
+                stack.push(p);
+            } else if ft.is_symlink() {
+                m.insert(format!("{rel}@"), std::fs::read_link(&p).unwrap().to_string_lossy().into_owned().into_bytes());
+            } else {
+                m.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    m
+}
+
+fn source_tree(root: &Path) -> PathBuf {
+    let src = root.join("src");
+    std::fs::create_dir_all(src.join("dir/sub")).unwrap();
+    std::fs::write(src.join("hello.txt"), b"hello world\n").unwrap();
+    let big: Vec<u8> = (0..700_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 & 0x3f).collect();
+    std::fs::write(src.join("dir/big.bin"), &big).unwrap();
+    std::fs::write(src.join("dir/sub/gone.txt"), b"to be deleted").unwrap();
+    std::fs::write(src.join("empty"), b"").unwrap();
+    std::os::unix::fs::symlink("../hello.txt", src.join("dir/link")).unwrap();
+    src
+}
+
+/// Change the image: replace hello.txt, add dir/new.bin (multi-chunk) and
+/// new.txt, delete dir/sub/gone.txt.
+fn change(img: &mut NewImage) -> BTreeMap<&'static str, Vec<u8>> {
+    let name_of = |img: &NewImage, i: usize| img.records[i].name.clone();
+    let find = |img: &NewImage, parent: u32, name: &str| {
+        (1..img.records.len()).find(|&i| img.records[i].parent == parent && name_of(img, i) == name).unwrap()
+    };
+    let mut exp = BTreeMap::new();
+    let hello = find(img, 0, "hello.txt");
+    let v = b"changed content\n".to_vec();
+    img.streams[hello].data = Some(StreamData::New(Arc::new(v.clone())));
+    exp.insert("hello.txt", v);
+    let dir = find(img, 0, "dir") as u32;
+    let newbin: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut rec = img.records[hello].clone();
+    rec.name = "new.bin".into();
+    rec.short_name.clear();
+    rec.parent = dir;
+    rec.link_group = 0;
+    img.records.push(rec.clone());
+    img.streams.push(commit::EntryStreams { data: Some(StreamData::New(Arc::new(newbin.clone()))), ..Default::default() });
+    exp.insert("dir/new.bin", newbin);
+    rec.name = "new.txt".into();
+    rec.parent = 0;
+    img.records.push(rec);
+    img.streams.push(commit::EntryStreams { data: Some(StreamData::New(Arc::new(b"brand new\n".to_vec()))), ..Default::default() });
+    exp.insert("new.txt", b"brand new\n".to_vec());
+    // Delete gone.txt: drop its record and renumber parents.
+    let sub = find(img, dir, "sub") as u32;
+    let gone = find(img, sub, "gone.txt");
+    img.records.remove(gone);
+    img.streams.remove(gone);
+    for r in img.records.iter_mut() {
+        if r.parent as usize > gone {
+            r.parent -= 1;
+        }
+    }
+    assert!(img.records.iter().all(|r| r.attributes & attr::DIRECTORY != 0 || r.name != "gone.txt"));
+    exp
+}
+
+fn check_with_oracles(wim: &Path, image: u32, expected: &BTreeMap<String, Vec<u8>>, tmp: &Path) {
+    run(Command::new("wimlib-imagex").arg("verify").arg(wim));
+    let out = tmp.join(format!("applied{image}"));
+    run(Command::new("wimlib-imagex").arg("apply").arg(wim).arg(image.to_string()).arg(&out));
+    assert_eq!(&files(&out), expected, "wimlib apply of {} image {image} differs", wim.display());
+    if have("7zz") {
+        let l = run(Command::new("7zz").arg("l").arg(wim));
+        assert!(l.contains("new.txt") || image == 0, "7zz does not list new.txt:\n{l}");
+    }
+    let w = Wim::open(wim, &[]).unwrap();
+    let rep = wimfs::verify::verify(&w, &|_| {});
+    assert!(rep.ok(), "wimfs verify: {:?}", rep.problems);
+}
+
+#[test]
+fn commit_in_every_compression() {
+    if !have("wimlib-imagex") {
+        eprintln!("!!! wimlib-imagex not installed: commit oracle test SKIPPED !!!");
+        return;
+    }
+    for args in [&["--compress=none"][..], &["--compress=XPRESS"], &["--compress=LZX"], &["--compress=LZX", "--chunk-size=131072"], &["--solid"]] {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = source_tree(tmp.path());
+        let wim = tmp.path().join("t.wim");
+        run(Command::new("wimlib-imagex").arg("capture").arg(&src).arg(&wim).arg("T").args(args));
+        let before = std::fs::metadata(&wim).unwrap().len();
+        let w = Wim::open(&wim, &[]).unwrap();
+        let mut img = NewImage::from_image(&w, 1).unwrap();
+        drop(w);
+        let changes = change(&mut img);
+        let mut expected = files(&src);
+        expected.remove("dir/sub/gone.txt");
+        for (k, v) in changes {
+            expected.insert(k.to_string(), v);
+        }
+        let lock = WimLock::acquire(&wim).unwrap();
+        // A second writer is refused while we hold the lock.
+        assert!(WimLock::acquire(&wim).is_err(), "lock not exclusive");
+        let rep = commit::commit(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap();
+        drop(lock);
+        assert_eq!(rep.new_blobs, 3, "{args:?}: only the three new contents are stored");
+        assert!(rep.bytes_added < 1_200_000, "{args:?}: appended {} bytes", rep.bytes_added);
+        assert!(std::fs::metadata(&wim).unwrap().len() > before);
+        check_with_oracles(&wim, 1, &expected, tmp.path());
+
+        // The same tree again as a new image: nothing new to store.
+        let w = Wim::open(&wim, &[]).unwrap();
+        let img2 = NewImage::from_image(&w, 1).unwrap();
+        drop(w);
+        let lock = WimLock::acquire(&wim).unwrap();
+        let opts = CommitOptions { new_image: true, check: true, ..Default::default() };
+        let rep = commit::commit(&lock, 0, img2, &opts, &|_, _| {}).unwrap();
+        drop(lock);
+        assert_eq!((rep.image, rep.new_blobs), (2, 0), "{args:?}");
+        check_with_oracles(&wim, 2, &expected, tmp.path());
+        let info = run(Command::new("wimlib-imagex").arg("info").arg(&wim));
+        assert!(info.contains("Image Count:    2"), "{info}");
+    }
+}
+
+#[test]
+fn failed_commit_leaves_the_wim_as_it_was() {
+    if !have("wimlib-imagex") {
+        eprintln!("!!! wimlib-imagex not installed: SKIPPED !!!");
+        return;
+    }
+    struct Failing;
+    impl wimfs::commit::Content for Failing {
+        fn len(&self) -> u64 {
+            1 << 20
+        }
+        fn read_at(&self, _: u64, _: &mut [u8]) -> wimfs::Result<()> {
+            Err(wimfs::Error::Other("simulated read failure".into()))
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source_tree(tmp.path());
+    let wim = tmp.path().join("t.wim");
+    run(Command::new("wimlib-imagex").arg("capture").arg(&src).arg(&wim).arg("T").arg("--compress=LZX"));
+    let orig = std::fs::read(&wim).unwrap();
+    let w = Wim::open(&wim, &[]).unwrap();
+    let mut img = NewImage::from_image(&w, 1).unwrap();
+    drop(w);
+    img.streams[1].data = Some(StreamData::New(Arc::new(Failing)));
+    let lock = WimLock::acquire(&wim).unwrap();
+    let err = commit::commit(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("simulated"), "{err}");
+    drop(lock);
+    assert_eq!(std::fs::read(&wim).unwrap(), orig, "WIM changed by a failed commit");
+}
