@@ -49,7 +49,10 @@ struct Targets {
 }
 
 fn io_err(p: &Path, e: std::io::Error) -> Error {
-    Error::Io { path: p.display().to_string(), err: e }
+    Error::Io {
+        path: p.display().to_string(),
+        err: e,
+    }
 }
 
 /// Read a small blob (reparse data) fully.
@@ -66,10 +69,19 @@ fn read_small_blob(b: &Blob) -> Result<Vec<u8>> {
 
 /// Apply `image` of `wim` into `target`. `progress(bytes)` is called as
 /// data is written.
-pub fn apply(wim: &Wim, image: &Image, target: &Path, opts: &ApplyOptions, progress: &(dyn Fn(u64) + Sync)) -> Result<ApplyReport> {
+pub fn apply(
+    wim: &Wim,
+    image: &Image,
+    target: &Path,
+    opts: &ApplyOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<ApplyReport> {
     fs::create_dir_all(target).map_err(|e| io_err(target, e))?;
     let root_abs = fs::canonicalize(target).map_err(|e| io_err(target, e))?;
-    let mut rep = ApplyReport { warnings: image.warnings.clone(), ..Default::default() };
+    let mut rep = ApplyReport {
+        warnings: image.warnings.clone(),
+        ..Default::default()
+    };
     let rpfix = wim.header.flags & flags::RP_FIX != 0;
     let mut paths: Vec<Option<PathBuf>> = vec![None; image.dentries.len()];
     let mut first_path: HashMap<u32, PathBuf> = HashMap::new();
@@ -79,7 +91,9 @@ pub fn apply(wim: &Wim, image: &Image, target: &Path, opts: &ApplyOptions, progr
     paths[ROOT as usize] = Some(root_abs.clone());
     let mut stack = vec![ROOT];
     while let Some(d) = stack.pop() {
-        let Some(path) = paths[d as usize].clone() else { continue };
+        let Some(path) = paths[d as usize].clone() else {
+            continue;
+        };
         order.push(d);
         let ino_idx = image.dentries[d as usize].inode;
         let ino = &image.inodes[ino_idx as usize];
@@ -104,7 +118,10 @@ pub fn apply(wim: &Wim, image: &Image, target: &Path, opts: &ApplyOptions, progr
                 std::os::unix::fs::symlink(&tgt, &path).map_err(|e| io_err(&path, e))?;
                 rep.symlinks += 1;
                 if !image.dentries[d as usize].children.is_empty() {
-                    rep.warnings.push(format!("{}: reparse point has children; not extracted", image.path(d)));
+                    rep.warnings.push(format!(
+                        "{}: reparse point has children; not extracted",
+                        image.path(d)
+                    ));
                 }
                 continue;
             }
@@ -132,14 +149,22 @@ pub fn apply(wim: &Wim, image: &Image, target: &Path, opts: &ApplyOptions, progr
                 stack.push(c);
             }
         } else {
-            OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| io_err(&path, e))?;
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| io_err(&path, e))?;
             rep.files += 1;
             if let Some(s) = ino.data() {
                 if let Some(b) = &s.blob {
                     targets.entry(s.hash).or_default().files.push(path.clone());
                     blobs.insert(s.hash, b.clone());
                 } else if s.size > 0 || s.hash != crate::wim::ZERO_HASH {
-                    return Err(Error::MissingBlob(format!("{} (file {})", hex(&s.hash), image.path(d))));
+                    return Err(Error::MissingBlob(format!(
+                        "{} (file {})",
+                        hex(&s.hash),
+                        image.path(d)
+                    )));
                 }
             }
         }
@@ -147,12 +172,23 @@ pub fn apply(wim: &Wim, image: &Image, target: &Path, opts: &ApplyOptions, progr
             for s in ino.named().filter(|s| s.kind == StreamKind::Data) {
                 match &s.blob {
                     Some(b) => {
-                        targets.entry(s.hash).or_default().xattrs.push((path.clone(), s.name.clone()));
+                        targets
+                            .entry(s.hash)
+                            .or_default()
+                            .xattrs
+                            .push((path.clone(), s.name.clone()));
                         blobs.insert(s.hash, b.clone());
                     }
-                    None if s.hash == crate::wim::ZERO_HASH => set_xattr(&path, &s.name, &[], &mut rep.warnings),
+                    None if s.hash == crate::wim::ZERO_HASH => {
+                        set_xattr(&path, &s.name, &[], &mut rep.warnings)
+                    }
                     None => {
-                        return Err(Error::MissingBlob(format!("{} (stream {}:{})", hex(&s.hash), image.path(d), s.name)))
+                        return Err(Error::MissingBlob(format!(
+                            "{} (stream {}:{})",
+                            hex(&s.hash),
+                            image.path(d),
+                            s.name
+                        )))
                     }
                 }
             }
@@ -165,13 +201,21 @@ pub fn apply(wim: &Wim, image: &Image, target: &Path, opts: &ApplyOptions, progr
     let warnings = Arc::new(Mutex::new(Vec::new()));
     let written = std::sync::atomic::AtomicU64::new(0);
     let errors = for_each_blob(&blob_list, |b| {
-        let t = targets.get(&b.hash).ok_or_else(|| Error::Other("internal: untargeted blob".into()))?;
+        let t = targets
+            .get(&b.hash)
+            .ok_or_else(|| Error::Other("internal: untargeted blob".into()))?;
         let file = match t.files.first() {
-            Some(p) => Some(OpenOptions::new().write(true).open(p).map_err(|e| io_err(p, e))?),
+            Some(p) => Some(
+                OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .map_err(|e| io_err(p, e))?,
+            ),
             None => None,
         };
         Ok(Box::new(ApplySink {
             hash: b.hash,
+            hasher: sha1::Digest::new(),
             size: b.size,
             file,
             buf: Vec::new(),
@@ -183,27 +227,40 @@ pub fn apply(wim: &Wim, image: &Image, target: &Path, opts: &ApplyOptions, progr
         }) as Box<dyn BlobSink + '_>)
     });
     if let Some((h, e)) = errors.into_iter().next() {
-        return Err(Error::Other(format!("blob {}: {e}", hex(&h))));
+        return Err(match e {
+            Error::HashMismatch(_) => e,
+            other => Error::Other(format!("blob {}: {other}", hex(&h))),
+        });
     }
     rep.bytes = written.load(std::sync::atomic::Ordering::Relaxed);
     rep.warnings.extend(warnings.lock().drain(..));
 
     // Metadata last: ownership/mode, then timestamps, deepest first.
     for &d in order.iter().rev() {
-        let Some(p) = &paths[d as usize] else { continue };
+        let Some(p) = &paths[d as usize] else {
+            continue;
+        };
         let ino = image.inode_of(d);
         if opts.unix_data {
             if let Some(u) = ino.unix {
                 set_owner_mode(p, u.uid, u.gid, u.mode, &mut rep.warnings);
             }
         }
-        set_times(p, ino.last_access_time, ino.last_write_time, &mut rep.warnings);
+        set_times(
+            p,
+            ino.last_access_time,
+            ino.last_write_time,
+            &mut rep.warnings,
+        );
     }
     Ok(rep)
 }
 
 struct ApplySink<'a> {
     hash: Sha1,
+    /// SHA-1 of what was written, checked at the end: apply never leaves
+    /// corrupt data behind silently.
+    hasher: sha1::Sha1,
     size: u64,
     file: Option<File>,
     buf: Vec<u8>,
@@ -221,22 +278,41 @@ const MAX_XATTR: u64 = 64 << 10;
 impl BlobSink for ApplySink<'_> {
     fn write(&mut self, data: &[u8]) -> Result<()> {
         self.seen += data.len() as u64;
+        sha1::Digest::update(&mut self.hasher, data);
         if let Some(f) = &mut self.file {
-            f.write_all(data).map_err(|e| Error::Other(format!("writing {}: {e}", hex(&self.hash))))?;
+            f.write_all(data)
+                .map_err(|e| Error::Other(format!("writing {}: {e}", hex(&self.hash))))?;
         }
         let t = &self.targets[&self.hash];
         if !t.xattrs.is_empty() && self.size <= MAX_XATTR {
             self.buf.extend_from_slice(data);
         }
         (self.progress)(data.len() as u64);
-        self.written.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.written
+            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
     fn finish(self: Box<Self>) -> Result<()> {
         if self.seen != self.size {
-            return Err(Error::Invalid(format!("blob {} gave {} of {} bytes", hex(&self.hash), self.seen, self.size)));
+            return Err(Error::Invalid(format!(
+                "blob {} gave {} of {} bytes",
+                hex(&self.hash),
+                self.seen,
+                self.size
+            )));
         }
         let t = &self.targets[&self.hash];
+        if sha1::Digest::finalize(self.hasher).as_slice() != self.hash {
+            let first = t
+                .files
+                .first()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            return Err(Error::HashMismatch(format!(
+                "{} (the data of {first} is corrupt in the WIM)",
+                hex(&self.hash)
+            )));
+        }
         drop(self.file);
         if let Some(first) = t.files.first() {
             for other in &t.files[1..] {
@@ -246,7 +322,11 @@ impl BlobSink for ApplySink<'_> {
         let mut w = Vec::new();
         for (p, name) in &t.xattrs {
             if self.size > MAX_XATTR {
-                w.push(format!("{}: named stream {name:?} ({} bytes) too large for an xattr; skipped", p.display(), self.size));
+                w.push(format!(
+                    "{}: named stream {name:?} ({} bytes) too large for an xattr; skipped",
+                    p.display(),
+                    self.size
+                ));
                 continue;
             }
             set_xattr(p, name, &self.buf, &mut w);
@@ -263,11 +343,22 @@ fn cpath(p: &Path) -> Option<std::ffi::CString> {
 
 fn set_xattr(p: &Path, name: &str, val: &[u8], warnings: &mut Vec<String>) {
     let (Some(cp), Ok(cn)) = (cpath(p), std::ffi::CString::new(format!("user.{name}"))) else {
-        warnings.push(format!("{}: cannot name xattr for stream {name:?}", p.display()));
+        warnings.push(format!(
+            "{}: cannot name xattr for stream {name:?}",
+            p.display()
+        ));
         return;
     };
     // SAFETY: valid NUL-terminated strings and a valid buffer.
-    let r = unsafe { libc::lsetxattr(cp.as_ptr(), cn.as_ptr(), val.as_ptr() as *const _, val.len(), 0) };
+    let r = unsafe {
+        libc::lsetxattr(
+            cp.as_ptr(),
+            cn.as_ptr(),
+            val.as_ptr() as *const _,
+            val.len(),
+            0,
+        )
+    };
     if r != 0 {
         warnings.push(format!(
             "{}: cannot set xattr user.{name}: {}",
@@ -281,16 +372,30 @@ fn set_xattr(p: &Path, name: &str, val: &[u8], warnings: &mut Vec<String>) {
 pub fn filetime_to_timespec(ft: u64) -> libc::timespec {
     const EPOCH_DIFF: i64 = 116_444_736_000_000_000;
     let t = ft as i64 - EPOCH_DIFF;
-    libc::timespec { tv_sec: t.div_euclid(10_000_000) as libc::time_t, tv_nsec: (t.rem_euclid(10_000_000) * 100) as _ }
+    libc::timespec {
+        tv_sec: t.div_euclid(10_000_000) as libc::time_t,
+        tv_nsec: (t.rem_euclid(10_000_000) * 100) as _,
+    }
 }
 
 fn set_times(p: &Path, atime: u64, mtime: u64, warnings: &mut Vec<String>) {
     let Some(cp) = cpath(p) else { return };
     let ts = [filetime_to_timespec(atime), filetime_to_timespec(mtime)];
     // SAFETY: valid path and a two-element timespec array.
-    let r = unsafe { libc::utimensat(libc::AT_FDCWD, cp.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            cp.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     if r != 0 {
-        warnings.push(format!("{}: cannot set times: {}", p.display(), std::io::Error::last_os_error()));
+        warnings.push(format!(
+            "{}: cannot set times: {}",
+            p.display(),
+            std::io::Error::last_os_error()
+        ));
     }
 }
 
@@ -299,11 +404,21 @@ fn set_owner_mode(p: &Path, uid: u32, gid: u32, mode: u32, warnings: &mut Vec<St
     // SAFETY: valid path.
     unsafe {
         if libc::lchown(cp.as_ptr(), uid, gid) != 0 {
-            warnings.push(format!("{}: cannot chown: {}", p.display(), std::io::Error::last_os_error()));
+            warnings.push(format!(
+                "{}: cannot chown: {}",
+                p.display(),
+                std::io::Error::last_os_error()
+            ));
         }
-        let is_link = fs::symlink_metadata(p).map(|m| m.file_type().is_symlink()).unwrap_or(false);
+        let is_link = fs::symlink_metadata(p)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false);
         if !is_link && libc::chmod(cp.as_ptr(), (mode & 0o7777) as libc::mode_t) != 0 {
-            warnings.push(format!("{}: cannot chmod: {}", p.display(), std::io::Error::last_os_error()));
+            warnings.push(format!(
+                "{}: cannot chmod: {}",
+                p.display(),
+                std::io::Error::last_os_error()
+            ));
         }
     }
 }

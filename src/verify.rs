@@ -43,7 +43,10 @@ impl BlobSink for HashSink<'_> {
     }
     fn finish(self: Box<Self>) -> Result<()> {
         if self.seen != self.size {
-            return Err(crate::Error::Invalid(format!("read {} of {} bytes", self.seen, self.size)));
+            return Err(crate::Error::Invalid(format!(
+                "read {} of {} bytes",
+                self.seen, self.size
+            )));
         }
         if self.h.finalize().as_slice() != self.want {
             return Err(crate::Error::HashMismatch(hex(&self.want)));
@@ -59,11 +62,17 @@ pub fn total_bytes(wim: &Wim) -> u64 {
     } else {
         0
     };
-    wim.blobs.values().map(|b| b.size).sum::<u64>() + wim.metadata.iter().map(|b| b.size).sum::<u64>() + integ
+    wim.blobs.values().map(|b| b.size).sum::<u64>()
+        + wim.metadata.iter().map(|b| b.size).sum::<u64>()
+        + integ
 }
 
 pub fn verify(wim: &Wim, progress: &(dyn Fn(u64) + Sync)) -> VerifyReport {
-    let mut rep = VerifyReport { warnings: wim.warnings.clone(), ..Default::default() };
+    let mut rep = VerifyReport {
+        warnings: wim.warnings.clone(),
+        problems: wim.problems.clone(),
+        ..Default::default()
+    };
     // Integrity table.
     let ih = wim.header.integrity;
     if ih.size_in_wim > 0 {
@@ -91,13 +100,16 @@ pub fn verify(wim: &Wim, progress: &(dyn Fn(u64) + Sync)) -> VerifyReport {
             Some(Ok(IntegrityStatus::Mismatch(bad))) => {
                 rep.integrity = Some(false);
                 for (i, s, e) in bad.iter().take(10) {
-                    rep.problems.push(format!("integrity table: chunk {i} (bytes {s:#x}..{e:#x}) does not match"));
+                    rep.problems.push(format!(
+                        "integrity table: chunk {i} (bytes {s:#x}..{e:#x}) does not match"
+                    ));
                 }
             }
             Some(Ok(IntegrityStatus::Absent)) => {}
             Some(Err(e)) => {
                 rep.integrity = Some(false);
-                rep.problems.push(format!("integrity table unreadable: {e}"));
+                rep.problems
+                    .push(format!("integrity table unreadable: {e}"));
             }
             None => rep.problems.push("integrity table unreadable".into()),
         }
@@ -132,11 +144,20 @@ pub fn verify(wim: &Wim, progress: &(dyn Fn(u64) + Sync)) -> VerifyReport {
     rep.blobs_checked = all.len() as u64;
     rep.bytes_checked = all.iter().map(|b| b.size).sum();
     let errors = for_each_blob(&all, |b| {
-        Ok(Box::new(HashSink { want: b.hash, h: Sha1::new(), size: b.size, seen: 0, progress }) as Box<dyn BlobSink + '_>)
+        Ok(Box::new(HashSink {
+            want: b.hash,
+            h: Sha1::new(),
+            size: b.size,
+            seen: 0,
+            progress,
+        }) as Box<dyn BlobSink + '_>)
     });
     for (h, e) in errors {
         match e {
-            crate::Error::HashMismatch(_) => rep.problems.push(format!("blob {}: SHA-1 mismatch (data is corrupt)", hex(&h))),
+            crate::Error::HashMismatch(_) => rep.problems.push(format!(
+                "blob {}: SHA-1 mismatch (data is corrupt)",
+                hex(&h)
+            )),
             other => rep.problems.push(format!("blob {}: {other}", hex(&h))),
         }
     }

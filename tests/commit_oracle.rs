@@ -12,12 +12,23 @@ use wimfs::wim::metadata::attr;
 use wimfs::wim::Wim;
 
 fn have(cmd: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 fn run(cmd: &mut Command) -> String {
     let o = cmd.output().expect("spawn");
-    assert!(o.status.success(), "{:?} failed: {}{}", cmd, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{:?} failed: {}{}",
+        cmd,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -35,7 +46,14 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
                 m.insert(format!("{rel}/"), Vec::new());
                 stack.push(p);
             } else if ft.is_symlink() {
-                m.insert(format!("{rel}@"), std::fs::read_link(&p).unwrap().to_string_lossy().into_owned().into_bytes());
+                m.insert(
+                    format!("{rel}@"),
+                    std::fs::read_link(&p)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned()
+                        .into_bytes(),
+                );
             } else {
                 m.insert(rel, std::fs::read(&p).unwrap());
             }
@@ -48,7 +66,9 @@ fn source_tree(root: &Path) -> PathBuf {
     let src = root.join("src");
     std::fs::create_dir_all(src.join("dir/sub")).unwrap();
     std::fs::write(src.join("hello.txt"), b"hello world\n").unwrap();
-    let big: Vec<u8> = (0..700_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 & 0x3f).collect();
+    let big: Vec<u8> = (0..700_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 & 0x3f)
+        .collect();
     std::fs::write(src.join("dir/big.bin"), &big).unwrap();
     std::fs::write(src.join("dir/sub/gone.txt"), b"to be deleted").unwrap();
     std::fs::write(src.join("empty"), b"").unwrap();
@@ -61,7 +81,9 @@ fn source_tree(root: &Path) -> PathBuf {
 fn change(img: &mut NewImage) -> BTreeMap<&'static str, Vec<u8>> {
     let name_of = |img: &NewImage, i: usize| img.records[i].name.clone();
     let find = |img: &NewImage, parent: u32, name: &str| {
-        (1..img.records.len()).find(|&i| img.records[i].parent == parent && name_of(img, i) == name).unwrap()
+        (1..img.records.len())
+            .find(|&i| img.records[i].parent == parent && name_of(img, i) == name)
+            .unwrap()
     };
     let mut exp = BTreeMap::new();
     let hello = find(img, 0, "hello.txt");
@@ -76,12 +98,18 @@ fn change(img: &mut NewImage) -> BTreeMap<&'static str, Vec<u8>> {
     rec.parent = dir;
     rec.link_group = 0;
     img.records.push(rec.clone());
-    img.streams.push(commit::EntryStreams { data: Some(StreamData::New(Arc::new(newbin.clone()))), ..Default::default() });
+    img.streams.push(commit::EntryStreams {
+        data: Some(StreamData::New(Arc::new(newbin.clone()))),
+        ..Default::default()
+    });
     exp.insert("dir/new.bin", newbin);
     rec.name = "new.txt".into();
     rec.parent = 0;
     img.records.push(rec);
-    img.streams.push(commit::EntryStreams { data: Some(StreamData::New(Arc::new(b"brand new\n".to_vec()))), ..Default::default() });
+    img.streams.push(commit::EntryStreams {
+        data: Some(StreamData::New(Arc::new(b"brand new\n".to_vec()))),
+        ..Default::default()
+    });
     exp.insert("new.txt", b"brand new\n".to_vec());
     // Delete gone.txt: drop its record and renumber parents.
     let sub = find(img, dir, "sub") as u32;
@@ -93,18 +121,33 @@ fn change(img: &mut NewImage) -> BTreeMap<&'static str, Vec<u8>> {
             r.parent -= 1;
         }
     }
-    assert!(img.records.iter().all(|r| r.attributes & attr::DIRECTORY != 0 || r.name != "gone.txt"));
+    assert!(img
+        .records
+        .iter()
+        .all(|r| r.attributes & attr::DIRECTORY != 0 || r.name != "gone.txt"));
     exp
 }
 
 fn check_with_oracles(wim: &Path, image: u32, expected: &BTreeMap<String, Vec<u8>>, tmp: &Path) {
     run(Command::new("wimlib-imagex").arg("verify").arg(wim));
     let out = tmp.join(format!("applied{image}"));
-    run(Command::new("wimlib-imagex").arg("apply").arg(wim).arg(image.to_string()).arg(&out));
-    assert_eq!(&files(&out), expected, "wimlib apply of {} image {image} differs", wim.display());
+    run(Command::new("wimlib-imagex")
+        .arg("apply")
+        .arg(wim)
+        .arg(image.to_string())
+        .arg(&out));
+    assert_eq!(
+        &files(&out),
+        expected,
+        "wimlib apply of {} image {image} differs",
+        wim.display()
+    );
     if have("7zz") {
         let l = run(Command::new("7zz").arg("l").arg(wim));
-        assert!(l.contains("new.txt") || image == 0, "7zz does not list new.txt:\n{l}");
+        assert!(
+            l.contains("new.txt") || image == 0,
+            "7zz does not list new.txt:\n{l}"
+        );
     }
     let w = Wim::open(wim, &[]).unwrap();
     let rep = wimfs::verify::verify(&w, &|_| {});
@@ -117,11 +160,22 @@ fn commit_in_every_compression() {
         eprintln!("!!! wimlib-imagex not installed: commit oracle test SKIPPED !!!");
         return;
     }
-    for args in [&["--compress=none"][..], &["--compress=XPRESS"], &["--compress=LZX"], &["--compress=LZX", "--chunk-size=131072"], &["--solid"]] {
+    for args in [
+        &["--compress=none"][..],
+        &["--compress=XPRESS"],
+        &["--compress=LZX"],
+        &["--compress=LZX", "--chunk-size=131072"],
+        &["--solid"],
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         let src = source_tree(tmp.path());
         let wim = tmp.path().join("t.wim");
-        run(Command::new("wimlib-imagex").arg("capture").arg(&src).arg(&wim).arg("T").args(args));
+        run(Command::new("wimlib-imagex")
+            .arg("capture")
+            .arg(&src)
+            .arg(&wim)
+            .arg("T")
+            .args(args));
         let before = std::fs::metadata(&wim).unwrap().len();
         let w = Wim::open(&wim, &[]).unwrap();
         let mut img = NewImage::from_image(&w, 1).unwrap();
@@ -137,8 +191,15 @@ fn commit_in_every_compression() {
         assert!(WimLock::acquire(&wim).is_err(), "lock not exclusive");
         let rep = commit::commit(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap();
         drop(lock);
-        assert_eq!(rep.new_blobs, 3, "{args:?}: only the three new contents are stored");
-        assert!(rep.bytes_added < 1_200_000, "{args:?}: appended {} bytes", rep.bytes_added);
+        assert_eq!(
+            rep.new_blobs, 3,
+            "{args:?}: only the three new contents are stored"
+        );
+        assert!(
+            rep.bytes_added < 1_200_000,
+            "{args:?}: appended {} bytes",
+            rep.bytes_added
+        );
         assert!(std::fs::metadata(&wim).unwrap().len() > before);
         check_with_oracles(&wim, 1, &expected, tmp.path());
 
@@ -147,7 +208,11 @@ fn commit_in_every_compression() {
         let img2 = NewImage::from_image(&w, 1).unwrap();
         drop(w);
         let lock = WimLock::acquire(&wim).unwrap();
-        let opts = CommitOptions { new_image: true, check: true, ..Default::default() };
+        let opts = CommitOptions {
+            new_image: true,
+            check: true,
+            ..Default::default()
+        };
         let rep = commit::commit(&lock, 0, img2, &opts, &|_, _| {}).unwrap();
         drop(lock);
         assert_eq!((rep.image, rep.new_blobs), (2, 0), "{args:?}");
@@ -163,27 +228,56 @@ fn failed_commit_leaves_the_wim_as_it_was() {
         eprintln!("!!! wimlib-imagex not installed: SKIPPED !!!");
         return;
     }
-    struct Failing;
+    /// Fails on its `fail_at`-th read: 0 fails while hashing, a later one
+    /// fails while the new data is being appended (after the header was
+    /// already marked WRITE_IN_PROGRESS).
+    struct Failing {
+        reads: std::sync::atomic::AtomicUsize,
+        fail_at: usize,
+    }
     impl wimfs::commit::Content for Failing {
         fn len(&self) -> u64 {
             1 << 20
         }
-        fn read_at(&self, _: u64, _: &mut [u8]) -> wimfs::Result<()> {
-            Err(wimfs::Error::Other("simulated read failure".into()))
+        fn read_at(&self, off: u64, buf: &mut [u8]) -> wimfs::Result<()> {
+            if self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= self.fail_at {
+                return Err(wimfs::Error::Other("simulated read failure".into()));
+            }
+            buf.iter_mut()
+                .enumerate()
+                .for_each(|(i, b)| *b = ((off as usize + i) % 251) as u8);
+            Ok(())
         }
     }
     let tmp = tempfile::tempdir().unwrap();
     let src = source_tree(tmp.path());
     let wim = tmp.path().join("t.wim");
-    run(Command::new("wimlib-imagex").arg("capture").arg(&src).arg(&wim).arg("T").arg("--compress=LZX"));
+    run(Command::new("wimlib-imagex")
+        .arg("capture")
+        .arg(&src)
+        .arg(&wim)
+        .arg("T")
+        .arg("--compress=LZX"));
     let orig = std::fs::read(&wim).unwrap();
-    let w = Wim::open(&wim, &[]).unwrap();
-    let mut img = NewImage::from_image(&w, 1).unwrap();
-    drop(w);
-    img.streams[1].data = Some(StreamData::New(Arc::new(Failing)));
-    let lock = WimLock::acquire(&wim).unwrap();
-    let err = commit::commit(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap_err();
-    assert!(err.to_string().contains("simulated"), "{err}");
-    drop(lock);
-    assert_eq!(std::fs::read(&wim).unwrap(), orig, "WIM changed by a failed commit");
+    // Hashing reads 1 MiB in one piece; the write pass reads it again.
+    for fail_at in [0, 1] {
+        let w = Wim::open(&wim, &[]).unwrap();
+        let mut img = NewImage::from_image(&w, 1).unwrap();
+        drop(w);
+        let f = Failing {
+            reads: Default::default(),
+            fail_at,
+        };
+        img.streams[1].data = Some(StreamData::New(Arc::new(f)));
+        let lock = WimLock::acquire(&wim).unwrap();
+        let err = commit::commit(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap_err();
+        assert!(err.to_string().contains("simulated"), "{err}");
+        drop(lock);
+        assert_eq!(
+            std::fs::read(&wim).unwrap(),
+            orig,
+            "WIM changed by a commit failing at read {fail_at}"
+        );
+    }
+    run(Command::new("wimlib-imagex").arg("verify").arg(&wim));
 }

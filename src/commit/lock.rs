@@ -19,7 +19,10 @@ impl WimLock {
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|e| Error::Io { path: path.display().to_string(), err: e })?;
+            .map_err(|e| Error::Io {
+                path: path.display().to_string(),
+                err: e,
+            })?;
         #[cfg(unix)]
         {
             use std::os::unix::io::AsRawFd;
@@ -34,9 +37,15 @@ impl WimLock {
                         path.display()
                     )));
                 }
-                return Err(Error::Io { path: path.display().to_string(), err: e });
+                return Err(Error::Io {
+                    path: path.display().to_string(),
+                    err: e,
+                });
             }
         }
-        Ok(WimLock { file, path: path.to_path_buf() })
+        Ok(WimLock {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 }

@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::wim::blob_table::{self, BlobEntry};
 use crate::wim::bytes::hex;
-use crate::wim::header::{flags, resflags, Compression, Header, ResHdr, HEADER_SIZE, SOLID_RESOURCE_MAGIC, VERSION_SOLID};
+use crate::wim::header::{
+    flags, resflags, Compression, Header, ResHdr, HEADER_SIZE, SOLID_RESOURCE_MAGIC, VERSION_SOLID,
+};
 use crate::wim::metadata::{self, DentryRecord, StreamRecord};
 use crate::wim::{integrity, xml, Sha1, Wim, ZERO_HASH};
 use rayon::prelude::*;
@@ -63,15 +65,23 @@ pub enum Phase {
 }
 
 /// Hash every distinct new content (in parallel).
-fn hash_contents(img: &NewImage, progress: &(dyn Fn(Phase, u64) + Sync)) -> Result<HashMap<usize, (Sha1, u64)>> {
+fn hash_contents(
+    img: &NewImage,
+    progress: &(dyn Fn(Phase, u64) + Sync),
+) -> Result<HashMap<usize, (Sha1, u64)>> {
     let mut uniq: HashMap<usize, Arc<dyn Content>> = HashMap::new();
     let mut visit = |d: &StreamData| {
         if let StreamData::New(c) = d {
-            uniq.entry(Arc::as_ptr(c) as *const u8 as usize).or_insert_with(|| c.clone());
+            uniq.entry(Arc::as_ptr(c) as *const u8 as usize)
+                .or_insert_with(|| c.clone());
         }
     };
     for s in &img.streams {
-        s.data.iter().chain(s.reparse.iter()).chain(s.named.iter().map(|(_, d)| d)).for_each(&mut visit);
+        s.data
+            .iter()
+            .chain(s.reparse.iter())
+            .chain(s.named.iter().map(|(_, d)| d))
+            .for_each(&mut visit);
     }
     uniq.into_par_iter()
         .map(|(k, c)| {
@@ -96,7 +106,9 @@ fn resolve(d: &StreamData, hashes: &HashMap<usize, (Sha1, u64)>) -> Sha1 {
     match d {
         StreamData::Empty => ZERO_HASH,
         StreamData::Blob(h) => *h,
-        StreamData::New(c) => hashes.get(&(Arc::as_ptr(c) as *const u8 as usize)).map_or(ZERO_HASH, |x| x.0),
+        StreamData::New(c) => hashes
+            .get(&(Arc::as_ptr(c) as *const u8 as usize))
+            .map_or(ZERO_HASH, |x| x.0),
     }
 }
 
@@ -111,17 +123,30 @@ fn lay_out_streams(img: &mut NewImage, hashes: &HashMap<usize, (Sha1, u64)>) {
         r.streams.clear();
         let has_data = data.is_some_and(|h| h != ZERO_HASH);
         if s.named.is_empty() && !(r.is_reparse() && has_data) {
-            r.hash = if r.is_reparse() { rp.unwrap_or(ZERO_HASH) } else { data.unwrap_or(ZERO_HASH) };
+            r.hash = if r.is_reparse() {
+                rp.unwrap_or(ZERO_HASH)
+            } else {
+                data.unwrap_or(ZERO_HASH)
+            };
         } else {
             r.hash = ZERO_HASH;
             if r.is_reparse() {
-                r.streams.push(StreamRecord { name: String::new(), hash: rp.unwrap_or(ZERO_HASH) });
+                r.streams.push(StreamRecord {
+                    name: String::new(),
+                    hash: rp.unwrap_or(ZERO_HASH),
+                });
             }
             if !r.is_dir() || r.is_reparse() {
-                r.streams.push(StreamRecord { name: String::new(), hash: data.unwrap_or(ZERO_HASH) });
+                r.streams.push(StreamRecord {
+                    name: String::new(),
+                    hash: data.unwrap_or(ZERO_HASH),
+                });
             }
             for (n, d) in &s.named {
-                r.streams.push(StreamRecord { name: n.clone(), hash: resolve(d, hashes) });
+                r.streams.push(StreamRecord {
+                    name: n.clone(),
+                    hash: resolve(d, hashes),
+                });
             }
         }
     }
@@ -149,13 +174,22 @@ fn image_stats(records: &[DentryRecord], sizes: &HashMap<Sha1, u64>) -> (u64, u6
             files += 1;
         }
         let data = if r.streams.is_empty() {
-            if r.is_reparse() { ZERO_HASH } else { r.hash }
+            if r.is_reparse() {
+                ZERO_HASH
+            } else {
+                r.hash
+            }
         } else {
-            r.streams.iter().filter(|s| s.name.is_empty()).nth(usize::from(r.is_reparse())).map_or(ZERO_HASH, |s| s.hash)
+            r.streams
+                .iter()
+                .filter(|s| s.name.is_empty())
+                .nth(usize::from(r.is_reparse()))
+                .map_or(ZERO_HASH, |s| s.hash)
         };
         let sz = sizes.get(&data).copied().unwrap_or(0);
         total += sz;
-        if r.link_group != 0 && !r.is_reparse() && !r.is_dir() && !seen_groups.insert(r.link_group) {
+        if r.link_group != 0 && !r.is_reparse() && !r.is_dir() && !seen_groups.insert(r.link_group)
+        {
             hard += sz;
         }
     }
@@ -175,20 +209,32 @@ fn set_filetime(e: &mut xml::Element, name: &str, ft: u64) {
 
 /// Commit `img` into the WIM at `lock.path` as image `index` (1-based), or
 /// as a new image. The caller holds the WIM's lock for the whole time.
-pub fn commit(lock: &WimLock, index: u32, mut img: NewImage, opts: &CommitOptions, progress: &(dyn Fn(Phase, u64) + Sync)) -> Result<CommitReport> {
+pub fn commit(
+    lock: &WimLock,
+    index: u32,
+    mut img: NewImage,
+    opts: &CommitOptions,
+    progress: &(dyn Fn(Phase, u64) + Sync),
+) -> Result<CommitReport> {
     let path = lock.path.as_path();
     let wim = Wim::open(path, &[])?;
     let h = wim.header.clone();
     if h.total_parts != 1 {
-        return Err(Error::Unsupported("committing to a split WIM; join it first".into()));
+        return Err(Error::Unsupported(
+            "committing to a split WIM; join it first".into(),
+        ));
     }
     let count = wim.image_count();
     let target = if opts.new_image { count + 1 } else { index };
     if !opts.new_image && (index == 0 || index > count) {
-        return Err(Error::NoSuchImage(format!("{index} (this WIM has {count} image(s))")));
+        return Err(Error::NoSuchImage(format!(
+            "{index} (this WIM has {count} image(s))"
+        )));
     }
     if img.records.is_empty() || !img.records[0].is_dir() {
-        return Err(Error::Other("internal: commit tree has no root directory".into()));
+        return Err(Error::Other(
+            "internal: commit tree has no root directory".into(),
+        ));
     }
     // 1. Hash new contents; lay out the dentries' stream entries.
     let hashes = hash_contents(&img, progress)?;
@@ -202,7 +248,8 @@ pub fn commit(lock: &WimLock, index: u32, mut img: NewImage, opts: &CommitOption
             continue;
         }
         let raw = wim.read_metadata(i)?;
-        let md = metadata::parse(&raw).map_err(|e| Error::Invalid(format!("image {i} metadata: {e}")))?;
+        let md = metadata::parse(&raw)
+            .map_err(|e| Error::Invalid(format!("image {i} metadata: {e}")))?;
         count_refs(&md.dentries, &mut refs);
     }
 
@@ -211,13 +258,20 @@ pub fn commit(lock: &WimLock, index: u32, mut img: NewImage, opts: &CommitOption
     let mut seen: std::collections::HashSet<Sha1> = std::collections::HashSet::new();
     let mut reused = 0u64;
     for s in &img.streams {
-        for d in s.data.iter().chain(s.reparse.iter()).chain(s.named.iter().map(|(_, d)| d)) {
+        for d in s
+            .data
+            .iter()
+            .chain(s.reparse.iter())
+            .chain(s.named.iter().map(|(_, d)| d))
+        {
             let hash = resolve(d, &hashes);
             if hash == ZERO_HASH || !seen.insert(hash) {
                 continue;
             }
             match d {
-                StreamData::New(c) if !wim.blobs.contains_key(&hash) => new_list.push((hash, c.clone())),
+                StreamData::New(c) if !wim.blobs.contains_key(&hash) => {
+                    new_list.push((hash, c.clone()))
+                }
                 StreamData::Blob(_) | StreamData::New(_) => {
                     if !wim.blobs.contains_key(&hash) {
                         return Err(Error::MissingBlob(hex(&hash)));
@@ -235,10 +289,20 @@ pub fn commit(lock: &WimLock, index: u32, mut img: NewImage, opts: &CommitOption
 
     // 4. Mark the write in progress (old data stays valid), then append.
     let file = &lock.file;
-    let old_len = file.metadata().map_err(|e| Error::Io { path: path.display().to_string(), err: e })?.len();
+    let old_len = file
+        .metadata()
+        .map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            err: e,
+        })?
+        .len();
     let mut old_hdr = vec![0u8; HEADER_SIZE];
     crate::io::FileSource::new(file.try_clone()?)?.read_exact_at_io(&mut old_hdr, 0)?;
-    let mut out = Appender { file, pos: old_len, path: path.display().to_string() };
+    let mut out = Appender {
+        file,
+        pos: old_len,
+        path: path.display().to_string(),
+    };
     let mut wip = h.clone();
     wip.flags |= flags::WRITE_IN_PROGRESS;
     out.write_at(&wip.write(), 0)?;
@@ -254,12 +318,27 @@ pub fn commit(lock: &WimLock, index: u32, mut img: NewImage, opts: &CommitOption
         let new_bytes: u64 = contents.iter().map(|c| c.len()).sum();
         if !contents.is_empty() {
             if solid {
-                let scomp = if comp == Compression::None { Compression::Lzms } else { comp };
-                let (rh, offs) = write::write_solid(&mut out, &contents, scomp, APPEND_SOLID_CHUNK, &wprog)?;
-                new_entries.push(BlobEntry { reshdr: rh, part_number: 1, refcount: 1, hash: ZERO_HASH });
+                let scomp = if comp == Compression::None {
+                    Compression::Lzms
+                } else {
+                    comp
+                };
+                let (rh, offs) =
+                    write::write_solid(&mut out, &contents, scomp, APPEND_SOLID_CHUNK, &wprog)?;
+                new_entries.push(BlobEntry {
+                    reshdr: rh,
+                    part_number: 1,
+                    refcount: 1,
+                    hash: ZERO_HASH,
+                });
                 for ((hash, c), off) in new_list.iter().zip(offs) {
                     new_entries.push(BlobEntry {
-                        reshdr: ResHdr { size_in_wim: c.len(), flags: resflags::SOLID, offset: off, uncompressed_size: 0 },
+                        reshdr: ResHdr {
+                            size_in_wim: c.len(),
+                            flags: resflags::SOLID,
+                            offset: off,
+                            uncompressed_size: 0,
+                        },
                         part_number: 1,
                         refcount: refs.get(hash).copied().unwrap_or(1),
                         hash: *hash,
@@ -268,7 +347,12 @@ pub fn commit(lock: &WimLock, index: u32, mut img: NewImage, opts: &CommitOption
             } else {
                 let rhs = write::write_blobs(&mut out, &contents, comp, cs, &wprog)?;
                 for ((hash, _), rh) in new_list.iter().zip(rhs) {
-                    new_entries.push(BlobEntry { reshdr: rh, part_number: 1, refcount: refs.get(hash).copied().unwrap_or(1), hash: *hash });
+                    new_entries.push(BlobEntry {
+                        reshdr: rh,
+                        part_number: 1,
+                        refcount: refs.get(hash).copied().unwrap_or(1),
+                        hash: *hash,
+                    });
                 }
             }
         }
@@ -278,50 +362,80 @@ pub fn commit(lock: &WimLock, index: u32, mut img: NewImage, opts: &CommitOption
         let md_comp = if solid { Compression::None } else { comp };
         let mut md_rh = write::write_blob(&mut out, &md, md_comp, cs, &|_| {})?;
         md_rh.flags |= resflags::METADATA;
-        let md_entry = BlobEntry { reshdr: md_rh, part_number: 1, refcount: 1, hash: md_hash };
+        let md_entry = BlobEntry {
+            reshdr: md_rh,
+            part_number: 1,
+            refcount: 1,
+            hash: md_hash,
+        };
 
-        // Blob table: old entries with fresh refcounts (unreferenced ones
-        // dropped, solid resources without blobs dropped), then the new.
+        // Blob table: old entries in their order with fresh refcounts
+        // (unreferenced blobs dropped; solid resource entries always kept,
+        // since blob offsets in a solid run count through all of its
+        // resources), the replaced metadata in place, then the new entries.
         let mut table: Vec<BlobEntry> = Vec::new();
         let mut meta_seen = 0u32;
         let mut dup = std::collections::HashSet::new();
-        let mut pending_res: Vec<BlobEntry> = Vec::new();
+        let is_solid_res = |e: &BlobEntry| {
+            solid && e.reshdr.is_solid() && e.reshdr.uncompressed_size == SOLID_RESOURCE_MAGIC
+        };
         for (_, e) in &wim.entries {
-            let rh = e.reshdr;
-            if rh.is_solid() && rh.uncompressed_size == SOLID_RESOURCE_MAGIC {
-                pending_res.push(e.clone());
+            if is_solid_res(e) {
+                table.push(e.clone());
                 continue;
             }
-            if rh.is_metadata() {
+            if e.reshdr.is_metadata() {
                 meta_seen += 1;
-                if meta_seen > count {
-                    continue;
-                }
-                table.append(&mut pending_res);
-                if meta_seen == target {
-                    table.push(md_entry.clone());
-                } else {
-                    table.push(e.clone());
+                if meta_seen <= count {
+                    table.push(if meta_seen == target {
+                        md_entry.clone()
+                    } else {
+                        e.clone()
+                    });
                 }
                 continue;
             }
             let rc = refs.get(&e.hash).copied().unwrap_or(0);
             if e.hash == ZERO_HASH || rc == 0 || !dup.insert(e.hash) {
-                if !rh.is_solid() {
-                    pending_res.clear();
-                }
                 continue;
             }
-            table.append(&mut pending_res);
-            table.push(BlobEntry { refcount: rc, ..e.clone() });
+            table.push(BlobEntry {
+                refcount: rc,
+                ..e.clone()
+            });
         }
         if opts.new_image {
             table.push(md_entry.clone());
         }
+        // A new solid run placed right after an old one joins it: its blob
+        // offsets then count from the end of the old run's resources.
+        if solid && !new_entries.is_empty() {
+            let mut base = 0u64;
+            for e in table.iter().rev() {
+                if !(e.reshdr.is_solid()) {
+                    break;
+                }
+                if is_solid_res(e) {
+                    let src = wim
+                        .part_source(1)
+                        .ok_or_else(|| Error::Other("internal: no part 1".into()))?;
+                    base += crate::wim::resource::Resource::solid(0, src.clone(), 1, e.reshdr)?
+                        .uncompressed_size;
+                }
+            }
+            for e in new_entries.iter_mut().filter(|e| !is_solid_res(e)) {
+                e.reshdr.offset += base;
+            }
+        }
         table.extend(new_entries);
         let bt = blob_table::write(&table);
         let bt_off = out.write(&bt)?;
-        let bt_rh = ResHdr { size_in_wim: bt.len() as u64, flags: resflags::METADATA, offset: bt_off, uncompressed_size: bt.len() as u64 };
+        let bt_rh = ResHdr {
+            size_in_wim: bt.len() as u64,
+            flags: resflags::METADATA,
+            offset: bt_off,
+            uncompressed_size: bt.len() as u64,
+        };
 
         // XML.
         let mut root = wim.xml.clone().unwrap_or_else(|| xml::Element::new("WIM"));
@@ -330,7 +444,9 @@ pub fn commit(lock: &WimLock, index: u32, mut img: NewImage, opts: &CommitOption
         let mut found = false;
         for n in root.children.iter_mut() {
             if let xml::Node::Elem(e) = n {
-                if e.name.eq_ignore_ascii_case("IMAGE") && e.attr("INDEX").and_then(|s| s.trim().parse::<u32>().ok()) == Some(target) {
+                if e.name.eq_ignore_ascii_case("IMAGE")
+                    && e.attr("INDEX").and_then(|s| s.trim().parse::<u32>().ok()) == Some(target)
+                {
                     found = true;
                     fill_image_xml(e, dirs, files, total, hard, now, false);
                 }
@@ -343,7 +459,11 @@ pub fn commit(lock: &WimLock, index: u32, mut img: NewImage, opts: &CommitOption
                 let mut k = target;
                 loop {
                     let cand = format!("Image {k}");
-                    if !wim.image_info.iter().any(|i| i.name.as_deref() == Some(cand.as_str())) {
+                    if !wim
+                        .image_info
+                        .iter()
+                        .any(|i| i.name.as_deref() == Some(cand.as_str()))
+                    {
                         break cand;
                     }
                     k += 1;
@@ -356,16 +476,31 @@ pub fn commit(lock: &WimLock, index: u32, mut img: NewImage, opts: &CommitOption
         root.set_child_text("TOTALBYTES", &out.pos.to_string());
         let xb = xml::encode(&root);
         let x_off = out.write(&xb)?;
-        let x_rh = ResHdr { size_in_wim: xb.len() as u64, flags: 0, offset: x_off, uncompressed_size: xb.len() as u64 };
+        let x_rh = ResHdr {
+            size_in_wim: xb.len() as u64,
+            flags: 0,
+            offset: x_off,
+            uncompressed_size: xb.len() as u64,
+        };
 
         // Integrity table over header end .. blob table end.
         let mut i_rh = ResHdr::default();
         if h.integrity.size_in_wim > 0 || opts.check {
             file.sync_data()?;
             let src = crate::io::FileSource::new(file.try_clone()?)?;
-            let it = integrity::build(&src, HEADER_SIZE as u64, bt_off + bt.len() as u64, INTEGRITY_CHUNK)?;
+            let it = integrity::build(
+                &src,
+                HEADER_SIZE as u64,
+                bt_off + bt.len() as u64,
+                INTEGRITY_CHUNK,
+            )?;
             let off = out.write(&it)?;
-            i_rh = ResHdr { size_in_wim: it.len() as u64, flags: 0, offset: off, uncompressed_size: it.len() as u64 };
+            i_rh = ResHdr {
+                size_in_wim: it.len() as u64,
+                flags: 0,
+                offset: off,
+                uncompressed_size: it.len() as u64,
+            };
         }
         file.sync_all()?;
 
@@ -407,7 +542,15 @@ pub fn commit(lock: &WimLock, index: u32, mut img: NewImage, opts: &CommitOption
     result
 }
 
-fn fill_image_xml(e: &mut xml::Element, dirs: u64, files: u64, total: u64, hard: u64, now: u64, new: bool) {
+fn fill_image_xml(
+    e: &mut xml::Element,
+    dirs: u64,
+    files: u64,
+    total: u64,
+    hard: u64,
+    now: u64,
+    new: bool,
+) {
     e.set_child_text("DIRCOUNT", &dirs.to_string());
     e.set_child_text("FILECOUNT", &files.to_string());
     e.set_child_text("TOTALBYTES", &total.to_string());
@@ -428,13 +571,31 @@ impl NewImage {
         let mut streams = Vec::with_capacity(md.dentries.len());
         for (i, r) in md.dentries.iter().enumerate() {
             let ino = img.inode_of(i as u32);
-            let sd = |h: Sha1| if h == ZERO_HASH { StreamData::Empty } else { StreamData::Blob(h) };
+            let sd = |h: Sha1| {
+                if h == ZERO_HASH {
+                    StreamData::Empty
+                } else {
+                    StreamData::Blob(h)
+                }
+            };
             streams.push(EntryStreams {
-                data: if r.is_dir() && !r.is_reparse() { None } else { Some(ino.data().map_or(StreamData::Empty, |s| sd(s.hash))) },
-                reparse: if r.is_reparse() { Some(ino.reparse().map_or(StreamData::Empty, |s| sd(s.hash))) } else { None },
+                data: if r.is_dir() && !r.is_reparse() {
+                    None
+                } else {
+                    Some(ino.data().map_or(StreamData::Empty, |s| sd(s.hash)))
+                },
+                reparse: if r.is_reparse() {
+                    Some(ino.reparse().map_or(StreamData::Empty, |s| sd(s.hash)))
+                } else {
+                    None
+                },
                 named: ino.named().map(|s| (s.name.clone(), sd(s.hash))).collect(),
             });
         }
-        Ok(NewImage { security: md.security, records: md.dentries, streams })
+        Ok(NewImage {
+            security: md.security,
+            records: md.dentries,
+            streams,
+        })
     }
 }

@@ -21,7 +21,8 @@ impl Content for Vec<u8> {
         self.as_slice().len() as u64
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> crate::Result<()> {
-        let s = usize::try_from(offset).map_err(|_| crate::Error::Other("offset overflow".into()))?;
+        let s =
+            usize::try_from(offset).map_err(|_| crate::Error::Other("offset overflow".into()))?;
         let src = self
             .get(s..s + buf.len())
             .ok_or_else(|| crate::Error::Other("read past end of content".into()))?;

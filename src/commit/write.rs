@@ -27,7 +27,10 @@ impl Appender<'_> {
         #[cfg(unix)]
         {
             use std::os::unix::fs::FileExt;
-            self.file.write_all_at(b, at).map_err(|e| Error::Io { path: self.path.clone(), err: e })
+            self.file.write_all_at(b, at).map_err(|e| Error::Io {
+                path: self.path.clone(),
+                err: e,
+            })
         }
         #[cfg(windows)]
         {
@@ -37,7 +40,10 @@ impl Appender<'_> {
                 let n = self
                     .file
                     .seek_write(&b[done..], at + done as u64)
-                    .map_err(|e| Error::Io { path: self.path.clone(), err: e })?;
+                    .map_err(|e| Error::Io {
+                        path: self.path.clone(),
+                        err: e,
+                    })?;
                 done += n;
             }
             Ok(())
@@ -55,11 +61,22 @@ fn compress_chunks(chunks: &[&[u8]], comp: Compression, cs: u32) -> Vec<Option<V
 
 /// Write one blob as a normal (non-solid) resource at the end of `out`.
 /// Small blobs that do not shrink are stored uncompressed.
-pub fn write_blob(out: &mut Appender, src: &dyn Content, comp: Compression, cs: u32, progress: &(dyn Fn(u64) + Sync)) -> Result<ResHdr> {
+pub fn write_blob(
+    out: &mut Appender,
+    src: &dyn Content,
+    comp: Compression,
+    cs: u32,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<ResHdr> {
     let size = src.len();
     let start = out.pos;
     if size == 0 {
-        return Ok(ResHdr { size_in_wim: 0, flags: 0, offset: start, uncompressed_size: 0 });
+        return Ok(ResHdr {
+            size_in_wim: 0,
+            flags: 0,
+            offset: start,
+            uncompressed_size: 0,
+        });
     }
     if comp == Compression::None {
         let mut buf = vec![0u8; (WINDOW as u64).min(size) as usize];
@@ -71,7 +88,12 @@ pub fn write_blob(out: &mut Appender, src: &dyn Content, comp: Compression, cs: 
             progress(n as u64);
             p += n as u64;
         }
-        return Ok(ResHdr { size_in_wim: size, flags: 0, offset: start, uncompressed_size: size });
+        return Ok(ResHdr {
+            size_in_wim: size,
+            flags: 0,
+            offset: start,
+            uncompressed_size: size,
+        });
     }
     let cs64 = cs as u64;
     let n = size.div_ceil(cs64);
@@ -84,7 +106,11 @@ pub fn write_blob(out: &mut Appender, src: &dyn Content, comp: Compression, cs: 
     let mut buf = vec![0u8; (WINDOW as u64).min(size) as usize];
     let mut p = 0u64;
     while p < size {
-        let whole = if buf.len() >= cs as usize { buf.len() - buf.len() % cs as usize } else { buf.len() };
+        let whole = if buf.len() >= cs as usize {
+            buf.len() - buf.len() % cs as usize
+        } else {
+            buf.len()
+        };
         let len = ((size - p) as usize).min(whole);
         src.read_at(p, &mut buf[..len])?;
         let chunks: Vec<&[u8]> = buf[..len].chunks(cs as usize).collect();
@@ -109,7 +135,12 @@ pub fn write_blob(out: &mut Appender, src: &dyn Content, comp: Compression, cs: 
             out.write(&buf[..len])?;
             p += len as u64;
         }
-        return Ok(ResHdr { size_in_wim: size, flags: 0, offset: start, uncompressed_size: size });
+        return Ok(ResHdr {
+            size_in_wim: size,
+            flags: 0,
+            offset: start,
+            uncompressed_size: size,
+        });
     }
     let mut table = Vec::with_capacity(table_len as usize);
     for &o in &offsets[1..] {
@@ -120,7 +151,12 @@ pub fn write_blob(out: &mut Appender, src: &dyn Content, comp: Compression, cs: 
         }
     }
     out.write_at(&table, start)?;
-    Ok(ResHdr { size_in_wim: total, flags: resflags::COMPRESSED, offset: start, uncompressed_size: size })
+    Ok(ResHdr {
+        size_in_wim: total,
+        flags: resflags::COMPRESSED,
+        offset: start,
+        uncompressed_size: size,
+    })
 }
 
 /// Write many blobs, in parallel where they are small: each batch of small
@@ -183,7 +219,11 @@ fn encode_in_memory(data: &[u8], comp: Compression, cs: u32, out: &mut Vec<u8>) 
     }
     let chunks: Vec<&[u8]> = data.chunks(cs as usize).collect();
     let enc: Vec<Option<Vec<u8>>> = chunks.iter().map(|c| compress(comp, cs, c)).collect();
-    let esize = if data.len() as u64 > u32::MAX as u64 { 8 } else { 4 };
+    let esize = if data.len() as u64 > u32::MAX as u64 {
+        8
+    } else {
+        4
+    };
     let mut rel = 0u64;
     let mut table = Vec::new();
     for (k, (raw, c)) in chunks.iter().zip(&enc).enumerate() {
@@ -271,7 +311,12 @@ pub fn write_solid(
     }
     out.write_at(&hdr, start)?;
     Ok((
-        ResHdr { size_in_wim: out.pos - start, flags: resflags::SOLID, offset: start, uncompressed_size: SOLID_RESOURCE_MAGIC },
+        ResHdr {
+            size_in_wim: out.pos - start,
+            flags: resflags::SOLID,
+            offset: start,
+            uncompressed_size: SOLID_RESOURCE_MAGIC,
+        },
         offsets,
     ))
 }

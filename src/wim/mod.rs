@@ -75,7 +75,11 @@ impl Blob {
             return Vec::new();
         }
         match &self.loc {
-            BlobLoc::Whole(r) => vec![Segment { resource: r.clone(), offset, len }],
+            BlobLoc::Whole(r) => vec![Segment {
+                resource: r.clone(),
+                offset,
+                len,
+            }],
             BlobLoc::Solid { run, offset: base } => {
                 let mut out = Vec::new();
                 let mut pos = base + offset;
@@ -88,7 +92,11 @@ impl Blob {
                     let re = rs + r.uncompressed_size;
                     if pos < re {
                         let n = (end - pos).min(re - pos);
-                        out.push(Segment { resource: r.clone(), offset: pos - rs, len: n });
+                        out.push(Segment {
+                            resource: r.clone(),
+                            offset: pos - rs,
+                            len: n,
+                        });
                         pos += n;
                     }
                     i += 1;
@@ -119,13 +127,22 @@ pub struct Wim {
     pub xml: Option<xml::Element>,
     pub image_info: Vec<xml::ImageInfo>,
     pub warnings: Vec<String>,
+    /// Inconsistencies found while opening that reading can live with but
+    /// `verify` must report (image count, unreadable XML, bad entries).
+    pub problems: Vec<String>,
     pub compression: Compression,
     pub chunk_size: u32,
 }
 
 fn open_part(path: &Path) -> Result<Part> {
-    let f = std::fs::File::open(path).map_err(|e| Error::Io { path: path.display().to_string(), err: e })?;
-    let src = FileSource::new(f).map_err(|e| Error::Io { path: path.display().to_string(), err: e })?;
+    let f = std::fs::File::open(path).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        err: e,
+    })?;
+    let src = FileSource::new(f).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        err: e,
+    })?;
     part_from_source(path, Arc::new(src))
 }
 
@@ -136,14 +153,21 @@ fn part_from_source(path: &Path, src: Arc<dyn ReadAt>) -> Result<Part> {
         Error::NotWim(m) => Error::NotWim(format!("{}: {m}", path.display())),
         other => other,
     })?;
-    Ok(Part { path: path.to_path_buf(), header, source: src })
+    Ok(Part {
+        path: path.to_path_buf(),
+        header,
+        source: src,
+    })
 }
 
 impl Wim {
     /// Open a WIM; `refs` are the other parts of a split set (`.swm`).
     pub fn open(path: &Path, refs: &[PathBuf]) -> Result<Wim> {
         let first = open_part(path)?;
-        let others = refs.iter().map(|r| open_part(r)).collect::<Result<Vec<_>>>()?;
+        let others = refs
+            .iter()
+            .map(|r| open_part(r))
+            .collect::<Result<Vec<_>>>()?;
         Self::from_parts(first, others)
     }
 
@@ -158,6 +182,16 @@ impl Wim {
         let path = path.as_path();
         let header = first.header.clone();
         let mut warnings = Vec::new();
+        let mut problems: Vec<String> = Vec::new();
+        let ih = header.integrity;
+        if (ih.size_in_wim == 0) != (ih.offset == 0)
+            || (ih.size_in_wim == 0) != (ih.uncompressed_size == 0)
+        {
+            problems.push(format!(
+                "integrity table entry is malformed (offset {:#x}, size {}, uncompressed size {})",
+                ih.offset, ih.size_in_wim, ih.uncompressed_size
+            ));
+        }
         if header.flags & flags::WRITE_IN_PROGRESS != 0 {
             warnings.push(format!(
                 "{}: the WRITE_IN_PROGRESS flag is set: a write to this WIM may have been interrupted",
@@ -173,11 +207,17 @@ impl Wim {
         for p in others {
             let r = p.path.clone();
             if p.header.guid != header.guid {
-                return Err(Error::Invalid(format!("{} is not part of the same split WIM (GUID differs)", r.display())));
+                return Err(Error::Invalid(format!(
+                    "{} is not part of the same split WIM (GUID differs)",
+                    r.display()
+                )));
             }
             let i = p.header.part_number as usize;
             if i == 0 || i > total {
-                return Err(Error::Invalid(format!("{}: part number {i} out of range 1..{total}", r.display())));
+                return Err(Error::Invalid(format!(
+                    "{}: part number {i} out of range 1..{total}",
+                    r.display()
+                )));
             }
             if parts[i - 1].is_some() {
                 warnings.push(format!("{}: part {i} given twice; ignored", r.display()));
@@ -185,20 +225,28 @@ impl Wim {
             }
             parts[i - 1] = Some(p);
         }
-        let missing: Vec<usize> = parts.iter().enumerate().filter(|(_, p)| p.is_none()).map(|(i, _)| i + 1).collect();
+        let missing: Vec<usize> = parts
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.is_none())
+            .map(|(i, _)| i + 1)
+            .collect();
         if !missing.is_empty() {
             warnings.push(format!(
                 "split WIM part(s) {missing:?} of {total} not given (use --ref); their blobs are unavailable"
             ));
         }
         // Read XML from the first part.
-        let p0 = parts[pn - 1].as_ref().ok_or_else(|| Error::Other("internal: first part missing".into()))?;
+        let p0 = parts[pn - 1]
+            .as_ref()
+            .ok_or_else(|| Error::Other("internal: first part missing".into()))?;
         let xml_doc = if header.xml.size_in_wim > 0 {
             let raw = read_small(p0, &header.xml, compression, chunk_size, "XML data")?;
             match xml::parse(&xml::decode(&raw)) {
                 Ok(x) => Some(x),
                 Err(e) => {
                     warnings.push(format!("XML data unreadable: {e}"));
+                    problems.push(format!("XML data unreadable: {e}"));
                     None
                 }
             }
@@ -225,56 +273,117 @@ impl Wim {
             blob_table::check_size(h.blob_table.size_in_wim, part.source.len())?;
             let raw = read_small(part, &h.blob_table, compression, chunk_size, "blob table")?;
             let table = blob_table::parse(&raw)?;
-            let mut run: Option<SolidRun> = None;
-            let mut run_arc: Option<Arc<SolidRun>> = None;
-            let mut prev_was_solid_res = false;
-            for e in table {
-                entries.push((h.part_number, e.clone()));
-                let rh = e.reshdr;
-                let src = match parts.get((e.part_number as usize).wrapping_sub(1)).and_then(|p| p.as_ref()) {
-                    Some(p) => p.source.clone(),
-                    None => {
-                        // Blob lives in a part we were not given.
-                        continue;
-                    }
-                };
-                if rh.is_solid() && rh.uncompressed_size == SOLID_RESOURCE_MAGIC {
-                    let res = Resource::solid(next_id, src, e.part_number, rh)?;
-                    next_id += 1;
-                    let r = if prev_was_solid_res { run.take() } else { None };
-                    let mut r = r.unwrap_or(SolidRun { resources: Vec::new(), starts: Vec::new(), total: 0 });
-                    r.starts.push(r.total);
-                    r.total = r.total.saturating_add(res.uncompressed_size);
-                    r.resources.push(Arc::new(res));
-                    run = Some(r);
-                    run_arc = None;
-                    prev_was_solid_res = true;
+            // A solid run is a maximal sequence of consecutive entries with
+            // the SOLID flag (ignored in version-0x10D00 WIMs). Its resource
+            // entries are concatenated, in order, into one logical stream,
+            // and its blob entries give offsets into that stream.
+            let solid_ok = h.version == header::VERSION_SOLID;
+            let is_solid = |e: &BlobEntry| solid_ok && e.reshdr.is_solid();
+            let mut run_of: Vec<Option<Arc<SolidRun>>> = vec![None; table.len()];
+            let mut i = 0;
+            while i < table.len() {
+                if !is_solid(&table[i]) {
+                    i += 1;
                     continue;
                 }
-                prev_was_solid_res = false;
+                let mut j = i;
+                while j < table.len() && is_solid(&table[j]) {
+                    j += 1;
+                }
+                let mut r = SolidRun {
+                    resources: Vec::new(),
+                    starts: Vec::new(),
+                    total: 0,
+                };
+                let mut ok = true;
+                for e in &table[i..j] {
+                    if e.reshdr.uncompressed_size != SOLID_RESOURCE_MAGIC {
+                        continue;
+                    }
+                    let Some(p) = parts
+                        .get((e.part_number as usize).wrapping_sub(1))
+                        .and_then(|p| p.as_ref())
+                    else {
+                        ok = false;
+                        break;
+                    };
+                    match Resource::solid(next_id, p.source.clone(), e.part_number, e.reshdr) {
+                        Ok(res) => {
+                            next_id += 1;
+                            r.starts.push(r.total);
+                            r.total = r.total.saturating_add(res.uncompressed_size);
+                            r.resources.push(Arc::new(res));
+                        }
+                        Err(err) => {
+                            problems
+                                .push(format!("solid resource at {:#x}: {err}", e.reshdr.offset));
+                            ok = false;
+                        }
+                    }
+                }
+                if ok && !r.resources.is_empty() {
+                    let arc = Arc::new(r);
+                    for slot in &mut run_of[i..j] {
+                        *slot = Some(arc.clone());
+                    }
+                }
+                i = j;
+            }
+            for (idx, e) in table.into_iter().enumerate() {
+                entries.push((h.part_number, e.clone()));
+                let rh = e.reshdr;
+                let solid = solid_ok && rh.is_solid();
+                if solid && rh.uncompressed_size == SOLID_RESOURCE_MAGIC {
+                    continue;
+                }
+                let src = match parts
+                    .get((e.part_number as usize).wrapping_sub(1))
+                    .and_then(|p| p.as_ref())
+                {
+                    Some(p) => p.source.clone(),
+                    // Blob lives in a part we were not given.
+                    None => continue,
+                };
                 if e.hash == ZERO_HASH && !rh.is_metadata() {
                     continue;
                 }
-                let loc = if rh.is_solid() {
-                    if run_arc.is_none() {
-                        run_arc = run.take().map(Arc::new);
-                    }
-                    let Some(ra) = run_arc.clone() else {
-                        warnings.push(format!("blob {} is marked solid but follows no solid resource; ignored", hex(&e.hash)));
+                let loc = if solid {
+                    let Some(ra) = run_of[idx].clone() else {
+                        problems.push(format!(
+                            "blob {} is in an unreadable solid run",
+                            hex(&e.hash)
+                        ));
                         continue;
                     };
                     // Blobs in solid runs give their size in the size field
                     // (the uncompressed-size field is 0).
-                    if rh.offset.checked_add(rh.size_in_wim).is_none_or(|end| end > ra.total) {
-                        warnings.push(format!("blob {} lies outside its solid resources; ignored", hex(&e.hash)));
+                    if rh
+                        .offset
+                        .checked_add(rh.size_in_wim)
+                        .is_none_or(|end| end > ra.total)
+                    {
+                        problems.push(format!(
+                            "blob {} lies outside its solid resources",
+                            hex(&e.hash)
+                        ));
                         continue;
                     }
-                    BlobLoc::Solid { run: ra, offset: rh.offset }
+                    BlobLoc::Solid {
+                        run: ra,
+                        offset: rh.offset,
+                    }
                 } else {
-                    let res = match Resource::normal(next_id, src, e.part_number, rh, compression, chunk_size) {
+                    let res = match Resource::normal(
+                        next_id,
+                        src,
+                        e.part_number,
+                        rh,
+                        compression,
+                        chunk_size,
+                    ) {
                         Ok(r) => r,
                         Err(err) => {
-                            warnings.push(format!("blob {}: {err}", hex(&e.hash)));
+                            problems.push(format!("blob {}: {err}", hex(&e.hash)));
                             continue;
                         }
                     };
@@ -283,7 +392,11 @@ impl Wim {
                 };
                 let blob = Arc::new(Blob {
                     hash: e.hash,
-                    size: if rh.is_solid() { rh.size_in_wim } else { rh.uncompressed_size },
+                    size: if solid {
+                        rh.size_in_wim
+                    } else {
+                        rh.uncompressed_size
+                    },
                     loc,
                     refcount: e.refcount,
                     part: e.part_number,
@@ -295,16 +408,15 @@ impl Wim {
                 }
             }
         }
-        if metadata.len() != header.image_count as usize {
+        // Metadata lives in part 1 only; a later part alone has none.
+        if header.part_number == 1 && metadata.len() != header.image_count as usize {
             let msg = format!(
                 "header says {} image(s) but the blob table has {} metadata resource(s)",
                 header.image_count,
                 metadata.len()
             );
-            if metadata.len() < header.image_count as usize {
-                return Err(Error::Invalid(msg));
-            }
-            warnings.push(msg);
+            warnings.push(msg.clone());
+            problems.push(msg);
             metadata.truncate(header.image_count as usize);
         }
         let parts: Vec<Part> = parts.into_iter().flatten().collect();
@@ -318,6 +430,7 @@ impl Wim {
             xml: xml_doc,
             image_info,
             warnings,
+            problems,
             compression,
             chunk_size,
         })
@@ -334,14 +447,18 @@ impl Wim {
             if i >= 1 && i <= n {
                 return Ok(i);
             }
-            return Err(Error::NoSuchImage(format!("{spec} (this WIM has {n} image(s))")));
+            return Err(Error::NoSuchImage(format!(
+                "{spec} (this WIM has {n} image(s))"
+            )));
         }
         for info in &self.image_info {
             if info.name.as_deref() == Some(spec) && info.index >= 1 && info.index <= n {
                 return Ok(info.index);
             }
         }
-        Err(Error::NoSuchImage(format!("no image named {spec:?} (this WIM has {n} image(s))")))
+        Err(Error::NoSuchImage(format!(
+            "no image named {spec:?} (this WIM has {n} image(s))"
+        )))
     }
 
     /// Information about image `index` (1-based), if the XML has it.
@@ -356,7 +473,10 @@ impl Wim {
             .get((index as usize).wrapping_sub(1))
             .ok_or_else(|| Error::NoSuchImage(index.to_string()))?;
         if b.size > MAX_TABLE_SIZE {
-            return Err(Error::Invalid(format!("metadata resource of image {index} claims {} bytes", b.size)));
+            return Err(Error::Invalid(format!(
+                "metadata resource of image {index} claims {} bytes",
+                b.size
+            )));
         }
         let mut out = Vec::with_capacity(b.size as usize);
         for s in b.segments(0, b.size) {
@@ -377,22 +497,44 @@ impl Wim {
             }
         }
         if out.len() as u64 != b.size {
-            return Err(Error::Invalid(format!("metadata resource of image {index} is short")));
+            return Err(Error::Invalid(format!(
+                "metadata resource of image {index} is short"
+            )));
         }
         Ok(out)
     }
 
     pub fn part_source(&self, part: u16) -> Option<&Arc<dyn ReadAt>> {
-        self.parts.iter().find(|p| p.header.part_number == part).map(|p| &p.source)
+        self.parts
+            .iter()
+            .find(|p| p.header.part_number == part)
+            .map(|p| &p.source)
     }
 }
 
 /// Read a small table-like resource (XML, blob table) fully.
-fn read_small(part: &Part, rh: &header::ResHdr, comp: Compression, cs: u32, what: &str) -> Result<Vec<u8>> {
+fn read_small(
+    part: &Part,
+    rh: &header::ResHdr,
+    comp: Compression,
+    cs: u32,
+    what: &str,
+) -> Result<Vec<u8>> {
     if rh.uncompressed_size > MAX_TABLE_SIZE {
-        return Err(Error::Invalid(format!("{what} claims {} bytes", rh.uncompressed_size)));
+        return Err(Error::Invalid(format!(
+            "{what} claims {} bytes",
+            rh.uncompressed_size
+        )));
     }
     rh.check_bounds(part.source.len(), what)?;
-    let res = Resource::normal(u64::MAX, part.source.clone(), part.header.part_number, *rh, comp, cs)?;
-    res.read_all().map_err(|e| Error::Invalid(format!("{what}: {e}")))
+    let res = Resource::normal(
+        u64::MAX,
+        part.source.clone(),
+        part.header.part_number,
+        *rh,
+        comp,
+        cs,
+    )?;
+    res.read_all()
+        .map_err(|e| Error::Invalid(format!("{what}: {e}")))
 }
