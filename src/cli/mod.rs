@@ -2,6 +2,7 @@
 //! line on stderr and a non-zero exit status.
 
 mod inspect;
+mod service;
 #[cfg(target_os = "linux")]
 mod mount;
 
@@ -92,6 +93,10 @@ enum Cmd {
     /// List what wimfs has mounted.
     #[cfg(target_os = "linux")]
     Mounts(mount::MountsArgs),
+    /// Rewrite a WIM without the stale data that commits leave behind.
+    Optimize(service::OptimizeArgs),
+    /// Copy an image into a new WIM, or into an existing one as a new image.
+    Export(service::ExportArgs),
 }
 
 pub fn run() -> i32 {
@@ -178,5 +183,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Unmount(a) => mount::unmount(a),
         #[cfg(target_os = "linux")]
         Cmd::Mounts(a) => mount::mounts(a),
+        Cmd::Optimize(a) => service::optimize(a),
+        Cmd::Export(a) => service::export(a),
     }
 }

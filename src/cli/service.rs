@@ -1,0 +1,101 @@
+//! Servicing verbs that write WIMs: optimize and export.
+
+use super::{open, progress};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+use wimfs::commit::rebuild::{export_append, rebuild, Target};
+use wimfs::wim::header::Compression;
+
+#[derive(Args)]
+pub struct OptimizeArgs {
+    wim: PathBuf,
+    /// Write an integrity table.
+    #[arg(long)]
+    check: bool,
+    /// Recompress everything with this codec (none, xpress, lzx, lzms).
+    #[arg(long)]
+    compress: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    src: PathBuf,
+    /// Image index or name, or "all".
+    image: String,
+    dst: PathBuf,
+    /// Codec of a new destination (none, xpress, lzx, lzms = solid like ESD).
+    #[arg(long)]
+    compress: Option<String>,
+    /// Write an integrity table.
+    #[arg(long)]
+    check: bool,
+    #[arg(long = "ref")]
+    refs: Vec<PathBuf>,
+}
+
+fn codec(s: &str) -> Result<Compression> {
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "none" => Compression::None,
+        "xpress" | "fast" => Compression::Xpress,
+        "lzx" | "maximum" => Compression::Lzx,
+        "lzms" | "recovery" | "solid" => Compression::Lzms,
+        _ => bail!("unknown compression {s:?} (use none, xpress, lzx or lzms)"),
+    })
+}
+
+pub fn optimize(a: OptimizeArgs) -> Result<i32> {
+    let w = open(&a.wim, &[])?;
+    let _lock = wimfs::commit::WimLock::acquire(&a.wim)?;
+    let target = match &a.compress {
+        Some(c) => Target::for_codec(codec(c)?),
+        None => Target::same_as(&w),
+    };
+    let images: Vec<u32> = (1..=w.image_count()).collect();
+    let total: u64 = w.blobs.values().map(|b| b.size).sum();
+    let pb = progress(total, "optimize");
+    let rep = rebuild(&w, &images, &a.wim, target, true, a.check, &|n| pb.inc(n))
+        .with_context(|| format!("optimizing {}", a.wim.display()))?;
+    pb.finish_and_clear();
+    println!(
+        "{}: {} -> {} bytes ({} blobs copied as they were, {} recompressed)",
+        a.wim.display(),
+        rep.old_size,
+        rep.new_size,
+        rep.copied_raw,
+        rep.recompressed
+    );
+    Ok(0)
+}
+
+pub fn export(a: ExportArgs) -> Result<i32> {
+    let w = open(&a.src, &a.refs)?;
+    let images: Vec<u32> = if a.image.eq_ignore_ascii_case("all") {
+        (1..=w.image_count()).collect()
+    } else {
+        vec![w.resolve_image(&a.image)?]
+    };
+    let total: u64 = w.blobs.values().map(|b| b.size).sum();
+    let pb = progress(total, "export");
+    if a.dst.exists() {
+        if a.compress.is_some() {
+            bail!("{} exists: an export into it uses its own compression (drop --compress)", a.dst.display());
+        }
+        let reps = export_append(&w, &images, &a.dst, a.check, &|_, n| pb.inc(n))
+            .with_context(|| format!("exporting into {}", a.dst.display()))?;
+        pb.finish_and_clear();
+        for r in reps {
+            println!("exported as image {} of {} ({} new blobs, {} bytes added)", r.image, a.dst.display(), r.new_blobs, r.bytes_added);
+        }
+    } else {
+        let target = match &a.compress {
+            Some(c) => Target::for_codec(codec(c)?),
+            None => Target::same_as(&w),
+        };
+        let rep = rebuild(&w, &images, &a.dst, target, false, a.check, &|n| pb.inc(n))
+            .with_context(|| format!("exporting to {}", a.dst.display()))?;
+        pb.finish_and_clear();
+        println!("{}: {} image(s), {} bytes", a.dst.display(), rep.images, rep.new_size);
+    }
+    Ok(0)
+}
