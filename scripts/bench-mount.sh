@@ -7,7 +7,8 @@
 # Images (captured once, cached in $BENCH_WORK; delete it to recapture):
 #   lzx.wim    wimlib-imagex capture $BENCH_SRC (default compression: LZX)
 #   solid.wim  wimlib-imagex capture --solid (LZMS) of the few largest files
-#              of $BENCH_SRC (copied to $BENCH_WORK/solid-src)
+#              of $BENCH_SOLID_SRC (default $BENCH_SRC; copied to
+#              $BENCH_WORK/solid-src)
 # Rows (each the median of $RUNS runs, a fresh mount every run so the chunk
 # cache and the kernel's page cache start cold; the WIM file itself is
 # pre-read so both tools read it from RAM):
@@ -23,7 +24,10 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_SRC=${BENCH_SRC:-/usr}
-BENCH_WORK=${BENCH_WORK:-/var/tmp/wimfs-bench}
+BENCH_SOLID_SRC=${BENCH_SOLID_SRC:-$BENCH_SRC}
+# e.g. LZX:20 for wimlib's faster LZX compressor (same format, quicker capture)
+BENCH_COMPRESS=${BENCH_COMPRESS:-LZX}
+BENCH_WORK=${BENCH_WORK:-/var/tmp/wimfs-bench-mount}
 RUNS=${RUNS:-3}
 SEQ_SECS=${SEQ_SECS:-20}
 RAND_SECS=${RAND_SECS:-10}
@@ -54,7 +58,8 @@ cleanup() {
     fi
     MOUNTED=""
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.6f}')" "$1" "$2"; }
@@ -62,32 +67,31 @@ elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv
 # --- images -----------------------------------------------------------------
 LZX=$BENCH_WORK/lzx.wim
 SOLID=$BENCH_WORK/solid.wim
-STAMP="src=$BENCH_SRC files=$SOLID_FILES max=$SOLID_MAX_MB"
-if [ ! -s "$LZX" ] || [ "$(cat "$BENCH_WORK/stamp" 2>/dev/null)" != "$STAMP" ]; then
-    rm -f "$LZX" "$SOLID"
-    echo "capturing $BENCH_SRC -> $LZX (LZX) ..." >&2
-    wimlib-imagex capture "$BENCH_SRC" "$LZX" bench --compress=LZX >/dev/null 2>&1 || {
-        # Unreadable files under the source are common; wimlib stops on
-        # them unless told otherwise.
-        rm -f "$LZX"
-        echo "capture failed; retrying without ACLs" >&2
-        wimlib-imagex capture "$BENCH_SRC" "$LZX" bench --compress=LZX --no-acls >/dev/null
-    }
+# Each image is captured into a temporary name first (an interrupted capture
+# is never taken for a finished one) and remembers what it was made from.
+LZX_STAMP="$BENCH_SRC $BENCH_COMPRESS"
+if [ ! -s "$LZX" ] || [ "$(cat "$LZX.src" 2>/dev/null)" != "$LZX_STAMP" ]; then
+    echo "capturing $BENCH_SRC -> $LZX ($BENCH_COMPRESS) ..." >&2
+    wimlib-imagex capture "$BENCH_SRC" "$LZX.tmp" bench --compress="$BENCH_COMPRESS" >"$BENCH_WORK/capture.log" 2>&1
+    mv "$LZX.tmp" "$LZX"
+    echo "$LZX_STAMP" >"$LZX.src"
 fi
-if [ ! -s "$SOLID" ] || [ "$(cat "$BENCH_WORK/stamp" 2>/dev/null)" != "$STAMP" ]; then
+SOLID_STAMP="$BENCH_SOLID_SRC files=$SOLID_FILES max=$SOLID_MAX_MB"
+if [ ! -s "$SOLID" ] || [ "$(cat "$SOLID.src" 2>/dev/null)" != "$SOLID_STAMP" ]; then
     rm -rf "$BENCH_WORK/solid-src"
     mkdir -p "$BENCH_WORK/solid-src"
-    find "$BENCH_SRC" -xdev -type f -size -"${SOLID_MAX_MB}"M -printf '%s\t%p\n' 2>/dev/null |
+    find "$BENCH_SOLID_SRC" -xdev -type f -size -"${SOLID_MAX_MB}"M -printf '%s\t%p\n' 2>/dev/null |
         sort -n | tail -n "$SOLID_FILES" | cut -f2 | while read -r f; do
             cp "$f" "$BENCH_WORK/solid-src/$(basename "$f")"
         done
-    echo "capturing the $SOLID_FILES largest files -> $SOLID (solid LZMS) ..." >&2
-    wimlib-imagex capture "$BENCH_WORK/solid-src" "$SOLID" solid --solid >/dev/null
+    echo "capturing the $SOLID_FILES largest files of $BENCH_SOLID_SRC -> $SOLID (solid LZMS) ..." >&2
+    wimlib-imagex capture "$BENCH_WORK/solid-src" "$SOLID.tmp" solid --solid >/dev/null
+    mv "$SOLID.tmp" "$SOLID"
+    echo "$SOLID_STAMP" >"$SOLID.src"
 fi
-echo "$STAMP" >"$BENCH_WORK/stamp"
-[ -z "${BENCH_CAPTURE_ONLY:-}" ] || exit 0
 BIG=$(cd "$BENCH_WORK/solid-src" && ls -S | head -n1)
 BIG_SIZE=$(stat -c %s "$BENCH_WORK/solid-src/$BIG")
+[ -z "${BENCH_CAPTURE_ONLY:-}" ] || exit 0
 
 # --- helpers ----------------------------------------------------------------
 # mount_with TOOL WIM: mounts at $MNT; the seconds it took go to $MT.

@@ -24,3 +24,4 @@ pub mod apply;
 pub mod time;
 pub mod platform;
 pub mod commit;
+pub mod overlay;

@@ -305,3 +305,19 @@ fn overlapping_copies_near_the_end() {
         }
     }
 }
+
+#[test]
+fn encoder_writes_end_of_data_symbol() {
+    // Microsoft's decoder wants symbol 256 ("length 3, offset 1") after the
+    // last item; decoding three bytes further must repeat the last byte.
+    let data: Vec<u8> = b"end of data marker test, "
+        .iter()
+        .cycle()
+        .take(5000)
+        .copied()
+        .collect();
+    let c = xpress::compress(&data).unwrap();
+    let mut want = data.clone();
+    want.extend_from_slice(&[b' '; 3]);
+    assert_eq!(decode(&c, want.len()), Ok(want));
+}

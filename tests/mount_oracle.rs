@@ -597,10 +597,7 @@ fn read_only_statfs_and_several_mounts_of_one_wim() {
     assert_eq!(s.f_namemax, 255);
     assert_eq!(s.f_bfree, 0);
     let wim_len = std::fs::metadata(&wim).unwrap().len();
-    assert_eq!(
-        s.f_blocks * s.f_frsize,
-        wim_len.div_ceil(4096) * 4096
-    );
+    assert_eq!(s.f_blocks * s.f_frsize, wim_len.div_ceil(4096) * 4096);
     assert!(s.f_files >= 4, "f_files {}", s.f_files);
 
     // Unmount one: gone from the listing, daemon exited, others unaffected.

@@ -32,7 +32,7 @@ const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 const GEN: Generation = Generation(0);
 /// Entries asked of the vfs per READDIR request (the reply buffer decides
 /// how many actually fit).
-const READDIR_BATCH: usize = 512;
+const READDIR_BATCH: usize = 256;
 
 /// How to mount: the few choices the command line exposes.
 #[derive(Debug, Clone)]
@@ -200,6 +200,12 @@ impl Readers {
 pub struct WimFuse {
     vfs: Arc<Vfs>,
     readers: Readers,
+    /// The kernel may skip OPEN/RELEASE and OPENDIR/RELEASEDIR: the first
+    /// one answered ENOSYS switches them off, and the kernel then keeps the
+    /// page cache and caches directories by itself (FOPEN_KEEP_CACHE |
+    /// FOPEN_CACHE_DIR is its default without open). Saves two round trips
+    /// per file and per directory.
+    no_open: bool,
 }
 
 impl WimFuse {
@@ -207,6 +213,7 @@ impl WimFuse {
         Ok(WimFuse {
             vfs,
             readers: Readers::new(readers)?,
+            no_open: false,
         })
     }
 }
@@ -231,6 +238,11 @@ impl Filesystem for WimFuse {
         ] {
             let _ = config.add_capabilities(cap);
         }
+        // Only on a read-only mount: the kernel then refuses writable opens
+        // itself (EROFS), so nothing is lost by not seeing OPEN.
+        self.no_open = config
+            .add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT | InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+            .is_ok();
         if let Err(max) = config.set_max_readahead(u32::MAX) {
             let _ = config.set_max_readahead(max);
         }
@@ -356,6 +368,9 @@ impl Filesystem for WimFuse {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_open {
+            return reply.error(Errno::ENOSYS);
+        }
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         match self.vfs.open(ino.0, write) {
             // The data never changes: keep the page cache across opens and
@@ -410,7 +425,9 @@ impl Filesystem for WimFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing to flush, ever: ENOSYS tells the kernel to stop sending
+        // FLUSH on every close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn fsync(
@@ -425,6 +442,9 @@ impl Filesystem for WimFuse {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_open {
+            return reply.error(Errno::ENOSYS);
+        }
         match self.vfs.getattr(ino.0) {
             Ok(a) if a.kind == FileKind::Directory => reply.opened(
                 FileHandle(0),

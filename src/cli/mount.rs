@@ -101,6 +101,11 @@ struct MountState {
     mode: String,
     mountpoint: String,
     started: u64,
+    /// Start time of the daemon (clock ticks after boot, from
+    /// /proc/PID/stat): tells the daemon from a later process given the
+    /// same pid.
+    #[serde(default)]
+    start_ticks: Option<u64>,
 }
 
 fn state_dir() -> PathBuf {
@@ -330,6 +335,7 @@ fn unmount_on_signal(mut unmounter: fuser::SessionUnmounter) {
 }
 
 fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
+    let t0 = Instant::now();
     let wim = Arc::new(open(&a.wim, &a.refs)?);
     let spec = if a.args.len() == 2 {
         Some(a.args[0].as_str())
@@ -337,8 +343,10 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
         None
     };
     let index = image_arg(&wim, spec)?;
+    let t1 = Instant::now();
     let image =
         Arc::new(Image::load(&wim, index).with_context(|| format!("cannot load image {index}"))?);
+    let t2 = Instant::now();
     for w in &image.warnings {
         log::warn!("{w}");
     }
@@ -355,6 +363,7 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
     };
     let cache = Arc::new(ChunkCache::new(a.cache_size.saturating_mul(1 << 20)));
     let vfs = Arc::new(Vfs::new(wim.clone(), image, cache, opts));
+    let t3 = Instant::now();
     let wim_path = a.wim.canonicalize().unwrap_or_else(|_| a.wim.clone());
     let n = rayon::current_num_threads().max(1);
     let cfg = MountConfig {
@@ -364,6 +373,13 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
         fsname: wim_path.to_string_lossy().replace([',', ' '], "_"),
     };
     let mut mounted = fuse::mount(vfs, abs, &cfg).map_err(|e| mount_error(e, abs))?;
+    log::debug!(
+        "open {:?}, load image {:?}, vfs {:?}, mount {:?}",
+        t1 - t0,
+        t2 - t1,
+        t3 - t2,
+        t3.elapsed()
+    );
     unmount_on_signal(mounted.unmounter());
 
     let state = MountState {
@@ -373,6 +389,7 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
         image_name: wim.info(index).and_then(|i| i.name.clone()),
         mode: "ro".into(),
         mountpoint: abs.to_string_lossy().into_owned(),
+        start_ticks: start_ticks(std::process::id()),
         started: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
@@ -405,13 +422,21 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
     if let Some(l) = &log {
         // Keep the log only when something went wrong (fuser's own warning
         // about unmounting an already unmounted mount is not).
-        let bad = fs::read_to_string(l).is_ok_and(|s| s.contains("[ERROR"));
-        if res.is_ok() && !bad {
+        if res.is_ok() && !log_has_errors(l) {
             let _ = fs::remove_file(l);
         }
     }
     res.context("the FUSE session ended with an error")?;
     Ok(0)
+}
+
+/// Does a daemon log report a real error? (A reply to a request the kernel
+/// already gave up on, e.g. during a lazy unmount, is not one.)
+fn log_has_errors(p: &Path) -> bool {
+    fs::read_to_string(p).is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("[ERROR") && !l.contains("Failed to send FUSE reply"))
+    })
 }
 
 fn mount_error(e: std::io::Error, dir: &Path) -> anyhow::Error {
@@ -454,6 +479,26 @@ fn write_state(s: &MountState) -> Option<PathBuf> {
     Some(path)
 }
 
+/// Start time (field 22 of /proc/PID/stat) of a running, non-zombie process.
+fn start_ticks(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses.
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    if f.first() == Some(&"Z") {
+        return None;
+    }
+    f.get(19)?.parse().ok()
+}
+
+/// Is the daemon that wrote `s` still running?
+fn daemon_alive(s: &MountState) -> bool {
+    match s.start_ticks {
+        Some(t) => start_ticks(s.pid) == Some(t),
+        None => alive(s.pid),
+    }
+}
+
 /// Is `pid` a live wimfs process?
 fn alive(pid: u32) -> bool {
     let Ok(p) = libc::pid_t::try_from(pid) else {
@@ -488,11 +533,19 @@ fn live_mounts() -> Vec<MountState> {
     for e in rd.flatten() {
         let p = e.path();
         if p.extension().and_then(|x| x.to_str()) == Some("log") {
-            // Logs of dead daemons are kept only when they report an error.
-            let pid = p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u32>().ok());
-            if pid.is_some_and(|pid| !alive(pid))
-                && !fs::read_to_string(&p).is_ok_and(|s| s.contains("[ERROR"))
-            {
+            // Logs of dead daemons are kept for a day, and only when they
+            // report an error.
+            let pid = p
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u32>().ok());
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(24 * 3600));
+            if pid.is_some_and(|pid| !alive(pid)) && (old || !log_has_errors(&p)) {
                 let _ = fs::remove_file(&p);
             }
             continue;
@@ -507,7 +560,7 @@ fn live_mounts() -> Vec<MountState> {
             let _ = fs::remove_file(&p);
             continue;
         };
-        if alive(s.pid) {
+        if daemon_alive(&s) {
             v.push(s);
         } else {
             let _ = fs::remove_file(&p);
@@ -607,7 +660,7 @@ pub fn unmount(a: UnmountArgs) -> Result<i32> {
     }
     if let Some(m) = entry {
         let t = Instant::now();
-        while alive(m.pid) {
+        while daemon_alive(&m) {
             if t.elapsed() > Duration::from_secs(30) {
                 log::warn!("daemon {} has not exited 30 s after the unmount", m.pid);
                 break;

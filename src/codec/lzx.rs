@@ -23,6 +23,21 @@ use super::CodecError;
 // * There is no E8 header bit: x86 CALL translation is always undone after
 //   decoding, with the fixed "file size" 12,000,000, for E8 bytes that start
 //   before the last 10 bytes of the chunk.
+// * Uncompressed blocks: after the header the stream skips to the next
+//   16-bit boundary (a whole 16-bit word if already aligned), then R0..R2 as
+//   32-bit little-endian values, the raw bytes, and a pad byte if the size is
+//   odd. wimlib's own compressor never emits them; we follow the spec.
+//
+// API: `decompress`/`compress` take the window from the data length, which
+// is right for every full-size chunk and for every chunk of a 32 KiB-chunk
+// resource. The short final chunk of a resource with larger chunks needs
+// `decompress_chunk`/`compress_chunk` with the resource's chunk size.
+//
+// Decoder speed notes: 64-bit bit buffer refilled four words at a time
+// without branches, 11-bit root Huffman tables with subtables, up to three
+// literals per refill, match copies in 8-byte words with overrun into slack,
+// SIMD-friendly E8 scan. Decoding errors never panic: reads past the input
+// yield zero bits and are reported as `Truncated` at block boundaries.
 
 /// Number of literal symbols in the main code.
 const NUM_CHARS: usize = 256;
@@ -114,10 +129,10 @@ pub fn window_order(chunk_size: usize) -> Option<u32> {
     Some(order.max(MIN_WINDOW_ORDER))
 }
 
-/// Number of offset slots for a window. The largest offset that can occur is
-/// `window - 3` (a match of length 2 can't start at offset `window - 2`...
-/// wimlib documents this quirk), so the count is the first slot whose base
-/// exceeds the largest formatted offset.
+/// Number of offset slots for a window: enough for formatted offsets up to
+/// `window - 1`, i.e. match offsets up to `window - 3` (the format does not
+/// allow a match at offset `window - 2`, saving one slot; 30 slots for 32 KiB
+/// up to 50 for 2 MiB).
 fn num_slots(order: u32) -> usize {
     let max_formatted = (1u32 << order) - 3 + 2;
     let mut n = 30;
@@ -209,7 +224,7 @@ impl<'a> Bits<'a> {
 
     /// Bits consumed so far.
     fn consumed_bits(&self) -> usize {
-        self.pos * 8 - (self.avail & 63) as usize
+        (self.pos * 8).saturating_sub((self.avail & 63) as usize)
     }
 
     /// Fail if more bits were consumed than the input holds.
@@ -242,7 +257,36 @@ fn tail_word(data: &[u8], pos: usize) -> u64 {
 /// Entry flag: not a direct leaf (subtable pointer or invalid).
 const F_INDIRECT: u32 = 0x100;
 /// Entry with no codeword (unused space of an incomplete code).
-const INVALID: u32 = u32::MAX;
+const INVALID: u32 = 0xFFFF_0000 | F_INDIRECT | 0x200;
+/// Literal-pair entry flag (bit 6, ignored by the 6-bit shift count).
+const F_PAIR: u32 = 0x40;
+/// Index bits of the literal-pair table (same as the main root table).
+const PAIR_BITS: u32 = 11;
+
+/// Build the literal-pair table from the main code's root table: where the
+/// next 11 bits hold two complete literal codewords, the entry is
+/// `sym2 << 16 | sym1 << 8 | F_PAIR | (len1 + len2)`; elsewhere it is a copy
+/// of the root entry. Text decodes roughly two literals per lookup this way.
+#[inline(never)]
+fn build_pairs(main: &Table<2048>, pair: &mut [u32; 1 << PAIR_BITS]) {
+    const MASK: usize = (1 << PAIR_BITS) - 1;
+    for (i, p) in pair.iter_mut().enumerate() {
+        let e1 = main.root[i];
+        *p = e1;
+        if e1 & F_INDIRECT != 0 || e1 >> 16 >= NUM_CHARS as u32 {
+            continue;
+        }
+        let l1 = e1 & 0x1f;
+        let e2 = main.root[(i << l1) & MASK];
+        if e2 & F_INDIRECT != 0 || e2 >> 16 >= NUM_CHARS as u32 {
+            continue;
+        }
+        let l2 = e2 & 0x1f;
+        if l1 + l2 <= PAIR_BITS {
+            *p = (e2 >> 16) << 16 | (e1 >> 16) << 8 | F_PAIR | (l1 + l2);
+        }
+    }
+}
 
 /// Canonical Huffman decode table: a root table indexed by the next
 /// `log2(N)` bits and second-level tables for longer codewords.
@@ -396,6 +440,7 @@ impl<const N: usize> Table<N> {
 /// decoding a chunk allocates nothing.
 pub struct Decoder {
     main: Box<Table<2048>>,
+    pair: Box<[u32; 1 << PAIR_BITS]>,
     len: Box<Table<1024>>,
     aligned: Box<Table<128>>,
     pre: Box<Table<64>>,
@@ -413,6 +458,7 @@ impl Decoder {
     pub fn new() -> Self {
         Decoder {
             main: Table::new(MAX_MAIN_SYMS),
+            pair: Box::new([INVALID; 1 << PAIR_BITS]),
             len: Table::new(LEN_SYMS),
             aligned: Table::new(ALIGNED_SYMS),
             pre: Table::new(PRE_SYMS),
@@ -486,6 +532,7 @@ impl Decoder {
                         num_main,
                     )?;
                     self.main.build(&self.main_lens[..num_main])?;
+                    build_pairs(&self.main, &mut self.pair);
                     read_lens(&mut bits, &mut self.pre, &mut self.len_lens, 0, LEN_SYMS)?;
                     self.len.build(&self.len_lens[..LEN_SYMS])?;
                     bits.check()?;
@@ -554,6 +601,7 @@ impl Decoder {
         let end = end.min(output.len());
         let pos = decode_symbols::<ALIGNED>(
             &self.main,
+            &self.pair,
             &self.len,
             &self.aligned,
             &mut b,
@@ -573,6 +621,7 @@ impl Decoder {
 #[inline(always)]
 fn decode_symbols<const ALIGNED: bool>(
     main: &Table<2048>,
+    pair: &[u32; 1 << PAIR_BITS],
     lent: &Table<1024>,
     alt: &Table<128>,
     bits: &mut Bits,
@@ -583,30 +632,37 @@ fn decode_symbols<const ALIGNED: bool>(
 ) -> Result<usize, CodecError> {
     let (mut r0, mut r1, mut r2) = (rec[0], rec[1], rec[2]);
     while pos < end {
-        bits.refill();
-        let mut sym = main.decode(bits)? as usize;
+        // Keep >= 32 bits: enough for a literal pair (<= 11 bits) or a main
+        // symbol plus a length symbol (<= 32 bits).
+        if bits.avail & 63 < 32 {
+            bits.refill();
+        }
+        let idx = (bits.buf >> (64 - PAIR_BITS)) as usize;
+        let mut e = pair[idx];
+        if e & F_PAIR != 0 {
+            if pos + 2 <= end {
+                bits.buf = bits.buf.wrapping_shl(e);
+                bits.avail = bits.avail.wrapping_sub(e);
+                output[pos] = (e >> 8) as u8;
+                output[pos + 1] = (e >> 16) as u8;
+                pos += 2;
+                continue;
+            }
+            e = main.root[idx];
+        }
+        let sym = if e & F_INDIRECT == 0 {
+            bits.buf = bits.buf.wrapping_shl(e);
+            bits.avail = bits.avail.wrapping_sub(e);
+            (e >> 16) as usize
+        } else {
+            let (sym, n) = main.decode_slow(e, bits.buf)?;
+            bits.consume(n);
+            sym as usize
+        };
         if sym < NUM_CHARS {
-            // Literal; two more symbols fit in the remaining >= 32 bits.
             output[pos] = sym as u8;
             pos += 1;
-            if pos >= end {
-                break;
-            }
-            sym = main.decode(bits)? as usize;
-            if sym < NUM_CHARS {
-                output[pos] = sym as u8;
-                pos += 1;
-                if pos >= end {
-                    break;
-                }
-                sym = main.decode(bits)? as usize;
-                if sym < NUM_CHARS {
-                    output[pos] = sym as u8;
-                    pos += 1;
-                    continue;
-                }
-            }
-            bits.refill();
+            continue;
         }
         let m = sym - NUM_CHARS;
         let mut len = m & (NUM_LEN_HEADERS - 1);
@@ -749,14 +805,26 @@ fn copy_match(out: &mut [u8], pos: usize, off: usize, len: usize) {
 
 /// Find the next 0xE8 byte at or after `i` and before `limit`. Skips 32
 /// bytes per step with an "any byte equal" test that LLVM turns into SIMD
-/// compares, then locates the byte with a scalar scan.
+/// compares, then locates the byte with a word-wise zero-byte test.
 #[inline(always)]
 fn find_e8(data: &[u8], mut i: usize, limit: usize) -> Option<usize> {
     let limit = limit.min(data.len());
     while i + 32 <= limit {
         if let Some(c) = data[i..].first_chunk::<32>() {
             if c.iter().fold(false, |a, &b| a | (b == 0xE8)) {
-                break;
+                // Locate it word by word: in the zero-byte test below the
+                // lowest flagged byte is always a true match.
+                const LO: u64 = 0x0101_0101_0101_0101;
+                const HI: u64 = 0x8080_8080_8080_8080;
+                for (k, w) in c.chunks_exact(8).enumerate() {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(w);
+                    let x = u64::from_le_bytes(a) ^ (0xE8 * LO);
+                    let z = x.wrapping_sub(LO) & !x & HI;
+                    if z != 0 {
+                        return Some(i + 8 * k + (z.trailing_zeros() / 8) as usize);
+                    }
+                }
             }
         }
         i += 32;
@@ -846,10 +914,15 @@ pub fn decompress_chunk(
 // Encoder
 // ---------------------------------------------------------------------------
 
-/// Hash chain bucket count (log2) for 3-byte hashes.
-const HASH_BITS: u32 = 17;
+/// Most hash-chain buckets (log2) for 3-byte hashes; small chunks use fewer
+/// (16 for 32 KiB) so that resetting the table stays cheap, large ones use
+/// this many so that chains stay short and cache misses few.
+const MAX_HASH_BITS: u32 = 19;
 /// Chain positions examined per match search.
-const MAX_CHAIN: usize = 24;
+const MAX_CHAIN: usize = 32;
+/// Chain limit for chunks whose bytes look random (already-compressed
+/// files): matches are rare there and every chain step is a cache miss.
+const RANDOM_CHAIN: usize = 6;
 /// A match this long is taken without searching further.
 const NICE_LEN: usize = 96;
 /// Items (literals/matches) are grouped into blocks of about this many
@@ -1079,9 +1152,9 @@ impl Default for Encoder {
 }
 
 #[inline(always)]
-fn hash3(b: &[u8], p: usize) -> usize {
+fn hash3(b: &[u8], p: usize, bits: u32) -> usize {
     let v = (b[p] as u32) | (b[p + 1] as u32) << 8 | (b[p + 2] as u32) << 16;
-    (v.wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
+    (v.wrapping_mul(0x9E37_79B1) >> (32 - bits)) as usize
 }
 
 /// Length of the common prefix of `b[a..]` and `b[p..]`, at most `max`.
@@ -1113,6 +1186,26 @@ fn match_cost(formatted: u32) -> i32 {
     }
 }
 
+/// Estimated cost of a literal in 1/16 bits: the order-0 entropy of the
+/// chunk, so that matches are valued against what literals really cost
+/// (text literals are much cheaper than 8 bits).
+fn literal_cost16(b: &[u8]) -> i32 {
+    let mut hist = [0u32; 256];
+    for &x in b {
+        hist[x as usize] += 1;
+    }
+    let n = b.len().max(1) as f64;
+    let h: f64 = hist
+        .iter()
+        .filter(|&&c| c != 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    ((h * 16.0) as i32).clamp(3 * 16, 8 * 16)
+}
+
 /// Candidate match at one position: (length, formatted offset).
 #[derive(Clone, Copy)]
 struct Cand {
@@ -1121,12 +1214,13 @@ struct Cand {
 }
 
 impl Cand {
-    /// Bits saved compared with coding the bytes as ~8-bit literals.
-    fn gain(&self) -> i32 {
+    /// Bits saved (in 1/16 bits) compared with coding the bytes as
+    /// literals of `lit16` sixteenths of a bit each.
+    fn gain(&self, lit16: i32) -> i32 {
         if self.len == 0 {
             0
         } else {
-            self.len as i32 * 8 - match_cost(self.formatted)
+            self.len as i32 * lit16 - 16 * match_cost(self.formatted)
         }
     }
 }
@@ -1134,7 +1228,7 @@ impl Cand {
 impl Encoder {
     pub fn new() -> Self {
         Encoder {
-            head: vec![u32::MAX; 1 << HASH_BITS],
+            head: vec![u32::MAX; 1 << MAX_HASH_BITS],
             prev: Vec::new(),
             items: Vec::new(),
             buf: Vec::new(),
@@ -1167,21 +1261,28 @@ impl Encoder {
         let b = &self.buf;
         let n = b.len();
         self.items.clear();
-        self.head.fill(u32::MAX);
+        let hash_bits = (n.next_power_of_two().trailing_zeros() + 1).clamp(16, MAX_HASH_BITS);
+        self.head[..1 << hash_bits].fill(u32::MAX);
         self.prev.clear();
         self.prev.resize(n, u32::MAX);
         let head = &mut self.head;
         let prev = &mut self.prev;
         let items = &mut self.items;
         let mut rec = [1u32; 3];
-        let mut inserted = 0usize; // positions < inserted are in the chains
+        let mut inserted = 0usize;
+        let lit16 = literal_cost16(b); // positions < inserted are in the chains
+        let max_chain = if lit16 >= 126 {
+            RANDOM_CHAIN
+        } else {
+            MAX_CHAIN
+        };
 
         let insert_upto =
             |upto: usize, inserted: &mut usize, head: &mut Vec<u32>, prev: &mut Vec<u32>| {
                 let lim = upto.min(n.saturating_sub(2));
                 while *inserted < lim {
                     let p = *inserted;
-                    let h = hash3(b, p);
+                    let h = hash3(b, p, hash_bits);
                     prev[p] = head[h];
                     head[h] = p as u32;
                     *inserted += 1;
@@ -1206,7 +1307,7 @@ impl Encoder {
                         len: l,
                         formatted: i as u32,
                     };
-                    if l >= 2 && c.gain() > best.gain() {
+                    if l >= 2 && c.gain(lit16) > best.gain(lit16) {
                         best = c;
                     }
                 }
@@ -1214,8 +1315,8 @@ impl Encoder {
             if max < 3 || best.len >= NICE_LEN {
                 return best;
             }
-            let mut cand = head[hash3(b, p)];
-            let mut chain = MAX_CHAIN;
+            let mut cand = head[hash3(b, p, hash_bits)];
+            let mut chain = max_chain;
             let mut best_len = best.len.max(2);
             while cand != u32::MAX && chain > 0 {
                 let c = cand as usize;
@@ -1230,7 +1331,7 @@ impl Encoder {
                             len: l,
                             formatted: off as u32 + 2,
                         };
-                        if cd.gain() > best.gain() {
+                        if cd.gain(lit16) > best.gain(lit16) {
                             best = cd;
                             best_len = best_len.max(l);
                             if l >= NICE_LEN || l == max {
@@ -1253,7 +1354,7 @@ impl Encoder {
                 Some(c) => c,
                 None => find(p, &rec, head, prev),
             };
-            if cur.len < 2 || cur.gain() <= 0 {
+            if cur.len < 2 || cur.gain(lit16) <= 0 {
                 items.push(b[p] as u32);
                 p += 1;
                 continue;
@@ -1262,7 +1363,7 @@ impl Encoder {
             if cur.len < NICE_LEN && p + 1 < n {
                 insert_upto(p + 1, &mut inserted, head, prev);
                 let next = find(p + 1, &rec, head, prev);
-                if next.gain() > cur.gain() + 4 {
+                if next.gain(lit16) > cur.gain(lit16) + 32 {
                     items.push(b[p] as u32);
                     p += 1;
                     pending = Some(next);

@@ -15,7 +15,9 @@ use super::CodecError;
 // `lh + 3`, except that `lh == 15` is followed by an extra byte `b`
 // (length `b + 18`), and `b == 255` by a 16-bit little-endian length `n`
 // (length `n + 3`). WIM has no end-of-block handling: the container knows
-// the exact uncompressed size and decoding stops when the output is full.
+// the exact uncompressed size and decoding stops when the output is full
+// (the encoder still appends symbol 256 after the last item, as Microsoft's
+// decoder expects).
 //
 // The position of an interleaved byte is defined by the reference decoder:
 // it reads two words up front and afterwards reads one more word whenever
@@ -38,7 +40,8 @@ const HEADER_LEN: usize = NUM_SYMBOLS / 2;
 const MIN_MATCH_LEN: usize = 3;
 /// Longest match one item can describe (16-bit escape plus the minimum).
 const MAX_MATCH_LEN: usize = 0xFFFF + MIN_MATCH_LEN;
-const MAX_OFFSET: usize = 0xFFFF;
+/// Match header "length 3, offset 1", written once after the last item.
+const END_OF_DATA: usize = NUM_LITERALS;
 
 // ---------------------------------------------------------------------------
 // Decoder
@@ -136,6 +139,10 @@ impl Bits {
         // x = w0 | w1<<16 | w2<<32 | w3<<48; we want w0 on top.
         let r = x.rotate_left(32);
         let y = ((r & 0x0000_FFFF_0000_FFFF) << 16) | ((r >> 16) & 0x0000_FFFF_0000_FFFF);
+        // Every item consumes at least one bit between two refills, so the
+        // buffer is never completely full here (a full one would make the
+        // `count & 63` shift below wrong).
+        debug_assert!(self.count < 64);
         let words = (64 - self.count) >> 4;
         let new = self.count + (words << 4);
         // Whole words only: clear the bits of a partial word below `new`.
@@ -243,15 +250,19 @@ impl Decoder {
     #[inline(never)]
     fn build_table(&mut self, header: &[u8]) -> Result<(), CodecError> {
         let mut lens = [0u8; NUM_SYMBOLS];
-        for (i, &b) in header.iter().take(HEADER_LEN).enumerate() {
-            lens[2 * i] = b & 15;
-            lens[2 * i + 1] = b >> 4;
+        // Two histograms (even/odd symbols) halve the store-to-load chains.
+        let mut c_even = [0u16; 16];
+        let mut c_odd = [0u16; 16];
+        for (pair, &b) in lens.chunks_exact_mut(2).zip(header) {
+            pair[0] = b & 15;
+            pair[1] = b >> 4;
+            c_even[usize::from(b & 15)] += 1;
+            c_odd[usize::from(b >> 4)] += 1;
         }
         let mut count = [0u16; MAX_CODEWORD_LEN + 1];
-        for &l in &lens {
-            count[l as usize] += 1;
+        for l in 1..=MAX_CODEWORD_LEN {
+            count[l] = c_even[l] + c_odd[l];
         }
-        count[0] = 0;
         let mut left: i32 = 1;
         for &c in &count[1..] {
             left = (left << 1) - i32::from(c);
@@ -267,15 +278,16 @@ impl Decoder {
         for l in 1..=MAX_CODEWORD_LEN {
             offs[l + 1] = offs[l] + count[l];
         }
+        // Unused symbols (length 0) go after all used ones, so every slot
+        // index stays below 512 and the loop needs no branch.
+        offs[0] = offs[MAX_CODEWORD_LEN + 1];
         let mut sorted = [0u16; NUM_SYMBOLS];
         for (sym, &l) in lens.iter().enumerate() {
-            if l != 0 {
-                let o = &mut offs[l as usize];
-                sorted[*o as usize] = sym as u16;
-                *o += 1;
-            }
+            let o = &mut offs[usize::from(l)];
+            sorted[usize::from(*o) & (NUM_SYMBOLS - 1)] = sym as u16;
+            *o += 1;
         }
-        let used = usize::from(offs[MAX_CODEWORD_LEN + 1]).min(NUM_SYMBOLS);
+        let used = usize::from(offs[MAX_CODEWORD_LEN]).min(NUM_SYMBOLS);
 
         let table = &mut self.table;
         let main = 1usize << TABLE_BITS;
@@ -343,23 +355,24 @@ impl Decoder {
             }
             // At least 30 bits are buffered whenever `e` is examined below.
             let mut e = main[br.peek(TABLE_BITS)];
-            while e & (SLOW | LONG) == 0 && op >= 32 && op + 32 <= out_len {
-                // Branch-free literal-or-short-match step. Literals get a
-                // dummy offset in 16..=31, so one range test admits both.
+            while e & (SLOW | LONG) == 0 && op + 24 <= out_len {
+                // Branch-free literal-or-short-match step. `mask` is all
+                // ones for a match, zero for a literal; arithmetic selection
+                // keeps the step free of unpredictable branches. Literals
+                // have a dummy offset in 16..=31 and copy from the (long
+                // settled) start of the output, avoiding store-forwarding
+                // stalls.
                 let total = e & 63;
                 let log2 = (e >> 12) & 15;
                 let extra = (br.buf >> (64 - total)) as u32 & ((1 << log2) - 1);
                 let off = ((1 << log2) | extra) as usize;
-                if off.wrapping_sub(16) > op - 16 {
+                let mask = 0usize.wrapping_sub(((e & MATCH) >> 10) as usize);
+                let back = off & mask;
+                if (back > op) | (off < 16) {
                     break;
                 }
                 br.consume(total);
-                // All ones for a match, zero for a literal; arithmetic
-                // selection keeps this step free of unpredictable branches.
-                // Literals copy from the (long settled) start of the output
-                // instead, avoiding store-forwarding stalls.
-                let mask = 0usize.wrapping_sub(((e & MATCH) >> 10) as usize);
-                let src = (op - off) & mask;
+                let src = (op - back) & mask;
                 // First word: the match source, or the literal byte (plus
                 // don't-care bytes that later output overwrites).
                 let w = (read8(output, src) & mask as u64) | (u64::from(e >> 24) & !(mask as u64));
@@ -528,27 +541,47 @@ fn copy_match(out: &mut [u8], op: usize, offset: usize, len: usize) {
 // Encoder
 // ---------------------------------------------------------------------------
 
-/// Hash of the next three bytes (the minimum match) selects a chain head.
-const HASH_BITS: u32 = 15;
+/// Hash chains link positions with equal 4-byte hashes: far more selective
+/// than 3-byte chains, so a short search visits mostly real matches.
+const HASH4_BITS: u32 = 15;
+/// Length-3 matches come from a single most-recent-position table.
+const HASH3_BITS: u32 = HASH4_BITS - 1;
 /// Chain positions examined per search; bounds the worst case (long runs of
 /// identical data) while finding nearly all useful matches.
-const MAX_SEARCH_DEPTH: u32 = 24;
+const MAX_SEARCH_DEPTH: u32 = 16;
 /// A match at least this long is taken without looking further.
-const NICE_LEN: usize = 64;
+const NICE_LEN: usize = 32;
 /// A 3-byte match farther than this rarely beats three literals.
-const MAX_LEN3_OFFSET: usize = 8192;
-/// Sentinel for "no position" in the hash chains.
-const NIL: u32 = u32::MAX;
+const MAX_LEN3_OFFSET: usize = 4096;
+/// Search depth for the lazy "is the next position better?" probe: it only
+/// has to beat an already found match, so a shallower search suffices, and
+/// shallower still once that match is long.
+const LAZY_DEPTH: u32 = 8;
+const LAZY_DEPTH_LONG: u32 = 4;
+/// Extra gain the next position's match needs to justify a literal now.
+const LAZY_BONUS: i32 = 2;
+/// Matches at least this long are taken without the lazy probe.
+const LAZY_MAX_LEN: usize = 24;
 
 /// One parsed item. Literal: the byte value (< 256). Match: bit 63 set,
 /// length in bits 16..33, offset in bits 0..16.
 type Item = u64;
 const MATCH_FLAG: u64 = 1 << 63;
 
-/// Reusable encoder state: hash chains and the item buffer.
+/// Rough value of a match in quarter bits saved: each byte covered is worth
+/// about four, each extra offset bit costs one.
+#[inline(always)]
+fn gain(len: usize, off: usize) -> i32 {
+    (len as i32) * 4 - (usize::BITS - 1 - off.leading_zeros()) as i32
+}
+
+/// Reusable encoder state: hash chains and the item buffer. Positions are
+/// stored as `pos + 1` in 16 bits (0 = none), which halves the cache
+/// footprint; chunks never exceed 64 KiB.
 pub struct Encoder {
-    head: Vec<u32>,
-    prev: Vec<u32>,
+    head4: Vec<u16>,
+    head3: Vec<u16>,
+    prev: Vec<u16>,
     items: Vec<Item>,
 }
 
@@ -563,9 +596,9 @@ thread_local! {
 }
 
 /// Compress one WIM chunk. Returns `None` when the result would not be
-/// strictly smaller than the input (the container then stores it raw).
-/// Inputs longer than [`MAX_CHUNK_SIZE`] are still encoded correctly (matches
-/// never reach back more than 65535 bytes), although WIM never needs that.
+/// strictly smaller than the input (the container then stores it raw), and
+/// for inputs longer than [`MAX_CHUNK_SIZE`], which are not valid WIM XPRESS
+/// chunks.
 pub fn compress(input: &[u8]) -> Option<Vec<u8>> {
     ENCODER.with(|e| match e.try_borrow_mut() {
         Ok(mut e) => e.compress(input),
@@ -574,9 +607,20 @@ pub fn compress(input: &[u8]) -> Option<Vec<u8>> {
 }
 
 #[inline(always)]
-fn hash3(data: &[u8], pos: usize) -> usize {
-    let v = u32::from(data[pos]) | u32::from(data[pos + 1]) << 8 | u32::from(data[pos + 2]) << 16;
-    (v.wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
+fn read_u32(data: &[u8], pos: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&data[pos..pos + 4]);
+    u32::from_le_bytes(w)
+}
+
+#[inline(always)]
+fn hash4(v: u32) -> usize {
+    (v.wrapping_mul(0x9E37_79B1) >> (32 - HASH4_BITS)) as usize
+}
+
+#[inline(always)]
+fn hash3(v: u32) -> usize {
+    ((v << 8).wrapping_mul(0x9E37_79B1) >> (32 - HASH3_BITS)) as usize
 }
 
 /// Length of the common prefix of `data[a..]` and `data[b..]` (a < b),
@@ -600,46 +644,52 @@ fn match_len(data: &[u8], a: usize, b: usize, max: usize) -> usize {
 }
 
 impl Encoder {
-    /// Allocate the hash table (chains grow with the largest chunk seen).
+    /// Allocate the hash tables and chains (about 200 KiB).
     pub fn new() -> Self {
         Encoder {
-            head: vec![NIL; 1 << HASH_BITS],
-            prev: Vec::new(),
+            head4: vec![0; 1 << HASH4_BITS],
+            head3: vec![0; 1 << HASH3_BITS],
+            prev: vec![0; MAX_CHUNK_SIZE],
             items: Vec::new(),
         }
     }
 
-    /// Insert `pos` into its hash chain; returns the previous chain head.
+    /// Insert `pos` (with `pos + 4 <= data.len()`) into the hash tables;
+    /// returns the previous 4-byte chain head and 3-byte table entry.
     #[inline(always)]
-    fn insert(&mut self, data: &[u8], pos: usize) -> u32 {
-        let h = hash3(data, pos);
-        let cand = self.head[h];
-        self.head[h] = pos as u32;
-        self.prev[pos] = cand;
-        cand
+    fn insert(&mut self, data: &[u8], pos: usize) -> (u16, u16, u32) {
+        let v = read_u32(data, pos);
+        let h4 = hash4(v);
+        let h3 = hash3(v);
+        let me = (pos + 1) as u16;
+        let c4 = std::mem::replace(&mut self.head4[h4], me);
+        let c3 = std::mem::replace(&mut self.head3[h3], me);
+        self.prev[pos] = c4;
+        (c4, c3, v)
     }
 
-    /// Insert `pos` and return the longest match (length, offset) found among
-    /// earlier positions with the same hash; length < 3 means none.
+    /// Insert `pos` and return the longest earlier match (length, offset);
+    /// length 0 means none.
     #[inline(always)]
     fn find(&mut self, data: &[u8], pos: usize, depth: u32) -> (usize, usize) {
         let max = (data.len() - pos).min(MAX_MATCH_LEN);
-        let mut cand = self.insert(data, pos);
-        let mut best_len = 2usize;
+        let (mut cand, c3, v) = self.insert(data, pos);
+        let mut best_len = 3usize;
         let mut best_off = 0usize;
         let mut depth = depth;
-        while cand != NIL && depth > 0 {
-            let c = cand as usize;
-            let off = pos - c;
-            if off > MAX_OFFSET {
-                break;
-            }
-            // Cheap rejection: a longer match must agree at best_len.
-            if best_len < max && data[c + best_len] == data[pos + best_len] {
+        while cand != 0 && depth > 0 {
+            let c = usize::from(cand) - 1;
+            // Cheap rejection: a longer match must agree at best_len, and
+            // hash collisions fail the 4-byte check.
+            if best_len < max
+                && data[c + best_len] == data[pos + best_len]
+                && read_u32(data, c) == v
+            {
                 let l = match_len(data, c, pos, max);
-                if l > best_len && (l > 3 || off <= MAX_LEN3_OFFSET) {
+                // Longer, and not bought with too many more offset bits.
+                if l > best_len && (best_off == 0 || gain(l, pos - c) > gain(best_len, best_off)) {
                     best_len = l;
-                    best_off = off;
+                    best_off = pos - c;
                     if l >= NICE_LEN.min(max) {
                         break;
                     }
@@ -648,17 +698,26 @@ impl Encoder {
             cand = self.prev[c];
             depth -= 1;
         }
-        (best_len, best_off)
+        if best_off != 0 {
+            return (best_len, best_off);
+        }
+        if c3 != 0 {
+            let c = usize::from(c3) - 1;
+            let off = pos - c;
+            if off <= MAX_LEN3_OFFSET && data[c..c + 3] == data[pos..pos + 3] {
+                return (3, off);
+            }
+        }
+        (0, 0)
     }
 
     /// Lazy parse: take the longest match at each position unless the next
     /// position has a longer one.
+    #[inline(never)]
     fn parse(&mut self, data: &[u8], freqs: &mut [u32; NUM_SYMBOLS]) {
         let n = data.len();
-        self.head.fill(NIL);
-        if self.prev.len() < n {
-            self.prev.resize(n, NIL);
-        }
+        self.head4.fill(0);
+        self.head3.fill(0);
         let mut items = std::mem::take(&mut self.items);
         items.clear();
         let mut i = 0usize;
@@ -666,7 +725,8 @@ impl Encoder {
         let mut ins = 0usize;
         let mut pending: Option<(usize, usize)> = None;
         while i < n {
-            if i + MIN_MATCH_LEN > n {
+            // Hashing reads 4 bytes; the last 3 bytes go out as literals.
+            if i + 4 > n {
                 for &b in &data[i..] {
                     items.push(u64::from(b));
                     freqs[usize::from(b)] += 1;
@@ -686,16 +746,20 @@ impl Encoder {
                 i += 1;
                 continue;
             }
-            if len < NICE_LEN && i + 1 + MIN_MATCH_LEN <= n {
+            if len < LAZY_MAX_LEN && i + 1 + 4 <= n {
                 // Search less hard when the current match is already good.
                 let depth = if len >= 16 {
-                    MAX_SEARCH_DEPTH / 4
+                    LAZY_DEPTH_LONG
                 } else {
-                    MAX_SEARCH_DEPTH
+                    LAZY_DEPTH
                 };
+
                 ins = i + 2;
                 let (l2, o2) = self.find(data, i + 1, depth);
-                if l2 > len {
+                // Defer to the next position if its match is worth more,
+                // weighing length against offset bits (one extra literal
+                // is the price of deferring).
+                if l2 >= MIN_MATCH_LEN && gain(l2, o2) > gain(len, off) + LAZY_BONUS {
                     items.push(u64::from(data[i]));
                     freqs[usize::from(data[i])] += 1;
                     i += 1;
@@ -705,7 +769,7 @@ impl Encoder {
             }
             // Emit the match at i.
             let end = i + len;
-            let ins_end = end.min(n.saturating_sub(MIN_MATCH_LEN - 1));
+            let ins_end = end.min(n - 3);
             while ins < ins_end {
                 self.insert(data, ins);
                 ins += 1;
@@ -722,47 +786,62 @@ impl Encoder {
     /// Compress one chunk; see [`compress`].
     pub fn compress(&mut self, input: &[u8]) -> Option<Vec<u8>> {
         // Header plus two words is the smallest possible output.
-        if input.len() <= HEADER_LEN + 4 {
+        if input.len() <= HEADER_LEN + 4 || input.len() > MAX_CHUNK_SIZE {
             return None;
         }
         let mut freqs = [0u32; NUM_SYMBOLS];
         self.parse(input, &mut freqs);
+        // Microsoft's decoder expects an end-of-data symbol (256) after the
+        // last item; WIM decoders stop at the known size and never read it.
+        freqs[END_OF_DATA] += 1;
         let mut lens = [0u8; NUM_SYMBOLS];
         build_lengths(&freqs, &mut lens);
         let codes = canonical_codes(&lens);
 
-        let mut out = Vec::with_capacity(input.len());
-        for pair in lens.chunks_exact(2) {
-            out.push(pair[0] | pair[1] << 4);
+        // Codeword and length packed together: one table load per symbol.
+        let mut sym_bits = [0u32; NUM_SYMBOLS];
+        for ((sb, &c), &l) in sym_bits.iter_mut().zip(&codes).zip(&lens) {
+            *sb = u32::from(c) << 8 | u32::from(l);
         }
-        let mut bw = BitWriter::new(out);
+        // Writing stops as soon as the output can no longer be smaller than
+        // the input; the 16-byte margin covers one item's worst case (7).
+        let limit = input.len();
+        let mut out = vec![0u8; limit + 16];
+        for (o, pair) in out.iter_mut().zip(lens.chunks_exact(2)) {
+            *o = pair[0] | pair[1] << 4;
+        }
+        let mut bw = BitWriter::new(HEADER_LEN);
         for &it in &self.items {
+            if bw.pos >= limit {
+                return None;
+            }
             if it & MATCH_FLAG == 0 {
-                let s = it as usize;
-                bw.bits(u32::from(codes[s]), u32::from(lens[s]));
+                bw.bits(&mut out, sym_bits[(it & 0xFF) as usize]);
             } else {
                 let off = (it & 0xFFFF) as u32;
                 let l3 = ((it >> 16) as usize & 0x1FFFF) - MIN_MATCH_LEN;
                 let log2 = 31 - off.leading_zeros();
                 let s = NUM_LITERALS + ((log2 as usize) << 4) + l3.min(15);
-                bw.bits(u32::from(codes[s]), u32::from(lens[s]));
+                bw.bits(&mut out, sym_bits[s]);
                 if l3 >= 15 {
                     if l3 - 15 < 255 {
-                        bw.byte((l3 - 15) as u8);
+                        bw.byte(&mut out, (l3 - 15) as u8);
                     } else {
-                        bw.byte(255);
-                        bw.byte(l3 as u8);
-                        bw.byte((l3 >> 8) as u8);
+                        bw.byte(&mut out, 255);
+                        bw.byte(&mut out, l3 as u8);
+                        bw.byte(&mut out, (l3 >> 8) as u8);
                     }
                 }
-                bw.bits(off & ((1 << log2) - 1), log2);
-            }
-            if bw.out.len() >= input.len() {
-                return None;
+                bw.bits(&mut out, (off & ((1 << log2) - 1)) << 8 | log2);
             }
         }
-        let out = bw.finish();
-        (out.len() < input.len()).then_some(out)
+        bw.bits(&mut out, sym_bits[END_OF_DATA]);
+        let len = bw.finish(&mut out);
+        if len >= limit {
+            return None;
+        }
+        out.truncate(len);
+        Some(out)
     }
 }
 
@@ -771,65 +850,62 @@ impl Encoder {
 /// Mirrors the reference decoder's read pattern: two word slots are reserved
 /// ahead, a word is only flushed once a *further* bit arrives (so a word that
 /// is exactly full stays pending), and interleaved bytes go after all
-/// reserved slots.
+/// reserved slots. Out-of-range writes are dropped; the caller sizes the
+/// buffer so that they cannot happen.
 struct BitWriter {
-    out: Vec<u8>,
-    acc: u32,
+    acc: u64,
     n: u32,
     slot_cur: usize,
     slot_next: usize,
+    pos: usize,
 }
 
 impl BitWriter {
-    fn new(mut out: Vec<u8>) -> Self {
-        let slot_cur = out.len();
-        out.extend_from_slice(&[0; 4]);
+    fn new(start: usize) -> Self {
         BitWriter {
-            out,
             acc: 0,
             n: 0,
-            slot_cur,
-            slot_next: slot_cur + 2,
+            slot_cur: start,
+            slot_next: start + 2,
+            pos: start + 4,
         }
     }
 
-    /// Append `n` (<= 16) bits of `v`.
+    /// Append `v >> 8` as a field of `v & 0xFF` (<= 16) bits.
     #[inline(always)]
-    fn bits(&mut self, v: u32, n: u32) {
-        self.acc = (self.acc << n) | v;
+    fn bits(&mut self, out: &mut [u8], v: u32) {
+        let n = v & 0xFF;
+        self.acc = (self.acc << n) | u64::from(v >> 8);
         self.n += n;
         if self.n > 16 {
             self.n -= 16;
             let w = (self.acc >> self.n) as u16;
-            self.put_word(w);
+            if let Some(d) = out.get_mut(self.slot_cur..self.slot_cur + 2) {
+                d.copy_from_slice(&w.to_le_bytes());
+            }
+            self.slot_cur = self.slot_next;
+            self.slot_next = self.pos;
+            self.pos += 2;
         }
     }
 
     #[inline(always)]
-    fn put_word(&mut self, w: u16) {
-        let s = self.slot_cur;
-        if let Some(d) = self.out.get_mut(s..s + 2) {
-            d.copy_from_slice(&w.to_le_bytes());
+    fn byte(&mut self, out: &mut [u8], b: u8) {
+        if let Some(d) = out.get_mut(self.pos) {
+            *d = b;
         }
-        self.slot_cur = self.slot_next;
-        self.slot_next = self.out.len();
-        self.out.extend_from_slice(&[0, 0]);
+        self.pos += 1;
     }
 
-    #[inline(always)]
-    fn byte(&mut self, b: u8) {
-        self.out.push(b);
-    }
-
-    fn finish(mut self) -> Vec<u8> {
+    /// Flush the pending word; returns the output length.
+    fn finish(self, out: &mut [u8]) -> usize {
         if self.n > 0 {
             let w = ((self.acc << (16 - self.n)) & 0xFFFF) as u16;
-            let s = self.slot_cur;
-            if let Some(d) = self.out.get_mut(s..s + 2) {
+            if let Some(d) = out.get_mut(self.slot_cur..self.slot_cur + 2) {
                 d.copy_from_slice(&w.to_le_bytes());
             }
         }
-        self.out
+        self.pos
     }
 }
 
@@ -840,6 +916,7 @@ impl BitWriter {
 /// short of 15 until the Kraft sum is exactly one again (the code must stay
 /// complete: wimlib rejects incomplete codes). Lengths are finally handed out
 /// by frequency so the most frequent symbols get the shortest codewords.
+#[inline(never)]
 fn build_lengths(freqs: &[u32; NUM_SYMBOLS], lens: &mut [u8; NUM_SYMBOLS]) {
     let mut syms: Vec<(u32, u16)> = freqs
         .iter()

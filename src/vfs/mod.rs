@@ -7,16 +7,21 @@
 //! Reads come from the image through the chunk cache; the read-write overlay
 //! will sit in front of that without changing this interface.
 
+mod write;
 mod xattr;
 
 use crate::cache::ChunkCache;
 use crate::error::Error;
 use crate::image::{Image, Inode, ROOT};
+use crate::overlay::{Data, Overlay, StagingError, StagingStatus};
 use crate::reparse;
 use crate::wim::header::flags;
 use crate::wim::{Blob, Wim};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
+
+pub use crate::overlay::{Cred, RenameMode, SetAttr, XattrMode};
 
 pub use xattr::XATTR_STREAM_PREFIX;
 
@@ -53,6 +58,44 @@ impl From<Error> for VfsError {
     fn from(e: Error) -> Self {
         log::error!("{e}");
         VfsError::Io(e.to_string())
+    }
+}
+
+impl VfsError {
+    // Constructors for the write side's errors. They map onto existing
+    // variants until the adapters handle the dedicated ones (see
+    // `posix_errno`): then each body becomes its own variant.
+    pub fn exists() -> Self {
+        VfsError::Invalid
+    }
+    pub fn not_empty() -> Self {
+        VfsError::Invalid
+    }
+    pub fn no_space() -> Self {
+        VfsError::Io("no space left on the staging device".into())
+    }
+    pub fn perm() -> Self {
+        VfsError::ReadOnly
+    }
+    pub fn name_too_long() -> Self {
+        VfsError::TooBig
+    }
+    pub fn not_supported() -> Self {
+        VfsError::Invalid
+    }
+    /// An I/O error on the staging directory.
+    pub fn from_io(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            return Self::no_space();
+        }
+        log::error!("staging I/O error: {e}");
+        VfsError::Io(e.to_string())
+    }
+    pub(crate) fn from_lib(e: Error) -> Self {
+        match e {
+            Error::RawIo(io) | Error::Io { err: io, .. } => Self::from_io(io),
+            other => other.into(),
+        }
     }
 }
 
@@ -119,6 +162,11 @@ pub struct VfsOptions {
     pub mount_root: String,
     /// Bytes to decompress ahead of a sequential reader.
     pub readahead: u64,
+    /// Read-write mounts: keep owner, group and mode (chmod/chown, and of
+    /// new files) in the UNIX-data tag. Without it chmod/chown that would
+    /// change anything fail with a permission error (a WIM has nowhere
+    /// else to keep them) and new files show the default owner and mode.
+    pub store_unix_data: bool,
 }
 
 impl Default for VfsOptions {
@@ -131,11 +179,12 @@ impl Default for VfsOptions {
             use_unix_data: true,
             mount_root: "/".into(),
             readahead: 4 << 20,
+            store_unix_data: false,
         }
     }
 }
 
-/// A read-only view of one image.
+/// A view of one image: read-only, or read-write with an [`Overlay`].
 pub struct Vfs {
     pub wim: Arc<Wim>,
     pub image: Arc<Image>,
@@ -145,31 +194,85 @@ pub struct Vfs {
     inode_dentry: Vec<u32>,
     /// POSIX targets of symlink and junction reparse points.
     links: HashMap<u32, String>,
+    /// The change set of a read-write mount.
+    rw: Option<Overlay>,
 }
 
 impl Vfs {
     pub fn new(wim: Arc<Wim>, image: Arc<Image>, cache: Arc<ChunkCache>, opts: VfsOptions) -> Vfs {
-        let inode_dentry = image.inodes.iter().map(|i| i.dentries.first().copied().unwrap_or(u32::MAX)).collect();
+        let inode_dentry = image
+            .inodes
+            .iter()
+            .map(|i| i.dentries.first().copied().unwrap_or(u32::MAX))
+            .collect();
         let rpfix = wim.header.flags & flags::RP_FIX != 0;
         let mut links = HashMap::new();
         for (idx, ino) in image.inodes.iter().enumerate() {
             if !ino.is_reparse() || idx == 0 || ino.dentries.is_empty() {
                 continue;
             }
-            let Some(b) = ino.reparse().and_then(|s| s.blob.clone()) else { continue };
-            let Ok(data) = read_all(&cache, &b, 1 << 16) else { continue };
+            let Some(b) = ino.reparse().and_then(|s| s.blob.clone()) else {
+                continue;
+            };
+            let Ok(data) = read_all(&cache, &b, 1 << 16) else {
+                continue;
+            };
             if let Some(t) = reparse::decode(ino.reparse_tag, &data) {
                 let fixed = rpfix && ino.rp_flags & reparse::RP_NOT_FIXED == 0;
-                links.insert(idx as u32, reparse::posix_target(&t, fixed, &opts.mount_root));
+                links.insert(
+                    idx as u32,
+                    reparse::posix_target(&t, fixed, &opts.mount_root),
+                );
             }
         }
-        Vfs { wim, image, cache, opts, inode_dentry, links }
+        Vfs {
+            wim,
+            image,
+            cache,
+            opts,
+            inode_dentry,
+            links,
+            rw: None,
+        }
+    }
+
+    /// A read-write view: changes go to (and are resumed from) the staging
+    /// directory `staging`. The status says whether earlier changes were
+    /// found and replayed.
+    pub fn open_rw(
+        wim: Arc<Wim>,
+        image: Arc<Image>,
+        cache: Arc<ChunkCache>,
+        opts: VfsOptions,
+        staging: &Path,
+    ) -> std::result::Result<(Vfs, StagingStatus), StagingError> {
+        let mut v = Vfs::new(wim.clone(), image.clone(), cache.clone(), opts);
+        let (ov, status) = Overlay::open(wim, image, cache, &v.links, staging)?;
+        v.rw = Some(ov);
+        Ok((v, status))
+    }
+
+    /// The overlay of a read-write mount.
+    pub fn overlay(&self) -> Option<&Overlay> {
+        self.rw.as_ref()
+    }
+
+    pub fn is_rw(&self) -> bool {
+        self.rw.is_some()
+    }
+
+    fn rw(&self) -> VfsResult<&Overlay> {
+        self.rw.as_ref().ok_or(VfsError::ReadOnly)
     }
 
     fn inode(&self, ino: Ino) -> VfsResult<(u32, &Inode)> {
         let idx = ino.checked_sub(1).ok_or(VfsError::NotFound)?;
         let i = u32::try_from(idx).map_err(|_| VfsError::NotFound)?;
-        let node = self.image.inodes.get(i as usize).ok_or(VfsError::NotFound)?;
+        let node = self
+            .image
+            .inodes
+            .get(i as usize)
+            .ok_or(VfsError::NotFound)?;
         if node.dentries.is_empty() {
             return Err(VfsError::NotFound);
         }
@@ -191,6 +294,9 @@ impl Vfs {
     }
 
     pub fn getattr(&self, ino: Ino) -> VfsResult<Attr> {
+        if let Some(ov) = &self.rw {
+            return ov.getattr(ino, &self.opts);
+        }
         let (idx, node) = self.inode(ino)?;
         let kind = self.kind(idx, node);
         let size = match kind {
@@ -222,7 +328,11 @@ impl Vfs {
             crtime: ft(node.creation_time),
             kind,
             perm,
-            nlink: if kind == FileKind::Directory { 2 + self.subdir_count(idx) } else { node.nlink() },
+            nlink: if kind == FileKind::Directory {
+                2 + self.subdir_count(idx)
+            } else {
+                node.nlink()
+            },
             uid,
             gid,
             rdev,
@@ -252,6 +362,9 @@ impl Vfs {
     }
 
     pub fn lookup(&self, parent: Ino, name: &str) -> VfsResult<Attr> {
+        if let Some(ov) = &self.rw {
+            return ov.lookup(parent, name, &self.opts);
+        }
         let d = self.dir_dentry(parent)?;
         let c = match name {
             "." => d,
@@ -263,6 +376,9 @@ impl Vfs {
 
     /// Directory entries from `offset` (0 = start; includes `.` and `..`).
     pub fn readdir(&self, ino: Ino, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
+        if let Some(ov) = &self.rw {
+            return ov.readdir(ino, offset, max);
+        }
         let d = self.dir_dentry(ino)?;
         let dn = &self.image.dentries[d as usize];
         let mut out = Vec::new();
@@ -270,7 +386,12 @@ impl Vfs {
         let mut off = offset;
         while off < total && out.len() < max {
             let e = match off {
-                0 => DirEntry { ino, kind: FileKind::Directory, name: ".".into(), next: 1 },
+                0 => DirEntry {
+                    ino,
+                    kind: FileKind::Directory,
+                    name: ".".into(),
+                    next: 1,
+                },
                 1 => DirEntry {
                     ino: self.image.dentries[dn.parent as usize].inode as Ino + 1,
                     kind: FileKind::Directory,
@@ -296,6 +417,9 @@ impl Vfs {
     }
 
     pub fn readlink(&self, ino: Ino) -> VfsResult<String> {
+        if let Some(ov) = &self.rw {
+            return ov.readlink(ino);
+        }
         let (idx, _) = self.inode(ino)?;
         self.links.get(&idx).cloned().ok_or(VfsError::NotLink)
     }
@@ -303,6 +427,14 @@ impl Vfs {
     /// Check an open: read-only mounts refuse writes; directories refuse
     /// file opens.
     pub fn open(&self, ino: Ino, write: bool) -> VfsResult<()> {
+        if let Some(ov) = &self.rw {
+            let a = ov.getattr(ino, &self.opts)?;
+            return if a.kind == FileKind::Directory {
+                Err(VfsError::IsDir)
+            } else {
+                Ok(())
+            };
+        }
         let (idx, node) = self.inode(ino)?;
         if write {
             return Err(VfsError::ReadOnly);
@@ -315,14 +447,46 @@ impl Vfs {
 
     /// Read up to `size` bytes of the unnamed data stream at `offset`.
     pub fn read(&self, ino: Ino, offset: u64, size: u32) -> VfsResult<Vec<u8>> {
+        if let Some(ov) = &self.rw {
+            return match ov.data(ino)? {
+                None => Ok(Vec::new()),
+                Some(Data::Staged(s)) => {
+                    let n = (size as u64).min(s.size().saturating_sub(offset)) as usize;
+                    let mut buf = vec![0u8; n];
+                    let got = s.read(offset, &mut buf)?;
+                    buf.truncate(got);
+                    Ok(buf)
+                }
+                Some(Data::Inline(v)) => {
+                    let a = usize::try_from(offset).unwrap_or(usize::MAX).min(v.len());
+                    let b = a.saturating_add(size as usize).min(v.len());
+                    Ok(v[a..b].to_vec())
+                }
+                Some(Data::Base { blob: Some(b), .. }) => self.read_blob(&b, offset, size),
+                Some(Data::Base { size: 0, .. }) => Ok(Vec::new()),
+                Some(Data::Base { blob: None, .. }) => {
+                    Err(VfsError::Io("data missing from WIM".into()))
+                }
+            };
+        }
         let (idx, node) = self.inode(ino)?;
         if self.kind(idx, node) == FileKind::Directory {
             return Err(VfsError::IsDir);
         }
-        let Some(s) = node.data() else { return Ok(Vec::new()) };
-        let Some(b) = &s.blob else {
-            return if s.size == 0 { Ok(Vec::new()) } else { Err(VfsError::Io("data missing from WIM".into())) };
+        let Some(s) = node.data() else {
+            return Ok(Vec::new());
         };
+        let Some(b) = &s.blob else {
+            return if s.size == 0 {
+                Ok(Vec::new())
+            } else {
+                Err(VfsError::Io("data missing from WIM".into()))
+            };
+        };
+        self.read_blob(b, offset, size)
+    }
+
+    fn read_blob(&self, b: &Blob, offset: u64, size: u32) -> VfsResult<Vec<u8>> {
         if offset >= b.size {
             return Ok(Vec::new());
         }
@@ -353,6 +517,19 @@ impl Vfs {
     }
 
     pub fn statfs(&self) -> StatFs {
+        if let Some(ov) = &self.rw {
+            // Free space is the staging filesystem's: that is where changes go.
+            let used: u64 = ov.wim().parts.iter().map(|p| p.source.len()).sum();
+            let free = ov.staging_space().map_or(0, |(f, _)| f);
+            return StatFs {
+                blocks: (used + free).div_ceil(4096),
+                bfree: free / 4096,
+                files: ov.inode_count(),
+                ffree: 0,
+                bsize: 4096,
+                namelen: 255,
+            };
+        }
         let used: u64 = self.wim.parts.iter().map(|p| p.source.len()).sum();
         StatFs {
             blocks: used.div_ceil(4096),
@@ -365,6 +542,9 @@ impl Vfs {
     }
 
     pub fn inode_count(&self) -> u64 {
+        if let Some(ov) = &self.rw {
+            return ov.inode_count();
+        }
         self.image.inodes.len() as u64
     }
 

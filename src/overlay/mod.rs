@@ -1,0 +1,2064 @@
+//! The change set of a read-write mount, over an image.
+//!
+//! On a read-write mount the image's tree is copied into a mutable tree of
+//! nodes (one per inode; inode number = index + 1, so base inodes keep
+//! their image index + 1 and new inodes count up from there, never reused
+//! while mounted). Stream contents are not copied: an unchanged stream is a
+//! reference to its blob in the WIM; a changed unnamed data stream is a
+//! [`stage::Staged`] stream (copy-on-write blocks in a staging file over the
+//! blob); named streams (`user.*` xattrs) and symlink reparse data are small
+//! and kept inline.
+//!
+//! Every change is a [`journal::Record`], applied by one function
+//! ([`Tree::apply`]) both live and when replaying the journal after a
+//! crash, so a resumed mount is exactly the state the records describe.
+//! Metadata records are written to the journal as they happen (one `write`,
+//! so they survive the daemon being killed). Data records (dirty blocks,
+//! sizes) are collected per stream and written at the next sync point
+//! (fsync, release of a written handle, a size change without an open
+//! writer, [`Overlay::sync`]): first the staging files are fsynced, then
+//! the records and a metadata record of each written inode are appended and
+//! the journal is fsynced. Hence data a record refers to is always durable
+//! before the record.
+//!
+//! The staging directory holds `identity.json` (which WIM and image it
+//! belongs to), `journal` and `data/<id>` (one sparse file per changed
+//! stream).
+
+pub mod journal;
+pub mod stage;
+
+use crate::cache::ChunkCache;
+use crate::commit::{EntryStreams, NewImage, StreamData};
+use crate::image::{Image, StreamKind, UnixData, ROOT};
+use crate::reparse;
+use crate::vfs::{Attr, DirEntry, FileKind, VfsError, VfsOptions, VfsResult};
+use crate::wim::metadata::{self, attr, tag, DentryRecord};
+use crate::wim::{Blob, Sha1, Wim, ZERO_HASH};
+use journal::{Journal, Meta, NewKind, Record};
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
+use stage::{StageCounters, Staged};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+const NONE: u32 = u32::MAX;
+const S_IFREG: u32 = 0o100000;
+const S_IFDIR: u32 = 0o040000;
+const S_IFLNK: u32 = 0o120000;
+/// NTFS limit on a name, in UTF-16 units.
+const MAX_NAME: usize = 255;
+/// Largest named stream value (the Linux xattr limit).
+pub const MAX_XATTR: usize = 65536;
+
+/// Who is asking (for owner of new files when UNIX data is stored).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cred {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// How `rename` treats an existing target (RENAME_NOREPLACE and
+/// RENAME_EXCHANGE in Linux terms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenameMode {
+    /// Replace an existing target (plain rename(2)).
+    Replace,
+    /// Fail with `Exists` if the target exists.
+    NoReplace,
+    /// Swap source and target atomically; both must exist.
+    Exchange,
+}
+
+impl RenameMode {
+    fn code(self) -> u8 {
+        match self {
+            RenameMode::Replace => 0,
+            RenameMode::NoReplace => 1,
+            RenameMode::Exchange => 2,
+        }
+    }
+    fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            0 => RenameMode::Replace,
+            1 => RenameMode::NoReplace,
+            2 => RenameMode::Exchange,
+            _ => return None,
+        })
+    }
+}
+
+/// How `setxattr` treats an existing attribute (XATTR_CREATE/REPLACE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XattrMode {
+    Any,
+    Create,
+    Replace,
+}
+
+/// What `setattr` changes; `None` leaves a field alone. Times are resolved
+/// by the adapter ("now" becomes the current time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    pub size: Option<u64>,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub atime: Option<(i64, u32)>,
+    pub mtime: Option<(i64, u32)>,
+}
+
+/// Errors opening a staging directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StagingError {
+    #[error("staging directory {dir} belongs to a different or since-changed WIM: {what}. \
+             If a commit completed, its changes are already in the WIM; otherwise mount the WIM it was made for. \
+             Discard the staging to start afresh")]
+    Mismatch { dir: String, what: String },
+    #[error("staging directory {path}: {err}")]
+    Io { path: String, err: io::Error },
+    #[error("staging directory {0}")]
+    Invalid(String),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StagingError + '_ {
+    move |err| StagingError::Io {
+        path: path.display().to_string(),
+        err,
+    }
+}
+
+/// Which WIM and image a staging directory belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Identity {
+    pub format: u32,
+    pub wim: String,
+    pub guid: String,
+    pub image: u32,
+    /// SHA-1 of the image's metadata resource.
+    pub metadata_sha1: String,
+    pub blob_table_offset: u64,
+    pub blob_table_size: u64,
+    /// Informational only (a commit by us rewrites the identity).
+    pub wim_size: u64,
+}
+
+impl Identity {
+    pub fn of(wim: &Wim, image: u32) -> Identity {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        Identity {
+            format: 1,
+            wim: wim.path.display().to_string(),
+            guid: hex(&wim.header.guid),
+            image,
+            metadata_sha1: wim
+                .metadata
+                .get((image as usize).wrapping_sub(1))
+                .map_or(String::new(), |b| hex(&b.hash)),
+            blob_table_offset: wim.header.blob_table.offset,
+            blob_table_size: wim.header.blob_table.size_in_wim,
+            wim_size: wim.parts.first().map_or(0, |p| p.source.len()),
+        }
+    }
+
+    /// Why `self` (stored) does not fit `cur` (the WIM being mounted).
+    fn mismatch(&self, cur: &Identity) -> Option<String> {
+        if self.format != cur.format {
+            return Some(format!(
+                "staging format {} (this wimfs uses {})",
+                self.format, cur.format
+            ));
+        }
+        if self.guid != cur.guid {
+            return Some(format!(
+                "it was made for WIM {} (GUID {}), not this one (GUID {})",
+                self.wim, self.guid, cur.guid
+            ));
+        }
+        if self.image != cur.image {
+            return Some(format!(
+                "it was made for image {}, not image {}",
+                self.image, cur.image
+            ));
+        }
+        if self.metadata_sha1 != cur.metadata_sha1
+            || self.blob_table_offset != cur.blob_table_offset
+            || self.blob_table_size != cur.blob_table_size
+        {
+            return Some(format!(
+                "{} has been written since the staging was made",
+                cur.wim
+            ));
+        }
+        None
+    }
+}
+
+/// What opening a staging directory found.
+#[derive(Debug, Clone, Default)]
+pub struct StagingStatus {
+    /// A staging with changes from an earlier mount was found and resumed.
+    pub resumed: bool,
+    pub records: usize,
+    /// Bytes of a torn (unfinished) last record, dropped.
+    pub torn_bytes: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Does `dir` hold a wimfs staging? Returns its identity.
+pub fn probe(dir: &Path) -> Option<Identity> {
+    let b = std::fs::read(dir.join("identity.json")).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+/// Delete a staging directory's contents (identity, journal, data) and the
+/// directory itself if then empty.
+pub fn discard(dir: &Path) -> io::Result<()> {
+    for f in ["journal", "identity.json", "identity.json.tmp"] {
+        match std::fs::remove_file(dir.join(f)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    match std::fs::remove_dir_all(dir.join("data")) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let _ = std::fs::remove_dir(dir);
+    Ok(())
+}
+
+/// A stream's content.
+#[derive(Clone)]
+pub enum Data {
+    /// Unchanged: a blob of the base WIM (`blob` None when it is missing).
+    Base {
+        hash: Sha1,
+        size: u64,
+        blob: Option<Arc<Blob>>,
+    },
+    /// Small content held in memory (named streams, symlink data).
+    Inline(Arc<Vec<u8>>),
+    /// Changed blocks over old content.
+    Staged(Arc<Staged>),
+}
+
+impl Data {
+    pub fn size(&self) -> u64 {
+        match self {
+            Data::Base { size, .. } => *size,
+            Data::Inline(v) => v.len() as u64,
+            Data::Staged(s) => s.size(),
+        }
+    }
+    fn from_stream(s: &crate::image::Stream) -> Data {
+        Data::Base {
+            hash: s.hash,
+            size: s.size,
+            blob: s.blob.clone(),
+        }
+    }
+    fn to_stream_data(&self) -> StreamData {
+        match self {
+            Data::Base { hash, size, .. } => {
+                if *size == 0 || *hash == ZERO_HASH {
+                    StreamData::Empty
+                } else {
+                    StreamData::Blob(*hash)
+                }
+            }
+            Data::Inline(v) if v.is_empty() => StreamData::Empty,
+            Data::Inline(v) => StreamData::New(Arc::new(v.as_ref().clone())),
+            Data::Staged(s) if s.size() == 0 => StreamData::Empty,
+            Data::Staged(s) => StreamData::New(s.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    idx: u32,
+    /// The base dentry this name came from (short name, tagged items), or
+    /// NONE for names made during the mount.
+    dentry: u32,
+}
+
+struct Dir {
+    parent: u32,
+    entries: BTreeMap<String, Entry>,
+    subdirs: u32,
+}
+
+struct Node {
+    base: u32,
+    meta: Meta,
+    reparse_tag: u32,
+    rp_flags: u16,
+    data: Option<Data>,
+    reparse: Option<Data>,
+    named: Vec<(String, Data)>,
+    link: Option<String>,
+    nlink: u32,
+    dir: Option<Dir>,
+    open: u32,
+    open_w: u32,
+    live: bool,
+}
+
+impl Node {
+    fn kind(&self) -> FileKind {
+        if self.link.is_some() {
+            FileKind::Symlink
+        } else if self.dir.is_some() {
+            FileKind::Directory
+        } else {
+            FileKind::Regular
+        }
+    }
+}
+
+/// Context for applying records: where staging files go.
+struct Ctx<'a> {
+    data_dir: &'a Path,
+    cache: &'a Arc<ChunkCache>,
+    counters: &'a Arc<StageCounters>,
+    replaying: bool,
+}
+
+/// The mutable tree.
+struct Tree {
+    wim: Arc<Wim>,
+    image: Arc<Image>,
+    nodes: Vec<Node>,
+    streams: HashMap<u64, Arc<Staged>>,
+    next_stream: u64,
+    /// Streams of freed inodes, deleted after the next journal sync.
+    dead_streams: Vec<u64>,
+}
+
+fn check_name(name: &str) -> VfsResult<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(VfsError::Invalid);
+    }
+    if name.encode_utf16().count() > MAX_NAME {
+        return Err(VfsError::name_too_long());
+    }
+    Ok(())
+}
+
+impl Tree {
+    fn build(wim: Arc<Wim>, image: Arc<Image>, links: &HashMap<u32, String>) -> Tree {
+        let mut nodes = Vec::with_capacity(image.inodes.len());
+        for (i, ino) in image.inodes.iter().enumerate() {
+            let link = links.get(&(i as u32)).cloned();
+            let mut data = None;
+            let mut reparse = None;
+            let mut named = Vec::new();
+            for s in &ino.streams {
+                if !s.name.is_empty() {
+                    named.push((s.name.clone(), Data::from_stream(s)));
+                } else if s.kind == StreamKind::Reparse {
+                    reparse = Some(Data::from_stream(s));
+                } else {
+                    data = Some(Data::from_stream(s));
+                }
+            }
+            let is_dir = ino.is_dir() && link.is_none();
+            if data.is_none() && !ino.is_dir() && !ino.is_reparse() {
+                data = Some(Data::Base {
+                    hash: ZERO_HASH,
+                    size: 0,
+                    blob: None,
+                });
+            }
+            let dir = if is_dir {
+                let d = ino.dentries.first().copied().unwrap_or(NONE);
+                let mut entries = BTreeMap::new();
+                let parent = match image.dentries.get(d as usize) {
+                    Some(dn) => image
+                        .dentries
+                        .get(dn.parent as usize)
+                        .map_or(0, |x| x.inode),
+                    None => 0,
+                };
+                let mut subdirs = 0;
+                if d != NONE {
+                    for &c in &image.dentries[d as usize].children {
+                        let cd = &image.dentries[c as usize];
+                        let cn = &image.inodes[cd.inode as usize];
+                        if cn.is_dir() && !links.contains_key(&cd.inode) {
+                            subdirs += 1;
+                        }
+                        entries.insert(
+                            cd.name.clone(),
+                            Entry {
+                                idx: cd.inode,
+                                dentry: c,
+                            },
+                        );
+                    }
+                }
+                Some(Dir {
+                    parent,
+                    entries,
+                    subdirs,
+                })
+            } else {
+                None
+            };
+            nodes.push(Node {
+                base: i as u32,
+                meta: Meta {
+                    attributes: ino.attributes,
+                    security_id: ino.security_id,
+                    creation_time: ino.creation_time,
+                    last_access_time: ino.last_access_time,
+                    last_write_time: ino.last_write_time,
+                    unix: ino.unix,
+                },
+                reparse_tag: ino.reparse_tag,
+                rp_flags: ino.rp_flags,
+                data,
+                reparse,
+                named,
+                link,
+                nlink: ino.dentries.len() as u32,
+                dir,
+                open: 0,
+                open_w: 0,
+                live: !ino.dentries.is_empty(),
+            });
+        }
+        if let Some(r) = nodes.first_mut() {
+            r.live = true;
+            r.nlink = r.nlink.max(1);
+            if let Some(d) = r.dir.as_mut() {
+                d.parent = 0;
+            }
+        }
+        Tree {
+            wim,
+            image,
+            nodes,
+            streams: HashMap::new(),
+            next_stream: 1,
+            dead_streams: Vec::new(),
+        }
+    }
+
+    fn node(&self, idx: u32) -> VfsResult<&Node> {
+        self.nodes
+            .get(idx as usize)
+            .filter(|n| n.live)
+            .ok_or(VfsError::NotFound)
+    }
+
+    fn node_mut(&mut self, idx: u32) -> VfsResult<&mut Node> {
+        self.nodes
+            .get_mut(idx as usize)
+            .filter(|n| n.live)
+            .ok_or(VfsError::NotFound)
+    }
+
+    fn dir(&self, idx: u32) -> VfsResult<&Dir> {
+        self.node(idx)?.dir.as_ref().ok_or(VfsError::NotDir)
+    }
+
+    fn dir_mut(&mut self, idx: u32) -> VfsResult<&mut Dir> {
+        self.node_mut(idx)?.dir.as_mut().ok_or(VfsError::NotDir)
+    }
+
+    fn attr(&self, idx: u32, opts: &VfsOptions) -> VfsResult<Attr> {
+        let n = self.node(idx)?;
+        let kind = n.kind();
+        let size = match kind {
+            FileKind::Symlink => n.link.as_ref().map_or(0, |s| s.len() as u64),
+            FileKind::Directory => 0,
+            FileKind::Regular => n.data.as_ref().map_or(0, |d| d.size()),
+        };
+        let (mut perm, mut uid, mut gid, mut rdev) = match kind {
+            FileKind::Directory => (opts.dir_mode, opts.uid, opts.gid, 0),
+            FileKind::Regular => (opts.file_mode, opts.uid, opts.gid, 0),
+            FileKind::Symlink => (0o777, opts.uid, opts.gid, 0),
+        };
+        if opts.use_unix_data || opts.store_unix_data {
+            if let Some(u) = n.meta.unix {
+                perm = (u.mode & 0o7777) as u16;
+                uid = u.uid;
+                gid = u.gid;
+                rdev = u.rdev;
+            }
+        }
+        let ft = crate::time::filetime_to_unix;
+        Ok(Attr {
+            ino: idx as u64 + 1,
+            size,
+            blocks: size.div_ceil(512),
+            atime: ft(n.meta.last_access_time),
+            mtime: ft(n.meta.last_write_time),
+            ctime: ft(n.meta.last_write_time),
+            crtime: ft(n.meta.creation_time),
+            kind,
+            perm,
+            nlink: match &n.dir {
+                Some(d) => 2 + d.subdirs,
+                None => n.nlink,
+            },
+            uid,
+            gid,
+            rdev,
+            attributes: n.meta.attributes,
+        })
+    }
+
+    fn is_dir_idx(&self, idx: u32) -> bool {
+        self.nodes
+            .get(idx as usize)
+            .is_some_and(|n| n.dir.is_some())
+    }
+
+    fn set_dir_time(&mut self, idx: u32, t: u64) {
+        if let Some(n) = self.nodes.get_mut(idx as usize) {
+            n.meta.last_write_time = t;
+        }
+    }
+
+    /// Add a name; the caller checked it is free.
+    fn add_entry(&mut self, parent: u32, name: String, e: Entry) -> VfsResult<()> {
+        let child_dir = self.is_dir_idx(e.idx);
+        let d = self.dir_mut(parent)?;
+        d.entries.insert(name, e);
+        if child_dir {
+            d.subdirs += 1;
+        }
+        let c = self.node_mut(e.idx)?;
+        c.nlink += 1;
+        if let Some(cd) = c.dir.as_mut() {
+            cd.parent = parent;
+        }
+        Ok(())
+    }
+
+    /// Remove a name (no emptiness checks here).
+    fn remove_entry(&mut self, parent: u32, name: &str, ctx: &Ctx) -> VfsResult<Entry> {
+        let e = self
+            .dir_mut(parent)?
+            .entries
+            .remove(name)
+            .ok_or(VfsError::NotFound)?;
+        let child_dir = self.is_dir_idx(e.idx);
+        if child_dir {
+            let d = self.dir_mut(parent)?;
+            d.subdirs = d.subdirs.saturating_sub(1);
+        }
+        if let Some(c) = self.nodes.get_mut(e.idx as usize) {
+            c.nlink = c.nlink.saturating_sub(1);
+        }
+        if !ctx.replaying {
+            self.maybe_free(e.idx);
+        }
+        Ok(e)
+    }
+
+    /// Free an inode with no names and no open handles.
+    fn maybe_free(&mut self, idx: u32) {
+        let Some(n) = self.nodes.get_mut(idx as usize) else {
+            return;
+        };
+        if !n.live || n.nlink > 0 || n.open > 0 || idx == 0 {
+            return;
+        }
+        n.live = false;
+        if let Some(Data::Staged(s)) = n.data.take() {
+            self.streams.remove(&s.id);
+            self.dead_streams.push(s.id);
+        }
+        n.named.clear();
+        n.reparse = None;
+        n.dir = None;
+    }
+
+    fn lookup(&self, parent: u32, name: &str) -> VfsResult<Entry> {
+        let d = self.dir(parent)?;
+        d.entries.get(name).copied().ok_or(VfsError::NotFound)
+    }
+
+    /// Is `anc` an ancestor of (or equal to) directory `idx`?
+    fn is_ancestor(&self, anc: u32, mut idx: u32) -> bool {
+        for _ in 0..100_000 {
+            if idx == anc {
+                return true;
+            }
+            match self.nodes.get(idx as usize).and_then(|n| n.dir.as_ref()) {
+                Some(d) if idx != 0 => idx = d.parent,
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Apply one change. Validates first, so a failing record changes
+    /// nothing.
+    fn apply(&mut self, r: &Record, ctx: &Ctx) -> VfsResult<()> {
+        match r {
+            Record::NewNode {
+                idx,
+                kind,
+                meta,
+                reparse_tag,
+                rp_flags,
+                reparse,
+                link,
+            } => {
+                if *idx as usize != self.nodes.len() {
+                    return Err(VfsError::Invalid);
+                }
+                let (dir, data, rp, link) = match kind {
+                    NewKind::Dir => (
+                        Some(Dir {
+                            parent: 0,
+                            entries: BTreeMap::new(),
+                            subdirs: 0,
+                        }),
+                        None,
+                        None,
+                        None,
+                    ),
+                    NewKind::File => (
+                        None,
+                        Some(Data::Base {
+                            hash: ZERO_HASH,
+                            size: 0,
+                            blob: None,
+                        }),
+                        None,
+                        None,
+                    ),
+                    NewKind::Symlink => (
+                        None,
+                        None,
+                        Some(Data::Inline(Arc::new(reparse.clone()))),
+                        Some(link.clone()),
+                    ),
+                };
+                self.nodes.push(Node {
+                    base: NONE,
+                    meta: *meta,
+                    reparse_tag: *reparse_tag,
+                    rp_flags: *rp_flags,
+                    data,
+                    reparse: rp,
+                    named: Vec::new(),
+                    link,
+                    nlink: 0,
+                    dir,
+                    open: 0,
+                    open_w: 0,
+                    live: true,
+                });
+            }
+            Record::Link {
+                parent,
+                name,
+                idx,
+                t,
+            } => {
+                check_name(name)?;
+                self.node(*idx)?;
+                if self.dir(*parent)?.entries.contains_key(name) {
+                    return Err(VfsError::exists());
+                }
+                self.add_entry(
+                    *parent,
+                    name.clone(),
+                    Entry {
+                        idx: *idx,
+                        dentry: NONE,
+                    },
+                )?;
+                self.set_dir_time(*parent, *t);
+            }
+            Record::Unlink { parent, name, t } => {
+                let e = self.lookup(*parent, name)?;
+                if let Some(d) = &self.node(e.idx)?.dir {
+                    if !d.entries.is_empty() {
+                        return Err(VfsError::not_empty());
+                    }
+                }
+                self.remove_entry(*parent, name, ctx)?;
+                self.set_dir_time(*parent, *t);
+            }
+            Record::Rename {
+                from,
+                from_name,
+                to,
+                to_name,
+                mode,
+                t,
+            } => {
+                let mode = RenameMode::from_code(*mode).ok_or(VfsError::Invalid)?;
+                self.rename(*from, from_name, *to, to_name, mode, ctx)?;
+                self.set_dir_time(*from, *t);
+                self.set_dir_time(*to, *t);
+            }
+            Record::Meta { idx, meta } => {
+                self.node_mut(*idx)?.meta = *meta;
+            }
+            Record::Xattr { idx, name, value } => {
+                let n = self.node_mut(*idx)?;
+                let pos = n.named.iter().position(|(k, _)| k == name);
+                match (value, pos) {
+                    (Some(v), Some(p)) => n.named[p].1 = Data::Inline(Arc::new(v.clone())),
+                    (Some(v), None) => n
+                        .named
+                        .push((name.clone(), Data::Inline(Arc::new(v.clone())))),
+                    (None, Some(p)) => {
+                        n.named.remove(p);
+                    }
+                    (None, None) => return Err(VfsError::NoAttr),
+                }
+            }
+            Record::Stage { idx, id } => {
+                let n = self.node(*idx)?;
+                let (base, size) = match &n.data {
+                    Some(Data::Base { blob, size, .. }) => (blob.clone(), *size),
+                    Some(Data::Inline(_)) | Some(Data::Staged(_)) | None => {
+                        return Err(VfsError::Invalid)
+                    }
+                };
+                let path = ctx.data_dir.join(id.to_string());
+                let s = Staged::open(
+                    *id,
+                    &path,
+                    base,
+                    size,
+                    ctx.cache.clone(),
+                    ctx.counters.clone(),
+                )
+                .map_err(VfsError::from_io)?;
+                let s = Arc::new(s);
+                self.streams.insert(*id, s.clone());
+                self.next_stream = self.next_stream.max(id + 1);
+                self.node_mut(*idx)?.data = Some(Data::Staged(s));
+            }
+            Record::Data { id, size, runs } => {
+                let s = self.streams.get(id).ok_or(VfsError::Invalid)?;
+                s.replay_data(runs, *size);
+            }
+            Record::Size { id, size } => {
+                let s = self.streams.get(id).ok_or(VfsError::Invalid)?;
+                s.replay_size(*size);
+            }
+        }
+        Ok(())
+    }
+
+    fn rename(
+        &mut self,
+        from: u32,
+        fname: &str,
+        to: u32,
+        tname: &str,
+        mode: RenameMode,
+        ctx: &Ctx,
+    ) -> VfsResult<()> {
+        check_name(tname)?;
+        let src = self.lookup(from, fname)?;
+        self.dir(to)?;
+        let dst = self.dir(to)?.entries.get(tname).copied();
+        let src_dir = self.is_dir_idx(src.idx);
+        if src_dir && self.is_ancestor(src.idx, to) {
+            return Err(VfsError::Invalid);
+        }
+        match mode {
+            RenameMode::Exchange => {
+                let dst = dst.ok_or(VfsError::NotFound)?;
+                if self.is_dir_idx(dst.idx) && self.is_ancestor(dst.idx, from) {
+                    return Err(VfsError::Invalid);
+                }
+                if from == to && fname == tname {
+                    return Ok(());
+                }
+                // Swap the two names' targets (short names stay with neither).
+                let (a, b) = (
+                    Entry {
+                        idx: dst.idx,
+                        dentry: NONE,
+                    },
+                    Entry {
+                        idx: src.idx,
+                        dentry: NONE,
+                    },
+                );
+                let a_dir = self.is_dir_idx(a.idx);
+                let b_dir = self.is_dir_idx(b.idx);
+                self.dir_mut(from)?.entries.insert(fname.to_string(), a);
+                self.dir_mut(to)?.entries.insert(tname.to_string(), b);
+                if a_dir != b_dir && from != to {
+                    let (gain, lose) = if a_dir { (from, to) } else { (to, from) };
+                    self.dir_mut(gain)?.subdirs += 1;
+                    let l = self.dir_mut(lose)?;
+                    l.subdirs = l.subdirs.saturating_sub(1);
+                }
+                if let Some(d) = self.node_mut(a.idx)?.dir.as_mut() {
+                    d.parent = from;
+                }
+                if let Some(d) = self.node_mut(b.idx)?.dir.as_mut() {
+                    d.parent = to;
+                }
+                Ok(())
+            }
+            RenameMode::NoReplace | RenameMode::Replace => {
+                if let Some(d) = dst {
+                    if mode == RenameMode::NoReplace {
+                        return Err(VfsError::exists());
+                    }
+                    if d.idx == src.idx {
+                        // Same inode (or same name): POSIX does nothing.
+                        return Ok(());
+                    }
+                    let dst_dir = self.is_dir_idx(d.idx);
+                    match (src_dir, dst_dir) {
+                        (true, false) => return Err(VfsError::NotDir),
+                        (false, true) => return Err(VfsError::IsDir),
+                        (true, true) if !self.dir(d.idx)?.entries.is_empty() => {
+                            return Err(VfsError::not_empty());
+                        }
+                        _ => {}
+                    }
+                    self.remove_entry(to, tname, ctx)?;
+                }
+                let e = self.remove_entry_keep(from, fname)?;
+                self.add_entry(
+                    to,
+                    tname.to_string(),
+                    Entry {
+                        idx: e.idx,
+                        dentry: NONE,
+                    },
+                )?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Remove a name whose inode is about to get another one (rename).
+    fn remove_entry_keep(&mut self, parent: u32, name: &str) -> VfsResult<Entry> {
+        let e = self
+            .dir_mut(parent)?
+            .entries
+            .remove(name)
+            .ok_or(VfsError::NotFound)?;
+        if self.is_dir_idx(e.idx) {
+            let d = self.dir_mut(parent)?;
+            d.subdirs = d.subdirs.saturating_sub(1);
+        }
+        if let Some(c) = self.nodes.get_mut(e.idx as usize) {
+            c.nlink = c.nlink.saturating_sub(1);
+        }
+        Ok(e)
+    }
+}
+
+/// Data records not yet in the journal, per stream, plus the inodes whose
+/// metadata (mtime) must be written with them.
+#[derive(Default)]
+struct Pending {
+    ops: BTreeMap<u64, (Arc<Staged>, Vec<Record>)>,
+    meta: BTreeSet<u32>,
+}
+
+impl Pending {
+    fn push(&mut self, s: &Arc<Staged>, idx: u32, r: Record) {
+        self.meta.insert(idx);
+        let ops = &mut self
+            .ops
+            .entry(s.id)
+            .or_insert_with(|| (s.clone(), Vec::new()))
+            .1;
+        // Merge into a preceding data record of the same stream.
+        if let (
+            Some(Record::Data {
+                size: ps, runs: pr, ..
+            }),
+            Record::Data { size, runs, .. },
+        ) = (ops.last_mut(), &r)
+        {
+            *ps = *size;
+            for &(b, n) in runs {
+                match pr.last_mut() {
+                    Some((s0, n0)) if *s0 + *n0 == b => *n0 += n,
+                    _ => pr.push((b, n)),
+                }
+            }
+            return;
+        }
+        ops.push(r);
+    }
+}
+
+struct JState {
+    journal: Journal,
+    pending: Pending,
+}
+
+/// Open handle bookkeeping.
+struct Handle {
+    idx: u32,
+    write: bool,
+}
+
+/// A read-write overlay over one image.
+pub struct Overlay {
+    dir: PathBuf,
+    data_dir: PathBuf,
+    tree: RwLock<Tree>,
+    js: Mutex<JState>,
+    gate: RwLock<()>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    cache: Arc<ChunkCache>,
+    pub counters: Arc<StageCounters>,
+    /// Sync the journal when a written handle is released (default on).
+    pub sync_on_release: bool,
+}
+
+/// Proof that writers are held off (see [`Overlay::freeze`]).
+pub struct Frozen<'a>(#[allow(dead_code)] RwLockWriteGuard<'a, ()>);
+
+impl Overlay {
+    /// Open (or create) the staging directory `dir` for `image` of `wim`
+    /// and replay its journal. `links` are the POSIX targets of the image's
+    /// symlinks by inode index (as the read-only vfs computed them).
+    pub fn open(
+        wim: Arc<Wim>,
+        image: Arc<Image>,
+        cache: Arc<ChunkCache>,
+        links: &HashMap<u32, String>,
+        dir: &Path,
+    ) -> Result<(Overlay, StagingStatus), StagingError> {
+        let cur = Identity::of(&wim, image.index);
+        std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+        let data_dir = dir.join("data");
+        std::fs::create_dir_all(&data_dir).map_err(io_at(&data_dir))?;
+        let jpath = dir.join("journal");
+        let mut status = StagingStatus::default();
+        let counters = Arc::new(StageCounters::default());
+        let mut tree = Tree::build(wim, image, links);
+        let stored = probe(dir);
+        let journal = match stored {
+            Some(id) if jpath.exists() => {
+                if let Some(what) = id.mismatch(&cur) {
+                    return Err(StagingError::Mismatch {
+                        dir: dir.display().to_string(),
+                        what,
+                    });
+                }
+                let (mut j, out) = Journal::open(&jpath).map_err(io_at(&jpath))?;
+                status.torn_bytes = out.torn_bytes;
+                if out.torn_bytes > 0 {
+                    status.warnings.push(format!(
+                        "dropped {} bytes of an unfinished journal record (changes not yet synced when the mount stopped)",
+                        out.torn_bytes
+                    ));
+                }
+                let ctx = Ctx {
+                    data_dir: &data_dir,
+                    cache: &cache,
+                    counters: &counters,
+                    replaying: true,
+                };
+                let mut applied = 0;
+                for (i, r) in out.records.iter().enumerate() {
+                    if let Err(e) = tree.apply(r, &ctx) {
+                        status.warnings.push(format!(
+                            "journal record {} of {} could not be applied ({e}); it and later ones are dropped",
+                            i + 1,
+                            out.records.len()
+                        ));
+                        let cut = out
+                            .ends
+                            .get(i.wrapping_sub(1))
+                            .copied()
+                            .unwrap_or(journal::MAGIC.len() as u64);
+                        drop(j);
+                        truncate_file(&jpath, cut).map_err(io_at(&jpath))?;
+                        j = Journal::open(&jpath).map_err(io_at(&jpath))?.0;
+                        break;
+                    }
+                    applied += 1;
+                }
+                status.records = applied;
+                status.resumed = applied > 0;
+                // Nodes left without names are gone; then scrub the staging
+                // files of what is left and delete the rest.
+                for i in 0..tree.nodes.len() as u32 {
+                    tree.maybe_free(i);
+                }
+                tree.dead_streams.clear();
+                for s in tree.streams.values() {
+                    s.scrub().map_err(io_at(&data_dir))?;
+                }
+                remove_unreferenced(&data_dir, &tree.streams);
+                j
+            }
+            _ => {
+                if stored.is_none()
+                    && std::fs::read_dir(&data_dir)
+                        .map(|mut d| d.next().is_some())
+                        .unwrap_or(false)
+                {
+                    return Err(StagingError::Invalid(format!(
+                        "{} holds data but no identity.json; not a wimfs staging directory (or a damaged one)",
+                        dir.display()
+                    )));
+                }
+                write_identity(dir, &cur)?;
+                Journal::create(&jpath).map_err(io_at(&jpath))?
+            }
+        };
+        let ov = Overlay {
+            dir: dir.to_path_buf(),
+            data_dir,
+            tree: RwLock::new(tree),
+            js: Mutex::new(JState {
+                journal,
+                pending: Pending::default(),
+            }),
+            gate: RwLock::new(()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            cache,
+            counters,
+            sync_on_release: true,
+        };
+        Ok((ov, status))
+    }
+
+    pub fn staging_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            data_dir: &self.data_dir,
+            cache: &self.cache,
+            counters: &self.counters,
+            replaying: false,
+        }
+    }
+
+    /// Apply and journal a metadata record (tree lock held by the caller).
+    fn commit_record(&self, t: &mut Tree, r: Record) -> VfsResult<()> {
+        t.apply(&r, &self.ctx())?;
+        let mut js = self.js.lock();
+        if let Err(e) = js.journal.append(&r) {
+            log::error!("journal write failed: {e}");
+            return Err(VfsError::from_io(e));
+        }
+        Ok(())
+    }
+
+    // ----- reads ---------------------------------------------------------
+
+    pub fn getattr(&self, ino: u64, opts: &VfsOptions) -> VfsResult<Attr> {
+        self.tree.read().attr(idx_of(ino)?, opts)
+    }
+
+    pub fn lookup(&self, parent: u64, name: &str, opts: &VfsOptions) -> VfsResult<Attr> {
+        let t = self.tree.read();
+        let p = idx_of(parent)?;
+        let d = t.dir(p)?;
+        let c = match name {
+            "." => p,
+            ".." => d.parent,
+            _ => d.entries.get(name).ok_or(VfsError::NotFound)?.idx,
+        };
+        t.attr(c, opts)
+    }
+
+    pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
+        let t = self.tree.read();
+        let d = t.dir(idx_of(ino)?)?;
+        let mut out = Vec::new();
+        let mut off = offset;
+        if off == 0 && out.len() < max {
+            out.push(DirEntry {
+                ino,
+                kind: FileKind::Directory,
+                name: ".".into(),
+                next: 1,
+            });
+            off = 1;
+        }
+        if off == 1 && out.len() < max {
+            out.push(DirEntry {
+                ino: d.parent as u64 + 1,
+                kind: FileKind::Directory,
+                name: "..".into(),
+                next: 2,
+            });
+            off = 2;
+        }
+        // Offsets past 2 count entries in name order; a concurrent change
+        // can shift them (as on many filesystems).
+        for (i, (name, e)) in d
+            .entries
+            .iter()
+            .enumerate()
+            .skip((off.saturating_sub(2)) as usize)
+        {
+            if out.len() >= max {
+                break;
+            }
+            let kind = t
+                .nodes
+                .get(e.idx as usize)
+                .map_or(FileKind::Regular, |n| n.kind());
+            out.push(DirEntry {
+                ino: e.idx as u64 + 1,
+                kind,
+                name: name.clone(),
+                next: i as u64 + 3,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn readlink(&self, ino: u64) -> VfsResult<String> {
+        let t = self.tree.read();
+        t.node(idx_of(ino)?)?.link.clone().ok_or(VfsError::NotLink)
+    }
+
+    /// The unnamed data stream of a regular file (to read outside the lock).
+    pub fn data(&self, ino: u64) -> VfsResult<Option<Data>> {
+        let t = self.tree.read();
+        let n = t.node(idx_of(ino)?)?;
+        match n.kind() {
+            FileKind::Directory => Err(VfsError::IsDir),
+            _ => Ok(n.data.clone()),
+        }
+    }
+
+    /// Named streams (name, content).
+    pub fn named_streams(&self, ino: u64) -> VfsResult<Vec<(String, Data)>> {
+        Ok(self.tree.read().node(idx_of(ino)?)?.named.clone())
+    }
+
+    /// Windows metadata for xattrs: attributes, creation time, security id,
+    /// reparse tag and data, short name, base inode index.
+    pub fn win_meta(&self, ino: u64) -> VfsResult<WinMeta> {
+        let t = self.tree.read();
+        let idx = idx_of(ino)?;
+        let n = t.node(idx)?;
+        let base = (n.base != NONE).then_some(n.base);
+        let short_name = base
+            .and_then(|b| t.image.inodes.get(b as usize))
+            .and_then(|i| i.dentries.first())
+            .map(|&d| t.image.dentries[d as usize].short_name.clone())
+            .filter(|s| !s.is_empty() && n.nlink > 0);
+        Ok(WinMeta {
+            attributes: n.meta.attributes,
+            creation_time: n.meta.creation_time,
+            security: t
+                .image
+                .security_descriptor(n.meta.security_id)
+                .map(|s| s.to_vec()),
+            reparse: (n.meta.attributes & attr::REPARSE_POINT != 0)
+                .then(|| (n.reparse_tag, n.reparse.clone())),
+            short_name,
+            xattrs: base
+                .and_then(|b| t.image.inodes.get(b as usize))
+                .and_then(|i| i.xattrs.clone()),
+        })
+    }
+
+    pub fn inode_count(&self) -> u64 {
+        self.tree.read().nodes.len() as u64
+    }
+
+    /// Free and total bytes of the filesystem holding the staging.
+    pub fn staging_space(&self) -> Option<(u64, u64)> {
+        fs_space(&self.dir)
+    }
+
+    pub fn wim(&self) -> Arc<Wim> {
+        self.tree.read().wim.clone()
+    }
+
+    // ----- handles -------------------------------------------------------
+
+    /// Open a file; `truncate` empties it (O_TRUNC). Returns a handle.
+    pub fn open_handle(&self, ino: u64, write: bool, truncate: bool) -> VfsResult<u64> {
+        let idx = idx_of(ino)?;
+        {
+            // Opens for reading do not wait for a commit.
+            let _g = (write || truncate).then(|| self.gate.read());
+            let mut t = self.tree.write();
+            let n = t.node_mut(idx)?;
+            if n.dir.is_some() && (write || truncate) {
+                return Err(VfsError::IsDir);
+            }
+            n.open += 1;
+            if write {
+                n.open_w += 1;
+            }
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, Handle { idx, write });
+        if truncate && write {
+            if let Err(e) = self.set_size(idx, 0, true) {
+                let _ = self.release(fh);
+                return Err(e);
+            }
+        }
+        Ok(fh)
+    }
+
+    /// Close a handle; a written one is a sync point.
+    pub fn release(&self, fh: u64) -> VfsResult<()> {
+        let Some(h) = self.handles.lock().remove(&fh) else {
+            return Ok(());
+        };
+        {
+            let mut t = self.tree.write();
+            if let Some(n) = t.nodes.get_mut(h.idx as usize) {
+                n.open = n.open.saturating_sub(1);
+                if h.write {
+                    n.open_w = n.open_w.saturating_sub(1);
+                }
+            }
+            t.maybe_free(h.idx);
+        }
+        if h.write && self.sync_on_release {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Number of open handles (commit refuses while files are open).
+    pub fn open_handles(&self) -> usize {
+        self.handles.lock().len()
+    }
+
+    // ----- changes -------------------------------------------------------
+
+    fn new_meta(
+        &self,
+        t: &Tree,
+        parent: u32,
+        attributes: u32,
+        unix: Option<UnixData>,
+    ) -> VfsResult<Meta> {
+        let now = crate::time::now_filetime();
+        let p = t.node(parent)?;
+        Ok(Meta {
+            attributes,
+            security_id: p.meta.security_id,
+            creation_time: now,
+            last_access_time: now,
+            last_write_time: now,
+            unix,
+        })
+    }
+
+    fn unix_for(&self, opts: &VfsOptions, mode: u32, ftype: u32, cred: Cred) -> Option<UnixData> {
+        opts.store_unix_data.then_some(UnixData {
+            uid: cred.uid,
+            gid: cred.gid,
+            mode: ftype | (mode & 0o7777),
+            rdev: 0,
+        })
+    }
+
+    fn make(
+        &self,
+        parent: u64,
+        name: &str,
+        kind: NewKind,
+        meta_of: impl FnOnce(&Self, &Tree, u32) -> VfsResult<Record>,
+    ) -> VfsResult<u32> {
+        check_name(name)?;
+        let p = idx_of(parent)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        if t.dir(p)?.entries.contains_key(name) {
+            return Err(VfsError::exists());
+        }
+        let idx = u32::try_from(t.nodes.len())
+            .ok()
+            .filter(|&i| i < NONE - 1)
+            .ok_or(VfsError::no_space())?;
+        let rec = meta_of(self, &t, idx)?;
+        debug_assert!(matches!(&rec, Record::NewNode { kind: k, .. } if *k == kind));
+        self.commit_record(&mut t, rec)?;
+        let now = crate::time::now_filetime();
+        self.commit_record(
+            &mut t,
+            Record::Link {
+                parent: p,
+                name: name.to_string(),
+                idx,
+                t: now,
+            },
+        )?;
+        Ok(idx)
+    }
+
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        cred: Cred,
+        opts: &VfsOptions,
+    ) -> VfsResult<(Attr, u64)> {
+        let idx = self.make(parent, name, NewKind::File, |me, t, idx| {
+            let meta = me.new_meta(
+                t,
+                idx_of(parent)?,
+                attr::ARCHIVE,
+                me.unix_for(opts, mode, S_IFREG, cred),
+            )?;
+            Ok(Record::NewNode {
+                idx,
+                kind: NewKind::File,
+                meta,
+                reparse_tag: 0,
+                rp_flags: 0,
+                reparse: Vec::new(),
+                link: String::new(),
+            })
+        })?;
+        let fh = self.open_handle(idx as u64 + 1, true, false)?;
+        Ok((self.getattr(idx as u64 + 1, opts)?, fh))
+    }
+
+    pub fn mkdir(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        cred: Cred,
+        opts: &VfsOptions,
+    ) -> VfsResult<Attr> {
+        let idx = self.make(parent, name, NewKind::Dir, |me, t, idx| {
+            let meta = me.new_meta(
+                t,
+                idx_of(parent)?,
+                attr::DIRECTORY,
+                me.unix_for(opts, mode, S_IFDIR, cred),
+            )?;
+            Ok(Record::NewNode {
+                idx,
+                kind: NewKind::Dir,
+                meta,
+                reparse_tag: 0,
+                rp_flags: 0,
+                reparse: Vec::new(),
+                link: String::new(),
+            })
+        })?;
+        self.getattr(idx as u64 + 1, opts)
+    }
+
+    /// A symlink, stored as a Windows symlink reparse point: relative
+    /// targets stay relative; absolute ones are stored as `\??\C:\...` and
+    /// flagged not fixed up, so they read back unchanged.
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &str,
+        target: &str,
+        cred: Cred,
+        opts: &VfsOptions,
+    ) -> VfsResult<Attr> {
+        if target.is_empty() || target.contains('\0') || target.len() > 4096 {
+            return Err(VfsError::Invalid);
+        }
+        let relative = !target.starts_with('/');
+        let win = if relative {
+            target.replace('/', "\\")
+        } else {
+            format!("C:{}", target.replace('/', "\\"))
+        };
+        let data = reparse::encode_symlink(&win, relative);
+        if data.len() > 16 * 1024 {
+            return Err(VfsError::name_too_long());
+        }
+        let idx = self.make(parent, name, NewKind::Symlink, |me, t, idx| {
+            let meta = me.new_meta(
+                t,
+                idx_of(parent)?,
+                attr::ARCHIVE | attr::REPARSE_POINT,
+                me.unix_for(opts, 0o777, S_IFLNK, cred),
+            )?;
+            Ok(Record::NewNode {
+                idx,
+                kind: NewKind::Symlink,
+                meta,
+                reparse_tag: reparse::TAG_SYMLINK,
+                rp_flags: reparse::RP_NOT_FIXED,
+                reparse: data,
+                link: target.to_string(),
+            })
+        })?;
+        self.getattr(idx as u64 + 1, opts)
+    }
+
+    pub fn link(&self, ino: u64, parent: u64, name: &str, opts: &VfsOptions) -> VfsResult<Attr> {
+        check_name(name)?;
+        let (idx, p) = (idx_of(ino)?, idx_of(parent)?);
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        let n = t.node(idx)?;
+        // Directories cannot be hard-linked; a WIM cannot record a link
+        // group for a reparse point (the fields overlap).
+        if n.dir.is_some() || n.meta.attributes & attr::REPARSE_POINT != 0 || n.nlink == 0 {
+            return Err(VfsError::perm());
+        }
+        if t.dir(p)?.entries.contains_key(name) {
+            return Err(VfsError::exists());
+        }
+        let now = crate::time::now_filetime();
+        self.commit_record(
+            &mut t,
+            Record::Link {
+                parent: p,
+                name: name.to_string(),
+                idx,
+                t: now,
+            },
+        )?;
+        drop(t);
+        self.getattr(ino, opts)
+    }
+
+    pub fn unlink(&self, parent: u64, name: &str) -> VfsResult<()> {
+        let p = idx_of(parent)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        let e = t.lookup(p, name)?;
+        if t.is_dir_idx(e.idx) {
+            return Err(VfsError::IsDir);
+        }
+        let now = crate::time::now_filetime();
+        self.commit_record(
+            &mut t,
+            Record::Unlink {
+                parent: p,
+                name: name.to_string(),
+                t: now,
+            },
+        )
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &str) -> VfsResult<()> {
+        let p = idx_of(parent)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        let e = t.lookup(p, name)?;
+        if !t.is_dir_idx(e.idx) {
+            return Err(VfsError::NotDir);
+        }
+        let now = crate::time::now_filetime();
+        self.commit_record(
+            &mut t,
+            Record::Unlink {
+                parent: p,
+                name: name.to_string(),
+                t: now,
+            },
+        )
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        newparent: u64,
+        newname: &str,
+        mode: RenameMode,
+    ) -> VfsResult<()> {
+        let (from, to) = (idx_of(parent)?, idx_of(newparent)?);
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        let now = crate::time::now_filetime();
+        let r = Record::Rename {
+            from,
+            from_name: name.to_string(),
+            to,
+            to_name: newname.to_string(),
+            mode: mode.code(),
+            t: now,
+        };
+        self.commit_record(&mut t, r)
+    }
+
+    /// Make sure `idx`'s data stream is staged; returns it.
+    fn staged(&self, t: &mut Tree, idx: u32) -> VfsResult<Arc<Staged>> {
+        let n = t.node(idx)?;
+        match n.kind() {
+            FileKind::Directory => return Err(VfsError::IsDir),
+            FileKind::Symlink => return Err(VfsError::Invalid),
+            FileKind::Regular => {}
+        }
+        if let Some(Data::Staged(s)) = &n.data {
+            return Ok(s.clone());
+        }
+        let id = t.next_stream;
+        t.next_stream += 1;
+        self.commit_record(t, Record::Stage { idx, id })?;
+        match &t.node(idx)?.data {
+            Some(Data::Staged(s)) => Ok(s.clone()),
+            _ => Err(VfsError::Io("internal: stream not staged".into())),
+        }
+    }
+
+    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        let idx = idx_of(ino)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        let s = self.staged(&mut t, idx)?;
+        let before = s.size();
+        let runs = s.write(offset, data).map_err(VfsError::from_lib)?;
+        let after = s.size();
+        let n = t.node_mut(idx)?;
+        n.meta.last_write_time = crate::time::now_filetime();
+        n.meta.attributes |= attr::ARCHIVE;
+        if !runs.is_empty() || after != before {
+            self.js.lock().pending.push(
+                &s,
+                idx,
+                Record::Data {
+                    id: s.id,
+                    size: after,
+                    runs,
+                },
+            );
+        } else {
+            self.js.lock().pending.meta.insert(idx);
+        }
+        Ok(data.len() as u32)
+    }
+
+    fn set_size(&self, idx: u32, size: u64, touch: bool) -> VfsResult<()> {
+        let sync_now;
+        {
+            let _g = self.gate.read();
+            let mut t = self.tree.write();
+            let s = self.staged(&mut t, idx)?;
+            if s.size() != size {
+                s.set_size(size).map_err(VfsError::from_lib)?;
+                self.js
+                    .lock()
+                    .pending
+                    .push(&s, idx, Record::Size { id: s.id, size });
+            }
+            let n = t.node_mut(idx)?;
+            if touch {
+                n.meta.last_write_time = crate::time::now_filetime();
+            }
+            self.js.lock().pending.meta.insert(idx);
+            sync_now = n.open_w == 0;
+        }
+        if sync_now {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Extend with zeros (no space is reserved: staging files are sparse).
+    pub fn fallocate(&self, ino: u64, offset: u64, len: u64, keep_size: bool) -> VfsResult<()> {
+        let idx = idx_of(ino)?;
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= stage::MAX_SIZE)
+            .ok_or(VfsError::TooBig)?;
+        let cur = {
+            let t = self.tree.read();
+            let n = t.node(idx)?;
+            if n.kind() != FileKind::Regular {
+                return Err(if n.dir.is_some() {
+                    VfsError::IsDir
+                } else {
+                    VfsError::Invalid
+                });
+            }
+            n.data.as_ref().map_or(0, |d| d.size())
+        };
+        if keep_size || end <= cur {
+            return Ok(());
+        }
+        self.set_size(idx, end, true)
+    }
+
+    pub fn setattr(&self, ino: u64, a: &SetAttr, opts: &VfsOptions) -> VfsResult<Attr> {
+        let idx = idx_of(ino)?;
+        if let Some(size) = a.size {
+            if size > stage::MAX_SIZE {
+                return Err(VfsError::TooBig);
+            }
+            self.set_size(idx, size, true)?;
+        }
+        if a.mode.is_some()
+            || a.uid.is_some()
+            || a.gid.is_some()
+            || a.atime.is_some()
+            || a.mtime.is_some()
+        {
+            let _g = self.gate.read();
+            let mut t = self.tree.write();
+            let cur = t.attr(idx, opts)?;
+            let n = t.node(idx)?;
+            let mut meta = n.meta;
+            let owner_change = a.mode.is_some_and(|m| m & 0o7777 != cur.perm as u32)
+                || a.uid.is_some_and(|u| u != cur.uid)
+                || a.gid.is_some_and(|g| g != cur.gid);
+            if owner_change {
+                if !opts.store_unix_data {
+                    // Without UNIX data there is nowhere to keep them.
+                    return Err(VfsError::perm());
+                }
+                let ftype = match cur.kind {
+                    FileKind::Directory => S_IFDIR,
+                    FileKind::Regular => S_IFREG,
+                    FileKind::Symlink => S_IFLNK,
+                };
+                let mut u = meta.unix.unwrap_or(UnixData {
+                    uid: cur.uid,
+                    gid: cur.gid,
+                    mode: ftype | cur.perm as u32,
+                    rdev: 0,
+                });
+                if let Some(m) = a.mode {
+                    u.mode = (u.mode & !0o7777) | (m & 0o7777);
+                }
+                u.uid = a.uid.unwrap_or(u.uid);
+                u.gid = a.gid.unwrap_or(u.gid);
+                meta.unix = Some(u);
+            }
+            let ft = |(s, ns): (i64, u32)| crate::time::unix_to_filetime(s, ns);
+            if let Some(x) = a.atime {
+                meta.last_access_time = ft(x);
+            }
+            if let Some(x) = a.mtime {
+                meta.last_write_time = ft(x);
+            }
+            if meta != n.meta {
+                self.commit_record(&mut t, Record::Meta { idx, meta })?;
+            }
+        }
+        self.getattr(ino, opts)
+    }
+
+    /// Set a named stream (`user.NAME` xattr, NAME given here).
+    pub fn set_stream(&self, ino: u64, name: &str, value: &[u8], mode: XattrMode) -> VfsResult<()> {
+        if name.is_empty()
+            || name.contains(':')
+            || name.contains('\0')
+            || name.encode_utf16().count() > MAX_NAME
+        {
+            return Err(VfsError::Invalid);
+        }
+        if value.len() > MAX_XATTR {
+            return Err(VfsError::TooBig);
+        }
+        let idx = idx_of(ino)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        let exists = t.node(idx)?.named.iter().any(|(k, _)| k == name);
+        match (mode, exists) {
+            (XattrMode::Create, true) => return Err(VfsError::exists()),
+            (XattrMode::Replace, false) => return Err(VfsError::NoAttr),
+            _ => {}
+        }
+        self.commit_record(
+            &mut t,
+            Record::Xattr {
+                idx,
+                name: name.to_string(),
+                value: Some(value.to_vec()),
+            },
+        )
+    }
+
+    pub fn remove_stream(&self, ino: u64, name: &str) -> VfsResult<()> {
+        let idx = idx_of(ino)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        if !t.node(idx)?.named.iter().any(|(k, _)| k == name) {
+            return Err(VfsError::NoAttr);
+        }
+        self.commit_record(
+            &mut t,
+            Record::Xattr {
+                idx,
+                name: name.to_string(),
+                value: None,
+            },
+        )
+    }
+
+    /// Make every change so far durable: staging files first, then the
+    /// journal records that refer to them, then the journal.
+    pub fn sync(&self) -> VfsResult<()> {
+        let t = self.tree.read();
+        let mut js = self.js.lock();
+        let pending = std::mem::take(&mut js.pending);
+        let mut buf = Vec::new();
+        for (s, recs) in pending.ops.values() {
+            if let Err(e) = s.sync() {
+                js.pending = pending;
+                return Err(VfsError::from_io(e));
+            }
+            for r in recs {
+                journal::frame(r, &mut buf);
+            }
+        }
+        for &idx in &pending.meta {
+            if let Some(n) = t.nodes.get(idx as usize).filter(|n| n.live) {
+                journal::frame(&Record::Meta { idx, meta: n.meta }, &mut buf);
+            }
+        }
+        if let Err(e) = js.journal.append_raw(&buf) {
+            js.pending = pending;
+            return Err(VfsError::from_io(e));
+        }
+        js.journal.sync().map_err(VfsError::from_io)?;
+        drop(js);
+        drop(t);
+        // Staging files of freed inodes can go now.
+        let dead = std::mem::take(&mut self.tree.write().dead_streams);
+        for id in dead {
+            let _ = std::fs::remove_file(self.data_dir.join(id.to_string()));
+        }
+        Ok(())
+    }
+
+    // ----- commit --------------------------------------------------------
+
+    /// Hold off every change (writes wait) until the guard is dropped.
+    pub fn freeze(&self) -> Frozen<'_> {
+        Frozen(self.gate.write())
+    }
+
+    /// The whole image as it now is, for commit. Unchanged files keep their
+    /// dentry records (short names, tagged items, object IDs, attributes,
+    /// timestamps) and their blobs; changed contents are
+    /// [`StreamData::New`] readers of the merged view (staging over WIM).
+    /// Call with writers frozen so the contents cannot change meanwhile.
+    pub fn commit_tree(&self) -> crate::Result<NewImage> {
+        let t = self.tree.read();
+        let raw = t.wim.read_metadata(t.image.index)?;
+        let templates = metadata::parse(&raw)?.dentries;
+        let mut records: Vec<DentryRecord> = Vec::with_capacity(t.nodes.len());
+        let mut streams: Vec<EntryStreams> = Vec::with_capacity(t.nodes.len());
+        // Output count of names per inode, for link groups.
+        let mut names: HashMap<u32, u32> = HashMap::new();
+        let mut queue: Vec<(u32, u32)> = Vec::new(); // (dir idx, its record index)
+        let root = t
+            .node(0)
+            .map_err(|_| crate::Error::Other("overlay has no root".into()))?;
+        let (r, s) = self.record_for(&t, &templates, 0, root, "", 0, 0);
+        records.push(r);
+        streams.push(s);
+        queue.push((0, 0));
+        let mut qi = 0;
+        while qi < queue.len() {
+            let (didx, rec) = queue[qi];
+            qi += 1;
+            let Some(dir) = t.nodes.get(didx as usize).and_then(|n| n.dir.as_ref()) else {
+                continue;
+            };
+            for (name, e) in &dir.entries {
+                let Some(n) = t.nodes.get(e.idx as usize).filter(|n| n.live) else {
+                    continue;
+                };
+                let (r, s) = self.record_for(&t, &templates, e.idx, n, name, e.dentry, rec);
+                let me = records.len() as u32;
+                records.push(r);
+                streams.push(s);
+                *names.entry(e.idx).or_insert(0) += 1;
+                if n.dir.is_some() {
+                    queue.push((e.idx, me));
+                }
+            }
+        }
+        // Link groups: files with several names share a non-zero group id.
+        // The record's link_group holds the inode index until here.
+        for r in records.iter_mut().skip(1) {
+            let idx = r.link_group as u32;
+            let linked =
+                !r.is_dir() && !r.is_reparse() && names.get(&idx).copied().unwrap_or(0) > 1;
+            r.link_group = if linked { idx as u64 + 1 } else { 0 };
+        }
+        records[0].link_group = 0;
+        Ok(NewImage {
+            security: t.image.security.clone(),
+            records,
+            streams,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_for(
+        &self,
+        t: &Tree,
+        templates: &[DentryRecord],
+        idx: u32,
+        n: &Node,
+        name: &str,
+        dentry: u32,
+        parent_rec: u32,
+    ) -> (DentryRecord, EntryStreams) {
+        let base_inode = (n.base != NONE)
+            .then(|| t.image.inodes.get(n.base as usize))
+            .flatten();
+        // Template: this name's own dentry, else another dentry of the same
+        // base inode (tagged items, object ID) without its short name.
+        let own = (dentry != NONE)
+            .then(|| templates.get(dentry as usize))
+            .flatten();
+        let other = base_inode
+            .and_then(|i| i.dentries.first())
+            .and_then(|&d| templates.get(d as usize));
+        let mut r = match (own, other) {
+            (Some(r), _) => r.clone(),
+            (None, Some(r)) => DentryRecord {
+                short_name: String::new(),
+                ..r.clone()
+            },
+            (None, None) => DentryRecord {
+                parent: 0,
+                offset: 0,
+                name: String::new(),
+                short_name: String::new(),
+                attributes: 0,
+                security_id: -1,
+                creation_time: 0,
+                last_access_time: 0,
+                last_write_time: 0,
+                hash: ZERO_HASH,
+                reparse_tag: 0,
+                rp_flags: 0,
+                link_group: 0,
+                streams: Vec::new(),
+                tagged: Vec::new(),
+            },
+        };
+        r.parent = parent_rec;
+        r.offset = 0;
+        r.name = name.to_string();
+        r.attributes = n.meta.attributes;
+        r.security_id = n.meta.security_id;
+        r.creation_time = n.meta.creation_time;
+        r.last_access_time = n.meta.last_access_time;
+        r.last_write_time = n.meta.last_write_time;
+        r.reparse_tag = n.reparse_tag;
+        r.rp_flags = n.rp_flags;
+        r.link_group = idx as u64;
+        r.hash = ZERO_HASH;
+        r.streams.clear();
+        let base_unix = base_inode.and_then(|i| i.unix);
+        if n.meta.unix != base_unix || base_inode.is_none() {
+            r.tagged.retain(|(k, _)| *k != tag::UNIX_DATA);
+            if let Some(u) = n.meta.unix {
+                let mut v = Vec::with_capacity(16);
+                for x in [u.uid, u.gid, u.mode, u.rdev] {
+                    v.extend_from_slice(&x.to_le_bytes());
+                }
+                r.tagged.push((tag::UNIX_DATA, v));
+            }
+        }
+        let s = EntryStreams {
+            data: if n.dir.is_some() {
+                None
+            } else {
+                n.data.as_ref().map(Data::to_stream_data)
+            },
+            reparse: if r.is_reparse() {
+                n.reparse.as_ref().map(Data::to_stream_data)
+            } else {
+                None
+            },
+            named: n
+                .named
+                .iter()
+                .map(|(k, d)| (k.clone(), d.to_stream_data()))
+                .collect(),
+        };
+        // A directory that is a reparse point keeps a data stream only if it had one.
+        let s = if n.dir.is_some() && n.data.is_some() {
+            EntryStreams {
+                data: n.data.as_ref().map(Data::to_stream_data),
+                ..s
+            }
+        } else {
+            s
+        };
+        (r, s)
+    }
+
+    /// After a commit wrote image `index` of the reopened `wim`: switch the
+    /// overlay's base to it and clear the staging. Inode numbers stay; each
+    /// name is matched to the new image by path, and its streams become
+    /// references to the committed blobs. Open-but-unlinked files keep
+    /// their staged data until released. Call while still frozen.
+    pub fn after_commit(
+        &self,
+        _frozen: &Frozen<'_>,
+        wim: Arc<Wim>,
+        index: u32,
+    ) -> Result<(), StagingError> {
+        let image = Arc::new(
+            Image::load(&wim, index)
+                .map_err(|e| StagingError::Invalid(format!("cannot load committed image: {e}")))?,
+        );
+        let mut t = self.tree.write();
+        let mut js = self.js.lock();
+        // Walk both trees by name.
+        let mut mapped = vec![false; t.nodes.len()];
+        let mut stack: Vec<(u32, u32)> = vec![(0, ROOT)];
+        while let Some((idx, d)) = stack.pop() {
+            let new_ino = image.dentries[d as usize].inode;
+            let inode = &image.inodes[new_ino as usize];
+            if !mapped[idx as usize] {
+                mapped[idx as usize] = true;
+                let n = &mut t.nodes[idx as usize];
+                n.base = new_ino;
+                for s in &inode.streams {
+                    if !s.name.is_empty() {
+                        if let Some(x) = n.named.iter_mut().find(|(k, _)| *k == s.name) {
+                            x.1 = Data::from_stream(s);
+                        }
+                    } else if s.kind == StreamKind::Reparse {
+                        n.reparse = Some(Data::from_stream(s));
+                    } else if n.dir.is_none() {
+                        n.data = Some(Data::from_stream(s));
+                    }
+                }
+                if n.dir.is_none() && inode.data().is_none() && n.link.is_none() {
+                    n.data = Some(Data::Base {
+                        hash: ZERO_HASH,
+                        size: 0,
+                        blob: None,
+                    });
+                }
+            }
+            let kids: Vec<(String, u32)> = match &t.nodes[idx as usize].dir {
+                Some(dir) => dir
+                    .entries
+                    .iter()
+                    .map(|(k, e)| (k.clone(), e.idx))
+                    .collect(),
+                None => continue,
+            };
+            for (name, cidx) in kids {
+                if let Some(c) = image.child(d, &name) {
+                    if let Some(dir) = t.nodes[idx as usize].dir.as_mut() {
+                        if let Some(e) = dir.entries.get_mut(&name) {
+                            e.dentry = c;
+                        }
+                    }
+                    stack.push((cidx, c));
+                }
+            }
+        }
+        // Drop staged streams that are now in the WIM.
+        let mut keep = HashMap::new();
+        for (i, n) in t.nodes.iter().enumerate() {
+            if let Some(Data::Staged(s)) = &n.data {
+                if n.live && !mapped[i] {
+                    keep.insert(s.id, s.clone());
+                }
+            }
+        }
+        t.streams = keep;
+        t.dead_streams.clear();
+        t.wim = wim.clone();
+        t.image = image.clone();
+        remove_unreferenced(&self.data_dir, &t.streams);
+        js.pending = Pending::default();
+        let jpath = self.dir.join("journal");
+        js.journal = Journal::create(&jpath).map_err(io_at(&jpath))?;
+        write_identity(&self.dir, &Identity::of(&wim, index))?;
+        Ok(())
+    }
+}
+
+/// Windows metadata of a node, for the `system.ntfs_*` xattrs.
+pub struct WinMeta {
+    pub attributes: u32,
+    pub creation_time: u64,
+    pub security: Option<Vec<u8>>,
+    pub reparse: Option<(u32, Option<Data>)>,
+    pub short_name: Option<String>,
+    pub xattrs: Option<(u32, Vec<u8>)>,
+}
+
+#[cfg(unix)]
+fn fs_space(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // libc: std has no statvfs. SAFETY: `c` is a valid NUL-terminated
+    // path and `st` a properly sized, writable statvfs.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let f = st.f_frsize as u64;
+    Some((st.f_bavail as u64 * f, st.f_blocks as u64 * f))
+}
+
+#[cfg(not(unix))]
+fn fs_space(_dir: &Path) -> Option<(u64, u64)> {
+    None
+}
+
+fn idx_of(ino: u64) -> VfsResult<u32> {
+    ino.checked_sub(1)
+        .and_then(|i| u32::try_from(i).ok())
+        .ok_or(VfsError::NotFound)
+}
+
+fn truncate_file(p: &Path, len: u64) -> io::Result<()> {
+    let f = std::fs::OpenOptions::new().write(true).open(p)?;
+    f.set_len(len)?;
+    f.sync_all()
+}
+
+fn write_identity(dir: &Path, id: &Identity) -> Result<(), StagingError> {
+    let tmp = dir.join("identity.json.tmp");
+    let body = serde_json::to_vec_pretty(id).map_err(|e| StagingError::Invalid(e.to_string()))?;
+    let write = || -> io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join("identity.json"))?;
+        #[cfg(unix)]
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
+    };
+    write().map_err(io_at(dir))
+}
+
+/// Delete staging files that no live stream uses.
+fn remove_unreferenced(data_dir: &Path, streams: &HashMap<u64, Arc<Staged>>) {
+    let Ok(rd) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let keep = e
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|id| streams.contains_key(&id));
+        if !keep {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}

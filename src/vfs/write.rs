@@ -1,0 +1,152 @@
+//! The write side of the vfs: every change goes to the overlay. On a
+//! read-only view each of these fails with [`VfsError::ReadOnly`].
+
+use super::{
+    Attr, Cred, Ino, RenameMode, SetAttr, Vfs, VfsError, VfsResult, XattrMode, XATTR_STREAM_PREFIX,
+};
+use crate::commit::NewImage;
+use crate::overlay::{Frozen, StagingError};
+use crate::wim::Wim;
+use std::sync::Arc;
+
+/// An open file handle (0 on read-only views, which track none).
+pub type Fh = u64;
+
+impl Vfs {
+    /// Open a file and count it as open until [`Vfs::release`]. `write`
+    /// opens for writing, `truncate` empties the file (O_TRUNC). Read-only
+    /// views check as [`Vfs::open`] does and return handle 0.
+    pub fn open_file(&self, ino: Ino, write: bool, truncate: bool) -> VfsResult<Fh> {
+        match &self.rw {
+            Some(ov) => ov.open_handle(ino, write, truncate),
+            None => self.open(ino, write || truncate).map(|_| 0),
+        }
+    }
+
+    /// Close a handle. The last close of an unlinked file frees it; closing
+    /// a written handle makes the changes durable.
+    pub fn release(&self, fh: Fh) -> VfsResult<()> {
+        match &self.rw {
+            Some(ov) => ov.release(fh),
+            None => Ok(()),
+        }
+    }
+
+    /// Open handles (commit refuses while there are any, unless forced).
+    pub fn open_handles(&self) -> usize {
+        self.rw.as_ref().map_or(0, |ov| ov.open_handles())
+    }
+
+    /// Create and open (for writing) a regular file.
+    pub fn create(&self, parent: Ino, name: &str, mode: u32, cred: Cred) -> VfsResult<(Attr, Fh)> {
+        self.rw()?.create(parent, name, mode, cred, &self.opts)
+    }
+
+    pub fn mkdir(&self, parent: Ino, name: &str, mode: u32, cred: Cred) -> VfsResult<Attr> {
+        self.rw()?.mkdir(parent, name, mode, cred, &self.opts)
+    }
+
+    pub fn symlink(&self, parent: Ino, name: &str, target: &str, cred: Cred) -> VfsResult<Attr> {
+        self.rw()?.symlink(parent, name, target, cred, &self.opts)
+    }
+
+    /// A hard link `newparent/newname` to `ino`.
+    pub fn link(&self, ino: Ino, newparent: Ino, newname: &str) -> VfsResult<Attr> {
+        self.rw()?.link(ino, newparent, newname, &self.opts)
+    }
+
+    pub fn unlink(&self, parent: Ino, name: &str) -> VfsResult<()> {
+        self.rw()?.unlink(parent, name)
+    }
+
+    pub fn rmdir(&self, parent: Ino, name: &str) -> VfsResult<()> {
+        self.rw()?.rmdir(parent, name)
+    }
+
+    pub fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        newparent: Ino,
+        newname: &str,
+        mode: RenameMode,
+    ) -> VfsResult<()> {
+        self.rw()?.rename(parent, name, newparent, newname, mode)
+    }
+
+    pub fn setattr(&self, ino: Ino, a: &SetAttr) -> VfsResult<Attr> {
+        self.rw()?.setattr(ino, a, &self.opts)
+    }
+
+    /// Write `data` at `offset` of the unnamed data stream; returns the
+    /// count written (all of it).
+    pub fn write(&self, ino: Ino, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        self.rw()?.write(ino, offset, data)
+    }
+
+    /// Extend the file to `offset + len` unless `keep_size` (space is not
+    /// reserved: staging files are sparse).
+    pub fn fallocate(&self, ino: Ino, offset: u64, len: u64, keep_size: bool) -> VfsResult<()> {
+        self.rw()?.fallocate(ino, offset, len, keep_size)
+    }
+
+    /// Set an xattr: `user.NAME` is the named data stream NAME; other
+    /// names are not supported for writing.
+    pub fn setxattr(&self, ino: Ino, name: &str, value: &[u8], mode: XattrMode) -> VfsResult<()> {
+        let ov = self.rw()?;
+        match name.strip_prefix(XATTR_STREAM_PREFIX) {
+            Some(s) => ov.set_stream(ino, s, value, mode),
+            None => Err(VfsError::not_supported()),
+        }
+    }
+
+    pub fn removexattr(&self, ino: Ino, name: &str) -> VfsResult<()> {
+        let ov = self.rw()?;
+        match name.strip_prefix(XATTR_STREAM_PREFIX) {
+            Some(s) => ov.remove_stream(ino, s),
+            None => Err(VfsError::not_supported()),
+        }
+    }
+
+    /// fsync/fsyncdir: make every change so far durable (the journal is
+    /// shared, so this syncs all of it).
+    pub fn fsync(&self, _ino: Ino) -> VfsResult<()> {
+        match &self.rw {
+            Some(ov) => ov.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// Make every change durable (also worth calling periodically and at
+    /// unmount).
+    pub fn sync(&self) -> VfsResult<()> {
+        self.fsync(0)
+    }
+
+    /// Hold off all changes while a commit reads the tree.
+    pub fn freeze(&self) -> VfsResult<Frozen<'_>> {
+        Ok(self.rw()?.freeze())
+    }
+
+    /// The image as it now is, for commit (call while frozen).
+    pub fn commit_tree(&self) -> crate::Result<NewImage> {
+        match &self.rw {
+            Some(ov) => ov.commit_tree(),
+            None => Err(crate::Error::Other("not a read-write mount".into())),
+        }
+    }
+
+    /// After a commit: switch to image `index` of the reopened `wim` and
+    /// clear the staging (call while still frozen).
+    pub fn after_commit(
+        &self,
+        frozen: &Frozen<'_>,
+        wim: Arc<Wim>,
+        index: u32,
+    ) -> Result<(), StagingError> {
+        match &self.rw {
+            Some(ov) => ov.after_commit(frozen, wim, index),
+            None => Err(StagingError::Invalid("not a read-write mount".into())),
+        }
+    }
+}
