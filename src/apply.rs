@@ -55,12 +55,13 @@ fn io_err(p: &Path, e: std::io::Error) -> Error {
     }
 }
 
-/// Read a small blob (reparse data) fully.
-fn read_small_blob(b: &Blob) -> Result<Vec<u8>> {
+/// Read a small blob (reparse data) fully. The cache is shared by all
+/// calls: in a solid WIM many small blobs live in one big chunk, which must
+/// be decoded once, not once per blob.
+fn read_small_blob(cache: &crate::cache::ChunkCache, b: &Blob) -> Result<Vec<u8>> {
     if b.size > 16 << 20 {
         return Err(Error::Invalid(format!("reparse data of {} bytes", b.size)));
     }
-    let cache = crate::cache::ChunkCache::new(0);
     let mut v = vec![0u8; b.size as usize];
     let n = cache.read_blob(b, 0, &mut v)?;
     v.truncate(n);
@@ -88,6 +89,7 @@ pub fn apply(
     let mut targets: HashMap<Sha1, Targets> = HashMap::new();
     let mut blobs: HashMap<Sha1, Arc<Blob>> = HashMap::new();
     let mut order: Vec<u32> = Vec::new();
+    let small_cache = crate::cache::ChunkCache::new(64 << 20);
     paths[ROOT as usize] = Some(root_abs.clone());
     let mut stack = vec![ROOT];
     while let Some(d) = stack.pop() {
@@ -109,7 +111,7 @@ pub fn apply(
             let link = ino
                 .reparse()
                 .and_then(|s| s.blob.as_ref())
-                .map(|b| read_small_blob(b))
+                .map(|b| read_small_blob(&small_cache, b))
                 .transpose()?
                 .and_then(|data| reparse::decode(ino.reparse_tag, &data));
             if let Some(t) = link {
@@ -204,15 +206,11 @@ pub fn apply(
         let t = targets
             .get(&b.hash)
             .ok_or_else(|| Error::Other("internal: untargeted blob".into()))?;
-        let file = match t.files.first() {
-            Some(p) => Some(
-                OpenOptions::new()
-                    .write(true)
-                    .open(p)
-                    .map_err(|e| io_err(p, e))?,
-            ),
-            None => None,
-        };
+        let _ = t;
+        // The file is opened at the first write: a solid chunk starts
+        // thousands of blobs at once, and each must not hold a descriptor
+        // until its bytes arrive.
+        let file = None;
         Ok(Box::new(ApplySink {
             hash: b.hash,
             hasher: sha1::Digest::new(),
@@ -279,6 +277,11 @@ impl BlobSink for ApplySink<'_> {
     fn write(&mut self, data: &[u8]) -> Result<()> {
         self.seen += data.len() as u64;
         sha1::Digest::update(&mut self.hasher, data);
+        if self.file.is_none() {
+            if let Some(p) = self.targets[&self.hash].files.first() {
+                self.file = Some(OpenOptions::new().write(true).open(p).map_err(|e| io_err(p, e))?);
+            }
+        }
         if let Some(f) = &mut self.file {
             f.write_all(data)
                 .map_err(|e| Error::Other(format!("writing {}: {e}", hex(&self.hash))))?;

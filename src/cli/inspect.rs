@@ -141,12 +141,11 @@ fn attr_names(a: u32) -> String {
     format!("{a:#010x} {}", v.join("|"))
 }
 
-fn link_target(w: &Wim, ino: &Inode) -> Option<String> {
+fn link_target(cache: &ChunkCache, ino: &Inode) -> Option<String> {
     let b = ino.reparse()?.blob.as_ref()?;
     let mut data = vec![0u8; b.size.min(1 << 16) as usize];
-    ChunkCache::new(0).read_blob(b, 0, &mut data).ok()?;
+    cache.read_blob(b, 0, &mut data).ok()?;
     let t = wimfs::reparse::decode(ino.reparse_tag, &data)?;
-    let _ = w;
     Some(if t.substitute.is_empty() { t.print } else { t.substitute })
 }
 
@@ -158,6 +157,8 @@ pub fn dir(w: &Wim, image: &str, path: Option<&str>, detailed: bool) -> Result<i
     };
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
+    // One cache for the whole listing: reparse data of a solid WIM shares chunks.
+    let cache = ChunkCache::new(64 << 20);
     let mut stack = vec![start];
     while let Some(d) = stack.pop() {
         let ino = img.inode_of(d);
@@ -179,7 +180,7 @@ pub fn dir(w: &Wim, image: &str, path: Option<&str>, detailed: bool) -> Result<i
             writeln!(out, "Last Access Time  = {}", wimfs::time::format_filetime(ino.last_access_time))?;
             if ino.is_reparse() {
                 writeln!(out, "Reparse Tag       = {:#010x}", ino.reparse_tag)?;
-                if let Some(t) = link_target(w, ino) {
+                if let Some(t) = link_target(&cache, ino) {
                     writeln!(out, "Reparse Target    = \"{t}\"")?;
                 }
             }
