@@ -46,6 +46,17 @@ pub struct ApplyReport {
 struct Targets {
     files: Vec<PathBuf>,
     xattrs: Vec<(PathBuf, String)>,
+    /// Symlinks and junctions whose reparse data this blob is: created when
+    /// the data arrives, so apply reads the WIM in one pass.
+    links: Vec<Link>,
+}
+
+struct Link {
+    path: PathBuf,
+    tag: u32,
+    fixed: bool,
+    dir: bool,
+    shown: String,
 }
 
 fn io_err(p: &Path, e: std::io::Error) -> Error {
@@ -53,19 +64,6 @@ fn io_err(p: &Path, e: std::io::Error) -> Error {
         path: p.display().to_string(),
         err: e,
     }
-}
-
-/// Read a small blob (reparse data) fully. The cache is shared by all
-/// calls: in a solid WIM many small blobs live in one big chunk, which must
-/// be decoded once, not once per blob.
-fn read_small_blob(cache: &crate::cache::ChunkCache, b: &Blob) -> Result<Vec<u8>> {
-    if b.size > 16 << 20 {
-        return Err(Error::Invalid(format!("reparse data of {} bytes", b.size)));
-    }
-    let mut v = vec![0u8; b.size as usize];
-    let n = cache.read_blob(b, 0, &mut v)?;
-    v.truncate(n);
-    Ok(v)
 }
 
 /// Apply `image` of `wim` into `target`. `progress(bytes)` is called as
@@ -89,7 +87,6 @@ pub fn apply(
     let mut targets: HashMap<Sha1, Targets> = HashMap::new();
     let mut blobs: HashMap<Sha1, Arc<Blob>> = HashMap::new();
     let mut order: Vec<u32> = Vec::new();
-    let small_cache = crate::cache::ChunkCache::new(64 << 20);
     paths[ROOT as usize] = Some(root_abs.clone());
     let mut stack = vec![ROOT];
     while let Some(d) = stack.pop() {
@@ -108,22 +105,21 @@ pub fn apply(
             first_path.insert(ino_idx, path.clone());
         }
         if ino.is_reparse() && d != ROOT {
-            let link = ino
-                .reparse()
-                .and_then(|s| s.blob.as_ref())
-                .map(|b| read_small_blob(&small_cache, b))
-                .transpose()?
-                .and_then(|data| reparse::decode(ino.reparse_tag, &data));
-            if let Some(t) = link {
-                let fixed = rpfix && ino.rp_flags & reparse::RP_NOT_FIXED == 0;
-                let tgt = reparse::posix_target(&t, fixed, &root_abs.to_string_lossy());
-                std::os::unix::fs::symlink(&tgt, &path).map_err(|e| io_err(&path, e))?;
-                rep.symlinks += 1;
+            let is_link = matches!(ino.reparse_tag, reparse::TAG_SYMLINK | reparse::TAG_MOUNT_POINT);
+            if let (true, Some(s)) = (is_link, ino.reparse().filter(|s| s.blob.is_some())) {
+                if let Some(b) = &s.blob {
+                    targets.entry(s.hash).or_default().links.push(Link {
+                        path: path.clone(),
+                        tag: ino.reparse_tag,
+                        fixed: rpfix && ino.rp_flags & reparse::RP_NOT_FIXED == 0,
+                        dir: ino.is_dir(),
+                        shown: image.path(d),
+                    });
+                    blobs.insert(s.hash, b.clone());
+                    rep.symlinks += 1;
+                }
                 if !image.dentries[d as usize].children.is_empty() {
-                    rep.warnings.push(format!(
-                        "{}: reparse point has children; not extracted",
-                        image.path(d)
-                    ));
+                    rep.warnings.push(format!("{}: reparse point has children; not extracted", image.path(d)));
                 }
                 continue;
             }
@@ -202,6 +198,7 @@ pub fn apply(
     let targets = Arc::new(targets);
     let warnings = Arc::new(Mutex::new(Vec::new()));
     let written = std::sync::atomic::AtomicU64::new(0);
+    let root_str = Arc::new(root_abs.to_string_lossy().into_owned());
     let errors = for_each_blob(&blob_list, |b| {
         let t = targets
             .get(&b.hash)
@@ -213,6 +210,7 @@ pub fn apply(
         let file = None;
         Ok(Box::new(ApplySink {
             hash: b.hash,
+            root: root_str.clone(),
             hasher: sha1::Digest::new(),
             size: b.size,
             file,
@@ -256,6 +254,7 @@ pub fn apply(
 
 struct ApplySink<'a> {
     hash: Sha1,
+    root: Arc<String>,
     /// SHA-1 of what was written, checked at the end: apply never leaves
     /// corrupt data behind silently.
     hasher: sha1::Sha1,
@@ -287,7 +286,7 @@ impl BlobSink for ApplySink<'_> {
                 .map_err(|e| Error::Other(format!("writing {}: {e}", hex(&self.hash))))?;
         }
         let t = &self.targets[&self.hash];
-        if !t.xattrs.is_empty() && self.size <= MAX_XATTR {
+        if (!t.xattrs.is_empty() || !t.links.is_empty()) && self.size <= MAX_XATTR {
             self.buf.extend_from_slice(data);
         }
         (self.progress)(data.len() as u64);
@@ -323,6 +322,27 @@ impl BlobSink for ApplySink<'_> {
             }
         }
         let mut w = Vec::new();
+        for l in &t.links {
+            match reparse::decode(l.tag, &self.buf) {
+                Some(lt) => {
+                    let tgt = reparse::posix_target(&lt, l.fixed, &self.root);
+                    std::os::unix::fs::symlink(&tgt, &l.path).map_err(|e| io_err(&l.path, e))?;
+                }
+                None => {
+                    w.push(format!(
+                        "{}: reparse data (tag {:#x}) unreadable; extracted as a plain {}",
+                        l.shown,
+                        l.tag,
+                        if l.dir { "directory" } else { "file" }
+                    ));
+                    if l.dir {
+                        fs::create_dir(&l.path).map_err(|e| io_err(&l.path, e))?;
+                    } else {
+                        OpenOptions::new().write(true).create_new(true).open(&l.path).map_err(|e| io_err(&l.path, e))?;
+                    }
+                }
+            }
+        }
         for (p, name) in &t.xattrs {
             if self.size > MAX_XATTR {
                 w.push(format!(

@@ -72,24 +72,48 @@ where
         .collect()
 }
 
+fn decode_window(res: &Resource, c: u64, end: u64) -> Vec<Result<Vec<u8>>> {
+    if end > c {
+        (c..=end).into_par_iter().map(|i| res.read_chunk(i)).collect()
+    } else {
+        vec![res.read_chunk(c)]
+    }
+}
+
+/// Consumers of decoded chunks run on the rayon pool too, so they must be
+/// `Send`.
+type ChunkFn<'f> = dyn FnMut(u64, &[u8]) -> Result<()> + Send + 'f;
+
 /// Decode chunks `first..=last` of `res` in parallel windows, calling `f`
-/// with each chunk in order.
-fn chunks_in_order(res: &Resource, first: u64, last: u64, f: &mut dyn FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
+/// with each chunk in order. While `f` consumes one window (writing files,
+/// hashing), the next one is already being decoded: `rayon::join` keeps
+/// both on the pool, so a worker waiting here still helps with the decode
+/// (a plain thread blocked in `join` could starve the pool and deadlock).
+fn chunks_in_order(res: &Resource, first: u64, last: u64, f: &mut ChunkFn<'_>) -> Result<()> {
     let per_window = (WINDOW_BYTES / res.chunk_size as u64).max(2).min(rayon::current_num_threads() as u64 * 4);
-    let mut c = first;
-    while c <= last {
-        let end = (c + per_window - 1).min(last);
-        let decoded: Vec<Result<Vec<u8>>> = if end > c {
-            (c..=end).into_par_iter().map(|i| res.read_chunk(i)).collect()
-        } else {
-            vec![res.read_chunk(c)]
-        };
-        for (k, d) in decoded.into_iter().enumerate() {
+    if last < first {
+        return Ok(());
+    }
+    let window_end = |c: u64| (c + per_window - 1).min(last);
+    let consume = |f: &mut ChunkFn<'_>, c: u64, w: Vec<Result<Vec<u8>>>| -> Result<()> {
+        for (k, d) in w.into_iter().enumerate() {
             f(c + k as u64, &d?)?;
         }
-        c = end + 1;
+        Ok(())
+    };
+    let mut c = first;
+    let mut cur = decode_window(res, c, window_end(c));
+    loop {
+        let end = window_end(c);
+        if end >= last {
+            return consume(f, c, cur);
+        }
+        let n = end + 1;
+        let (next, r) = rayon::join(|| decode_window(res, n, window_end(n)), || consume(&mut *f, c, cur));
+        r?;
+        cur = next;
+        c = n;
     }
-    Ok(())
 }
 
 fn whole<'a, F>(b: &Arc<Blob>, make: &F) -> Result<()>

@@ -169,7 +169,9 @@ impl Prob {
     fn update(&mut self, bit: u32) {
         self.zeros = self.zeros + (self.recent >> 63) as u32 - bit;
         self.recent = (self.recent << 1) | bit as u64;
-        self.p = self.zeros.clamp(1, 63);
+        // Clamp 0..=64 to 1..=63 without compares.
+        let z = self.zeros;
+        self.p = z + u32::from(z == 0) - (z >> 6);
     }
 }
 
@@ -185,8 +187,12 @@ struct Models {
     lz: [Prob; 64],
     lz_rep_state: [usize; 2],
     lz_rep: [[Prob; 64]; 2],
+    // The encoder emits no delta matches and the decoder keeps its context
+    // states in locals, so these two are never read.
+    #[allow(dead_code)]
     delta_state: usize,
     delta: [Prob; 64],
+    #[allow(dead_code)]
     delta_rep_state: [usize; 2],
     delta_rep: [[Prob; 64]; 2],
 }
@@ -220,22 +226,27 @@ impl Models {
 
 /// Scratch space for building codes; reused across rebuilds.
 struct HuffWork {
-    /// Symbols sorted by (frequency, symbol), packed as freq << 10 | sym.
-    sorted: [u32; MAX_SYMS],
+    /// Symbols sorted by (frequency, symbol), packed as freq << 10 | sym,
+    /// plus one sentinel slot.
+    sorted: [u32; MAX_SYMS + 1],
     /// Internal node frequencies, then reused for depths.
     node: [u32; MAX_SYMS],
     /// Internal node parents.
     parent: [u16; MAX_SYMS],
-    buckets: [u32; 128],
+    buckets: [u32; 256],
+    /// Number of symbols given each codeword length by the last
+    /// `build_lengths`.
+    len_counts: [u32; MAX_CODEWORD_LEN + 1],
 }
 
 impl HuffWork {
     fn new() -> Box<Self> {
         Box::new(HuffWork {
-            sorted: [0; MAX_SYMS],
+            sorted: [0; MAX_SYMS + 1],
             node: [0; MAX_SYMS],
             parent: [0; MAX_SYMS],
-            buckets: [0; 128],
+            buckets: [0; 256],
+            len_counts: [0; MAX_CODEWORD_LEN + 1],
         })
     }
 }
@@ -252,20 +263,33 @@ fn build_lengths(freqs: &[u32], lens: &mut [u8], w: &mut HuffWork) {
     }
     if n == 1 {
         lens[0] = 1;
+        w.len_counts = [0; MAX_CODEWORD_LEN + 1];
+        w.len_counts[1] = 1;
         return;
     }
-    // Counting sort on min(freq, 127), then sort the high bucket.
-    let nb = w.buckets.len();
+    // Counting sort on min(freq, 127), then sort the high bucket. Two
+    // interleaved histograms halve the store-to-load chains on runs of
+    // equal frequencies.
+    const NB: usize = 128;
     w.buckets.fill(0);
-    for &f in &freqs[..n] {
-        w.buckets[(f as usize).min(nb - 1)] += 1;
+    {
+        let (h0, h1) = w.buckets.split_at_mut(NB);
+        let mut pairs = freqs[..n].chunks_exact(2);
+        for p in &mut pairs {
+            h0[(p[0] as usize).min(NB - 1)] += 1;
+            h1[(p[1] as usize).min(NB - 1)] += 1;
+        }
+        for &f in pairs.remainder() {
+            h0[(f as usize).min(NB - 1)] += 1;
+        }
+        let mut acc = 0u32;
+        for (a, &b) in h0.iter_mut().zip(h1.iter()) {
+            let c = *a + b;
+            *a = acc;
+            acc += c;
+        }
     }
-    let mut acc = 0u32;
-    for b in w.buckets.iter_mut() {
-        let c = *b;
-        *b = acc;
-        acc += c;
-    }
+    let nb = NB;
     let high_start = w.buckets[nb - 1] as usize;
     for (sym, &f) in freqs[..n].iter().enumerate() {
         let b = (f as usize).min(nb - 1);
@@ -277,61 +301,90 @@ fn build_lengths(freqs: &[u32], lens: &mut [u8], w: &mut HuffWork) {
 
     // Two-queue construction. Leaves are w.sorted[0..n] (freq in high bits),
     // internal nodes are created in nondecreasing frequency order.
+    // Branch-free merge: each step takes the smaller queue head, a leaf on
+    // ties. Exhausted queues read as u32::MAX (node sentinel written at
+    // node[e] before each step). Node sums cannot reach u32::MAX: at most
+    // 799 leaves of at most 2^22 each.
     let mut i = 0usize; // next leaf
     let mut b = 0usize; // next parentless internal node
-    let mut e = 0usize; // next internal node to create
-    while e < n - 1 {
-        let pick = |i: &mut usize, b: &mut usize, node: &mut [u32], parent: &mut [u16]| {
-            if *i < n && (*b == e || (w.sorted[*i] >> 10) <= node[*b]) {
-                let f = w.sorted[*i] >> 10;
-                *i += 1;
-                f
-            } else {
-                let f = node[*b];
-                parent[*b] = e as u16;
-                *b += 1;
-                f
-            }
-        };
-        let f1 = pick(&mut i, &mut b, &mut w.node, &mut w.parent);
-        let f2 = pick(&mut i, &mut b, &mut w.node, &mut w.parent);
-        w.node[e] = f1 + f2;
-        e += 1;
+    for e in 0..n - 1 {
+        w.node[e] = u32::MAX;
+        let mut sum = 0u32;
+        for _ in 0..2 {
+            let lf = (w.sorted[i] >> 10) | ((i >= n) as u32).wrapping_neg();
+            let nf = w.node[b];
+            let leaf = lf <= nf;
+            w.parent[b] = e as u16;
+            sum = sum.wrapping_add(if leaf { lf } else { nf });
+            i += leaf as usize;
+            b += (!leaf) as usize;
+        }
+        w.node[e] = sum;
     }
 
-    // Depths of internal nodes (root is n - 2) and length counts.
+    // Depths of internal nodes (root is n - 2).
     let root = n - 2;
-    let mut counts = [0u32; MAX_CODEWORD_LEN + 2];
-    counts[1] = 2;
     w.node[root] = 0;
+    let mut max_depth = 0u32;
     for k in (0..root).rev() {
         let depth = w.node[w.parent[k] as usize] + 1;
         w.node[k] = depth;
-        let mut len = depth as usize;
-        if len >= MAX_CODEWORD_LEN {
-            len = MAX_CODEWORD_LEN;
-            loop {
-                len -= 1;
-                if counts[len] != 0 || len == 1 {
-                    break;
+        max_depth = max_depth.max(depth);
+    }
+
+    // Leaf counts per length.
+    let mut counts = [0u32; MAX_CODEWORD_LEN + 2];
+    if (max_depth as usize) < MAX_CODEWORD_LEN {
+        // No folding needed: leaves at depth L = 2 * (internal nodes at
+        // depth L - 1) - (internal nodes at depth L). Depths come in runs,
+        // so count runs instead of bumping a histogram per node.
+        let mut inodes = [0u32; MAX_CODEWORD_LEN + 1];
+        let mut cur = 0usize;
+        let mut run = 1u32; // the root
+        for k in (0..root).rev() {
+            let d = w.node[k] as usize;
+            if d != cur {
+                inodes[cur] += run;
+                cur = d;
+                run = 0;
+            }
+            run += 1;
+        }
+        inodes[cur] += run;
+        for len in 1..=MAX_CODEWORD_LEN {
+            counts[len] = (2 * inodes[len - 1]).saturating_sub(inodes[len]);
+        }
+    } else {
+        counts[1] = 2;
+        for k in (0..root).rev() {
+            let mut len = w.node[k] as usize;
+            if len >= MAX_CODEWORD_LEN {
+                len = MAX_CODEWORD_LEN;
+                loop {
+                    len -= 1;
+                    if counts[len] != 0 || len == 1 {
+                        break;
+                    }
                 }
             }
+            // Saturating: frequencies bounded by the rebuild schedule keep
+            // the tree shallower than 15, but never trust that on hostile
+            // input.
+            counts[len] = counts[len].saturating_sub(1);
+            counts[len + 1] += 2;
         }
-        // Saturating: frequencies bounded by the rebuild schedule keep the
-        // tree shallower than 15, but never trust that on hostile input.
-        counts[len] = counts[len].saturating_sub(1);
-        counts[len + 1] += 2;
     }
 
     // Hand out lengths: longest to the least frequent.
     let mut k = 0usize;
+    w.len_counts = [0; MAX_CODEWORD_LEN + 1];
     for len in (1..=MAX_CODEWORD_LEN).rev() {
-        for _ in 0..counts[len] {
-            if k < n {
-                lens[(w.sorted[k] & 0x3FF) as usize] = len as u8;
-                k += 1;
-            }
+        let c = (counts[len] as usize).min(n - k);
+        w.len_counts[len] = c as u32;
+        for &v in &w.sorted[k..k + c] {
+            lens[(v & 0x3FF) as usize] = len as u8;
         }
+        k += c;
     }
 }
 
@@ -370,7 +423,6 @@ const ENTRY_INVALID: u32 = 0xFFFF << 16;
 struct DecodeCode {
     num_syms: usize,
     rebuild_freq: u32,
-    until_rebuild: u32,
     table_bits: u32,
     freqs: [u32; MAX_SYMS],
     lens: [u8; MAX_SYMS],
@@ -382,7 +434,6 @@ impl DecodeCode {
         DecodeCode {
             num_syms: 0,
             rebuild_freq,
-            until_rebuild: rebuild_freq,
             table_bits,
             freqs: [1; MAX_SYMS],
             lens: [0; MAX_SYMS],
@@ -398,7 +449,6 @@ impl DecodeCode {
 
     fn build(&mut self, w: &mut HuffWork) {
         let n = self.num_syms;
-        self.until_rebuild = self.rebuild_freq;
         if n == 0 {
             return;
         }
@@ -412,8 +462,8 @@ impl DecodeCode {
         let tb = self.table_bits as usize;
         // Sort symbols by (len, sym) into w.parent (reused as u16 list).
         let mut count = [0usize; MAX_CODEWORD_LEN + 2];
-        for &l in &self.lens[..n] {
-            count[l as usize] += 1;
+        for (c, &v) in count.iter_mut().zip(w.len_counts.iter()) {
+            *c = v as usize;
         }
         let mut start = [0usize; MAX_CODEWORD_LEN + 2];
         let mut acc = 0;
@@ -520,7 +570,12 @@ impl DecodeCode {
 
     /// Decode one symbol; caller guarantees at least 15 bits are buffered.
     #[inline(always)]
-    fn decode(&mut self, bits: &mut BitReader, w: &mut HuffWork) -> Result<usize, CodecError> {
+    fn decode(
+        &mut self,
+        bits: &mut BitReader,
+        left: &mut u32,
+        w: &mut HuffWork,
+    ) -> Result<usize, CodecError> {
         let tb = self.table_bits;
         let mut e = self.table[(bits.buf >> (64 - tb)) as usize & ((1 << tb) - 1)];
         if e & ENTRY_SUB != 0 {
@@ -534,13 +589,16 @@ impl DecodeCode {
         }
         bits.consume(e & 0xFF);
         let sym = (e >> 16) as usize;
+        // The table only holds symbols below num_syms, plus the
+        // out-of-range marker of unused codewords.
         match self.freqs.get_mut(sym) {
-            Some(f) if sym < self.num_syms => *f += 1,
-            _ => return Err(CodecError::Corrupt("invalid Huffman codeword")),
+            Some(f) => *f += 1,
+            None => return Err(CodecError::Corrupt("invalid Huffman codeword")),
         }
-        self.until_rebuild -= 1;
-        if self.until_rebuild == 0 {
+        *left -= 1;
+        if *left == 0 {
             self.rebuild(w);
+            *left = self.rebuild_freq;
         }
         Ok(sym)
     }
@@ -742,9 +800,7 @@ impl Decoder {
         self.delta_offset.reset(slots, w);
         self.delta_power.reset(NUM_POWER_SYMS, w);
         self.decode_items(input, output)?;
-        if std::env::var_os("NOX86").is_none() {
-            self.x86.undo(output);
-        }
+        self.x86.undo(output);
         Ok(())
     }
 
@@ -773,34 +829,44 @@ impl Decoder {
         let mut delta_pending: u64 = 0;
         let mut delta_pending_end: usize = usize::MAX;
 
+        // Context states live in locals (registers) for the whole chunk;
+        // they start at zero for every chunk.
+        let (mut st_main, mut st_match, mut st_lz, mut st_delta) = (0usize, 0usize, 0usize, 0usize);
+        let (mut st_lzr0, mut st_lzr1, mut st_dr0, mut st_dr1) = (0usize, 0usize, 0usize, 0usize);
+        let mut lit_left = LITERAL_REBUILD;
+        let mut lzo_left = LZ_OFFSET_REBUILD;
+        let mut len_left = LENGTH_REBUILD;
+        let mut dp_left = DELTA_POWER_REBUILD;
+        let mut do_left = DELTA_OFFSET_REBUILD;
+
         let mut pos = 0usize;
         while pos < n {
             if bits.overrun {
                 return Err(CodecError::Truncated);
             }
-            if decide(&mut rd, &mut m.main, &mut m.main_state, input) == 0 {
+            if decide(&mut rd, &mut m.main, &mut st_main, input) == 0 {
                 bits.ensure(MAX_CODEWORD_LEN as u32, input);
-                let sym = self.literal.decode(&mut bits, w)?;
+                let sym = self.literal.decode(&mut bits, &mut lit_left, w)?;
                 out[pos] = sym as u8;
                 pos += 1;
                 continue;
             }
-            if decide(&mut rd, &mut m.matc, &mut m.match_state, input) == 0 {
+            if decide(&mut rd, &mut m.matc, &mut st_match, input) == 0 {
                 // LZ match.
                 if lz_pending != 0 && pos != lz_pending_end {
                     lz_reps = [lz_pending, lz_reps[0], lz_reps[1], lz_reps[2]];
                     lz_pending = 0;
                 }
                 let offset;
-                if decide(&mut rd, &mut m.lz, &mut m.lz_state, input) == 0 {
+                if decide(&mut rd, &mut m.lz, &mut st_lz, input) == 0 {
                     bits.ensure(MAX_CODEWORD_LEN as u32, input);
-                    let slot = self.lz_offset.decode(&mut bits, w)?;
+                    let slot = self.lz_offset.decode(&mut bits, &mut lzo_left, w)?;
                     bits.ensure(30, input);
                     offset = OFFSET_BASE[slot] + bits.take(OFFSET_EXTRA[slot] as u32);
-                } else if decide(&mut rd, &mut m.lz_rep[0], &mut m.lz_rep_state[0], input) == 0 {
+                } else if decide(&mut rd, &mut m.lz_rep[0], &mut st_lzr0, input) == 0 {
                     offset = lz_reps[0];
                     lz_reps = [lz_reps[1], lz_reps[2], lz_reps[3], lz_reps[3]];
-                } else if decide(&mut rd, &mut m.lz_rep[1], &mut m.lz_rep_state[1], input) == 0 {
+                } else if decide(&mut rd, &mut m.lz_rep[1], &mut st_lzr1, input) == 0 {
                     offset = lz_reps[1];
                     lz_reps = [lz_reps[0], lz_reps[2], lz_reps[3], lz_reps[3]];
                 } else {
@@ -813,7 +879,7 @@ impl Decoder {
                 lz_pending = offset;
 
                 bits.ensure(MAX_CODEWORD_LEN as u32, input);
-                let lslot = self.length.decode(&mut bits, w)?;
+                let lslot = self.length.decode(&mut bits, &mut len_left, w)?;
                 let mut length = LENGTH_BASE[lslot] as usize;
                 let eb = LENGTH_EXTRA[lslot] as u32;
                 if eb != 0 {
@@ -837,30 +903,18 @@ impl Decoder {
                     delta_pending = 0;
                 }
                 let pair;
-                if decide(&mut rd, &mut m.delta, &mut m.delta_state, input) == 0 {
+                if decide(&mut rd, &mut m.delta, &mut st_delta, input) == 0 {
                     bits.ensure(MAX_CODEWORD_LEN as u32, input);
-                    let power = self.delta_power.decode(&mut bits, w)? as u64;
+                    let power = self.delta_power.decode(&mut bits, &mut dp_left, w)? as u64;
                     bits.ensure(MAX_CODEWORD_LEN as u32, input);
-                    let slot = self.delta_offset.decode(&mut bits, w)?;
+                    let slot = self.delta_offset.decode(&mut bits, &mut do_left, w)?;
                     bits.ensure(30, input);
                     let raw = OFFSET_BASE[slot] + bits.take(OFFSET_EXTRA[slot] as u32);
                     pair = (power << 32) | raw as u64;
-                } else if decide(
-                    &mut rd,
-                    &mut m.delta_rep[0],
-                    &mut m.delta_rep_state[0],
-                    input,
-                ) == 0
-                {
+                } else if decide(&mut rd, &mut m.delta_rep[0], &mut st_dr0, input) == 0 {
                     pair = delta_reps[0];
                     delta_reps = [delta_reps[1], delta_reps[2], delta_reps[3], delta_reps[3]];
-                } else if decide(
-                    &mut rd,
-                    &mut m.delta_rep[1],
-                    &mut m.delta_rep_state[1],
-                    input,
-                ) == 0
-                {
+                } else if decide(&mut rd, &mut m.delta_rep[1], &mut st_dr1, input) == 0 {
                     pair = delta_reps[1];
                     delta_reps = [delta_reps[0], delta_reps[2], delta_reps[3], delta_reps[3]];
                 } else {
@@ -873,7 +927,7 @@ impl Decoder {
                 delta_pending = pair;
 
                 bits.ensure(MAX_CODEWORD_LEN as u32, input);
-                let lslot = self.length.decode(&mut bits, w)?;
+                let lslot = self.length.decode(&mut bits, &mut len_left, w)?;
                 let mut length = LENGTH_BASE[lslot] as usize;
                 let eb = LENGTH_EXTRA[lslot] as u32;
                 if eb != 0 {
@@ -975,11 +1029,12 @@ struct X86Filter {
     base: u64,
 }
 
-/// True if any byte of `v` may start a translated instruction
-/// (0x48, 0x4C, 0xE8, 0xE9, 0xF0, 0xFF). May report false positives next to
-/// a true hit, never false negatives.
+/// Mask with the high bit set in each byte of `v` that may start a
+/// translated instruction (0x48, 0x4C, 0xE8, 0xE9, 0xF0, 0xFF). Bytes above
+/// a true hit may be flagged falsely, but the lowest flagged byte is always
+/// a true hit, and no hit is ever missed.
 #[inline(always)]
-fn word_has_opcode(v: u64) -> bool {
+fn opcode_mask(v: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     #[inline(always)]
@@ -990,7 +1045,7 @@ fn word_has_opcode(v: u64) -> bool {
     let call = (v & 0xFEFE_FEFE_FEFE_FEFE) ^ 0xE8E8_E8E8_E8E8_E8E8;
     let lock = v ^ 0xF0F0_F0F0_F0F0_F0F0;
     let grp = !v;
-    (zero_byte(rex) | zero_byte(call) | zero_byte(lock) | zero_byte(grp)) != 0
+    zero_byte(rex) | zero_byte(call) | zero_byte(lock) | zero_byte(grp)
 }
 
 impl X86Filter {
@@ -1017,30 +1072,33 @@ impl X86Filter {
         let tail = size - 16;
         let mut p = 1usize;
         'outer: while p < tail {
-            // Skip bytes that cannot start an instruction, a word at a time.
+            // Skip bytes that cannot start an instruction, a word at a time;
+            // the lowest flagged byte of a word is the next candidate.
             loop {
                 if let Some(b) = data.get(p..p + 8) {
                     let mut a = [0u8; 8];
                     a.copy_from_slice(b);
-                    if !word_has_opcode(u64::from_le_bytes(a)) {
+                    let m = opcode_mask(u64::from_le_bytes(a));
+                    if m == 0 {
                         p += 8;
                         if p >= tail {
                             break 'outer;
                         }
                         continue;
                     }
+                    p += (m.trailing_zeros() / 8) as usize;
+                    if p >= tail {
+                        break 'outer;
+                    }
+                    break;
                 }
-                let mut k = 0;
-                while k < 8 && !X86_OPCODE[data[p] as usize] {
+                while !X86_OPCODE[data[p] as usize] {
                     p += 1;
-                    k += 1;
                     if p >= tail {
                         break 'outer;
                     }
                 }
-                if k < 8 {
-                    break;
-                }
+                break;
             }
             let b0 = data[p];
             let b1 = data[p + 1];
