@@ -20,6 +20,9 @@ pub trait BlobSink: Send {
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
+/// Blobs of a solid run being fed: (start, end, blob, sink).
+type Active<'a> = Vec<(u64, u64, Arc<Blob>, Box<dyn BlobSink + 'a>)>;
+
 /// Most decoded bytes a unit keeps in memory at once.
 const WINDOW_BYTES: u64 = 128 << 20;
 
@@ -154,9 +157,9 @@ where
         .collect();
     order.sort_by_key(|(o, _)| *o);
     // Active blobs: (start, end, sink). Blobs start in order of offset.
-    let mut active: Vec<(u64, u64, Arc<Blob>, Box<dyn BlobSink + 'a>)> = Vec::new();
+    let mut active: Active<'a> = Vec::new();
     let mut next = 0usize;
-    let mut start_blobs = |upto: u64, active: &mut Vec<(u64, u64, Arc<Blob>, Box<dyn BlobSink + 'a>)>, errors: &mut Vec<(Sha1, Error)>| {
+    let mut start_blobs = |upto: u64, active: &mut Active<'a>, errors: &mut Vec<(Sha1, Error)>| {
         while next < order.len() && order[next].0 < upto {
             let (o, b) = &order[next];
             match make(b) {

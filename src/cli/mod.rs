@@ -129,7 +129,7 @@ pub fn run() -> i32 {
     }
 }
 
-pub(crate) fn open(wim: &PathBuf, refs: &[PathBuf]) -> Result<Wim> {
+pub(crate) fn open(wim: &std::path::Path, refs: &[PathBuf]) -> Result<Wim> {
     let w = Wim::open(wim, refs).with_context(|| format!("cannot open {}", wim.display()))?;
     for warn in &w.warnings {
         log::warn!("{warn}");

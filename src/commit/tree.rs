@@ -12,6 +12,9 @@ use std::sync::Arc;
 /// memory, or partly in the WIM itself).
 pub trait Content: Send + Sync {
     fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Fill all of `buf` from `offset`.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> crate::Result<()>;
 }

@@ -288,7 +288,7 @@ pub fn write_solid(
                 bi += 1;
                 boff = 0;
             }
-            while bi < blobs.len() && blobs[bi].len() == 0 {
+            while bi < blobs.len() && blobs[bi].is_empty() {
                 bi += 1;
             }
         }

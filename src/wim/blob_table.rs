@@ -35,7 +35,7 @@ impl BlobEntry {
 
 /// Parse a whole (already decompressed) blob table.
 pub fn parse(b: &[u8]) -> Result<Vec<BlobEntry>> {
-    if b.len() % ENTRY_SIZE != 0 {
+    if !b.len().is_multiple_of(ENTRY_SIZE) {
         log::warn!(
             "blob table size {} is not a multiple of {ENTRY_SIZE}; ignoring {} trailing bytes",
             b.len(),

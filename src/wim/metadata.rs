@@ -198,7 +198,7 @@ fn parse_dentry(buf: &[u8], off: u64, parent: u32, warnings: &mut Vec<String>) -
     let num_streams = d.u16(0x60)?;
     let sn_len = d.u16(0x62)? as usize;
     let fn_len = d.u16(0x64)? as usize;
-    if fn_len % 2 != 0 || sn_len % 2 != 0 {
+    if !fn_len.is_multiple_of(2) || !sn_len.is_multiple_of(2) {
         return Err(Error::Invalid(format!("directory entry at {off:#x} has odd name length")));
     }
     let mut p = DENTRY_FIXED_SIZE;
