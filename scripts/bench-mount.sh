@@ -4,6 +4,13 @@
 #   scripts/bench-mount.sh            # defaults below
 #   BENCH_SRC=/some/dir RUNS=5 scripts/bench-mount.sh
 #
+# Knobs: BENCH_SRC (/usr), BENCH_SOLID_SRC, BENCH_COMPRESS (LZX; LZX:20 is
+# wimlib's faster LZX compressor: same format, much quicker capture),
+# BENCH_WORK (/var/tmp/wimfs-bench-mount), RUNS (3), SEQ_SECS, RAND_SECS,
+# CACHE_MB (wimfs --cache-size, 256), WIMFS (binary; built with cargo build
+# --release unless WIMFS_NO_BUILD is set), BENCH_CAPTURE_ONLY (stop after
+# capturing the images).
+#
 # Images (captured once, cached in $BENCH_WORK; delete it to recapture):
 #   lzx.wim    wimlib-imagex capture $BENCH_SRC (default compression: LZX)
 #   solid.wim  wimlib-imagex capture --solid (LZMS) of the few largest files
@@ -187,7 +194,7 @@ print(f"{n / (time.monotonic() - t0):.2f}")
 EOF
 }
 
-median() { python3 -c "import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+median() { python3 -c "import statistics, sys; v = [float(x) for x in sys.argv[1:]]; print(statistics.median(v) if v else 'nan')" "$@"; }
 
 declare -A R
 add() { R["$1|$2"]="${R["$1|$2"]:-} $3"; }
@@ -203,7 +210,7 @@ for run in $(seq 1 "$RUNS"); do
         unmount_it
         mount_with "$tool" "$LZX"
         if [ -z "$TOTAL_BYTES" ]; then
-            TOTAL_BYTES=$(find "$MNT" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+            TOTAL_BYTES=$(find "$MNT" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f\n", s }')
         fi
         unmount_it
         mount_with "$tool" "$LZX"

@@ -365,10 +365,11 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
     let vfs = Arc::new(Vfs::new(wim.clone(), image, cache, opts));
     let t3 = Instant::now();
     let wim_path = a.wim.canonicalize().unwrap_or_else(|_| a.wim.clone());
+    // Each FUSE thread answers its requests itself; a read waiting for a
+    // chunk holds only its own thread, so have plenty.
     let n = rayon::current_num_threads().max(1);
     let cfg = MountConfig {
-        threads: n.clamp(4, 16),
-        readers: (2 * n).clamp(8, 64),
+        threads: (2 * n).clamp(8, 32),
         allow_other: a.allow_other,
         fsname: wim_path.to_string_lossy().replace([',', ' '], "_"),
     };
