@@ -118,6 +118,9 @@ impl Image {
     pub fn load(wim: &Wim, index: u32) -> Result<Image> {
         let raw = wim.read_metadata(index)?;
         let md = metadata::parse(&raw).map_err(|e| Error::Invalid(format!("image {index} metadata: {e}")))?;
+        // The raw resource is no longer needed: free it before the tree is
+        // built, which keeps a mount's peak memory down.
+        drop(raw);
         Ok(Self::from_metadata(wim, index, md))
     }
 
@@ -128,7 +131,10 @@ impl Image {
         let mut dentries: Vec<Dentry> = Vec::with_capacity(n);
         let mut inodes: Vec<Inode> = Vec::with_capacity(n);
         let mut groups: HashMap<u64, u32> = HashMap::new();
-        for (i, r) in recs.iter().enumerate() {
+        // Records are consumed as the tree is built: names and tagged items
+        // move instead of being copied.
+        for (i, mut r) in recs.into_iter().enumerate() {
+            let r = &mut r;
             let streams = build_streams(wim, r, &mut warnings);
             let linkable = !r.is_dir() && !r.is_reparse() && r.link_group != 0 && i != 0;
             let mut ino = None;
@@ -160,8 +166,8 @@ impl Image {
                 }
             };
             dentries.push(Dentry {
-                name: r.name.clone(),
-                short_name: r.short_name.clone(),
+                name: std::mem::take(&mut r.name),
+                short_name: std::mem::take(&mut r.short_name),
                 parent: if i == 0 { 0 } else { r.parent },
                 inode: ino,
                 children: Vec::new(),
