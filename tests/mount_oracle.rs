@@ -677,10 +677,11 @@ fn mount_errors_are_clear() {
             OsStr::new("mount"),
             wim.as_os_str(),
             mnt.as_os_str(),
-            OsStr::new("--rw"),
+            OsStr::new("--staging-dir"),
+            t.path().as_os_str(),
         ],
-        &["not supported"],
-        "--rw",
+        &["--rw"],
+        "--staging-dir without --rw",
     );
     expect_fail(
         &[OsStr::new("unmount"), mnt.as_os_str()],

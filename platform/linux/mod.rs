@@ -4,14 +4,16 @@
 //! entry/attribute timeouts, kept page cache, cached directories and
 //! symlinks, large reads) and how requests are spread over threads.
 //!
-//! Every operation that would change the image answers EROFS. Requests are
-//! answered on the FUSE thread that received them: metadata comes from
+//! A read-only mount answers EROFS to every operation that would change the
+//! image; a read-write mount (a [`Vfs`] opened with `Vfs::open_rw`) passes
+//! them on to the vfs's write API, with short cache timeouts and real file
+//! handles (OPEN/RELEASE are never skipped there). Requests are answered on the FUSE thread that received them: metadata comes from
 //! memory, and a read that must wait for decompression holds only its own
 //! thread while the others (many, each on its own cloned /dev/fuse fd) keep
 //! serving. Handing reads to a separate pool instead was measured: the extra
 //! thread hop per request cost ~30% of small-file read throughput.
 
-use crate::vfs::{Attr, FileKind, Vfs, VfsError};
+use crate::vfs::{Attr, Cred, FileKind, RenameMode, SetAttr, Vfs, VfsError, VfsResult, XattrMode};
 use fuser::{
     AccessFlags, BsdFileFlags, Config, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
     Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption,
@@ -29,6 +31,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The image never changes under a read-only mount, so the kernel may keep
 /// names and attributes for as long as it likes.
 const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// A read-write mount changes only through this adapter, but hard links,
+/// link counts and times of other names change with it: keep it short.
+const RW_TTL: Duration = Duration::from_secs(1);
 const GEN: Generation = Generation(0);
 /// Entries asked of the vfs per READDIR request (the reply buffer decides
 /// how many actually fit).
@@ -67,6 +72,12 @@ pub fn errno(e: &VfsError) -> Errno {
         VfsError::Range => Errno::ERANGE,
         VfsError::TooBig => Errno::E2BIG,
         VfsError::Invalid | VfsError::NotLink => Errno::EINVAL,
+        VfsError::Exists => Errno::EEXIST,
+        VfsError::NotEmpty => Errno::ENOTEMPTY,
+        VfsError::NoSpace => Errno::ENOSPC,
+        VfsError::Perm => Errno::EPERM,
+        VfsError::NameTooLong => Errno::ENAMETOOLONG,
+        VfsError::NotSupported => Errno::EOPNOTSUPP,
         VfsError::Io(_) => Errno::EIO,
     }
 }
@@ -140,6 +151,43 @@ fn name_str(name: &OsStr) -> Option<&str> {
     std::str::from_utf8(name.as_bytes()).ok()
 }
 
+/// A new name: WIM names are UTF-16, so it must be valid UTF-8.
+fn new_name(name: &OsStr) -> Result<&str, Errno> {
+    name_str(name).ok_or(Errno::EINVAL)
+}
+
+fn cred(req: &Request) -> Cred {
+    Cred {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn unix_time(t: SystemTime) -> (i64, u32) {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_nanos(),
+        ),
+        Err(e) => {
+            let d = e.duration();
+            let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            if d.subsec_nanos() == 0 {
+                (-secs, 0)
+            } else {
+                (-secs - 1, 1_000_000_000 - d.subsec_nanos())
+            }
+        }
+    }
+}
+
+fn time_or_now(t: TimeOrNow) -> (i64, u32) {
+    match t {
+        TimeOrNow::SpecificTime(t) => unix_time(t),
+        TimeOrNow::Now => unix_time(SystemTime::now()),
+    }
+}
+
 /// The fuser filesystem: a thin layer over a [`Vfs`].
 pub struct WimFuse {
     vfs: Arc<Vfs>,
@@ -149,13 +197,33 @@ pub struct WimFuse {
     /// FOPEN_CACHE_DIR is its default without open). Saves two round trips
     /// per file and per directory.
     no_open: bool,
+    /// A read-write mount (the vfs has an overlay).
+    rw: bool,
+    ttl: Duration,
 }
 
 impl WimFuse {
     pub fn new(vfs: Arc<Vfs>) -> WimFuse {
+        let rw = vfs.is_rw();
         WimFuse {
             vfs,
             no_open: false,
+            rw,
+            ttl: if rw { RW_TTL } else { TTL },
+        }
+    }
+
+    fn entry(&self, r: VfsResult<Attr>, reply: ReplyEntry) {
+        match r {
+            Ok(a) => reply.entry(&self.ttl, &file_attr(&a), GEN),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn empty(&self, r: VfsResult<()>, reply: ReplyEmpty) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 }
@@ -175,10 +243,14 @@ impl Filesystem for WimFuse {
             let _ = config.add_capabilities(cap);
         }
         // Only on a read-only mount: the kernel then refuses writable opens
-        // itself (EROFS), so nothing is lost by not seeing OPEN.
-        self.no_open = config
-            .add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT | InitFlags::FUSE_NO_OPENDIR_SUPPORT)
-            .is_ok();
+        // itself (EROFS), so nothing is lost by not seeing OPEN. A
+        // read-write mount needs every OPEN and RELEASE (handles count).
+        self.no_open = !self.rw
+            && config
+                .add_capabilities(
+                    InitFlags::FUSE_NO_OPEN_SUPPORT | InitFlags::FUSE_NO_OPENDIR_SUPPORT,
+                )
+                .is_ok();
         if let Err(max) = config.set_max_readahead(u32::MAX) {
             let _ = config.set_max_readahead(max);
         }
@@ -194,15 +266,15 @@ impl Filesystem for WimFuse {
             return reply.error(Errno::ENOENT);
         };
         match self.vfs.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), GEN),
-            Err(VfsError::NotFound) => reply.entry(&TTL, &negative_entry(), GEN),
+            Ok(a) => reply.entry(&self.ttl, &file_attr(&a), GEN),
+            Err(VfsError::NotFound) => reply.entry(&self.ttl, &negative_entry(), GEN),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.vfs.getattr(ino.0) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -210,13 +282,13 @@ impl Filesystem for WimFuse {
     fn setattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -225,7 +297,22 @@ impl Filesystem for WimFuse {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(Errno::EROFS);
+        let a = SetAttr {
+            size,
+            mode: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            atime: atime.map(time_or_now),
+            mtime: mtime.map(time_or_now),
+        };
+        if a == SetAttr::default() {
+            // Only ctime or BSD flags: nothing a WIM keeps.
+            return self.getattr(_req, ino, None, reply);
+        }
+        match self.vfs.setattr(ino.0, &a) {
+            Ok(at) => reply.attr(&self.ttl, &file_attr(&at)),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -237,78 +324,150 @@ impl Filesystem for WimFuse {
 
     fn mknod(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        if !self.rw {
+            return reply.error(Errno::EROFS);
+        }
+        // Only regular files: a WIM has no device nodes, FIFOs or sockets.
+        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+            return reply.error(Errno::EPERM);
+        }
+        let name = match new_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self
+            .vfs
+            .create(parent.0, name, mode & 0o7777 & !umask, cred(req))
+        {
+            Ok((a, fh)) => {
+                let _ = self.vfs.release(fh);
+                reply.entry(&self.ttl, &file_attr(&a), GEN)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn mkdir(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        let name = match new_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let r = self
+            .vfs
+            .mkdir(parent.0, name, mode & 0o7777 & !umask, cred(req));
+        self.entry(r, reply)
     }
 
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        self.empty(self.vfs.unlink(parent.0, name), reply)
     }
 
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        self.empty(self.vfs.rmdir(parent.0, name), reply)
     }
 
     fn symlink(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _target: &Path,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        target: &Path,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        let name = match new_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let Some(target) = target.to_str() else {
+            return reply.error(Errno::EINVAL);
+        };
+        let r = self.vfs.symlink(parent.0, name, target, cred(req));
+        self.entry(r, reply)
     }
 
     fn rename(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let newname = match new_name(newname) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let known = RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE;
+        if !(flags - known).is_empty() || flags.contains(known) {
+            return reply.error(Errno::EINVAL);
+        }
+        let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            RenameMode::Exchange
+        } else if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+            RenameMode::NoReplace
+        } else {
+            RenameMode::Replace
+        };
+        let r = self.vfs.rename(parent.0, name, newparent.0, newname, mode);
+        self.empty(r, reply)
     }
 
     fn link(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        let newname = match new_name(newname) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let r = self.vfs.link(ino.0, newparent.0, newname);
+        self.entry(r, reply)
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if self.no_open {
             return reply.error(Errno::ENOSYS);
         }
-        let write = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
-        match self.vfs.open(ino.0, write) {
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        if self.rw {
+            return match self.vfs.open_file(ino.0, write, truncate) {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
+        match self.vfs.open(ino.0, write || truncate) {
             // The data never changes: keep the page cache across opens and
             // skip FLUSH on close.
             Ok(()) => reply.opened(
@@ -339,16 +498,19 @@ impl Filesystem for WimFuse {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        offset: u64,
+        data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(Errno::EROFS);
+        match self.vfs.write(ino.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn flush(
@@ -359,31 +521,51 @@ impl Filesystem for WimFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Nothing to flush, ever: ENOSYS tells the kernel to stop sending
-        // FLUSH on every close.
-        reply.error(Errno::ENOSYS);
+        // Nothing to flush, ever (writes go straight to the overlay, and a
+        // closed handle is made durable at RELEASE): on a read-only mount
+        // ENOSYS tells the kernel to stop sending FLUSH on every close.
+        if self.rw {
+            reply.ok();
+        } else {
+            reply.error(Errno::ENOSYS);
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.empty(self.vfs.release(fh.0), reply)
     }
 
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        self.empty(self.vfs.fsync(ino.0), reply)
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         if self.no_open {
             return reply.error(Errno::ENOSYS);
         }
+        let flags = if self.rw {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR
+        };
         match self.vfs.getattr(ino.0) {
-            Ok(a) if a.kind == FileKind::Directory => reply.opened(
-                FileHandle(0),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
-            ),
+            Ok(a) if a.kind == FileKind::Directory => reply.opened(FileHandle(0), flags),
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno(&e)),
         }
@@ -442,7 +624,7 @@ impl Filesystem for WimFuse {
                     INodeNo(e.ino),
                     e.next,
                     &e.name,
-                    &TTL,
+                    &self.ttl,
                     &file_attr(&attr),
                     GEN,
                 ) {
@@ -457,12 +639,12 @@ impl Filesystem for WimFuse {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        self.empty(self.vfs.fsync(ino.0), reply)
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -475,14 +657,26 @@ impl Filesystem for WimFuse {
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        if !self.rw {
+            return reply.error(Errno::EROFS);
+        }
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::EOPNOTSUPP);
+        };
+        let mode = match flags {
+            0 => XattrMode::Any,
+            libc::XATTR_CREATE => XattrMode::Create,
+            libc::XATTR_REPLACE => XattrMode::Replace,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        self.empty(self.vfs.setxattr(ino.0, name, value, mode), reply)
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -509,13 +703,19 @@ impl Filesystem for WimFuse {
         }
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if !self.rw {
+            return reply.error(Errno::EROFS);
+        }
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::NO_XATTR);
+        };
+        self.empty(self.vfs.removexattr(ino.0, name), reply)
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         match self.vfs.getattr(ino.0) {
-            Ok(_) if mask.contains(AccessFlags::W_OK) => reply.error(Errno::EROFS),
+            Ok(_) if mask.contains(AccessFlags::W_OK) && !self.rw => reply.error(Errno::EROFS),
             Ok(_) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
@@ -523,28 +723,59 @@ impl Filesystem for WimFuse {
 
     fn create(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(Errno::EROFS);
+        if !self.rw {
+            return reply.error(Errno::EROFS);
+        }
+        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+            return reply.error(Errno::EPERM);
+        }
+        let name = match new_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self
+            .vfs
+            .create(parent.0, name, mode & 0o7777 & !umask, cred(req))
+        {
+            Ok((a, fh)) => reply.created(
+                &self.ttl,
+                &file_attr(&a),
+                GEN,
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn fallocate(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
+        offset: u64,
+        length: u64,
+        mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        if !self.rw {
+            return reply.error(Errno::EROFS);
+        }
+        // Plain allocation only (punching holes, zeroing or collapsing
+        // ranges are not supported).
+        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+            return reply.error(Errno::EOPNOTSUPP);
+        }
+        let keep = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        self.empty(self.vfs.fallocate(ino.0, offset, length, keep), reply)
     }
 
     fn copy_file_range(
@@ -560,7 +791,9 @@ impl Filesystem for WimFuse {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        reply.error(Errno::EROFS);
+        // On a read-write mount, ENOSYS makes the kernel copy by reading
+        // and writing.
+        reply.error(if self.rw { Errno::ENOSYS } else { Errno::EROFS });
     }
 }
 
@@ -594,13 +827,18 @@ impl Mounted {
     }
 }
 
-/// Mount `vfs` read-only at `mountpoint`. Returns after the kernel's INIT
-/// handshake, i.e. once the mount is usable.
+/// Mount `vfs` at `mountpoint`: read-write when the vfs has an overlay,
+/// read-only otherwise. Returns after the kernel's INIT handshake, i.e. once
+/// the mount is usable.
 pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, cfg: &MountConfig) -> io::Result<Mounted> {
     let fs = WimFuse::new(vfs);
     let mut c = Config::default();
     c.mount_options = vec![
-        MountOption::RO,
+        if fs.rw {
+            MountOption::RW
+        } else {
+            MountOption::RO
+        },
         MountOption::FSName(cfg.fsname.clone()),
         MountOption::Subtype("wimfs".into()),
         MountOption::DefaultPermissions,

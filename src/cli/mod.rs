@@ -5,6 +5,8 @@ mod inspect;
 mod service;
 #[cfg(target_os = "linux")]
 mod mount;
+#[cfg(target_os = "linux")]
+mod rw;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -84,7 +86,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Mount an image read-only as a directory (FUSE).
+    /// Mount an image as a directory (FUSE), read-only or with --rw.
     #[cfg(target_os = "linux")]
     Mount(mount::MountArgs),
     /// Unmount a directory mounted with `wimfs mount`.
@@ -93,6 +95,12 @@ enum Cmd {
     /// List what wimfs has mounted.
     #[cfg(target_os = "linux")]
     Mounts(mount::MountsArgs),
+    /// Commit the changes of a read-write mount into the WIM and stay mounted.
+    #[cfg(target_os = "linux")]
+    Commit(rw::CommitArgs),
+    /// Show (or discard) changes a read-write mount left in its staging.
+    #[cfg(target_os = "linux")]
+    Recover(rw::RecoverArgs),
     /// Rewrite a WIM without the stale data that commits leave behind.
     Optimize(service::OptimizeArgs),
     /// Copy an image into a new WIM, or into an existing one as a new image.
@@ -183,6 +191,10 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Unmount(a) => mount::unmount(a),
         #[cfg(target_os = "linux")]
         Cmd::Mounts(a) => mount::mounts(a),
+        #[cfg(target_os = "linux")]
+        Cmd::Commit(a) => rw::commit_cmd(a),
+        #[cfg(target_os = "linux")]
+        Cmd::Recover(a) => rw::recover(a),
         Cmd::Optimize(a) => service::optimize(a),
         Cmd::Export(a) => service::export(a),
     }

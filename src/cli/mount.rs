@@ -11,7 +11,7 @@
 //! (root) or $XDG_RUNTIME_DIR/wimfs, which `mounts` lists (pruning entries of
 //! dead daemons) and `unmount` uses to wait for the daemon to exit.
 
-use super::{image_arg, open};
+use super::{image_arg, open, rw};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,8 @@ use wimfs::vfs::{Vfs, VfsOptions};
 
 const READY: &str = "wimfs-ready";
 const FAILED: &str = "wimfs-error: ";
+/// A message for the user from the daemon before it is ready.
+const INFO: &str = "wimfs-info: ";
 
 #[derive(Args, Debug)]
 pub struct MountArgs {
@@ -68,9 +70,22 @@ pub struct MountArgs {
     /// Ignore the uid/gid/mode saved by `wimlib-imagex capture --unix-data`.
     #[arg(long)]
     no_unix_data: bool,
-    /// Mount read-write (not supported yet).
+    /// Mount read-write: changes go to a staging directory until
+    /// `wimfs commit` or `wimfs unmount --commit|--discard`.
     #[arg(long)]
     rw: bool,
+    /// Where a read-write mount keeps its changes (default: a hidden
+    /// directory beside the WIM, `.NAME.wimfs-staging-INDEX`).
+    #[arg(long, value_name = "DIR", requires = "rw")]
+    staging_dir: Option<PathBuf>,
+    /// Keep owner, group and mode (chmod/chown, new files) in the
+    /// UNIX-data tag, as `wimlib-imagex capture --unix-data` does.
+    #[arg(long, requires = "rw")]
+    unix_data: bool,
+    /// Delete changes left in the staging by an earlier mount and start
+    /// clean (otherwise they are resumed).
+    #[arg(long, requires = "rw")]
+    discard_staging: bool,
     /// Internal: run as the daemon started by `wimfs mount`.
     #[arg(long, hide = true)]
     daemon_child: bool,
@@ -83,6 +98,24 @@ pub struct UnmountArgs {
     /// Detach now even if files are open (umount -l).
     #[arg(short = 'z', long)]
     lazy: bool,
+    /// Read-write mounts: commit the changes into the WIM, then unmount.
+    #[arg(long, conflicts_with = "discard")]
+    commit: bool,
+    /// Read-write mounts: throw the changes away and unmount.
+    #[arg(long)]
+    discard: bool,
+    /// With --commit: write an integrity table.
+    #[arg(long, requires = "commit")]
+    check: bool,
+    /// With --commit: commit even though files are open.
+    #[arg(long, requires = "commit")]
+    force: bool,
+    /// With --commit: add the changed tree as a new image.
+    #[arg(long, requires = "commit")]
+    new_image: bool,
+    /// With --commit: then rewrite the WIM without stale data (optimize).
+    #[arg(long, requires = "commit")]
+    rebuild: bool,
 }
 
 #[derive(Args, Debug)]
@@ -106,6 +139,65 @@ struct MountState {
     /// same pid.
     #[serde(default)]
     start_ticks: Option<u64>,
+    /// Read-write mounts: the staging directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    staging: Option<String>,
+    /// Read-write mounts: the daemon's control socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    socket: Option<String>,
+}
+
+/// A live read-write mount, as the client side needs it.
+pub(crate) struct RwMount {
+    pub pid: u32,
+    pub wim: String,
+    pub mountpoint: String,
+    pub socket: String,
+}
+
+fn rw_of(m: MountState) -> Option<RwMount> {
+    if m.mode != "rw" {
+        return None;
+    }
+    Some(RwMount {
+        pid: m.pid,
+        wim: m.wim,
+        mountpoint: m.mountpoint,
+        socket: m.socket?,
+    })
+}
+
+fn abs_dir(dir: &Path) -> PathBuf {
+    dir.canonicalize()
+        .or_else(|_| std::path::absolute(dir))
+        .unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// The read-write mount at `dir`, or a clear error.
+pub(crate) fn rw_mount_at(dir: &Path) -> Result<RwMount> {
+    let abs = abs_dir(dir);
+    let Some(m) = live_mounts()
+        .into_iter()
+        .find(|m| Path::new(&m.mountpoint) == abs)
+    else {
+        bail!("{} is not a wimfs mount", abs.display());
+    };
+    if m.mode != "rw" {
+        bail!(
+            "{} is a read-only mount; nothing to commit (mount with --rw to make changes)",
+            abs.display()
+        );
+    }
+    rw_of(m).with_context(|| format!("the mount at {} has no control socket", abs.display()))
+}
+
+/// A live read-write mount of the WIM at `wim` (canonical path), if any.
+pub(crate) fn live_rw_mount_of(wim: &Path) -> Option<RwMount> {
+    let w = wim.to_string_lossy();
+    live_mounts()
+        .into_iter()
+        .filter(|m| m.wim == w)
+        .find_map(rw_of)
 }
 
 fn state_dir() -> PathBuf {
@@ -213,9 +305,6 @@ fn check_mountpoint(dir: &Path) -> Result<PathBuf> {
 }
 
 pub fn mount(a: MountArgs) -> Result<i32> {
-    if a.rw {
-        bail!("read-write mounts (--rw) are not supported yet; mount read-only (without --rw)");
-    }
     let dir = PathBuf::from(a.args.last().map(String::as_str).unwrap_or_default());
     if a.daemon_child {
         return daemon_child(a);
@@ -248,6 +337,9 @@ fn spawn_daemon() -> Result<i32> {
     let mut msg = String::new();
     if let Some(mut out) = child.stdout.take() {
         let _ = out.read_to_string(&mut msg);
+    }
+    for l in msg.lines().filter_map(|l| l.strip_prefix(INFO)) {
+        eprintln!("wimfs: {l}");
     }
     if msg.lines().any(|l| l == READY) {
         return Ok(0);
@@ -362,9 +454,16 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
         ..VfsOptions::default()
     };
     let cache = Arc::new(ChunkCache::new(a.cache_size.saturating_mul(1 << 20)));
-    let vfs = Arc::new(Vfs::new(wim.clone(), image, cache, opts));
-    let t3 = Instant::now();
     let wim_path = a.wim.canonicalize().unwrap_or_else(|_| a.wim.clone());
+    let mut control = None;
+    let vfs = if a.rw {
+        let (vfs, ctl) = open_rw(a, &wim, &wim_path, index, image, cache, opts, log.is_some())?;
+        control = Some(ctl);
+        vfs
+    } else {
+        Arc::new(Vfs::new(wim.clone(), image, cache, opts))
+    };
+    let t3 = Instant::now();
     // Each FUSE thread answers its requests itself; a read waiting for a
     // chunk holds only its own thread, so have plenty.
     let n = rayon::current_num_threads().max(1);
@@ -383,17 +482,26 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
     );
     unmount_on_signal(mounted.unmounter());
 
+    let mut socket = None;
+    if let Some((ctl, listener, path)) = control.take() {
+        ctl.clone().serve(listener);
+        socket = Some((ctl, path));
+    }
     let state = MountState {
         pid: std::process::id(),
         wim: wim_path.to_string_lossy().into_owned(),
         image: index,
         image_name: wim.info(index).and_then(|i| i.name.clone()),
-        mode: "ro".into(),
+        mode: if a.rw { "rw" } else { "ro" }.into(),
         mountpoint: abs.to_string_lossy().into_owned(),
         start_ticks: start_ticks(std::process::id()),
         started: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        staging: socket
+            .as_ref()
+            .map(|(c, _)| c.staging.display().to_string()),
+        socket: socket.as_ref().map(|(_, p)| p.display().to_string()),
     };
     let state_file = write_state(&state);
 
@@ -417,6 +525,24 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
     }
 
     let res = mounted.run();
+    if let Some((ctl, sock)) = &socket {
+        let _ = fs::remove_file(sock);
+        if ctl
+            .discard_at_exit
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            match wimfs::overlay::discard(&ctl.staging) {
+                Ok(()) => log::info!("staging {} discarded", ctl.staging.display()),
+                Err(e) => log::error!("cannot discard {}: {e}", ctl.staging.display()),
+            }
+        } else if let Err(e) = ctl.vfs.sync() {
+            log::error!("cannot sync the staging at unmount: {e}");
+        } else if staging_is_empty(&ctl.staging) {
+            // Nothing changed since the mount or the last commit: nothing
+            // to resume, so leave nothing behind.
+            let _ = wimfs::overlay::discard(&ctl.staging);
+        }
+    }
     if let Some(p) = &state_file {
         let _ = fs::remove_file(p);
     }
@@ -429,6 +555,89 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
     }
     res.context("the FUSE session ended with an error")?;
     Ok(0)
+}
+
+/// A staging that holds no change: an empty journal and no staged data.
+fn staging_is_empty(dir: &Path) -> bool {
+    let journal_empty = fs::metadata(dir.join("journal"))
+        .is_ok_and(|m| m.len() <= wimfs::overlay::journal::MAGIC.len() as u64);
+    let no_data = fs::read_dir(dir.join("data")).map_or(true, |mut d| d.next().is_none());
+    journal_empty && no_data
+}
+
+type ControlParts = (Arc<rw::Control>, std::os::unix::net::UnixListener, PathBuf);
+
+/// A read-write vfs: the WIM's lock (held for the daemon's life), the
+/// staging (resumed or fresh) and the control socket.
+#[allow(clippy::too_many_arguments)]
+fn open_rw(
+    a: &MountArgs,
+    wim: &Arc<wimfs::wim::Wim>,
+    wim_path: &Path,
+    index: u32,
+    image: Arc<Image>,
+    cache: Arc<ChunkCache>,
+    mut opts: VfsOptions,
+    daemon: bool,
+) -> Result<(Arc<Vfs>, ControlParts)> {
+    if !a.refs.is_empty() || wim.parts.len() > 1 {
+        bail!("a split WIM (or one with --ref) cannot be mounted read-write; join it first");
+    }
+    let lock = wimfs::commit::WimLock::acquire(wim_path)?;
+    let staging = match &a.staging_dir {
+        Some(d) => std::path::absolute(d).unwrap_or_else(|_| d.clone()),
+        None => rw::default_staging(wim_path, index),
+    };
+    let say = |m: &str| {
+        if daemon {
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "{INFO}{m}");
+            let _ = out.flush();
+        } else {
+            eprintln!("wimfs: {m}");
+        }
+    };
+    if a.discard_staging && wimfs::overlay::probe(&staging).is_some() {
+        wimfs::overlay::discard(&staging)
+            .with_context(|| format!("cannot discard the staging {}", staging.display()))?;
+        say(&format!(
+            "discarded the changes of an earlier mount in {}",
+            staging.display()
+        ));
+    }
+    opts.store_unix_data = a.unix_data;
+    let (vfs, status) = Vfs::open_rw(wim.clone(), image, cache, opts, &staging).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n(see what it holds with `wimfs recover {} {index}`, or start clean with \
+             --discard-staging)",
+            wim_path.display()
+        )
+    })?;
+    if status.resumed {
+        say(&format!(
+            "found staging with changes from an earlier mount, resuming ({} changes, in {})",
+            status.records,
+            staging.display()
+        ));
+    }
+    for w in &status.warnings {
+        say(&format!("staging: {w}"));
+    }
+    let vfs = Arc::new(vfs);
+    let sd = state_dir();
+    let _ = fs::create_dir_all(&sd);
+    let sock = sd.join(format!("{}.sock", std::process::id()));
+    let _ = fs::remove_file(&sock);
+    let listener = std::os::unix::net::UnixListener::bind(&sock)
+        .with_context(|| format!("cannot create the control socket {}", sock.display()))?;
+    let ctl = Arc::new(rw::Control {
+        vfs: vfs.clone(),
+        lock,
+        index: parking_lot::Mutex::new(index),
+        staging,
+        discard_at_exit: std::sync::atomic::AtomicBool::new(false),
+    });
+    Ok((vfs, (ctl, listener, sock)))
 }
 
 /// Does a daemon log report a real error? (A reply to a request the kernel
@@ -601,6 +810,9 @@ pub fn mounts(a: MountsArgs) -> Result<i32> {
             m.pid,
             m.mountpoint
         );
+        if let Some(s) = &m.staging {
+            println!("{:<ww$}  {:<iw$}  staging: {s}", "", "");
+        }
     }
     Ok(0)
 }
@@ -619,11 +831,106 @@ pub fn unmount(a: UnmountArgs) -> Result<i32> {
     if entry.is_none() && !is_mountpoint(&abs) {
         bail!("{} is not mounted", abs.display());
     }
+    let rwm = entry.clone().and_then(rw_of);
+    if entry.as_ref().is_some_and(|m| m.mode == "rw") && rwm.is_none() {
+        bail!(
+            "the read-write mount at {} has no control socket",
+            abs.display()
+        );
+    }
+    if rwm.is_none() && (a.commit || a.discard) {
+        bail!(
+            "{} is not a read-write mount: there is nothing to commit or discard; \
+             unmount it without --commit/--discard",
+            abs.display()
+        );
+    }
+    let mut report = None;
+    if let Some(m) = &rwm {
+        if !a.commit && !a.discard {
+            bail!(
+                "{} is mounted read-write: say what to do with the changes, \
+                 `wimfs unmount --commit {}` (write them into the WIM) or \
+                 `wimfs unmount --discard {}` (throw them away); \
+                 `wimfs commit {}` commits and stays mounted",
+                abs.display(),
+                abs.display(),
+                abs.display(),
+                abs.display()
+            );
+        }
+        let req = rw::Request {
+            op: "exit".into(),
+            action: Some(if a.commit { "commit" } else { "discard" }.into()),
+            check: a.check,
+            force: a.force,
+            new_image: a.new_image,
+        };
+        let r = rw::request(Path::new(&m.socket), &req)?;
+        if !r.ok {
+            bail!(
+                "{}; still mounted",
+                r.error.unwrap_or_else(|| "the daemon refused".into())
+            );
+        }
+        report = r.report;
+    }
+    let res = do_unmount(&a, &abs, entry.as_ref());
+    if let Err(e) = res {
+        if let Some(m) = &rwm {
+            let _ = rw::request(
+                Path::new(&m.socket),
+                &rw::Request {
+                    op: "cancel".into(),
+                    ..rw::Request::default()
+                },
+            );
+            if let Some(r) = &report {
+                rw::print_report(r, &m.wim);
+                eprintln!("wimfs: the changes were committed, but the unmount failed");
+            }
+        }
+        return Err(e);
+    }
+    if let Some(m) = &rwm {
+        if let Some(r) = &report {
+            rw::print_report(r, &m.wim);
+        }
+        if a.discard {
+            println!("changes discarded");
+        }
+        if a.rebuild {
+            let p = Path::new(&m.wim);
+            let w = open(p, &[])?;
+            let _lock = wimfs::commit::WimLock::acquire(p)?;
+            let images: Vec<u32> = (1..=w.image_count()).collect();
+            let rep = wimfs::commit::rebuild::rebuild(
+                &w,
+                &images,
+                p,
+                wimfs::commit::rebuild::Target::same_as(&w),
+                true,
+                a.check,
+                &|_| {},
+            )
+            .with_context(|| format!("optimizing {}", p.display()))?;
+            println!(
+                "rebuilt {}: {} -> {} bytes",
+                p.display(),
+                rep.old_size,
+                rep.new_size
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn do_unmount(a: &UnmountArgs, abs: &Path, entry: Option<&MountState>) -> Result<()> {
     let mut last_err = String::new();
     let mut done = false;
     for bin in ["fusermount3", "fusermount"] {
         let mut c = Command::new(bin);
-        c.arg(if a.lazy { "-uz" } else { "-u" }).arg("--").arg(&abs);
+        c.arg(if a.lazy { "-uz" } else { "-u" }).arg("--").arg(abs);
         match c.output() {
             Ok(o) if o.status.success() => {
                 done = true;
@@ -661,7 +968,7 @@ pub fn unmount(a: UnmountArgs) -> Result<i32> {
     }
     if let Some(m) = entry {
         let t = Instant::now();
-        while daemon_alive(&m) {
+        while daemon_alive(m) {
             if t.elapsed() > Duration::from_secs(30) {
                 log::warn!("daemon {} has not exited 30 s after the unmount", m.pid);
                 break;
@@ -669,5 +976,5 @@ pub fn unmount(a: UnmountArgs) -> Result<i32> {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    Ok(0)
+    Ok(())
 }

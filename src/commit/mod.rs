@@ -47,7 +47,7 @@ pub struct CommitOptions {
     pub check: bool,
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct CommitReport {
     pub image: u32,
     pub new_blobs: u64,

@@ -50,6 +50,18 @@ pub enum VfsError {
     Invalid,
     #[error("not a symbolic link")]
     NotLink,
+    #[error("file exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("no space left on the staging device")]
+    NoSpace,
+    #[error("operation not permitted")]
+    Perm,
+    #[error("file name too long")]
+    NameTooLong,
+    #[error("operation not supported")]
+    NotSupported,
     #[error("I/O error: {0}")]
     Io(String),
 }
@@ -62,26 +74,24 @@ impl From<Error> for VfsError {
 }
 
 impl VfsError {
-    // Constructors for the write side's errors. They map onto existing
-    // variants until the adapters handle the dedicated ones (see
-    // `posix_errno`): then each body becomes its own variant.
+    // Constructors for the write side's errors.
     pub fn exists() -> Self {
-        VfsError::Invalid
+        VfsError::Exists
     }
     pub fn not_empty() -> Self {
-        VfsError::Invalid
+        VfsError::NotEmpty
     }
     pub fn no_space() -> Self {
-        VfsError::Io("no space left on the staging device".into())
+        VfsError::NoSpace
     }
     pub fn perm() -> Self {
-        VfsError::ReadOnly
+        VfsError::Perm
     }
     pub fn name_too_long() -> Self {
-        VfsError::TooBig
+        VfsError::NameTooLong
     }
     pub fn not_supported() -> Self {
-        VfsError::Invalid
+        VfsError::NotSupported
     }
     /// An I/O error on the staging directory.
     pub fn from_io(e: std::io::Error) -> Self {

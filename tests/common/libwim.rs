@@ -13,10 +13,12 @@ pub const LZX: i32 = 2;
 pub const LZMS: i32 = 3;
 
 type CreateCompressor = unsafe extern "C" fn(i32, usize, u32, *mut *mut c_void) -> i32;
-type Compress = unsafe extern "C" fn(*const c_void, usize, *mut c_void, usize, *mut c_void) -> usize;
+type Compress =
+    unsafe extern "C" fn(*const c_void, usize, *mut c_void, usize, *mut c_void) -> usize;
 type FreeCompressor = unsafe extern "C" fn(*mut c_void);
 type CreateDecompressor = unsafe extern "C" fn(i32, usize, *mut *mut c_void) -> i32;
-type Decompress = unsafe extern "C" fn(*const c_void, usize, *mut c_void, usize, *mut c_void) -> i32;
+type Decompress =
+    unsafe extern "C" fn(*const c_void, usize, *mut c_void, usize, *mut c_void) -> i32;
 type FreeDecompressor = unsafe extern "C" fn(*mut c_void);
 
 fn lib() -> Option<&'static Library> {
@@ -54,7 +56,13 @@ pub fn compress(ctype: i32, max_block: usize, level: u32, data: &[u8]) -> Option
         let n = if out.is_empty() {
             0
         } else {
-            comp(data.as_ptr() as _, data.len(), out.as_mut_ptr() as _, out.len(), c)
+            comp(
+                data.as_ptr() as _,
+                data.len(),
+                out.as_mut_ptr() as _,
+                out.len(),
+                c,
+            )
         };
         free(c);
         if n == 0 {
@@ -77,7 +85,13 @@ pub fn decompress(ctype: i32, max_block: usize, data: &[u8], out_len: usize) -> 
         let r = create(ctype, max_block, &mut d);
         assert_eq!(r, 0, "wimlib_create_decompressor failed: {r}");
         let mut out = vec![0u8; out_len];
-        let r = dec(data.as_ptr() as _, data.len(), out.as_mut_ptr() as _, out_len, d);
+        let r = dec(
+            data.as_ptr() as _,
+            data.len(),
+            out.as_mut_ptr() as _,
+            out_len,
+            d,
+        );
         free(d);
         (r == 0).then_some(out)
     }

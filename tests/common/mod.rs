@@ -150,7 +150,12 @@ impl Out {
                 while !s.is_char_boundary(head) {
                     head -= 1;
                 }
-                format!("{}\n[... {} bytes cut ...]\n{}", &s[..head], s.len() - 6000, &s[cut..])
+                format!(
+                    "{}\n[... {} bytes cut ...]\n{}",
+                    &s[..head],
+                    s.len() - 6000,
+                    &s[cut..]
+                )
             } else {
                 s
             }
@@ -318,16 +323,29 @@ pub fn assert_no_panic(o: &Out) {
         o.describe()
     );
     if let Some(s) = o.status {
-        assert!(s.signal().is_none(), "command died by a signal:\n{}", o.describe());
+        assert!(
+            s.signal().is_none(),
+            "command died by a signal:\n{}",
+            o.describe()
+        );
         // 101 is the exit code of a Rust panic.
-        assert_ne!(s.code(), Some(101), "command exited 101 (panic):\n{}", o.describe());
+        assert_ne!(
+            s.code(),
+            Some(101),
+            "command exited 101 (panic):\n{}",
+            o.describe()
+        );
     }
 }
 
 /// A clean failure: non-zero exit, no panic, and a message on stderr.
 pub fn assert_clean_failure(o: &Out, what: &str) {
     assert_no_panic(o);
-    assert!(!o.ok(), "{what}: expected failure, got success:\n{}", o.describe());
+    assert!(
+        !o.ok(),
+        "{what}: expected failure, got success:\n{}",
+        o.describe()
+    );
     assert!(
         !o.stderr_str().trim().is_empty(),
         "{what}: failed without any message on stderr:\n{}",
@@ -392,7 +410,11 @@ pub const CAPTURE_VARIANTS: &[(&str, &[&str])] = &[
     ("solid-1m", &["--solid", "--solid-chunk-size=1048576"]),
     (
         "solid-xpress",
-        &["--solid", "--solid-compress=XPRESS", "--solid-chunk-size=65536"],
+        &[
+            "--solid",
+            "--solid-compress=XPRESS",
+            "--solid-chunk-size=65536",
+        ],
     ),
     ("lzx-integrity", &["--compress=LZX", "--check"]),
 ];
@@ -469,7 +491,12 @@ pub fn wimlib_dir(wim: &Path, image: &str, refs: &[PathBuf], path: Option<&str>)
 
 /// One field from `wimlib-imagex info --header WIM` (e.g. "Blob Table Offset").
 pub fn wimlib_header_field(wim: &Path, field: &str) -> u64 {
-    let o = run_ok(Command::new("wimlib-imagex").arg("info").arg("--header").arg(wim));
+    let o = run_ok(
+        Command::new("wimlib-imagex")
+            .arg("info")
+            .arg("--header")
+            .arg(wim),
+    );
     let s = o.stdout_str();
     for l in s.lines() {
         if let Some((k, v)) = l.split_once('=') {
@@ -580,8 +607,8 @@ impl Rng {
 /// English-like text (compressible, with long repeats).
 pub fn text_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "the", "image", "window", "file", "stream", "chunk", "of", "and", "to", "compress", "header", "table",
-        "resource", "a", "is", "in", "data", "blob", "hash", "metadata",
+        "the", "image", "window", "file", "stream", "chunk", "of", "and", "to", "compress",
+        "header", "table", "resource", "a", "is", "in", "data", "blob", "hash", "metadata",
     ];
     let mut v = Vec::with_capacity(n + 16);
     while v.len() < n {
@@ -624,8 +651,21 @@ pub fn set_mtime(p: &Path, secs: i64, nsec: i64) {
             tv_nsec: nsec,
         },
     ];
-    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
-    assert_eq!(r, 0, "utimensat {}: {}", p.display(), std::io::Error::last_os_error());
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "utimensat {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 /// What [`make_source_tree`] put where (relative paths with `/`).
@@ -673,7 +713,9 @@ pub fn make_source_tree(dir: &Path) -> SourceInfo {
     add(&mut info, "big/multi-chunk.dat", big);
     add(&mut info, "empty", Vec::new());
     add(&mut info, "one-byte", vec![b'x']);
-    for n in [4095usize, 4096, 4097, 32767, 32768, 32769, 65536, 131072, 131073] {
+    for n in [
+        4095usize, 4096, 4097, 32767, 32768, 32769, 65536, 131072, 131073,
+    ] {
         let d = text_bytes(&mut rng, n);
         add(&mut info, &format!("sizes/{n}.txt"), d);
     }
@@ -681,16 +723,32 @@ pub fn make_source_tree(dir: &Path) -> SourceInfo {
     let dup = rng.bytes(50_000);
     add(&mut info, "dup/a.bin", dup.clone());
     add(&mut info, "dup/b.bin", dup);
-    add(&mut info, "names/ünïcødé ☃ file.txt", b"unicode name\n".to_vec());
-    add(&mut info, "names/with space & (parens)", b"spaces\n".to_vec());
+    add(
+        &mut info,
+        "names/ünïcødé ☃ file.txt",
+        b"unicode name\n".to_vec(),
+    );
+    add(
+        &mut info,
+        "names/with space & (parens)",
+        b"spaces\n".to_vec(),
+    );
     add(&mut info, "names/UPPER.TXT", b"upper\n".to_vec());
-    add(&mut info, "names/upper.txt", b"lower: differs only in case\n".to_vec());
+    add(
+        &mut info,
+        "names/upper.txt",
+        b"lower: differs only in case\n".to_vec(),
+    );
     add(&mut info, "names/.hidden", b"dot file\n".to_vec());
     let mut deep = String::from("deep");
     for i in 0..12 {
         let _ = write!(deep, "/level{i}");
     }
-    add(&mut info, &format!("{deep}/leaf.txt"), b"deep leaf\n".to_vec());
+    add(
+        &mut info,
+        &format!("{deep}/leaf.txt"),
+        b"deep leaf\n".to_vec(),
+    );
     std::fs::create_dir_all(dir.join("empty-dir")).unwrap();
     std::fs::create_dir_all(dir.join("nested/empty/inside")).unwrap();
     // Hard links: a group of three and a group of two.
@@ -722,7 +780,11 @@ pub fn make_source_tree(dir: &Path) -> SourceInfo {
         } else {
             dir.join(rel)
         };
-        set_mtime(&p, 1_000_000_000 + (i as i64) * 86_399, 123_456_789 + i as i64 * 1000);
+        set_mtime(
+            &p,
+            1_000_000_000 + (i as i64) * 86_399,
+            123_456_789 + i as i64 * 1000,
+        );
     }
     set_mtime(dir, 1_500_000_000, 987_654_321);
     info
@@ -736,7 +798,11 @@ fn walk_paths(root: &Path, rel: &str, out: &mut Vec<String>) {
     };
     for e in std::fs::read_dir(d).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let r = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let r = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
         if e.file_type().unwrap().is_dir() {
             walk_paths(root, &r, out);
         }
@@ -752,7 +818,13 @@ pub fn make_sparse_file(p: &Path, len: u64) -> Vec<(u64, Vec<u8>)> {
     f.set_len(len).unwrap();
     let mut rng = Rng::new(42);
     let mut islands = Vec::new();
-    for off in [0, 1 << 20, (1u64 << 32) - 3, (1u64 << 32) + 12345, len - 1000] {
+    for off in [
+        0,
+        1 << 20,
+        (1u64 << 32) - 3,
+        (1u64 << 32) + 12345,
+        len - 1000,
+    ] {
         if off + 1000 <= len {
             let d = rng.bytes(1000);
             f.seek(SeekFrom::Start(off)).unwrap();
@@ -771,7 +843,14 @@ pub fn make_sparse_file(p: &Path, len: u64) -> Vec<(u64, Vec<u8>)> {
 pub fn unzip(zip: &Path, dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     if have("unzip") {
-        run_ok(Command::new("unzip").arg("-q").arg("-o").arg(zip).arg("-d").arg(dir));
+        run_ok(
+            Command::new("unzip")
+                .arg("-q")
+                .arg("-o")
+                .arg(zip)
+                .arg("-d")
+                .arg(dir),
+        );
     } else {
         run_ok(
             Command::new("python3")
@@ -826,7 +905,9 @@ impl NtfsMount {
             }
             if let Some(Ok(Some(st))) = m.child.as_mut().map(|c| c.try_wait()) {
                 m.child = None;
-                return Err(format!("ntfs-3g exited with {st} before mounting (no FUSE?)"));
+                return Err(format!(
+                    "ntfs-3g exited with {st} before mounting (no FUSE?)"
+                ));
             }
             if start.elapsed() > Duration::from_secs(20) {
                 return Err("ntfs-3g did not mount within 20 s".into());
@@ -837,10 +918,15 @@ impl NtfsMount {
 
     /// Unmount and wait for ntfs-3g to finish writing the image.
     pub fn unmount(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let start = Instant::now();
         loop {
-            let st = Command::new("umount").arg(&self.mnt).stderr(Stdio::null()).status();
+            let st = Command::new("umount")
+                .arg(&self.mnt)
+                .stderr(Stdio::null())
+                .status();
             if st.is_ok_and(|s| s.success()) {
                 break;
             }
@@ -1005,7 +1091,14 @@ fn setfattr(path: &Path, name: &str, value: &str) -> Result<(), String> {
 /// and short names). `None` (with a banner) when the tools or FUSE are
 /// missing outside CI.
 pub fn build_ntfs_wim(work: &Path, extra: &[&str]) -> Option<NtfsWim> {
-    if !require(&["mkntfs", "ntfs-3g", "setfattr", "getfattr", "wimlib-imagex", "umount"]) {
+    if !require(&[
+        "mkntfs",
+        "ntfs-3g",
+        "setfattr",
+        "getfattr",
+        "wimlib-imagex",
+        "umount",
+    ]) {
         return None;
     }
     if !Path::new("/dev/fuse").exists() {
@@ -1059,7 +1152,10 @@ pub fn build_ntfs_wim(work: &Path, extra: &[&str]) -> Option<NtfsWim> {
     put("empty.txt", Vec::new());
     put("dir/sub/file.txt", text_bytes(&mut rng, 5000));
     std::fs::create_dir_all(root.join("dir/emptydir")).unwrap();
-    put("Long File Name With Spaces.txt", b"short name test\n".to_vec());
+    put(
+        "Long File Name With Spaces.txt",
+        b"short name test\n".to_vec(),
+    );
     put("acl.txt", b"custom security descriptor\n".to_vec());
     put("streams.txt", b"file with named streams\n".to_vec());
     // Named data streams (ADS) through the xattr interface.
@@ -1130,16 +1226,30 @@ pub fn build_ntfs_wim(work: &Path, extra: &[&str]) -> Option<NtfsWim> {
     )
     .unwrap();
     symlinks.insert("dir/link-up".into(), "../hello.txt".into());
-    mk("link-rel-dir", true, reparse_symlink("dir\\sub", "dir\\sub", true)).unwrap();
+    mk(
+        "link-rel-dir",
+        true,
+        reparse_symlink("dir\\sub", "dir\\sub", true),
+    )
+    .unwrap();
     symlinks.insert("link-rel-dir".into(), "dir/sub".into());
     mk(
         "link-abs",
         false,
-        reparse_symlink("\\??\\C:\\dir\\sub\\file.txt", "C:\\dir\\sub\\file.txt", false),
+        reparse_symlink(
+            "\\??\\C:\\dir\\sub\\file.txt",
+            "C:\\dir\\sub\\file.txt",
+            false,
+        ),
     )
     .unwrap();
     symlinks.insert("link-abs".into(), "<ROOT>/dir/sub/file.txt".into());
-    mk("junction", true, reparse_junction("\\??\\C:\\dir", "C:\\dir")).unwrap();
+    mk(
+        "junction",
+        true,
+        reparse_junction("\\??\\C:\\dir", "C:\\dir"),
+    )
+    .unwrap();
     symlinks.insert("junction".into(), "<ROOT>/dir".into());
     // Custom security descriptor and a short name.
     setfattr(
@@ -1154,7 +1264,10 @@ pub fn build_ntfs_wim(work: &Path, extra: &[&str]) -> Option<NtfsWim> {
         "LONGFI~1.TXT",
     )
     .unwrap();
-    short_names.insert("Long File Name With Spaces.txt".to_string(), "LONGFI~1.TXT".to_string());
+    short_names.insert(
+        "Long File Name With Spaces.txt".to_string(),
+        "LONGFI~1.TXT".to_string(),
+    );
     // Timestamps (NTFS keeps 100 ns units), files first, then directories.
     for (i, rel) in [
         "hello.txt",
@@ -1167,7 +1280,10 @@ pub fn build_ntfs_wim(work: &Path, extra: &[&str]) -> Option<NtfsWim> {
     .iter()
     .enumerate()
     {
-        let t = (1_100_000_000 + i as i64 * 1_000_003, 123_456_700 + i as i64 * 100);
+        let t = (
+            1_100_000_000 + i as i64 * 1_000_003,
+            123_456_700 + i as i64 * 100,
+        );
         set_mtime(&root.join(rel), t.0, t.1);
         mtimes.insert(rel.to_string(), t);
     }
@@ -1218,7 +1334,8 @@ pub fn user_xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
         let len = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), std::ptr::null_mut(), 0) };
         let mut v = vec![0u8; len.max(0) as usize];
         if len > 0 {
-            let r = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+            let r =
+                unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
             v.truncate(r.max(0) as usize);
         }
         out.insert(String::from_utf8_lossy(name).into_owned(), v);
@@ -1230,8 +1347,22 @@ pub fn user_xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
 pub fn set_user_xattr(p: &Path, name: &str, value: &[u8]) {
     let c = CString::new(p.as_os_str().as_bytes()).unwrap();
     let n = CString::new(name).unwrap();
-    let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-    assert_eq!(r, 0, "lsetxattr {}: {}", p.display(), std::io::Error::last_os_error());
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "lsetxattr {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1355,7 +1486,11 @@ fn collect(root: &Path) -> Result<BTreeMap<String, Entry>, String> {
             let rd = std::fs::read_dir(&p).map_err(|e| format!("{}: {e}", p.display()))?;
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                stack.push(if rel.is_empty() { n } else { format!("{rel}/{n}") });
+                stack.push(if rel.is_empty() {
+                    n
+                } else {
+                    format!("{rel}/{n}")
+                });
             }
         }
         out.insert(
@@ -1415,7 +1550,11 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 fn fmt_time(ns: i128) -> String {
-    format!("{}.{:09}", ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
+    format!(
+        "{}.{:09}",
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000)
+    )
 }
 
 /// Walk two trees and list every difference in names, file types, sizes,
@@ -1428,7 +1567,11 @@ pub fn compare_trees(a: &Path, b: &Path, o: &CompareOpts) -> Vec<String> {
         (Ok(x), Ok(y)) => (x, y),
         (Err(e), _) | (_, Err(e)) => return vec![format!("cannot walk trees: {e}")],
     };
-    let ignored = |rel: &str| o.ignore.iter().any(|i| rel == i || rel.starts_with(&format!("{i}/")));
+    let ignored = |rel: &str| {
+        o.ignore
+            .iter()
+            .any(|i| rel == i || rel.starts_with(&format!("{i}/")))
+    };
     let keys: BTreeSet<&String> = ta.keys().chain(tb.keys()).filter(|k| !ignored(k)).collect();
     // Hard-link groups: for each inode, the sorted paths that share it.
     let groups = |t: &BTreeMap<String, Entry>| {
@@ -1472,7 +1615,12 @@ pub fn compare_trees(a: &Path, b: &Path, o: &CompareOpts) -> Vec<String> {
         }
         if ea.kind == Kind::File {
             if ea.size != eb.size {
-                diffs.push(format!("size differs: {}: {la}={} {lb}={}", show(k), ea.size, eb.size));
+                diffs.push(format!(
+                    "size differs: {}: {la}={} {lb}={}",
+                    show(k),
+                    ea.size,
+                    eb.size
+                ));
             } else if o.contents {
                 match first_content_diff(&a.join(k), &b.join(k)) {
                     Ok(None) => {}
@@ -1566,7 +1714,11 @@ pub fn assert_trees_equal(a: &Path, b: &Path, o: &CompareOpts, what: &str) {
             a.display(),
             o.labels.1,
             b.display(),
-            shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n  "),
+            shown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n  "),
             if n > 60 { "\n  ..." } else { "" }
         );
     }
@@ -1595,7 +1747,11 @@ where
         }
     }
     if !fails.is_empty() {
-        panic!("{} of {n} cases failed:\n\n{}", fails.len(), fails.join("\n\n"));
+        panic!(
+            "{} of {n} cases failed:\n\n{}",
+            fails.len(),
+            fails.join("\n\n")
+        );
     }
 }
 
@@ -1605,7 +1761,9 @@ pub struct Lazy<T> {
 }
 impl<T> Lazy<T> {
     pub const fn new() -> Self {
-        Lazy { cell: OnceLock::new() }
+        Lazy {
+            cell: OnceLock::new(),
+        }
     }
     pub fn get(&self, f: impl FnOnce() -> T) -> &T {
         self.cell.get_or_init(f)

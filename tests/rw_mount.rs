@@ -1,0 +1,392 @@
+//! Read-write mounts end to end, with real FUSE mounts and ordinary tools:
+//! `wimfs mount --rw`, changes made with std::fs, cp, mv, rm, ln, truncate
+//! and setfattr, then `wimfs unmount --commit` (or `wimfs commit`, or
+//! `--discard`), and the result checked by the oracles: `wimlib-imagex
+//! verify`, `wimlib-imagex apply` compared with a plain directory where the
+//! same operations were made, and `7zz l`. Also: a daemon killed with
+//! SIGKILL leaves a staging that the next `mount --rw` resumes.
+//!
+//! Every mount is held by a guard that, when dropped, detaches the mount
+//! (`fusermount3 -u -z`) and kills the daemon, so a failing assertion
+//! never leaves a mount or a WIM lock behind. Without /dev/fuse the tests
+//! are skipped with a banner.
+mod common;
+
+use common::*;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn fuse_available() -> bool {
+    if !Path::new("/dev/fuse").exists() {
+        banner("NO /dev/fuse: SKIPPING the read-write mount tests");
+        return false;
+    }
+    require(&["wimlib-imagex", "fusermount3", "setfattr"])
+}
+
+/// A live mount: unmounted (lazily) and its daemon killed when dropped.
+struct Mount {
+    dir: PathBuf,
+    pid: Option<u32>,
+}
+
+fn daemon_pid(dir: &Path) -> Option<u32> {
+    let o = wimfs(["mounts", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+    let want = dir.canonicalize().ok()?;
+    v.as_array()?.iter().find_map(|m| {
+        let mp = m.get("mountpoint")?.as_str()?;
+        if Path::new(mp) == want {
+            m.get("pid")?.as_u64().map(|p| p as u32)
+        } else {
+            None
+        }
+    })
+}
+
+fn alive(pid: u32) -> bool {
+    let exists = unsafe { libc::kill(pid as i32, 0) } == 0;
+    exists && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
+}
+
+impl Mount {
+    /// `wimfs mount --rw WIM DIR EXTRA...`; returns the mount and the
+    /// command's output.
+    fn rw(wim: &Path, dir: &Path, extra: &[&str]) -> (Mount, Out) {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut args: Vec<String> = vec!["mount".into(), "--rw".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(wim.display().to_string());
+        args.push(dir.display().to_string());
+        let o = wimfs(&args);
+        assert!(o.ok(), "mount --rw failed:\n{}", o.describe());
+        let pid = daemon_pid(dir);
+        assert!(pid.is_some(), "no daemon listed for {}", dir.display());
+        (
+            Mount {
+                dir: dir.to_path_buf(),
+                pid,
+            },
+            o,
+        )
+    }
+
+    /// `wimfs unmount DIR ARGS...` (must succeed); waits for the daemon.
+    fn unmount(mut self, args: &[&str]) -> Out {
+        let mut a: Vec<String> = vec!["unmount".into()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        a.push(self.dir.display().to_string());
+        let o = wimfs(&a);
+        assert!(o.ok(), "unmount failed:\n{}", o.describe());
+        if let Some(pid) = self.pid {
+            let t = Instant::now();
+            while alive(pid) && t.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(!alive(pid), "daemon {pid} still running after unmount");
+        }
+        self.pid = None;
+        o
+    }
+
+    /// SIGKILL the daemon and clear the dead mount.
+    fn kill9(mut self) {
+        if let Some(pid) = self.pid.take() {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let t = Instant::now();
+            while alive(pid) && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = run(&mut cmd(
+            "fusermount3",
+            ["-u", "-z", &self.dir.display().to_string()],
+        ));
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = run(&mut cmd(
+            "fusermount3",
+            ["-u", "-z", &self.dir.display().to_string()],
+        ));
+        if let Some(pid) = self.pid.take() {
+            if alive(pid) {
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// The source tree every WIM here is captured from.
+fn make_source(dir: &Path) {
+    let mut rng = Rng::new(42);
+    std::fs::create_dir_all(dir.join("docs/deep")).unwrap();
+    std::fs::create_dir_all(dir.join("gone/sub")).unwrap();
+    std::fs::write(dir.join("a.txt"), b"alpha\n").unwrap();
+    std::fs::write(dir.join("del.txt"), b"to be deleted\n").unwrap();
+    std::fs::write(dir.join("ren.txt"), text_bytes(&mut rng, 5000)).unwrap();
+    std::fs::write(dir.join("trunc.txt"), text_bytes(&mut rng, 20000)).unwrap();
+    std::fs::write(dir.join("docs/readme"), text_bytes(&mut rng, 3000)).unwrap();
+    std::fs::write(dir.join("docs/deep/x.bin"), x86_bytes(&mut rng, 70000)).unwrap();
+    std::fs::write(dir.join("gone/sub/y"), b"y").unwrap();
+    std::fs::write(dir.join("gone/z"), text_bytes(&mut rng, 100)).unwrap();
+    // A large file (several chunks and then some).
+    let mut big = x86_bytes(&mut rng, 3 << 20);
+    big.extend(text_bytes(&mut rng, 1 << 20));
+    std::fs::write(dir.join("big.bin"), big).unwrap();
+    std::fs::hard_link(dir.join("a.txt"), dir.join("docs/a-link")).unwrap();
+    std::os::unix::fs::symlink("docs/readme", dir.join("readme-link")).unwrap();
+}
+
+fn sh(prog: &str, args: &[&str]) {
+    run_ok(&mut cmd(prog, args));
+}
+
+fn p(root: &Path, rel: &str) -> String {
+    root.join(rel).display().to_string()
+}
+
+/// The first batch of changes, with ordinary tools; the same on the mount
+/// and on the plain directory.
+fn changes_a(root: &Path) {
+    let mut rng = Rng::new(7);
+    std::fs::create_dir(root.join("newdir")).unwrap();
+    for i in 0..20 {
+        let n = 100 + rng.below(40000) as usize;
+        std::fs::write(root.join(format!("newdir/f{i}")), text_bytes(&mut rng, n)).unwrap();
+    }
+    std::fs::write(root.join("newdir/empty"), b"").unwrap();
+    // One byte changed in the middle of the large file.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(root.join("big.bin"))
+        .unwrap();
+    f.seek(SeekFrom::Start(1_500_001)).unwrap();
+    f.write_all(b"#").unwrap();
+    drop(f);
+    sh("rm", &[&p(root, "del.txt")]);
+    sh("rm", &["-r", &p(root, "gone")]);
+    sh("mv", &[&p(root, "ren.txt"), &p(root, "newdir/renamed.txt")]);
+    sh("ln", &[&p(root, "newdir/f3"), &p(root, "hardlink-f3")]);
+    sh("ln", &["-s", "newdir/f1", &p(root, "sym-f1")]);
+    sh("truncate", &["-s", "100", &p(root, "trunc.txt")]);
+    sh(
+        "cp",
+        &[&p(root, "docs/deep/x.bin"), &p(root, "newdir/x-copy.bin")],
+    );
+    sh("mkdir", &["-p", &p(root, "newdir/a/b/c")]);
+    std::fs::write(root.join("newdir/a/b/c/leaf"), b"leaf").unwrap();
+    // Overwrite through a hard link: both names see it.
+    std::fs::write(root.join("docs/a-link"), b"alpha changed\n").unwrap();
+}
+
+/// A second batch (for commit-then-change and discard).
+fn changes_b(root: &Path) {
+    std::fs::write(root.join("later.txt"), b"written after the commit\n").unwrap();
+    sh("rm", &[&p(root, "newdir/f0")]);
+    sh("mv", &[&p(root, "docs"), &p(root, "documents")]);
+}
+
+fn apply_check(wim: &Path, expected: &Path, work: &Path, what: &str) {
+    let v = wimlib_verify(wim, &[]);
+    assert!(
+        v.ok(),
+        "{what}: wimlib-imagex verify failed:\n{}",
+        v.describe()
+    );
+    let out = work.join(format!("applied-{}", what.replace(' ', "-")));
+    let _ = std::fs::remove_dir_all(&out);
+    let a = wimlib_apply(wim, "1", &out, &[]);
+    assert!(
+        a.ok(),
+        "{what}: wimlib-imagex apply failed:\n{}",
+        a.describe()
+    );
+    let o = CompareOpts {
+        mtime: false,
+        xattrs: false,
+        ..CompareOpts::default()
+    }
+    .labels("expected", "applied");
+    assert_trees_equal(expected, &out, &o, what);
+    if have("7zz") {
+        let l = run(&mut cmd("7zz", ["l", &wim.display().to_string()]));
+        assert!(l.ok(), "{what}: 7zz l failed:\n{}", l.describe());
+    }
+}
+
+fn setup(label: &str, capture: &[&str]) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let t = tempdir();
+    let src = t.path().join("src");
+    make_source(&src);
+    let wim = t.path().join(format!("{label}.wim"));
+    wimlib_capture(&src, &wim, capture);
+    let expected = t.path().join("expected");
+    sh(
+        "cp",
+        &[
+            "-a",
+            &src.display().to_string(),
+            &expected.display().to_string(),
+        ],
+    );
+    (t, wim, expected)
+}
+
+#[test]
+fn rw_changes_commit_verify_apply() {
+    if !fuse_available() {
+        return;
+    }
+    for (label, capture) in [
+        ("lzx", &["--compress=LZX"][..]),
+        ("xpress", &["--compress=XPRESS"][..]),
+        ("solid", &["--solid"][..]),
+    ] {
+        let (t, wim, expected) = setup(label, capture);
+        let mnt = t.path().join("mnt");
+        let (m, _) = Mount::rw(&wim, &mnt, &[]);
+        let listed = wimfs(["mounts"]).stdout_str();
+        assert!(
+            listed.contains(" rw ") && listed.contains("staging:"),
+            "{listed}"
+        );
+        changes_a(&mnt);
+        changes_a(&expected);
+        sh(
+            "setfattr",
+            &["-n", "user.ads", "-v", "stream value", &p(&mnt, "a.txt")],
+        );
+        // Plain unmount of a read-write mount is refused with a hint.
+        let o = wimfs(["unmount", &mnt.display().to_string()]);
+        assert!(
+            !o.ok() && o.stderr_str().contains("--commit"),
+            "{}",
+            o.describe()
+        );
+        // The mounted tree already equals the plain directory.
+        let o2 = CompareOpts {
+            mtime: false,
+            xattrs: false,
+            ..CompareOpts::default()
+        }
+        .labels("expected", "mounted");
+        assert_trees_equal(&expected, &mnt, &o2, &format!("{label} mounted"));
+        let u = m.unmount(&["--commit"]);
+        assert!(
+            u.stdout_str().contains("committed image 1"),
+            "{}",
+            u.describe()
+        );
+        apply_check(&wim, &expected, t.path(), &format!("{label} commit"));
+        // The named stream made with setfattr.
+        let c = wimfs(["cat", &wim.display().to_string(), "1", "/a.txt:ads"]);
+        assert!(c.ok(), "{}", c.describe());
+        assert_eq!(c.stdout, b"stream value");
+        // The staging is gone after the commit.
+        let r = wimfs(["recover", &wim.display().to_string()]);
+        assert!(r.stdout_str().contains("no staging"), "{}", r.describe());
+    }
+}
+
+#[test]
+fn rw_commit_while_mounted_then_discard() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, wim, expected) = setup("commit-discard", &["--compress=LZX"]);
+    let mnt = t.path().join("mnt");
+    let (m, _) = Mount::rw(&wim, &mnt, &[]);
+    changes_a(&mnt);
+    changes_a(&expected);
+    // An open file refuses the commit; --force would take it.
+    let held = std::fs::File::open(mnt.join("a.txt")).unwrap();
+    let o = wimfs(["commit", &mnt.display().to_string()]);
+    assert!(
+        !o.ok() && o.stderr_str().contains("open"),
+        "{}",
+        o.describe()
+    );
+    drop(held);
+    let o = wimfs(["commit", &mnt.display().to_string()]);
+    assert!(o.ok(), "{}", o.describe());
+    assert!(o.stdout_str().contains("bytes added"), "{}", o.describe());
+    apply_check(&wim, &expected, t.path(), "committed while mounted");
+    // Still mounted and still writable, with the committed content.
+    assert_eq!(
+        std::fs::read(mnt.join("docs/a-link")).unwrap(),
+        b"alpha changed\n"
+    );
+    changes_b(&mnt);
+    assert!(mnt.join("later.txt").exists());
+    // A second lock on the WIM is refused while mounted.
+    let mnt2 = t.path().join("mnt2");
+    std::fs::create_dir_all(&mnt2).unwrap();
+    let o = wimfs([
+        "mount",
+        "--rw",
+        &wim.display().to_string(),
+        &mnt2.display().to_string(),
+    ]);
+    assert!(
+        !o.ok() && o.stderr_str().contains("locked"),
+        "{}",
+        o.describe()
+    );
+    let staging = t.path().join(".commit-discard.wim.wimfs-staging-1");
+    assert!(staging.exists());
+    let u = m.unmount(&["--discard"]);
+    assert!(u.stdout_str().contains("discarded"), "{}", u.describe());
+    assert!(!staging.join("journal").exists(), "staging left behind");
+    // Only the first batch is in the WIM.
+    apply_check(&wim, &expected, t.path(), "after discard");
+}
+
+#[test]
+fn rw_kill9_then_resume() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, wim, expected) = setup("resume", &["--compress=LZX"]);
+    let mnt = t.path().join("mnt");
+    let (m, _) = Mount::rw(&wim, &mnt, &[]);
+    changes_a(&mnt);
+    changes_a(&expected);
+    // A file written and fsynced but still open at the kill.
+    let mut f = std::fs::File::create(mnt.join("synced.txt")).unwrap();
+    f.write_all(b"fsynced but never closed\n").unwrap();
+    f.sync_all().unwrap();
+    std::fs::write(expected.join("synced.txt"), b"fsynced but never closed\n").unwrap();
+    m.kill9();
+    drop(f);
+    let r = wimfs(["recover", &wim.display().to_string()]);
+    assert!(
+        r.ok() && r.stdout_str().contains("journal"),
+        "{}",
+        r.describe()
+    );
+    let (m, o) = Mount::rw(&wim, &mnt, &[]);
+    assert!(o.stderr_str().contains("resuming"), "{}", o.describe());
+    let o2 = CompareOpts {
+        mtime: false,
+        xattrs: false,
+        ..CompareOpts::default()
+    }
+    .labels("expected", "resumed");
+    assert_trees_equal(&expected, &mnt, &o2, "resumed mount");
+    m.unmount(&["--commit"]);
+    apply_check(&wim, &expected, t.path(), "resumed then committed");
+
+    // --discard-staging starts clean.
+    let (m, _) = Mount::rw(&wim, &mnt, &[]);
+    std::fs::write(mnt.join("lost.txt"), b"x").unwrap();
+    m.kill9();
+    let (m, o) = Mount::rw(&wim, &mnt, &["--discard-staging"]);
+    assert!(!o.stderr_str().contains("resuming"), "{}", o.describe());
+    assert!(!mnt.join("lost.txt").exists());
+    m.unmount(&["--discard"]);
+    apply_check(&wim, &expected, t.path(), "after discard-staging");
+}
