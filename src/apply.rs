@@ -105,7 +105,10 @@ pub fn apply(
             first_path.insert(ino_idx, path.clone());
         }
         if ino.is_reparse() && d != ROOT {
-            let is_link = matches!(ino.reparse_tag, reparse::TAG_SYMLINK | reparse::TAG_MOUNT_POINT);
+            let is_link = matches!(
+                ino.reparse_tag,
+                reparse::TAG_SYMLINK | reparse::TAG_MOUNT_POINT
+            );
             if let (true, Some(s)) = (is_link, ino.reparse().filter(|s| s.blob.is_some())) {
                 if let Some(b) = &s.blob {
                     targets.entry(s.hash).or_default().links.push(Link {
@@ -119,7 +122,10 @@ pub fn apply(
                     rep.symlinks += 1;
                 }
                 if !image.dentries[d as usize].children.is_empty() {
-                    rep.warnings.push(format!("{}: reparse point has children; not extracted", image.path(d)));
+                    rep.warnings.push(format!(
+                        "{}: reparse point has children; not extracted",
+                        image.path(d)
+                    ));
                 }
                 continue;
             }
@@ -278,7 +284,12 @@ impl BlobSink for ApplySink<'_> {
         sha1::Digest::update(&mut self.hasher, data);
         if self.file.is_none() {
             if let Some(p) = self.targets[&self.hash].files.first() {
-                self.file = Some(OpenOptions::new().write(true).open(p).map_err(|e| io_err(p, e))?);
+                self.file = Some(
+                    OpenOptions::new()
+                        .write(true)
+                        .open(p)
+                        .map_err(|e| io_err(p, e))?,
+                );
             }
         }
         if let Some(f) = &mut self.file {
@@ -338,7 +349,11 @@ impl BlobSink for ApplySink<'_> {
                     if l.dir {
                         fs::create_dir(&l.path).map_err(|e| io_err(&l.path, e))?;
                     } else {
-                        OpenOptions::new().write(true).create_new(true).open(&l.path).map_err(|e| io_err(&l.path, e))?;
+                        OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .open(&l.path)
+                            .map_err(|e| io_err(&l.path, e))?;
                     }
                 }
             }

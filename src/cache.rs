@@ -50,7 +50,11 @@ impl ChunkCache {
     /// 64 MiB chunk is not decoded again for every small read.
     pub fn new(capacity: u64) -> Self {
         ChunkCache {
-            lru: Mutex::new(Lru { map: LruCache::unbounded(), bytes: 0, capacity }),
+            lru: Mutex::new(Lru {
+                map: LruCache::unbounded(),
+                bytes: 0,
+                capacity,
+            }),
             inflight: Mutex::new(HashMap::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -99,7 +103,12 @@ impl ChunkCache {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(c);
         }
-        let slot = self.inflight.lock().entry(key).or_insert_with(|| Arc::new(Mutex::new(None))).clone();
+        let slot = self
+            .inflight
+            .lock()
+            .entry(key)
+            .or_insert_with(|| Arc::new(Mutex::new(None)))
+            .clone();
         let mut guard = slot.lock();
         if let Some(c) = guard.as_ref() {
             self.hits.fetch_add(1, Ordering::Relaxed);
@@ -136,7 +145,10 @@ impl ChunkCache {
         if first == last {
             return Ok(vec![self.get(res, first)?]);
         }
-        (first..=last).into_par_iter().map(|c| self.get(res, c)).collect()
+        (first..=last)
+            .into_par_iter()
+            .map(|c| self.get(res, c))
+            .collect()
     }
 
     /// Start decoding chunks in the background (readahead); errors are
@@ -172,7 +184,10 @@ impl ChunkCache {
             return Ok(());
         }
         if res.is_raw() {
-            return res.source.read_exact_at(out, res.reshdr.offset + offset).map_err(Error::from);
+            return res
+                .source
+                .read_exact_at(out, res.reshdr.offset + offset)
+                .map_err(Error::from);
         }
         let cs = res.chunk_size as u64;
         let end = offset + out.len() as u64;
@@ -184,12 +199,17 @@ impl ChunkCache {
             let cstart = (first + k as u64) * cs;
             let a = (offset.max(cstart) - cstart) as usize;
             let b = ((end.min(cstart + c.len() as u64)) - cstart) as usize;
-            let piece = c.get(a..b).ok_or_else(|| Error::Invalid("chunk shorter than expected".into()))?;
+            let piece = c
+                .get(a..b)
+                .ok_or_else(|| Error::Invalid("chunk shorter than expected".into()))?;
             out[w..w + piece.len()].copy_from_slice(piece);
             w += piece.len();
         }
         if w != out.len() {
-            return Err(Error::Invalid(format!("resource at {:#x} is shorter than its blobs", res.reshdr.offset)));
+            return Err(Error::Invalid(format!(
+                "resource at {:#x} is shorter than its blobs",
+                res.reshdr.offset
+            )));
         }
         Ok(())
     }
@@ -206,7 +226,12 @@ mod tests {
             id,
             Arc::new(data),
             1,
-            ResHdr { size_in_wim: n, flags: 0, offset: 0, uncompressed_size: n },
+            ResHdr {
+                size_in_wim: n,
+                flags: 0,
+                offset: 0,
+                uncompressed_size: n,
+            },
             Compression::None,
             4096,
         )
@@ -224,7 +249,10 @@ mod tests {
         // Direct chunk access goes through the LRU and respects capacity.
         for i in 0..5 {
             let ch = c.get(&r, i).unwrap();
-            assert_eq!(&ch[..], &data[i as usize * 4096..((i as usize + 1) * 4096).min(20000)]);
+            assert_eq!(
+                &ch[..],
+                &data[i as usize * 4096..((i as usize + 1) * 4096).min(20000)]
+            );
         }
         assert!(c.stats().bytes <= 8192);
         assert!(!c.contains(&r, 0));
@@ -248,14 +276,22 @@ mod tests {
     #[test]
     fn one_decode_per_chunk_under_contention() {
         let data: Vec<u8> = (0..16384u32).map(|i| (i * 7) as u8).collect();
-        let src = Arc::new(Counting(data.clone(), std::sync::atomic::AtomicUsize::new(0)));
+        let src = Arc::new(Counting(
+            data.clone(),
+            std::sync::atomic::AtomicUsize::new(0),
+        ));
         let n = data.len() as u64;
         let r = Arc::new(
             Resource::normal(
                 9,
                 src.clone(),
                 1,
-                ResHdr { size_in_wim: n, flags: 0, offset: 0, uncompressed_size: n },
+                ResHdr {
+                    size_in_wim: n,
+                    flags: 0,
+                    offset: 0,
+                    uncompressed_size: n,
+                },
                 Compression::None,
                 4096,
             )
@@ -271,7 +307,11 @@ mod tests {
         for t in threads {
             assert_eq!(&t.join().unwrap()[..], &data[8192..12288]);
         }
-        assert_eq!(src.1.load(Ordering::SeqCst), 1, "chunk decoded more than once");
+        assert_eq!(
+            src.1.load(Ordering::SeqCst),
+            1,
+            "chunk decoded more than once"
+        );
         // A multi-chunk read decodes only what is missing.
         let got = c.get_range(&r, 0, 3).unwrap();
         assert_eq!(got.concat(), data);

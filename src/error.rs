@@ -17,7 +17,11 @@ pub enum Error {
     #[error("unsupported WIM feature: {0}")]
     Unsupported(String),
     #[error("corrupt compressed data in resource at offset {offset:#x}, chunk {chunk}: {err}")]
-    Decompress { offset: u64, chunk: u64, err: CodecError },
+    Decompress {
+        offset: u64,
+        chunk: u64,
+        err: CodecError,
+    },
     #[error("SHA-1 mismatch for blob {0}")]
     HashMismatch(String),
     #[error("blob {0} is not in this WIM (a split WIM part may be missing: use --ref)")]

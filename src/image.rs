@@ -64,7 +64,9 @@ impl Inode {
         self.attributes & attr::REPARSE_POINT != 0
     }
     pub fn data(&self) -> Option<&Stream> {
-        self.streams.iter().find(|s| s.name.is_empty() && s.kind == StreamKind::Data)
+        self.streams
+            .iter()
+            .find(|s| s.name.is_empty() && s.kind == StreamKind::Data)
     }
     pub fn reparse(&self) -> Option<&Stream> {
         self.streams.iter().find(|s| s.kind == StreamKind::Reparse)
@@ -117,7 +119,8 @@ impl Image {
     /// Load image `index` (1-based) of `wim`.
     pub fn load(wim: &Wim, index: u32) -> Result<Image> {
         let raw = wim.read_metadata(index)?;
-        let md = metadata::parse(&raw).map_err(|e| Error::Invalid(format!("image {index} metadata: {e}")))?;
+        let md = metadata::parse(&raw)
+            .map_err(|e| Error::Invalid(format!("image {index} metadata: {e}")))?;
         // The raw resource is no longer needed: free it before the tree is
         // built, which keeps a mount's peak memory down.
         drop(raw);
@@ -142,7 +145,10 @@ impl Image {
                 if let Some(&existing) = groups.get(&r.link_group) {
                     let e: &Inode = &inodes[existing as usize];
                     let same = e.streams.len() == streams.len()
-                        && e.streams.iter().zip(&streams).all(|(a, b)| a.hash == b.hash && a.name == b.name)
+                        && e.streams
+                            .iter()
+                            .zip(&streams)
+                            .all(|(a, b)| a.hash == b.hash && a.name == b.name)
                         && e.attributes == r.attributes;
                     if same {
                         ino = Some(existing);
@@ -210,23 +216,42 @@ impl Image {
         for ino in &mut inodes {
             ino.dentries.sort_unstable();
         }
-        let img = Image { index, security: md.security, dentries, inodes, warnings };
+        let img = Image {
+            index,
+            security: md.security,
+            dentries,
+            inodes,
+            warnings,
+        };
         let missing: Vec<String> = img
             .missing_blobs()
             .map(|(d, s)| {
-                let sfx = if s.name.is_empty() { String::new() } else { format!(":{}", s.name) };
+                let sfx = if s.name.is_empty() {
+                    String::new()
+                } else {
+                    format!(":{}", s.name)
+                };
                 format!("{}{sfx}: {}", img.path(d), MISSING)
             })
             .collect();
-        Image { warnings: [img.warnings, missing].concat(), ..img }
+        Image {
+            warnings: [img.warnings, missing].concat(),
+            ..img
+        }
     }
 
     /// Streams of reachable files whose blob the WIM lacks (a split WIM
     /// part not given, or a damaged blob table), with a dentry naming each.
     pub fn missing_blobs(&self) -> impl Iterator<Item = (u32, &Stream)> {
-        self.inodes.iter().filter(|i| !i.dentries.is_empty()).flat_map(|i| {
-            i.streams.iter().filter(|s| s.hash != ZERO_HASH && s.blob.is_none()).map(move |s| (i.dentries[0], s))
-        })
+        self.inodes
+            .iter()
+            .filter(|i| !i.dentries.is_empty())
+            .flat_map(|i| {
+                i.streams
+                    .iter()
+                    .filter(|s| s.hash != ZERO_HASH && s.blob.is_none())
+                    .map(move |s| (i.dentries[0], s))
+            })
     }
 
     pub fn inode_of(&self, d: u32) -> &Inode {
@@ -283,14 +308,22 @@ impl Image {
     }
 
     pub fn security_descriptor(&self, id: i32) -> Option<&[u8]> {
-        usize::try_from(id).ok().and_then(|i| self.security.get(i)).map(|v| v.as_slice())
+        usize::try_from(id)
+            .ok()
+            .and_then(|i| self.security.get(i))
+            .map(|v| v.as_slice())
     }
 }
 
 fn new_inode(r: &DentryRecord, streams: Vec<Stream>) -> Inode {
     let unix = r.tagged(tag::UNIX_DATA).filter(|t| t.len() >= 16).map(|t| {
         let u = |i: usize| u32::from_le_bytes([t[i], t[i + 1], t[i + 2], t[i + 3]]);
-        UnixData { uid: u(0), gid: u(4), mode: u(8), rdev: u(12) }
+        UnixData {
+            uid: u(0),
+            gid: u(4),
+            mode: u(8),
+            rdev: u(12),
+        }
     });
     let xattrs = r
         .tagged
@@ -327,7 +360,10 @@ fn build_streams(wim: &Wim, r: &DentryRecord, warnings: &mut Vec<String>) -> Vec
         if s.name.is_empty() {
             unnamed.push(s.hash);
         } else if out.iter().any(|o: &Stream| o.name == s.name) {
-            warnings.push(format!("{:?}: duplicate stream {:?} ignored", r.name, s.name));
+            warnings.push(format!(
+                "{:?}: duplicate stream {:?} ignored",
+                r.name, s.name
+            ));
         } else {
             out.push(mk_stream(wim, s.name.clone(), StreamKind::Data, s.hash));
         }
@@ -349,6 +385,16 @@ fn build_streams(wim: &Wim, r: &DentryRecord, warnings: &mut Vec<String>) -> Vec
 }
 
 fn mk_stream(wim: &Wim, name: String, kind: StreamKind, hash: Sha1) -> Stream {
-    let blob = if hash == ZERO_HASH { None } else { wim.blobs.get(&hash).cloned() };
-    Stream { size: blob.as_ref().map_or(0, |b| b.size), name, kind, hash, blob }
+    let blob = if hash == ZERO_HASH {
+        None
+    } else {
+        wim.blobs.get(&hash).cloned()
+    };
+    Stream {
+        size: blob.as_ref().map_or(0, |b| b.size),
+        name,
+        kind,
+        hash,
+        blob,
+    }
 }

@@ -52,7 +52,9 @@ impl ReadAt for FileSource {
             use std::os::windows::fs::FileExt;
             let mut done = 0;
             while done < buf.len() {
-                let n = self.file.seek_read(&mut buf[done..], offset + done as u64)?;
+                let n = self
+                    .file
+                    .seek_read(&mut buf[done..], offset + done as u64)?;
                 if n == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
@@ -68,7 +70,8 @@ impl ReadAt for FileSource {
 
 impl ReadAt for Vec<u8> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let start = usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        let start =
+            usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
         let end = start
             .checked_add(buf.len())
             .filter(|&e| e <= self.as_slice().len())

@@ -15,13 +15,13 @@ pub mod io;
 pub mod wim;
 
 pub use error::{Error, Result};
-pub mod reparse;
-pub mod stream;
-pub mod verify;
-pub mod vfs;
 #[cfg(unix)]
 pub mod apply;
-pub mod time;
-pub mod platform;
 pub mod commit;
 pub mod overlay;
+pub mod platform;
+pub mod reparse;
+pub mod stream;
+pub mod time;
+pub mod verify;
+pub mod vfs;

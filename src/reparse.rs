@@ -21,9 +21,15 @@ pub struct LinkTarget {
 
 /// Decode reparse data (the stored stream: without the 8-byte header).
 pub fn decode(tag: u32, data: &[u8]) -> Option<LinkTarget> {
-    let u16at = |i: usize| data.get(i..i + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u16at = |i: usize| {
+        data.get(i..i + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
     let (base, flags) = match tag {
-        TAG_SYMLINK => (12usize, u32::from_le_bytes(data.get(8..12)?.try_into().ok()?)),
+        TAG_SYMLINK => (
+            12usize,
+            u32::from_le_bytes(data.get(8..12)?.try_into().ok()?),
+        ),
         TAG_MOUNT_POINT => (8usize, 0),
         _ => return None,
     };
@@ -44,11 +50,20 @@ pub fn decode(tag: u32, data: &[u8]) -> Option<LinkTarget> {
 /// Encode a symlink's reparse data (without header), as Windows writes it.
 pub fn encode_symlink(target_windows: &str, relative: bool) -> Vec<u8> {
     let sub: Vec<u8> = if relative {
-        target_windows.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+        target_windows
+            .encode_utf16()
+            .flat_map(|u| u.to_le_bytes())
+            .collect()
     } else {
-        format!("\\??\\{target_windows}").encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+        format!("\\??\\{target_windows}")
+            .encode_utf16()
+            .flat_map(|u| u.to_le_bytes())
+            .collect()
     };
-    let print: Vec<u8> = target_windows.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+    let print: Vec<u8> = target_windows
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
     let mut o = Vec::new();
     o.extend_from_slice(&0u16.to_le_bytes());
     o.extend_from_slice(&(sub.len() as u16).to_le_bytes());
@@ -65,7 +80,11 @@ pub fn encode_symlink(target_windows: &str, relative: bool) -> Vec<u8> {
 /// relative to the image root (`fixed`), they are placed under `root` (the
 /// extraction or mount directory), as wimlib does.
 pub fn posix_target(t: &LinkTarget, fixed: bool, root: &str) -> String {
-    let mut s = if t.substitute.is_empty() { t.print.clone() } else { t.substitute.clone() };
+    let mut s = if t.substitute.is_empty() {
+        t.print.clone()
+    } else {
+        t.substitute.clone()
+    };
     if t.relative {
         return s.replace('\\', "/");
     }
@@ -80,7 +99,11 @@ pub fn posix_target(t: &LinkTarget, fixed: bool, root: &str) -> String {
         s = s[2..].to_string();
     }
     let posix = s.replace('\\', "/");
-    let posix = if posix.starts_with('/') { posix } else { format!("/{posix}") };
+    let posix = if posix.starts_with('/') {
+        posix
+    } else {
+        format!("/{posix}")
+    };
     if fixed {
         format!("{}{}", root.trim_end_matches('/'), posix)
     } else {

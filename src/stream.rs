@@ -44,7 +44,9 @@ impl Unit {
 }
 
 fn first_key(run: &SolidRun) -> (u16, u64) {
-    run.resources.first().map_or((0, 0), |r| (r.part, r.reshdr.offset))
+    run.resources
+        .first()
+        .map_or((0, 0), |r| (r.part, r.reshdr.offset))
 }
 
 /// Stream every blob to the sink `make` gives it. Returns the failures, one
@@ -58,9 +60,11 @@ where
     for b in blobs {
         match &b.loc {
             BlobLoc::Whole(_) => units.push(Unit::Whole(b.clone())),
-            BlobLoc::Solid { run, .. } => {
-                solid.entry(Arc::as_ptr(run)).or_insert_with(|| (run.clone(), Vec::new())).1.push(b.clone())
-            }
+            BlobLoc::Solid { run, .. } => solid
+                .entry(Arc::as_ptr(run))
+                .or_insert_with(|| (run.clone(), Vec::new()))
+                .1
+                .push(b.clone()),
         }
     }
     units.extend(solid.into_values().map(|(r, v)| Unit::Solid(r, v)));
@@ -69,7 +73,11 @@ where
         .par_iter()
         .with_max_len(1)
         .flat_map_iter(|u| match u {
-            Unit::Whole(b) => whole(b, &make).err().map(|e| (b.hash, e)).into_iter().collect::<Vec<_>>(),
+            Unit::Whole(b) => whole(b, &make)
+                .err()
+                .map(|e| (b.hash, e))
+                .into_iter()
+                .collect::<Vec<_>>(),
             Unit::Solid(run, blobs) => solid_run(run, blobs, &make),
         })
         .collect()
@@ -77,7 +85,10 @@ where
 
 fn decode_window(res: &Resource, c: u64, end: u64) -> Vec<Result<Vec<u8>>> {
     if end > c {
-        (c..=end).into_par_iter().map(|i| res.read_chunk(i)).collect()
+        (c..=end)
+            .into_par_iter()
+            .map(|i| res.read_chunk(i))
+            .collect()
     } else {
         vec![res.read_chunk(c)]
     }
@@ -93,7 +104,9 @@ type ChunkFn<'f> = dyn FnMut(u64, &[u8]) -> Result<()> + Send + 'f;
 /// both on the pool, so a worker waiting here still helps with the decode
 /// (a plain thread blocked in `join` could starve the pool and deadlock).
 fn chunks_in_order(res: &Resource, first: u64, last: u64, f: &mut ChunkFn<'_>) -> Result<()> {
-    let per_window = (WINDOW_BYTES / res.chunk_size as u64).max(2).min(rayon::current_num_threads() as u64 * 4);
+    let per_window = (WINDOW_BYTES / res.chunk_size as u64)
+        .max(2)
+        .min(rayon::current_num_threads() as u64 * 4);
     if last < first {
         return Ok(());
     }
@@ -112,7 +125,10 @@ fn chunks_in_order(res: &Resource, first: u64, last: u64, f: &mut ChunkFn<'_>) -
             return consume(f, c, cur);
         }
         let n = end + 1;
-        let (next, r) = rayon::join(|| decode_window(res, n, window_end(n)), || consume(&mut *f, c, cur));
+        let (next, r) = rayon::join(
+            || decode_window(res, n, window_end(n)),
+            || consume(&mut *f, c, cur),
+        );
         r?;
         cur = next;
         c = n;
@@ -123,7 +139,9 @@ fn whole<'a, F>(b: &Arc<Blob>, make: &F) -> Result<()>
 where
     F: Fn(&Arc<Blob>) -> Result<Box<dyn BlobSink + 'a>> + Sync,
 {
-    let BlobLoc::Whole(res) = &b.loc else { return Err(Error::Other("internal: not a whole blob".into())) };
+    let BlobLoc::Whole(res) = &b.loc else {
+        return Err(Error::Other("internal: not a whole blob".into()));
+    };
     let mut sink = make(b)?;
     if b.size > 0 {
         if res.is_raw() {
@@ -131,7 +149,8 @@ where
             let mut p = 0u64;
             while p < b.size {
                 let n = ((b.size - p) as usize).min(buf.len());
-                res.source.read_exact_at(&mut buf[..n], res.reshdr.offset + p)?;
+                res.source
+                    .read_exact_at(&mut buf[..n], res.reshdr.offset + p)?;
                 sink.write(&buf[..n])?;
                 p += n as u64;
             }
@@ -225,7 +244,10 @@ where
                 errors.push((b.hash, err));
             }
         } else {
-            errors.push((b.hash, Error::Invalid("solid resource ended before the blob".into())));
+            errors.push((
+                b.hash,
+                Error::Invalid("solid resource ended before the blob".into()),
+            ));
         }
     }
     errors

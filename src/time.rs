@@ -6,17 +6,26 @@ pub const EPOCH_DIFF: i64 = 116_444_736_000_000_000;
 /// FILETIME to (seconds, nanoseconds) since the Unix epoch.
 pub fn filetime_to_unix(ft: u64) -> (i64, u32) {
     let t = ft as i64 - EPOCH_DIFF;
-    (t.div_euclid(10_000_000), (t.rem_euclid(10_000_000) * 100) as u32)
+    (
+        t.div_euclid(10_000_000),
+        (t.rem_euclid(10_000_000) * 100) as u32,
+    )
 }
 
 /// (seconds, nanoseconds) since the Unix epoch to FILETIME.
 pub fn unix_to_filetime(secs: i64, nanos: u32) -> u64 {
-    (secs.saturating_mul(10_000_000).saturating_add(nanos as i64 / 100).saturating_add(EPOCH_DIFF)).max(0) as u64
+    (secs
+        .saturating_mul(10_000_000)
+        .saturating_add(nanos as i64 / 100)
+        .saturating_add(EPOCH_DIFF))
+    .max(0) as u64
 }
 
 /// The current time as a FILETIME.
 pub fn now_filetime() -> u64 {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     unix_to_filetime(d.as_secs() as i64, d.subsec_nanos())
 }
 
@@ -50,9 +59,15 @@ mod tests {
     use super::*;
     #[test]
     fn known_dates() {
-        assert_eq!(format_filetime(EPOCH_DIFF as u64), "1970-01-01 00:00:00.0000000 UTC");
+        assert_eq!(
+            format_filetime(EPOCH_DIFF as u64),
+            "1970-01-01 00:00:00.0000000 UTC"
+        );
         // 2013-01-01 00:00:00 UTC = 1356998400.
-        assert_eq!(format_filetime(unix_to_filetime(1_356_998_400, 500)), "2013-01-01 00:00:00.0000005 UTC");
+        assert_eq!(
+            format_filetime(unix_to_filetime(1_356_998_400, 500)),
+            "2013-01-01 00:00:00.0000005 UTC"
+        );
         assert_eq!(filetime_to_unix(unix_to_filetime(-5, 300)), (-5, 300));
     }
 }

@@ -37,9 +37,18 @@ fn sample_tree(d: &Path) {
     let abs = d.canonicalize().unwrap().join("sub");
     std::os::unix::fs::symlink(&abs, d.join("abs-in")).unwrap();
     set_user_xattr(&d.join("a.txt"), "user.stream", b"value");
-    for (i, p) in ["a.txt", "sub/b.bin", "h1", "solo", "ln", "abs-in", "sub", ""]
-        .iter()
-        .enumerate()
+    for (i, p) in [
+        "a.txt",
+        "sub/b.bin",
+        "h1",
+        "solo",
+        "ln",
+        "abs-in",
+        "sub",
+        "",
+    ]
+    .iter()
+    .enumerate()
     {
         set_mtime(&d.join(p), 1_000_000 + i as i64, 500 + i as i64);
     }
@@ -52,7 +61,11 @@ fn comparator_accepts_equal_trees_and_detects_each_difference() {
     sample_tree(&a);
     sample_tree(&b);
     let o = CompareOpts::default().labels("a", "b");
-    assert_eq!(compare_trees(&a, &b, &o), Vec::<String>::new(), "identical trees");
+    assert_eq!(
+        compare_trees(&a, &b, &o),
+        Vec::<String>::new(),
+        "identical trees"
+    );
 
     // Each mutation of a fresh copy of `b` must be reported with this text.
     type Mutation = fn(&Path);
@@ -208,7 +221,12 @@ fn comparator_accepts_equal_trees_and_detects_each_difference() {
 
 /// `wimfs apply WIM IMAGE DIR [--ref PART...]` into `jail/out`; afterwards
 /// nothing but `out` may exist in `jail` (nothing written outside DIR).
-fn wimfs_apply_jailed(wim: &Path, image: Option<&str>, jail: &Path, refs: &[PathBuf]) -> (PathBuf, Out) {
+fn wimfs_apply_jailed(
+    wim: &Path,
+    image: Option<&str>,
+    jail: &Path,
+    refs: &[PathBuf],
+) -> (PathBuf, Out) {
     std::fs::create_dir_all(jail).unwrap();
     let out = jail.join("out");
     std::fs::create_dir_all(&out).unwrap();
@@ -268,7 +286,10 @@ fn fixtures_apply_like_wimlib() {
             cases.push((rel.clone(), i));
         }
     }
-    assert!(cases.len() >= 40, "expected the whole fixture set, got {cases:?}");
+    assert!(
+        cases.len() >= 40,
+        "expected the whole fixture set, got {cases:?}"
+    );
     check_all(
         cases,
         |(rel, i)| format!("{rel} image {i}"),
@@ -278,7 +299,8 @@ fn fixtures_apply_like_wimlib() {
             let t = tempdir();
             let want = t.path().join("wimlib");
             let w = wimlib_apply(&wim, &i.to_string(), &want, &refs);
-            let (got, o) = wimfs_apply_jailed(&wim, Some(&i.to_string()), &t.path().join("jail"), &refs);
+            let (got, o) =
+                wimfs_apply_jailed(&wim, Some(&i.to_string()), &t.path().join("jail"), &refs);
             if !w.ok() {
                 assert_clean_failure(&o, &format!("wimfs apply {rel} (wimlib-imagex refuses it)"));
                 return;
@@ -338,7 +360,8 @@ fn imagex_fixtures_equal_their_sources() {
                 // whose one file has no data; it still applies as empty.
                 std::fs::copy(&src, expect.join(src.file_name().unwrap())).unwrap();
             }
-            let (got, o) = wimfs_apply_jailed(&fx.join(wim), Some("1"), &t.path().join("jail"), &[]);
+            let (got, o) =
+                wimfs_apply_jailed(&fx.join(wim), Some("1"), &t.path().join("jail"), &[]);
             assert!(o.ok(), "wimfs apply failed:\n{}", o.describe());
             assert_trees_equal(&expect, &got, &opts, wim);
         },
@@ -384,7 +407,12 @@ fn wimlib_edge_cases() {
             );
             let want = t.path().join("wimlib");
             assert!(wimlib_apply(&edge.join(name), "1", &want, &[]).ok());
-            assert_trees_equal(&want, &out, &CompareOpts::default().labels("wimlib", "wimfs"), name);
+            assert_trees_equal(
+                &want,
+                &out,
+                &CompareOpts::default().labels("wimlib", "wimfs"),
+                name,
+            );
         }
         assert!(
             keywords.iter().any(|k| all.contains(k)),
@@ -400,7 +428,12 @@ fn wimlib_edge_cases() {
 fn split_wim_without_ref_fails_cleanly() {
     let Some(fx) = fixtures() else { return };
     let t = tempdir();
-    let (_, o) = wimfs_apply_jailed(&fx.join("wimlib/Split.swm"), Some("1"), &t.path().join("jail"), &[]);
+    let (_, o) = wimfs_apply_jailed(
+        &fx.join("wimlib/Split.swm"),
+        Some("1"),
+        &t.path().join("jail"),
+        &[],
+    );
     assert_clean_failure(&o, "apply Split.swm without --ref Split2.swm");
 }
 
@@ -439,7 +472,11 @@ fn generated_case(label: &str, extra: &[&str]) {
     let w = wimlib_apply(&wim, "1", &want, &[]);
     assert!(w.ok(), "{}", w.describe());
     let (got, o) = wimfs_apply_jailed(&wim, Some("1"), &t.path().join("jail"), &[]);
-    assert!(o.ok(), "wimfs apply of generated {label} WIM failed:\n{}", o.describe());
+    assert!(
+        o.ok(),
+        "wimfs apply of generated {label} WIM failed:\n{}",
+        o.describe()
+    );
     // The oracle itself must reproduce the source, or the test proves nothing.
     let vs_src = CompareOpts {
         mtime_granularity_ns: 100,
@@ -451,12 +488,22 @@ fn generated_case(label: &str, extra: &[&str]) {
         &vs_src,
         &format!("{label}: wimlib vs source (oracle sanity)"),
     );
-    assert_trees_equal(&want, &got, &CompareOpts::default().labels("wimlib", "wimfs"), label);
+    assert_trees_equal(
+        &want,
+        &got,
+        &CompareOpts::default().labels("wimlib", "wimfs"),
+        label,
+    );
     let vs_src = CompareOpts {
         labels: ("source".into(), "wimfs".into()),
         ..vs_src
     };
-    assert_trees_equal(&src.dir, &got, &vs_src, &format!("{label}: source vs wimfs"));
+    assert_trees_equal(
+        &src.dir,
+        &got,
+        &vs_src,
+        &format!("{label}: source vs wimfs"),
+    );
 }
 
 macro_rules! generated_tests {
@@ -507,7 +554,12 @@ fn generated_multi_image_by_index_and_name() {
             .arg(&wim)
             .arg("Second"),
     );
-    for (sel, src) in [("1", &s1), ("2", &s2), ("First Image", &s1), ("Second", &s2)] {
+    for (sel, src) in [
+        ("1", &s1),
+        ("2", &s2),
+        ("First Image", &s1),
+        ("Second", &s2),
+    ] {
         let j = t.path().join(format!("jail-{sel}"));
         let (got, o) = wimfs_apply_jailed(&wim, Some(sel), &j, &[]);
         assert!(o.ok(), "apply image {sel:?}:\n{}", o.describe());
@@ -516,7 +568,12 @@ fn generated_multi_image_by_index_and_name() {
             root_mtime: false,
             ..CompareOpts::default()
         };
-        assert_trees_equal(src, &got, &opts.labels("source", "wimfs"), &format!("image {sel}"));
+        assert_trees_equal(
+            src,
+            &got,
+            &opts.labels("source", "wimfs"),
+            &format!("image {sel}"),
+        );
     }
 }
 
@@ -557,7 +614,8 @@ fn generated_file_over_4gib() {
 static NTFS: Lazy<Option<NtfsWim>> = Lazy::new();
 
 fn ntfs_wim() -> Option<&'static NtfsWim> {
-    NTFS.get(|| build_ntfs_wim(&shared_dir("apply-ntfs"), &[])).as_ref()
+    NTFS.get(|| build_ntfs_wim(&shared_dir("apply-ntfs"), &[]))
+        .as_ref()
 }
 
 #[test]
@@ -568,7 +626,11 @@ fn ntfs_wim_apply_like_wimlib_and_source() {
     let w = wimlib_apply(&n.wim, "1", &want, &[]);
     assert!(w.ok(), "{}", w.describe());
     let (got, o) = wimfs_apply_jailed(&n.wim, Some("1"), &t.path().join("jail"), &[]);
-    assert!(o.ok(), "wimfs apply of the NTFS-sourced WIM failed:\n{}", o.describe());
+    assert!(
+        o.ok(),
+        "wimfs apply of the NTFS-sourced WIM failed:\n{}",
+        o.describe()
+    );
     let mut problems = Vec::new();
     // Everything wimlib produces (wimlib ignores named streams: no xattrs).
     let opts = CompareOpts {
@@ -580,7 +642,9 @@ fn ntfs_wim_apply_like_wimlib_and_source() {
     for (rel, data) in &n.files {
         match std::fs::read(want.join(rel)) {
             Ok(d) if &d == data => {}
-            _ => problems.push(format!("ORACLE/BUILDER: wimlib's {rel} differs from what was written")),
+            _ => problems.push(format!(
+                "ORACLE/BUILDER: wimlib's {rel} differs from what was written"
+            )),
         }
         match std::fs::read(got.join(rel)) {
             Ok(d) if &d == data => {}
@@ -639,8 +703,12 @@ fn ntfs_wim_apply_like_wimlib_and_source() {
         let want_t = target.replace("<ROOT>", root.to_str().unwrap());
         match std::fs::read_link(got.join(rel)) {
             Ok(t) if t == Path::new(&want_t) => {}
-            Ok(t) => problems.push(format!("symlink /{rel}: wimfs -> {t:?}, expected {want_t:?}")),
-            Err(e) => problems.push(format!("symlink /{rel}: not a symlink in wimfs output ({e})")),
+            Ok(t) => problems.push(format!(
+                "symlink /{rel}: wimfs -> {t:?}, expected {want_t:?}"
+            )),
+            Err(e) => problems.push(format!(
+                "symlink /{rel}: not a symlink in wimfs output ({e})"
+            )),
         }
     }
     // Timestamps set on the NTFS volume.
@@ -670,10 +738,21 @@ fn walk(root: &Path, rel: &str, out: &mut Vec<String>) {
     } else {
         root.join(rel)
     };
-    if std::fs::symlink_metadata(&d).map(|m| m.is_dir()).unwrap_or(false) {
+    if std::fs::symlink_metadata(&d)
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
+    {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            walk(root, &if rel.is_empty() { n } else { format!("{rel}/{n}") }, out);
+            walk(
+                root,
+                &if rel.is_empty() {
+                    n
+                } else {
+                    format!("{rel}/{n}")
+                },
+                out,
+            );
         }
     }
 }

@@ -43,7 +43,8 @@ fn json_images(v: &Value) -> (Option<Vec<String>>, Option<u64>) {
                                 .iter()
                                 .filter_map(|e| {
                                     e.as_object()?.iter().find_map(|(k, v)| {
-                                        (k.eq_ignore_ascii_case("name")).then(|| v.as_str().unwrap_or("").to_string())
+                                        (k.eq_ignore_ascii_case("name"))
+                                            .then(|| v.as_str().unwrap_or("").to_string())
                                     })
                                 })
                                 .collect();
@@ -91,13 +92,18 @@ fn info_matches_wimlib() {
             );
             // JSON: parses, and holds the same names in order.
             let o = wimfs_ok([Path::new("info"), &wim, Path::new("--json")]);
-            let v: Value = serde_json::from_slice(&o.stdout)
-                .unwrap_or_else(|e| panic!("`wimfs info --json` is not JSON ({e}):\n{}", o.describe()));
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+                panic!("`wimfs info --json` is not JSON ({e}):\n{}", o.describe())
+            });
             let (jn, jc) = json_images(&v);
             let jn = jn.unwrap_or_else(|| panic!("no images array with names in:\n{v:#}"));
             assert_eq!(jn, names, "image names in `wimfs info --json`");
             if let Some(c) = jc {
-                assert_eq!(c as usize, names.len(), "image count in `wimfs info --json`");
+                assert_eq!(
+                    c as usize,
+                    names.len(),
+                    "image count in `wimfs info --json`"
+                );
             }
             // One image by index and by name.
             for (i, n) in names.iter().enumerate() {
@@ -153,7 +159,10 @@ fn dir_matches_wimlib() {
         |(rel, i)| {
             let wim = fx.join(rel);
             let idx = i.to_string();
-            let w = run(&mut cmd("wimlib-imagex", [Path::new("dir"), &wim, Path::new(&idx)]));
+            let w = run(&mut cmd(
+                "wimlib-imagex",
+                [Path::new("dir"), &wim, Path::new(&idx)],
+            ));
             let o = wimfs([Path::new("dir"), &wim, Path::new(&idx)]);
             if !w.ok() {
                 assert_clean_failure(&o, &format!("wimfs dir {rel} (wimlib-imagex fails)"));
@@ -236,8 +245,13 @@ fn dir_of_generated_wim_and_subpath() {
                 v.sort();
                 v
             };
-            let want_sub: Vec<String> = want.iter().filter(|p| p.as_str() != sub).cloned().collect();
-            let got_sub: Vec<String> = got_abs.iter().filter(|p| p.as_str() != sub).cloned().collect();
+            let want_sub: Vec<String> =
+                want.iter().filter(|p| p.as_str() != sub).cloned().collect();
+            let got_sub: Vec<String> = got_abs
+                .iter()
+                .filter(|p| p.as_str() != sub)
+                .cloned()
+                .collect();
             assert_eq!(
                 got_sub,
                 want_sub,
@@ -245,7 +259,12 @@ fn dir_of_generated_wim_and_subpath() {
                 o.describe()
             );
         }
-        let o = wimfs_ok([Path::new("dir"), wim, Path::new("1"), Path::new("--detailed")]);
+        let o = wimfs_ok([
+            Path::new("dir"),
+            wim,
+            Path::new("1"),
+            Path::new("--detailed"),
+        ]);
         assert!(
             o.stdout.len() > 1000,
             "--detailed output is suspiciously short:\n{}",
@@ -275,12 +294,19 @@ fn cat_matches_source() {
         "deep/level0/level1/level2/level3/level4/level5/level6/level7/level8/level9/level10/level11/leaf.txt",
     ];
     check_all(
-        picks.iter().flat_map(|p| [(p, &g.xpress), (p, &g.lzx), (p, &g.solid)]),
+        picks
+            .iter()
+            .flat_map(|p| [(p, &g.xpress), (p, &g.lzx), (p, &g.solid)]),
         |(p, w)| format!("{} {p}", w.file_name().unwrap().to_string_lossy()),
         |(p, wim)| {
             let want = &g.info.files[**p];
             assert_eq!(&std::fs::read(g.src.join(p)).unwrap(), want);
-            let o = wimfs_ok([Path::new("cat"), wim, Path::new("1"), Path::new(&format!("/{p}"))]);
+            let o = wimfs_ok([
+                Path::new("cat"),
+                wim,
+                Path::new("1"),
+                Path::new(&format!("/{p}")),
+            ]);
             assert!(
                 &o.stdout == want,
                 "`wimfs cat {p}`: {} bytes, expected {} (first difference at {:?})",
@@ -335,13 +361,25 @@ fn cat_named_streams_of_ntfs_wim() {
         if !o.ok() {
             problems.push(format!("cat {spec}: failed: {}", o.stderr_str().trim()));
         } else if &o.stdout != data {
-            problems.push(format!("cat {spec}: {} bytes, expected {}", o.stdout.len(), data.len()));
+            problems.push(format!(
+                "cat {spec}: {} bytes, expected {}",
+                o.stdout.len(),
+                data.len()
+            ));
         }
     }
     for (rel, data) in &n.files {
-        let o = wimfs([Path::new("cat"), &n.wim, Path::new("1"), Path::new(&format!("/{rel}"))]);
+        let o = wimfs([
+            Path::new("cat"),
+            &n.wim,
+            Path::new("1"),
+            Path::new(&format!("/{rel}")),
+        ]);
         if !o.ok() || &o.stdout != data {
-            problems.push(format!("cat /{rel}: wrong or failed: {}", o.stderr_str().trim()));
+            problems.push(format!(
+                "cat /{rel}: wrong or failed: {}",
+                o.stderr_str().trim()
+            ));
         }
     }
     let o = wimfs([
@@ -355,7 +393,12 @@ fn cat_named_streams_of_ntfs_wim() {
         problems.push("cat /hello.txt:no-such-stream succeeded".into());
     }
     // --detailed mentions the streams.
-    let o = wimfs([Path::new("dir"), &n.wim, Path::new("1"), Path::new("--detailed")]);
+    let o = wimfs([
+        Path::new("dir"),
+        &n.wim,
+        Path::new("1"),
+        Path::new("--detailed"),
+    ]);
     for name in ["Zone.Identifier", "dirstream", "LONGFI~1.TXT"] {
         if !o.stdout_str().contains(name) {
             problems.push(format!("`dir --detailed` does not mention {name:?}"));
@@ -378,7 +421,11 @@ fn bad_arguments_fail_cleanly() {
     let t = tempdir();
     let missing = t.path().join("missing.wim");
     let junk = t.path().join("junk.wim");
-    std::fs::write(&junk, b"this is not a WIM file at all, just text that is long enough").unwrap();
+    std::fs::write(
+        &junk,
+        b"this is not a WIM file at all, just text that is long enough",
+    )
+    .unwrap();
     let out = t.path().join("out");
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let mut cases: Vec<Vec<String>> = vec![
@@ -406,20 +453,41 @@ fn bad_arguments_fail_cleanly() {
             cases.push(vec!["apply".into(), w.clone(), img.into(), s(&out)]);
         }
         cases.push(vec!["cat".into(), w.clone(), "1".into()]);
-        cases.push(vec!["dir".into(), w.clone(), "1".into(), "/no/such/dir".into()]);
-        cases.push(vec!["verify".into(), w.clone(), "--ref".into(), s(&missing)]);
+        cases.push(vec![
+            "dir".into(),
+            w.clone(),
+            "1".into(),
+            "/no/such/dir".into(),
+        ]);
+        cases.push(vec![
+            "verify".into(),
+            w.clone(),
+            "--ref".into(),
+            s(&missing),
+        ]);
     }
     if let Some(fx) = fixtures() {
         // More than one image: IMAGE is required.
-        cases.push(vec!["apply".into(), s(&fx.join("wimlib/MultiImage.wim")), s(&out)]);
+        cases.push(vec![
+            "apply".into(),
+            s(&fx.join("wimlib/MultiImage.wim")),
+            s(&out),
+        ]);
     }
     let mut problems = Vec::new();
     for args in &cases {
         let o = wimfs(args);
         if o.ok() {
-            problems.push(format!("`wimfs {}` exited 0:\n{}", args.join(" "), o.describe()));
+            problems.push(format!(
+                "`wimfs {}` exited 0:\n{}",
+                args.join(" "),
+                o.describe()
+            ));
         } else if o.stderr_str().trim().is_empty() {
-            problems.push(format!("`wimfs {}` failed without a message", args.join(" ")));
+            problems.push(format!(
+                "`wimfs {}` failed without a message",
+                args.join(" ")
+            ));
         }
     }
     assert!(
@@ -462,5 +530,10 @@ fn help_and_optional_image() {
         "apply by name",
     );
     let names = BTreeSet::from(["src".to_string()]);
-    assert_eq!(wimlib_image_names(&g.lzx).into_iter().collect::<BTreeSet<_>>(), names);
+    assert_eq!(
+        wimlib_image_names(&g.lzx)
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
+        names
+    );
 }

@@ -145,7 +145,10 @@ fn check_with_oracles(wim: &Path, image: u32, expected: &BTreeMap<String, Vec<u8
     if have("7zz") {
         let l = run(Command::new("7zz").arg("l").arg(wim));
         // 7-Zip lists every file of every image; check one of ours.
-        let first = expected.keys().find(|k| !k.ends_with('/') && !k.ends_with('@')).unwrap();
+        let first = expected
+            .keys()
+            .find(|k| !k.ends_with('/') && !k.ends_with('@'))
+            .unwrap();
         let base = first.rsplit('/').next().unwrap();
         assert!(l.contains(base), "7zz does not list {base}:\n{l}");
     }
@@ -290,19 +293,32 @@ fn optimize_and_export_shed_stale_data() {
     }
     use wimfs::commit::rebuild::{export_append, rebuild, Target};
     use wimfs::wim::header::Compression;
-    for args in [&["--compress=LZX"][..], &["--solid"], &["--compress=XPRESS"]] {
+    for args in [
+        &["--compress=LZX"][..],
+        &["--solid"],
+        &["--compress=XPRESS"],
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         let src = source_tree(tmp.path());
         let wim = tmp.path().join("t.wim");
-        run(Command::new("wimlib-imagex").arg("capture").arg(&src).arg(&wim).arg("T").args(args));
+        run(Command::new("wimlib-imagex")
+            .arg("capture")
+            .arg(&src)
+            .arg(&wim)
+            .arg("T")
+            .args(args));
         // Two commits leave stale data behind.
         let mut expected = files(&src);
         for round in 0..2 {
             let w = Wim::open(&wim, &[]).unwrap();
             let mut img = NewImage::from_image(&w, 1).unwrap();
             drop(w);
-            let i = (1..img.records.len()).find(|&i| img.records[i].name == "big.bin").unwrap();
-            let v: Vec<u8> = (0..500_000u32).map(|x| (x.wrapping_mul(31 + round) >> 3) as u8).collect();
+            let i = (1..img.records.len())
+                .find(|&i| img.records[i].name == "big.bin")
+                .unwrap();
+            let v: Vec<u8> = (0..500_000u32)
+                .map(|x| (x.wrapping_mul(31 + round) >> 3) as u8)
+                .collect();
             img.streams[i].data = Some(StreamData::New(Arc::new(v.clone())));
             expected.insert("dir/big.bin".into(), v);
             let lock = WimLock::acquire(&wim).unwrap();
@@ -313,13 +329,24 @@ fn optimize_and_export_shed_stale_data() {
         let rep = rebuild(&w, &[1], &wim, Target::same_as(&w), true, false, &|_| {}).unwrap();
         drop(w);
         let after = std::fs::metadata(&wim).unwrap().len();
-        assert!(after < before, "{args:?}: optimize did not shrink ({before} -> {after})");
-        assert_eq!(rep.recompressed, 0, "{args:?}: optimize must copy resources raw");
+        assert!(
+            after < before,
+            "{args:?}: optimize did not shrink ({before} -> {after})"
+        );
+        assert_eq!(
+            rep.recompressed, 0,
+            "{args:?}: optimize must copy resources raw"
+        );
         check_with_oracles(&wim, 1, &expected, tmp.path());
 
         // Export into every other format.
         let w = Wim::open(&wim, &[]).unwrap();
-        for c in [Compression::None, Compression::Xpress, Compression::Lzx, Compression::Lzms] {
+        for c in [
+            Compression::None,
+            Compression::Xpress,
+            Compression::Lzx,
+            Compression::Lzms,
+        ] {
             let dst = tmp.path().join(format!("e-{c:?}.wim"));
             rebuild(&w, &[1], &dst, Target::for_codec(c), false, true, &|_| {}).unwrap();
             check_with_oracles(&dst, 1, &expected, tmp.path());

@@ -9,12 +9,22 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn have(cmd: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 fn ok(cmd: &mut Command) -> String {
     let o = cmd.output().expect("spawn");
-    assert!(o.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -43,7 +53,15 @@ fn make_source(dir: &Path, seed: u64) {
     for i in 0..40 {
         let n = (r.next() % 400_000) as usize;
         let v: Vec<u8> = (0..n).map(|_| (r.next() % 7) as u8 + b'a').collect();
-        std::fs::write(dir.join(if i % 2 == 0 { format!("f{i}") } else { format!("sub/g{i}") }), v).unwrap();
+        std::fs::write(
+            dir.join(if i % 2 == 0 {
+                format!("f{i}")
+            } else {
+                format!("sub/g{i}")
+            }),
+            v,
+        )
+        .unwrap();
     }
 }
 
@@ -59,13 +77,26 @@ fn sigkill_during_commit_and_optimize_leaves_a_valid_wim() {
     make_source(&a, 1);
     make_source(&b, 2);
     let src = tmp.path().join("src.wim");
-    ok(Command::new("wimlib-imagex").arg("capture").arg(&b).arg(&src).arg("B").arg("--compress=LZX"));
-    let trials: u64 = std::env::var("WIMFS_FAULT_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    ok(Command::new("wimlib-imagex")
+        .arg("capture")
+        .arg(&b)
+        .arg(&src)
+        .arg("B")
+        .arg("--compress=LZX"));
+    let trials: u64 = std::env::var("WIMFS_FAULT_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let (mut killed, mut finished) = (0, 0);
     for t in 0..trials {
         let dst = tmp.path().join(format!("dst{t}.wim"));
-        ok(Command::new("wimlib-imagex").arg("capture").arg(&a).arg(&dst).arg("A").arg("--compress=LZX"));
+        ok(Command::new("wimlib-imagex")
+            .arg("capture")
+            .arg(&a)
+            .arg(&dst)
+            .arg("A")
+            .arg("--compress=LZX"));
         let before = image_count(&dst);
         let optimize = t % 3 == 2;
         let mut cmd = Command::new(bin);
@@ -77,7 +108,11 @@ fn sigkill_during_commit_and_optimize_leaves_a_valid_wim() {
             cmd.arg("export").arg(&src).arg("1").arg(&dst);
         }
         let expect_before = image_count(&dst);
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let delay = Duration::from_micros(rng.next() % 250_000);
         let start = Instant::now();
         while start.elapsed() < delay {
@@ -97,14 +132,23 @@ fn sigkill_during_commit_and_optimize_leaves_a_valid_wim() {
         ok(Command::new("wimlib-imagex").arg("verify").arg(&dst));
         let after = image_count(&dst);
         if optimize {
-            assert_eq!(after, expect_before, "trial {t}: optimize changed the image count");
+            assert_eq!(
+                after, expect_before,
+                "trial {t}: optimize changed the image count"
+            );
         } else {
-            assert!(after == before || after == before + 1, "trial {t}: {before} -> {after} images");
+            assert!(
+                after == before || after == before + 1,
+                "trial {t}: {before} -> {after} images"
+            );
         }
         // And a later commit still works on it.
         ok(Command::new(bin).arg("export").arg(&src).arg("1").arg(&dst));
         ok(Command::new("wimlib-imagex").arg("verify").arg(&dst));
     }
     eprintln!("fault trials: {killed} killed mid-write, {finished} finished before the kill");
-    assert!(killed > 0, "no trial was interrupted; the test did not test anything");
+    assert!(
+        killed > 0,
+        "no trial was interrupted; the test did not test anything"
+    );
 }

@@ -26,9 +26,15 @@ fn wimfs_verify(wim: &Path, refs: &[PathBuf]) -> Out {
 fn readme_verdict(rel: &str) -> Option<&'static [&'static str]> {
     match rel {
         "wimlib/VerifyFail.wim" => Some(&["integrity"]),
-        "wimlib-edge/corrupted_file_1.wim" => Some(&["sha-1", "sha1", "hash", "digest", "checksum"]),
-        "wimlib-edge/corrupted_file_2.wim" => Some(&["decompress", "compressed", "lzx", "corrupt", "invalid"]),
-        "wimlib-edge/cyclic.wim" => Some(&["cycl", "loop", "deep", "metadata", "invalid", "corrupt"]),
+        "wimlib-edge/corrupted_file_1.wim" => {
+            Some(&["sha-1", "sha1", "hash", "digest", "checksum"])
+        }
+        "wimlib-edge/corrupted_file_2.wim" => {
+            Some(&["decompress", "compressed", "lzx", "corrupt", "invalid"])
+        }
+        "wimlib-edge/cyclic.wim" => {
+            Some(&["cycl", "loop", "deep", "metadata", "invalid", "corrupt"])
+        }
         _ => None,
     }
 }
@@ -81,7 +87,9 @@ fn fixtures_verify_like_wimlib_and_readme() {
             if rel.ends_with("dotdot.wim") || rel.ends_with("duplicate_names.wim") {
                 let msg = o.all_output().to_lowercase();
                 assert!(
-                    ["warn", "..", "duplicate", "skip"].iter().any(|k| msg.contains(k)),
+                    ["warn", "..", "duplicate", "skip"]
+                        .iter()
+                        .any(|k| msg.contains(k)),
                     "wimfs verify should warn about the skipped entries:\n{}",
                     o.describe()
                 );
@@ -144,7 +152,11 @@ fn generated_wims_verify() {
             wimlib_capture(&src, &wim, extra);
             assert!(wimlib_verify(&wim, &[]).ok());
             let o = wimfs_verify(&wim, &[]);
-            assert!(o.ok(), "wimfs verify of a good {label} WIM failed:\n{}", o.describe());
+            assert!(
+                o.ok(),
+                "wimfs verify of a good {label} WIM failed:\n{}",
+                o.describe()
+            );
         },
     );
 }
@@ -157,7 +169,11 @@ fn ntfs_sourced_wim_verifies() {
     };
     assert!(wimlib_verify(&n.wim, &[]).ok());
     let o = wimfs_verify(&n.wim, &[]);
-    assert!(o.ok(), "wimfs verify of the NTFS-sourced WIM failed:\n{}", o.describe());
+    assert!(
+        o.ok(),
+        "wimfs verify of the NTFS-sourced WIM failed:\n{}",
+        o.describe()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -191,13 +207,24 @@ fn corruptions(wim: &Path) -> Vec<(String, Damage)> {
     let len = std::fs::metadata(wim).unwrap().len();
     let (data_off, data_size) = wimlib_blob_location(wim, "1", "/big.bin");
     let blobs = blob_table(wim);
-    let meta = blobs.iter().find(|b| b.flags & 2 != 0).expect("metadata blob").clone();
-    let file_entry = blobs.iter().find(|b| b.flags & 2 == 0).expect("a file blob").clone();
+    let meta = blobs
+        .iter()
+        .find(|b| b.flags & 2 != 0)
+        .expect("metadata blob")
+        .clone();
+    let file_entry = blobs
+        .iter()
+        .find(|b| b.flags & 2 == 0)
+        .expect("a file blob")
+        .clone();
     let bt_off = wimlib_header_field(wim, "Blob Table Offset");
     let u64le = |v: u64| v.to_le_bytes().to_vec();
     vec![
         ("file data, first byte".into(), Damage::Flip(data_off, 0x01)),
-        ("file data, middle".into(), Damage::Flip(data_off + data_size / 2, 0x55)),
+        (
+            "file data, middle".into(),
+            Damage::Flip(data_off + data_size / 2, 0x55),
+        ),
         (
             "file data, last byte".into(),
             Damage::Flip(data_off + data_size - 1, 0x80),
@@ -222,14 +249,23 @@ fn corruptions(wim: &Path) -> Vec<(String, Damage)> {
             "blob table: offset beyond EOF".into(),
             Damage::Write(meta.entry_offset + 8, u64le(len * 4)),
         ),
-        ("blob table: cut short".into(), Damage::Truncate(bt_off + 20)),
+        (
+            "blob table: cut short".into(),
+            Damage::Truncate(bt_off + 20),
+        ),
         ("header: magic".into(), Damage::Flip(0, 0x01)),
-        ("header: header size".into(), Damage::Write(8, vec![0xFF, 0xFF, 0, 0])),
+        (
+            "header: header size".into(),
+            Damage::Write(8, vec![0xFF, 0xFF, 0, 0]),
+        ),
         (
             "header: blob table offset beyond EOF".into(),
             Damage::Write(56, u64le(len + 1000)),
         ),
-        ("header: image count 0".into(), Damage::Write(44, vec![0, 0, 0, 0])),
+        (
+            "header: image count 0".into(),
+            Damage::Write(44, vec![0, 0, 0, 0]),
+        ),
         (
             "header: image count huge".into(),
             Damage::Write(44, vec![0xFF, 0xFF, 0xFF, 0x7F]),
@@ -254,7 +290,10 @@ fn corruption_case(label: &str, extra: &[&str]) {
     small_source(&src);
     let wim = t.path().join("good.wim");
     wimlib_capture(&src, &wim, extra);
-    assert!(wimfs_verify(&wim, &[]).ok(), "the undamaged {label} WIM must verify");
+    assert!(
+        wimfs_verify(&wim, &[]).ok(),
+        "the undamaged {label} WIM must verify"
+    );
     let mut problems = Vec::new();
     for (what, damage) in corruptions(&wim) {
         let bad = t.path().join("bad.wim");
@@ -344,7 +383,10 @@ fn byte_flip_sweep() {
     let src = t.path().join("src");
     small_source(&src);
     let mut problems = Vec::new();
-    for (label, extra) in [("lzx", &["--compress=LZX"][..]), ("solid", &["--solid"][..])] {
+    for (label, extra) in [
+        ("lzx", &["--compress=LZX"][..]),
+        ("solid", &["--solid"][..]),
+    ] {
         let wim = t.path().join(format!("{label}.wim"));
         wimlib_capture(&src, &wim, extra);
         let len = std::fs::metadata(&wim).unwrap().len();

@@ -25,7 +25,11 @@ pub fn info(w: &Wim, image: Option<&str>, json: bool, check: bool) -> Result<i32
         None
     };
     if json {
-        let images: Vec<_> = w.image_info.iter().filter(|i| only.is_none_or(|o| o == i.index)).collect();
+        let images: Vec<_> = w
+            .image_info
+            .iter()
+            .filter(|i| only.is_none_or(|o| o == i.index))
+            .collect();
         let v = serde_json::json!({
             "path": w.path.display().to_string(),
             "guid": guid(&h.guid),
@@ -56,7 +60,10 @@ pub fn info(w: &Wim, image: Option<&str>, json: bool, check: bool) -> Result<i32
     println!("Chunk Size:     {} bytes", w.chunk_size);
     println!("Part Number:    {}/{}", h.part_number, h.total_parts);
     println!("Boot Index:     {}", h.boot_index);
-    println!("Size:           {} bytes", w.parts.iter().map(|p| p.source.len()).sum::<u64>());
+    println!(
+        "Size:           {} bytes",
+        w.parts.iter().map(|p| p.source.len()).sum::<u64>()
+    );
     println!("Blobs:          {}", w.blobs.len());
     println!(
         "Integrity Info: {}",
@@ -68,7 +75,11 @@ pub fn info(w: &Wim, image: Option<&str>, json: bool, check: bool) -> Result<i32
         }
     );
     println!("Attributes:     {}", flags::names(h.flags).join(", "));
-    for i in w.image_info.iter().filter(|i| only.is_none_or(|o| o == i.index)) {
+    for i in w
+        .image_info
+        .iter()
+        .filter(|i| only.is_none_or(|o| o == i.index))
+    {
         println!();
         println!("Index:                  {}", i.index);
         let opt = |s: &Option<String>| s.clone().unwrap_or_default();
@@ -82,10 +93,16 @@ pub fn info(w: &Wim, image: Option<&str>, json: bool, check: bool) -> Result<i32
         println!("Total Bytes:            {}", i.total_bytes.unwrap_or(0));
         println!("Hard Link Bytes:        {}", i.hard_link_bytes.unwrap_or(0));
         if let Some(t) = i.creation_time {
-            println!("Creation Time:          {}", wimfs::time::format_filetime(t));
+            println!(
+                "Creation Time:          {}",
+                wimfs::time::format_filetime(t)
+            );
         }
         if let Some(t) = i.last_modification_time {
-            println!("Last Modification Time: {}", wimfs::time::format_filetime(t));
+            println!(
+                "Last Modification Time: {}",
+                wimfs::time::format_filetime(t)
+            );
         }
         if let Some(win) = &i.windows {
             if let Some(p) = &win.product_name {
@@ -98,7 +115,17 @@ pub fn info(w: &Wim, image: Option<&str>, json: bool, check: bool) -> Result<i32
                 println!("Windows Version:        {v}");
             }
             if let Some(a) = win.arch {
-                println!("Architecture:           {}", match a { 0 => "x86", 5 => "ARM", 6 => "IA-64", 9 => "x86_64", 12 => "ARM64", _ => "unknown" });
+                println!(
+                    "Architecture:           {}",
+                    match a {
+                        0 => "x86",
+                        5 => "ARM",
+                        6 => "IA-64",
+                        9 => "x86_64",
+                        12 => "ARM64",
+                        _ => "unknown",
+                    }
+                );
             }
             if !win.languages.is_empty() {
                 println!("Languages:              {}", win.languages.join(" "));
@@ -137,7 +164,11 @@ fn attr_names(a: u32) -> String {
         (0x2000, "NOT_CONTENT_INDEXED"),
         (attr::ENCRYPTED, "ENCRYPTED"),
     ];
-    let v: Vec<&str> = t.iter().filter(|(b, _)| a & b != 0).map(|(_, n)| *n).collect();
+    let v: Vec<&str> = t
+        .iter()
+        .filter(|(b, _)| a & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
     format!("{a:#010x} {}", v.join("|"))
 }
 
@@ -146,13 +177,19 @@ fn link_target(cache: &ChunkCache, ino: &Inode) -> Option<String> {
     let mut data = vec![0u8; b.size.min(1 << 16) as usize];
     cache.read_blob(b, 0, &mut data).ok()?;
     let t = wimfs::reparse::decode(ino.reparse_tag, &data)?;
-    Some(if t.substitute.is_empty() { t.print } else { t.substitute })
+    Some(if t.substitute.is_empty() {
+        t.print
+    } else {
+        t.substitute
+    })
 }
 
 pub fn dir(w: &Wim, image: &str, path: Option<&str>, detailed: bool) -> Result<i32> {
     let img = load(w, image)?;
     let start = match path {
-        Some(p) => img.lookup(p).with_context(|| format!("{p}: no such file or directory in the image"))?,
+        Some(p) => img
+            .lookup(p)
+            .with_context(|| format!("{p}: no such file or directory in the image"))?,
         None => wimfs::image::ROOT,
     };
     let out = std::io::stdout();
@@ -166,7 +203,10 @@ pub fn dir(w: &Wim, image: &str, path: Option<&str>, detailed: bool) -> Result<i
         if !detailed {
             writeln!(out, "{p}")?;
         } else {
-            writeln!(out, "----------------------------------------------------------------")?;
+            writeln!(
+                out,
+                "----------------------------------------------------------------"
+            )?;
             writeln!(out, "Full Path         = \"{p}\"")?;
             let dn = &img.dentries[d as usize];
             if !dn.short_name.is_empty() {
@@ -175,9 +215,21 @@ pub fn dir(w: &Wim, image: &str, path: Option<&str>, detailed: bool) -> Result<i
             writeln!(out, "Attributes        = {}", attr_names(ino.attributes))?;
             writeln!(out, "Security ID       = {}", ino.security_id)?;
             writeln!(out, "Link Count        = {}", ino.nlink())?;
-            writeln!(out, "Creation Time     = {}", wimfs::time::format_filetime(ino.creation_time))?;
-            writeln!(out, "Last Write Time   = {}", wimfs::time::format_filetime(ino.last_write_time))?;
-            writeln!(out, "Last Access Time  = {}", wimfs::time::format_filetime(ino.last_access_time))?;
+            writeln!(
+                out,
+                "Creation Time     = {}",
+                wimfs::time::format_filetime(ino.creation_time)
+            )?;
+            writeln!(
+                out,
+                "Last Write Time   = {}",
+                wimfs::time::format_filetime(ino.last_write_time)
+            )?;
+            writeln!(
+                out,
+                "Last Access Time  = {}",
+                wimfs::time::format_filetime(ino.last_access_time)
+            )?;
             if ino.is_reparse() {
                 writeln!(out, "Reparse Tag       = {:#010x}", ino.reparse_tag)?;
                 if let Some(t) = link_target(&cache, ino) {
@@ -185,7 +237,11 @@ pub fn dir(w: &Wim, image: &str, path: Option<&str>, detailed: bool) -> Result<i
                 }
             }
             if let Some(u) = ino.unix {
-                writeln!(out, "UNIX Data         = uid:{} gid:{} mode:0{:o} rdev:{}", u.uid, u.gid, u.mode, u.rdev)?;
+                writeln!(
+                    out,
+                    "UNIX Data         = uid:{} gid:{} mode:0{:o} rdev:{}",
+                    u.uid, u.gid, u.mode, u.rdev
+                )?;
             }
             for s in &ino.streams {
                 let kind = match (s.kind, s.name.is_empty()) {
@@ -193,7 +249,12 @@ pub fn dir(w: &Wim, image: &str, path: Option<&str>, detailed: bool) -> Result<i
                     (_, true) => "data".to_string(),
                     (_, false) => format!("stream \"{}\"", s.name),
                 };
-                writeln!(out, "  {kind:<20} size {:>12}  sha1 {}", s.size, hex(&s.hash))?;
+                writeln!(
+                    out,
+                    "  {kind:<20} size {:>12}  sha1 {}",
+                    s.size,
+                    hex(&s.hash)
+                )?;
             }
         }
         if !ino.is_reparse() || d == start {
@@ -209,7 +270,11 @@ pub fn cat(w: &Wim, image: &str, path: &str) -> Result<i32> {
     let (d, stream) = match img.lookup(path) {
         Some(d) => (d, ""),
         None => match path.rsplit_once(':') {
-            Some((p, s)) => (img.lookup(p).with_context(|| format!("{p}: no such file in the image"))?, s),
+            Some((p, s)) => (
+                img.lookup(p)
+                    .with_context(|| format!("{p}: no such file in the image"))?,
+                s,
+            ),
             None => bail!("{path}: no such file in the image"),
         },
     };
@@ -217,12 +282,17 @@ pub fn cat(w: &Wim, image: &str, path: &str) -> Result<i32> {
     if ino.is_dir() && stream.is_empty() {
         bail!("{path}: is a directory");
     }
-    let s = ino.stream(stream).with_context(|| format!("{path}: no stream named {stream:?}"))?;
+    let s = ino
+        .stream(stream)
+        .with_context(|| format!("{path}: no stream named {stream:?}"))?;
     let Some(blob) = s.blob.clone() else {
         if s.size == 0 && s.hash == wimfs::wim::ZERO_HASH {
             return Ok(0);
         }
-        bail!("{path}: its data (blob {}) is not in this WIM", hex(&s.hash));
+        bail!(
+            "{path}: its data (blob {}) is not in this WIM",
+            hex(&s.hash)
+        );
     };
     struct Out(std::io::Stdout);
     impl wimfs::stream::BlobSink for Out {
@@ -233,7 +303,9 @@ pub fn cat(w: &Wim, image: &str, path: &str) -> Result<i32> {
             self.0.lock().flush().map_err(wimfs::Error::from)
         }
     }
-    let errs = wimfs::stream::for_each_blob(&[blob], |_| Ok(Box::new(Out(std::io::stdout())) as Box<dyn wimfs::stream::BlobSink>));
+    let errs = wimfs::stream::for_each_blob(&[blob], |_| {
+        Ok(Box::new(Out(std::io::stdout())) as Box<dyn wimfs::stream::BlobSink>)
+    });
     if let Some((_, e)) = errs.into_iter().next() {
         if let wimfs::Error::RawIo(io) = &e {
             if io.kind() == std::io::ErrorKind::BrokenPipe {
@@ -258,7 +330,10 @@ pub fn apply(w: &Wim, index: u32, dir: &Path, unix_data: bool, no_streams: bool)
             .sum()
     };
     let pb = progress(total, "apply");
-    let opts = wimfs::apply::ApplyOptions { unix_data, no_streams };
+    let opts = wimfs::apply::ApplyOptions {
+        unix_data,
+        no_streams,
+    };
     let rep = wimfs::apply::apply(w, &img, dir, &opts, &|n| pb.inc(n))
         .with_context(|| format!("applying image {index} to {}", dir.display()))?;
     pb.finish_and_clear();
@@ -301,7 +376,11 @@ pub fn verify(w: &Wim, json: bool) -> Result<i32> {
                 }
             );
         } else {
-            eprintln!("wimfs: verify: {}: {} problem(s) found", w.path.display(), rep.problems.len());
+            eprintln!(
+                "wimfs: verify: {}: {} problem(s) found",
+                w.path.display(),
+                rep.problems.len()
+            );
         }
     }
     Ok(if rep.ok() { 0 } else { 1 })

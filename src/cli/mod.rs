@@ -2,11 +2,11 @@
 //! line on stderr and a non-zero exit status.
 
 mod inspect;
-mod service;
 #[cfg(target_os = "linux")]
 mod mount;
 #[cfg(target_os = "linux")]
 mod rw;
+mod service;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -15,7 +15,11 @@ use std::path::PathBuf;
 use wimfs::wim::Wim;
 
 #[derive(Parser)]
-#[command(name = "wimfs", version, about = "Mount, inspect and service Windows Imaging Format (WIM) images")]
+#[command(
+    name = "wimfs",
+    version,
+    about = "Mount, inspect and service Windows Imaging Format (WIM) images"
+)]
 struct Cli {
     /// Worker threads for decompression (default: all cores).
     #[arg(long, global = true)]
@@ -124,9 +128,16 @@ pub fn run() -> i32 {
             _ => log::LevelFilter::Debug,
         }
     };
-    env_logger::Builder::new().filter_level(level).format_target(false).format_timestamp(None).parse_default_env().init();
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format_target(false)
+        .format_timestamp(None)
+        .parse_default_env()
+        .init();
     if let Some(n) = cli.threads {
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global();
     }
     match dispatch(cli.cmd) {
         Ok(code) => code,
@@ -160,9 +171,11 @@ pub(crate) fn image_arg(w: &Wim, spec: Option<&str>) -> Result<u32> {
 pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(total);
     pb.set_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     pb
@@ -170,12 +183,33 @@ pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
 
 fn dispatch(cmd: Cmd) -> Result<i32> {
     match cmd {
-        Cmd::Info { wim, image, json, check, refs } => inspect::info(&open(&wim, &refs)?, image.as_deref(), json, check),
-        Cmd::Dir { wim, image, path, detailed, refs } => {
-            inspect::dir(&open(&wim, &refs)?, &image, path.as_deref(), detailed)
-        }
-        Cmd::Cat { wim, image, path, refs } => inspect::cat(&open(&wim, &refs)?, &image, &path),
-        Cmd::Apply { wim, args, refs, unix_data, no_streams } => {
+        Cmd::Info {
+            wim,
+            image,
+            json,
+            check,
+            refs,
+        } => inspect::info(&open(&wim, &refs)?, image.as_deref(), json, check),
+        Cmd::Dir {
+            wim,
+            image,
+            path,
+            detailed,
+            refs,
+        } => inspect::dir(&open(&wim, &refs)?, &image, path.as_deref(), detailed),
+        Cmd::Cat {
+            wim,
+            image,
+            path,
+            refs,
+        } => inspect::cat(&open(&wim, &refs)?, &image, &path),
+        Cmd::Apply {
+            wim,
+            args,
+            refs,
+            unix_data,
+            no_streams,
+        } => {
             let w = open(&wim, &refs)?;
             let (img, dir) = match args.as_slice() {
                 [d] => (image_arg(&w, None)?, PathBuf::from(d)),

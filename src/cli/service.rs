@@ -79,13 +79,22 @@ pub fn export(a: ExportArgs) -> Result<i32> {
     let pb = progress(total, "export");
     if a.dst.exists() {
         if a.compress.is_some() {
-            bail!("{} exists: an export into it uses its own compression (drop --compress)", a.dst.display());
+            bail!(
+                "{} exists: an export into it uses its own compression (drop --compress)",
+                a.dst.display()
+            );
         }
         let reps = export_append(&w, &images, &a.dst, a.check, &|_, n| pb.inc(n))
             .with_context(|| format!("exporting into {}", a.dst.display()))?;
         pb.finish_and_clear();
         for r in reps {
-            println!("exported as image {} of {} ({} new blobs, {} bytes added)", r.image, a.dst.display(), r.new_blobs, r.bytes_added);
+            println!(
+                "exported as image {} of {} ({} new blobs, {} bytes added)",
+                r.image,
+                a.dst.display(),
+                r.new_blobs,
+                r.bytes_added
+            );
         }
     } else {
         let target = match &a.compress {
@@ -95,7 +104,12 @@ pub fn export(a: ExportArgs) -> Result<i32> {
         let rep = rebuild(&w, &images, &a.dst, target, false, a.check, &|n| pb.inc(n))
             .with_context(|| format!("exporting to {}", a.dst.display()))?;
         pb.finish_and_clear();
-        println!("{}: {} image(s), {} bytes", a.dst.display(), rep.images, rep.new_size);
+        println!(
+            "{}: {} image(s), {} bytes",
+            a.dst.display(),
+            rep.images,
+            rep.new_size
+        );
     }
     Ok(0)
 }

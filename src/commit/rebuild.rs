@@ -13,7 +13,10 @@ use super::{Content, INTEGRITY_CHUNK};
 use crate::cache::ChunkCache;
 use crate::error::{Error, Result};
 use crate::wim::blob_table::{self, BlobEntry};
-use crate::wim::header::{flags, resflags, Compression, Header, ResHdr, HEADER_SIZE, MAGIC, VERSION_DEFAULT, VERSION_SOLID};
+use crate::wim::header::{
+    flags, resflags, Compression, Header, ResHdr, HEADER_SIZE, MAGIC, VERSION_DEFAULT,
+    VERSION_SOLID,
+};
 use crate::wim::metadata;
 use crate::wim::{integrity, xml, Blob, BlobLoc, Sha1, SolidRun, Wim, ZERO_HASH};
 use std::collections::{HashMap, HashSet};
@@ -32,15 +35,35 @@ pub struct Target {
 impl Target {
     /// The source WIM's own format.
     pub fn same_as(w: &Wim) -> Target {
-        Target { compression: w.compression, chunk_size: w.chunk_size, solid: w.header.version == VERSION_SOLID }
+        Target {
+            compression: w.compression,
+            chunk_size: w.chunk_size,
+            solid: w.header.version == VERSION_SOLID,
+        }
     }
     /// Defaults for a codec named on the command line.
     pub fn for_codec(c: Compression) -> Target {
         match c {
-            Compression::None => Target { compression: c, chunk_size: 32768, solid: false },
-            Compression::Xpress => Target { compression: c, chunk_size: 32768, solid: false },
-            Compression::Lzx => Target { compression: c, chunk_size: 32768, solid: false },
-            Compression::Lzms => Target { compression: c, chunk_size: 131072, solid: true },
+            Compression::None => Target {
+                compression: c,
+                chunk_size: 32768,
+                solid: false,
+            },
+            Compression::Xpress => Target {
+                compression: c,
+                chunk_size: 32768,
+                solid: false,
+            },
+            Compression::Lzx => Target {
+                compression: c,
+                chunk_size: 32768,
+                solid: false,
+            },
+            Compression::Lzms => Target {
+                compression: c,
+                chunk_size: 131072,
+                solid: true,
+            },
         }
     }
 }
@@ -68,14 +91,19 @@ impl Content for BlobContent {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let n = self.cache.read_blob(&self.blob, offset, buf)?;
         if n != buf.len() {
-            return Err(Error::Invalid(format!("blob {} is shorter than it claims", crate::wim::bytes::hex(&self.blob.hash))));
+            return Err(Error::Invalid(format!(
+                "blob {} is shorter than it claims",
+                crate::wim::bytes::hex(&self.blob.hash)
+            )));
         }
         Ok(())
     }
 }
 
 fn copy_raw(src: &Wim, part: u16, off: u64, len: u64, out: &mut Appender) -> Result<u64> {
-    let s = src.part_source(part).ok_or_else(|| Error::MissingBlob(format!("part {part}")))?;
+    let s = src
+        .part_source(part)
+        .ok_or_else(|| Error::MissingBlob(format!("part {part}")))?;
     let at = out.pos;
     let mut buf = vec![0u8; (8u64 << 20).min(len.max(1)) as usize];
     let mut p = 0;
@@ -91,13 +119,24 @@ fn copy_raw(src: &Wim, part: u16, off: u64, len: u64, out: &mut Appender) -> Res
 /// Write images `images` (1-based, in order) of `src` into a new WIM at
 /// `dst` (replaced atomically if it exists). `keep_guid` keeps the source's
 /// GUID (optimize); an export gets a new one.
-pub fn rebuild(src: &Wim, images: &[u32], dst: &Path, target: Target, keep_guid: bool, check: bool, progress: &(dyn Fn(u64) + Sync)) -> Result<RebuildReport> {
+pub fn rebuild(
+    src: &Wim,
+    images: &[u32],
+    dst: &Path,
+    target: Target,
+    keep_guid: bool,
+    check: bool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<RebuildReport> {
     if src.header.total_parts != 1 {
         return Err(Error::Unsupported("rebuilding a split WIM".into()));
     }
     for &i in images {
         if i == 0 || i > src.image_count() {
-            return Err(Error::NoSuchImage(format!("{i} (this WIM has {} image(s))", src.image_count())));
+            return Err(Error::NoSuchImage(format!(
+                "{i} (this WIM has {} image(s))",
+                src.image_count()
+            )));
         }
     }
     // Referenced blobs, with reference counts.
@@ -105,7 +144,8 @@ pub fn rebuild(src: &Wim, images: &[u32], dst: &Path, target: Target, keep_guid:
     let mut mds = Vec::new();
     for &i in images {
         let raw = src.read_metadata(i)?;
-        let md = metadata::parse(&raw).map_err(|e| Error::Invalid(format!("image {i} metadata: {e}")))?;
+        let md = metadata::parse(&raw)
+            .map_err(|e| Error::Invalid(format!("image {i} metadata: {e}")))?;
         for r in &md.dentries {
             for h in std::iter::once(&r.hash).chain(r.streams.iter().map(|s| &s.hash)) {
                 if *h != ZERO_HASH {
@@ -124,13 +164,21 @@ pub fn rebuild(src: &Wim, images: &[u32], dst: &Path, target: Target, keep_guid:
     }
     blobs.sort_by_key(|b| match &b.loc {
         BlobLoc::Whole(r) => (r.reshdr.offset, 0),
-        BlobLoc::Solid { run, offset } => (run.resources.first().map_or(0, |r| r.reshdr.offset), *offset),
+        BlobLoc::Solid { run, offset } => (
+            run.resources.first().map_or(0, |r| r.reshdr.offset),
+            *offset,
+        ),
     });
 
-    let dir = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = dst
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp: PathBuf = dir.join(format!(
         ".{}.wimfs-tmp-{}",
-        dst.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        dst.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let file = std::fs::OpenOptions::new()
@@ -139,13 +187,27 @@ pub fn rebuild(src: &Wim, images: &[u32], dst: &Path, target: Target, keep_guid:
         .create(true)
         .truncate(true)
         .open(&tmp)
-        .map_err(|e| Error::Io { path: tmp.display().to_string(), err: e })?;
+        .map_err(|e| Error::Io {
+            path: tmp.display().to_string(),
+            err: e,
+        })?;
     let res = (|| -> Result<RebuildReport> {
-        let mut out = Appender { file: &file, pos: HEADER_SIZE as u64, path: tmp.display().to_string() };
+        let mut out = Appender {
+            file: &file,
+            pos: HEADER_SIZE as u64,
+            path: tmp.display().to_string(),
+        };
         out.write_at(&[0u8; HEADER_SIZE], 0)?;
-        let mut rep = RebuildReport { images: images.len() as u32, blobs: blobs.len() as u64, old_size: src.parts.iter().map(|p| p.source.len()).sum(), ..Default::default() };
+        let mut rep = RebuildReport {
+            images: images.len() as u32,
+            blobs: blobs.len() as u64,
+            old_size: src.parts.iter().map(|p| p.source.len()).sum(),
+            ..Default::default()
+        };
         let src_solid = src.header.version == VERSION_SOLID;
-        let same_codec = target.compression == src.compression && target.chunk_size == src.chunk_size && target.solid == src_solid;
+        let same_codec = target.compression == src.compression
+            && target.chunk_size == src.chunk_size
+            && target.solid == src_solid;
         let mut table: Vec<BlobEntry> = Vec::new();
         let cache = Arc::new(ChunkCache::new(256 << 20));
         let mut recompress: Vec<Arc<Blob>> = Vec::new();
@@ -157,12 +219,17 @@ pub fn rebuild(src: &Wim, images: &[u32], dst: &Path, target: Target, keep_guid:
         for b in &blobs {
             match &b.loc {
                 BlobLoc::Whole(r) if same_codec => {
-                    let at = copy_raw(src, r.part, r.reshdr.offset, r.reshdr.size_in_wim, &mut out)?;
+                    let at =
+                        copy_raw(src, r.part, r.reshdr.offset, r.reshdr.size_in_wim, &mut out)?;
                     progress(b.size);
                     rep.copied_raw += 1;
                     trailing = 0;
                     table.push(BlobEntry {
-                        reshdr: ResHdr { offset: at, flags: r.reshdr.flags & !resflags::METADATA, ..r.reshdr },
+                        reshdr: ResHdr {
+                            offset: at,
+                            flags: r.reshdr.flags & !resflags::METADATA,
+                            ..r.reshdr
+                        },
                         part_number: 1,
                         refcount: refs[&b.hash],
                         hash: b.hash,
@@ -177,9 +244,13 @@ pub fn rebuild(src: &Wim, images: &[u32], dst: &Path, target: Target, keep_guid:
                     let base = trailing;
                     trailing += run.total;
                     for r in &run.resources {
-                        let at = copy_raw(src, r.part, r.reshdr.offset, r.reshdr.size_in_wim, &mut out)?;
+                        let at =
+                            copy_raw(src, r.part, r.reshdr.offset, r.reshdr.size_in_wim, &mut out)?;
                         table.push(BlobEntry {
-                            reshdr: ResHdr { offset: at, ..r.reshdr },
+                            reshdr: ResHdr {
+                                offset: at,
+                                ..r.reshdr
+                            },
                             part_number: 1,
                             refcount: 1,
                             hash: ZERO_HASH,
@@ -203,38 +274,84 @@ pub fn rebuild(src: &Wim, images: &[u32], dst: &Path, target: Target, keep_guid:
         }
         if !recompress.is_empty() {
             rep.recompressed = recompress.len() as u64;
-            let contents: Vec<BlobContent> = recompress.iter().map(|b| BlobContent { cache: cache.clone(), blob: b.clone() }).collect();
+            let contents: Vec<BlobContent> = recompress
+                .iter()
+                .map(|b| BlobContent {
+                    cache: cache.clone(),
+                    blob: b.clone(),
+                })
+                .collect();
             let dyns: Vec<&dyn Content> = contents.iter().map(|c| c as &dyn Content).collect();
             if target.solid {
-                let comp = if target.compression == Compression::None { Compression::Lzms } else { target.compression };
+                let comp = if target.compression == Compression::None {
+                    Compression::Lzms
+                } else {
+                    target.compression
+                };
                 // A separator keeps this run from joining a copied one.
-                let (rh, offs) = write_solid(&mut out, &dyns, comp, target.chunk_size.max(super::APPEND_SOLID_CHUNK), progress)?;
+                let (rh, offs) = write_solid(
+                    &mut out,
+                    &dyns,
+                    comp,
+                    target.chunk_size.max(super::APPEND_SOLID_CHUNK),
+                    progress,
+                )?;
                 let base = trailing;
-                table.push(BlobEntry { reshdr: rh, part_number: 1, refcount: 1, hash: ZERO_HASH });
+                table.push(BlobEntry {
+                    reshdr: rh,
+                    part_number: 1,
+                    refcount: 1,
+                    hash: ZERO_HASH,
+                });
                 for (b, off) in recompress.iter().zip(offs) {
                     table.push(BlobEntry {
-                        reshdr: ResHdr { size_in_wim: b.size, flags: resflags::SOLID, offset: base + off, uncompressed_size: 0 },
+                        reshdr: ResHdr {
+                            size_in_wim: b.size,
+                            flags: resflags::SOLID,
+                            offset: base + off,
+                            uncompressed_size: 0,
+                        },
                         part_number: 1,
                         refcount: refs[&b.hash],
                         hash: b.hash,
                     });
                 }
             } else {
-                let rhs = write_blobs(&mut out, &dyns, target.compression, target.chunk_size, progress)?;
+                let rhs = write_blobs(
+                    &mut out,
+                    &dyns,
+                    target.compression,
+                    target.chunk_size,
+                    progress,
+                )?;
                 for (b, rh) in recompress.iter().zip(rhs) {
-                    table.push(BlobEntry { reshdr: rh, part_number: 1, refcount: refs[&b.hash], hash: b.hash });
+                    table.push(BlobEntry {
+                        reshdr: rh,
+                        part_number: 1,
+                        refcount: refs[&b.hash],
+                        hash: b.hash,
+                    });
                 }
             }
         }
         // Metadata resources, in image order, after the data (a non-solid
         // entry between runs also keeps runs apart).
-        let md_comp = if target.solid { Compression::None } else { target.compression };
+        let md_comp = if target.solid {
+            Compression::None
+        } else {
+            target.compression
+        };
         let mut md_entries = Vec::new();
         for raw in &mds {
             let hash: Sha1 = <sha1::Sha1 as sha1::Digest>::digest(raw).into();
             let mut rh = write_blob(&mut out, raw, md_comp, target.chunk_size, &|_| {})?;
             rh.flags |= resflags::METADATA;
-            md_entries.push(BlobEntry { reshdr: rh, part_number: 1, refcount: 1, hash });
+            md_entries.push(BlobEntry {
+                reshdr: rh,
+                part_number: 1,
+                refcount: 1,
+                hash,
+            });
         }
         // Metadata entries go first: image order is their order.
         let mut full = md_entries.clone();
@@ -247,27 +364,43 @@ pub fn rebuild(src: &Wim, images: &[u32], dst: &Path, target: Target, keep_guid:
         for (k, &i) in images.iter().enumerate() {
             let mut e = src_root
                 .elements()
-                .find(|e| e.name.eq_ignore_ascii_case("IMAGE") && e.attr("INDEX").and_then(|s| s.trim().parse::<u32>().ok()) == Some(i))
+                .find(|e| {
+                    e.name.eq_ignore_ascii_case("IMAGE")
+                        && e.attr("INDEX").and_then(|s| s.trim().parse::<u32>().ok()) == Some(i)
+                })
                 .cloned()
                 .unwrap_or_else(|| xml::Element::new("IMAGE"));
             e.attrs.retain(|(k2, _)| !k2.eq_ignore_ascii_case("INDEX"));
             e.attrs.insert(0, ("INDEX".into(), (k + 1).to_string()));
             root.children.push(xml::Node::Elem(e));
         }
-        root.children.insert(0, xml::Node::Elem({
-            let mut t = xml::Element::new("TOTALBYTES");
-            t.children.push(xml::Node::Text(out.pos.to_string()));
-            t
-        }));
+        root.children.insert(
+            0,
+            xml::Node::Elem({
+                let mut t = xml::Element::new("TOTALBYTES");
+                t.children.push(xml::Node::Text(out.pos.to_string()));
+                t
+            }),
+        );
         let xb = xml::encode(&root);
         let x_off = out.write(&xb)?;
         let mut i_rh = ResHdr::default();
         if check || src.header.integrity.size_in_wim > 0 {
             file.sync_data()?;
             let fs = crate::io::FileSource::new(file.try_clone()?)?;
-            let it = integrity::build(&fs, HEADER_SIZE as u64, bt_off + bt.len() as u64, INTEGRITY_CHUNK)?;
+            let it = integrity::build(
+                &fs,
+                HEADER_SIZE as u64,
+                bt_off + bt.len() as u64,
+                INTEGRITY_CHUNK,
+            )?;
             let off = out.write(&it)?;
-            i_rh = ResHdr { size_in_wim: it.len() as u64, flags: 0, offset: off, uncompressed_size: it.len() as u64 };
+            i_rh = ResHdr {
+                size_in_wim: it.len() as u64,
+                flags: 0,
+                offset: off,
+                uncompressed_size: it.len() as u64,
+            };
         }
         let mut fl = src.header.flags & (flags::RP_FIX | flags::READONLY);
         if target.compression != Compression::None {
@@ -279,20 +412,49 @@ pub fn rebuild(src: &Wim, images: &[u32], dst: &Path, target: Target, keep_guid:
                     Compression::None => 0,
                 };
         }
-        let boot = images.iter().position(|&i| i == src.header.boot_index).map_or(0, |p| p as u32 + 1);
-        let guid = if keep_guid { src.header.guid } else { new_guid() };
+        let boot = images
+            .iter()
+            .position(|&i| i == src.header.boot_index)
+            .map_or(0, |p| p as u32 + 1);
+        let guid = if keep_guid {
+            src.header.guid
+        } else {
+            new_guid()
+        };
         let h = Header {
             magic: *MAGIC,
-            version: if target.solid { VERSION_SOLID } else { VERSION_DEFAULT },
+            version: if target.solid {
+                VERSION_SOLID
+            } else {
+                VERSION_DEFAULT
+            },
             flags: fl,
-            chunk_size: if target.compression == Compression::None { 0 } else { target.chunk_size },
+            chunk_size: if target.compression == Compression::None {
+                0
+            } else {
+                target.chunk_size
+            },
             guid,
             part_number: 1,
             total_parts: 1,
             image_count: images.len() as u32,
-            blob_table: ResHdr { size_in_wim: bt.len() as u64, flags: resflags::METADATA, offset: bt_off, uncompressed_size: bt.len() as u64 },
-            xml: ResHdr { size_in_wim: xb.len() as u64, flags: 0, offset: x_off, uncompressed_size: xb.len() as u64 },
-            boot_metadata: if boot > 0 { md_entries[boot as usize - 1].reshdr } else { ResHdr::default() },
+            blob_table: ResHdr {
+                size_in_wim: bt.len() as u64,
+                flags: resflags::METADATA,
+                offset: bt_off,
+                uncompressed_size: bt.len() as u64,
+            },
+            xml: ResHdr {
+                size_in_wim: xb.len() as u64,
+                flags: 0,
+                offset: x_off,
+                uncompressed_size: xb.len() as u64,
+            },
+            boot_metadata: if boot > 0 {
+                md_entries[boot as usize - 1].reshdr
+            } else {
+                ResHdr::default()
+            },
             boot_index: boot,
             integrity: i_rh,
         };
@@ -303,7 +465,10 @@ pub fn rebuild(src: &Wim, images: &[u32], dst: &Path, target: Target, keep_guid:
     })();
     match res {
         Ok(rep) => {
-            std::fs::rename(&tmp, dst).map_err(|e| Error::Io { path: dst.display().to_string(), err: e })?;
+            std::fs::rename(&tmp, dst).map_err(|e| Error::Io {
+                path: dst.display().to_string(),
+                err: e,
+            })?;
             if let Ok(d) = std::fs::File::open(dir) {
                 let _ = d.sync_all();
             }
@@ -319,7 +484,9 @@ pub fn rebuild(src: &Wim, images: &[u32], dst: &Path, target: Target, keep_guid:
 /// A random GUID for a new WIM (no RNG crate: time, pid and an address
 /// hashed together are unique enough for an identifier).
 fn new_guid() -> [u8; 16] {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let seed = format!("{}:{}:{:p}", t.as_nanos(), std::process::id(), &t);
     let d: [u8; 20] = <sha1::Sha1 as sha1::Digest>::digest(seed.as_bytes()).into();
     let mut g = [0u8; 16];
@@ -329,7 +496,13 @@ fn new_guid() -> [u8; 16] {
 
 /// Export images of `src` into an existing WIM `dst` as new images: only the
 /// blobs `dst` lacks are stored (in `dst`'s own format).
-pub fn export_append(src: &Wim, images: &[u32], dst: &Path, check: bool, progress: &(dyn Fn(super::Phase, u64) + Sync)) -> Result<Vec<super::CommitReport>> {
+pub fn export_append(
+    src: &Wim,
+    images: &[u32],
+    dst: &Path,
+    check: bool,
+    progress: &(dyn Fn(super::Phase, u64) + Sync),
+) -> Result<Vec<super::CommitReport>> {
     let cache = Arc::new(ChunkCache::new(256 << 20));
     let mut reps = Vec::new();
     for &i in images {
@@ -340,7 +513,10 @@ pub fn export_append(src: &Wim, images: &[u32], dst: &Path, check: bool, progres
             if let super::StreamData::Blob(h) = d {
                 if !have.contains(h) {
                     if let Some(b) = src.blobs.get(h) {
-                        *d = super::StreamData::New(Arc::new(BlobContent { cache: cache.clone(), blob: b.clone() }));
+                        *d = super::StreamData::New(Arc::new(BlobContent {
+                            cache: cache.clone(),
+                            blob: b.clone(),
+                        }));
                     }
                 }
             }
@@ -351,7 +527,11 @@ pub fn export_append(src: &Wim, images: &[u32], dst: &Path, check: bool, progres
             s.named.iter_mut().for_each(|(_, d)| map(d));
         }
         let name = src.info(i).and_then(|x| x.name.clone());
-        let opts = super::CommitOptions { new_image: true, image_name: name, check };
+        let opts = super::CommitOptions {
+            new_image: true,
+            image_name: name,
+            check,
+        };
         reps.push(super::commit(&lock, 0, img, &opts, progress)?);
     }
     Ok(reps)

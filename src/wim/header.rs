@@ -42,7 +42,11 @@ pub mod flags {
             (COMPRESS_LZMS, "COMPRESS_LZMS"),
             (COMPRESS_XPRESS2, "COMPRESS_XPRESS2"),
         ];
-        table.iter().filter(|(b, _)| f & b != 0).map(|(_, n)| *n).collect()
+        table
+            .iter()
+            .filter(|(b, _)| f & b != 0)
+            .map(|(_, n)| *n)
+            .collect()
     }
 }
 
@@ -189,14 +193,18 @@ impl Header {
         let mut magic = [0u8; 8];
         magic.copy_from_slice(le.bytes(0, 8)?);
         if &magic == PWM_MAGIC {
-            return Err(Error::Unsupported("pipable WIM (WLPWM) files are not supported yet".into()));
+            return Err(Error::Unsupported(
+                "pipable WIM (WLPWM) files are not supported yet".into(),
+            ));
         }
         if &magic != MAGIC {
             return Err(Error::NotWim("bad magic (expected \"MSWIM\")".into()));
         }
         let hdr_size = le.u32(8)?;
         if hdr_size as usize != HEADER_SIZE {
-            return Err(Error::Invalid(format!("header size is {hdr_size}, expected {HEADER_SIZE}")));
+            return Err(Error::Invalid(format!(
+                "header size is {hdr_size}, expected {HEADER_SIZE}"
+            )));
         }
         let version = le.u32(12)?;
         if version != VERSION_DEFAULT && version != VERSION_SOLID {
@@ -242,16 +250,27 @@ impl Header {
         } else if f & (flags::COMPRESS_XPRESS | flags::COMPRESS_XPRESS2) != 0 {
             Compression::Xpress
         } else {
-            return Err(Error::Invalid("COMPRESSION flag set but no compression type".into()));
+            return Err(Error::Invalid(
+                "COMPRESSION flag set but no compression type".into(),
+            ));
         })
     }
 
     /// Chunk size of non-solid resources (32 KiB when the field is 0).
     pub fn effective_chunk_size(&self) -> Result<u32> {
-        let cs = if self.chunk_size == 0 { 32768 } else { self.chunk_size };
+        let cs = if self.chunk_size == 0 {
+            32768
+        } else {
+            self.chunk_size
+        };
         let comp = self.compression()?;
-        if comp != Compression::None && (!cs.is_power_of_two() || cs < 4096 || cs > comp.max_chunk()) {
-            return Err(Error::Invalid(format!("chunk size {cs} invalid for {}", comp.name())));
+        if comp != Compression::None
+            && (!cs.is_power_of_two() || cs < 4096 || cs > comp.max_chunk())
+        {
+            return Err(Error::Invalid(format!(
+                "chunk size {cs} invalid for {}",
+                comp.name()
+            )));
         }
         Ok(cs)
     }
@@ -292,7 +311,12 @@ mod tests {
             part_number: 1,
             total_parts: 1,
             image_count: 2,
-            blob_table: ResHdr { size_in_wim: 500, flags: 2, offset: 1000, uncompressed_size: 500 },
+            blob_table: ResHdr {
+                size_in_wim: 500,
+                flags: 2,
+                offset: 1000,
+                uncompressed_size: 500,
+            },
             xml: ResHdr::default(),
             boot_metadata: ResHdr::default(),
             boot_index: 0,

@@ -27,13 +27,21 @@ pub fn parse(b: &[u8]) -> Result<IntegrityTable> {
     let size = le.u32(0)? as usize;
     let n = le.u32(4)? as usize;
     let chunk_size = le.u32(8)?;
-    if size > b.len() || n.checked_mul(20).and_then(|x| x.checked_add(12)).is_none_or(|x| x > b.len()) {
-        return Err(Error::Invalid(format!("integrity table claims {n} entries, more than it holds")));
+    if size > b.len()
+        || n.checked_mul(20)
+            .and_then(|x| x.checked_add(12))
+            .is_none_or(|x| x > b.len())
+    {
+        return Err(Error::Invalid(format!(
+            "integrity table claims {n} entries, more than it holds"
+        )));
     }
     if chunk_size == 0 {
         return Err(Error::Invalid("integrity table chunk size is 0".into()));
     }
-    let hashes = (0..n).map(|i| le.sha1(12 + 20 * i)).collect::<Result<Vec<_>>>()?;
+    let hashes = (0..n)
+        .map(|i| le.sha1(12 + 20 * i))
+        .collect::<Result<Vec<_>>>()?;
     Ok(IntegrityTable { chunk_size, hashes })
 }
 
@@ -58,9 +66,17 @@ pub fn build(src: &dyn ReadAt, start: u64, end: u64, chunk_size: u32) -> Result<
 }
 
 /// Check the table against the file; `progress` is told of bytes hashed.
-pub fn check(src: &dyn ReadAt, hdr: &Header, table: &IntegrityTable, progress: &dyn Fn(u64)) -> Result<IntegrityStatus> {
+pub fn check(
+    src: &dyn ReadAt,
+    hdr: &Header,
+    table: &IntegrityTable,
+    progress: &dyn Fn(u64),
+) -> Result<IntegrityStatus> {
     let start = HEADER_SIZE as u64;
-    let end = hdr.blob_table.offset.saturating_add(hdr.blob_table.size_in_wim);
+    let end = hdr
+        .blob_table
+        .offset
+        .saturating_add(hdr.blob_table.size_in_wim);
     if end > src.len() || end < start {
         return Err(Error::Invalid("blob table lies outside the file".into()));
     }
@@ -87,5 +103,9 @@ pub fn check(src: &dyn ReadAt, hdr: &Header, table: &IntegrityTable, progress: &
             bad.push((i as u32, s, e));
         }
     }
-    Ok(if bad.is_empty() { IntegrityStatus::Ok } else { IntegrityStatus::Mismatch(bad) })
+    Ok(if bad.is_empty() {
+        IntegrityStatus::Ok
+    } else {
+        IntegrityStatus::Mismatch(bad)
+    })
 }

@@ -69,7 +69,10 @@ impl DentryRecord {
         self.attributes & attr::REPARSE_POINT != 0
     }
     pub fn tagged(&self, t: u32) -> Option<&[u8]> {
-        self.tagged.iter().find(|(k, _)| *k == t).map(|(_, v)| v.as_slice())
+        self.tagged
+            .iter()
+            .find(|(k, _)| *k == t)
+            .map(|(_, v)| v.as_slice())
     }
 }
 
@@ -98,15 +101,20 @@ pub fn parse_security(buf: &[u8]) -> Result<(Vec<Vec<u8>>, u64)> {
         .checked_mul(8)
         .and_then(|t| t.checked_add(8))
         .filter(|&t| t <= total)
-        .ok_or_else(|| Error::Invalid(format!("security data claims {n} descriptors, more than fit")))?;
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "security data claims {n} descriptors, more than fit"
+            ))
+        })?;
     let mut descs = Vec::with_capacity(n as usize);
     let mut p = table_end;
     for i in 0..n {
         let sz = le.u64(8 + 8 * i as usize)?;
-        let end = p
-            .checked_add(sz)
-            .filter(|&e| e <= total)
-            .ok_or_else(|| Error::Invalid(format!("security descriptor {i} extends past the security data")))?;
+        let end = p.checked_add(sz).filter(|&e| e <= total).ok_or_else(|| {
+            Error::Invalid(format!(
+                "security descriptor {i} extends past the security data"
+            ))
+        })?;
         descs.push(buf[p as usize..end as usize].to_vec());
         p = end;
     }
@@ -116,12 +124,17 @@ pub fn parse_security(buf: &[u8]) -> Result<(Vec<Vec<u8>>, u64)> {
 /// Parse a whole metadata resource.
 pub fn parse(buf: &[u8]) -> Result<Metadata> {
     let (security, root_off) = parse_security(buf)?;
-    let mut md = Metadata { security, ..Default::default() };
+    let mut md = Metadata {
+        security,
+        ..Default::default()
+    };
     let (root, next) = parse_dentry(buf, root_off, 0, &mut md.warnings)?
         .ok_or_else(|| Error::Invalid("metadata resource has no root directory entry".into()))?;
     let _ = next;
     if !root.is_dir() {
-        return Err(Error::Invalid("root directory entry is not a directory".into()));
+        return Err(Error::Invalid(
+            "root directory entry is not a directory".into(),
+        ));
     }
     let root_sub = subdir_offset(buf, root_off)?;
     md.dentries.push(root);
@@ -144,7 +157,11 @@ pub fn parse(buf: &[u8]) -> Result<Metadata> {
             let Some((mut d, next)) = parse_dentry(buf, p, parent, &mut md.warnings)? else {
                 break;
             };
-            let sub = if d.is_dir() { subdir_offset(buf, p)? } else { 0 };
+            let sub = if d.is_dir() {
+                subdir_offset(buf, p)?
+            } else {
+                0
+            };
             let bad_name = d.name.is_empty()
                 || d.name == "."
                 || d.name == ".."
@@ -176,14 +193,21 @@ fn subdir_offset(buf: &[u8], off: u64) -> Result<u64> {
 
 /// Parse the dentry at `off`. `None` for an end-of-directory marker. Also
 /// returns the offset just past the dentry and its stream entries.
-fn parse_dentry(buf: &[u8], off: u64, parent: u32, warnings: &mut Vec<String>) -> Result<Option<(DentryRecord, u64)>> {
+fn parse_dentry(
+    buf: &[u8],
+    off: u64,
+    parent: u32,
+    warnings: &mut Vec<String>,
+) -> Result<Option<(DentryRecord, u64)>> {
     let o = usize::try_from(off).map_err(|_| Error::Invalid("dentry offset overflow".into()))?;
     let le = Le::new(buf, "directory entry");
     let length = le.u64(o)?;
     if length <= 8 {
         return Ok(None);
     }
-    if length < DENTRY_FIXED_SIZE as u64 || off.checked_add(length).is_none_or(|e| e > buf.len() as u64) {
+    if length < DENTRY_FIXED_SIZE as u64
+        || off.checked_add(length).is_none_or(|e| e > buf.len() as u64)
+    {
         return Err(Error::Invalid(format!(
             "directory entry at offset {off:#x} has invalid length {length}"
         )));
@@ -199,7 +223,9 @@ fn parse_dentry(buf: &[u8], off: u64, parent: u32, warnings: &mut Vec<String>) -
     let sn_len = d.u16(0x62)? as usize;
     let fn_len = d.u16(0x64)? as usize;
     if !fn_len.is_multiple_of(2) || !sn_len.is_multiple_of(2) {
-        return Err(Error::Invalid(format!("directory entry at {off:#x} has odd name length")));
+        return Err(Error::Invalid(format!(
+            "directory entry at {off:#x} has odd name length"
+        )));
     }
     let mut p = DENTRY_FIXED_SIZE;
     let name = utf16le_to_string(d.bytes(p, fn_len)?);
@@ -217,7 +243,9 @@ fn parse_dentry(buf: &[u8], off: u64, parent: u32, warnings: &mut Vec<String>) -
         let tg = d.u32(t)?;
         let tl = d.u32(t + 4)? as usize;
         let Ok(data) = d.bytes(t + 8, tl) else {
-            warnings.push(format!("directory entry {name:?}: truncated tagged item {tg:#x} ignored"));
+            warnings.push(format!(
+                "directory entry {name:?}: truncated tagged item {tg:#x} ignored"
+            ));
             break;
         };
         if tg != 0 || tl != 0 {
@@ -230,15 +258,22 @@ fn parse_dentry(buf: &[u8], off: u64, parent: u32, warnings: &mut Vec<String>) -
     for i in 0..num_streams {
         let qs = usize::try_from(q).map_err(|_| Error::Invalid("stream offset overflow".into()))?;
         let sl = le.u64(qs).map_err(|_| {
-            Error::Invalid(format!("stream entry {i} of {name:?} at {q:#x} is past the end of the metadata"))
+            Error::Invalid(format!(
+                "stream entry {i} of {name:?} at {q:#x} is past the end of the metadata"
+            ))
         })?;
         if sl < STREAM_FIXED_SIZE as u64 || q.checked_add(sl).is_none_or(|e| e > buf.len() as u64) {
-            return Err(Error::Invalid(format!("stream entry {i} of {name:?} has invalid length {sl}")));
+            return Err(Error::Invalid(format!(
+                "stream entry {i} of {name:?} has invalid length {sl}"
+            )));
         }
         let s = Le::new(&buf[qs..qs + sl as usize], "stream entry");
         let nl = s.u16(36)? as usize;
         let sname = utf16le_to_string(s.bytes(STREAM_FIXED_SIZE, nl)?);
-        streams.push(StreamRecord { name: sname, hash: s.sha1(16)? });
+        streams.push(StreamRecord {
+            name: sname,
+            hash: s.sha1(16)?,
+        });
         q += align8(sl);
     }
     Ok(Some((
@@ -301,7 +336,8 @@ fn total_len(d: &DentryRecord) -> u64 {
 pub fn write(security: &[Vec<u8>], dentries: &[DentryRecord]) -> Vec<u8> {
     let mut out = Vec::new();
     // Security data.
-    let sec_len: u64 = 8 + 8 * security.len() as u64 + security.iter().map(|s| s.len() as u64).sum::<u64>();
+    let sec_len: u64 =
+        8 + 8 * security.len() as u64 + security.iter().map(|s| s.len() as u64).sum::<u64>();
     let sec_total = align8(sec_len);
     out.extend_from_slice(&(sec_total as u32).to_le_bytes());
     out.extend_from_slice(&(security.len() as u32).to_le_bytes());
@@ -445,8 +481,14 @@ mod tests {
         f.hash = [7; 20];
         f.short_name = "NOTEPAD.EXE".into();
         f.link_group = 42;
-        f.streams.push(StreamRecord { name: "Zone.Identifier".into(), hash: [9; 20] });
-        f.tagged.push((tag::UNIX_DATA, vec![1, 0, 0, 0, 2, 0, 0, 0, 0xa4, 0x81, 0, 0, 0, 0, 0, 0]));
+        f.streams.push(StreamRecord {
+            name: "Zone.Identifier".into(),
+            hash: [9; 20],
+        });
+        f.tagged.push((
+            tag::UNIX_DATA,
+            vec![1, 0, 0, 0, 2, 0, 0, 0, 0xa4, 0x81, 0, 0, 0, 0, 0, 0],
+        ));
         v.push(f);
         v.push(rec(1, "empty dir ✓", attr::DIRECTORY));
         let mut l = rec(0, "link", attr::REPARSE_POINT);
@@ -467,8 +509,15 @@ mod tests {
         assert_eq!(md.dentries.len(), recs.len());
         let mut names: Vec<_> = md.dentries.iter().map(|d| d.name.clone()).collect();
         names.sort();
-        assert_eq!(names, vec!["", "Windows", "empty dir ✓", "link", "notepad.exe"]);
-        let f = md.dentries.iter().find(|d| d.name == "notepad.exe").unwrap();
+        assert_eq!(
+            names,
+            vec!["", "Windows", "empty dir ✓", "link", "notepad.exe"]
+        );
+        let f = md
+            .dentries
+            .iter()
+            .find(|d| d.name == "notepad.exe")
+            .unwrap();
         let orig = &recs[2];
         assert_eq!(f.short_name, orig.short_name);
         assert_eq!(f.hash, orig.hash);
@@ -501,9 +550,18 @@ mod tests {
         let mut buf = write(&sec, &recs);
         // Point the "empty dir" list back at the root's child list.
         let md = parse(&buf).unwrap();
-        let root_sub = u64::from_le_bytes(buf[md.dentries[0].offset as usize + 16..][..8].try_into().unwrap());
-        let e = md.dentries.iter().find(|d| d.name == "empty dir ✓").unwrap();
-        buf[e.offset as usize + 16..e.offset as usize + 24].copy_from_slice(&root_sub.to_le_bytes());
+        let root_sub = u64::from_le_bytes(
+            buf[md.dentries[0].offset as usize + 16..][..8]
+                .try_into()
+                .unwrap(),
+        );
+        let e = md
+            .dentries
+            .iter()
+            .find(|d| d.name == "empty dir ✓")
+            .unwrap();
+        buf[e.offset as usize + 16..e.offset as usize + 24]
+            .copy_from_slice(&root_sub.to_le_bytes());
         let err = parse(&buf).unwrap_err().to_string();
         assert!(err.contains("cycle"), "{err}");
     }

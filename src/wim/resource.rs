@@ -117,7 +117,10 @@ impl Resource {
                 reshdr.offset
             ))
         })?;
-        if chunk_size == 0 || !chunk_size.is_power_of_two() || chunk_size > MAX_CHUNK_SIZE.min(compression.max_chunk()) {
+        if chunk_size == 0
+            || !chunk_size.is_power_of_two()
+            || chunk_size > MAX_CHUNK_SIZE.min(compression.max_chunk())
+        {
             return Err(Error::Invalid(format!(
                 "solid resource at {:#x} has invalid chunk size {chunk_size}",
                 reshdr.offset
@@ -168,9 +171,14 @@ impl Resource {
             let tsize = n
                 .checked_mul(4)
                 .filter(|t| t + SOLID_HEADER_SIZE <= size)
-                .ok_or_else(|| bad(format!("chunk table of {n} chunks does not fit in {size} bytes")))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "chunk table of {n} chunks does not fit in {size} bytes"
+                    ))
+                })?;
             let mut raw = vec![0u8; tsize as usize];
-            self.source.read_exact_at(&mut raw, off + SOLID_HEADER_SIZE)?;
+            self.source
+                .read_exact_at(&mut raw, off + SOLID_HEADER_SIZE)?;
             let mut starts = Vec::with_capacity(n as usize + 1);
             let mut pos = off + SOLID_HEADER_SIZE + tsize;
             let end = off + size;
@@ -182,18 +190,28 @@ impl Resource {
                 }
                 pos += csize;
                 if pos > end {
-                    return Err(bad(format!("chunk {i} extends past the end of the resource")));
+                    return Err(bad(format!(
+                        "chunk {i} extends past the end of the resource"
+                    )));
                 }
             }
             starts.push(pos);
             Ok(ChunkTable { starts })
         } else {
-            let esize: u64 = if self.uncompressed_size > u32::MAX as u64 { 8 } else { 4 };
+            let esize: u64 = if self.uncompressed_size > u32::MAX as u64 {
+                8
+            } else {
+                4
+            };
             let entries = n.saturating_sub(1);
             let tsize = entries
                 .checked_mul(esize)
                 .filter(|&t| t <= size)
-                .ok_or_else(|| bad(format!("chunk table of {n} chunks does not fit in {size} bytes")))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "chunk table of {n} chunks does not fit in {size} bytes"
+                    ))
+                })?;
             let mut raw = vec![0u8; tsize as usize];
             self.source.read_exact_at(&mut raw, off)?;
             let data_start = off + tsize;
@@ -208,7 +226,10 @@ impl Resource {
                     u32::from_le_bytes(c.try_into().unwrap_or_default()) as u64
                 };
                 if rel < prev || rel > data_len || rel - prev > self.chunk_len(i as u64) as u64 {
-                    return Err(bad(format!("chunk table entry {} is out of order or range", i + 1)));
+                    return Err(bad(format!(
+                        "chunk table entry {} is out of order or range",
+                        i + 1
+                    )));
                 }
                 prev = rel;
                 starts.push(data_start + rel);
@@ -245,10 +266,12 @@ impl Resource {
         }
         let mut comp = vec![0u8; clen];
         self.source.read_exact_at(&mut comp, s)?;
-        decompress(self.compression, self.chunk_size, &comp, &mut out).map_err(|err| Error::Decompress {
-            offset: self.reshdr.offset,
-            chunk: i,
-            err,
+        decompress(self.compression, self.chunk_size, &comp, &mut out).map_err(|err| {
+            Error::Decompress {
+                offset: self.reshdr.offset,
+                chunk: i,
+                err,
+            }
         })?;
         Ok(out)
     }

@@ -26,7 +26,10 @@ pub enum Node {
 
 impl Element {
     pub fn new(name: &str) -> Self {
-        Element { name: name.into(), ..Default::default() }
+        Element {
+            name: name.into(),
+            ..Default::default()
+        }
     }
     /// First child element with this name (case-insensitive: writers differ).
     pub fn child(&self, name: &str) -> Option<&Element> {
@@ -45,7 +48,10 @@ impl Element {
         })
     }
     pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     /// Concatenated text content, trimmed.
     pub fn text(&self) -> String {
@@ -96,7 +102,10 @@ impl Element {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn unescape(s: &str) -> String {
@@ -121,7 +130,9 @@ fn unescape(s: &str) -> String {
             "quot" => Some('"'),
             "apos" => Some('\''),
             _ if ent.starts_with("#x") || ent.starts_with("#X") => {
-                u32::from_str_radix(&ent[2..], 16).ok().and_then(char::from_u32)
+                u32::from_str_radix(&ent[2..], 16)
+                    .ok()
+                    .and_then(char::from_u32)
             }
             _ if ent.starts_with('#') => ent[1..].parse().ok().and_then(char::from_u32),
             _ => None,
@@ -156,7 +167,9 @@ pub fn parse(s: &str) -> Result<Element> {
         }
         rest = &rest[lt..];
         if let Some(r) = rest.strip_prefix("<?") {
-            let e = r.find("?>").ok_or_else(|| bad("unterminated processing instruction"))?;
+            let e = r
+                .find("?>")
+                .ok_or_else(|| bad("unterminated processing instruction"))?;
             rest = &r[e + 2..];
         } else if let Some(r) = rest.strip_prefix("<!--") {
             let e = r.find("-->").ok_or_else(|| bad("unterminated comment"))?;
@@ -316,13 +329,23 @@ fn filetime(e: Option<&Element>) -> Option<u64> {
 /// Extract per-image information from the parsed document.
 pub fn images(root: &Element) -> Vec<ImageInfo> {
     let mut v = Vec::new();
-    for (i, e) in root.elements().filter(|e| e.name.eq_ignore_ascii_case("IMAGE")).enumerate() {
+    for (i, e) in root
+        .elements()
+        .filter(|e| e.name.eq_ignore_ascii_case("IMAGE"))
+        .enumerate()
+    {
         let t = |n: &str| e.child(n).map(|c| c.text());
         let windows = e.child("WINDOWS").map(|w| {
             let wt = |n: &str| w.child(n).map(|c| c.text());
             let version = w.child("VERSION").map(|v| {
                 let p = |n: &str| v.child(n).map(|c| c.text()).unwrap_or_default();
-                format!("{}.{}.{}.{}", p("MAJOR"), p("MINOR"), p("BUILD"), p("SPBUILD"))
+                format!(
+                    "{}.{}.{}.{}",
+                    p("MAJOR"),
+                    p("MINOR"),
+                    p("BUILD"),
+                    p("SPBUILD")
+                )
             });
             let langs = w.child("LANGUAGES");
             WindowsInfo {
@@ -332,7 +355,12 @@ pub fn images(root: &Element) -> Vec<ImageInfo> {
                 installation_type: wt("INSTALLATIONTYPE"),
                 product_type: wt("PRODUCTTYPE"),
                 languages: langs
-                    .map(|l| l.elements().filter(|x| x.name.eq_ignore_ascii_case("LANGUAGE")).map(|x| x.text()).collect())
+                    .map(|l| {
+                        l.elements()
+                            .filter(|x| x.name.eq_ignore_ascii_case("LANGUAGE"))
+                            .map(|x| x.text())
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 default_language: langs.and_then(|l| l.child("DEFAULT")).map(|x| x.text()),
                 version,
@@ -340,7 +368,11 @@ pub fn images(root: &Element) -> Vec<ImageInfo> {
             }
         });
         v.push(ImageInfo {
-            index: e.attr("INDEX").and_then(num).map(|n| n as u32).unwrap_or(i as u32 + 1),
+            index: e
+                .attr("INDEX")
+                .and_then(num)
+                .map(|n| n as u32)
+                .unwrap_or(i as u32 + 1),
             name: t("NAME"),
             description: t("DESCRIPTION"),
             display_name: t("DISPLAYNAME"),
@@ -380,7 +412,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage_without_panic() {
-        for s in ["<", "<a>", "</a>", "<a></b>", "<a b=>", "<<<>>>", "&#xffffffff;"] {
+        for s in [
+            "<",
+            "<a>",
+            "</a>",
+            "<a></b>",
+            "<a b=>",
+            "<<<>>>",
+            "&#xffffffff;",
+        ] {
             let _ = parse(s);
         }
         assert!(parse("<a></b>").is_err());
