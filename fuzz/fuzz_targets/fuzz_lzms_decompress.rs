@@ -16,7 +16,11 @@ fuzz_target!(|data: &[u8]| {
     let size = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
     let size = size % (MAX_OUT.min(wimfs::codec::lzms::MAX_BUFFER_SIZE) + 1);
     // Mostly small outputs: large ones only when the top bit is set.
-    let size = if data[3] & 0x80 != 0 { size } else { size & 0xFFFF };
+    let size = if data[3] & 0x80 != 0 {
+        size
+    } else {
+        size & 0xFFFF
+    };
     let mut out = vec![0u8; size];
     let _ = wimfs::codec::lzms::decompress(&data[4..], &mut out);
 });

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 fuzz_target!(|data: &[u8]| {
     let src: Arc<dyn wimfs::io::ReadAt> = Arc::new(data.to_vec());
-    let Ok(wim) = wimfs::wim::Wim::from_source(Path::new("fuzz.wim"), src) else { return };
+    let Ok(wim) = wimfs::wim::Wim::from_source(Path::new("fuzz.wim"), src) else {
+        return;
+    };
     let cache = wimfs::cache::ChunkCache::new(1 << 20);
     for i in 1..=wim.image_count().min(4) {
         if let Ok(img) = wimfs::image::Image::load(&wim, i) {
