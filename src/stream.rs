@@ -119,10 +119,19 @@ fn chunks_in_order(res: &Resource, first: u64, last: u64, f: &mut ChunkFn<'_>) -
     };
     let mut c = first;
     let mut cur = decode_window(res, c, window_end(c));
+    // Huge (solid) chunks: overlapping would hold two windows of them at
+    // once; memory matters more there than the little time consuming takes.
+    let overlap = res.chunk_size < (8 << 20);
     loop {
         let end = window_end(c);
         if end >= last {
             return consume(f, c, cur);
+        }
+        if !overlap {
+            consume(&mut *f, c, cur)?;
+            c = end + 1;
+            cur = decode_window(res, c, window_end(c));
+            continue;
         }
         let n = end + 1;
         let (next, r) = rayon::join(
