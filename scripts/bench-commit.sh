@@ -115,9 +115,9 @@ LISTS=$BENCH_WORK/lists
 if [ ! -d "$LISTS" ]; then
     mkdir -p "$LISTS.tmp"
     (cd "$BENCH_SRC" && find . -type f -size +2M -printf '%s %P\n' 2>/dev/null \
-        | sort -rn | head -1 | cut -d' ' -f2-) >"$LISTS.tmp/large"
+        | sort -rn | sed -n 1p | cut -d' ' -f2-) >"$LISTS.tmp/large"
     (cd "$BENCH_SRC" && find . -type f -printf '%P\n' 2>/dev/null | grep -v '[[:space:]]' \
-        | sort | awk 'NR % 97 == 1' | head -100) >"$LISTS.tmp/some"
+        | sort | awk 'NR % 97 == 1' | sed -n 1,100p) >"$LISTS.tmp/some"
     head -50 "$LISTS.tmp/some" >"$LISTS.tmp/delete"
     tail -n +51 "$LISTS.tmp/some" >"$LISTS.tmp/rename"
     mv "$LISTS.tmp" "$LISTS"

@@ -73,6 +73,8 @@ fn source_tree(root: &Path) -> PathBuf {
     std::fs::write(src.join("dir/sub/gone.txt"), b"to be deleted").unwrap();
     std::fs::write(src.join("empty"), b"").unwrap();
     std::os::unix::fs::symlink("../hello.txt", src.join("dir/link")).unwrap();
+    // A directory symlink: a reparse point with the DIRECTORY attribute.
+    std::os::unix::fs::symlink("sub", src.join("dir/dirlink")).unwrap();
     src
 }
 
@@ -129,7 +131,10 @@ fn change(img: &mut NewImage) -> BTreeMap<&'static str, Vec<u8>> {
 }
 
 fn check_with_oracles(wim: &Path, image: u32, expected: &BTreeMap<String, Vec<u8>>, tmp: &Path) {
-    run(Command::new("wimlib-imagex").arg("verify").arg(wim));
+    let o = Command::new("wimlib-imagex").arg("verify").arg(wim).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "wimlib verify of {}: {err}", wim.display());
+    assert!(!err.contains("Ignoring children"), "wimlib finds children of a non-directory: {err}");
     let out = tmp.join(format!("applied{image}"));
     run(Command::new("wimlib-imagex")
         .arg("apply")

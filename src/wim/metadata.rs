@@ -368,7 +368,10 @@ pub fn write(security: &[Vec<u8>], dentries: &[DentryRecord]) -> Vec<u8> {
     while q < order.len() {
         let d = order[q];
         q += 1;
-        if !dentries[d].is_dir() {
+        // Reparse points (directory symlinks, junctions) are not directories
+        // to readers: a child list there, even an empty one, makes wimlib
+        // warn about "children of a non-directory".
+        if !dentries[d].is_dir() || (dentries[d].is_reparse() && kids[d].is_empty()) {
             continue;
         }
         subdir[d] = pos;
