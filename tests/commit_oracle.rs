@@ -362,3 +362,55 @@ fn optimize_and_export_shed_stale_data() {
         check_with_oracles(&dst, 2, &expected, tmp.path());
     }
 }
+
+#[test]
+fn full_disk_during_commit_leaves_the_wim_as_it_was() {
+    if !have("wimlib-imagex") {
+        eprintln!("!!! wimlib-imagex not installed: SKIPPED !!!");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    // A 2 MiB filesystem (needs root, as CI has).
+    let m = Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"]).arg(&small).output();
+    if !m.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("!!! cannot mount a small tmpfs (not root?): full-disk test SKIPPED !!!");
+        return;
+    }
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Umount(small.clone());
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"some text\n").unwrap();
+    let wim = small.join("t.wim");
+    run(Command::new("wimlib-imagex").arg("capture").arg(&src).arg(&wim).arg("T").arg("--compress=LZX"));
+    let orig = std::fs::read(&wim).unwrap();
+    let w = Wim::open(&wim, &[]).unwrap();
+    let mut img = NewImage::from_image(&w, 1).unwrap();
+    drop(w);
+    // 3 MiB that will not compress: more than the filesystem holds.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let i = (1..img.records.len()).find(|&i| img.records[i].name == "a.txt").unwrap();
+    img.streams[i].data = Some(StreamData::New(Arc::new(noise)));
+    let lock = WimLock::acquire(&wim).unwrap();
+    let err = commit::commit(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap_err();
+    drop(lock);
+    let msg = err.to_string();
+    assert!(msg.contains("No space") || msg.contains("space"), "unexpected error: {msg}");
+    assert_eq!(std::fs::read(&wim).unwrap(), orig, "a commit that ran out of space changed the WIM");
+    run(Command::new("wimlib-imagex").arg("verify").arg(&wim));
+}
