@@ -131,10 +131,21 @@ fn change(img: &mut NewImage) -> BTreeMap<&'static str, Vec<u8>> {
 }
 
 fn check_with_oracles(wim: &Path, image: u32, expected: &BTreeMap<String, Vec<u8>>, tmp: &Path) {
-    let o = Command::new("wimlib-imagex").arg("verify").arg(wim).output().unwrap();
+    let o = Command::new("wimlib-imagex")
+        .arg("verify")
+        .arg(wim)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "wimlib verify of {}: {err}", wim.display());
-    assert!(!err.contains("Ignoring children"), "wimlib finds children of a non-directory: {err}");
+    assert!(
+        o.status.success(),
+        "wimlib verify of {}: {err}",
+        wim.display()
+    );
+    assert!(
+        !err.contains("Ignoring children"),
+        "wimlib finds children of a non-directory: {err}"
+    );
     let out = tmp.join(format!("applied{image}"));
     run(Command::new("wimlib-imagex")
         .arg("apply")
@@ -373,7 +384,10 @@ fn full_disk_during_commit_leaves_the_wim_as_it_was() {
     let small = tmp.path().join("small");
     std::fs::create_dir_all(&small).unwrap();
     // A 2 MiB filesystem (needs root, as CI has).
-    let m = Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"]).arg(&small).output();
+    let m = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&small)
+        .output();
     if !m.as_ref().is_ok_and(|o| o.status.success()) {
         eprintln!("!!! cannot mount a small tmpfs (not root?): full-disk test SKIPPED !!!");
         return;
@@ -389,7 +403,12 @@ fn full_disk_during_commit_leaves_the_wim_as_it_was() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a.txt"), b"some text\n").unwrap();
     let wim = small.join("t.wim");
-    run(Command::new("wimlib-imagex").arg("capture").arg(&src).arg(&wim).arg("T").arg("--compress=LZX"));
+    run(Command::new("wimlib-imagex")
+        .arg("capture")
+        .arg(&src)
+        .arg(&wim)
+        .arg("T")
+        .arg("--compress=LZX"));
     let orig = std::fs::read(&wim).unwrap();
     let w = Wim::open(&wim, &[]).unwrap();
     let mut img = NewImage::from_image(&w, 1).unwrap();
@@ -404,13 +423,80 @@ fn full_disk_during_commit_leaves_the_wim_as_it_was() {
             x as u8
         })
         .collect();
-    let i = (1..img.records.len()).find(|&i| img.records[i].name == "a.txt").unwrap();
+    let i = (1..img.records.len())
+        .find(|&i| img.records[i].name == "a.txt")
+        .unwrap();
     img.streams[i].data = Some(StreamData::New(Arc::new(noise)));
     let lock = WimLock::acquire(&wim).unwrap();
     let err = commit::commit(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap_err();
     drop(lock);
     let msg = err.to_string();
-    assert!(msg.contains("No space") || msg.contains("space"), "unexpected error: {msg}");
-    assert_eq!(std::fs::read(&wim).unwrap(), orig, "a commit that ran out of space changed the WIM");
+    assert!(
+        msg.contains("No space") || msg.contains("space"),
+        "unexpected error: {msg}"
+    );
+    assert_eq!(
+        std::fs::read(&wim).unwrap(),
+        orig,
+        "a commit that ran out of space changed the WIM"
+    );
     run(Command::new("wimlib-imagex").arg("verify").arg(&wim));
+}
+
+/// The ImageX-made fixtures (LZX, XPRESS, uncompressed), committed to with
+/// a new file: wimlib verifies and applies the result, 7-Zip lists it, and
+/// the original files are untouched.
+#[test]
+fn commit_into_imagex_fixtures() {
+    if !have("wimlib-imagex") {
+        eprintln!("!!! wimlib-imagex not installed: SKIPPED !!!");
+        return;
+    }
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/imagex/multiple-files");
+    if !dir.is_dir() {
+        eprintln!("!!! ../shared/fixtures absent: ImageX commit test SKIPPED !!!");
+        return;
+    }
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "wim") {
+            continue;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let before = tmp.path().join("before");
+        run(Command::new("wimlib-imagex")
+            .arg("apply")
+            .arg(&p)
+            .arg("1")
+            .arg(&before));
+        let wim = tmp.path().join("t.wim");
+        std::fs::copy(&p, &wim).unwrap();
+        let mut perm = std::fs::metadata(&wim).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perm.set_readonly(false);
+        std::fs::set_permissions(&wim, perm).unwrap();
+        let w = Wim::open(&wim, &[]).unwrap();
+        let mut img = NewImage::from_image(&w, 1).unwrap();
+        drop(w);
+        let mut rec = img.records[0].clone();
+        rec.name = "new.txt".into();
+        rec.attributes = attr::ARCHIVE;
+        rec.parent = 0;
+        rec.short_name.clear();
+        img.records.push(rec);
+        img.streams.push(commit::EntryStreams {
+            data: Some(StreamData::New(Arc::new(b"added by wimfs\n".to_vec()))),
+            ..Default::default()
+        });
+        let lock = WimLock::acquire(&wim).unwrap();
+        commit::commit(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap();
+        drop(lock);
+        let mut expected = files(&before);
+        expected.insert("new.txt".into(), b"added by wimfs\n".to_vec());
+        check_with_oracles(&wim, 1, &expected, tmp.path());
+        n += 1;
+    }
+    assert!(n >= 3, "only {n} ImageX WIMs found");
 }

@@ -599,19 +599,42 @@ fn fsx_random_ops_match_a_directory() {
     drop(v2);
     let run = |c: &mut std::process::Command| {
         let o = c.output().unwrap();
-        assert!(o.status.success(), "{c:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{c:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     };
-    run(std::process::Command::new("wimlib-imagex").arg("verify").arg(&fx.wim));
+    run(std::process::Command::new("wimlib-imagex")
+        .arg("verify")
+        .arg(&fx.wim));
     let applied = fx.root.join("applied");
-    run(std::process::Command::new("wimlib-imagex").arg("apply").arg(&fx.wim).arg("1").arg(&applied));
+    run(std::process::Command::new("wimlib-imagex")
+        .arg("apply")
+        .arg(&fx.wim)
+        .arg("1")
+        .arg(&applied));
     let strip = |d: Dump| Dump {
-        items: d.items.into_iter().map(|(k, (i, _, n))| (k, (i, BTreeMap::new(), n))).collect(),
+        items: d
+            .items
+            .into_iter()
+            .map(|(k, (i, _, n))| (k, (i, BTreeMap::new(), n)))
+            .collect(),
         links: d.links,
     };
-    assert_same(&strip(dump_dir(&applied)), &strip(dump_dir(&oracle)), "wimlib apply of the commit");
+    assert_same(
+        &strip(dump_dir(&applied)),
+        &strip(dump_dir(&oracle)),
+        "wimlib apply of the commit",
+    );
     let w = Arc::new(Wim::open(&fx.wim, &[]).unwrap());
     let img = Arc::new(Image::load(&w, 1).unwrap());
-    let ro = Vfs::new(w, img, Arc::new(ChunkCache::new(64 << 20)), VfsOptions::default());
+    let ro = Vfs::new(
+        w,
+        img,
+        Arc::new(ChunkCache::new(64 << 20)),
+        VfsOptions::default(),
+    );
     assert_same(&dump_vfs(&ro), &dump_dir(&oracle), "the committed image");
 }
 

@@ -426,7 +426,23 @@ impl Wim {
                     part: e.part_number,
                 });
                 if rh.is_metadata() {
-                    metadata.push(blob);
+                    // As WIMGAPI and wimlib do: an unreferenced metadata
+                    // entry is not an image (old WAIK WIMs have them), and
+                    // one referenced more than once is invalid.
+                    match e.refcount {
+                        0 => warnings.push(format!(
+                            "ignoring unreferenced metadata resource {}",
+                            hex(&e.hash)
+                        )),
+                        1 => metadata.push(blob),
+                        n => {
+                            problems.push(format!(
+                                "metadata resource {} has reference count {n}, not 1",
+                                hex(&e.hash)
+                            ));
+                            metadata.push(blob);
+                        }
+                    }
                 } else {
                     blobs.entry(e.hash).or_insert(blob);
                 }

@@ -76,7 +76,8 @@ impl Resource {
             }
             wim_compression
         } else {
-            if reshdr.size_in_wim < reshdr.uncompressed_size {
+            // Stored raw, the two sizes must agree (wimlib and WIMGAPI insist).
+            if reshdr.size_in_wim != reshdr.uncompressed_size {
                 return Err(Error::Invalid(format!(
                     "uncompressed resource at {:#x} is {} bytes but claims {} bytes of data",
                     reshdr.offset, reshdr.size_in_wim, reshdr.uncompressed_size
