@@ -390,3 +390,97 @@ fn rw_kill9_then_resume() {
     m.unmount(&["--discard"]);
     apply_check(&wim, &expected, t.path(), "after discard-staging");
 }
+
+/// SIGKILL the daemon while it commits, at random moments. The WIM must
+/// always verify, and no change is lost: either the commit completed (the
+/// image holds it) or the staging still does and the next mount resumes it.
+#[test]
+fn rw_kill9_during_commit_trials() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, wim, expected) = setup("killcommit", &["--compress=LZX"]);
+    let mnt = t.path().join("mnt");
+    let trials: u64 = std::env::var("WIMFS_FAULT_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut completed, mut interrupted) = (0, 0);
+    for trial in 0..trials {
+        let (m, _) = Mount::rw(&wim, &mnt, &[]);
+        let name = format!("trial{trial}.bin");
+        let data: Vec<u8> = (0..(4 << 20))
+            .map(|i| (next() as u8) ^ (i as u8 & 7))
+            .collect();
+        std::fs::write(mnt.join(&name), &data).unwrap();
+        std::fs::write(expected.join(&name), &data).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wimfs"))
+            .arg("commit")
+            .arg(&mnt)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(next() % 400));
+        m.kill9();
+        let st = child.wait().unwrap();
+        if st.success() {
+            completed += 1;
+        } else {
+            interrupted += 1;
+        }
+        let v = wimlib_verify(&wim, &[]);
+        assert!(
+            v.ok(),
+            "trial {trial}: WIM invalid after the kill:\n{}",
+            v.describe()
+        );
+        // Resume. A kill between the new header and the staging reset
+        // leaves a staging that no longer fits the WIM: the commit is in the
+        // WIM then, and `recover --discard` is the documented way out.
+        let w = wim.display().to_string();
+        let mut args: Vec<String> = vec![
+            "mount".into(),
+            "--rw".into(),
+            w.clone(),
+            mnt.display().to_string(),
+        ];
+        std::fs::create_dir_all(&mnt).unwrap();
+        let o = wimfs(&args);
+        if !o.ok() {
+            assert!(
+                o.stderr_str().contains("recover"),
+                "trial {trial}: {}",
+                o.describe()
+            );
+            let r = wimfs(["recover", &w, "--discard"]);
+            assert!(r.ok(), "{}", r.describe());
+            args.truncate(4);
+            let o = wimfs(&args);
+            assert!(o.ok(), "trial {trial}: {}", o.describe());
+        }
+        let m = Mount {
+            dir: mnt.clone(),
+            pid: daemon_pid(&mnt),
+        };
+        let opts = CompareOpts {
+            mtime: false,
+            xattrs: false,
+            ..CompareOpts::default()
+        }
+        .labels("expected", "after the kill");
+        assert_trees_equal(&expected, &mnt, &opts, &format!("trial {trial}"));
+        m.unmount(&["--commit"]);
+        apply_check(&wim, &expected, t.path(), &format!("trial {trial}"));
+    }
+    eprintln!(
+        "commit kill trials: {interrupted} interrupted, {completed} completed before the kill"
+    );
+}
