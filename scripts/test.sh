@@ -50,4 +50,12 @@ if [ ! -e /dev/fuse ]; then
 fi
 
 echo "scripts/test.sh: cargo test $*"
-cargo test --no-fail-fast "$@"
+log=$(mktemp)
+cargo test --no-fail-fast "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+# One closing line for the whole run (cargo's own last line is the doc-test
+# target's, which has no tests).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"
