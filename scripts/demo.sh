@@ -67,6 +67,18 @@ for wim in "${wims[@]}"; do
             diff -r --no-dereference "$src" "$mnt" && echo "mounted tree equals the source"
         fi
         "$W" unmount "$mnt"
+        if [ -n "${src:-}" ]; then
+            # Servicing, on the generated sample only (never on a WIM you gave).
+            echo "--- servicing: mount --rw, change files, commit, optimize"
+            "$W" mount "$wim" "$image" "$mnt" --rw
+            echo "added by the wimfs demo" > "$mnt/docs/added.txt"
+            rm "$mnt/bin/random.bin"
+            "$W" unmount "$mnt" --commit
+            "$W" cat "$wim" "$image" /docs/added.txt
+            "$W" dir "$wim" "$image" /bin
+            "$W" verify "$wim"
+            "$W" optimize "$wim"
+        fi
     fi
 done
 echo "demo: done"

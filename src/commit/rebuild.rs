@@ -212,6 +212,7 @@ pub fn rebuild(
         let cache = Arc::new(ChunkCache::new(256 << 20));
         let mut recompress: Vec<Arc<Blob>> = Vec::new();
         let mut runs_done: HashSet<*const SolidRun> = HashSet::new();
+        let live_runs = mostly_live_runs(&blobs);
         // Consecutive SOLID entries form one run whose blob offsets count
         // through all its resources: a run appended right after another
         // shifts its offsets by what precedes it.
@@ -235,7 +236,9 @@ pub fn rebuild(
                         hash: b.hash,
                     });
                 }
-                BlobLoc::Solid { run, .. } if same_codec => {
+                BlobLoc::Solid { run, .. }
+                    if same_codec && live_runs.contains(&Arc::as_ptr(run)) =>
+                {
                     if !runs_done.insert(Arc::as_ptr(run)) {
                         continue;
                     }
@@ -479,6 +482,22 @@ pub fn rebuild(
             Err(e)
         }
     }
+}
+
+/// Solid runs most of whose bytes are still referenced: those are copied
+/// whole (no decompression); in the others the live blobs are recompressed,
+/// so the stale ones are really shed.
+fn mostly_live_runs(blobs: &[Arc<Blob>]) -> HashSet<*const SolidRun> {
+    let mut live: HashMap<*const SolidRun, (u64, u64)> = HashMap::new();
+    for b in blobs {
+        if let BlobLoc::Solid { run, .. } = &b.loc {
+            live.entry(Arc::as_ptr(run)).or_insert((0, run.total)).0 += b.size;
+        }
+    }
+    live.into_iter()
+        .filter(|(_, (l, t))| l.saturating_mul(10) >= t.saturating_mul(9))
+        .map(|(k, _)| k)
+        .collect()
 }
 
 /// A random GUID for a new WIM (no RNG crate: time, pid and an address
