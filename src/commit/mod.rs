@@ -23,7 +23,7 @@ use crate::wim::header::{
     flags, resflags, Compression, Header, ResHdr, HEADER_SIZE, SOLID_RESOURCE_MAGIC, VERSION_SOLID,
 };
 use crate::wim::metadata::{self, DentryRecord, StreamRecord};
-use crate::wim::{integrity, xml, Sha1, Wim, ZERO_HASH};
+use crate::wim::{xml, Sha1, Wim, ZERO_HASH};
 use rayon::prelude::*;
 use sha1::Digest;
 use std::collections::HashMap;
@@ -484,24 +484,11 @@ pub fn commit(
         };
 
         // Integrity table over header end .. blob table end.
-        let mut i_rh = ResHdr::default();
-        if h.integrity.size_in_wim > 0 || opts.check {
-            file.sync_data()?;
-            let src = crate::io::FileSource::new(file.try_clone()?)?;
-            let it = integrity::build(
-                &src,
-                HEADER_SIZE as u64,
-                bt_off + bt.len() as u64,
-                INTEGRITY_CHUNK,
-            )?;
-            let off = out.write(&it)?;
-            i_rh = ResHdr {
-                size_in_wim: it.len() as u64,
-                flags: 0,
-                offset: off,
-                uncompressed_size: it.len() as u64,
-            };
-        }
+        let i_rh = if h.integrity.size_in_wim > 0 || opts.check {
+            write::append_integrity(&mut out, bt_off + bt.len() as u64)?
+        } else {
+            ResHdr::default()
+        };
         file.sync_all()?;
 
         // The new header, last.

@@ -9,7 +9,7 @@
 //! the old file or the new one.
 
 use super::write::{write_blob, write_blobs, write_solid, Appender};
-use super::{Content, INTEGRITY_CHUNK};
+use super::Content;
 use crate::cache::ChunkCache;
 use crate::error::{Error, Result};
 use crate::wim::blob_table::{self, BlobEntry};
@@ -18,7 +18,7 @@ use crate::wim::header::{
     VERSION_SOLID,
 };
 use crate::wim::metadata;
-use crate::wim::{integrity, xml, Blob, BlobLoc, Sha1, SolidRun, Wim, ZERO_HASH};
+use crate::wim::{xml, Blob, BlobLoc, Sha1, SolidRun, Wim, ZERO_HASH};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -387,24 +387,11 @@ pub fn rebuild(
         );
         let xb = xml::encode(&root);
         let x_off = out.write(&xb)?;
-        let mut i_rh = ResHdr::default();
-        if check || src.header.integrity.size_in_wim > 0 {
-            file.sync_data()?;
-            let fs = crate::io::FileSource::new(file.try_clone()?)?;
-            let it = integrity::build(
-                &fs,
-                HEADER_SIZE as u64,
-                bt_off + bt.len() as u64,
-                INTEGRITY_CHUNK,
-            )?;
-            let off = out.write(&it)?;
-            i_rh = ResHdr {
-                size_in_wim: it.len() as u64,
-                flags: 0,
-                offset: off,
-                uncompressed_size: it.len() as u64,
-            };
-        }
+        let i_rh = if check || src.header.integrity.size_in_wim > 0 {
+            super::write::append_integrity(&mut out, bt_off + bt.len() as u64)?
+        } else {
+            ResHdr::default()
+        };
         let mut fl = src.header.flags & (flags::RP_FIX | flags::READONLY);
         if target.compression != Compression::None {
             fl |= flags::COMPRESSION

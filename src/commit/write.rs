@@ -320,3 +320,24 @@ pub fn write_solid(
         offsets,
     ))
 }
+
+/// Append an integrity table covering the file from the end of the header
+/// to `covered_end` (the end of the blob table), after syncing what it
+/// hashes.
+pub fn append_integrity(out: &mut Appender, covered_end: u64) -> Result<ResHdr> {
+    out.file.sync_data()?;
+    let src = crate::io::FileSource::new(out.file.try_clone()?)?;
+    let it = crate::wim::integrity::build(
+        &src,
+        crate::wim::header::HEADER_SIZE as u64,
+        covered_end,
+        super::INTEGRITY_CHUNK,
+    )?;
+    let off = out.write(&it)?;
+    Ok(ResHdr {
+        size_in_wim: it.len() as u64,
+        flags: 0,
+        offset: off,
+        uncompressed_size: it.len() as u64,
+    })
+}
