@@ -244,7 +244,8 @@ fn parse_tag(s: &str) -> Option<Element> {
     let s = s.trim();
     let name_end = s.find(|c: char| c.is_whitespace()).unwrap_or(s.len());
     let name = &s[..name_end];
-    if name.is_empty() {
+    // Only names that can be written back as they were read.
+    if name.is_empty() || name.contains(['/', '<', '>', '=', '"', '\'', '&', '!', '?']) {
         return None;
     }
     let mut el = Element::new(name);
@@ -252,6 +253,9 @@ fn parse_tag(s: &str) -> Option<Element> {
     while !rest.is_empty() {
         let eq = rest.find('=')?;
         let key = rest[..eq].trim().to_string();
+        if key.is_empty() || key.contains(|c: char| c.is_whitespace() || "/<>=\"'&".contains(c)) {
+            return None;
+        }
         rest = rest[eq + 1..].trim_start();
         let q = rest.chars().next()?;
         if q != '"' && q != '\'' {
@@ -408,6 +412,16 @@ mod tests {
         assert_eq!(im[1].index, 2);
         let enc = encode(&r);
         assert_eq!(parse(&decode(&enc)).unwrap(), r);
+    }
+
+    #[test]
+    fn what_we_write_reads_back() {
+        // Found by fuzzing: a tag named "/" was accepted and then written
+        // as something unreadable.
+        assert!(parse("<//>").is_err());
+        assert!(parse("<a b/c=\"1\"/>").is_err());
+        let r = parse("<WIM><IMAGE INDEX=\"1\"><NAME>x &lt; y</NAME></IMAGE></WIM>").unwrap();
+        assert_eq!(parse(&decode(&encode(&r))).unwrap(), r);
     }
 
     #[test]
