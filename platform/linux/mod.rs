@@ -226,6 +226,29 @@ impl WimFuse {
             Err(e) => reply.error(errno(&e)),
         }
     }
+
+    /// The checks `mknod` and `create` share, then the new file (opened for
+    /// writing).
+    fn create_file(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> Result<(Attr, u64), Errno> {
+        if !self.rw {
+            return Err(Errno::EROFS);
+        }
+        // Only regular files: a WIM has no device nodes, FIFOs or sockets.
+        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+            return Err(Errno::EPERM);
+        }
+        let name = new_name(name)?;
+        self.vfs
+            .create(parent.0, name, mode & 0o7777 & !umask, cred(req))
+            .map_err(|e| errno(&e))
+    }
 }
 
 impl Filesystem for WimFuse {
@@ -332,26 +355,12 @@ impl Filesystem for WimFuse {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        if !self.rw {
-            return reply.error(Errno::EROFS);
-        }
-        // Only regular files: a WIM has no device nodes, FIFOs or sockets.
-        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
-            return reply.error(Errno::EPERM);
-        }
-        let name = match new_name(name) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        match self
-            .vfs
-            .create(parent.0, name, mode & 0o7777 & !umask, cred(req))
-        {
+        match self.create_file(req, parent, name, mode, umask) {
             Ok((a, fh)) => {
                 let _ = self.vfs.release(fh);
                 reply.entry(&self.ttl, &file_attr(&a), GEN)
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -731,20 +740,7 @@ impl Filesystem for WimFuse {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        if !self.rw {
-            return reply.error(Errno::EROFS);
-        }
-        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
-            return reply.error(Errno::EPERM);
-        }
-        let name = match new_name(name) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        match self
-            .vfs
-            .create(parent.0, name, mode & 0o7777 & !umask, cred(req))
-        {
+        match self.create_file(req, parent, name, mode, umask) {
             Ok((a, fh)) => reply.created(
                 &self.ttl,
                 &file_attr(&a),
@@ -752,7 +748,7 @@ impl Filesystem for WimFuse {
                 FileHandle(fh),
                 FopenFlags::empty(),
             ),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
