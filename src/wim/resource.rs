@@ -13,6 +13,7 @@ use super::header::{Compression, ResHdr};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::io::ReadAt;
+use rayon::prelude::*;
 use std::sync::{Arc, OnceLock};
 
 /// Solid chunks may be huge (64 MiB in ESDs); refuse anything absurd before
@@ -243,55 +244,112 @@ impl Resource {
         }
     }
 
-    /// Read and decompress chunk `i` into a new buffer.
-    pub fn read_chunk(&self, i: u64) -> Result<Vec<u8>> {
-        let ulen = self.chunk_len(i);
-        let mut out = vec![0u8; ulen];
-        if self.is_raw() {
-            self.source
-                .read_exact_at(&mut out, self.reshdr.offset + i * self.chunk_size as u64)?;
-            return Ok(out);
+    /// Where chunk `i`'s stored bytes lie in the source: `(start, end)`.
+    /// A one-chunk non-solid resource (most files) needs no chunk table:
+    /// its single chunk is the whole resource, so nothing is loaded and
+    /// nothing is kept for it.
+    fn chunk_span(&self, i: u64) -> Result<(u64, u64)> {
+        if !self.solid && self.num_chunks() == 1 {
+            if i != 0 {
+                return Err(Error::Invalid(format!("chunk {i} out of range")));
+            }
+            let s = self.reshdr.offset;
+            return Ok((s, s + self.reshdr.size_in_wim));
         }
         let t = self.chunk_table()?;
-        let (s, e) = match (t.starts.get(i as usize), t.starts.get(i as usize + 1)) {
-            (Some(&s), Some(&e)) => (s, e),
-            _ => return Err(Error::Invalid(format!("chunk {i} out of range"))),
-        };
+        match (t.starts.get(i as usize), t.starts.get(i as usize + 1)) {
+            (Some(&s), Some(&e)) => Ok((s, e)),
+            _ => Err(Error::Invalid(format!("chunk {i} out of range"))),
+        }
+    }
+
+    /// Read and decompress chunk `i` into a new buffer.
+    pub fn read_chunk(&self, i: u64) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; self.chunk_len(i)];
+        self.read_chunk_into(i, &mut out)?;
+        Ok(out)
+    }
+
+    /// Read and decompress chunk `i` into `out`, which must be exactly
+    /// [`Self::chunk_len`] bytes. The compressed bytes go through a buffer
+    /// kept per thread, so a decode allocates nothing: a long-running mount
+    /// decoding millions of chunks does not churn (and fragment) the heap.
+    pub fn read_chunk_into(&self, i: u64, out: &mut [u8]) -> Result<()> {
+        let ulen = self.chunk_len(i);
+        if out.len() != ulen {
+            return Err(Error::Other(format!(
+                "internal: chunk {i} is {ulen} bytes, buffer is {}",
+                out.len()
+            )));
+        }
+        if self.is_raw() {
+            self.source
+                .read_exact_at(out, self.reshdr.offset + i * self.chunk_size as u64)?;
+            return Ok(());
+        }
+        let (s, e) = self.chunk_span(i)?;
         let clen = (e - s) as usize;
         if clen == ulen || self.compression == Compression::None {
             if clen != ulen {
                 return Err(Error::Invalid(format!("raw chunk {i} has wrong size")));
             }
-            self.source.read_exact_at(&mut out, s)?;
-            return Ok(out);
+            self.source.read_exact_at(out, s)?;
+            return Ok(());
         }
-        let mut comp = vec![0u8; clen];
-        self.source.read_exact_at(&mut comp, s)?;
-        decompress(self.compression, self.chunk_size, &comp, &mut out).map_err(|err| {
-            Error::Decompress {
-                offset: self.reshdr.offset,
-                chunk: i,
-                err,
+        if clen > ulen {
+            return Err(Error::Invalid(format!(
+                "chunk {i} of the resource at {:#x} is stored in {clen} bytes, more than its {ulen} bytes of data",
+                self.reshdr.offset
+            )));
+        }
+        COMPRESSED.with(|cell| {
+            let mut own = Vec::new();
+            let mut guard = cell.try_borrow_mut();
+            let comp = match guard.as_mut() {
+                Ok(b) => &mut **b,
+                Err(_) => &mut own,
+            };
+            comp.clear();
+            comp.resize(clen, 0);
+            self.source.read_exact_at(comp, s)?;
+            let r = decompress(self.compression, self.chunk_size, comp, out).map_err(|err| {
+                Error::Decompress {
+                    offset: self.reshdr.offset,
+                    chunk: i,
+                    err,
+                }
+            });
+            // Keep a solid resource's 64 MiB input buffer only while in use.
+            if comp.capacity() > KEEP_COMPRESSED {
+                *comp = Vec::new();
             }
-        })?;
-        Ok(out)
+            r
+        })
     }
 
     /// Read the whole resource (small resources: metadata, XML, blob table).
-    /// The caller bounds the size before calling.
+    /// The caller bounds the size before calling. Chunks are decoded in
+    /// parallel (a /usr-sized image's metadata is tens of megabytes).
     pub fn read_all(&self) -> Result<Vec<u8>> {
-        let n = self.num_chunks();
-        let mut out = Vec::with_capacity(self.uncompressed_size as usize);
+        let mut out = vec![0u8; self.uncompressed_size as usize];
         if self.is_raw() {
-            out.resize(self.uncompressed_size as usize, 0);
             self.source.read_exact_at(&mut out, self.reshdr.offset)?;
             return Ok(out);
         }
-        for i in 0..n {
-            out.extend_from_slice(&self.read_chunk(i)?);
-        }
+        let cs = (self.chunk_size as usize).max(1);
+        out.par_chunks_mut(cs)
+            .enumerate()
+            .try_for_each(|(i, o)| self.read_chunk_into(i as u64, o))?;
         Ok(out)
     }
+}
+
+/// Compressed chunks up to this size keep their read buffer per thread.
+const KEEP_COMPRESSED: usize = 4 << 20;
+
+thread_local! {
+    /// Each thread's buffer for the compressed bytes of the chunk it decodes.
+    static COMPRESSED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Dispatch one chunk to its codec. `chunk_size` is the resource's chunk

@@ -18,7 +18,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 type Key = (u64, u64);
-type Chunk = Arc<[u8]>;
+type Chunk = Arc<ChunkBuf>;
+
+mod pool;
+pub use pool::ChunkBuf;
+use pool::Pool;
+
+/// Freed chunk buffers kept resident for reuse: the cache turns over one
+/// chunk at a time, so a little is plenty (and it stays out of the budget
+/// users set).
+const POOL_HOT_BYTES: usize = 1 << 20;
 
 struct Lru {
     map: LruCache<Key, Chunk>,
@@ -34,11 +43,16 @@ pub struct CacheStats {
     pub bytes: u64,
     pub capacity: u64,
     pub decoded_bytes: u64,
+    /// Chunks held.
+    pub entries: u64,
+    /// Bytes mapped for chunk blocks (resident or given back).
+    pub mapped: u64,
 }
 
 pub struct ChunkCache {
     lru: Mutex<Lru>,
     inflight: Mutex<HashMap<Key, Arc<Mutex<Option<Chunk>>>>>,
+    pool: Arc<Pool>,
     hits: AtomicU64,
     misses: AtomicU64,
     decoded: AtomicU64,
@@ -56,6 +70,7 @@ impl ChunkCache {
                 capacity,
             }),
             inflight: Mutex::new(HashMap::new()),
+            pool: Pool::new(POOL_HOT_BYTES),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             decoded: AtomicU64::new(0),
@@ -70,6 +85,8 @@ impl ChunkCache {
             bytes: l.bytes,
             capacity: l.capacity,
             decoded_bytes: self.decoded.load(Ordering::Relaxed),
+            entries: l.map.len() as u64,
+            mapped: self.pool.mapped() as u64,
         }
     }
 
@@ -80,12 +97,12 @@ impl ChunkCache {
     fn insert(&self, key: Key, c: Chunk) {
         let mut l = self.lru.lock();
         if let Some(old) = l.map.put(key, c.clone()) {
-            l.bytes -= old.len() as u64;
+            l.bytes -= old.footprint();
         }
-        l.bytes += c.len() as u64;
+        l.bytes += c.footprint();
         while l.bytes > l.capacity && l.map.len() > 1 {
             match l.map.pop_lru() {
-                Some((_, v)) => l.bytes -= v.len() as u64,
+                Some((_, v)) => l.bytes -= v.footprint(),
                 None => break,
             }
         }
@@ -121,11 +138,12 @@ impl ChunkCache {
             return Ok(c);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let result = res.read_chunk(chunk);
+        let mut data = self.pool.take(res.chunk_len(chunk));
+        let result = res.read_chunk_into(chunk, data.as_mut_slice());
         match result {
-            Ok(v) => {
-                self.decoded.fetch_add(v.len() as u64, Ordering::Relaxed);
-                let c: Chunk = v.into();
+            Ok(()) => {
+                self.decoded.fetch_add(data.len() as u64, Ordering::Relaxed);
+                let c: Chunk = Arc::new(data);
                 self.insert(key, c.clone());
                 *guard = Some(c.clone());
                 drop(guard);
@@ -314,7 +332,12 @@ mod tests {
         );
         // A multi-chunk read decodes only what is missing.
         let got = c.get_range(&r, 0, 3).unwrap();
-        assert_eq!(got.concat(), data);
+        assert_eq!(
+            got.iter()
+                .flat_map(|c| c.iter().copied())
+                .collect::<Vec<u8>>(),
+            data
+        );
         assert_eq!(src.1.load(Ordering::SeqCst), 4);
         let s = c.stats();
         assert_eq!((s.misses, s.bytes), (4, 16384));
