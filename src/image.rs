@@ -8,6 +8,7 @@
 use crate::error::{Error, Result};
 use crate::wim::metadata::{self, attr, tag, DentryRecord};
 use crate::wim::{Blob, Sha1, Wim, ZERO_HASH};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -129,48 +130,52 @@ impl Image {
 
     pub fn from_metadata(wim: &Wim, index: u32, md: metadata::Metadata) -> Image {
         let mut warnings = md.warnings;
-        let recs = md.dentries;
+        let mut recs = md.dentries;
         let n = recs.len();
+        // One inode per record, built in parallel (blob lookups and the
+        // moves out of the records are most of the load time); hard links
+        // are merged afterwards.
+        let (mut inodes, notes): (Vec<Inode>, Vec<Vec<String>>) = recs
+            .par_iter_mut()
+            .with_min_len(256)
+            .map(|r| {
+                let mut w = Vec::new();
+                let streams = build_streams(wim, r, &mut w);
+                (new_inode(r, streams), w)
+            })
+            .unzip();
+        warnings.extend(notes.into_iter().flatten());
         let mut dentries: Vec<Dentry> = Vec::with_capacity(n);
-        let mut inodes: Vec<Inode> = Vec::with_capacity(n);
+        let mut keep = vec![true; n];
         let mut groups: HashMap<u64, u32> = HashMap::new();
-        // Records are consumed as the tree is built: names and tagged items
-        // move instead of being copied.
-        for (i, mut r) in recs.into_iter().enumerate() {
-            let r = &mut r;
-            let streams = build_streams(wim, r, &mut warnings);
+        for (i, r) in recs.iter_mut().enumerate() {
             let linkable = !r.is_dir() && !r.is_reparse() && r.link_group != 0 && i != 0;
-            let mut ino = None;
+            let mut ino = i as u32;
             if linkable {
-                if let Some(&existing) = groups.get(&r.link_group) {
-                    let e: &Inode = &inodes[existing as usize];
-                    let same = e.streams.len() == streams.len()
-                        && e.streams
-                            .iter()
-                            .zip(&streams)
-                            .all(|(a, b)| a.hash == b.hash && a.name == b.name)
-                        && e.attributes == r.attributes;
-                    if same {
-                        ino = Some(existing);
-                    } else {
-                        warnings.push(format!(
-                            "hard link group {:#x}: {:?} differs from the other links; treated as a separate file",
-                            r.link_group, r.name
-                        ));
+                match groups.get(&r.link_group) {
+                    None => {
+                        groups.insert(r.link_group, i as u32);
+                    }
+                    Some(&existing) => {
+                        let (e, c) = (&inodes[existing as usize], &inodes[i]);
+                        let same = e.streams.len() == c.streams.len()
+                            && e.streams
+                                .iter()
+                                .zip(&c.streams)
+                                .all(|(a, b)| a.hash == b.hash && a.name == b.name)
+                            && e.attributes == c.attributes;
+                        if same {
+                            ino = existing;
+                            keep[i] = false;
+                        } else {
+                            warnings.push(format!(
+                                "hard link group {:#x}: {:?} differs from the other links; treated as a separate file",
+                                r.link_group, r.name
+                            ));
+                        }
                     }
                 }
             }
-            let ino = match ino {
-                Some(x) => x,
-                None => {
-                    let idx = inodes.len() as u32;
-                    inodes.push(new_inode(r, streams));
-                    if linkable {
-                        groups.entry(r.link_group).or_insert(idx);
-                    }
-                    idx
-                }
-            };
             dentries.push(Dentry {
                 name: std::mem::take(&mut r.name),
                 short_name: std::mem::take(&mut r.short_name),
@@ -179,6 +184,21 @@ impl Image {
                 children: Vec::new(),
             });
         }
+        drop(recs);
+        // Drop the inodes merged into a link group, renumbering in place.
+        let mut new_index = vec![u32::MAX; n];
+        let mut next = 0u32;
+        for (i, k) in keep.iter().enumerate() {
+            if *k {
+                new_index[i] = next;
+                next += 1;
+            }
+        }
+        let mut it = keep.iter();
+        inodes.retain(|_| it.next().copied().unwrap_or(false));
+        for d in &mut dentries {
+            d.inode = new_index[d.inode as usize];
+        }
         // Children lists, sorted, exact duplicates dropped.
         let mut kids: Vec<Vec<u32>> = vec![Vec::new(); n];
         for (i, d) in dentries.iter().enumerate().skip(1) {
@@ -186,23 +206,30 @@ impl Image {
                 kids[d.parent as usize].push(i as u32);
             }
         }
-        for (p, list) in kids.iter_mut().enumerate() {
-            list.sort_by(|&a, &b| dentries[a as usize].name.cmp(&dentries[b as usize].name));
-            let mut out: Vec<u32> = Vec::with_capacity(list.len());
-            for &c in list.iter() {
-                if let Some(&last) = out.last() {
-                    if dentries[last as usize].name == dentries[c as usize].name {
-                        warnings.push(format!(
+        let dups: Vec<String> = kids
+            .par_iter_mut()
+            .enumerate()
+            .with_min_len(256)
+            .flat_map_iter(|(p, list)| {
+                let name = |i: &u32| dentries[*i as usize].name.as_str();
+                // Stable: of equal names, the first stored stays.
+                list.sort_by(|a, b| name(a).cmp(name(b)));
+                let mut w = Vec::new();
+                list.dedup_by(|c, last| {
+                    let dup = name(c) == name(last);
+                    if dup {
+                        w.push(format!(
                             "duplicate name {:?} in directory {:?}; keeping the first",
-                            dentries[c as usize].name, dentries[p].name
+                            name(c),
+                            dentries[p].name
                         ));
-                        continue;
                     }
-                }
-                out.push(c);
-            }
-            *list = out;
-        }
+                    dup
+                });
+                w
+            })
+            .collect();
+        warnings.extend(dups);
         for (i, k) in kids.into_iter().enumerate() {
             dentries[i].children = k;
         }
@@ -315,7 +342,8 @@ impl Image {
     }
 }
 
-fn new_inode(r: &DentryRecord, streams: Vec<Stream>) -> Inode {
+/// The inode a record describes; its tagged items move out of the record.
+fn new_inode(r: &mut DentryRecord, streams: Vec<Stream>) -> Inode {
     let unix = r.tagged(tag::UNIX_DATA).filter(|t| t.len() >= 16).map(|t| {
         let u = |i: usize| u32::from_le_bytes([t[i], t[i + 1], t[i + 2], t[i + 3]]);
         UnixData {
@@ -327,9 +355,14 @@ fn new_inode(r: &DentryRecord, streams: Vec<Stream>) -> Inode {
     });
     let xattrs = r
         .tagged
-        .iter()
+        .iter_mut()
         .find(|(k, _)| *k == tag::XATTRS || *k == tag::LINUX_XATTRS)
-        .map(|(k, v)| (*k, v.clone()));
+        .map(|(k, v)| (*k, std::mem::take(v)));
+    let object_id = r
+        .tagged
+        .iter_mut()
+        .find(|(k, _)| *k == tag::OBJECT_ID)
+        .map(|(_, v)| std::mem::take(v));
     Inode {
         attributes: r.attributes,
         security_id: r.security_id,
@@ -341,7 +374,7 @@ fn new_inode(r: &DentryRecord, streams: Vec<Stream>) -> Inode {
         link_group: r.link_group,
         streams,
         unix,
-        object_id: r.tagged(tag::OBJECT_ID).map(|t| t.to_vec()),
+        object_id,
         xattrs,
         dentries: Vec::new(),
     }

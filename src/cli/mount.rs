@@ -327,7 +327,9 @@ fn spawn_daemon() -> Result<i32> {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let at = args.iter().position(|a| a == "--").unwrap_or(args.len());
     args.insert(at, "--daemon-child".into());
-    let mut child = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    daemon_malloc_tuning(&mut cmd);
+    let mut child = cmd
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -350,6 +352,24 @@ fn spawn_daemon() -> Result<i32> {
     }
     let status = child.wait().context("cannot wait for the mount daemon")?;
     bail!("the mount daemon exited ({status}) before the mount was ready")
+}
+
+/// glibc malloc settings for the daemon, which can only be given at
+/// process start. Loading a /usr-sized image builds ~120 MB of small
+/// objects in a fresh process, and most of the load time went to page
+/// faults: transparent huge pages for the heap (`hugetlb=1`) and growing
+/// it 16 MiB at a time cut the load from ~200 ms to ~130 ms (measured on
+/// 133k entries) for a few MiB more resident. Chunk data is not on this
+/// heap (see `cache::pool`). Other C libraries ignore the variable.
+fn daemon_malloc_tuning(cmd: &mut Command) {
+    if cfg!(target_env = "gnu") {
+        const TUNING: &str = "glibc.malloc.hugetlb=1:glibc.malloc.top_pad=16777216";
+        let v = match std::env::var("GLIBC_TUNABLES") {
+            Ok(old) if !old.is_empty() => format!("{old}:{TUNING}"),
+            _ => TUNING.to_string(),
+        };
+        cmd.env("GLIBC_TUNABLES", v);
+    }
 }
 
 /// The daemon side: a new session, logging to a file, then serve. Any error

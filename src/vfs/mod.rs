@@ -16,7 +16,8 @@ use crate::image::{Image, Inode, ROOT};
 use crate::overlay::{Data, Overlay, StagingError, StagingStatus};
 use crate::reparse;
 use crate::wim::header::flags;
-use crate::wim::{Blob, Wim};
+use crate::wim::{Blob, BlobLoc, Wim};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -216,25 +217,27 @@ impl Vfs {
             .map(|i| i.dentries.first().copied().unwrap_or(u32::MAX))
             .collect();
         let rpfix = wim.header.flags & flags::RP_FIX != 0;
-        let mut links = HashMap::new();
-        for (idx, ino) in image.inodes.iter().enumerate() {
-            if !ino.is_reparse() || idx == 0 || ino.dentries.is_empty() {
-                continue;
-            }
-            let Some(b) = ino.reparse().and_then(|s| s.blob.clone()) else {
-                continue;
-            };
-            let Ok(data) = read_all(&cache, &b, 1 << 16) else {
-                continue;
-            };
-            if let Some(t) = reparse::decode(ino.reparse_tag, &data) {
+        // Every symlink's target is decoded now (its kind and size depend
+        // on it), on all cores: /usr has thousands.
+        let links: HashMap<u32, String> = image
+            .inodes
+            .par_iter()
+            .enumerate()
+            .with_min_len(64)
+            .filter_map(|(idx, ino)| {
+                if !ino.is_reparse() || idx == 0 || ino.dentries.is_empty() {
+                    return None;
+                }
+                let b = ino.reparse().and_then(|s| s.blob.as_ref())?;
+                let data = read_once(&cache, b, 1 << 16).ok()?;
+                let t = reparse::decode(ino.reparse_tag, &data)?;
                 let fixed = rpfix && ino.rp_flags & reparse::RP_NOT_FIXED == 0;
-                links.insert(
+                Some((
                     idx as u32,
                     reparse::posix_target(&t, fixed, &opts.mount_root),
-                );
-            }
-        }
+                ))
+            })
+            .collect();
         Vfs {
             wim,
             image,
@@ -562,6 +565,22 @@ impl Vfs {
     pub fn root_dentry(&self) -> u32 {
         ROOT
     }
+}
+
+/// Read a small blob that is wanted once (symlink targets at mount): a
+/// blob that is a whole one-chunk resource is decoded directly, without
+/// taking a place in the chunk cache; others go through the cache (a blob
+/// inside a solid chunk must not cost a 64 MiB decode each time).
+fn read_once(cache: &ChunkCache, b: &Blob, max: u64) -> VfsResult<Vec<u8>> {
+    if b.size > max {
+        return Err(VfsError::TooBig);
+    }
+    if let BlobLoc::Whole(r) = &b.loc {
+        if r.num_chunks() == 1 && r.uncompressed_size == b.size {
+            return r.read_chunk(0).map_err(VfsError::from);
+        }
+    }
+    read_all(cache, b, max)
 }
 
 /// Read a small blob entirely (reparse data, xattr values).

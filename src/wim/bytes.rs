@@ -57,6 +57,11 @@ impl<'a> Le<'a> {
 /// Decode UTF-16LE bytes, replacing unpaired surrogates (they occur in real
 /// images' names; we keep going rather than refuse the image).
 pub fn utf16le_to_string(b: &[u8]) -> String {
+    // Most names are ASCII: one byte per unit, no decoding.
+    if b.chunks_exact(2).all(|c| c[1] == 0 && c[0] < 0x80) {
+        let ascii: Vec<u8> = b.iter().step_by(2).copied().collect();
+        return String::from_utf8(ascii).unwrap_or_default();
+    }
     let units = b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
     char::decode_utf16(units)
         .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
