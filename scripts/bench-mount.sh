@@ -133,6 +133,13 @@ peak_rss_mb() {
     awk '/VmHWM/ { printf "%.1f\n", $2 / 1024 }' "/proc/$pid/status"
 }
 
+rss_now_mb() {
+    local pid
+    pid=$(daemon_pid)
+    [ -n "$pid" ] || { echo nan; return; }
+    awk '/VmRSS/ { printf "%.1f\n", $2 / 1024 }' "/proc/$pid/status"
+}
+
 unmount_it() {
     case "$MOUNTED" in
         wimfs) "$WIMFS" unmount "$MNT" ;;
@@ -214,6 +221,7 @@ for run in $(seq 1 "$RUNS"); do
         fi
         unmount_it
         mount_with "$tool" "$LZX"
+        add "resident after mount LZX (MiB)" "$tool" "$(rss_now_mb)"
         add "cat all LZX (MB/s)" "$tool" "$(cat_all)"
         add "peak RSS LZX (MiB)" "$tool" "$(peak_rss_mb)"
         unmount_it
@@ -237,9 +245,10 @@ echo "LZX image: $LZX (${lzx_mb} MB, source $BENCH_SRC, $((TOTAL_BYTES / 1000000
 echo "solid image: $SOLID (${solid_mb} MB); large file: $BIG ($((BIG_SIZE / 1000000)) MB)"
 echo "wimfs cache: $CACHE_MB MiB; median of $RUNS run(s); $(nproc) CPU(s)"
 echo
-printf '%-28s %12s %12s %9s\n' "metric" "wimfs" "wimlib" "ratio"
-printf '%-28s %12s %12s %9s\n' "----------------------------" "------------" "------------" "---------"
-for row in "cat all LZX (MB/s)" "metadata walk LZX (s)" "mount time LZX (s)" "peak RSS LZX (MiB)" \
+printf '%-32s %12s %12s %9s\n' "metric" "wimfs" "wimlib" "ratio"
+printf '%-32s %12s %12s %9s\n' "--------------------------------" "------------" "------------" "---------"
+for row in "cat all LZX (MB/s)" "metadata walk LZX (s)" "mount time LZX (s)" \
+    "resident after mount LZX (MiB)" "peak RSS LZX (MiB)" \
     "solid seq read (MB/s)" "solid random 4K (reads/s)" "mount time solid (s)" "peak RSS solid (MiB)"; do
     # shellcheck disable=SC2086
     a=$(median ${R["$row|wimfs"]})
@@ -251,5 +260,15 @@ row, a, b = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 hib = '/s)' in row
 r = (a / b if b else float('inf')) if hib else (b / a if a else float('inf'))
 print(f'{r:.2f}x')" "$row" "$a" "$b")
-    printf '%-28s %12s %12s %9s\n' "$row" "$a" "$b" "$ratio"
+    printf '%-32s %12s %12s %9s\n' "$row" "$a" "$b" "$ratio"
 done
+# The memory target: the daemon's peak no more than what the loaded image
+# takes (resident right after the mount) plus the cache size.
+# shellcheck disable=SC2086
+python3 - "$(median ${R["resident after mount LZX (MiB)|wimfs"]})" "$CACHE_MB" "$(median ${R["peak RSS LZX (MiB)|wimfs"]})" <<'EOF'
+import sys
+meta, cache, peak = (float(x) for x in sys.argv[1:])
+limit = meta + cache
+print(f"\nwimfs peak RSS (LZX cat all) {peak:.1f} MiB vs metadata {meta:.1f} + cache {cache:.0f} = {limit:.1f} MiB: "
+      + ("within" if peak <= limit else f"OVER by {peak - limit:.1f} MiB"))
+EOF

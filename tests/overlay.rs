@@ -1001,3 +1001,104 @@ fn chmod_chown_need_unix_data() {
     let u = r.tagged(wimfs::wim::metadata::tag::UNIX_DATA).unwrap();
     assert_eq!(u32::from_le_bytes(u[8..12].try_into().unwrap()), 0o100751);
 }
+
+/// Some changes through the Vfs, synced: a new directory with a file, an
+/// overwrite inside a large file and a removal.
+fn some_changes(v: &Vfs) {
+    let d = v.mkdir(ROOT_INO, "drivers", 0o755, CRED).unwrap();
+    let (a, fh) = v.create(d.ino, "net.inf", 0o644, CRED).unwrap();
+    v.write(a.ino, 0, b"[Version]\r\nSignature=\"$WINDOWS NT$\"\r\n")
+        .unwrap();
+    v.release(fh).unwrap();
+    let big = resolve(v, "/big").unwrap();
+    let fh = v.open_file(big, true, false).unwrap();
+    v.write(big, 3 << 20, b"patched").unwrap();
+    v.release(fh).unwrap();
+    let c = resolve(v, "/c").unwrap();
+    v.unlink(c, "empty").unwrap();
+    v.sync().unwrap();
+}
+
+/// A commit whose header is written but whose process dies before the
+/// staging is reset: the changes are in the WIM, and the next read-write
+/// open starts afresh from it instead of refusing the staging.
+#[test]
+fn commit_killed_after_its_header_starts_afresh() {
+    let Some(fx) = fixture(&[]) else { return };
+    let staging = fx.root.join("landed");
+    let (v, _) = open_rw(&fx.wim, &staging);
+    some_changes(&v);
+    let expected = dump_vfs(&v);
+    let tree = v.commit_tree().unwrap();
+    let lock = wimfs::commit::WimLock::acquire(&fx.wim).unwrap();
+    let mut noted = None;
+    wimfs::commit::commit_with(&lock, 1, tree, &Default::default(), &|_, _| {}, &mut |l| {
+        noted = Some(l.clone());
+        v.note_landing(l)
+            .map_err(|e| wimfs::Error::Other(e.to_string()))
+    })
+    .unwrap();
+    assert!(noted.is_some(), "the landing hook was not called");
+    assert!(staging.join("commit.json").exists());
+    // "Killed" here: no after_commit, the staging still describes the old WIM.
+    drop(lock);
+    drop(v);
+    let (v2, st) = open_rw(&fx.wim, &staging);
+    assert!(!st.resumed, "{st:?}");
+    assert!(
+        st.warnings
+            .iter()
+            .any(|w| w.contains("completed before the mount stopped")),
+        "{st:?}"
+    );
+    assert!(!staging.join("commit.json").exists());
+    assert_same(&dump_vfs(&v2), &expected, "after a landed commit");
+    // The tree comes from the WIM now, not from staged data.
+    assert_eq!(
+        std::fs::read_dir(staging.join("data")).unwrap().count(),
+        0,
+        "staged data left behind"
+    );
+    drop(v2);
+    let o = common::wimlib_verify(&fx.wim, &[]);
+    assert!(
+        o.ok(),
+        "wimlib verify: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A commit that fails after the landing was recorded (the WIM is put
+/// back): the record is ignored and the staging resumes every change.
+#[test]
+fn commit_that_did_not_land_resumes_the_staging() {
+    let Some(fx) = fixture(&[]) else { return };
+    let staging = fx.root.join("unlanded");
+    let (v, _) = open_rw(&fx.wim, &staging);
+    some_changes(&v);
+    let expected = dump_vfs(&v);
+    let before = std::fs::read(&fx.wim).unwrap();
+    let tree = v.commit_tree().unwrap();
+    let lock = wimfs::commit::WimLock::acquire(&fx.wim).unwrap();
+    let err =
+        wimfs::commit::commit_with(&lock, 1, tree, &Default::default(), &|_, _| {}, &mut |l| {
+            v.note_landing(l)
+                .map_err(|e| wimfs::Error::Other(e.to_string()))?;
+            Err(wimfs::Error::Other(
+                "simulated failure before the header".into(),
+            ))
+        });
+    assert!(err.is_err());
+    assert_eq!(std::fs::read(&fx.wim).unwrap(), before, "WIM not restored");
+    assert!(staging.join("commit.json").exists());
+    drop(lock);
+    drop(v);
+    let (v2, st) = open_rw(&fx.wim, &staging);
+    assert!(st.resumed, "{st:?}");
+    assert!(!staging.join("commit.json").exists());
+    assert_same(
+        &dump_vfs(&v2),
+        &expected,
+        "after a commit that did not land",
+    );
+}

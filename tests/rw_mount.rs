@@ -322,6 +322,21 @@ fn rw_commit_while_mounted_then_discard() {
     );
     changes_b(&mnt);
     assert!(mnt.join("later.txt").exists());
+    // Committed as a new image, the mount serves that image, and the
+    // mounts registry says so.
+    let o = wimfs(["commit", "--new-image", &mnt.display().to_string()]);
+    assert!(o.ok(), "{}", o.describe());
+    let listed: serde_json::Value =
+        serde_json::from_slice(&wimfs(["mounts", "--json"]).stdout).unwrap();
+    let want = mnt.canonicalize().unwrap();
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["mountpoint"].as_str().map(Path::new) == Some(want.as_path()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(entry["image"].as_u64(), Some(2), "{listed}");
     // A second lock on the WIM is refused while mounted.
     let mnt2 = t.path().join("mnt2");
     std::fs::create_dir_all(&mnt2).unwrap();
@@ -329,6 +344,7 @@ fn rw_commit_while_mounted_then_discard() {
         "mount",
         "--rw",
         &wim.display().to_string(),
+        "1",
         &mnt2.display().to_string(),
     ]);
     assert!(

@@ -69,6 +69,8 @@ pub(crate) struct Control {
     pub staging: PathBuf,
     /// Delete the staging when the session ends (unmount --discard).
     pub discard_at_exit: AtomicBool,
+    /// The mount's entry in the mounts registry, once written.
+    pub state_file: parking_lot::Mutex<Option<PathBuf>>,
 }
 
 impl Control {
@@ -100,16 +102,33 @@ impl Control {
             image_name: None,
             check,
         };
-        let rep = commit::commit(&self.lock, *index, img, &opts, &|_, _| {})
-            .with_context(|| format!("commit to {} failed", self.lock.path.display()))?;
+        let rep = commit::commit_with(&self.lock, *index, img, &opts, &|_, _| {}, &mut |l| {
+            self.vfs.note_landing(l).map_err(|e| {
+                wimfs::Error::Other(format!("cannot record the commit in the staging: {e}"))
+            })
+        });
+        let rep = match rep {
+            Ok(r) => r,
+            Err(e) => {
+                self.vfs.clear_landing();
+                return Err(anyhow::Error::new(e)
+                    .context(format!("commit to {} failed", self.lock.path.display())));
+            }
+        };
         let wim = Arc::new(
             Wim::open(&self.lock.path, &[])
                 .with_context(|| format!("cannot reopen {}", self.lock.path.display()))?,
         );
+        let new_name = wim.info(rep.image).and_then(|i| i.name.clone());
         self.vfs
             .after_commit(&g, wim, rep.image)
             .context("committed, but could not reset the staging")?;
         drop(g);
+        if *index != rep.image {
+            if let Some(p) = self.state_file.lock().as_ref() {
+                super::mount::set_state_image(p, rep.image, new_name);
+            }
+        }
         *index = rep.image;
         log::info!(
             "committed image {}: {} new blobs, {} bytes added",
@@ -339,8 +358,14 @@ pub fn recover(a: RecoverArgs) -> Result<i32> {
     println!("  made for image {} of {}", id.image, id.wim);
     println!("  journal: {journal} bytes of recorded changes");
     println!("  staged data: {files} file(s), {bytes} bytes");
+    let landed = wimfs::overlay::landed_commit(&dir, &wim);
     if fits {
         println!("  it fits the WIM as it is now");
+    } else if let Some(i) = landed {
+        println!(
+            "  its changes were committed (as image {i}) just before the mount stopped: they \
+             are in the WIM; `wimfs mount --rw` starts afresh from it"
+        );
     } else {
         println!("  it does NOT fit the WIM as it is now (the WIM was written since)");
     }

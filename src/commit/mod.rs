@@ -207,14 +207,42 @@ fn set_filetime(e: &mut xml::Element, name: &str, ft: u64) {
     }
 }
 
+/// What a commit is about to make the WIM say: handed to the caller just
+/// before the new header is written, the one write that makes a commit
+/// real. A mount's staging records it, so that a process killed right
+/// after can be told apart, at the next mount, from one killed before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landing {
+    /// The committed image's index.
+    pub image: u32,
+    /// SHA-1 of its new metadata resource.
+    pub metadata_sha1: Sha1,
+    /// Where the new blob table is.
+    pub blob_table: ResHdr,
+}
+
 /// Commit `img` into the WIM at `lock.path` as image `index` (1-based), or
 /// as a new image. The caller holds the WIM's lock for the whole time.
 pub fn commit(
     lock: &WimLock,
     index: u32,
+    img: NewImage,
+    opts: &CommitOptions,
+    progress: &(dyn Fn(Phase, u64) + Sync),
+) -> Result<CommitReport> {
+    commit_with(lock, index, img, opts, progress, &mut |_| Ok(()))
+}
+
+/// [`commit`], calling `before_header` with what the commit will land once
+/// everything but the header is written and synced. An error from it
+/// aborts the commit (the WIM is put back as it was).
+pub fn commit_with(
+    lock: &WimLock,
+    index: u32,
     mut img: NewImage,
     opts: &CommitOptions,
     progress: &(dyn Fn(Phase, u64) + Sync),
+    before_header: &mut dyn FnMut(&Landing) -> Result<()>,
 ) -> Result<CommitReport> {
     let path = lock.path.as_path();
     let wim = Wim::open(path, &[])?;
@@ -490,6 +518,12 @@ pub fn commit(
             ResHdr::default()
         };
         file.sync_all()?;
+
+        before_header(&Landing {
+            image: target,
+            metadata_sha1: md_hash,
+            blob_table: bt_rh,
+        })?;
 
         // The new header, last.
         let mut nh: Header = h.clone();

@@ -29,7 +29,7 @@ pub mod journal;
 pub mod stage;
 
 use crate::cache::ChunkCache;
-use crate::commit::{EntryStreams, NewImage, StreamData};
+use crate::commit::{EntryStreams, Landing, NewImage, StreamData};
 use crate::image::{Image, StreamKind, UnixData, ROOT};
 use crate::reparse;
 use crate::vfs::{Attr, DirEntry, FileKind, VfsError, VfsOptions, VfsResult};
@@ -216,7 +216,13 @@ pub fn probe(dir: &Path) -> Option<Identity> {
 /// Delete a staging directory's contents (identity, journal, data) and the
 /// directory itself if then empty.
 pub fn discard(dir: &Path) -> io::Result<()> {
-    for f in ["journal", "identity.json", "identity.json.tmp"] {
+    for f in [
+        "journal",
+        "identity.json",
+        "identity.json.tmp",
+        LANDING,
+        "commit.json.tmp",
+    ] {
         match std::fs::remove_file(dir.join(f)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -940,14 +946,43 @@ impl Overlay {
         dir: &Path,
     ) -> Result<(Overlay, StagingStatus), StagingError> {
         let cur = Identity::of(&wim, image.index);
+        let landing = read_landing(dir).map(|l| (l.landed_in(&wim), l));
+        let mut status = StagingStatus::default();
         std::fs::create_dir_all(dir).map_err(io_at(dir))?;
         let data_dir = dir.join("data");
         std::fs::create_dir_all(&data_dir).map_err(io_at(&data_dir))?;
         let jpath = dir.join("journal");
-        let mut status = StagingStatus::default();
         let counters = Arc::new(StageCounters::default());
         let mut tree = Tree::build(wim, image, links);
-        let stored = probe(dir);
+        let mut stored = probe(dir);
+        if let Some((landed, l)) = landing {
+            if landed
+                && stored
+                    .as_ref()
+                    .is_some_and(|id| id.mismatch(&cur).is_some())
+            {
+                // Killed between writing a commit's header and resetting
+                // the staging: the changes are in the WIM already (as image
+                // `l.image`). Start clean from it rather than refuse.
+                log::warn!(
+                    "{}: the last commit (image {}) had landed before the mount stopped; its changes are in the WIM, so the staging starts afresh",
+                    dir.display(),
+                    l.image
+                );
+                status.warnings.push(format!(
+                    "the last commit (image {}) completed before the mount stopped; its changes are in the WIM and the staging was reset",
+                    l.image
+                ));
+                discard(dir).map_err(io_at(dir))?;
+                std::fs::create_dir_all(&data_dir).map_err(io_at(&data_dir))?;
+                stored = None;
+            } else {
+                // The commit did not land (the WIM was put back, or the
+                // process died before its header): the staging still holds
+                // the changes.
+                clear_landing(dir);
+            }
+        }
         let journal = match stored {
             Some(id) if jpath.exists() => {
                 if let Some(what) = id.mismatch(&cur) {
@@ -1985,8 +2020,80 @@ impl Overlay {
         let jpath = self.dir.join("journal");
         js.journal = Journal::create(&jpath).map_err(io_at(&jpath))?;
         write_identity(&self.dir, &Identity::of(&wim, index))?;
+        clear_landing(&self.dir);
         Ok(())
     }
+
+    /// Record, durably, what the commit in progress will make the WIM say
+    /// (called just before its header is written). Until the staging is
+    /// reset, this tells the next mount whether a commit interrupted at
+    /// that point landed: see [`Overlay::open`].
+    pub fn note_landing(&self, l: &Landing) -> Result<(), StagingError> {
+        let rec = LandingRecord {
+            image: l.image,
+            metadata_sha1: hex(&l.metadata_sha1),
+            blob_table_offset: l.blob_table.offset,
+            blob_table_size: l.blob_table.size_in_wim,
+        };
+        let body =
+            serde_json::to_vec_pretty(&rec).map_err(|e| StagingError::Invalid(e.to_string()))?;
+        write_synced(&self.dir, LANDING, &body)
+    }
+
+    /// The commit failed and the WIM was put back: forget its landing.
+    pub fn clear_landing(&self) {
+        clear_landing(&self.dir);
+    }
+}
+
+/// File in the staging naming the commit in progress.
+const LANDING: &str = "commit.json";
+
+/// What a commit in progress will make the WIM say.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct LandingRecord {
+    image: u32,
+    metadata_sha1: String,
+    blob_table_offset: u64,
+    blob_table_size: u64,
+}
+
+impl LandingRecord {
+    /// Does `wim` show this commit landed?
+    fn landed_in(&self, wim: &Wim) -> bool {
+        wim.header.blob_table.offset == self.blob_table_offset
+            && wim.header.blob_table.size_in_wim == self.blob_table_size
+            && wim
+                .metadata
+                .get((self.image as usize).wrapping_sub(1))
+                .is_some_and(|b| hex(&b.hash) == self.metadata_sha1)
+    }
+}
+
+/// If the staging at `dir` records a commit that `wim` shows landed, the
+/// image it landed as: the staging's changes are in the WIM already.
+pub fn landed_commit(dir: &Path, wim: &Wim) -> Option<u32> {
+    read_landing(dir)
+        .filter(|l| l.landed_in(wim))
+        .map(|l| l.image)
+}
+
+fn read_landing(dir: &Path) -> Option<LandingRecord> {
+    let b = std::fs::read(dir.join(LANDING)).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+fn clear_landing(dir: &Path) {
+    match std::fs::remove_file(dir.join(LANDING)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            log::warn!("cannot remove {}: {e}", dir.join(LANDING).display())
+        }
+        _ => {}
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Windows metadata of a node, for the `system.ntfs_*` xattrs.
@@ -2031,14 +2138,19 @@ fn truncate_file(p: &Path, len: u64) -> io::Result<()> {
 }
 
 fn write_identity(dir: &Path, id: &Identity) -> Result<(), StagingError> {
-    let tmp = dir.join("identity.json.tmp");
     let body = serde_json::to_vec_pretty(id).map_err(|e| StagingError::Invalid(e.to_string()))?;
+    write_synced(dir, "identity.json", &body)
+}
+
+/// Replace `dir/name` with `body` atomically and durably.
+fn write_synced(dir: &Path, name: &str, body: &[u8]) -> Result<(), StagingError> {
+    let tmp = dir.join(format!("{name}.tmp"));
     let write = || -> io::Result<()> {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&body)?;
+        f.write_all(body)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, dir.join("identity.json"))?;
+        std::fs::rename(&tmp, dir.join(name))?;
         #[cfg(unix)]
         std::fs::File::open(dir)?.sync_all()?;
         Ok(())

@@ -136,6 +136,22 @@ impl Vfs {
         }
     }
 
+    /// Record the landing of a commit in progress (see
+    /// [`Overlay::note_landing`]).
+    pub fn note_landing(&self, l: &crate::commit::Landing) -> Result<(), StagingError> {
+        match &self.rw {
+            Some(ov) => ov.note_landing(l),
+            None => Err(StagingError::Invalid("not a read-write mount".into())),
+        }
+    }
+
+    /// Forget a landing recorded for a commit that failed.
+    pub fn clear_landing(&self) {
+        if let Some(ov) = &self.rw {
+            ov.clear_landing();
+        }
+    }
+
     /// After a commit: switch to image `index` of the reopened `wim` and
     /// clear the staging (call while still frozen).
     pub fn after_commit(

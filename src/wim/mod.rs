@@ -18,6 +18,7 @@ use crate::io::{FileSource, ReadAt};
 use blob_table::BlobEntry;
 use bytes::hex;
 use header::{flags, Compression, Header, HEADER_SIZE, SOLID_RESOURCE_MAGIC};
+use rayon::prelude::*;
 use resource::Resource;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -129,6 +130,83 @@ impl Blob {
             }
         }
     }
+}
+
+/// What one blob-table entry turned into.
+enum Made {
+    /// Not a blob of its own (a solid resource entry, a blob in a part not
+    /// given, an empty hash).
+    Skip,
+    Problem(String),
+    Blob(Arc<Blob>),
+}
+
+/// The blob a table entry describes, with its resource.
+fn make_blob(
+    e: &BlobEntry,
+    parts: &[Option<Part>],
+    run: Option<&Arc<SolidRun>>,
+    solid_ok: bool,
+    compression: Compression,
+    chunk_size: u32,
+    id: u64,
+) -> Made {
+    let rh = e.reshdr;
+    let solid = solid_ok && rh.is_solid();
+    if solid && rh.uncompressed_size == SOLID_RESOURCE_MAGIC {
+        return Made::Skip;
+    }
+    let src = match parts
+        .get((e.part_number as usize).wrapping_sub(1))
+        .and_then(|p| p.as_ref())
+    {
+        Some(p) => p.source.clone(),
+        // Blob lives in a part we were not given.
+        None => return Made::Skip,
+    };
+    if e.hash == ZERO_HASH && !rh.is_metadata() {
+        return Made::Skip;
+    }
+    let loc = if solid {
+        let Some(ra) = run.cloned() else {
+            return Made::Problem(format!(
+                "blob {} is in an unreadable solid run",
+                hex(&e.hash)
+            ));
+        };
+        // Blobs in solid runs give their size in the size field (the
+        // uncompressed-size field is 0).
+        if rh
+            .offset
+            .checked_add(rh.size_in_wim)
+            .is_none_or(|end| end > ra.total)
+        {
+            return Made::Problem(format!(
+                "blob {} lies outside its solid resources",
+                hex(&e.hash)
+            ));
+        }
+        BlobLoc::Solid {
+            run: ra,
+            offset: rh.offset,
+        }
+    } else {
+        match Resource::normal(id, src, e.part_number, rh, compression, chunk_size) {
+            Ok(r) => BlobLoc::Whole(Arc::new(r)),
+            Err(err) => return Made::Problem(format!("blob {}: {err}", hex(&e.hash))),
+        }
+    };
+    Made::Blob(Arc::new(Blob {
+        hash: e.hash,
+        size: if solid {
+            rh.size_in_wim
+        } else {
+            rh.uncompressed_size
+        },
+        loc,
+        refcount: e.refcount,
+        part: e.part_number,
+    }))
 }
 
 /// One part file of a (possibly split) WIM.
@@ -353,79 +431,39 @@ impl Wim {
                 }
                 i = j;
             }
-            for (idx, e) in table.into_iter().enumerate() {
-                entries.push((h.part_number, e.clone()));
-                let rh = e.reshdr;
-                let solid = solid_ok && rh.is_solid();
-                if solid && rh.uncompressed_size == SOLID_RESOURCE_MAGIC {
-                    continue;
-                }
-                let src = match parts
-                    .get((e.part_number as usize).wrapping_sub(1))
-                    .and_then(|p| p.as_ref())
-                {
-                    Some(p) => p.source.clone(),
-                    // Blob lives in a part we were not given.
-                    None => continue,
-                };
-                if e.hash == ZERO_HASH && !rh.is_metadata() {
-                    continue;
-                }
-                let loc = if solid {
-                    let Some(ra) = run_of[idx].clone() else {
-                        problems.push(format!(
-                            "blob {} is in an unreadable solid run",
-                            hex(&e.hash)
-                        ));
-                        continue;
-                    };
-                    // Blobs in solid runs give their size in the size field
-                    // (the uncompressed-size field is 0).
-                    if rh
-                        .offset
-                        .checked_add(rh.size_in_wim)
-                        .is_none_or(|end| end > ra.total)
-                    {
-                        problems.push(format!(
-                            "blob {} lies outside its solid resources",
-                            hex(&e.hash)
-                        ));
-                        continue;
-                    }
-                    BlobLoc::Solid {
-                        run: ra,
-                        offset: rh.offset,
-                    }
-                } else {
-                    let res = match Resource::normal(
-                        next_id,
-                        src,
-                        e.part_number,
-                        rh,
+            // Resources and blobs are made in parallel (a /usr-sized image
+            // has a hundred thousand); only the map inserts are serial.
+            // Resource ids: solid ones were numbered above, the others take
+            // `base + entry index`, unique without coordination.
+            let base = next_id;
+            next_id += table.len() as u64;
+            let made: Vec<Made> = table
+                .par_iter()
+                .enumerate()
+                .with_min_len(1024)
+                .map(|(idx, e)| {
+                    make_blob(
+                        e,
+                        &parts,
+                        run_of[idx].as_ref(),
+                        solid_ok,
                         compression,
                         chunk_size,
-                    ) {
-                        Ok(r) => r,
-                        Err(err) => {
-                            problems.push(format!("blob {}: {err}", hex(&e.hash)));
-                            continue;
-                        }
-                    };
-                    next_id += 1;
-                    BlobLoc::Whole(Arc::new(res))
+                        base + idx as u64,
+                    )
+                })
+                .collect();
+            blobs.reserve(table.len());
+            for (e, m) in table.iter().zip(made) {
+                let blob = match m {
+                    Made::Skip => continue,
+                    Made::Problem(p) => {
+                        problems.push(p);
+                        continue;
+                    }
+                    Made::Blob(b) => b,
                 };
-                let blob = Arc::new(Blob {
-                    hash: e.hash,
-                    size: if solid {
-                        rh.size_in_wim
-                    } else {
-                        rh.uncompressed_size
-                    },
-                    loc,
-                    refcount: e.refcount,
-                    part: e.part_number,
-                });
-                if rh.is_metadata() {
+                if e.reshdr.is_metadata() {
                     // As WIMGAPI and wimlib do: an unreferenced metadata
                     // entry is not an image (old WAIK WIMs have them), and
                     // one referenced more than once is invalid.
@@ -447,6 +485,7 @@ impl Wim {
                     blobs.entry(e.hash).or_insert(blob);
                 }
             }
+            entries.extend(table.into_iter().map(|e| (h.part_number, e)));
         }
         // Metadata lives in part 1 only; a later part alone has none.
         if header.part_number == 1 && metadata.len() != header.image_count as usize {
