@@ -498,8 +498,9 @@ impl Filesystem for WimFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.vfs.read(ino.0, offset, size) {
-            Ok(buf) => reply.data(&buf),
+        let mut buf = self.vfs.read_buffer(size as usize);
+        match self.vfs.read_into(ino.0, offset, buf.as_mut_slice()) {
+            Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply.error(errno(&e)),
         }
     }

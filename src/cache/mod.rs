@@ -24,10 +24,37 @@ mod pool;
 pub use pool::ChunkBuf;
 use pool::Pool;
 
-/// Freed chunk buffers kept resident for reuse: the cache turns over one
-/// chunk at a time, so a little is plenty (and it stays out of the budget
-/// users set).
-const POOL_HOT_BYTES: usize = 1 << 20;
+/// Memory a cached chunk costs besides its block: the LRU node and map slot,
+/// the shared header and the buffer descriptor. With /usr's many small
+/// files the cache holds tens of thousands of chunks, so this is megabytes.
+const ENTRY_OVERHEAD: u64 = 160;
+
+fn cost(c: &Chunk) -> u64 {
+    c.footprint() + ENTRY_OVERHEAD
+}
+
+/// Chunks larger than this read their compressed input into a buffer of
+/// its own (see `Resource::read_chunk_into`), which the reservation covers.
+const KEEP_INPUT: usize = 4 << 20;
+
+/// Drop least recently used chunks until the budget holds (one chunk is
+/// always kept).
+fn evict(l: &mut Lru) {
+    while l.bytes > l.capacity && l.map.len() > 1 {
+        match l.map.pop_lru() {
+            Some((_, v)) => l.bytes -= cost(&v),
+            None => break,
+        }
+    }
+}
+
+/// Freed blocks kept resident for reuse (evicted chunks, read buffers of
+/// the mount adapters), at most: the cache turns over one chunk at a time
+/// and a mount has a dozen reads in flight. Taken out of the cache's budget,
+/// so chunks plus pool stay within the size the user set.
+fn pool_hot_bytes(capacity: u64) -> usize {
+    (capacity / 16).min(4 << 20) as usize
+}
 
 struct Lru {
     map: LruCache<Key, Chunk>,
@@ -63,6 +90,8 @@ impl ChunkCache {
     /// chunk is always kept even when larger than the capacity, so a solid
     /// 64 MiB chunk is not decoded again for every small read.
     pub fn new(capacity: u64) -> Self {
+        let hot = pool_hot_bytes(capacity);
+        let capacity = capacity.saturating_sub(hot as u64);
         ChunkCache {
             lru: Mutex::new(Lru {
                 map: LruCache::unbounded(),
@@ -70,7 +99,7 @@ impl ChunkCache {
                 capacity,
             }),
             inflight: Mutex::new(HashMap::new()),
-            pool: Pool::new(POOL_HOT_BYTES),
+            pool: Pool::new(hot),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             decoded: AtomicU64::new(0),
@@ -90,22 +119,40 @@ impl ChunkCache {
         }
     }
 
+    /// Bytes cached, as counted against the capacity (block sizes plus
+    /// bookkeeping).
+    pub fn bytes(&self) -> u64 {
+        self.lru.lock().bytes
+    }
+
+    /// A buffer of `len` bytes from the pool, with unspecified contents
+    /// (the caller overwrites what it uses): the mount adapters' read
+    /// replies, recycled instead of churning the heap of every thread.
+    pub fn scratch(&self, len: usize) -> ChunkBuf {
+        self.pool.take_dirty(len)
+    }
+
     fn lookup(&self, key: Key) -> Option<Chunk> {
         self.lru.lock().map.get(&key).cloned()
     }
 
-    fn insert(&self, key: Key, c: Chunk) {
+    /// Count `n` bytes against the budget ahead of a decode, evicting as
+    /// needed.
+    fn reserve(&self, n: u64) {
         let mut l = self.lru.lock();
+        l.bytes += n;
+        evict(&mut l);
+    }
+
+    /// Cache `c`, which was decoded under a reservation of `reserved` bytes.
+    fn insert(&self, key: Key, c: Chunk, reserved: u64) {
+        let mut l = self.lru.lock();
+        l.bytes -= reserved;
         if let Some(old) = l.map.put(key, c.clone()) {
-            l.bytes -= old.footprint();
+            l.bytes -= cost(&old);
         }
-        l.bytes += c.footprint();
-        while l.bytes > l.capacity && l.map.len() > 1 {
-            match l.map.pop_lru() {
-                Some((_, v)) => l.bytes -= v.footprint(),
-                None => break,
-            }
-        }
+        l.bytes += cost(&c);
+        evict(&mut l);
     }
 
     /// Is the chunk cached (no decode, no LRU update)?
@@ -132,27 +179,41 @@ impl ChunkCache {
             return Ok(c.clone());
         }
         // Another thread may have finished and removed the slot between our
-        // lookup and taking it.
+        // lookup and taking it (then the slot we hold is a new one, or one
+        // a prefetch scheduled): take it out again, or it would stay in
+        // the map for good.
         if let Some(c) = self.lookup(key) {
             self.hits.fetch_add(1, Ordering::Relaxed);
+            drop(guard);
+            self.forget_slot(key, &slot);
             return Ok(c);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let mut data = self.pool.take(res.chunk_len(chunk));
+        // The decode's memory counts against the budget from now on (cached
+        // chunks are evicted to make room), so chunks being decoded, up to
+        // 64 MiB each in solid resources, plus their compressed input, never
+        // take the daemon past its budget.
+        let len = res.chunk_len(chunk);
+        let reserved = pool::footprint_of(len)
+            + ENTRY_OVERHEAD
+            + if len > KEEP_INPUT { len as u64 } else { 0 };
+        self.reserve(reserved);
+        let mut data = self.pool.take(len);
         let result = res.read_chunk_into(chunk, data.as_mut_slice());
         match result {
             Ok(()) => {
                 self.decoded.fetch_add(data.len() as u64, Ordering::Relaxed);
                 let c: Chunk = Arc::new(data);
-                self.insert(key, c.clone());
+                self.insert(key, c.clone(), reserved);
                 *guard = Some(c.clone());
                 drop(guard);
-                self.inflight.lock().remove(&key);
+                self.forget_slot(key, &slot);
                 Ok(c)
             }
             Err(e) => {
+                self.lru.lock().bytes -= reserved;
                 drop(guard);
-                self.inflight.lock().remove(&key);
+                self.forget_slot(key, &slot);
                 Err(e)
             }
         }
@@ -169,19 +230,47 @@ impl ChunkCache {
             .collect()
     }
 
+    /// Remove `key`'s in-flight slot if it is still `slot`.
+    fn forget_slot(&self, key: Key, slot: &Arc<Mutex<Option<Chunk>>>) {
+        let mut inf = self.inflight.lock();
+        if inf.get(&key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            inf.remove(&key);
+        }
+    }
+
     /// Start decoding chunks in the background (readahead); errors are
-    /// ignored here and reported to whoever reads the chunk.
+    /// ignored here and reported to whoever reads the chunk. A chunk is
+    /// scheduled once: its in-flight slot is made now, so the next reads
+    /// of the same window (a sequential reader asks for the next 4 MiB on
+    /// every read) do not queue it again.
     pub fn prefetch(self: &Arc<Self>, res: &Arc<Resource>, first: u64, last: u64) {
         for c in first..=last.min(res.num_chunks().saturating_sub(1)) {
-            if self.contains(res, c) || self.inflight.lock().contains_key(&(res.id, c)) {
+            let key = (res.id, c);
+            if self.contains(res, c) {
                 continue;
             }
+            let slot = {
+                let mut inf = self.inflight.lock();
+                if inf.contains_key(&key) {
+                    continue;
+                }
+                let slot = Arc::new(Mutex::new(None));
+                inf.insert(key, slot.clone());
+                slot
+            };
             let me = self.clone();
             let r = res.clone();
             rayon::spawn(move || {
                 let _ = me.get(&r, c);
+                // If a reader got there first, the slot is still ours.
+                me.forget_slot(key, &slot);
             });
         }
+    }
+
+    /// Slots of chunks being decoded or scheduled (for tests).
+    pub fn in_flight(&self) -> usize {
+        self.inflight.lock().len()
     }
 
     /// Read `buf.len()` bytes of `blob` from `offset`; returns bytes read
@@ -254,6 +343,49 @@ mod tests {
             4096,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn prefetch_leaves_no_slots_behind() {
+        let data: Vec<u8> = (0..64 * 4096u32).map(|i| (i % 251) as u8).collect();
+        let src = Arc::new(Counting(
+            data.clone(),
+            std::sync::atomic::AtomicUsize::new(0),
+        ));
+        let n = data.len() as u64;
+        let r = Arc::new(
+            Resource::normal(
+                3,
+                src.clone(),
+                1,
+                ResHdr {
+                    size_in_wim: n,
+                    flags: 0,
+                    offset: 0,
+                    uncompressed_size: n,
+                },
+                Compression::None,
+                4096,
+            )
+            .unwrap(),
+        );
+        let c = Arc::new(ChunkCache::new(1 << 20));
+        // A reader racing the readahead it keeps asking for.
+        for i in 0..64u64 {
+            c.prefetch(&r, i, (i + 8).min(63));
+            c.prefetch(&r, i, (i + 8).min(63));
+            assert_eq!(
+                &c.get(&r, i).unwrap()[..],
+                &data[i as usize * 4096..][..4096]
+            );
+        }
+        let t = std::time::Instant::now();
+        while c.in_flight() > 0 && t.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(c.in_flight(), 0, "in-flight slots left behind");
+        // Each chunk read from the source once: no duplicate prefetch work.
+        assert_eq!(src.1.load(Ordering::SeqCst), 64);
     }
 
     #[test]
@@ -340,6 +472,6 @@ mod tests {
         );
         assert_eq!(src.1.load(Ordering::SeqCst), 4);
         let s = c.stats();
-        assert_eq!((s.misses, s.bytes), (4, 16384));
+        assert_eq!((s.misses, s.bytes), (4, 4 * (4096 + ENTRY_OVERHEAD)));
     }
 }

@@ -30,6 +30,16 @@ fn class_size(len: usize) -> usize {
     len.max(MIN_CLASS).next_power_of_two()
 }
 
+/// Bytes a buffer of `len` takes: its block, or the vector for big chunks.
+pub fn footprint_of(len: usize) -> u64 {
+    let size = class_size(len);
+    if size <= MAX_POOLED {
+        size as u64
+    } else {
+        len as u64
+    }
+}
+
 fn class_index(size: usize) -> usize {
     (size.trailing_zeros() - MIN_CLASS.trailing_zeros()) as usize
 }
@@ -140,10 +150,20 @@ impl Pool {
 
     /// A zeroed buffer of `len` bytes.
     pub fn take(self: &Arc<Self>, len: usize) -> ChunkBuf {
+        self.take_inner(len, true)
+    }
+
+    /// A buffer of `len` bytes whose contents are whatever was there (a
+    /// reused block is not cleared).
+    pub fn take_dirty(self: &Arc<Self>, len: usize) -> ChunkBuf {
+        self.take_inner(len, false)
+    }
+
+    fn take_inner(self: &Arc<Self>, len: usize, zero: bool) -> ChunkBuf {
         let size = class_size(len);
         if size <= MAX_POOLED {
             if let Some((ptr, hot)) = self.block(size) {
-                if hot {
+                if hot && zero {
                     // SAFETY: the block is `size` bytes and now ours alone.
                     unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, len) };
                 }
@@ -206,20 +226,42 @@ impl Pool {
         Some((p, false))
     }
 
+    /// Take back a block. It stays hot when it fits the hot budget; to make
+    /// room, hot blocks of the class holding the most hot bytes are given
+    /// back first, so the classes in use now (evicted chunks, read replies)
+    /// stay hot and a class no longer asked for does not clog the budget.
     fn put(&self, ptr: NonNull<u8>, size: usize) {
         let ci = class_index(size);
         let mut g = self.inner.lock();
         let inner = &mut *g;
-        let Some(c) = inner.classes.get_mut(ci) else {
-            return;
-        };
-        if inner.hot_bytes + size <= self.hot_max {
-            inner.hot_bytes += size;
-            c.hot.push(ptr);
-        } else {
+        if ci >= inner.classes.len() || size > self.hot_max {
             release(ptr, size);
-            c.cold.push(ptr);
+            if let Some(c) = inner.classes.get_mut(ci) {
+                c.cold.push(ptr);
+            }
+            return;
         }
+        while inner.hot_bytes + size > self.hot_max {
+            let Some((vi, _)) = inner
+                .classes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (i, c.hot.len() << (i as u32 + MIN_CLASS.trailing_zeros())))
+                .max_by_key(|&(_, b)| b)
+                .filter(|&(_, b)| b > 0)
+            else {
+                break;
+            };
+            let victim_size = MIN_CLASS << vi;
+            let vc = &mut inner.classes[vi];
+            if let Some(v) = vc.hot.pop() {
+                release(v, victim_size);
+                vc.cold.push(v);
+                inner.hot_bytes -= victim_size;
+            }
+        }
+        inner.hot_bytes += size;
+        inner.classes[ci].hot.push(ptr);
     }
 }
 

@@ -460,23 +460,37 @@ impl Vfs {
 
     /// Read up to `size` bytes of the unnamed data stream at `offset`.
     pub fn read(&self, ino: Ino, offset: u64, size: u32) -> VfsResult<Vec<u8>> {
+        let mut buf = vec![0u8; size as usize];
+        let n = self.read_into(ino, offset, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// A buffer for a read of `len` bytes from the cache's pool (inside
+    /// its memory budget, recycled across threads), for adapters that
+    /// answer many reads: see [`Vfs::read_into`].
+    pub fn read_buffer(&self, len: usize) -> crate::cache::ChunkBuf {
+        self.cache.scratch(len)
+    }
+
+    /// Read up to `buf.len()` bytes of the unnamed data stream at `offset`
+    /// into `buf`; returns how many (fewer only at the end of the file).
+    pub fn read_into(&self, ino: Ino, offset: u64, buf: &mut [u8]) -> VfsResult<usize> {
         if let Some(ov) = &self.rw {
             return match ov.data(ino)? {
-                None => Ok(Vec::new()),
+                None => Ok(0),
                 Some(Data::Staged(s)) => {
-                    let n = (size as u64).min(s.size().saturating_sub(offset)) as usize;
-                    let mut buf = vec![0u8; n];
-                    let got = s.read(offset, &mut buf)?;
-                    buf.truncate(got);
-                    Ok(buf)
+                    let n = (buf.len() as u64).min(s.size().saturating_sub(offset)) as usize;
+                    Ok(s.read(offset, &mut buf[..n])?)
                 }
                 Some(Data::Inline(v)) => {
                     let a = usize::try_from(offset).unwrap_or(usize::MAX).min(v.len());
-                    let b = a.saturating_add(size as usize).min(v.len());
-                    Ok(v[a..b].to_vec())
+                    let b = a.saturating_add(buf.len()).min(v.len());
+                    buf[..b - a].copy_from_slice(&v[a..b]);
+                    Ok(b - a)
                 }
-                Some(Data::Base { blob: Some(b), .. }) => self.read_blob(&b, offset, size),
-                Some(Data::Base { size: 0, .. }) => Ok(Vec::new()),
+                Some(Data::Base { blob: Some(b), .. }) => self.read_blob(&b, offset, buf),
+                Some(Data::Base { size: 0, .. }) => Ok(0),
                 Some(Data::Base { blob: None, .. }) => {
                     Err(VfsError::Io("data missing from WIM".into()))
                 }
@@ -487,28 +501,26 @@ impl Vfs {
             return Err(VfsError::IsDir);
         }
         let Some(s) = node.data() else {
-            return Ok(Vec::new());
+            return Ok(0);
         };
         let Some(b) = &s.blob else {
             return if s.size == 0 {
-                Ok(Vec::new())
+                Ok(0)
             } else {
                 Err(VfsError::Io("data missing from WIM".into()))
             };
         };
-        self.read_blob(b, offset, size)
+        self.read_blob(b, offset, buf)
     }
 
-    fn read_blob(&self, b: &Blob, offset: u64, size: u32) -> VfsResult<Vec<u8>> {
+    fn read_blob(&self, b: &Blob, offset: u64, buf: &mut [u8]) -> VfsResult<usize> {
         if offset >= b.size {
-            return Ok(Vec::new());
+            return Ok(0);
         }
-        let n = (size as u64).min(b.size - offset) as usize;
-        let mut buf = vec![0u8; n];
-        let got = self.cache.read_blob(b, offset, &mut buf)?;
-        buf.truncate(got);
+        let n = (buf.len() as u64).min(b.size - offset) as usize;
+        let got = self.cache.read_blob(b, offset, &mut buf[..n])?;
         self.readahead(b, offset + got as u64);
-        Ok(buf)
+        Ok(got)
     }
 
     /// Start decoding the chunks just past `pos`, so a sequential reader

@@ -245,22 +245,75 @@ impl Resource {
     }
 
     /// Where chunk `i`'s stored bytes lie in the source: `(start, end)`.
-    /// A one-chunk non-solid resource (most files) needs no chunk table:
-    /// its single chunk is the whole resource, so nothing is loaded and
-    /// nothing is kept for it.
+    ///
+    /// For a non-solid resource the two chunk-table entries around chunk
+    /// `i` are read for each chunk (one small `pread`, from the page cache
+    /// after the first) instead of keeping the table: a mount that reads
+    /// every file of a /usr-sized image would otherwise keep ~5 MB of
+    /// tables, growing outside the cache's budget. Each entry pair is
+    /// checked on its own: in order, inside the resource, no larger than
+    /// the chunk. A one-chunk resource (most files) has no table at all.
+    /// Solid resources keep their table: their chunk sizes must be summed.
     fn chunk_span(&self, i: u64) -> Result<(u64, u64)> {
-        if !self.solid && self.num_chunks() == 1 {
-            if i != 0 {
-                return Err(Error::Invalid(format!("chunk {i} out of range")));
+        let n = self.num_chunks();
+        if i >= n {
+            return Err(Error::Invalid(format!("chunk {i} out of range")));
+        }
+        if self.solid {
+            let t = self.chunk_table()?;
+            return match (t.starts.get(i as usize), t.starts.get(i as usize + 1)) {
+                (Some(&s), Some(&e)) => Ok((s, e)),
+                _ => Err(Error::Invalid(format!("chunk {i} out of range"))),
+            };
+        }
+        let off = self.reshdr.offset;
+        let size = self.reshdr.size_in_wim;
+        let esize: u64 = if self.uncompressed_size > u32::MAX as u64 {
+            8
+        } else {
+            4
+        };
+        let tsize = (n - 1)
+            .checked_mul(esize)
+            .filter(|&t| t <= size)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "resource at {off:#x}: chunk table of {n} chunks does not fit in {size} bytes"
+                ))
+            })?;
+        let data_start = off + tsize;
+        let data_len = size - tsize;
+        // Entry k (0-based) holds the start of chunk k + 1.
+        let entry = |b: &[u8]| -> u64 {
+            if esize == 8 {
+                u64::from_le_bytes(b.try_into().unwrap_or_default())
+            } else {
+                u32::from_le_bytes(b.try_into().unwrap_or_default()) as u64
             }
-            let s = self.reshdr.offset;
-            return Ok((s, s + self.reshdr.size_in_wim));
+        };
+        let first = i.saturating_sub(1);
+        let last = i.min(n - 2).max(first);
+        let mut raw = [0u8; 16];
+        let (rel_s, rel_e) = if n == 1 {
+            (0, data_len)
+        } else {
+            let cnt = (last - first + 1) as usize;
+            let buf = &mut raw[..cnt * esize as usize];
+            self.source.read_exact_at(buf, off + first * esize)?;
+            let e0 = entry(&buf[..esize as usize]);
+            let e1 = entry(&buf[buf.len() - esize as usize..]);
+            match (i == 0, i == n - 1) {
+                (true, _) => (0, e0),
+                (false, true) => (e1, data_len),
+                (false, false) => (e0, e1),
+            }
+        };
+        if rel_s > rel_e || rel_e > data_len || rel_e - rel_s > self.chunk_len(i) as u64 {
+            return Err(Error::Invalid(format!(
+                "resource at {off:#x}: chunk table entries for chunk {i} are out of order or range"
+            )));
         }
-        let t = self.chunk_table()?;
-        match (t.starts.get(i as usize), t.starts.get(i as usize + 1)) {
-            (Some(&s), Some(&e)) => Ok((s, e)),
-            _ => Err(Error::Invalid(format!("chunk {i} out of range"))),
-        }
+        Ok((data_start + rel_s, data_start + rel_e))
     }
 
     /// Read and decompress chunk `i` into a new buffer.
@@ -382,5 +435,77 @@ pub fn compress(c: Compression, chunk_size: u32, input: &[u8]) -> Option<Vec<u8>
         Compression::Xpress => codec::xpress::compress(input),
         Compression::Lzx => codec::lzx::compress_chunk(input, chunk_size as usize),
         Compression::Lzms => codec::lzms::compress(input),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wim::header::resflags;
+
+    /// A three-chunk XPRESS resource laid out as in a WIM: the chunk table
+    /// (starts of chunks 1 and 2), then the compressed chunks.
+    fn three_chunks() -> (Vec<u8>, Vec<u8>, ResHdr) {
+        let data: Vec<u8> = (0..3 * 4096 + 1000u32)
+            .map(|i| b"wimfs chunk table "[(i % 18) as usize] ^ (i / 4096) as u8)
+            .collect();
+        let chunks: Vec<Vec<u8>> = data
+            .chunks(4096)
+            .map(|c| compress(Compression::Xpress, 4096, c).unwrap_or_else(|| c.to_vec()))
+            .collect();
+        let mut file = Vec::new();
+        let mut rel = 0u32;
+        for c in &chunks[..chunks.len() - 1] {
+            rel += c.len() as u32;
+            file.extend_from_slice(&rel.to_le_bytes());
+        }
+        for c in &chunks {
+            file.extend_from_slice(c);
+        }
+        let rh = ResHdr {
+            size_in_wim: file.len() as u64,
+            flags: resflags::COMPRESSED,
+            offset: 0,
+            uncompressed_size: data.len() as u64,
+        };
+        (data, file, rh)
+    }
+
+    fn resource(file: Vec<u8>, rh: ResHdr) -> Resource {
+        Resource::normal(1, Arc::new(file), 1, rh, Compression::Xpress, 4096).unwrap()
+    }
+
+    #[test]
+    fn chunks_are_found_through_the_table() {
+        let (data, file, rh) = three_chunks();
+        let r = resource(file, rh);
+        assert_eq!(r.num_chunks(), 4);
+        assert_eq!(r.read_all().unwrap(), data);
+        for i in 0..4 {
+            let c = r.read_chunk(i).unwrap();
+            assert_eq!(
+                &c[..],
+                &data[i as usize * 4096..(data.len()).min((i as usize + 1) * 4096)]
+            );
+        }
+        assert!(r.read_chunk(4).is_err());
+    }
+
+    #[test]
+    fn bad_table_entries_are_errors_for_their_chunks() {
+        let (_, mut file, rh) = three_chunks();
+        // Entry 1 (start of chunk 2) before entry 0: chunks 1 and 2 are
+        // out of order; chunk 0 is still readable.
+        let e0 = u32::from_le_bytes(file[0..4].try_into().unwrap());
+        file[4..8].copy_from_slice(&(e0 - 1).to_le_bytes());
+        let r = resource(file.clone(), rh);
+        assert!(r.read_chunk(0).is_ok());
+        assert!(r.read_chunk(1).is_err());
+        assert!(r.read_chunk(2).is_err());
+        assert!(r.read_all().is_err());
+        // Entry past the end of the resource.
+        file[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        let r = resource(file, rh);
+        assert!(r.read_chunk(3).is_err());
     }
 }
