@@ -30,17 +30,26 @@ use pool::Pool;
 const ENTRY_OVERHEAD: u64 = 160;
 
 fn cost(c: &Chunk) -> u64 {
-    c.footprint() + ENTRY_OVERHEAD
+    if is_big(c) {
+        c.footprint()
+    } else {
+        c.footprint() + ENTRY_OVERHEAD
+    }
 }
 
-/// Chunks larger than this read their compressed input into a buffer of
-/// its own (see `Resource::read_chunk_into`), which the reservation covers.
-const KEEP_INPUT: usize = 4 << 20;
+/// A chunk too big for the pool (solid resources' 64 MiB chunks): its own
+/// allocation, no pool or per-thread overhead to budget for.
+fn is_big(c: &Chunk) -> bool {
+    c.footprint() > pool::MAX_POOLED as u64
+}
 
 /// Drop least recently used chunks until the budget holds (one chunk is
-/// always kept).
-fn evict(l: &mut Lru) {
-    while l.bytes > l.capacity && l.map.len() > 1 {
+/// always kept). Big chunks may use the whole budget: what is set aside
+/// for the pool and the threads serves small chunks, and a 256 MiB cache
+/// must hold four 64 MiB solid chunks or random reads over them thrash.
+fn evict(l: &mut Lru, big: bool) {
+    let cap = if big { l.total } else { l.capacity };
+    while l.bytes > cap && l.map.len() > 1 {
         match l.map.pop_lru() {
             Some((_, v)) => l.bytes -= cost(&v),
             None => break,
@@ -59,7 +68,10 @@ fn pool_hot_bytes(capacity: u64) -> usize {
 struct Lru {
     map: LruCache<Key, Chunk>,
     bytes: u64,
+    /// Budget when small chunks come in.
     capacity: u64,
+    /// The whole budget (big chunks).
+    total: u64,
 }
 
 /// Counters, for `--stats` and benchmarks.
@@ -90,13 +102,23 @@ impl ChunkCache {
     /// chunk is always kept even when larger than the capacity, so a solid
     /// 64 MiB chunk is not decoded again for every small read.
     pub fn new(capacity: u64) -> Self {
-        let hot = pool_hot_bytes(capacity);
-        let capacity = capacity.saturating_sub(hot as u64);
+        Self::with_reserve(capacity, 0)
+    }
+
+    /// A cache within `total` bytes, of which `reserve` (capped at a
+    /// quarter) is left for the threads' working memory when chunks are
+    /// small (see [`evict`]).
+    pub fn with_reserve(total: u64, reserve: u64) -> Self {
+        let hot = pool_hot_bytes(total);
+        let capacity = total
+            .saturating_sub(hot as u64)
+            .saturating_sub(reserve.min(total / 4));
         ChunkCache {
             lru: Mutex::new(Lru {
                 map: LruCache::unbounded(),
                 bytes: 0,
                 capacity,
+                total,
             }),
             inflight: Mutex::new(HashMap::new()),
             pool: Pool::new(hot),
@@ -136,23 +158,13 @@ impl ChunkCache {
         self.lru.lock().map.get(&key).cloned()
     }
 
-    /// Count `n` bytes against the budget ahead of a decode, evicting as
-    /// needed.
-    fn reserve(&self, n: u64) {
+    fn insert(&self, key: Key, c: Chunk) {
         let mut l = self.lru.lock();
-        l.bytes += n;
-        evict(&mut l);
-    }
-
-    /// Cache `c`, which was decoded under a reservation of `reserved` bytes.
-    fn insert(&self, key: Key, c: Chunk, reserved: u64) {
-        let mut l = self.lru.lock();
-        l.bytes -= reserved;
         if let Some(old) = l.map.put(key, c.clone()) {
             l.bytes -= cost(&old);
         }
         l.bytes += cost(&c);
-        evict(&mut l);
+        evict(&mut l, is_big(&c));
     }
 
     /// Is the chunk cached (no decode, no LRU update)?
@@ -189,29 +201,20 @@ impl ChunkCache {
             return Ok(c);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        // The decode's memory counts against the budget from now on (cached
-        // chunks are evicted to make room), so chunks being decoded, up to
-        // 64 MiB each in solid resources, plus their compressed input, never
-        // take the daemon past its budget.
         let len = res.chunk_len(chunk);
-        let reserved = pool::footprint_of(len)
-            + ENTRY_OVERHEAD
-            + if len > KEEP_INPUT { len as u64 } else { 0 };
-        self.reserve(reserved);
         let mut data = self.pool.take(len);
         let result = res.read_chunk_into(chunk, data.as_mut_slice());
         match result {
             Ok(()) => {
                 self.decoded.fetch_add(data.len() as u64, Ordering::Relaxed);
                 let c: Chunk = Arc::new(data);
-                self.insert(key, c.clone(), reserved);
+                self.insert(key, c.clone());
                 *guard = Some(c.clone());
                 drop(guard);
                 self.forget_slot(key, &slot);
                 Ok(c)
             }
             Err(e) => {
-                self.lru.lock().bytes -= reserved;
                 drop(guard);
                 self.forget_slot(key, &slot);
                 Err(e)
@@ -345,30 +348,27 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn prefetch_leaves_no_slots_behind() {
-        let data: Vec<u8> = (0..64 * 4096u32).map(|i| (i % 251) as u8).collect();
+    /// A raw resource of 4 KiB chunks over a counting, slow source.
+    fn counted(id: u64, data: &[u8]) -> (Arc<Counting>, Arc<Resource>) {
         let src = Arc::new(Counting(
-            data.clone(),
+            data.to_vec(),
             std::sync::atomic::AtomicUsize::new(0),
         ));
         let n = data.len() as u64;
-        let r = Arc::new(
-            Resource::normal(
-                3,
-                src.clone(),
-                1,
-                ResHdr {
-                    size_in_wim: n,
-                    flags: 0,
-                    offset: 0,
-                    uncompressed_size: n,
-                },
-                Compression::None,
-                4096,
-            )
-            .unwrap(),
-        );
+        let hdr = ResHdr {
+            size_in_wim: n,
+            flags: 0,
+            offset: 0,
+            uncompressed_size: n,
+        };
+        let r = Resource::normal(id, src.clone(), 1, hdr, Compression::None, 4096).unwrap();
+        (src, Arc::new(r))
+    }
+
+    #[test]
+    fn prefetch_leaves_no_slots_behind() {
+        let data: Vec<u8> = (0..64 * 4096u32).map(|i| (i % 251) as u8).collect();
+        let (src, r) = counted(3, &data);
         let c = Arc::new(ChunkCache::new(1 << 20));
         // A reader racing the readahead it keeps asking for.
         for i in 0..64u64 {
@@ -426,27 +426,7 @@ mod tests {
     #[test]
     fn one_decode_per_chunk_under_contention() {
         let data: Vec<u8> = (0..16384u32).map(|i| (i * 7) as u8).collect();
-        let src = Arc::new(Counting(
-            data.clone(),
-            std::sync::atomic::AtomicUsize::new(0),
-        ));
-        let n = data.len() as u64;
-        let r = Arc::new(
-            Resource::normal(
-                9,
-                src.clone(),
-                1,
-                ResHdr {
-                    size_in_wim: n,
-                    flags: 0,
-                    offset: 0,
-                    uncompressed_size: n,
-                },
-                Compression::None,
-                4096,
-            )
-            .unwrap(),
-        );
+        let (src, r) = counted(9, &data);
         let c = Arc::new(ChunkCache::new(1 << 20));
         let threads: Vec<_> = (0..8)
             .map(|_| {

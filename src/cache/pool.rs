@@ -30,16 +30,6 @@ fn class_size(len: usize) -> usize {
     len.max(MIN_CLASS).next_power_of_two()
 }
 
-/// Bytes a buffer of `len` takes: its block, or the vector for big chunks.
-pub fn footprint_of(len: usize) -> u64 {
-    let size = class_size(len);
-    if size <= MAX_POOLED {
-        size as u64
-    } else {
-        len as u64
-    }
-}
-
 fn class_index(size: usize) -> usize {
     (size.trailing_zeros() - MIN_CLASS.trailing_zeros()) as usize
 }

@@ -364,57 +364,6 @@ fn fuse_threads() -> usize {
 /// objects of every read (0.4 to 0.7 MiB each after a cat of all of /usr).
 const PER_THREAD_BYTES: u64 = 768 << 10;
 
-/// The chunk cache's share of `--cache-size`: the rest is the threads'
-/// working memory, so the whole daemon stays within the loaded image plus
-/// `--cache-size` (bench-mount.sh checks it). At most a quarter goes to
-/// the threads.
-fn cache_budget(total: u64, threads: usize) -> u64 {
-    let reserve = (threads as u64 * PER_THREAD_BYTES).min(total / 4);
-    total - reserve
-}
-
-/// Allocator settings while the image loads. Loading a /usr-sized image
-/// builds ~110 MB of small objects and passes through tens of megabytes of
-/// short-lived buffers (the decompressed metadata, the parsed records);
-/// with glibc's defaults each big buffer is a fresh mapping, faulted in page
-/// by page and unmapped again, and the heap grows a little at a time. Big
-/// buffers from the heap, grown 32 MiB at a time and not trimmed until the
-/// load is done, cut the load by ~15% (measured: 180 -> 150 ms). The
-/// thresholds come back down, and the unused heap is returned, when the
-/// load ends.
-/// (Transparent huge pages were tried too: fast on a quiet machine, but
-/// 300+ ms when memory is fragmented, as after reading large files.)
-struct LoadTuning;
-
-impl LoadTuning {
-    fn start() -> LoadTuning {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: mallopt only changes allocator parameters; it is called
-        // before the threads that allocate during the load are started.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-            libc::mallopt(libc::M_TOP_PAD, 32 << 20);
-        }
-        LoadTuning
-    }
-}
-
-impl Drop for LoadTuning {
-    fn drop(&mut self) {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: as in start; malloc_trim only returns free memory.
-        unsafe {
-            // Serving allocates little from the heap (read replies and
-            // chunks come from the cache's pool): keep its free memory low.
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 10);
-            libc::mallopt(libc::M_TOP_PAD, 0);
-            libc::malloc_trim(0);
-        }
-    }
-}
-
 /// The daemon side: a new session, logging to a file, then serve. Any error
 /// before the mount is live goes back to the parent on stdout.
 fn daemon_child(a: MountArgs) -> Result<i32> {
@@ -490,7 +439,6 @@ fn unmount_on_signal(mut unmounter: fuser::SessionUnmounter) {
 }
 
 fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
-    let load_tuning = LoadTuning::start();
     let t0 = Instant::now();
     let wim = Arc::new(open(&a.wim, &a.refs)?);
     let spec = if a.args.len() == 2 {
@@ -517,10 +465,10 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
         mount_root: abs.to_string_lossy().into_owned(),
         ..VfsOptions::default()
     };
-    let cache = Arc::new(ChunkCache::new(cache_budget(
+    let cache = Arc::new(ChunkCache::with_reserve(
         a.cache_size.saturating_mul(1 << 20),
-        fuse_threads() + rayon::current_num_threads(),
-    )));
+        (fuse_threads() + rayon::current_num_threads()) as u64 * PER_THREAD_BYTES,
+    ));
     let wim_path = a.wim.canonicalize().unwrap_or_else(|_| a.wim.clone());
     let mut control = None;
     let vfs = if a.rw {
@@ -591,8 +539,6 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
         );
     }
 
-    // After the word is out: giving the unused heap back takes a while.
-    drop(load_tuning);
     let res = mounted.run();
     if let Some((ctl, sock)) = &socket {
         let _ = fs::remove_file(sock);

@@ -20,7 +20,7 @@ use crate::wim::{Blob, BlobLoc, Wim};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub use crate::overlay::{Cred, RenameMode, SetAttr, XattrMode};
 
@@ -203,8 +203,10 @@ pub struct Vfs {
     pub opts: VfsOptions,
     /// First reachable dentry of each inode (directories have exactly one).
     inode_dentry: Vec<u32>,
-    /// POSIX targets of symlink and junction reparse points.
-    links: HashMap<u32, String>,
+    /// POSIX targets of symlink and junction reparse points, by inode
+    /// index, decoded on first use (`None`: the reparse data does not
+    /// decode, and the inode shows as a file with its data).
+    links: HashMap<u32, OnceLock<Option<String>>>,
     /// The change set of a read-write mount.
     rw: Option<Overlay>,
 }
@@ -216,27 +218,23 @@ impl Vfs {
             .iter()
             .map(|i| i.dentries.first().copied().unwrap_or(u32::MAX))
             .collect();
-        let rpfix = wim.header.flags & flags::RP_FIX != 0;
-        // Every symlink's target is decoded now (its kind and size depend
-        // on it), on all cores: /usr has thousands.
-        let links: HashMap<u32, String> = image
+        // Symlink and junction targets are decoded when first asked for
+        // (a kind, a size, a readlink): /usr has thousands, and a mount
+        // should not wait for them.
+        let links: HashMap<u32, OnceLock<Option<String>>> = image
             .inodes
-            .par_iter()
+            .iter()
             .enumerate()
-            .with_min_len(64)
-            .filter_map(|(idx, ino)| {
-                if !ino.is_reparse() || idx == 0 || ino.dentries.is_empty() {
-                    return None;
-                }
-                let b = ino.reparse().and_then(|s| s.blob.as_ref())?;
-                let data = read_once(&cache, b, 1 << 16).ok()?;
-                let t = reparse::decode(ino.reparse_tag, &data)?;
-                let fixed = rpfix && ino.rp_flags & reparse::RP_NOT_FIXED == 0;
-                Some((
-                    idx as u32,
-                    reparse::posix_target(&t, fixed, &opts.mount_root),
-                ))
+            .filter(|(idx, ino)| {
+                *idx != 0
+                    && ino.is_reparse()
+                    && !ino.dentries.is_empty()
+                    && matches!(
+                        ino.reparse_tag,
+                        reparse::TAG_SYMLINK | reparse::TAG_MOUNT_POINT
+                    )
             })
+            .map(|(idx, _)| (idx as u32, OnceLock::new()))
             .collect();
         Vfs {
             wim,
@@ -260,7 +258,12 @@ impl Vfs {
         staging: &Path,
     ) -> std::result::Result<(Vfs, StagingStatus), StagingError> {
         let mut v = Vfs::new(wim.clone(), image.clone(), cache.clone(), opts);
-        let (ov, status) = Overlay::open(wim, image, cache, &v.links, staging)?;
+        let links: HashMap<u32, String> = v
+            .links
+            .par_iter()
+            .filter_map(|(&idx, _)| v.link_target(idx).map(|t| (idx, t.to_string())))
+            .collect();
+        let (ov, status) = Overlay::open(wim, image, cache, &links, staging)?;
         v.rw = Some(ov);
         Ok((v, status))
     }
@@ -296,8 +299,24 @@ impl Vfs {
         self.inode_dentry[idx as usize]
     }
 
+    /// The POSIX target of inode `idx` if it is a symlink or junction
+    /// whose reparse data decodes.
+    fn link_target(&self, idx: u32) -> Option<&str> {
+        let cell = self.links.get(&idx)?;
+        cell.get_or_init(|| {
+            let ino = self.image.inodes.get(idx as usize)?;
+            let b = ino.reparse().and_then(|s| s.blob.as_ref())?;
+            let data = read_once(&self.cache, b, 1 << 16).ok()?;
+            let t = reparse::decode(ino.reparse_tag, &data)?;
+            let rpfix = self.wim.header.flags & flags::RP_FIX != 0;
+            let fixed = rpfix && ino.rp_flags & reparse::RP_NOT_FIXED == 0;
+            Some(reparse::posix_target(&t, fixed, &self.opts.mount_root))
+        })
+        .as_deref()
+    }
+
     pub fn kind(&self, idx: u32, node: &Inode) -> FileKind {
-        if self.links.contains_key(&idx) {
+        if self.link_target(idx).is_some() {
             FileKind::Symlink
         } else if node.is_dir() {
             FileKind::Directory
@@ -313,7 +332,7 @@ impl Vfs {
         let (idx, node) = self.inode(ino)?;
         let kind = self.kind(idx, node);
         let size = match kind {
-            FileKind::Symlink => self.links.get(&idx).map_or(0, |s| s.len() as u64),
+            FileKind::Symlink => self.link_target(idx).map_or(0, |s| s.len() as u64),
             FileKind::Directory => 0,
             FileKind::Regular => node.size(),
         };
@@ -361,7 +380,7 @@ impl Vfs {
             .filter(|&&c| {
                 let ci = self.image.dentries[c as usize].inode;
                 let n = &self.image.inodes[ci as usize];
-                n.is_dir() && !self.links.contains_key(&ci)
+                n.is_dir() && self.link_target(ci).is_none()
             })
             .count() as u32
     }
@@ -434,7 +453,9 @@ impl Vfs {
             return ov.readlink(ino);
         }
         let (idx, _) = self.inode(ino)?;
-        self.links.get(&idx).cloned().ok_or(VfsError::NotLink)
+        self.link_target(idx)
+            .map(str::to_string)
+            .ok_or(VfsError::NotLink)
     }
 
     /// Check an open: read-only mounts refuse writes; directories refuse

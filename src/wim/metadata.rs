@@ -230,6 +230,40 @@ pub fn parse(buf: &[u8]) -> Result<Metadata> {
     })
 }
 
+/// The bytes of the directory entry at `off`, its length checked against
+/// the buffer; `None` for an end-of-directory marker.
+fn dentry_at(buf: &[u8], off: u64) -> Result<Option<&[u8]>> {
+    let o = usize::try_from(off).map_err(|_| Error::Invalid("dentry offset overflow".into()))?;
+    let length = Le::new(buf, "directory entry").u64(o)?;
+    if length <= 8 {
+        return Ok(None);
+    }
+    if length < DENTRY_FIXED_SIZE as u64
+        || off.checked_add(length).is_none_or(|e| e > buf.len() as u64)
+    {
+        return Err(Error::Invalid(format!(
+            "directory entry at offset {off:#x} has invalid length {length}"
+        )));
+    }
+    Ok(Some(&buf[o..o + length as usize]))
+}
+
+/// The bytes of stream entry `i` (at `q`) of the directory entry at `off`.
+fn stream_entry_at(buf: &[u8], q: u64, i: u16, off: u64) -> Result<&[u8]> {
+    let qs = usize::try_from(q).map_err(|_| Error::Invalid("stream offset overflow".into()))?;
+    let sl = Le::new(buf, "stream entry").u64(qs).map_err(|_| {
+        Error::Invalid(format!(
+            "stream entry {i} of the entry at {off:#x} is past the end of the metadata"
+        ))
+    })?;
+    if sl < STREAM_FIXED_SIZE as u64 || q.checked_add(sl).is_none_or(|e| e > buf.len() as u64) {
+        return Err(Error::Invalid(format!(
+            "stream entry {i} of the entry at {off:#x} has invalid length {sl}"
+        )));
+    }
+    Ok(&buf[qs..qs + sl as usize])
+}
+
 /// What the tree walk needs to know of one entry.
 struct Scan {
     /// Offset just past the entry and its stream entries.
@@ -244,20 +278,11 @@ struct Scan {
 /// Read the entry at `off` as far as the walk needs; `None` for an
 /// end-of-directory marker. Checks the same bounds as [`parse_dentry`].
 fn scan_dentry(buf: &[u8], off: u64) -> Result<Option<Scan>> {
-    let o = usize::try_from(off).map_err(|_| Error::Invalid("dentry offset overflow".into()))?;
-    let le = Le::new(buf, "directory entry");
-    let length = le.u64(o)?;
-    if length <= 8 {
+    let Some(raw) = dentry_at(buf, off)? else {
         return Ok(None);
-    }
-    if length < DENTRY_FIXED_SIZE as u64
-        || off.checked_add(length).is_none_or(|e| e > buf.len() as u64)
-    {
-        return Err(Error::Invalid(format!(
-            "directory entry at offset {off:#x} has invalid length {length}"
-        )));
-    }
-    let d = Le::new(&buf[o..o + length as usize], "directory entry");
+    };
+    let length = raw.len() as u64;
+    let d = Le::new(raw, "directory entry");
     let is_dir = d.u32(8)? & attr::DIRECTORY != 0;
     let num_streams = d.u16(0x60)?;
     let fn_len = d.u16(0x64)? as usize;
@@ -275,18 +300,7 @@ fn scan_dentry(buf: &[u8], off: u64) -> Result<Option<Scan>> {
         || (0..n).any(|i| matches!(unit(i), 0 | 0x2F));
     let mut q = off + align8(length);
     for i in 0..num_streams {
-        let qs = usize::try_from(q).map_err(|_| Error::Invalid("stream offset overflow".into()))?;
-        let sl = le.u64(qs).map_err(|_| {
-            Error::Invalid(format!(
-                "stream entry {i} of the entry at {off:#x} is past the end of the metadata"
-            ))
-        })?;
-        if sl < STREAM_FIXED_SIZE as u64 || q.checked_add(sl).is_none_or(|e| e > buf.len() as u64) {
-            return Err(Error::Invalid(format!(
-                "stream entry {i} of the entry at {off:#x} has invalid length {sl}"
-            )));
-        }
-        q += align8(sl);
+        q += align8(stream_entry_at(buf, q, i, off)?.len() as u64);
     }
     let subdir = if is_dir { d.u64(16)? } else { 0 };
     Ok(Some(Scan {
@@ -326,20 +340,11 @@ fn parse_dentry(
     parent: u32,
     warnings: &mut Vec<String>,
 ) -> Result<Option<(DentryRecord, u64)>> {
-    let o = usize::try_from(off).map_err(|_| Error::Invalid("dentry offset overflow".into()))?;
-    let le = Le::new(buf, "directory entry");
-    let length = le.u64(o)?;
-    if length <= 8 {
+    let Some(raw) = dentry_at(buf, off)? else {
         return Ok(None);
-    }
-    if length < DENTRY_FIXED_SIZE as u64
-        || off.checked_add(length).is_none_or(|e| e > buf.len() as u64)
-    {
-        return Err(Error::Invalid(format!(
-            "directory entry at offset {off:#x} has invalid length {length}"
-        )));
-    }
-    let d = Le::new(&buf[o..o + length as usize], "directory entry");
+    };
+    let length = raw.len() as u64;
+    let d = Le::new(raw, "directory entry");
     let attributes = d.u32(8)?;
     let security_id = d.u32(12)? as i32;
     let hash = d.sha1(0x40)?;
@@ -383,18 +388,9 @@ fn parse_dentry(
     let mut q = off + align8(length);
     let mut streams = Vec::with_capacity(num_streams as usize);
     for i in 0..num_streams {
-        let qs = usize::try_from(q).map_err(|_| Error::Invalid("stream offset overflow".into()))?;
-        let sl = le.u64(qs).map_err(|_| {
-            Error::Invalid(format!(
-                "stream entry {i} of {name:?} at {q:#x} is past the end of the metadata"
-            ))
-        })?;
-        if sl < STREAM_FIXED_SIZE as u64 || q.checked_add(sl).is_none_or(|e| e > buf.len() as u64) {
-            return Err(Error::Invalid(format!(
-                "stream entry {i} of {name:?} has invalid length {sl}"
-            )));
-        }
-        let s = Le::new(&buf[qs..qs + sl as usize], "stream entry");
+        let raw = stream_entry_at(buf, q, i, off)?;
+        let sl = raw.len() as u64;
+        let s = Le::new(raw, "stream entry");
         let nl = s.u16(36)? as usize;
         let sname = utf16le_to_string(s.bytes(STREAM_FIXED_SIZE, nl)?);
         streams.push(StreamRecord {
