@@ -319,7 +319,7 @@ pub fn mount(a: MountArgs) -> Result<i32> {
     if a.foreground {
         return serve(&a, &abs, None);
     }
-    spawn_daemon()
+    fork_daemon(a)
 }
 
 /// Start this binary again as the daemon and wait for its word.
@@ -339,18 +339,98 @@ fn spawn_daemon() -> Result<i32> {
     if let Some(mut out) = child.stdout.take() {
         let _ = out.read_to_string(&mut msg);
     }
+    daemon_word(&msg, || {
+        child
+            .wait()
+            .map_or_else(|e| format!("cannot wait: {e}"), |s| s.to_string())
+    })
+}
+
+/// What the daemon said on its pipe: ready, or the error it met.
+fn daemon_word(msg: &str, wait: impl FnOnce() -> String) -> Result<i32> {
     for l in msg.lines().filter_map(|l| l.strip_prefix(INFO)) {
         eprintln!("wimfs: {l}");
     }
     if msg.lines().any(|l| l == READY) {
         return Ok(0);
     }
+    let status = wait();
     if let Some(err) = msg.lines().find_map(|l| l.strip_prefix(FAILED)) {
-        let _ = child.wait();
         bail!("{}", err.replace("\\n", "\n"));
     }
-    let status = child.wait().context("cannot wait for the mount daemon")?;
     bail!("the mount daemon exited ({status}) before the mount was ready")
+}
+
+/// Does this process have a single thread (so a fork copies all of it)?
+fn single_threaded() -> bool {
+    fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .is_some_and(|n| n.trim() == "1")
+    })
+}
+
+/// Start the daemon as a fork of this process: a mount returns a couple of
+/// milliseconds sooner than by running the binary again, which is much of
+/// a small image's mount time. Only while the process has one thread
+/// (`--threads` builds the worker pool up front): then the fork is a full
+/// copy and may run anything. Otherwise, and if forking fails, the binary
+/// is run again.
+fn fork_daemon(a: MountArgs) -> Result<i32> {
+    if !single_threaded() {
+        return spawn_daemon();
+    }
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the two-element array we pass.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return spawn_daemon();
+    }
+    // SAFETY: the process has one thread (checked above), so the child is
+    // a complete copy and can go on running Rust code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        // SAFETY: closing the two descriptors pipe2 just made.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        return spawn_daemon();
+    }
+    if pid == 0 {
+        // The daemon: its stdout is the pipe, stdin and stderr /dev/null
+        // (daemon_child sends stderr to its log).
+        // SAFETY: dup2/close on descriptors this process owns.
+        unsafe {
+            libc::close(fds[0]);
+            libc::dup2(fds[1], 1);
+            libc::close(fds[1]);
+        }
+        if let Ok(null) = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+        {
+            // SAFETY: as above.
+            unsafe {
+                libc::dup2(null.as_raw_fd(), 0);
+                libc::dup2(null.as_raw_fd(), 2);
+            }
+        }
+        let code = daemon_child(a).unwrap_or(1);
+        std::process::exit(code);
+    }
+    // SAFETY: the parent keeps only the read end.
+    unsafe { libc::close(fds[1]) };
+    // SAFETY: fds[0] is an open descriptor this process owns alone.
+    let mut out = unsafe { <fs::File as std::os::unix::io::FromRawFd>::from_raw_fd(fds[0]) };
+    let mut msg = String::new();
+    let _ = out.read_to_string(&mut msg);
+    daemon_word(&msg, || {
+        let mut st: libc::c_int = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        format!("status {st}")
+    })
 }
 
 /// FUSE threads: each answers its requests itself, and a read waiting for

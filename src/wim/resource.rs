@@ -291,12 +291,12 @@ impl Resource {
                 u32::from_le_bytes(b.try_into().unwrap_or_default()) as u64
             }
         };
-        let first = i.saturating_sub(1);
-        let last = i.min(n - 2).max(first);
         let mut raw = [0u8; 16];
         let (rel_s, rel_e) = if n == 1 {
             (0, data_len)
         } else {
+            let first = i.saturating_sub(1);
+            let last = i.min(n - 2).max(first);
             let cnt = (last - first + 1) as usize;
             let buf = &mut raw[..cnt * esize as usize];
             self.source.read_exact_at(buf, off + first * esize)?;
