@@ -135,15 +135,16 @@ impl Image {
         // One inode per record, built in parallel (blob lookups and the
         // moves out of the records are most of the load time); hard links
         // are merged afterwards.
-        let (mut inodes, notes): (Vec<Inode>, Vec<Vec<String>>) = recs
-            .par_iter_mut()
-            .with_min_len(256)
-            .map(|r| {
-                let mut w = Vec::new();
-                let streams = build_streams(wim, r, &mut w);
-                (new_inode(r, streams), w)
-            })
-            .unzip();
+        let make = |r: &mut DentryRecord| {
+            let mut w = Vec::new();
+            let streams = build_streams(wim, r, &mut w);
+            (new_inode(r, streams), w)
+        };
+        let (mut inodes, notes): (Vec<Inode>, Vec<Vec<String>>) = if n < crate::PARALLEL_MIN {
+            recs.iter_mut().map(make).unzip()
+        } else {
+            recs.par_iter_mut().with_min_len(256).map(make).unzip()
+        };
         warnings.extend(notes.into_iter().flatten());
         let mut dentries: Vec<Dentry> = Vec::with_capacity(n);
         let mut keep = vec![true; n];
@@ -206,29 +207,33 @@ impl Image {
                 kids[d.parent as usize].push(i as u32);
             }
         }
-        let dups: Vec<String> = kids
-            .par_iter_mut()
-            .enumerate()
-            .with_min_len(256)
-            .flat_map_iter(|(p, list)| {
-                let name = |i: &u32| dentries[*i as usize].name.as_str();
-                // Stable: of equal names, the first stored stays.
-                list.sort_by(|a, b| name(a).cmp(name(b)));
-                let mut w = Vec::new();
-                list.dedup_by(|c, last| {
-                    let dup = name(c) == name(last);
-                    if dup {
-                        w.push(format!(
-                            "duplicate name {:?} in directory {:?}; keeping the first",
-                            name(c),
-                            dentries[p].name
-                        ));
-                    }
-                    dup
-                });
-                w
-            })
-            .collect();
+        let sort_dir = |(p, list): (usize, &mut Vec<u32>)| {
+            let name = |i: &u32| dentries[*i as usize].name.as_str();
+            // Stable: of equal names, the first stored stays.
+            list.sort_by(|a, b| name(a).cmp(name(b)));
+            let mut w = Vec::new();
+            list.dedup_by(|c, last| {
+                let dup = name(c) == name(last);
+                if dup {
+                    w.push(format!(
+                        "duplicate name {:?} in directory {:?}; keeping the first",
+                        name(c),
+                        dentries[p].name
+                    ));
+                }
+                dup
+            });
+            w
+        };
+        let dups: Vec<String> = if n < crate::PARALLEL_MIN {
+            kids.iter_mut().enumerate().flat_map(sort_dir).collect()
+        } else {
+            kids.par_iter_mut()
+                .enumerate()
+                .with_min_len(256)
+                .flat_map_iter(sort_dir)
+                .collect()
+        };
         warnings.extend(dups);
         for (i, k) in kids.into_iter().enumerate() {
             dentries[i].children = k;

@@ -25,3 +25,8 @@ pub mod stream;
 pub mod time;
 pub mod verify;
 pub mod vfs;
+
+/// Below this many items (entries of a blob table or a directory tree) the
+/// load of an image stays on the calling thread: starting the rayon pool
+/// costs more than it saves, and it is most of a small image's mount time.
+pub const PARALLEL_MIN: usize = 2048;

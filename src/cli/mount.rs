@@ -308,7 +308,7 @@ fn check_mountpoint(dir: &Path) -> Result<PathBuf> {
 pub fn mount(a: MountArgs) -> Result<i32> {
     let dir = PathBuf::from(a.args.last().map(String::as_str).unwrap_or_default());
     if a.daemon_child {
-        return daemon_child(a);
+        return daemon_child(a, None);
     }
     let abs = check_mountpoint(&dir)?;
     parse_mode(&a.dmode, "dmode")?;
@@ -319,7 +319,7 @@ pub fn mount(a: MountArgs) -> Result<i32> {
     if a.foreground {
         return serve(&a, &abs, None);
     }
-    fork_daemon(a)
+    fork_daemon(a, abs)
 }
 
 /// Start this binary again as the daemon and wait for its word.
@@ -376,7 +376,7 @@ fn single_threaded() -> bool {
 /// (`--threads` builds the worker pool up front): then the fork is a full
 /// copy and may run anything. Otherwise, and if forking fails, the binary
 /// is run again.
-fn fork_daemon(a: MountArgs) -> Result<i32> {
+fn fork_daemon(a: MountArgs, abs: PathBuf) -> Result<i32> {
     if !single_threaded() {
         return spawn_daemon();
     }
@@ -416,7 +416,7 @@ fn fork_daemon(a: MountArgs) -> Result<i32> {
                 libc::dup2(null.as_raw_fd(), 2);
             }
         }
-        let code = daemon_child(a).unwrap_or(1);
+        let code = daemon_child(a, Some(abs)).unwrap_or(1);
         std::process::exit(code);
     }
     // SAFETY: the parent keeps only the read end.
@@ -436,7 +436,13 @@ fn fork_daemon(a: MountArgs) -> Result<i32> {
 /// FUSE threads: each answers its requests itself, and a read waiting for
 /// a chunk holds only its own thread, so have plenty.
 fn fuse_threads() -> usize {
-    (2 * rayon::current_num_threads().max(1)).clamp(8, 32)
+    (2 * cores()).clamp(8, 32)
+}
+
+/// Cores to size things by. Not `rayon::current_num_threads()`: that starts
+/// the pool, which a small image's mount does not otherwise need.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Memory each serving thread needs besides the cache, measured: its
@@ -446,7 +452,9 @@ const PER_THREAD_BYTES: u64 = 768 << 10;
 
 /// The daemon side: a new session, logging to a file, then serve. Any error
 /// before the mount is live goes back to the parent on stdout.
-fn daemon_child(a: MountArgs) -> Result<i32> {
+/// `abs`: the mount point as the parent checked it (a forked daemon does
+/// not check again).
+fn daemon_child(a: MountArgs, abs: Option<PathBuf>) -> Result<i32> {
     // SAFETY: setsid has no memory-safety preconditions; it detaches this
     // fresh process (not a group leader) from the terminal's session.
     unsafe { libc::setsid() };
@@ -459,7 +467,11 @@ fn daemon_child(a: MountArgs) -> Result<i32> {
         unsafe { libc::dup2(f.as_raw_fd(), 2) };
     }
     let dir = PathBuf::from(a.args.last().map(String::as_str).unwrap_or_default());
-    let res = check_mountpoint(&dir).and_then(|abs| serve(&a, &abs, Some(log.clone())));
+    let res = match abs {
+        Some(abs) => Ok(abs),
+        None => check_mountpoint(&dir),
+    }
+    .and_then(|abs| serve(&a, &abs, Some(log.clone())));
     if let Err(e) = &res {
         let one = format!("{e:#}").replace('\n', "\\n");
         let mut out = std::io::stdout();
@@ -547,7 +559,7 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
     };
     let cache = Arc::new(ChunkCache::with_reserve(
         a.cache_size.saturating_mul(1 << 20),
-        (fuse_threads() + rayon::current_num_threads()) as u64 * PER_THREAD_BYTES,
+        (fuse_threads() + cores()) as u64 * PER_THREAD_BYTES,
     ));
     let wim_path = a.wim.canonicalize().unwrap_or_else(|_| a.wim.clone());
     let mut control = None;

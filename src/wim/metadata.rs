@@ -195,29 +195,34 @@ pub fn parse(buf: &[u8]) -> Result<Metadata> {
     // through a lock.
     let side: Mutex<(Vec<String>, Option<Error>)> = Mutex::new((Vec::new(), None));
     let mut dentries = Vec::with_capacity(found.len());
-    found
-        .par_iter()
-        .with_min_len(256)
-        .map(|&(off, parent)| {
-            let mut w = Vec::new();
-            let r = parse_dentry(buf, off, parent, &mut w);
-            if !w.is_empty() {
-                side.lock().0.extend(w);
+    let decode = |&(off, parent): &(u64, u32)| {
+        let mut w = Vec::new();
+        let r = parse_dentry(buf, off, parent, &mut w);
+        if !w.is_empty() {
+            side.lock().0.extend(w);
+        }
+        match r {
+            Ok(Some((d, _))) => d,
+            Ok(None) => {
+                let e = Error::Invalid(format!("directory entry at {off:#x} vanished"));
+                side.lock().1.get_or_insert(e);
+                DentryRecord::default()
             }
-            match r {
-                Ok(Some((d, _))) => d,
-                Ok(None) => {
-                    let e = Error::Invalid(format!("directory entry at {off:#x} vanished"));
-                    side.lock().1.get_or_insert(e);
-                    DentryRecord::default()
-                }
-                Err(e) => {
-                    side.lock().1.get_or_insert(e);
-                    DentryRecord::default()
-                }
+            Err(e) => {
+                side.lock().1.get_or_insert(e);
+                DentryRecord::default()
             }
-        })
-        .collect_into_vec(&mut dentries);
+        }
+    };
+    if found.len() < crate::PARALLEL_MIN {
+        dentries.extend(found.iter().map(decode));
+    } else {
+        found
+            .par_iter()
+            .with_min_len(256)
+            .map(decode)
+            .collect_into_vec(&mut dentries);
+    }
     let (w, err) = side.into_inner();
     if let Some(e) = err {
         return Err(e);

@@ -437,22 +437,29 @@ impl Wim {
             // `base + entry index`, unique without coordination.
             let base = next_id;
             next_id += table.len() as u64;
-            let made: Vec<Made> = table
-                .par_iter()
-                .enumerate()
-                .with_min_len(1024)
-                .map(|(idx, e)| {
-                    make_blob(
-                        e,
-                        &parts,
-                        run_of[idx].as_ref(),
-                        solid_ok,
-                        compression,
-                        chunk_size,
-                        base + idx as u64,
-                    )
-                })
-                .collect();
+            let make = |(idx, e): (usize, &BlobEntry)| {
+                make_blob(
+                    e,
+                    &parts,
+                    run_of[idx].as_ref(),
+                    solid_ok,
+                    compression,
+                    chunk_size,
+                    base + idx as u64,
+                )
+            };
+            // A small table is not worth waking the thread pool (it is
+            // much of a small image's mount time).
+            let made: Vec<Made> = if table.len() < crate::PARALLEL_MIN {
+                table.iter().enumerate().map(make).collect()
+            } else {
+                table
+                    .par_iter()
+                    .enumerate()
+                    .with_min_len(1024)
+                    .map(make)
+                    .collect()
+            };
             blobs.reserve(table.len());
             for (e, m) in table.iter().zip(made) {
                 let blob = match m {

@@ -390,9 +390,13 @@ impl Resource {
             return Ok(out);
         }
         let cs = (self.chunk_size as usize).max(1);
-        out.par_chunks_mut(cs)
-            .enumerate()
-            .try_for_each(|(i, o)| self.read_chunk_into(i as u64, o))?;
+        let one = |(i, o): (usize, &mut [u8])| self.read_chunk_into(i as u64, o);
+        if self.num_chunks() < 4 {
+            // Not worth waking the thread pool (a small image's metadata).
+            out.chunks_mut(cs).enumerate().try_for_each(one)?;
+        } else {
+            out.par_chunks_mut(cs).enumerate().try_for_each(one)?;
+        }
         Ok(out)
     }
 }
