@@ -43,27 +43,13 @@ impl Target {
     }
     /// Defaults for a codec named on the command line.
     pub fn for_codec(c: Compression) -> Target {
-        match c {
-            Compression::None => Target {
-                compression: c,
-                chunk_size: 32768,
-                solid: false,
-            },
-            Compression::Xpress => Target {
-                compression: c,
-                chunk_size: 32768,
-                solid: false,
-            },
-            Compression::Lzx => Target {
-                compression: c,
-                chunk_size: 32768,
-                solid: false,
-            },
-            Compression::Lzms => Target {
-                compression: c,
-                chunk_size: 131072,
-                solid: true,
-            },
+        // LZMS goes solid (as ESD files are); the others use WIM's usual
+        // 32 KiB chunks.
+        let solid = c == Compression::Lzms;
+        Target {
+            compression: c,
+            chunk_size: if solid { 131072 } else { 32768 },
+            solid,
         }
     }
 }
