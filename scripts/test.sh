@@ -51,11 +51,23 @@ fi
 
 echo "scripts/test.sh: cargo test $*"
 log=$(mktemp)
+WIMFS_SKIP_LOG=$(mktemp)
+export WIMFS_SKIP_LOG
 cargo test --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # One closing line for the whole run (cargo's own last line is the doc-test
 # target's, which has no tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
-rm -f "$log"
+     END { printf "%d %d\n", p, f }' "$log" | {
+    read -r passed failed
+    # A test that skipped (all or part of itself) is counted once, as
+    # skipped, not as passed.
+    skipped=$(cut -d: -f1-3 "$WIMFS_SKIP_LOG" | sort -u | wc -l)
+    if [ "$skipped" -gt 0 ]; then
+        echo "skipped:"
+        sed 's/^/  SKIPPED /' "$WIMFS_SKIP_LOG"
+    fi
+    echo "tests: $((passed - skipped)) passed, $failed failed, $skipped skipped"
+}
+rm -f "$log" "$WIMFS_SKIP_LOG"
 exit "$status"

@@ -22,6 +22,7 @@ pub mod overlay;
 pub mod platform;
 pub mod reparse;
 pub mod stream;
+pub mod sys;
 pub mod time;
 pub mod verify;
 pub mod vfs;

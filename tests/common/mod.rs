@@ -30,6 +30,41 @@ pub fn banner(msg: &str) {
     eprintln!("\n{bar}\n!!! {msg}\n{bar}\n");
 }
 
+/// Record that (part of) a test was skipped for `reason`, so the skip is
+/// seen: a loud banner, and a line in the skip log (`$WIMFS_SKIP_LOG`, set
+/// by `scripts/test.sh`, which counts them in its closing line). Under `CI`
+/// a skip is a failure: the CI run installs every prerequisite.
+pub fn skip(reason: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("?")
+        .to_string();
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| s.rsplit_once('-').map_or(s.clone(), |(a, _)| a.to_string()))
+        .unwrap_or_default();
+    let line = format!("{bin}::{test}: {reason}");
+    if std::env::var_os("CI").is_some() {
+        panic!("SKIPPED (not allowed in CI): {line}");
+    }
+    banner(&format!("SKIPPED {line}"));
+    if let Some(log) = std::env::var_os("WIMFS_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// True when this process runs as root (tests that play a second local
+/// user need it).
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
 /// The shared fixture folder (`../shared/fixtures` from the project root, or
 /// `$WIMFS_FIXTURES`). `None`, with a loud banner, when it is absent: the
 /// fixture parts of the tests are then skipped.

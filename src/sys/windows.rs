@@ -1,0 +1,185 @@
+//! Windows implementation of [`crate::sys`].
+//!
+//! The per-user protections come from where the state lives (under the
+//! user's local app data, whose ACL admits only the user, SYSTEM and
+//! administrators) rather than from mode bits; files are opened by path.
+//! Reparse points (Windows' symlinks) in a private directory are refused.
+
+use super::Access;
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::windows::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+const FILE_ATTRIBUTE_REPARSE_POINT: u32 = 0x400;
+
+/// Windows has no uid; every caller is "this user".
+pub fn euid() -> u32 {
+    0
+}
+
+fn refuse_reparse(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 => {
+            Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is a symbolic link or junction: refusing to follow it",
+                    path.display()
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A directory of this user's, opened by path.
+#[derive(Debug)]
+pub struct PrivateDir {
+    path: PathBuf,
+}
+
+impl PrivateDir {
+    pub fn create(path: &Path) -> io::Result<PrivateDir> {
+        match std::fs::create_dir(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        Self::open(path)
+    }
+
+    pub fn open(path: &Path) -> io::Result<PrivateDir> {
+        refuse_reparse(path)?;
+        if !std::fs::metadata(path)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a directory", path.display()),
+            ));
+        }
+        Ok(PrivateDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, name: impl AsRef<OsStr>) -> PathBuf {
+        self.path.join(name.as_ref())
+    }
+
+    pub fn subdir(&self, name: impl AsRef<OsStr>, create: bool) -> io::Result<PrivateDir> {
+        let p = self.join(name);
+        if create {
+            Self::create(&p)
+        } else {
+            Self::open(&p)
+        }
+    }
+
+    pub fn open_file(&self, name: impl AsRef<OsStr>, access: Access) -> io::Result<File> {
+        let p = self.join(name);
+        refuse_reparse(&p)?;
+        let mut o = OpenOptions::new();
+        match access {
+            Access::Read => o.read(true),
+            Access::ReadWrite => o.read(true).write(true),
+            Access::Create => o.read(true).write(true).create(true),
+            Access::CreateNew => o.read(true).write(true).create_new(true),
+            Access::Truncate => o.write(true).create(true).truncate(true),
+            Access::Append => o.append(true).create(true),
+        };
+        o.open(&p)
+    }
+
+    pub fn exists(&self, name: impl AsRef<OsStr>) -> bool {
+        std::fs::symlink_metadata(self.join(name)).is_ok()
+    }
+
+    pub fn remove_file(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        match std::fs::remove_file(self.join(name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn rename(&self, from: impl AsRef<OsStr>, to: impl AsRef<OsStr>) -> io::Result<()> {
+        std::fs::rename(self.join(from), self.join(to))
+    }
+
+    pub fn names(&self) -> io::Result<Vec<OsString>> {
+        std::fs::read_dir(&self.path)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect()
+    }
+
+    pub fn remove_tree(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        let p = self.join(name);
+        match std::fs::symlink_metadata(&p) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+            // remove_dir_all does not follow reparse points.
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
+            Ok(_) => std::fs::remove_file(&p),
+        }
+    }
+
+    pub fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn random_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:016x}", h.finish())
+}
+
+pub fn create_temp_beside(target: &Path, tag: &str) -> io::Result<(File, PathBuf)> {
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let base = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for _ in 0..16 {
+        let path = dir.join(format!(".{base}.{tag}-{}", random_suffix()));
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => return Ok((f, path)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("could not create a temporary file beside {}", target.display()),
+    ))
+}
+
+/// Volume serial and file index would be the identity; std does not expose
+/// them on stable, so the creation time and size stand in.
+pub fn file_id(f: &File) -> io::Result<(u64, u64)> {
+    let m = f.metadata()?;
+    Ok((m.creation_time(), m.file_size()))
+}
+
+pub fn path_id(path: &Path) -> io::Result<(u64, u64)> {
+    let m = std::fs::metadata(path)?;
+    Ok((m.creation_time(), m.file_size()))
+}
