@@ -7,7 +7,7 @@
 # runs the whole test suite. Extra arguments go to `cargo test`
 # (e.g. `scripts/test.sh --test apply_oracle`). Exit status = the tests'.
 #
-# Environment: WIMFS_SLOW_TESTS=1 also runs the slow tests (a >4 GiB file);
+# Environment: WIMFS_SLOW_TESTS=1 also runs the slow (#[ignore]d) tests;
 # WIMFS_FIXTURES=DIR points at the fixture folder (default ../shared/fixtures).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,17 +49,21 @@ if [ ! -e /dev/fuse ]; then
     echo "!!! scripts/test.sh: /dev/fuse is absent: NTFS-sourced and mount tests cannot run !!!"
 fi
 
-echo "scripts/test.sh: cargo test $*"
+extra=()
+if [ "${WIMFS_SLOW_TESTS:-}" = 1 ]; then
+    extra=(-- --include-ignored)
+fi
+echo "scripts/test.sh: cargo test $* ${extra[*]}"
 log=$(mktemp)
 WIMFS_SKIP_LOG=$(mktemp)
 export WIMFS_SKIP_LOG
-cargo test --no-fail-fast "$@" 2>&1 | tee "$log"
+cargo test --no-fail-fast "$@" "${extra[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # One closing line for the whole run (cargo's own last line is the doc-test
 # target's, which has no tests).
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "%d %d\n", p, f }' "$log" | {
-    read -r passed failed
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i } }
+     END { printf "%d %d %d\n", p, f, g }' "$log" | {
+    read -r passed failed ignored
     # A test that skipped (all or part of itself) is counted once, as
     # skipped, not as passed.
     skipped=$(cut -d: -f1-3 "$WIMFS_SKIP_LOG" | sort -u | wc -l)
@@ -67,7 +71,7 @@ awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += 
         echo "skipped:"
         sed 's/^/  SKIPPED /' "$WIMFS_SKIP_LOG"
     fi
-    echo "tests: $((passed - skipped)) passed, $failed failed, $skipped skipped"
+    echo "tests: $((passed - skipped)) passed, $failed failed, $skipped skipped, $ignored ignored (opt-in slow tests)"
 }
 rm -f "$log" "$WIMFS_SKIP_LOG"
 exit "$status"

@@ -3,8 +3,8 @@
 //! wimlib must decode what our encoder produces, and hostile input must fail
 //! cleanly.
 
-#[path = "common/libwim.rs"]
-mod libwim;
+mod common;
+use common::libwim;
 
 use proptest::prelude::*;
 use wimfs::codec::lzms;

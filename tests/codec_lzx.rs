@@ -1,7 +1,7 @@
 //! LZX (WIM variant) codec tests, with wimlib (libwim.so.15) as the oracle.
 
-#[path = "common/libwim.rs"]
-mod libwim;
+mod common;
+use common::libwim;
 
 use proptest::prelude::*;
 use wimfs::codec::lzx;

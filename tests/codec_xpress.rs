@@ -2,8 +2,8 @@
 //! both directions, hand-built streams pin down the byte/bit interleaving, and
 //! hostile input must fail cleanly.
 
-#[path = "common/libwim.rs"]
-mod libwim;
+mod common;
+use common::libwim;
 
 use proptest::prelude::*;
 use wimfs::codec::xpress;

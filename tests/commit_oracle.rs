@@ -3,6 +3,8 @@
 //! result must pass `wimlib-imagex verify`, apply with wimlib to exactly the
 //! expected tree, and list with `7zz`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,15 +12,6 @@ use std::sync::Arc;
 use wimfs::commit::{self, CommitOptions, NewImage, StreamData, WimLock};
 use wimfs::wim::metadata::attr;
 use wimfs::wim::Wim;
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
 
 fn run(cmd: &mut Command) -> String {
     let o = cmd.output().expect("spawn");
@@ -158,7 +151,7 @@ fn check_with_oracles(wim: &Path, image: u32, expected: &BTreeMap<String, Vec<u8
         "wimlib apply of {} image {image} differs",
         wim.display()
     );
-    if have("7zz") {
+    if common::require(&["7zz"]) {
         let l = run(Command::new("7zz").arg("l").arg(wim));
         // 7-Zip lists every file of every image; check one of ours.
         let first = expected
@@ -175,8 +168,7 @@ fn check_with_oracles(wim: &Path, image: u32, expected: &BTreeMap<String, Vec<u8
 
 #[test]
 fn commit_in_every_compression() {
-    if !have("wimlib-imagex") {
-        eprintln!("!!! wimlib-imagex not installed: commit oracle test SKIPPED !!!");
+    if !common::require(&["wimlib-imagex"]) {
         return;
     }
     for args in [
@@ -243,8 +235,7 @@ fn commit_in_every_compression() {
 
 #[test]
 fn failed_commit_leaves_the_wim_as_it_was() {
-    if !have("wimlib-imagex") {
-        eprintln!("!!! wimlib-imagex not installed: SKIPPED !!!");
+    if !common::require(&["wimlib-imagex"]) {
         return;
     }
     /// Fails on its `fail_at`-th read: 0 fails while hashing, a later one
@@ -303,8 +294,7 @@ fn failed_commit_leaves_the_wim_as_it_was() {
 
 #[test]
 fn optimize_and_export_shed_stale_data() {
-    if !have("wimlib-imagex") {
-        eprintln!("!!! wimlib-imagex not installed: SKIPPED !!!");
+    if !common::require(&["wimlib-imagex"]) {
         return;
     }
     use wimfs::commit::rebuild::{export_append, rebuild, Target};
@@ -389,8 +379,7 @@ fn optimize_and_export_shed_stale_data() {
 
 #[test]
 fn full_disk_during_commit_leaves_the_wim_as_it_was() {
-    if !have("wimlib-imagex") {
-        eprintln!("!!! wimlib-imagex not installed: SKIPPED !!!");
+    if !common::require(&["wimlib-imagex"]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -402,7 +391,7 @@ fn full_disk_during_commit_leaves_the_wim_as_it_was() {
         .arg(&small)
         .output();
     if !m.as_ref().is_ok_and(|o| o.status.success()) {
-        eprintln!("!!! cannot mount a small tmpfs (not root?): full-disk test SKIPPED !!!");
+        common::skip("cannot mount a small tmpfs (not root?): the full-disk test did not run");
         return;
     }
     struct Umount(PathBuf);
@@ -461,16 +450,18 @@ fn full_disk_during_commit_leaves_the_wim_as_it_was() {
 /// the original files are untouched.
 #[test]
 fn commit_into_imagex_fixtures() {
-    if !have("wimlib-imagex") {
-        eprintln!("!!! wimlib-imagex not installed: SKIPPED !!!");
+    if !common::require(&["wimlib-imagex"]) {
         return;
     }
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/imagex/multiple-files");
-    if !dir.is_dir() {
-        eprintln!("!!! ../shared/fixtures absent: ImageX commit test SKIPPED !!!");
+    let Some(fx) = common::fixtures() else {
         return;
-    }
+    };
+    let dir = fx.join("imagex/multiple-files");
+    assert!(
+        dir.is_dir(),
+        "{} is missing from the fixtures",
+        dir.display()
+    );
     let mut n = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();

@@ -4,18 +4,11 @@
 //! an existing WIM, which appends through the same commit path) and
 //! rebuilds (`wimfs optimize`) are both covered.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
 
 fn ok(cmd: &mut Command) -> String {
     let o = cmd.output().expect("spawn");
@@ -67,8 +60,7 @@ fn make_source(dir: &Path, seed: u64) {
 
 #[test]
 fn sigkill_during_commit_and_optimize_leaves_a_valid_wim() {
-    if !have("wimlib-imagex") {
-        eprintln!("!!! wimlib-imagex not installed: fault test SKIPPED !!!");
+    if !common::require(&["wimlib-imagex"]) {
         return;
     }
     let bin = env!("CARGO_BIN_EXE_wimfs");
