@@ -71,6 +71,9 @@ pub(crate) struct Control {
     pub discard_at_exit: AtomicBool,
     /// The mount's entry in the mounts registry, once written.
     pub state_file: parking_lot::Mutex<Option<PathBuf>>,
+    /// The uid that mounted: with root, the only one whose requests are
+    /// served.
+    pub owner: u32,
 }
 
 impl Control {
@@ -190,18 +193,43 @@ impl Control {
         }
     }
 
+    /// May the process at the other end of `conn` control this mount? Only
+    /// the uid that mounted and root: the socket's mode already keeps
+    /// others out, this holds even if the socket or its directory were
+    /// opened up.
+    fn peer_allowed(&self, conn: &UnixStream) -> std::result::Result<(), String> {
+        match wimfs::sys::peer_uid(conn) {
+            Ok(uid) if uid == self.owner || uid == 0 => Ok(()),
+            Ok(uid) => Err(format!(
+                "permission denied: uid {uid} may not control this mount (it belongs to uid {})",
+                self.owner
+            )),
+            Err(e) => Err(format!("cannot check who is asking: {e}")),
+        }
+    }
+
     fn connection(&self, conn: UnixStream) {
         let mut line = String::new();
         let Ok(rd) = conn.try_clone() else { return };
         if BufReader::new(rd).read_line(&mut line).is_err() {
             return;
         }
-        let reply = match serde_json::from_str::<Request>(line.trim()) {
-            Ok(r) => self.handle(&r),
-            Err(e) => Reply {
-                ok: false,
-                error: Some(format!("bad request: {e}")),
-                ..Reply::default()
+        let reply = match self.peer_allowed(&conn) {
+            Err(why) => {
+                log::warn!("control request refused: {why}");
+                Reply {
+                    ok: false,
+                    error: Some(why),
+                    ..Reply::default()
+                }
+            }
+            Ok(()) => match serde_json::from_str::<Request>(line.trim()) {
+                Ok(r) => self.handle(&r),
+                Err(e) => Reply {
+                    ok: false,
+                    error: Some(format!("bad request: {e}")),
+                    ..Reply::default()
+                },
             },
         };
         let mut w = conn;
