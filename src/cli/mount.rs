@@ -282,12 +282,19 @@ fn check_mountpoint(dir: &Path) -> Result<PathBuf> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("mount point {} does not exist", dir.display())
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
-            "mount point {} is a dead FUSE mount (transport endpoint is not connected); \
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
+            ) =>
+        {
+            bail!(
+                "mount point {} is a dead FUSE mount (transport endpoint is not connected); \
              clear it with `wimfs unmount {}`",
-            dir.display(),
-            dir.display()
-        ),
+                dir.display(),
+                dir.display()
+            )
+        }
         Err(e) => {
             return Err(e).with_context(|| format!("cannot use mount point {}", dir.display()))
         }
@@ -1168,7 +1175,10 @@ fn check_ours(abs: &Path, entries: Vec<MountState>) -> Result<Option<MountState>
     }) {
         return Ok(Some(e));
     }
-    let dead = matches!(fs::metadata(abs), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN));
+    // ENOTCONN, or ECONNABORTED once the kernel aborted the connection
+    // (the daemon was killed).
+    let dead = matches!(fs::metadata(abs), Err(e)
+        if matches!(e.raw_os_error(), Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)));
     if m.fstype == fuse::WIMLIB_FSTYPE {
         if dead {
             bail!(
