@@ -98,8 +98,8 @@ fn mount_type(dir: &Path) -> Option<(String, String)> {
     let c = dir.canonicalize().ok()?;
     let s = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     s.lines()
-        .filter(|l| l.split(' ').nth(4) == c.to_str())
-        .last()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == c.to_str())
         .and_then(|l| {
             let (_, r) = l.split_once(" - ")?;
             let mut f = r.split(' ');
