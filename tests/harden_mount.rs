@@ -318,6 +318,10 @@ fn unmount_refuses_a_wimlib_mount_and_names_wimlib() {
         Some("fuse.wimfs"),
         "the wimlib mount is gone"
     );
+    // `wimfs mounts` names it as wimlib's, not as one of its own.
+    let o = wimfs_ok(["mounts"]);
+    let line = format!("{} is a wimlib mount", m.canonicalize().unwrap().display());
+    assert!(o.stdout_str().contains(&line), "{}", o.describe());
     let o = run(Command::new("wimlib-imagex").arg("unmount").arg(&m));
     assert!(o.ok(), "{}", o.describe());
 
@@ -329,6 +333,13 @@ fn unmount_refuses_a_wimlib_mount_and_names_wimlib() {
         .arg(&m));
     assert!(o.ok(), "{}", o.describe());
     std::fs::write(m.join("new.txt"), b"made under wimlib").unwrap();
+    let o = wimfs([std::ffi::OsStr::new("commit"), m.as_os_str()]);
+    assert_clean_failure(&o, "wimfs commit of a wimlib rw mount");
+    assert!(
+        o.stderr_str().contains("wimlib-imagex unmount"),
+        "{}",
+        o.describe()
+    );
     for flag in ["--commit", "--discard"] {
         let o = wimfs([
             std::ffi::OsStr::new("unmount"),

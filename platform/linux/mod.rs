@@ -849,6 +849,12 @@ impl Own {
 
     fn unmount(&self, lazy: bool) -> io::Result<bool> {
         if !self.still_ours() {
+            use std::os::fd::AsFd;
+            if !crate::sys::fuse_connected(self.fuse.as_fd()) {
+                // The usual end: unmounted (by us or from outside).
+                log::debug!("the FUSE connection is closed: nothing to unmount");
+                return Ok(false);
+            }
             log::info!(
                 "{} is no longer this daemon's mount (unmounted from outside, or something \
                  else is mounted there now): not unmounting it",

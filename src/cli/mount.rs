@@ -188,10 +188,23 @@ fn abs_dir(dir: &Path) -> PathBuf {
 /// The read-write mount at `dir`, or a clear error.
 pub(crate) fn rw_mount_at(dir: &Path) -> Result<RwMount> {
     let abs = abs_dir(dir);
+    // The daemon whose mount is the one there now (a dying daemon may
+    // still be recorded at the same place).
+    let dev = sys::mount_at(&abs).map(|m| format!("{}:{}", m.dev.0, m.dev.1));
     let Some(m) = live_mounts()
         .into_iter()
-        .find(|m| Path::new(&m.mountpoint) == abs)
+        .filter(|m| Path::new(&m.mountpoint) == abs)
+        .find(|m| m.dev.is_none() || m.dev == dev)
     else {
+        if let Some(t) = sys::mount_at(&abs).filter(|t| t.fstype == fuse::WIMLIB_FSTYPE) {
+            bail!(
+                "{} is mounted by wimlib (type {}), not by wimfs: use `wimlib-imagex unmount {} \
+                 --commit` to commit its changes",
+                abs.display(),
+                t.fstype,
+                abs.display()
+            );
+        }
         bail!("{} is not a wimfs mount", abs.display());
     };
     if m.mode != "rw" {
@@ -1010,8 +1023,27 @@ pub fn mounts(a: MountsArgs) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
+    // wimlib's mounts look alike (`wimfs` in their type): name them, so
+    // nobody takes them for ours.
+    let wimlib: Vec<sys::MountEntry> = sys::mounts()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.fstype == fuse::WIMLIB_FSTYPE)
+        .collect();
+    let print_wimlib = || {
+        for m in &wimlib {
+            println!(
+                "not wimfs's: {} is a wimlib mount (type {}); unmount it with \
+                 `wimlib-imagex unmount {}`",
+                m.mount_point.display(),
+                m.fstype,
+                m.mount_point.display()
+            );
+        }
+    };
     if v.is_empty() {
         println!("No wimfs mounts.");
+        print_wimlib();
         return Ok(0);
     }
     let img = |m: &MountState| match &m.image_name {
@@ -1037,6 +1069,7 @@ pub fn mounts(a: MountsArgs) -> Result<i32> {
             println!("{:<ww$}  {:<iw$}  staging: {s}", "", "");
         }
     }
+    print_wimlib();
     Ok(0)
 }
 

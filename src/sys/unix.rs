@@ -633,6 +633,21 @@ mod tests {
     use std::io::{Read, Write};
 
     #[test]
+    fn mountinfo_lines_parse_with_optional_fields_and_escapes() {
+        let l = "42 30 0:39 / /tmp/a\\040b rw,nosuid shared:7 master:1 - fuse.wimfs-rs \
+                 wimfs:/x\\040y.wim:1 rw,user_id=0";
+        let m = parse_mountinfo_line(l).unwrap();
+        assert_eq!(m.mount_id, 42);
+        assert_eq!(m.dev, (0, 39));
+        assert_eq!(m.mount_point, Path::new("/tmp/a b"));
+        assert_eq!(m.fstype, "fuse.wimfs-rs");
+        assert_eq!(m.source, "wimfs:/x y.wim:1");
+        assert!(parse_mountinfo_line("garbage").is_none());
+        // This process's root is always mounted.
+        assert!(mount_at(Path::new("/")).is_some());
+    }
+
+    #[test]
     fn private_dir_is_0700_and_files_0600_whatever_the_umask() {
         let t = tempfile::tempdir().unwrap();
         // SAFETY: umask only changes this process's creation mask.
