@@ -216,6 +216,11 @@ fn dying_daemon_leaves_a_tmpfs_mounted_there_since() {
             .arg(&m));
         assert!(o.ok(), "{}", o.describe());
         std::fs::write(m.join("keep"), b"tmpfs data").unwrap();
+        if trial % 2 == 1 {
+            // A signal on its way out must not unmount the tmpfs either.
+            // SAFETY: kill sends a signal to the daemon this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
         wait_gone(pid);
         mnt.dir = PathBuf::new(); // nothing of the guard's left to unmount
         assert_eq!(

@@ -936,6 +936,13 @@ fn own_comm() -> String {
     name.chars().take(15).collect()
 }
 
+/// Was `pid` started as `wimfs ... mount ...` (a daemon's command line
+/// is that of the `wimfs mount` it was forked or started from)?
+fn is_mount_cmdline(pid: u32) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|b| b.split(|c| *c == 0).skip(1).any(|a| a == b"mount"))
+}
+
 /// Is `pid` a live wimfs process of this user's?
 fn alive(pid: u32) -> bool {
     if sys::process_uid(pid) != Some(sys::euid()) {
@@ -960,6 +967,7 @@ fn alive(pid: u32) -> bool {
                     let c = c.trim_end_matches('\n');
                     c == "wimfs" || c == own_comm()
                 })
+                && is_mount_cmdline(pid)
         }
         Err(_) => false,
     }
@@ -1252,6 +1260,18 @@ fn check_ours(abs: &Path, entries: Vec<MountState>) -> Result<Option<MountState>
 }
 
 fn do_unmount(a: &UnmountArgs, abs: &Path, entry: Option<&MountState>) -> Result<()> {
+    // A commit may have taken a while: check again, right before, that
+    // the mount there is still the daemon's.
+    if let Some(d) = entry.and_then(|e| e.dev.as_ref()) {
+        let now = sys::mount_at(abs).map(|m| format!("{}:{}", m.dev.0, m.dev.1));
+        if now.as_ref() != Some(d) {
+            bail!(
+                "{} is no longer the wimfs mount it was (unmounted from outside, or something \
+                 else is mounted there now): not unmounting it",
+                abs.display()
+            );
+        }
+    }
     let mut last_err = String::new();
     let mut done = false;
     for bin in ["fusermount3", "fusermount"] {
