@@ -609,41 +609,57 @@ fn forged_state_naming_another_users_process_is_not_listed() {
     std::fs::create_dir(&reg).unwrap();
     std::os::unix::fs::chown(&reg, Some(vuid), Some(vgid)).unwrap();
     std::fs::set_permissions(&reg, std::fs::Permissions::from_mode(0o700)).unwrap();
-    // A live process of another user's, with its real start time.
-    let mut sleeper = Command::new("setpriv")
-        .args([
-            &format!("--reuid={ATTACKER}"),
-            &format!("--regid={ATTACKER}"),
-            "--init-groups",
-            "sleep",
-            "60",
-        ])
-        .spawn()
-        .unwrap();
-    let pid = sleeper.id();
-    std::thread::sleep(Duration::from_millis(200));
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 1..];
-    let ticks: u64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
-    let forged = serde_json::json!({
-        "pid": pid, "wim": "/tmp/forged.wim", "image": 1, "image_name": null,
-        "mode": "rw", "mountpoint": "/tmp/forged-mount", "started": 0,
-        "start_ticks": ticks, "socket": "/tmp/forged.sock",
-    });
-    let f = reg.join(format!("{pid}.json"));
-    std::fs::write(&f, serde_json::to_vec(&forged).unwrap()).unwrap();
-    std::os::unix::fs::chown(&f, Some(vuid), Some(vgid)).unwrap();
-    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Live processes of another user's, with their real start times: a
+    // plain `sleep`, and one that looks like a wimfs daemon in every other
+    // way (named `wimfs`, `mount` on its command line).
+    let t = tempdir();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lookalike = t.path().join("wimfs");
+    std::os::unix::fs::symlink("/usr/bin/tail", &lookalike).unwrap();
+    let impostors: Vec<Vec<std::ffi::OsString>> = vec![
+        vec!["sleep".into(), "60".into()],
+        vec![
+            lookalike.clone().into(),
+            "-f".into(),
+            "mount".into(),
+            "/dev/null".into(),
+        ],
+    ];
+    for argv in impostors {
+        let mut p = Command::new("setpriv")
+            .arg(format!("--reuid={ATTACKER}"))
+            .arg(format!("--regid={ATTACKER}"))
+            .arg("--init-groups")
+            .args(&argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = p.id();
+        std::thread::sleep(Duration::from_millis(200));
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let rest = &stat[stat.rfind(')').unwrap() + 1..];
+        let ticks: u64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
+        let forged = serde_json::json!({
+            "pid": pid, "wim": "/tmp/forged.wim", "image": 1, "image_name": null,
+            "mode": "rw", "mountpoint": "/tmp/forged-mount", "started": 0,
+            "start_ticks": ticks, "socket": "/tmp/forged.sock",
+        });
+        let f = reg.join(format!("{pid}.json"));
+        std::fs::write(&f, serde_json::to_vec(&forged).unwrap()).unwrap();
+        std::os::unix::fs::chown(&f, Some(vuid), Some(vgid)).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
 
-    let o = wimfs_as(VICTIM, &["mounts".as_ref(), "--json".as_ref()]);
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
-    assert!(o.ok(), "{}", o.describe());
-    assert!(
-        !o.stdout_str().contains("forged"),
-        "a forged state naming another user's process is listed:\n{}",
-        o.describe()
-    );
+        let o = wimfs_as(VICTIM, &["mounts".as_ref(), "--json".as_ref()]);
+        let _ = p.kill();
+        let _ = p.wait();
+        assert!(o.ok(), "{}", o.describe());
+        assert!(
+            !o.stdout_str().contains("forged"),
+            "a forged state naming another user's process ({argv:?}) is listed:\n{}",
+            o.describe()
+        );
+    }
     std::fs::remove_dir_all(&reg).unwrap();
 }
 
