@@ -616,13 +616,16 @@ fn forged_state_naming_another_users_process_is_not_listed() {
     std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let lookalike = t.path().join("wimfs");
     std::os::unix::fs::symlink("/usr/bin/tail", &lookalike).unwrap();
+    // tail blocks opening a FIFO nobody writes: it stays alive.
+    let fifo = t.path().join("fifo");
+    assert!(run(Command::new("mkfifo").arg(&fifo)).ok());
     let impostors: Vec<Vec<std::ffi::OsString>> = vec![
         vec!["sleep".into(), "60".into()],
         vec![
             lookalike.clone().into(),
             "-f".into(),
             "mount".into(),
-            "/dev/null".into(),
+            fifo.clone().into(),
         ],
     ];
     for argv in impostors {
