@@ -519,12 +519,20 @@ fn victim_setup(t: &Path, vuid: u32, vgid: u32) -> (PathBuf, PathBuf) {
     (wim, m)
 }
 
+/// The registry tests share the victim's /tmp/wimfs-UID: one at a time.
+static REGISTRY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn registry_lock() -> std::sync::MutexGuard<'static, ()> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn registry(uid: u32) -> PathBuf {
     PathBuf::from(format!("/tmp/wimfs-{uid}"))
 }
 
 #[test]
 fn registry_created_by_another_user_is_refused() {
+    let _serial = registry_lock();
     let Some(((vuid, vgid), (auid, agid))) = users() else {
         return;
     };
@@ -559,6 +567,7 @@ fn registry_created_by_another_user_is_refused() {
 
 #[test]
 fn symlinked_log_in_the_registry_is_not_followed() {
+    let _serial = registry_lock();
     let Some(((vuid, vgid), _)) = users() else {
         return;
     };
@@ -601,6 +610,7 @@ fn symlinked_log_in_the_registry_is_not_followed() {
 
 #[test]
 fn forged_state_naming_another_users_process_is_not_listed() {
+    let _serial = registry_lock();
     let Some(((vuid, vgid), _)) = users() else {
         return;
     };
@@ -640,7 +650,8 @@ fn forged_state_naming_another_users_process_is_not_listed() {
             .unwrap();
         let pid = p.id();
         std::thread::sleep(Duration::from_millis(200));
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_else(|e| panic!("{argv:?} is not running ({e}): {:?}", p.try_wait()));
         let rest = &stat[stat.rfind(')').unwrap() + 1..];
         let ticks: u64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
         let forged = serde_json::json!({
