@@ -244,6 +244,18 @@ impl Control {
 pub(crate) fn request(sock: &Path, req: &Request) -> Result<Reply> {
     let mut c = UnixStream::connect(sock)
         .with_context(|| format!("cannot reach the mount daemon at {}", sock.display()))?;
+    // The other way round too: only a daemon of this user's (or root's)
+    // may answer, so a planted socket cannot fake a "committed" reply.
+    let me = wimfs::sys::euid();
+    match wimfs::sys::peer_uid(&c) {
+        Ok(uid) if uid == me || uid == 0 => {}
+        Ok(uid) => bail!(
+            "the control socket {} is served by uid {uid}, not by you (uid {me}): refusing to \
+             talk to it",
+            sock.display()
+        ),
+        Err(e) => bail!("cannot check who serves {}: {e}", sock.display()),
+    }
     let mut s = serde_json::to_string(req)?;
     s.push('\n');
     c.write_all(s.as_bytes())
