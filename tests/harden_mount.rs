@@ -506,6 +506,80 @@ fn control_socket_is_0600_under_umask_000_and_refuses_other_users() {
     assert!(o.ok(), "{}", o.describe());
 }
 
+#[test]
+fn client_refuses_a_socket_served_by_another_user() {
+    if !mount_prereqs() {
+        return;
+    }
+    let Some((_, (auid, agid))) = users() else {
+        return;
+    };
+    if !Path::new("/usr/bin/python3").exists() {
+        skip("no /usr/bin/python3 to play the attacker's server");
+        return;
+    }
+    let t = tempdir();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wim = small_wim(t.path(), "t.wim", "x");
+    let m = t.path().join("m");
+    let mnt = Mount::ok(&wim, None, &m, &["--rw"]);
+    let pid = mnt.pid.unwrap();
+    // The attacker serves a socket that says "committed" to anything...
+    let att = t.path().join("attacker");
+    std::fs::create_dir(&att).unwrap();
+    std::os::unix::fs::chown(&att, Some(auid), Some(agid)).unwrap();
+    let fake = att.join("fake.sock");
+    let py = r#"
+import socket, sys, os
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o777)
+s.listen(4)
+print("READY", flush=True)
+while True:
+    c, _ = s.accept()
+    c.makefile().readline()
+    c.sendall(b'{"ok":true}\n')
+    c.close()
+"#;
+    let mut server = Command::new("setpriv")
+        .arg(format!("--reuid={ATTACKER}"))
+        .arg(format!("--regid={ATTACKER}"))
+        .arg("--init-groups")
+        .args(["/usr/bin/python3", "-c", py])
+        .arg(&fake)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "READY");
+    // ...and the mount's state is made to name it.
+    let state = PathBuf::from(format!("/run/wimfs/{pid}.json"));
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    v["socket"] = serde_json::Value::String(fake.display().to_string());
+    std::fs::write(&state, serde_json::to_vec(&v).unwrap()).unwrap();
+    let o = wimfs([std::ffi::OsStr::new("commit"), m.as_os_str()]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_clean_failure(&o, "commit through another user's socket");
+    assert!(o.stderr_str().contains("served by uid"), "{}", o.describe());
+    // Put the real socket back and let the guard's unmount go through.
+    v["socket"] = serde_json::Value::String(format!("/run/wimfs/{pid}.sock"));
+    std::fs::write(&state, serde_json::to_vec(&v).unwrap()).unwrap();
+    let o = wimfs([
+        std::ffi::OsStr::new("unmount"),
+        m.as_os_str(),
+        std::ffi::OsStr::new("--discard"),
+    ]);
+    assert!(o.ok(), "{}", o.describe());
+}
+
 // ---------------------------------------------------------------------------
 // Item 8: the per-user registry in /tmp
 // ---------------------------------------------------------------------------
