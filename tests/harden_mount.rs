@@ -247,8 +247,10 @@ fn dying_daemon_leaves_a_second_wimfs_mount_alone() {
     let m = t.path().join("m");
     std::fs::create_dir_all(&m).unwrap();
     let _clean = Cleanup(m.clone());
-    for trial in 0..6 {
-        let mut a = mount_delayed(&first, &m, 500);
+    // Six trials with the first daemon's exit held back, ten at real speed
+    // (the issue saw the old code lose 6 of 40 so).
+    for trial in 0..16 {
+        let mut a = mount_delayed(&first, &m, if trial < 6 { 500 } else { 0 });
         let pa = a.pid.expect("daemon pid");
         fusermount_u(&m);
         let mut b = Mount::ok(&second, None, &m, &[]);
