@@ -19,7 +19,7 @@ use fuser::{
     Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption,
     OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, Session, SessionACL, SessionUnmounter, TimeOrNow, WriteFlags,
+    Request, Session, SessionACL, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::io;
@@ -807,20 +807,136 @@ fn xattr_reply(reply: ReplyXattr, size: u32, v: &[u8]) {
     }
 }
 
-/// A mounted, initialised FUSE session: the mount is live once this exists.
+/// FUSE subtype of wimfs mounts: the kernel lists them as `fuse.wimfs-rs`.
+/// wimlib's own `wimlib-imagex mount` uses the subtype `wimfs`; a distinct
+/// name lets `findmnt`, `mount` and `wimfs unmount` tell the two apart.
+pub const SUBTYPE: &str = "wimfs-rs";
+/// The filesystem type wimfs mounts have in /proc/self/mountinfo.
+pub const FSTYPE: &str = "fuse.wimfs-rs";
+/// The filesystem type of wimlib's mounts.
+pub const WIMLIB_FSTYPE: &str = "fuse.wimfs";
+
+/// Which mount is this daemon's own, recorded right after mounting: the
+/// mount ID and device the kernel gave it, and (held by [`Mounted`]) the
+/// FUSE connection. Both numbers are reused once the mount is gone, so the
+/// connection being up is what proves they still mean this mount: the
+/// device number stays taken while the connection's superblock lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountIdentity {
+    pub mount_point: std::path::PathBuf,
+    pub mount_id: u64,
+    pub dev: (u32, u32),
+}
+
+struct Own {
+    ident: MountIdentity,
+    /// A duplicate of the session's /dev/fuse descriptor, polled to learn
+    /// whether the connection is still up.
+    fuse: std::os::fd::OwnedFd,
+}
+
+impl Own {
+    /// Is what is mounted at the mount point now this daemon's mount?
+    fn still_ours(&self) -> bool {
+        use std::os::fd::AsFd;
+        if !crate::sys::fuse_connected(self.fuse.as_fd()) {
+            return false;
+        }
+        crate::sys::mount_at(&self.ident.mount_point).is_some_and(|m| {
+            m.dev == self.ident.dev && m.mount_id == self.ident.mount_id && m.fstype == FSTYPE
+        })
+    }
+
+    fn unmount(&self, lazy: bool) -> io::Result<bool> {
+        if !self.still_ours() {
+            use std::os::fd::AsFd;
+            if !crate::sys::fuse_connected(self.fuse.as_fd()) {
+                // The usual end: unmounted (by us or from outside).
+                log::debug!("the FUSE connection is closed: nothing to unmount");
+                return Ok(false);
+            }
+            log::info!(
+                "{} is no longer this daemon's mount (unmounted from outside, or something \
+                 else is mounted there now): not unmounting it",
+                self.ident.mount_point.display()
+            );
+            return Ok(false);
+        }
+        crate::sys::unmount(&self.ident.mount_point, lazy)?;
+        Ok(true)
+    }
+}
+
+/// Unmounts the daemon's own mount from another thread (a signal), and
+/// nothing else.
+#[derive(Clone)]
+pub struct Unmounter(Arc<Own>);
+
+impl Unmounter {
+    /// Unmount if the mount point still holds this daemon's mount (checked
+    /// immediately before); `Ok(false)` when it does not.
+    pub fn unmount(&self) -> io::Result<bool> {
+        self.0.unmount(false)
+    }
+
+    /// Is the mount point still this daemon's mount?
+    pub fn still_ours(&self) -> bool {
+        self.0.still_ours()
+    }
+}
+
+/// A mounted, initialised FUSE session, served on its own thread: the mount
+/// is live once this exists.
+///
+/// fuser 0.18 unmounts the path when its session ends or is dropped, and
+/// its check that the mount is still there reads the kernel's answer
+/// backwards, so a daemon whose mount was unmounted from outside would
+/// unmount whatever was mounted at the path since. Here fuser's mount
+/// handle is never dropped (it is leaked when the session ends); every
+/// unmount goes through [`Unmounter`], which checks the identity first.
 pub struct Mounted {
-    session: Session<WimFuse>,
+    bg: Option<fuser::BackgroundSession>,
+    own: Arc<Own>,
 }
 
 impl Mounted {
     /// Something another thread can use to unmount (ends [`Mounted::run`]).
-    pub fn unmounter(&mut self) -> SessionUnmounter {
-        self.session.unmount_callable()
+    pub fn unmounter(&self) -> Unmounter {
+        Unmounter(self.own.clone())
     }
 
-    /// Serve requests until the filesystem is unmounted.
-    pub fn run(self) -> io::Result<()> {
-        self.session.run()
+    /// The mount as the kernel identifies it.
+    pub fn identity(&self) -> &MountIdentity {
+        &self.own.ident
+    }
+
+    /// Wait until the filesystem is unmounted (or the session fails). Does
+    /// not unmount anything itself: call [`Unmounter::unmount`] after, which
+    /// only unmounts a mount that is still this one.
+    pub fn run(mut self) -> io::Result<()> {
+        let Some(mut bg) = self.bg.take() else {
+            return Ok(());
+        };
+        let guard = std::mem::replace(&mut bg.guard, std::thread::spawn(|| Ok(())));
+        // fuser's mount handle would unmount the path when dropped.
+        std::mem::forget(bg);
+        guard
+            .join()
+            .map_err(|_| io::Error::other("the FUSE session thread panicked"))?
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(bg) = self.bg.take() {
+            if let Err(e) = self.own.unmount(false) {
+                log::warn!(
+                    "cannot unmount {}: {e}",
+                    self.own.ident.mount_point.display()
+                );
+            }
+            std::mem::forget(bg);
+        }
     }
 }
 
@@ -837,7 +953,10 @@ pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, cfg: &MountConfig) -> io::Result<
             MountOption::RO
         },
         MountOption::FSName(cfg.fsname.clone()),
-        MountOption::Subtype("wimfs".into()),
+        // Not MountOption::Subtype: fuser 0.18 drops it when it mounts
+        // directly (as root), so the type would be plain `fuse`. As a
+        // kernel option it reaches the kernel (and fusermount3) either way.
+        MountOption::CUSTOM(format!("subtype={SUBTYPE}")),
         MountOption::DefaultPermissions,
         MountOption::NoDev,
         MountOption::NoSuid,
@@ -851,5 +970,32 @@ pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, cfg: &MountConfig) -> io::Result<
     c.n_threads = Some(cfg.threads.max(1));
     c.clone_fd = true;
     let session = Session::new(fs, mountpoint, &c)?;
-    Ok(Mounted { session })
+    let fuse = {
+        use std::os::fd::AsFd;
+        session.as_fd().try_clone_to_owned()?
+    };
+    let canon = mountpoint
+        .canonicalize()
+        .unwrap_or_else(|_| mountpoint.to_path_buf());
+    let ident = crate::sys::mount_at(&canon)
+        .filter(|m| m.fstype == FSTYPE)
+        .map(|m| MountIdentity {
+            mount_point: canon.clone(),
+            mount_id: m.mount_id,
+            dev: m.dev,
+        });
+    let bg = session.spawn()?;
+    let Some(ident) = ident else {
+        // Cannot tell our mount from another later: let fuser take it down
+        // now, while it certainly is ours.
+        drop(bg);
+        return Err(io::Error::other(format!(
+            "mounted, but cannot find the mount in /proc/self/mountinfo at {}",
+            canon.display()
+        )));
+    };
+    Ok(Mounted {
+        bg: Some(bg),
+        own: Arc::new(Own { ident, fuse }),
+    })
 }

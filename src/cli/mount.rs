@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use wimfs::cache::ChunkCache;
 use wimfs::image::Image;
 use wimfs::platform::linux::{self as fuse, MountConfig};
+use wimfs::sys::{self, Access, PrivateDir};
 use wimfs::vfs::{Vfs, VfsOptions};
 
 const READY: &str = "wimfs-ready";
@@ -80,8 +81,10 @@ pub struct MountArgs {
     #[arg(long, value_name = "DIR", requires = "rw")]
     staging_dir: Option<PathBuf>,
     /// Keep owner, group and mode (chmod/chown, new files) in the
-    /// UNIX-data tag, as `wimlib-imagex capture --unix-data` does.
-    #[arg(long, requires = "rw")]
+    /// UNIX-data tag, as `wimlib-imagex capture --unix-data` does. Accepted
+    /// on a read-only mount too (as wimlib does), where it changes nothing:
+    /// read-only mounts show the UNIX data anyway unless --no-unix-data.
+    #[arg(long, conflicts_with = "no_unix_data")]
     unix_data: bool,
     /// Delete changes left in the staging by an earlier mount and start
     /// clean (otherwise they are resumed).
@@ -105,8 +108,9 @@ pub struct UnmountArgs {
     /// Read-write mounts: throw the changes away and unmount.
     #[arg(long)]
     discard: bool,
-    /// With --commit: write an integrity table.
-    #[arg(long, requires = "commit")]
+    /// With --commit: write an integrity table (accepted alone, and on a
+    /// read-only mount, as wimlib does: then it changes nothing).
+    #[arg(long)]
     check: bool,
     /// With --commit: commit even though files are open.
     #[arg(long, requires = "commit")]
@@ -146,6 +150,13 @@ struct MountState {
     /// Read-write mounts: the daemon's control socket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     socket: Option<String>,
+    /// The mount's device (`major:minor` in /proc/self/mountinfo), so
+    /// `unmount` can tell this mount from whatever is mounted there later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dev: Option<String>,
+    /// The kernel's mount ID of the mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mount_id: Option<u64>,
 }
 
 /// A live read-write mount, as the client side needs it.
@@ -177,10 +188,23 @@ fn abs_dir(dir: &Path) -> PathBuf {
 /// The read-write mount at `dir`, or a clear error.
 pub(crate) fn rw_mount_at(dir: &Path) -> Result<RwMount> {
     let abs = abs_dir(dir);
+    // The daemon whose mount is the one there now (a dying daemon may
+    // still be recorded at the same place).
+    let dev = sys::mount_at(&abs).map(|m| format!("{}:{}", m.dev.0, m.dev.1));
     let Some(m) = live_mounts()
         .into_iter()
-        .find(|m| Path::new(&m.mountpoint) == abs)
+        .filter(|m| Path::new(&m.mountpoint) == abs)
+        .find(|m| m.dev.is_none() || m.dev == dev)
     else {
+        if let Some(t) = sys::mount_at(&abs).filter(|t| t.fstype == fuse::WIMLIB_FSTYPE) {
+            bail!(
+                "{} is mounted by wimlib (type {}), not by wimfs: use `wimlib-imagex unmount {} \
+                 --commit` to commit its changes",
+                abs.display(),
+                t.fstype,
+                abs.display()
+            );
+        }
         bail!("{} is not a wimfs mount", abs.display());
     };
     if m.mode != "rw" {
@@ -201,15 +225,52 @@ pub(crate) fn live_rw_mount_of(wim: &Path) -> Option<RwMount> {
         .find_map(rw_of)
 }
 
+/// Where this user's daemons record themselves (state, log, control
+/// socket). Nothing here is shared between users: see [`state_private`].
 fn state_dir() -> PathBuf {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = sys::euid();
     if euid == 0 {
         return PathBuf::from("/run/wimfs");
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d).join("wimfs"),
         _ => std::env::temp_dir().join(format!("wimfs-{euid}")),
+    }
+}
+
+/// The state directory, created if needed, checked to be this user's own
+/// (not a symlink, owned by us, mode 0700 whatever the umask). In a shared
+/// /tmp another user could have made `/tmp/wimfs-UID` first to plant state
+/// files, sockets or symlinks: that is refused, with what to do about it.
+fn state_private() -> Result<PrivateDir> {
+    let dir = state_dir();
+    PrivateDir::create(&dir).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            format!(
+                "; it is not a directory of yours: if someone else created it, remove it (as                  root: rm -r {}), or set XDG_RUNTIME_DIR to a private directory of yours",
+                dir.display()
+            )
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!(
+            "cannot use the wimfs state directory {}: {e}{hint}",
+            dir.display()
+        )
+    })
+}
+
+/// The state directory for reading, if it exists and is this user's own;
+/// a foreign one is reported once and ignored (nothing in it is trusted).
+fn state_existing() -> Option<PrivateDir> {
+    let dir = state_dir();
+    match PrivateDir::open(&dir) {
+        Ok(d) => Some(d),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            log::warn!("ignoring the wimfs state directory {}: {e}", dir.display());
+            None
+        }
     }
 }
 
@@ -222,42 +283,8 @@ fn parse_mode(s: &str, what: &str) -> Result<u16> {
     Ok(m)
 }
 
-/// Mount points as the kernel lists them (octal escapes undone).
-fn mounted_dirs() -> Vec<String> {
-    let Ok(s) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    s.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
-        .collect()
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn is_mountpoint(dir: &Path) -> bool {
-    let d = dir.to_string_lossy();
-    mounted_dirs().iter().any(|m| *m == d)
+    sys::mount_at(dir).is_some()
 }
 
 /// Check the mount point and FUSE before doing any real work, so the common
@@ -268,12 +295,19 @@ fn check_mountpoint(dir: &Path) -> Result<PathBuf> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("mount point {} does not exist", dir.display())
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
-            "mount point {} is a dead FUSE mount (transport endpoint is not connected); \
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
+            ) =>
+        {
+            bail!(
+                "mount point {} is a dead FUSE mount (transport endpoint is not connected); \
              clear it with `wimfs unmount {}`",
-            dir.display(),
-            dir.display()
-        ),
+                dir.display(),
+                dir.display()
+            )
+        }
         Err(e) => {
             return Err(e).with_context(|| format!("cannot use mount point {}", dir.display()))
         }
@@ -316,6 +350,8 @@ pub fn mount(a: MountArgs) -> Result<i32> {
     if a.cache_size == 0 {
         bail!("--cache-size must be at least 1 (MiB)");
     }
+    // Refuse a state directory that is not ours before doing anything.
+    state_private()?;
     if a.foreground {
         return serve(&a, &abs, None);
     }
@@ -458,26 +494,40 @@ fn daemon_child(a: MountArgs, abs: Option<PathBuf>) -> Result<i32> {
     // SAFETY: setsid has no memory-safety preconditions; it detaches this
     // fresh process (not a group leader) from the terminal's session.
     unsafe { libc::setsid() };
-    let sd = state_dir();
-    let _ = fs::create_dir_all(&sd);
-    let log = sd.join(format!("{}.log", std::process::id()));
-    if let Ok(f) = fs::OpenOptions::new().create(true).append(true).open(&log) {
-        // SAFETY: dup2 onto fd 2 of a file we hold open; fd 2 then refers
-        // to the log file (our stderr was /dev/null).
-        unsafe { libc::dup2(f.as_raw_fd(), 2) };
-    }
-    let dir = PathBuf::from(a.args.last().map(String::as_str).unwrap_or_default());
-    let res = match abs {
-        Some(abs) => Ok(abs),
-        None => check_mountpoint(&dir),
-    }
-    .and_then(|abs| serve(&a, &abs, Some(log.clone())));
+    let log_name = format!("{}.log", std::process::id());
+    let res = state_private().and_then(|sd| {
+        // A log of this pid can only be a dead process's (or something
+        // planted): replace it, creating the file afresh without following
+        // a symlink.
+        sd.remove_file(&log_name)
+            .and_then(|_| sd.open_file(&log_name, Access::CreateNew))
+            .map(|f| {
+                // SAFETY: dup2 onto fd 2 of a file we hold open; fd 2 then
+                // refers to the log file (our stderr was /dev/null).
+                unsafe { libc::dup2(f.as_raw_fd(), 2) };
+            })
+            .with_context(|| {
+                format!(
+                    "cannot create the daemon log {}",
+                    sd.join(&log_name).display()
+                )
+            })?;
+        let dir = PathBuf::from(a.args.last().map(String::as_str).unwrap_or_default());
+        let abs = match abs {
+            Some(abs) => abs,
+            None => check_mountpoint(&dir)?,
+        };
+        let res = serve(&a, &abs, Some(sd.join(&log_name)));
+        if res.is_err() {
+            let _ = sd.remove_file(&log_name);
+        }
+        res
+    });
     if let Err(e) = &res {
         let one = format!("{e:#}").replace('\n', "\\n");
         let mut out = std::io::stdout();
         let _ = writeln!(out, "{FAILED}{one}");
         let _ = out.flush();
-        let _ = fs::remove_file(&log);
     }
     res
 }
@@ -496,7 +546,7 @@ extern "C" fn on_signal(_sig: libc::c_int) {
 
 /// On SIGINT/SIGTERM/SIGHUP, unmount (which ends the session loop) instead
 /// of dying and leaving a dead mount behind.
-fn unmount_on_signal(mut unmounter: fuser::SessionUnmounter) {
+fn unmount_on_signal(unmounter: fuse::Unmounter) {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe2 fills the two-element array we pass.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -523,8 +573,10 @@ fn unmount_on_signal(mut unmounter: fuser::SessionUnmounter) {
             let n = unsafe { libc::read(rfd, (&mut b as *mut u8).cast(), 1) };
             if n == 1 {
                 log::info!("signal received: unmounting");
-                if let Err(e) = unmounter.unmount() {
-                    log::error!("unmount failed: {e}");
+                match unmounter.unmount() {
+                    Ok(true) => {}
+                    Ok(false) => log::info!("the mount was already gone: nothing to unmount"),
+                    Err(e) => log::error!("unmount failed: {e}"),
                 }
             }
         });
@@ -574,9 +626,9 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
     let cfg = MountConfig {
         threads: fuse_threads(),
         allow_other: a.allow_other,
-        fsname: wim_path.to_string_lossy().replace([',', ' '], "_"),
+        fsname: fsname(&wim_path, index),
     };
-    let mut mounted = fuse::mount(vfs, abs, &cfg).map_err(|e| mount_error(e, abs))?;
+    let mounted = fuse::mount(vfs, abs, &cfg).map_err(|e| mount_error(e, abs))?;
     log::debug!(
         "open {:?}, load image {:?}, vfs {:?}, mount {:?}",
         t1 - t0,
@@ -584,7 +636,9 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
         t3 - t2,
         t3.elapsed()
     );
-    unmount_on_signal(mounted.unmounter());
+    let unmounter = mounted.unmounter();
+    unmount_on_signal(unmounter.clone());
+    let ident = mounted.identity().clone();
 
     let mut socket = None;
     if let Some((ctl, listener, path)) = control.take() {
@@ -606,6 +660,8 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
             .as_ref()
             .map(|(c, _)| c.staging.display().to_string()),
         socket: socket.as_ref().map(|(_, p)| p.display().to_string()),
+        dev: Some(format!("{}:{}", ident.dev.0, ident.dev.1)),
+        mount_id: Some(ident.mount_id),
     };
     let state_file = write_state(&state);
     if let (Some((ctl, _)), Some(p)) = (&socket, &state_file) {
@@ -632,6 +688,20 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
     }
 
     let res = mounted.run();
+    // The session is over: normally because the filesystem was unmounted
+    // (by `wimfs unmount`, a signal, or from outside). Unmount only if the
+    // mount point still holds this daemon's own mount (the session failed
+    // while mounted); whatever else is mounted there now is left alone.
+    if let Some(ms) = std::env::var("WIMFS_TEST_EXIT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        // Tests: make "something else was mounted there meanwhile" certain.
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    if let Err(e) = unmounter.unmount() {
+        log::error!("cannot unmount {}: {e}", abs.display());
+    }
     if let Some((ctl, sock)) = &socket {
         let _ = fs::remove_file(sock);
         if ctl
@@ -731,11 +801,12 @@ fn open_rw(
         say(&format!("staging: {w}"));
     }
     let vfs = Arc::new(vfs);
-    let sd = state_dir();
-    let _ = fs::create_dir_all(&sd);
-    let sock = sd.join(format!("{}.sock", std::process::id()));
-    let _ = fs::remove_file(&sock);
-    let listener = std::os::unix::net::UnixListener::bind(&sock)
+    let sd = state_private()?;
+    let name = format!("{}.sock", std::process::id());
+    let sock = sd.join(&name);
+    // Mode 0600 in a 0700 directory: only this user (and root) can even
+    // connect; the daemon checks each peer's uid as well.
+    let listener = sys::bind_private_socket(&sd, &name)
         .with_context(|| format!("cannot create the control socket {}", sock.display()))?;
     let ctl = Arc::new(rw::Control {
         vfs: vfs.clone(),
@@ -744,8 +815,16 @@ fn open_rw(
         staging,
         discard_at_exit: std::sync::atomic::AtomicBool::new(false),
         state_file: parking_lot::Mutex::new(None),
+        owner: sys::euid(),
     });
     Ok((vfs, (ctl, listener, sock)))
+}
+
+/// The mount's source as /proc/mounts shows it: `wimfs:WIM:IMAGE`, so a
+/// wimfs mount says what it serves (commas and spaces would split the
+/// mount options).
+fn fsname(wim: &Path, index: u32) -> String {
+    format!("wimfs:{}:{index}", wim.display()).replace([',', ' '], "_")
 }
 
 /// Does a daemon log report a real error? (A reply to a request the kernel
@@ -775,10 +854,10 @@ fn mount_error(e: std::io::Error, dir: &Path) -> anyhow::Error {
 /// After a commit made the mount serve another image (`--new-image`):
 /// keep what `wimfs mounts` shows true.
 pub(crate) fn set_state_image(path: &Path, image: u32, image_name: Option<String>) {
-    let Some(mut s) = fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<MountState>(&b).ok())
-    else {
+    let Some(mut s) = state_existing().and_then(|d| {
+        let name = path.file_name()?;
+        read_state(&d, name)
+    }) else {
         return;
     };
     s.image = image;
@@ -786,24 +865,37 @@ pub(crate) fn set_state_image(path: &Path, image: u32, image_name: Option<String
     let _ = write_state(&s);
 }
 
+/// A state file of the private state directory (owner checked, no
+/// symlink followed).
+fn read_state(dir: &PrivateDir, name: &std::ffi::OsStr) -> Option<MountState> {
+    let mut b = Vec::new();
+    dir.open_file(name, Access::Read)
+        .ok()?
+        .read_to_end(&mut b)
+        .ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
 fn write_state(s: &MountState) -> Option<PathBuf> {
-    let dir = state_dir();
-    if let Err(e) = fs::create_dir_all(&dir) {
-        log::warn!(
-            "cannot create {}: {e}; `wimfs mounts` will not list this mount",
-            dir.display()
-        );
-        return None;
-    }
-    let path = dir.join(format!("{}.json", s.pid));
-    let tmp = dir.join(format!(".{}.json.tmp", s.pid));
+    let dir = match state_private() {
+        Ok(d) => d,
+        Err(e) => {
+            log::warn!("{e:#}; `wimfs mounts` will not list this mount");
+            return None;
+        }
+    };
+    let name = format!("{}.json", s.pid);
+    let tmp = format!(".{}.json.tmp", s.pid);
+    let path = dir.join(&name);
     let body = serde_json::to_vec_pretty(s).ok()?;
-    if fs::write(&tmp, body)
-        .and_then(|_| fs::rename(&tmp, &path))
-        .is_err()
-    {
+    let res = dir
+        .remove_file(&tmp)
+        .and_then(|_| dir.open_file(&tmp, Access::CreateNew))
+        .and_then(|mut f| f.write_all(&body))
+        .and_then(|_| dir.rename(&tmp, &name));
+    if let Err(e) = res {
         log::warn!(
-            "cannot write {}; `wimfs mounts` will not list this mount",
+            "cannot write {}: {e}; `wimfs mounts` will not list this mount",
             path.display()
         );
         return None;
@@ -823,16 +915,39 @@ fn start_ticks(pid: u32) -> Option<u64> {
     f.get(19)?.parse().ok()
 }
 
-/// Is the daemon that wrote `s` still running?
+/// Is the daemon that wrote `s` still running? A state file is only a
+/// claim: the process must be this user's, a wimfs process, and the one
+/// that started at the recorded time (not a later one given the same pid).
 fn daemon_alive(s: &MountState) -> bool {
-    match s.start_ticks {
-        Some(t) => start_ticks(s.pid) == Some(t),
-        None => alive(s.pid),
-    }
+    alive(s.pid)
+        && match s.start_ticks {
+            Some(t) => start_ticks(s.pid) == Some(t),
+            None => true,
+        }
 }
 
-/// Is `pid` a live wimfs process?
+/// The name the kernel gives processes of this binary (`comm`: the file
+/// name, cut to 15 bytes).
+fn own_comm() -> String {
+    let name = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "wimfs".into());
+    name.chars().take(15).collect()
+}
+
+/// Was `pid` started as `wimfs ... mount ...` (a daemon's command line
+/// is that of the `wimfs mount` it was forked or started from)?
+fn is_mount_cmdline(pid: u32) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|b| b.split(|c| *c == 0).skip(1).any(|a| a == b"mount"))
+}
+
+/// Is `pid` a live wimfs process of this user's?
 fn alive(pid: u32) -> bool {
+    if sys::process_uid(pid) != Some(sys::euid()) {
+        return false;
+    }
     let Ok(p) = libc::pid_t::try_from(pid) else {
         return false;
     };
@@ -848,55 +963,62 @@ fn alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => {
             !s.contains(") Z")
-                && fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.trim() == "wimfs")
+                && fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| {
+                    let c = c.trim_end_matches('\n');
+                    c == "wimfs" || c == own_comm()
+                })
+                && is_mount_cmdline(pid)
         }
         Err(_) => false,
     }
 }
 
-/// Mounts of live daemons; state files of dead ones are removed.
+/// Mounts of live daemons; state files of dead ones are removed. Only a
+/// state directory of this user's is read (see [`state_existing`]).
 fn live_mounts() -> Vec<MountState> {
-    let dir = state_dir();
-    let Ok(rd) = fs::read_dir(&dir) else {
+    let Some(dir) = state_existing() else {
+        return Vec::new();
+    };
+    let Ok(names) = dir.names() else {
         return Vec::new();
     };
     let mut v = Vec::new();
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.extension().and_then(|x| x.to_str()) == Some("log") {
+    for name in names {
+        let p = Path::new(&name);
+        let ext = p.extension().and_then(|x| x.to_str());
+        let pid = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u32>().ok());
+        if ext == Some("log") {
             // Logs of dead daemons are kept for a day, and only when they
             // report an error.
-            let pid = p
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.parse::<u32>().ok());
-            let old = e
-                .metadata()
+            let path = dir.join(&name);
+            let old = fs::symlink_metadata(&path)
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > Duration::from_secs(24 * 3600));
-            if pid.is_some_and(|pid| !alive(pid)) && (old || !log_has_errors(&p)) {
-                let _ = fs::remove_file(&p);
+            if pid.is_some_and(|pid| !alive(pid)) && (old || !log_has_errors(&path)) {
+                let _ = dir.remove_file(&name);
             }
             continue;
         }
-        if p.extension().and_then(|x| x.to_str()) != Some("json") {
+        if ext != Some("json") {
             continue;
         }
-        let Some(s) = fs::read(&p)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<MountState>(&b).ok())
-        else {
-            let _ = fs::remove_file(&p);
+        let Some(s) = read_state(&dir, &name) else {
+            let _ = dir.remove_file(&name);
             continue;
         };
-        if daemon_alive(&s) {
+        if Some(s.pid) == pid && daemon_alive(&s) {
             v.push(s);
         } else {
-            let _ = fs::remove_file(&p);
-            let _ = fs::remove_file(dir.join(format!("{}.log", s.pid)));
+            let _ = dir.remove_file(&name);
+            if let Some(pid) = pid.filter(|p| !alive(*p)) {
+                let _ = dir.remove_file(format!("{pid}.log"));
+                let _ = dir.remove_file(format!("{pid}.sock"));
+            }
         }
     }
     v.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
@@ -909,8 +1031,27 @@ pub fn mounts(a: MountsArgs) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
+    // wimlib's mounts look alike (`wimfs` in their type): name them, so
+    // nobody takes them for ours.
+    let wimlib: Vec<sys::MountEntry> = sys::mounts()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.fstype == fuse::WIMLIB_FSTYPE)
+        .collect();
+    let print_wimlib = || {
+        for m in &wimlib {
+            println!(
+                "not wimfs's: {} is a wimlib mount (type {}); unmount it with \
+                 `wimlib-imagex unmount {}`",
+                m.mount_point.display(),
+                m.fstype,
+                m.mount_point.display()
+            );
+        }
+    };
     if v.is_empty() {
         println!("No wimfs mounts.");
+        print_wimlib();
         return Ok(0);
     }
     let img = |m: &MountState| match &m.image_name {
@@ -936,6 +1077,7 @@ pub fn mounts(a: MountsArgs) -> Result<i32> {
             println!("{:<ww$}  {:<iw$}  staging: {s}", "", "");
         }
     }
+    print_wimlib();
     Ok(0)
 }
 
@@ -947,12 +1089,11 @@ pub fn unmount(a: UnmountArgs) -> Result<i32> {
         .canonicalize()
         .or_else(|_| std::path::absolute(&a.dir))
         .unwrap_or_else(|_| a.dir.clone());
-    let entry = live_mounts()
+    let entries: Vec<MountState> = live_mounts()
         .into_iter()
-        .find(|m| Path::new(&m.mountpoint) == abs);
-    if entry.is_none() && !is_mountpoint(&abs) {
-        bail!("{} is not mounted", abs.display());
-    }
+        .filter(|m| Path::new(&m.mountpoint) == abs)
+        .collect();
+    let entry = check_ours(&abs, entries)?;
     let rwm = entry.clone().and_then(rw_of);
     if entry.as_ref().is_some_and(|m| m.mode == "rw") && rwm.is_none() {
         bail!(
@@ -960,12 +1101,21 @@ pub fn unmount(a: UnmountArgs) -> Result<i32> {
             abs.display()
         );
     }
-    if rwm.is_none() && (a.commit || a.discard) {
-        bail!(
-            "{} is not a read-write mount: there is nothing to commit or discard; \
-             unmount it without --commit/--discard",
+    if rwm.is_none() && (a.commit || a.discard || a.check) {
+        // As wimlib does: nothing to write, so the flags change nothing.
+        let flag = if a.commit {
+            "--commit"
+        } else if a.discard {
+            "--discard"
+        } else {
+            "--check"
+        };
+        eprintln!(
+            "wimfs: note: {} is a read-only mount: {flag} has nothing to do; unmounting",
             abs.display()
         );
+    } else if a.check && !a.commit {
+        eprintln!("wimfs: note: --check only applies with --commit; ignored");
     }
     let mut report = None;
     if let Some(m) = &rwm {
@@ -1047,7 +1197,81 @@ pub fn unmount(a: UnmountArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Is the mount at `abs` one `wimfs unmount` may take down? Yes for the
+/// mount of a live daemon of this user's (the same mount it recorded), and
+/// for a dead wimfs mount (its daemon gone: ENOTCONN), which only needs
+/// clearing. Anything else is refused, naming what it is and how to
+/// unmount it: a wimlib mount must go through `wimlib-imagex unmount`,
+/// or a read-write one loses its changes.
+/// `entries`: the live daemons recorded at `abs` (a dying one may still be
+/// recorded beside the one mounted there now).
+fn check_ours(abs: &Path, entries: Vec<MountState>) -> Result<Option<MountState>> {
+    let Some(m) = sys::mount_at(abs) else {
+        bail!("{} is not mounted", abs.display());
+    };
+    let dev = format!("{}:{}", m.dev.0, m.dev.1);
+    if let Some(e) = entries.into_iter().find(|e| match &e.dev {
+        Some(d) => *d == dev,
+        None => m.fstype.starts_with("fuse"),
+    }) {
+        return Ok(Some(e));
+    }
+    // ENOTCONN, or ECONNABORTED once the kernel aborted the connection
+    // (the daemon was killed).
+    let dead = matches!(fs::metadata(abs), Err(e)
+        if matches!(e.raw_os_error(), Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)));
+    if m.fstype == fuse::WIMLIB_FSTYPE {
+        if dead {
+            bail!(
+                "{} is a dead wimlib mount (type {}, daemon gone); clear it with \
+                 `fusermount3 -u {}`",
+                abs.display(),
+                m.fstype,
+                abs.display()
+            );
+        }
+        bail!(
+            "{} is mounted by wimlib (type {}, source {}), not by wimfs: unmount it with \
+             `wimlib-imagex unmount {}` (add --commit to keep the changes of a read-write \
+             mount)",
+            abs.display(),
+            m.fstype,
+            m.source,
+            abs.display()
+        );
+    }
+    if m.fstype == fuse::FSTYPE {
+        if dead {
+            return Ok(None);
+        }
+        bail!(
+            "{} is a wimfs mount ({}) without a live daemon of yours recorded for it (another \
+             user's mount?): unmount it as the user who mounted it",
+            abs.display(),
+            m.source
+        );
+    }
+    bail!(
+        "{} is not a wimfs mount (type {}, source {}): refusing to unmount it; use umount",
+        abs.display(),
+        m.fstype,
+        m.source
+    )
+}
+
 fn do_unmount(a: &UnmountArgs, abs: &Path, entry: Option<&MountState>) -> Result<()> {
+    // A commit may have taken a while: check again, right before, that
+    // the mount there is still the daemon's.
+    if let Some(d) = entry.and_then(|e| e.dev.as_ref()) {
+        let now = sys::mount_at(abs).map(|m| format!("{}:{}", m.dev.0, m.dev.1));
+        if now.as_ref() != Some(d) {
+            bail!(
+                "{} is no longer the wimfs mount it was (unmounted from outside, or something \
+                 else is mounted there now): not unmounting it",
+                abs.display()
+            );
+        }
+    }
     let mut last_err = String::new();
     let mut done = false;
     for bin in ["fusermount3", "fusermount"] {

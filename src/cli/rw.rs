@@ -71,6 +71,9 @@ pub(crate) struct Control {
     pub discard_at_exit: AtomicBool,
     /// The mount's entry in the mounts registry, once written.
     pub state_file: parking_lot::Mutex<Option<PathBuf>>,
+    /// The uid that mounted: with root, the only one whose requests are
+    /// served.
+    pub owner: u32,
 }
 
 impl Control {
@@ -190,18 +193,43 @@ impl Control {
         }
     }
 
+    /// May the process at the other end of `conn` control this mount? Only
+    /// the uid that mounted and root: the socket's mode already keeps
+    /// others out, this holds even if the socket or its directory were
+    /// opened up.
+    fn peer_allowed(&self, conn: &UnixStream) -> std::result::Result<(), String> {
+        match wimfs::sys::peer_uid(conn) {
+            Ok(uid) if uid == self.owner || uid == 0 => Ok(()),
+            Ok(uid) => Err(format!(
+                "permission denied: uid {uid} may not control this mount (it belongs to uid {})",
+                self.owner
+            )),
+            Err(e) => Err(format!("cannot check who is asking: {e}")),
+        }
+    }
+
     fn connection(&self, conn: UnixStream) {
         let mut line = String::new();
         let Ok(rd) = conn.try_clone() else { return };
         if BufReader::new(rd).read_line(&mut line).is_err() {
             return;
         }
-        let reply = match serde_json::from_str::<Request>(line.trim()) {
-            Ok(r) => self.handle(&r),
-            Err(e) => Reply {
-                ok: false,
-                error: Some(format!("bad request: {e}")),
-                ..Reply::default()
+        let reply = match self.peer_allowed(&conn) {
+            Err(why) => {
+                log::warn!("control request refused: {why}");
+                Reply {
+                    ok: false,
+                    error: Some(why),
+                    ..Reply::default()
+                }
+            }
+            Ok(()) => match serde_json::from_str::<Request>(line.trim()) {
+                Ok(r) => self.handle(&r),
+                Err(e) => Reply {
+                    ok: false,
+                    error: Some(format!("bad request: {e}")),
+                    ..Reply::default()
+                },
             },
         };
         let mut w = conn;
@@ -216,6 +244,18 @@ impl Control {
 pub(crate) fn request(sock: &Path, req: &Request) -> Result<Reply> {
     let mut c = UnixStream::connect(sock)
         .with_context(|| format!("cannot reach the mount daemon at {}", sock.display()))?;
+    // The other way round too: only a daemon of this user's (or root's)
+    // may answer, so a planted socket cannot fake a "committed" reply.
+    let me = wimfs::sys::euid();
+    match wimfs::sys::peer_uid(&c) {
+        Ok(uid) if uid == me || uid == 0 => {}
+        Ok(uid) => bail!(
+            "the control socket {} is served by uid {uid}, not by you (uid {me}): refusing to \
+             talk to it",
+            sock.display()
+        ),
+        Err(e) => bail!("cannot check who serves {}: {e}", sock.display()),
+    }
     let mut s = serde_json::to_string(req)?;
     s.push('\n');
     c.write_all(s.as_bytes())

@@ -434,10 +434,218 @@ pub fn path_id(path: &Path) -> io::Result<(u64, u64)> {
     Ok((m.dev(), m.ino()))
 }
 
+/// One line of /proc/self/mountinfo: what is mounted where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// The kernel's mount ID (unique while mounted, reused afterwards).
+    pub mount_id: u64,
+    /// Device of the mounted filesystem (`major:minor`); for FUSE the
+    /// minor is also the connection number under /sys/fs/fuse/connections.
+    pub dev: (u32, u32),
+    /// Where it is mounted (octal escapes undone).
+    pub mount_point: PathBuf,
+    /// Filesystem type, e.g. `fuse.wimfs-rs`, `tmpfs`.
+    pub fstype: String,
+    /// Mount source (the FUSE `fsname`).
+    pub source: String,
+}
+
+/// Undo the octal escapes (`\040` for a space...) of a mountinfo field.
+pub fn unescape_mountinfo(s: &str) -> OsString {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    OsString::from(std::ffi::OsStr::from_bytes(&out))
+}
+
+fn parse_mountinfo_line(l: &str) -> Option<MountEntry> {
+    // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPER
+    let (left, right) = l.split_once(" - ")?;
+    let f: Vec<&str> = left.split(' ').collect();
+    let mount_id = f.first()?.parse().ok()?;
+    let (maj, min) = f.get(2)?.split_once(':')?;
+    let dev = (maj.parse().ok()?, min.parse().ok()?);
+    let mount_point = PathBuf::from(unescape_mountinfo(f.get(4)?));
+    let mut r = right.split(' ');
+    let fstype = unescape_mountinfo(r.next()?).to_string_lossy().into_owned();
+    let source = unescape_mountinfo(r.next().unwrap_or(""))
+        .to_string_lossy()
+        .into_owned();
+    Some(MountEntry {
+        mount_id,
+        dev,
+        mount_point,
+        fstype,
+        source,
+    })
+}
+
+/// Every mount of this process's namespace, in the kernel's order (a mount
+/// stacked on another comes after it).
+pub fn mounts() -> io::Result<Vec<MountEntry>> {
+    let s = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(s.lines().filter_map(parse_mountinfo_line).collect())
+}
+
+/// What is visible at `path` now: the topmost mount there, if any.
+pub fn mount_at(path: &Path) -> Option<MountEntry> {
+    mounts()
+        .ok()?
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == path)
+}
+
+/// Is the FUSE connection behind `fd` (a /dev/fuse descriptor) still up?
+/// The kernel reports POLLERR on it once the filesystem was unmounted or
+/// the connection aborted (fuser 0.18's `is_mounted` reads this backwards).
+pub fn fuse_connected(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    loop {
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        let r = unsafe { libc::poll(&mut p, 1, 0) };
+        if r < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return false;
+        }
+        return p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) == 0;
+    }
+}
+
+/// Unmount what is mounted at `path` (`lazy`: detach even if busy). Root
+/// uses umount2 (never following a symlink at `path`); other users, whom
+/// the kernel refuses, go through the setuid `fusermount3 -u`, which only
+/// unmounts their own FUSE mounts. The caller checks first that the mount
+/// is the one it means: this unmounts whatever is there.
+pub fn unmount(path: &Path, lazy: bool) -> io::Result<()> {
+    let c = cstr(path.as_os_str())?;
+    let flags = libc::UMOUNT_NOFOLLOW | if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: c is a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EPERM) {
+        return Err(e);
+    }
+    let mut last = e;
+    for bin in ["fusermount3", "fusermount"] {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.arg(if lazy { "-uz" } else { "-u" })
+            .arg("--")
+            .arg(path)
+            .stdin(std::process::Stdio::null());
+        match cmd.output() {
+            Ok(o) if o.status.success() => return Ok(()),
+            Ok(o) => {
+                return Err(io::Error::other(
+                    String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                ))
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// The uid of the process at the other end of a Unix socket, as the kernel
+/// recorded it when that process connected (SO_PEERCRED): cannot be forged
+/// by what the peer sends.
+pub fn peer_uid(s: &std::os::unix::net::UnixStream) -> io::Result<u32> {
+    // SAFETY: an all-zero ucred is valid to be overwritten.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: s is an open socket; cred and len are valid out pointers of
+    // the size given.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
+/// Listen on a Unix socket `name` inside the private directory `dir`, mode
+/// 0600 whatever the umask: the socket is created under a umask of 0177
+/// (so it is never more open, not even for an instant) and chmod'ed to
+/// 0600 after. A stale entry of that name is removed first.
+pub fn bind_private_socket(
+    dir: &PrivateDir,
+    name: impl AsRef<OsStr>,
+) -> io::Result<std::os::unix::net::UnixListener> {
+    let name = name.as_ref();
+    component(name)?;
+    dir.remove_file(name)?;
+    let path = dir.join(name);
+    // SAFETY: umask only changes this process's file creation mask; it is
+    // restored right after the bind.
+    let old = unsafe { libc::umask(0o177) };
+    let l = std::os::unix::net::UnixListener::bind(&path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let l = l?;
+    let c = component(name)?;
+    // SAFETY: dir.fd is an open directory, c a valid name.
+    if unsafe { libc::fchmodat(dir.fd.as_raw_fd(), c.as_ptr(), 0o600, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(l)
+}
+
+/// The uid that owns process `pid` (from /proc), if it exists.
+pub fn process_uid(pid: u32) -> Option<u32> {
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+
+    #[test]
+    fn mountinfo_lines_parse_with_optional_fields_and_escapes() {
+        let l = "42 30 0:39 / /tmp/a\\040b rw,nosuid shared:7 master:1 - fuse.wimfs-rs \
+                 wimfs:/x\\040y.wim:1 rw,user_id=0";
+        let m = parse_mountinfo_line(l).unwrap();
+        assert_eq!(m.mount_id, 42);
+        assert_eq!(m.dev, (0, 39));
+        assert_eq!(m.mount_point, Path::new("/tmp/a b"));
+        assert_eq!(m.fstype, "fuse.wimfs-rs");
+        assert_eq!(m.source, "wimfs:/x y.wim:1");
+        assert!(parse_mountinfo_line("garbage").is_none());
+        // This process's root is always mounted.
+        assert!(mount_at(Path::new("/")).is_some());
+    }
 
     #[test]
     fn private_dir_is_0700_and_files_0600_whatever_the_umask() {

@@ -184,3 +184,48 @@ pub fn path_id(path: &Path) -> io::Result<(u64, u64)> {
     let m = std::fs::metadata(path)?;
     Ok((m.creation_time(), m.file_size()))
 }
+
+/// What is mounted where (Linux notion; WinFsp mounts are not listed here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    pub mount_id: u64,
+    pub dev: (u32, u32),
+    pub mount_point: PathBuf,
+    pub fstype: String,
+    pub source: String,
+}
+
+/// No mount table to read on Windows: nothing is listed.
+pub fn mounts() -> io::Result<Vec<MountEntry>> {
+    Ok(Vec::new())
+}
+
+pub fn mount_at(_path: &Path) -> Option<MountEntry> {
+    None
+}
+
+pub fn unescape_mountinfo(s: &str) -> OsString {
+    OsString::from(s)
+}
+
+/// WinFsp unmounts through its own API, not by path.
+pub fn unmount(path: &Path, _lazy: bool) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("cannot unmount {} this way on Windows", path.display()),
+    ))
+}
+
+/// The control channel on Windows will be a named pipe whose ACL admits
+/// only the user; no peer check is available here yet.
+pub fn peer_uid<T>(_s: &T) -> io::Result<u32> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "peer credentials are not available on Windows",
+    ))
+}
+
+/// No /proc: process ownership cannot be read this way.
+pub fn process_uid(_pid: u32) -> Option<u32> {
+    None
+}
