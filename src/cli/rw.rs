@@ -114,6 +114,7 @@ impl Control {
         let opts = CommitOptions {
             new_image,
             image_name: None,
+            image_description: None,
             check,
         };
         let rep = commit::commit_with(&self.lock, *index, img, &opts, &|_, _| {}, &mut |l| {

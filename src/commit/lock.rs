@@ -4,9 +4,9 @@
 
 use crate::error::{Error, Result};
 use crate::wim::Wim;
-use std::sync::Arc;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub struct WimLock {
     pub file: File,

@@ -43,6 +43,8 @@ pub struct CommitOptions {
     pub new_image: bool,
     /// Name of a new image (default: a unique "Image N").
     pub image_name: Option<String>,
+    /// Description of a new image (none by default).
+    pub image_description: Option<String>,
     /// Write an integrity table even if the WIM had none.
     pub check: bool,
 }
@@ -568,6 +570,9 @@ pub fn commit_with(
             });
             fill_image_xml(&mut e, dirs, files, total, hard, now, true);
             e.set_child_text("NAME", &name);
+            if let Some(d) = &opts.image_description {
+                e.set_child_text("DESCRIPTION", d);
+            }
             root.children.push(xml::Node::Elem(e));
         }
         root.set_child_text("TOTALBYTES", &out.pos.to_string());
