@@ -2,13 +2,13 @@
 //! metadata, reporting every problem rather than the first.
 
 use crate::error::Result;
-use crate::image::Image;
+use crate::image::{Image, StreamKind};
 use crate::stream::{for_each_blob, BlobSink};
 use crate::wim::bytes::hex;
 use crate::wim::integrity::{self, IntegrityStatus};
 use crate::wim::{Blob, Wim, ZERO_HASH};
 use sha1::{Digest, Sha1};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -54,6 +54,9 @@ impl BlobSink for HashSink<'_> {
         Ok(())
     }
 }
+
+/// How many files a problem with one blob names (then "and N more").
+const USERS_NAMED: usize = 10;
 
 /// Total bytes `verify` will hash (for a progress bar).
 pub fn total_bytes(wim: &Wim) -> u64 {
@@ -116,6 +119,16 @@ pub fn verify(wim: &Wim, progress: &(dyn Fn(u64) + Sync)) -> VerifyReport {
     }
     // Metadata: every image must parse and every referenced blob exist.
     let mut referenced = HashSet::new();
+    // Who uses each blob, so that a corrupt blob is reported by the files
+    // it breaks (a few of them), not only by its SHA-1.
+    let mut users: HashMap<[u8; 20], Vec<String>> = HashMap::new();
+    let mut more: HashMap<[u8; 20], usize> = HashMap::new();
+    for (i, m) in wim.metadata.iter().enumerate() {
+        users
+            .entry(m.hash)
+            .or_default()
+            .push(format!("the metadata of image {}", i + 1));
+    }
     for i in 1..=wim.image_count() {
         match Image::load(wim, i) {
             Ok(img) => {
@@ -130,6 +143,23 @@ pub fn verify(wim: &Wim, progress: &(dyn Fn(u64) + Sync)) -> VerifyReport {
                     for s in &ino.streams {
                         if s.hash != ZERO_HASH {
                             referenced.insert(s.hash);
+                            let list = users.entry(s.hash).or_default();
+                            for &d in &ino.dentries {
+                                if list.len() >= USERS_NAMED {
+                                    *more.entry(s.hash).or_default() += 1;
+                                    continue;
+                                }
+                                let path = img.path(d);
+                                list.push(match s.kind {
+                                    StreamKind::Reparse => {
+                                        format!("image {i}: {path} (reparse data)")
+                                    }
+                                    _ if !s.name.is_empty() => {
+                                        format!("image {i}: {path}:{}", s.name)
+                                    }
+                                    _ => format!("image {i}: {path}"),
+                                });
+                            }
                         }
                     }
                 }
@@ -153,12 +183,24 @@ pub fn verify(wim: &Wim, progress: &(dyn Fn(u64) + Sync)) -> VerifyReport {
         }) as Box<dyn BlobSink + '_>)
     });
     for (h, e) in errors {
+        let used_by = match users.get(&h) {
+            Some(u) if !u.is_empty() => {
+                let extra = more
+                    .get(&h)
+                    .map_or(String::new(), |n| format!(" and {n} more"));
+                format!(", used by {}{extra}", u.join(", "))
+            }
+            _ => ", used by no file".to_string(),
+        };
         match e {
             crate::Error::HashMismatch(_) => rep.problems.push(format!(
-                "blob {}: SHA-1 mismatch (data is corrupt)",
+                "corrupt data (SHA-1 mismatch){used_by} (blob {})",
                 hex(&h)
             )),
-            other => rep.problems.push(format!("blob {}: {other}", hex(&h))),
+            other => rep.problems.push(format!(
+                "unreadable data: {other}{used_by} (blob {})",
+                hex(&h)
+            )),
         }
     }
     rep.problems.sort();

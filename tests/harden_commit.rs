@@ -403,3 +403,84 @@ fn export_refuses_duplicate_names_and_takes_name_and_description() {
     assert_eq!(wimlib_image_names(&c), ["fresh"]);
     assert_verifies(&c);
 }
+
+/// Item 18: each thing said once. The OS reason of an I/O error appears
+/// once (it used to be repeated by the error's source), the path once, and
+/// a warning once (it was logged by every layer that saw it).
+#[test]
+fn messages_say_each_thing_once() {
+    let td = tempdir();
+    let count = |hay: &str, needle: &str| hay.matches(needle).count();
+
+    let o = wimfs(["info", "/tmp"]);
+    assert!(!o.ok());
+    let e = o.stderr_str();
+    assert_eq!(count(&e, "Is a directory"), 1, "{e}");
+    assert_eq!(count(&e, "/tmp"), 1, "{e}");
+
+    let missing = td.path().join("no-such.wim");
+    let o = wimfs(["info".as_ref(), missing.as_os_str()]);
+    let e = o.stderr_str();
+    assert!(!o.ok() && e.contains("No such file or directory"), "{e}");
+    assert_eq!(count(&e, &missing.display().to_string()), 1, "{e}");
+
+    if !require(&["wimlib-imagex"]) {
+        skip("wimlib-imagex missing");
+        return;
+    }
+    // A WIM whose header says a write was interrupted: one warning.
+    let wim = captured(td.path(), &[]);
+    let mut b = std::fs::read(&wim).unwrap();
+    b[16] |= 0x40; // WIM_HDR_FLAG_WRITE_IN_PROGRESS
+    std::fs::write(&wim, &b).unwrap();
+    for verb in [&["verify"][..], &["info"], &["dir", "1"]] {
+        let mut args: Vec<&std::ffi::OsStr> = vec![verb[0].as_ref(), wim.as_os_str()];
+        args.extend(verb[1..].iter().map(std::ffi::OsStr::new));
+        let o = wimfs(&args);
+        assert_eq!(
+            count(&o.stderr_str(), "WRITE_IN_PROGRESS"),
+            1,
+            "wimfs {verb:?}:\n{}",
+            o.describe()
+        );
+    }
+}
+
+/// Item 18: a corrupt blob is reported by the files that use it (image and
+/// path, every hard link), with its SHA-1 kept for the expert.
+#[test]
+fn verify_names_the_files_of_a_corrupt_blob() {
+    if !require(&["wimlib-imagex"]) {
+        skip("wimlib-imagex missing");
+        return;
+    }
+    let td = tempdir();
+    let src = td.path().join("src");
+    source(&src);
+    std::fs::hard_link(src.join("sub/text.txt"), src.join("link.txt")).unwrap();
+    let wim = td.path().join("t.wim");
+    wimlib_capture(&src, &wim, &["--compress=none"]);
+    let (off, size) = wimlib_blob_location(&wim, "1", "/sub/text.txt");
+    assert_eq!(size, 30000);
+    let entry = blob_table(&wim)
+        .into_iter()
+        .find(|e| e.offset == off)
+        .expect("blob table entry of /sub/text.txt");
+    let sha: String = entry.hash.iter().map(|b| format!("{b:02x}")).collect();
+    let mut b = std::fs::read(&wim).unwrap();
+    b[off as usize + 100] ^= 0x20;
+    std::fs::write(&wim, &b).unwrap();
+    assert!(!wimlib_verify(&wim, &[]).ok(), "the damage is not damage");
+
+    let o = wimfs(["verify".as_ref(), wim.as_os_str()]);
+    assert!(!o.ok(), "{}", o.describe());
+    let e = o.stderr_str();
+    let line = e
+        .lines()
+        .find(|l| l.contains("corrupt"))
+        .unwrap_or_else(|| panic!("no corruption reported:\n{e}"));
+    assert!(line.contains("image 1: /sub/text.txt"), "{line}");
+    assert!(line.contains("image 1: /link.txt"), "{line}");
+    assert!(line.to_ascii_lowercase().contains(&sha), "{line}");
+    assert!(!line.contains("/hello.txt"), "{line}");
+}

@@ -473,7 +473,7 @@ fn daemon_child(a: MountArgs, abs: Option<PathBuf>) -> Result<i32> {
     }
     .and_then(|abs| serve(&a, &abs, Some(log.clone())));
     if let Err(e) = &res {
-        let one = format!("{e:#}").replace('\n', "\\n");
+        let one = super::error_text(e).replace('\n', "\\n");
         let mut out = std::io::stdout();
         let _ = writeln!(out, "{FAILED}{one}");
         let _ = out.flush();

@@ -188,7 +188,7 @@ impl Control {
     fn handle(&self, req: &Request) -> Reply {
         let fail = |e: anyhow::Error| Reply {
             ok: false,
-            error: Some(format!("{e:#}")),
+            error: Some(super::error_text(&e)),
             ..Reply::default()
         };
         let status = |report| Reply {
