@@ -484,3 +484,65 @@ fn verify_names_the_files_of_a_corrupt_blob() {
     assert!(line.to_ascii_lowercase().contains(&sha), "{line}");
     assert!(!line.contains("/hello.txt"), "{line}");
 }
+
+/// Item 1 in the library: a WIM replaced after the commit wrote its data
+/// but before the header (the window the second check closes) gets no
+/// header; the locked, now nameless file is put back as it was and the
+/// new file at the path is untouched. A WIM moved away is refused before
+/// anything is written.
+#[test]
+fn library_commit_checks_the_locked_file_is_still_at_its_path() {
+    use std::io::{Read, Seek};
+    use wimfs::commit::{commit, commit_with, CommitOptions, NewImage, WimLock};
+    if !require(&["wimlib-imagex"]) {
+        skip("wimlib-imagex missing");
+        return;
+    }
+    let td = tempdir();
+    let wim = captured(td.path(), &[]);
+    let original = std::fs::read(&wim).unwrap();
+    let spare = td.path().join("spare.wim");
+    std::fs::copy(&wim, &spare).unwrap();
+    let opts = CommitOptions {
+        new_image: true,
+        ..Default::default()
+    };
+
+    let lock = WimLock::acquire(&wim).unwrap();
+    lock.still_at_path().unwrap();
+    let img = NewImage::from_image(&lock.open_wim().unwrap(), 1).unwrap();
+    let r = commit_with(&lock, 0, img, &opts, &|_, _| {}, &mut |_| {
+        std::fs::rename(&spare, &wim).unwrap();
+        Ok(())
+    });
+    let e = r.expect_err("a commit into a replaced WIM succeeded");
+    assert!(
+        matches!(e, wimfs::Error::WimReplaced { .. }),
+        "wrong error: {e}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&wim.display().to_string()) && msg.contains("replaced"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(&wim).unwrap(), original, "new file written");
+    let mut f = &lock.file;
+    let mut old = Vec::new();
+    f.rewind().unwrap();
+    f.read_to_end(&mut old).unwrap();
+    assert!(
+        old == original,
+        "the locked file was not put back as it was"
+    );
+    drop(lock);
+    assert_verifies(&wim);
+
+    // Moved away: refused, and the moved file is unchanged.
+    let lock = WimLock::acquire(&wim).unwrap();
+    let moved = td.path().join("moved.wim");
+    std::fs::rename(&wim, &moved).unwrap();
+    let img = NewImage::from_image(&lock.open_wim().unwrap(), 1).unwrap();
+    let e = commit(&lock, 0, img, &opts, &|_, _| {}).expect_err("commit into a moved WIM");
+    assert!(e.to_string().contains("moved or deleted"), "{e}");
+    assert!(std::fs::read(&moved).unwrap() == original);
+}
