@@ -309,3 +309,38 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Export(a) => service::export(a),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+    use anyhow::Context;
+
+    #[test]
+    fn error_text_says_each_reason_and_path_once() {
+        let io = || std::io::Error::from_raw_os_error(21);
+        let e: anyhow::Result<()> = Err(wimfs::Error::RawIo(io())).context("cannot open /tmp");
+        assert_eq!(
+            error_text(&e.unwrap_err()),
+            "cannot open /tmp: I/O error: Is a directory (os error 21)"
+        );
+        let e: anyhow::Result<()> = Err(wimfs::Error::Io {
+            path: "/x/a.wim".into(),
+            err: io(),
+        })
+        .context("cannot open /x/a.wim");
+        assert_eq!(
+            error_text(&e.unwrap_err()),
+            "cannot open /x/a.wim: I/O error: Is a directory (os error 21)"
+        );
+        // Another path is kept.
+        let e: anyhow::Result<()> = Err(wimfs::Error::Io {
+            path: "/x/.a.wim.tmp".into(),
+            err: io(),
+        })
+        .context("exporting to /x/a.wim");
+        assert_eq!(
+            error_text(&e.unwrap_err()),
+            "exporting to /x/a.wim: I/O error on /x/.a.wim.tmp: Is a directory (os error 21)"
+        );
+    }
+}

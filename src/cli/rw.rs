@@ -180,7 +180,8 @@ impl Control {
     fn kept(&self) -> String {
         format!(
             "every change is kept in the staging {} and still shown in the mount (copy out \
-             what you need; `wimfs recover` lists the staging after an unmount)",
+             what you need; `fusermount3 -u` on the mount point stops it and keeps the \
+             staging, which `wimfs recover` then lists)",
             self.staging.display()
         )
     }
