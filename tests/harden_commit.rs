@@ -546,3 +546,29 @@ fn library_commit_checks_the_locked_file_is_still_at_its_path() {
     assert!(e.to_string().contains("moved or deleted"), "{e}");
     assert!(std::fs::read(&moved).unwrap() == original);
 }
+
+/// Item 1, at mount time: a WIM read by path and replaced before it was
+/// locked is noticed (`WimLock::matches`, which `mount --rw` calls).
+#[test]
+fn lock_notices_a_wim_replaced_between_open_and_lock() {
+    use wimfs::commit::WimLock;
+    if !require(&["wimlib-imagex"]) {
+        skip("wimlib-imagex missing");
+        return;
+    }
+    let td = tempdir();
+    let wim = captured(td.path(), &[]);
+    let w = wimfs::wim::Wim::open(&wim, &[]).unwrap();
+    WimLock::acquire(&wim).unwrap().matches(&w).unwrap();
+    let other = td.path().join("other.wim");
+    wimlib_capture(&td.path().join("src/sub"), &other, &[]);
+    std::fs::rename(&other, &wim).unwrap();
+    let e = WimLock::acquire(&wim)
+        .unwrap()
+        .matches(&w)
+        .expect_err("a replaced WIM matched");
+    assert!(
+        e.to_string().contains(&wim.display().to_string()) && e.to_string().contains("changed"),
+        "{e}"
+    );
+}

@@ -691,6 +691,7 @@ fn open_rw(
         bail!("a split WIM (or one with --ref) cannot be mounted read-write; join it first");
     }
     let lock = wimfs::commit::WimLock::acquire(wim_path)?;
+    lock.matches(wim)?;
     let staging = match &a.staging_dir {
         Some(d) => std::path::absolute(d).unwrap_or_else(|_| d.clone()),
         None => rw::default_staging(wim_path, index),

@@ -80,6 +80,33 @@ impl WimLock {
         }
     }
 
+    /// Fail unless the locked file still has the header `wim` was read
+    /// with: a WIM opened by path and locked afterwards may have been
+    /// replaced or rewritten in between, and a mount over the old one would
+    /// later commit a tree whose blobs the locked file may not have.
+    pub fn matches(&self, wim: &Wim) -> Result<()> {
+        let mut hb = vec![0u8; crate::wim::header::HEADER_SIZE];
+        let io = |e| Error::Io {
+            path: self.path.display().to_string(),
+            err: e,
+        };
+        let src = crate::io::FileSource::new(self.file.try_clone().map_err(io)?).map_err(io)?;
+        let same = src
+            .read_exact_at_io(&mut hb, 0)
+            .ok()
+            .and_then(|()| crate::wim::header::Header::parse(&hb).ok())
+            .is_some_and(|h| h.write() == wim.header.write());
+        if same {
+            Ok(())
+        } else {
+            Err(Error::Other(format!(
+                "{} changed while it was being opened (another program wrote or replaced \
+                 it); try again",
+                self.path.display()
+            )))
+        }
+    }
+
     /// The WIM as the locked file holds it, read through the locked
     /// descriptor (never through the path, which may by now name another
     /// file).
