@@ -55,9 +55,6 @@ impl BlobSink for HashSink<'_> {
     }
 }
 
-/// How many files a problem with one blob names (then "and N more").
-const USERS_NAMED: usize = 10;
-
 /// Total bytes `verify` will hash (for a progress bar).
 pub fn total_bytes(wim: &Wim) -> u64 {
     let integ = if wim.header.integrity.size_in_wim > 0 {
@@ -119,16 +116,6 @@ pub fn verify(wim: &Wim, progress: &(dyn Fn(u64) + Sync)) -> VerifyReport {
     }
     // Metadata: every image must parse and every referenced blob exist.
     let mut referenced = HashSet::new();
-    // Who uses each blob, so that a corrupt blob is reported by the files
-    // it breaks (a few of them), not only by its SHA-1.
-    let mut users: HashMap<[u8; 20], Vec<String>> = HashMap::new();
-    let mut more: HashMap<[u8; 20], usize> = HashMap::new();
-    for (i, m) in wim.metadata.iter().enumerate() {
-        users
-            .entry(m.hash)
-            .or_default()
-            .push(format!("the metadata of image {}", i + 1));
-    }
     for i in 1..=wim.image_count() {
         match Image::load(wim, i) {
             Ok(img) => {
@@ -143,23 +130,6 @@ pub fn verify(wim: &Wim, progress: &(dyn Fn(u64) + Sync)) -> VerifyReport {
                     for s in &ino.streams {
                         if s.hash != ZERO_HASH {
                             referenced.insert(s.hash);
-                            let list = users.entry(s.hash).or_default();
-                            for &d in &ino.dentries {
-                                if list.len() >= USERS_NAMED {
-                                    *more.entry(s.hash).or_default() += 1;
-                                    continue;
-                                }
-                                let path = img.path(d);
-                                list.push(match s.kind {
-                                    StreamKind::Reparse => {
-                                        format!("image {i}: {path} (reparse data)")
-                                    }
-                                    _ if !s.name.is_empty() => {
-                                        format!("image {i}: {path}:{}", s.name)
-                                    }
-                                    _ => format!("image {i}: {path}"),
-                                });
-                            }
                         }
                     }
                 }
@@ -182,12 +152,16 @@ pub fn verify(wim: &Wim, progress: &(dyn Fn(u64) + Sync)) -> VerifyReport {
             progress,
         }) as Box<dyn BlobSink + '_>)
     });
+    let bad: HashSet<[u8; 20]> = errors.iter().map(|(h, _)| *h).collect();
+    let users = users_of(wim, &bad);
     for (h, e) in errors {
         let used_by = match users.get(&h) {
-            Some(u) if !u.is_empty() => {
-                let extra = more
-                    .get(&h)
-                    .map_or(String::new(), |n| format!(" and {n} more"));
+            Some((u, more)) if !u.is_empty() => {
+                let extra = if *more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                };
                 format!(", used by {}{extra}", u.join(", "))
             }
             _ => ", used by no file".to_string(),
@@ -205,4 +179,47 @@ pub fn verify(wim: &Wim, progress: &(dyn Fn(u64) + Sync)) -> VerifyReport {
     }
     rep.problems.sort();
     rep
+}
+
+/// How many files a problem with one blob names (then "and N more").
+const USERS_NAMED: usize = 10;
+
+/// Who uses each of the `bad` blobs: "image I: PATH" (with ":STREAM" for a
+/// named stream), a few per blob and a count of the rest, so that a
+/// corrupt blob is reported by the files it breaks, not only by its SHA-1.
+/// Only run when something is bad: the paths cost a pass over every image.
+fn users_of(wim: &Wim, bad: &HashSet<[u8; 20]>) -> HashMap<[u8; 20], (Vec<String>, usize)> {
+    let mut users: HashMap<[u8; 20], (Vec<String>, usize)> = HashMap::new();
+    if bad.is_empty() {
+        return users;
+    }
+    for (i, m) in wim.metadata.iter().enumerate() {
+        if bad.contains(&m.hash) {
+            let u = users.entry(m.hash).or_default();
+            u.0.push(format!("the metadata of image {}", i + 1));
+        }
+    }
+    for i in 1..=wim.image_count() {
+        let Ok(img) = Image::load(wim, i) else {
+            continue;
+        };
+        for ino in &img.inodes {
+            for s in ino.streams.iter().filter(|s| bad.contains(&s.hash)) {
+                let u = users.entry(s.hash).or_default();
+                for &d in &ino.dentries {
+                    if u.0.len() >= USERS_NAMED {
+                        u.1 += 1;
+                        continue;
+                    }
+                    let path = img.path(d);
+                    u.0.push(match s.kind {
+                        StreamKind::Reparse => format!("image {i}: {path} (reparse data)"),
+                        _ if !s.name.is_empty() => format!("image {i}: {path}:{}", s.name),
+                        _ => format!("image {i}: {path}"),
+                    });
+                }
+            }
+        }
+    }
+    users
 }
