@@ -157,6 +157,8 @@ pub fn run() -> i32 {
 /// is not shown again. The same fact reaches the log from several layers
 /// (opening the WIM, loading the image, the verify report); the user
 /// needs it once.
+const WARNINGS_REMEMBERED: usize = 4096;
+
 struct WarnOnce {
     inner: env_logger::Logger,
     seen: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -171,10 +173,11 @@ impl log::Log for WarnOnce {
             return;
         }
         if r.level() <= log::Level::Warn {
-            let first = self
-                .seen
-                .lock()
-                .map_or(true, |mut s| s.insert(r.args().to_string()));
+            // A long-lived mount daemon may warn about many different
+            // things: remember a bounded number of them.
+            let first = self.seen.lock().map_or(true, |mut s| {
+                s.len() >= WARNINGS_REMEMBERED || s.insert(r.args().to_string())
+            });
             if !first {
                 return;
             }
