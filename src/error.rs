@@ -30,6 +30,11 @@ pub enum Error {
     NoSuchImage(String),
     #[error("no such file or directory in image: {0}")]
     NotFound(String),
+    #[error(
+        "the WIM at {path} was {how} since wimfs locked it (another program, e.g. \
+         wimlib-imagex optimize, wrote a new file in its place); nothing was written to it"
+    )]
+    WimReplaced { path: String, how: &'static str },
     #[error("{0}")]
     Other(String),
 }

@@ -2,13 +2,13 @@
 //! metadata, reporting every problem rather than the first.
 
 use crate::error::Result;
-use crate::image::Image;
+use crate::image::{Image, StreamKind};
 use crate::stream::{for_each_blob, BlobSink};
 use crate::wim::bytes::hex;
 use crate::wim::integrity::{self, IntegrityStatus};
 use crate::wim::{Blob, Wim, ZERO_HASH};
 use sha1::{Digest, Sha1};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -152,15 +152,74 @@ pub fn verify(wim: &Wim, progress: &(dyn Fn(u64) + Sync)) -> VerifyReport {
             progress,
         }) as Box<dyn BlobSink + '_>)
     });
+    let bad: HashSet<[u8; 20]> = errors.iter().map(|(h, _)| *h).collect();
+    let users = users_of(wim, &bad);
     for (h, e) in errors {
+        let used_by = match users.get(&h) {
+            Some((u, more)) if !u.is_empty() => {
+                let extra = if *more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                };
+                format!(", used by {}{extra}", u.join(", "))
+            }
+            _ => ", used by no file".to_string(),
+        };
         match e {
             crate::Error::HashMismatch(_) => rep.problems.push(format!(
-                "blob {}: SHA-1 mismatch (data is corrupt)",
+                "corrupt data (SHA-1 mismatch){used_by} (blob {})",
                 hex(&h)
             )),
-            other => rep.problems.push(format!("blob {}: {other}", hex(&h))),
+            other => rep.problems.push(format!(
+                "unreadable data: {other}{used_by} (blob {})",
+                hex(&h)
+            )),
         }
     }
     rep.problems.sort();
     rep
+}
+
+/// How many files a problem with one blob names (then "and N more").
+const USERS_NAMED: usize = 10;
+
+/// Who uses each of the `bad` blobs: "image I: PATH" (with ":STREAM" for a
+/// named stream), a few per blob and a count of the rest, so that a
+/// corrupt blob is reported by the files it breaks, not only by its SHA-1.
+/// Only run when something is bad: the paths cost a pass over every image.
+fn users_of(wim: &Wim, bad: &HashSet<[u8; 20]>) -> HashMap<[u8; 20], (Vec<String>, usize)> {
+    let mut users: HashMap<[u8; 20], (Vec<String>, usize)> = HashMap::new();
+    if bad.is_empty() {
+        return users;
+    }
+    for (i, m) in wim.metadata.iter().enumerate() {
+        if bad.contains(&m.hash) {
+            let u = users.entry(m.hash).or_default();
+            u.0.push(format!("the metadata of image {}", i + 1));
+        }
+    }
+    for i in 1..=wim.image_count() {
+        let Ok(img) = Image::load(wim, i) else {
+            continue;
+        };
+        for ino in &img.inodes {
+            for s in ino.streams.iter().filter(|s| bad.contains(&s.hash)) {
+                let u = users.entry(s.hash).or_default();
+                for &d in &ino.dentries {
+                    if u.0.len() >= USERS_NAMED {
+                        u.1 += 1;
+                        continue;
+                    }
+                    let path = img.path(d);
+                    u.0.push(match s.kind {
+                        StreamKind::Reparse => format!("image {i}: {path} (reparse data)"),
+                        _ if !s.name.is_empty() => format!("image {i}: {path}:{}", s.name),
+                        _ => format!("image {i}: {path}"),
+                    });
+                }
+            }
+        }
+    }
+    users
 }

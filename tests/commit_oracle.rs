@@ -297,7 +297,7 @@ fn optimize_and_export_shed_stale_data() {
     if !common::require(&["wimlib-imagex"]) {
         return;
     }
-    use wimfs::commit::rebuild::{export_append, rebuild, Target};
+    use wimfs::commit::rebuild::{export_append, rebuild, ExportNames, Target};
     use wimfs::wim::header::Compression;
     for args in [
         &["--compress=LZX"][..],
@@ -370,9 +370,14 @@ fn optimize_and_export_shed_stale_data() {
             rebuild(&w, &[1], &dst, Target::for_codec(c), false, true, &|_| {}).unwrap();
             check_with_oracles(&dst, 1, &expected, tmp.path());
         }
-        // Export as a second image into an existing WIM of another format.
+        // Export as a second image into an existing WIM of another format
+        // (under another name: the first image has this one).
         let dst = tmp.path().join("e-Xpress.wim");
-        export_append(&w, &[1], &dst, false, &|_, _| {}).unwrap();
+        let names = ExportNames {
+            name: Some("second".into()),
+            description: None,
+        };
+        export_append(&w, &[1], &dst, false, &names, &|_, _| {}).unwrap();
         check_with_oracles(&dst, 2, &expected, tmp.path());
     }
 }

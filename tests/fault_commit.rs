@@ -134,8 +134,14 @@ fn sigkill_during_commit_and_optimize_leaves_a_valid_wim() {
                 "trial {t}: {before} -> {after} images"
             );
         }
-        // And a later commit still works on it.
-        ok(Command::new(bin).arg("export").arg(&src).arg("1").arg(&dst));
+        // And a later commit still works on it (under another name: image
+        // "B" may be there already, and names must be unique).
+        ok(Command::new(bin)
+            .arg("export")
+            .arg(&src)
+            .arg("1")
+            .arg(&dst)
+            .args(["--name", "again"]));
         ok(Command::new("wimlib-imagex").arg("verify").arg(&dst));
     }
     eprintln!("fault trials: {killed} killed mid-write, {finished} finished before the kill");

@@ -128,12 +128,17 @@ pub fn run() -> i32 {
             _ => log::LevelFilter::Debug,
         }
     };
-    env_logger::Builder::new()
+    let logger = env_logger::Builder::new()
         .filter_level(level)
         .format_target(false)
         .format_timestamp(None)
         .parse_default_env()
-        .init();
+        .build();
+    log::set_max_level(logger.filter());
+    let _ = log::set_boxed_logger(Box::new(WarnOnce {
+        inner: logger,
+        seen: std::sync::Mutex::new(std::collections::HashSet::new()),
+    }));
     if let Some(n) = cli.threads {
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
@@ -142,10 +147,84 @@ pub fn run() -> i32 {
     match dispatch(cli.cmd) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("wimfs: error: {e:#}");
+            eprintln!("wimfs: error: {}", error_text(&e));
             1
         }
     }
+}
+
+/// The logger: env_logger, except that a warning or error already shown
+/// is not shown again. The same fact reaches the log from several layers
+/// (opening the WIM, loading the image, the verify report); the user
+/// needs it once.
+const WARNINGS_REMEMBERED: usize = 4096;
+
+struct WarnOnce {
+    inner: env_logger::Logger,
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl log::Log for WarnOnce {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        self.inner.enabled(m)
+    }
+    fn log(&self, r: &log::Record) {
+        if !self.inner.matches(r) {
+            return;
+        }
+        if r.level() <= log::Level::Warn {
+            // A long-lived mount daemon may warn about many different
+            // things: remember a bounded number of them.
+            let first = self.seen.lock().map_or(true, |mut s| {
+                s.len() >= WARNINGS_REMEMBERED || s.insert(r.args().to_string())
+            });
+            if !first {
+                return;
+            }
+        }
+        self.inner.log(r)
+    }
+    fn flush(&self) {
+        self.inner.flush()
+    }
+}
+
+/// One line for an error and its causes, outermost first, each thing said
+/// once. A cause whose text the line already holds is left out (an error
+/// that shows its source in its own message, as `Error::RawIo` does, would
+/// otherwise repeat the OS reason), and a path the line already names is
+/// not named again by an inner cause ("cannot open X: I/O error on X: ..."
+/// becomes "cannot open X: I/O error: ...").
+pub(crate) fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let mut s = cause.to_string();
+        let named: Vec<String> = out
+            .split_whitespace()
+            .map(|w| {
+                w.trim_start_matches(['(', '"', '\''])
+                    .trim_end_matches([':', ',', ';', ')', '"', '\''])
+            })
+            .filter(|w| w.len() > 1 && w.contains(['/', '\\', '.']))
+            .map(str::to_string)
+            .collect();
+        for p in &named {
+            s = s.replace(&format!(" on {p}:"), ":");
+            s = s.replace(&format!(": {p}: "), ": ");
+            if let Some(rest) = s.strip_prefix(&format!("{p}: ")) {
+                s = rest.to_string();
+            }
+        }
+        let s = s.trim();
+        if s.is_empty() || out.contains(s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(s);
+    }
+    out
 }
 
 pub(crate) fn open(wim: &std::path::Path, refs: &[PathBuf]) -> Result<Wim> {
@@ -231,5 +310,40 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Recover(a) => rw::recover(a),
         Cmd::Optimize(a) => service::optimize(a),
         Cmd::Export(a) => service::export(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+    use anyhow::Context;
+
+    #[test]
+    fn error_text_says_each_reason_and_path_once() {
+        let io = || std::io::Error::from_raw_os_error(21);
+        let e: anyhow::Result<()> = Err(wimfs::Error::RawIo(io())).context("cannot open /tmp");
+        assert_eq!(
+            error_text(&e.unwrap_err()),
+            "cannot open /tmp: I/O error: Is a directory (os error 21)"
+        );
+        let e: anyhow::Result<()> = Err(wimfs::Error::Io {
+            path: "/x/a.wim".into(),
+            err: io(),
+        })
+        .context("cannot open /x/a.wim");
+        assert_eq!(
+            error_text(&e.unwrap_err()),
+            "cannot open /x/a.wim: I/O error: Is a directory (os error 21)"
+        );
+        // Another path is kept.
+        let e: anyhow::Result<()> = Err(wimfs::Error::Io {
+            path: "/x/.a.wim.tmp".into(),
+            err: io(),
+        })
+        .context("exporting to /x/a.wim");
+        assert_eq!(
+            error_text(&e.unwrap_err()),
+            "exporting to /x/a.wim: I/O error on /x/.a.wim.tmp: Is a directory (os error 21)"
+        );
     }
 }

@@ -524,7 +524,7 @@ fn daemon_child(a: MountArgs, abs: Option<PathBuf>) -> Result<i32> {
         res
     });
     if let Err(e) = &res {
-        let one = format!("{e:#}").replace('\n', "\\n");
+        let one = super::error_text(e).replace('\n', "\\n");
         let mut out = std::io::stdout();
         let _ = writeln!(out, "{FAILED}{one}");
         let _ = out.flush();
@@ -761,6 +761,7 @@ fn open_rw(
         bail!("a split WIM (or one with --ref) cannot be mounted read-write; join it first");
     }
     let lock = wimfs::commit::WimLock::acquire(wim_path)?;
+    lock.matches(wim)?;
     let staging = match &a.staging_dir {
         Some(d) => std::path::absolute(d).unwrap_or_else(|_| d.clone()),
         None => rw::default_staging(wim_path, index),

@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use wimfs::commit::{self, CommitOptions, CommitReport, WimLock};
 use wimfs::vfs::Vfs;
-use wimfs::wim::Wim;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Request {
@@ -96,6 +95,21 @@ impl Control {
         }
         self.vfs.sync().context("cannot sync the staging")?;
         let g = self.vfs.freeze()?;
+        if self.vfs.is_unchanged() && !new_image && !check {
+            let file_size = self
+                .lock
+                .file
+                .metadata()
+                .with_context(|| format!("cannot stat {}", self.lock.path.display()))?
+                .len();
+            log::info!("commit: no change since the last commit, nothing written");
+            return Ok(CommitReport {
+                image: *index,
+                file_size,
+                nothing_to_commit: true,
+                ..CommitReport::default()
+            });
+        }
         let img = self
             .vfs
             .commit_tree()
@@ -103,6 +117,7 @@ impl Control {
         let opts = CommitOptions {
             new_image,
             image_name: None,
+            image_description: None,
             check,
         };
         let rep = commit::commit_with(&self.lock, *index, img, &opts, &|_, _| {}, &mut |l| {
@@ -112,14 +127,35 @@ impl Control {
         });
         let rep = match rep {
             Ok(r) => r,
+            Err(e @ wimfs::Error::WimReplaced { .. }) => {
+                self.vfs.clear_landing();
+                bail!("{e}; {}", self.kept());
+            }
             Err(e) => {
                 self.vfs.clear_landing();
                 return Err(anyhow::Error::new(e)
                     .context(format!("commit to {} failed", self.lock.path.display())));
             }
         };
+        if rep.nothing_to_commit {
+            self.vfs.clear_landing();
+            log::info!("commit: image {} is unchanged, nothing written", rep.image);
+            return Ok(rep);
+        }
+        // The commit went into the locked file: if the path names another
+        // one by now, the changes are not in the WIM the user will open, so
+        // the staging must keep them.
+        if let Err(e) = self.lock.still_at_path() {
+            self.vfs.clear_landing();
+            bail!(
+                "{e}, but this commit went into the file that was there before (which no \
+                 longer has a name); {}",
+                self.kept()
+            );
+        }
         let wim = Arc::new(
-            Wim::open(&self.lock.path, &[])
+            self.lock
+                .open_wim()
                 .with_context(|| format!("cannot reopen {}", self.lock.path.display()))?,
         );
         let new_name = wim.info(rep.image).and_then(|i| i.name.clone());
@@ -142,10 +178,21 @@ impl Control {
         Ok(rep)
     }
 
+    /// What becomes of the changes when a commit is refused because the
+    /// WIM was replaced.
+    fn kept(&self) -> String {
+        format!(
+            "every change is kept in the staging {} and still shown in the mount (copy out \
+             what you need; `fusermount3 -u` on the mount point stops it and keeps the \
+             staging, which `wimfs recover` then lists)",
+            self.staging.display()
+        )
+    }
+
     fn handle(&self, req: &Request) -> Reply {
         let fail = |e: anyhow::Error| Reply {
             ok: false,
-            error: Some(format!("{e:#}")),
+            error: Some(super::error_text(&e)),
             ..Reply::default()
         };
         let status = |report| Reply {
@@ -272,6 +319,13 @@ pub(crate) fn request(sock: &Path, req: &Request) -> Result<Reply> {
 }
 
 pub(crate) fn print_report(r: &CommitReport, wim: &str) {
+    if r.nothing_to_commit {
+        println!(
+            "nothing to commit: image {} of {} is unchanged (file not written, {} bytes)",
+            r.image, wim, r.file_size
+        );
+        return;
+    }
     println!(
         "committed image {} of {}: {} new blob(s) ({} bytes of data), {} reused, {} bytes added \
          (file now {} bytes)",

@@ -4,7 +4,7 @@ use super::{open, progress};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
-use wimfs::commit::rebuild::{export_append, rebuild, Target};
+use wimfs::commit::rebuild::{export_append, rebuild, ExportNames, Target};
 use wimfs::wim::header::Compression;
 
 #[derive(Args)]
@@ -32,6 +32,36 @@ pub struct ExportArgs {
     check: bool,
     #[arg(long = "ref")]
     refs: Vec<PathBuf>,
+    /// Name of the exported image (one image only; default: its own name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Description of the exported image (one image only).
+    #[arg(long)]
+    description: Option<String>,
+}
+
+/// Give image `index` of `root` (a WIM's XML) a new name and/or
+/// description.
+fn rename_in_xml(
+    root: &mut wimfs::wim::xml::Element,
+    index: u32,
+    name: Option<&str>,
+    description: Option<&str>,
+) {
+    for n in root.children.iter_mut() {
+        if let wimfs::wim::xml::Node::Elem(e) = n {
+            if e.name.eq_ignore_ascii_case("IMAGE")
+                && e.attr("INDEX").and_then(|s| s.trim().parse::<u32>().ok()) == Some(index)
+            {
+                if let Some(v) = name {
+                    e.set_child_text("NAME", v);
+                }
+                if let Some(v) = description {
+                    e.set_child_text("DESCRIPTION", v);
+                }
+            }
+        }
+    }
 }
 
 fn codec(s: &str) -> Result<Compression> {
@@ -69,12 +99,18 @@ pub fn optimize(a: OptimizeArgs) -> Result<i32> {
 }
 
 pub fn export(a: ExportArgs) -> Result<i32> {
-    let w = open(&a.src, &a.refs)?;
+    let mut w = open(&a.src, &a.refs)?;
     let images: Vec<u32> = if a.image.eq_ignore_ascii_case("all") {
         (1..=w.image_count()).collect()
     } else {
         vec![w.resolve_image(&a.image)?]
     };
+    if images.len() > 1 && (a.name.is_some() || a.description.is_some()) {
+        bail!(
+            "--name and --description need a single image, not {}",
+            a.image
+        );
+    }
     let total: u64 = w.blobs.values().map(|b| b.size).sum();
     let pb = progress(total, "export");
     if a.dst.exists() {
@@ -84,7 +120,11 @@ pub fn export(a: ExportArgs) -> Result<i32> {
                 a.dst.display()
             );
         }
-        let reps = export_append(&w, &images, &a.dst, a.check, &|_, n| pb.inc(n))
+        let names = ExportNames {
+            name: a.name.clone(),
+            description: a.description.clone(),
+        };
+        let reps = export_append(&w, &images, &a.dst, a.check, &names, &|_, n| pb.inc(n))
             .with_context(|| format!("exporting into {}", a.dst.display()))?;
         pb.finish_and_clear();
         for r in reps {
@@ -101,6 +141,23 @@ pub fn export(a: ExportArgs) -> Result<i32> {
             Some(c) => Target::for_codec(codec(c)?),
             None => Target::same_as(&w),
         };
+        if let [i] = images[..] {
+            if a.name.is_some() || a.description.is_some() {
+                let root = w
+                    .xml
+                    .get_or_insert_with(|| wimfs::wim::xml::Element::new("WIM"));
+                let has = root.elements().any(|e| {
+                    e.name.eq_ignore_ascii_case("IMAGE")
+                        && e.attr("INDEX").and_then(|s| s.trim().parse::<u32>().ok()) == Some(i)
+                });
+                if !has {
+                    let mut e = wimfs::wim::xml::Element::new("IMAGE");
+                    e.attrs.push(("INDEX".into(), i.to_string()));
+                    root.children.push(wimfs::wim::xml::Node::Elem(e));
+                }
+                rename_in_xml(root, i, a.name.as_deref(), a.description.as_deref());
+            }
+        }
         let rep = rebuild(&w, &images, &a.dst, target, false, a.check, &|n| pb.inc(n))
             .with_context(|| format!("exporting to {}", a.dst.display()))?;
         pb.finish_and_clear();

@@ -43,6 +43,8 @@ pub struct CommitOptions {
     pub new_image: bool,
     /// Name of a new image (default: a unique "Image N").
     pub image_name: Option<String>,
+    /// Description of a new image (none by default).
+    pub image_description: Option<String>,
     /// Write an integrity table even if the WIM had none.
     pub check: bool,
 }
@@ -55,6 +57,46 @@ pub struct CommitReport {
     pub reused_blobs: u64,
     pub bytes_added: u64,
     pub file_size: u64,
+    /// The image was unchanged: nothing was written.
+    #[serde(default)]
+    pub nothing_to_commit: bool,
+}
+
+fn file_len(lock: &WimLock) -> Result<u64> {
+    Ok(lock
+        .file
+        .metadata()
+        .map_err(|e| Error::Io {
+            path: lock.path.display().to_string(),
+            err: e,
+        })?
+        .len())
+}
+
+/// Where the WIM ends by its header and blob table: the last byte of the
+/// blob table, XML, integrity table or any resource. Anything after it
+/// belongs to no image (an interrupted write's leftovers).
+pub fn described_end(wim: &Wim) -> u64 {
+    let h = &wim.header;
+    let end = |r: &ResHdr| r.offset.saturating_add(r.size_in_wim);
+    let tables = [h.blob_table, h.xml, h.integrity, h.boot_metadata]
+        .iter()
+        .map(end)
+        .max()
+        .unwrap_or(0);
+    let resources = wim
+        .entries
+        .iter()
+        .filter(|(part, e)| {
+            *part == h.part_number
+                // Blobs inside a solid resource give offsets into its
+                // uncompressed data, not into the file.
+                && (!e.reshdr.is_solid() || e.reshdr.uncompressed_size == SOLID_RESOURCE_MAGIC)
+        })
+        .map(|(_, e)| end(&e.reshdr))
+        .max()
+        .unwrap_or(0);
+    tables.max(resources).max(HEADER_SIZE as u64)
 }
 
 /// Phases reported to the progress callback, with byte counts.
@@ -245,7 +287,8 @@ pub fn commit_with(
     before_header: &mut dyn FnMut(&Landing) -> Result<()>,
 ) -> Result<CommitReport> {
     let path = lock.path.as_path();
-    let wim = Wim::open(path, &[])?;
+    // Read what is locked, not whatever the path names by now.
+    let wim = lock.open_wim()?;
     let h = wim.header.clone();
     if h.total_parts != 1 {
         return Err(Error::Unsupported(
@@ -315,15 +358,45 @@ pub fn commit_with(
         sizes.insert(*hsh, c.len());
     }
 
+    // Nothing changed: write nothing at all (not even a new XML).
+    let md = metadata::write(&img.security, &img.records);
+    let md_hash: Sha1 = sha1::Sha1::digest(&md).into();
+    let adds_integrity = opts.check && h.integrity.size_in_wim == 0;
+    if !opts.new_image
+        && new_list.is_empty()
+        && !adds_integrity
+        && wim
+            .metadata
+            .get(target as usize - 1)
+            .is_some_and(|m| m.hash == md_hash)
+    {
+        return Ok(CommitReport {
+            image: target,
+            reused_blobs: reused,
+            file_size: file_len(lock)?,
+            nothing_to_commit: true,
+            ..CommitReport::default()
+        });
+    }
+
     // 4. Mark the write in progress (old data stays valid), then append.
+    lock.still_at_path()?;
     let file = &lock.file;
-    let old_len = file
-        .metadata()
-        .map_err(|e| Error::Io {
+    // Bytes past the end the header describes are what a killed write
+    // left: cut them off so they do not stay in the file forever.
+    let file_now = file_len(lock)?;
+    let old_len = described_end(&wim).min(file_now);
+    if old_len < file_now {
+        log::warn!(
+            "{}: cutting {} bytes left after the end of the WIM by an interrupted write",
+            path.display(),
+            file_now - old_len
+        );
+        file.set_len(old_len).map_err(|e| Error::Io {
             path: path.display().to_string(),
             err: e,
-        })?
-        .len();
+        })?;
+    }
     let mut old_hdr = vec![0u8; HEADER_SIZE];
     crate::io::FileSource::new(file.try_clone()?)?.read_exact_at_io(&mut old_hdr, 0)?;
     let mut out = Appender {
@@ -385,8 +458,6 @@ pub fn commit_with(
             }
         }
         // Metadata resource.
-        let md = metadata::write(&img.security, &img.records);
-        let md_hash: Sha1 = sha1::Sha1::digest(&md).into();
         let md_comp = if solid { Compression::None } else { comp };
         let mut md_rh = write::write_blob(&mut out, &md, md_comp, cs, &|_| {})?;
         md_rh.flags |= resflags::METADATA;
@@ -499,6 +570,9 @@ pub fn commit_with(
             });
             fill_image_xml(&mut e, dirs, files, total, hard, now, true);
             e.set_child_text("NAME", &name);
+            if let Some(d) = &opts.image_description {
+                e.set_child_text("DESCRIPTION", d);
+            }
             root.children.push(xml::Node::Elem(e));
         }
         root.set_child_text("TOTALBYTES", &out.pos.to_string());
@@ -517,6 +591,8 @@ pub fn commit_with(
         } else {
             ResHdr::default()
         };
+        // The file ends where the new header says it does.
+        out.cut()?;
         file.sync_all()?;
 
         before_header(&Landing {
@@ -543,6 +619,9 @@ pub fn commit_with(
                 }
             }
         }
+        // Replaced while this commit wrote? Then its header must not land
+        // in a file nobody will open again (the error path restores it).
+        lock.still_at_path()?;
         out.write_at(&nh.write(), 0)?;
         file.sync_all()?;
         Ok(CommitReport {
@@ -552,6 +631,7 @@ pub fn commit_with(
             reused_blobs: reused,
             bytes_added: out.pos - old_len,
             file_size: out.pos,
+            nothing_to_commit: false,
         })
     })();
     if result.is_err() {

@@ -23,6 +23,15 @@ impl Appender<'_> {
         self.pos += b.len() as u64;
         Ok(at)
     }
+    /// Cut the file at the current position: whatever lies beyond was
+    /// written by this appender and is no longer wanted (the file must end
+    /// where the header will say it does).
+    pub fn cut(&self) -> Result<()> {
+        self.file.set_len(self.pos).map_err(|e| Error::Io {
+            path: self.path.clone(),
+            err: e,
+        })
+    }
     pub fn write_at(&self, b: &[u8], at: u64) -> Result<()> {
         #[cfg(unix)]
         {
@@ -135,6 +144,9 @@ pub fn write_blob(
             out.write(&buf[..len])?;
             p += len as u64;
         }
+        // The compressed attempt was longer than the raw data: its tail is
+        // still in the file past the end of the raw copy.
+        out.cut()?;
         return Ok(ResHdr {
             size_in_wim: size,
             flags: 0,

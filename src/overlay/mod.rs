@@ -1214,6 +1214,14 @@ impl Overlay {
         self.tree.read().nodes.len() as u64
     }
 
+    /// True when nothing was changed since the mount started or the last
+    /// commit: the journal holds no record and none is pending. (A change
+    /// undone by hand still counts; commit then finds the tree equal.)
+    pub fn is_unchanged(&self) -> bool {
+        let js = self.js.lock();
+        js.journal.is_empty() && js.pending.ops.is_empty() && js.pending.meta.is_empty()
+    }
+
     /// Free and total bytes of the filesystem holding the staging.
     pub fn staging_space(&self) -> Option<(u64, u64)> {
         fs_space(&self.dir)

@@ -123,6 +123,12 @@ impl Vfs {
         self.fsync(0)
     }
 
+    /// True on a read-write mount with no change since it started or since
+    /// the last commit.
+    pub fn is_unchanged(&self) -> bool {
+        self.rw.as_ref().is_some_and(|ov| ov.is_unchanged())
+    }
+
     /// Hold off all changes while a commit reads the tree.
     pub fn freeze(&self) -> VfsResult<Frozen<'_>> {
         Ok(self.rw()?.freeze())
