@@ -431,6 +431,67 @@ pub fn path_id(path: &Path) -> io::Result<(u64, u64)> {
     Ok((m.dev(), m.ino()))
 }
 
+/// Device and inode of `path` itself (a symlink is not followed): to check
+/// that a name still names a file we hold open.
+pub fn link_id(path: &Path) -> io::Result<(u64, u64)> {
+    let m = std::fs::symlink_metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Create `path` and any missing parents; directories created here are
+/// 0700 (the umask can only narrow that). Existing ones are left as they
+/// are.
+pub fn create_dir_all_private(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// Open an existing file of this user's for reading without following a
+/// symlink: refused (with a message naming it) unless it is a regular file
+/// owned by this user. For looking at leftovers in a shared directory.
+pub fn open_own_file(path: &Path) -> io::Result<File> {
+    let c = cstr(path.as_os_str())?;
+    // SAFETY: c is a valid path; O_NOFOLLOW refuses a symlink, O_NONBLOCK
+    // keeps a FIFO from hanging the open.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ELOOP) => denied(format!(
+                "{} is a symbolic link: refusing to follow it",
+                path.display()
+            )),
+            _ => e,
+        });
+    }
+    // SAFETY: fd was just returned by open.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let st = fstat(&file)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(denied(format!(
+            "{} is not a regular file: refusing to use it",
+            path.display()
+        )));
+    }
+    if st.st_uid != euid() {
+        return Err(denied(format!(
+            "{} is owned by uid {}, not by this user (uid {})",
+            path.display(),
+            st.st_uid,
+            euid()
+        )));
+    }
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

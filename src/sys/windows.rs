@@ -183,3 +183,28 @@ pub fn path_id(path: &Path) -> io::Result<(u64, u64)> {
     let m = std::fs::metadata(path)?;
     Ok((m.creation_time(), m.file_size()))
 }
+
+/// See the Unix version; Windows stands in creation time and size.
+pub fn link_id(path: &Path) -> io::Result<(u64, u64)> {
+    let m = std::fs::symlink_metadata(path)?;
+    Ok((m.creation_time(), m.file_size()))
+}
+
+/// Create `path` and missing parents (protection comes from the ACL of
+/// where they live).
+pub fn create_dir_all_private(path: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(path)
+}
+
+/// Open an existing regular file for reading, refusing a reparse point.
+pub fn open_own_file(path: &Path) -> io::Result<File> {
+    refuse_reparse(path)?;
+    let f = File::open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is not a regular file: refusing to use it", path.display()),
+        ));
+    }
+    Ok(f)
+}
