@@ -382,7 +382,11 @@ pub fn recover(a: RecoverArgs) -> Result<i32> {
                         println!("    {}", c.describe());
                     }
                 }
-                for w in st.warnings.iter().filter(|w| !w.contains(" was cut back: ")) {
+                for w in st
+                    .warnings
+                    .iter()
+                    .filter(|w| !w.contains(" was cut back: "))
+                {
                     println!("  note: {w}");
                 }
             }

@@ -479,8 +479,9 @@ fn create_temp(dst: &Path) -> Result<(std::fs::File, PathBuf)> {
 /// Remove the temporary files a killed rebuild of `dst` left beside it
 /// (tens of MB each), except `ours`. Removed only when it is a regular file
 /// of this user's (opened without following a symlink) that no running
-/// rebuild holds locked; anything else is left alone (another user's file
-/// is reported). Removed files are named in a warning.
+/// rebuild holds locked; anything else is left alone (symlinks and other
+/// users' files are counted in one warning: a folder others can write may
+/// hold thousands). Removed files are named in a warning.
 fn remove_leftovers(dst: &Path, ours: &Path) {
     let dir = dst
         .parent()
@@ -493,6 +494,7 @@ fn remove_leftovers(dst: &Path, ours: &Path) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
+    let mut foreign: Vec<String> = Vec::new();
     for e in rd.flatten() {
         let name = e.file_name();
         if !name.to_string_lossy().starts_with(&prefix) {
@@ -505,7 +507,7 @@ fn remove_leftovers(dst: &Path, ours: &Path) {
         let f = match crate::sys::open_own_file(&p) {
             Ok(f) => f,
             Err(err) => {
-                log::warn!("leaving {} alone: {err}", p.display());
+                foreign.push(err.to_string());
                 continue;
             }
         };
@@ -527,6 +529,14 @@ fn remove_leftovers(dst: &Path, ours: &Path) {
             ),
             Err(err) => log::warn!("cannot remove leftover {}: {err}", p.display()),
         }
+    }
+    if let Some(first) = foreign.first() {
+        log::warn!(
+            "left alone {} file(s) named like the temporary file of a rebuild of {} that are \
+             not this user's regular files (e.g. {first}); none was opened or followed",
+            foreign.len(),
+            dst.display()
+        );
     }
 }
 

@@ -50,13 +50,13 @@ use crate::cache::ChunkCache;
 use crate::commit::{EntryStreams, Landing, NewImage, StreamData};
 use crate::image::{Image, StreamKind, UnixData, ROOT};
 use crate::reparse;
+use crate::sys::{Access, PrivateDir};
 use crate::vfs::{Attr, DirEntry, FileKind, VfsError, VfsOptions, VfsResult};
 use crate::wim::metadata::{self, attr, tag, DentryRecord};
 use crate::wim::{Blob, Sha1, Wim, ZERO_HASH};
 use journal::{Journal, Meta, NewKind, Record};
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use stage::{StageCounters, Staged};
-use crate::sys::{Access, PrivateDir};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read};
 use std::path::Path;
@@ -176,33 +176,50 @@ const STAGING_FILES: [&str; 5] = [
     "commit.json.tmp",
 ];
 
-/// Open (creating when absent, with missing parents 0700) the staging
-/// directory `dir` under the rules of the module documentation.
+/// Open the staging directory `dir` under the rules of the module
+/// documentation, creating it (and missing parents, 0700) when absent and
+/// `create`. An existing directory is checked as it is (owner, mode, not a
+/// symlink, nothing in it that a staging does not hold) before anything in
+/// it is changed, so a directory that is refused is left exactly as it was;
+/// then it is narrowed to 0700.
 fn open_staging(dir: &Path, create: bool) -> Result<PrivateDir, StagingError> {
-    if create {
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            crate::sys::create_dir_all_private(parent).map_err(io_at(parent))?;
+    let d = match PrivateDir::open_as_is(dir) {
+        Err(e) if create && e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                crate::sys::create_dir_all_private(parent).map_err(io_at(parent))?;
+            }
+            return PrivateDir::create(dir).map_err(io_at(dir));
         }
-        PrivateDir::create(dir).map_err(io_at(dir))
-    } else {
-        PrivateDir::open(dir).map_err(io_at(dir))
+        r => r.map_err(io_at(dir))?,
+    };
+    if let Some(n) = foreign_name(&d)? {
+        return Err(StagingError::Refused(format!(
+            "{} is not a wimfs staging directory (it holds {n:?}); choose a new or empty directory",
+            dir.display()
+        )));
     }
+    d.narrow().map_err(io_at(dir))?;
+    Ok(d)
 }
 
 /// Is every name in `d` one a staging holds, and every name in its `data`
-/// a staged stream's? Returns the first foreign name, if any.
+/// a staged stream's? Returns the first foreign name, if any. Changes
+/// nothing.
 fn foreign_name(d: &PrivateDir) -> Result<Option<String>, StagingError> {
-    for n in d.names().map_err(io_at(d.path()))? {
-        let name = n.to_string_lossy();
-        if name == DATA {
-            let data = d.subdir(DATA, false).map_err(io_at(d.path()))?;
-            for m in data.names().map_err(io_at(data.path()))? {
-                if m.to_str().and_then(|x| x.parse::<u64>().ok()).is_none() {
-                    return Ok(Some(format!("{DATA}/{}", m.to_string_lossy())));
-                }
+    let names = d.names().map_err(io_at(d.path()))?;
+    if let Some(n) = names
+        .iter()
+        .map(|n| n.to_string_lossy())
+        .find(|n| n != DATA && !STAGING_FILES.contains(&n.as_ref()))
+    {
+        return Ok(Some(n.into_owned()));
+    }
+    if names.iter().any(|n| n == DATA) {
+        let data = d.subdir_as_is(DATA, false).map_err(io_at(d.path()))?;
+        for m in data.names().map_err(io_at(data.path()))? {
+            if m.to_str().and_then(|x| x.parse::<u64>().ok()).is_none() {
+                return Ok(Some(format!("{DATA}/{}", m.to_string_lossy())));
             }
-        } else if !STAGING_FILES.contains(&name.as_ref()) {
-            return Ok(Some(name.into_owned()));
         }
     }
     Ok(None)
@@ -210,7 +227,7 @@ fn foreign_name(d: &PrivateDir) -> Result<Option<String>, StagingError> {
 
 /// Does `d` hold staged data (anything in `data/`)?
 fn has_data(d: &PrivateDir) -> bool {
-    d.subdir(DATA, false)
+    d.subdir_as_is(DATA, false)
         .and_then(|x| x.names())
         .is_ok_and(|n| !n.is_empty())
 }
@@ -355,7 +372,7 @@ fn read_json<T: serde::de::DeserializeOwned>(d: &PrivateDir, name: &str) -> Opti
 /// identity (None also when the directory is refused: see the module
 /// documentation).
 pub fn probe(dir: &Path) -> Option<Identity> {
-    read_json(&PrivateDir::open(dir).ok()?, IDENTITY)
+    read_json(&check_discardable(dir).ok()?, IDENTITY)
 }
 
 /// Check that `dir` is a staging directory that may be deleted: a real
@@ -363,7 +380,7 @@ pub fn probe(dir: &Path) -> Option<Identity> {
 /// others) with its identity file and nothing that is not a staging's.
 /// Returns it opened.
 pub fn check_discardable(dir: &Path) -> Result<PrivateDir, StagingError> {
-    let d = open_staging(dir, false)?;
+    let d = PrivateDir::open_as_is(dir).map_err(io_at(dir))?;
     if !d.exists(IDENTITY) {
         return Err(StagingError::Refused(format!(
             "{} holds no wimfs staging (no {IDENTITY}): refusing to delete anything in it",
@@ -1161,27 +1178,19 @@ impl Overlay {
         dir: &Path,
     ) -> Result<(Overlay, StagingStatus), StagingError> {
         let cur = Identity::of(&wim, image.index);
+        // Refuses a directory holding anything a staging does not.
         let sdir = open_staging(dir, true)?;
         let mut stored: Option<Identity> = read_json(&sdir, IDENTITY);
-        if stored.is_none() {
-            // Not (yet) a staging: adopt the directory only if it holds
-            // nothing but what a staging does (a fresh one, or one whose
-            // creation was interrupted), never someone's `journal`.
-            if has_data(&sdir) {
-                return Err(StagingError::Invalid(format!(
-                    "{} holds data but no {IDENTITY}; not a wimfs staging directory (or a damaged one)",
-                    dir.display()
-                )));
-            }
-            if let Some(n) = foreign_name(&sdir)? {
-                return Err(StagingError::Refused(format!(
-                    "{} is not a wimfs staging directory (it holds {n:?}); choose a new or empty directory",
-                    dir.display()
-                )));
-            }
+        // Without an identity there is nothing to resume; a journal or
+        // data there were not written by a staging (its identity is
+        // written first): never adopt, truncate or delete them.
+        if stored.is_none() && (has_data(&sdir) || sdir.exists(JOURNAL)) {
+            return Err(StagingError::Invalid(format!(
+                "{} holds a journal or data but no {IDENTITY}; not a wimfs staging directory (or a damaged one)",
+                dir.display()
+            )));
         }
-        let landing =
-            read_json::<LandingRecord>(&sdir, LANDING).map(|l| (l.landed_in(&wim), l));
+        let landing = read_json::<LandingRecord>(&sdir, LANDING).map(|l| (l.landed_in(&wim), l));
         let mut status = StagingStatus::default();
         if let Some((landed, l)) = landing {
             if landed

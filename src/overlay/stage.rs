@@ -338,8 +338,10 @@ impl Staged {
         if fix {
             self.file.sync_data()?;
         }
-        Ok((cut.staged_len > cut.size || cut.unrecorded_blocks > 0 || cut.missing_blocks > 0)
-            .then_some(cut))
+        Ok(
+            (cut.staged_len > cut.size || cut.unrecorded_blocks > 0 || cut.missing_blocks > 0)
+                .then_some(cut),
+        )
     }
 
     /// Make the staging file durable (if written since the last sync).

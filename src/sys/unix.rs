@@ -107,6 +107,15 @@ impl PrivateDir {
     /// another user, or writable by group or others. A directory of ours
     /// that others can read or enter is narrowed to 0700.
     pub fn open(path: &Path) -> io::Result<PrivateDir> {
+        let d = Self::open_as_is(path)?;
+        d.narrow()?;
+        Ok(d)
+    }
+
+    /// [`PrivateDir::open`] without narrowing the mode: for looking at a
+    /// directory that may turn out not to be ours to change (a home
+    /// directory given where a staging was expected).
+    pub fn open_as_is(path: &Path) -> io::Result<PrivateDir> {
         let c = cstr(path.as_os_str())?;
         // SAFETY: c is a valid path; the flags ask for a directory only.
         let fd = unsafe {
@@ -130,13 +139,19 @@ impl PrivateDir {
     fn adopt(fd: OwnedFd, path: PathBuf) -> io::Result<PrivateDir> {
         let st = fstat(&fd)?;
         check_owned(&st, &path)?;
+        Ok(PrivateDir { fd, path })
+    }
+
+    /// Make this directory 0700 if others may read or enter it.
+    pub fn narrow(&self) -> io::Result<()> {
+        let st = fstat(&self.fd)?;
         if st.st_mode & 0o077 != 0 {
             // SAFETY: fd is an open directory we own.
-            if unsafe { libc::fchmod(fd.as_raw_fd(), 0o700) } != 0 {
+            if unsafe { libc::fchmod(self.fd.as_raw_fd(), 0o700) } != 0 {
                 return Err(io::Error::last_os_error());
             }
         }
-        Ok(PrivateDir { fd, path })
+        Ok(())
     }
 
     /// The path this directory was opened by (for messages).
@@ -151,6 +166,13 @@ impl PrivateDir {
 
     /// Open or create the subdirectory `name` under the same rules.
     pub fn subdir(&self, name: impl AsRef<OsStr>, create: bool) -> io::Result<PrivateDir> {
+        let d = self.subdir_as_is(name, create)?;
+        d.narrow()?;
+        Ok(d)
+    }
+
+    /// [`PrivateDir::subdir`] without narrowing the mode.
+    pub fn subdir_as_is(&self, name: impl AsRef<OsStr>, create: bool) -> io::Result<PrivateDir> {
         let name = name.as_ref();
         let c = component(name)?;
         if create {
@@ -414,7 +436,10 @@ pub fn create_temp_beside(target: &Path, tag: &str) -> io::Result<(File, PathBuf
     }
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
-        format!("could not create a temporary file beside {}", target.display()),
+        format!(
+            "could not create a temporary file beside {}",
+            target.display()
+        ),
     ))
 }
 
@@ -528,7 +553,12 @@ mod tests {
         std::fs::write(&victim, b"keep").unwrap();
         let d = PrivateDir::create(&t.path().join("d")).unwrap();
         std::os::unix::fs::symlink(&victim, d.join("link")).unwrap();
-        for a in [Access::Truncate, Access::Create, Access::Append, Access::Read] {
+        for a in [
+            Access::Truncate,
+            Access::Create,
+            Access::Append,
+            Access::Read,
+        ] {
             let e = d.open_file("link", a).unwrap_err();
             assert!(e.to_string().contains("symbolic link"), "{e}");
         }

@@ -272,7 +272,12 @@ impl Vfs {
         cache: Arc<ChunkCache>,
         staging: &Path,
     ) -> std::result::Result<StagingStatus, StagingError> {
-        let v = Vfs::new(wim.clone(), image.clone(), cache.clone(), VfsOptions::default());
+        let v = Vfs::new(
+            wim.clone(),
+            image.clone(),
+            cache.clone(),
+            VfsOptions::default(),
+        );
         let links = v.posix_links();
         Overlay::inspect(wim, image, cache, &links, staging)
     }
