@@ -138,10 +138,12 @@ impl Area {
     fn assert_secret_intact(&self, what: &str) {
         let m = std::fs::symlink_metadata(&self.secret).unwrap();
         assert!(m.is_file(), "{what}: the secret is no longer a file");
-        assert_eq!(
-            std::fs::read(&self.secret).unwrap(),
-            SECRET,
-            "{what}: root's secret file was changed"
+        let now = std::fs::read(&self.secret).unwrap();
+        assert!(
+            now == SECRET,
+            "{what}: root's secret file was changed ({} bytes now, starting {:?})",
+            now.len(),
+            String::from_utf8_lossy(&now[..now.len().min(16)])
         );
         assert_eq!(m.mode() & 0o7777, 0o600, "{what}: secret's mode changed");
     }
@@ -553,7 +555,16 @@ fn optimize_ignores_a_symlink_spray_and_cleans_leftovers() {
     std::fs::write(names("99999999"), vec![0u8; 1 << 20]).unwrap();
     std::fs::write(names("0123456789abcdef"), vec![0u8; 1 << 20]).unwrap();
     let live = std::fs::File::create(names("live")).unwrap();
-    live.lock().unwrap();
+    // SAFETY: flock on a descriptor this test holds open.
+    assert_eq!(
+        unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&live),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        },
+        0
+    );
     // The spray: created right before the run, for the next 3000 pids,
     // then handed to the second user (lchown: the state is exactly theirs;
     // done from here so that making it does not use up the pids).

@@ -470,7 +470,7 @@ fn create_temp(dst: &Path) -> Result<(std::fs::File, PathBuf)> {
         path: dst.display().to_string(),
         err: e,
     })?;
-    if let Err(e) = file.try_lock() {
+    if let Err(e) = crate::sys::try_lock(&file) {
         log::debug!("cannot lock {}: {e}", tmp.display());
     }
     Ok((file, tmp))
@@ -511,10 +511,10 @@ fn remove_leftovers(dst: &Path, ours: &Path) {
                 continue;
             }
         };
-        match f.try_lock() {
-            Ok(()) => {}
-            // A rebuild still writing it.
-            Err(_) => continue,
+        match crate::sys::try_lock(&f) {
+            Ok(true) => {}
+            // A rebuild still writing it (or a lock we cannot judge).
+            Ok(false) | Err(_) => continue,
         }
         // Still the file we opened and locked (not swapped meanwhile)?
         let same = crate::sys::file_id(&f).ok();

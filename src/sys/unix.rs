@@ -517,6 +517,23 @@ pub fn open_own_file(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Take an exclusive advisory lock (flock) on `f` without waiting:
+/// `Ok(false)` when another open file holds it. The lock goes with the
+/// process (and with `f`): a lock that can be taken marks a file nobody is
+/// writing any more.
+pub fn try_lock(f: &File) -> io::Result<bool> {
+    // SAFETY: flock on a valid descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
