@@ -2481,7 +2481,8 @@ fn scan_cut(tree: &Tree, fix: bool, status: &mut StagingStatus) -> io::Result<()
             reverted_blocks: c.unrecorded_blocks,
             missing_blocks: c.missing_blocks,
         };
-        log::warn!("{}", f.describe());
+        // Shown once, by the caller (the resume message, `recover`).
+        log::info!("{}", f.describe());
         status.warnings.push(f.describe());
         status.cut.push(f);
     }

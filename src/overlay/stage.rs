@@ -474,4 +474,37 @@ mod tests {
         s.set_size(10).unwrap();
         assert!(s.dirty_list().is_empty());
     }
+
+    #[test]
+    fn scan_names_data_the_journal_never_recorded() {
+        let d = tempfile::tempdir().unwrap();
+        // Recorded state: 100 bytes written, then grown to 200 KB by a
+        // truncate (no data): nothing is cut.
+        let s = staged(d.path());
+        let runs = s.write(0, &[1u8; 100]).unwrap();
+        s.set_size(200_000).unwrap();
+        let r = staged(d.path());
+        r.replay_data(&runs, 100);
+        r.replay_size(200_000);
+        assert_eq!(r.scan(false).unwrap(), None);
+        // Written after the last record: past the size, and in a clean
+        // block inside it.
+        s.write(300_000, b"late").unwrap();
+        s.write(70_000, b"also late").unwrap();
+        let c = r.scan(false).unwrap().unwrap();
+        assert_eq!((c.staged_len, c.size), (300_004, 200_000));
+        assert_eq!((c.unrecorded_blocks, c.missing_blocks), (1, 0));
+        // Fixing restores the invariants; then nothing is cut.
+        r.scan(true).unwrap();
+        assert_eq!(r.scan(false).unwrap(), None);
+        let mut b = vec![9u8; 9];
+        r.read(70_000, &mut b).unwrap();
+        assert_eq!(b, vec![0u8; 9]);
+        // A truncation that was never recorded: recorded blocks missing.
+        s.set_size(10).unwrap();
+        let q = staged(d.path());
+        q.replay_data(&[(0, 2)], 100_000);
+        let c = q.scan(false).unwrap().unwrap();
+        assert_eq!(c.missing_blocks, 1);
+    }
 }
