@@ -143,7 +143,7 @@ pub enum StagingError {
     /// The staging (or something in it) is not safely ours: a symlink,
     /// another user's, writable by others, or a directory holding files
     /// that are not a staging's.
-    #[error("refusing the staging directory: {0}")]
+    #[error("{0}")]
     Refused(String),
 }
 
@@ -151,7 +151,11 @@ pub enum StagingError {
 /// carry their own message naming the path) become [`StagingError::Refused`].
 fn staging_err(path: &Path, err: io::Error) -> StagingError {
     if err.kind() == io::ErrorKind::PermissionDenied && err.raw_os_error().is_none() {
-        StagingError::Refused(err.to_string())
+        StagingError::Refused(format!(
+            "{err} as a staging directory (a staging must be a real directory owned by this \
+             user that nobody else can write, holding only regular files of this user's; \
+             check who made it, or pass another --staging-dir)"
+        ))
     } else {
         StagingError::Io {
             path: path.display().to_string(),
