@@ -52,7 +52,11 @@ pub(crate) struct Reply {
 }
 
 /// The default staging directory of image `index` of `wim`: a hidden
-/// directory beside the WIM.
+/// directory beside the WIM. The WIM's folder may be writable by others,
+/// so the staging is trusted only if it is a real directory of this user's
+/// that nobody else can write (created 0700 with 0600 files; see
+/// `wimfs::overlay`): a directory or symlink planted under this name is
+/// refused, never used.
 pub(crate) fn default_staging(wim: &Path, index: u32) -> PathBuf {
     let dir = wim.parent().unwrap_or_else(|| Path::new("."));
     let name = wim
