@@ -51,7 +51,11 @@ pub(crate) struct Reply {
 }
 
 /// The default staging directory of image `index` of `wim`: a hidden
-/// directory beside the WIM.
+/// directory beside the WIM. The WIM's folder may be writable by others,
+/// so the staging is trusted only if it is a real directory of this user's
+/// that nobody else can write (created 0700 with 0600 files; see
+/// `wimfs::overlay`): a directory or symlink planted under this name is
+/// refused, never used.
 pub(crate) fn default_staging(wim: &Path, index: u32) -> PathBuf {
     let dir = wim.parent().unwrap_or_else(|| Path::new("."));
     let name = wim
@@ -388,6 +392,7 @@ fn dir_bytes(p: &Path) -> (u64, u64) {
     let mut bytes = 0;
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
+            // DirEntry::metadata does not follow symlinks.
             if let Ok(m) = e.metadata() {
                 if m.is_file() {
                     files += 1;
@@ -403,8 +408,14 @@ fn dir_bytes(p: &Path) -> (u64, u64) {
     (files, bytes)
 }
 
+/// `wimfs recover`: what a staging left by an earlier mount holds (and
+/// which files a resume would cut back), or delete it. Only a real
+/// staging of ours is looked into or deleted: a symlink, another user's
+/// directory, one writable by others, or a directory that holds anything
+/// a staging does not (a home directory given as `--staging-dir`) is
+/// refused and left untouched.
 pub fn recover(a: RecoverArgs) -> Result<i32> {
-    let wim = super::open(&a.wim, &[])?;
+    let wim = Arc::new(super::open(&a.wim, &[])?);
     let index = super::image_arg(&wim, a.image.as_deref())?;
     let path = a.wim.canonicalize().unwrap_or_else(|_| a.wim.clone());
     let dir = a
@@ -420,27 +431,20 @@ pub fn recover(a: RecoverArgs) -> Result<i32> {
             m.pid
         );
     }
-    let Some(id) = wimfs::overlay::probe(&dir) else {
-        if dir.exists() {
-            println!(
-                "{} exists but holds no wimfs staging (no identity); nothing to recover",
-                dir.display()
-            );
-            if a.discard {
-                wimfs::overlay::discard(&dir)
-                    .with_context(|| format!("cannot delete {}", dir.display()))?;
-                println!("removed {}", dir.display());
-            }
-        } else {
-            println!(
-                "no staging for image {index} of {} (looked in {})",
-                path.display(),
-                dir.display()
-            );
-        }
+    if std::fs::symlink_metadata(&dir).is_err() {
+        println!(
+            "no staging for image {index} of {} (looked in {})",
+            path.display(),
+            dir.display()
+        );
         return Ok(0);
+    }
+    // A real staging of ours, or a refusal that names the reason.
+    wimfs::overlay::check_discardable(&dir)?;
+    let Some(id) = wimfs::overlay::probe(&dir) else {
+        bail!("{}: cannot read its identity file", dir.display());
     };
-    let journal = std::fs::metadata(dir.join("journal")).map_or(0, |m| m.len());
+    let journal = std::fs::symlink_metadata(dir.join("journal")).map_or(0, |m| m.len());
     let (files, bytes) = dir_bytes(&dir.join("data"));
     let cur = wimfs::overlay::Identity::of(&wim, index);
     let fits = id.guid == cur.guid
@@ -455,6 +459,37 @@ pub fn recover(a: RecoverArgs) -> Result<i32> {
     let landed = wimfs::overlay::landed_commit(&dir, &wim);
     if fits {
         println!("  it fits the WIM as it is now");
+        // Replay it read-only: name what a resume would cut back.
+        let image = Arc::new(
+            wimfs::image::Image::load(&wim, index)
+                .with_context(|| format!("cannot load image {index}"))?,
+        );
+        let cache = Arc::new(wimfs::cache::ChunkCache::new(64 << 20));
+        match Vfs::inspect_staging(wim.clone(), image, cache, &dir) {
+            Ok(st) => {
+                println!("  {} change(s) would be resumed", st.records);
+                if st.cut.is_empty() {
+                    println!("  no file was cut back: every write had been synced or closed");
+                } else {
+                    println!(
+                        "  {} file(s) were being written when the mount stopped and are cut \
+                         back on resume (data after their last fsync or close is lost):",
+                        st.cut.len()
+                    );
+                    for c in &st.cut {
+                        println!("    {}", c.describe());
+                    }
+                }
+                for w in st
+                    .warnings
+                    .iter()
+                    .filter(|w| !w.contains(" was cut back: "))
+                {
+                    println!("  note: {w}");
+                }
+            }
+            Err(e) => println!("  cannot replay it: {e}"),
+        }
     } else if let Some(i) = landed {
         println!(
             "  its changes were committed (as image {i}) just before the mount stopped: they \

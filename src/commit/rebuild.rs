@@ -160,23 +160,8 @@ pub fn rebuild(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp: PathBuf = dir.join(format!(
-        ".{}.wimfs-tmp-{}",
-        dst.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| Error::Io {
-            path: tmp.display().to_string(),
-            err: e,
-        })?;
+    let (file, tmp) = create_temp(dst)?;
+    remove_leftovers(dst, &tmp);
     let res = (|| -> Result<RebuildReport> {
         let mut out = Appender {
             file: &file,
@@ -441,6 +426,20 @@ pub fn rebuild(
     })();
     match res {
         Ok(rep) => {
+            // The name must still be our file (in a directory others may
+            // write, it could have been swapped for a symlink): the rename
+            // then replaces the WIM's path name with it, never following
+            // a symlink at either name.
+            let ours = crate::sys::file_id(&file).ok();
+            if ours.is_none() || crate::sys::link_id(&tmp).ok() != ours {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Error::Other(format!(
+                    "{}: the temporary file was replaced by something else while it was \
+                     written; {} is left as it was",
+                    tmp.display(),
+                    dst.display()
+                )));
+            }
             std::fs::rename(&tmp, dst).map_err(|e| Error::Io {
                 path: dst.display().to_string(),
                 err: e,
@@ -454,6 +453,90 @@ pub fn rebuild(
             let _ = std::fs::remove_file(&tmp);
             Err(e)
         }
+    }
+}
+
+/// Tag of the temporary files beside the target: `.NAME.wimfs-tmp-RANDOM`
+/// (before the hardening work: `.NAME.wimfs-tmp-PID`).
+const TMP_TAG: &str = "wimfs-tmp";
+
+/// Create the temporary file for a rebuild of `dst`: exclusively, never
+/// through a symlink, 0600, under an unguessable name (a predictable name
+/// opened through symlinks let another user who can write the folder make
+/// a root rebuild overwrite any file). It stays locked (flock) while it is
+/// written, so a later rebuild can tell it from a killed run's leftover.
+fn create_temp(dst: &Path) -> Result<(std::fs::File, PathBuf)> {
+    let (file, tmp) = crate::sys::create_temp_beside(dst, TMP_TAG).map_err(|e| Error::Io {
+        path: dst.display().to_string(),
+        err: e,
+    })?;
+    if let Err(e) = crate::sys::try_lock(&file) {
+        log::debug!("cannot lock {}: {e}", tmp.display());
+    }
+    Ok((file, tmp))
+}
+
+/// Remove the temporary files a killed rebuild of `dst` left beside it
+/// (tens of MB each), except `ours`. Removed only when it is a regular file
+/// of this user's (opened without following a symlink) that no running
+/// rebuild holds locked; anything else is left alone (symlinks and other
+/// users' files are counted in one warning: a folder others can write may
+/// hold thousands). Removed files are named in a warning.
+fn remove_leftovers(dst: &Path, ours: &Path) {
+    let dir = dst
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Some(base) = dst.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let prefix = format!(".{base}.{TMP_TAG}-");
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut foreign: Vec<String> = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let p = e.path();
+        if p == ours {
+            continue;
+        }
+        let f = match crate::sys::open_own_file(&p) {
+            Ok(f) => f,
+            Err(err) => {
+                foreign.push(err.to_string());
+                continue;
+            }
+        };
+        match crate::sys::try_lock(&f) {
+            Ok(true) => {}
+            // A rebuild still writing it (or a lock we cannot judge).
+            Ok(false) | Err(_) => continue,
+        }
+        // Still the file we opened and locked (not swapped meanwhile)?
+        let same = crate::sys::file_id(&f).ok();
+        if same.is_none() || crate::sys::link_id(&p).ok() != same {
+            continue;
+        }
+        let size = f.metadata().map_or(0, |m| m.len());
+        match std::fs::remove_file(&p) {
+            Ok(()) => log::warn!(
+                "removed {} ({size} bytes), left by an interrupted optimize, export or rebuild",
+                p.display()
+            ),
+            Err(err) => log::warn!("cannot remove leftover {}: {err}", p.display()),
+        }
+    }
+    if let Some(first) = foreign.first() {
+        log::warn!(
+            "left alone {} file(s) named like the temporary file of a rebuild of {} that are \
+             not this user's regular files (e.g. {first}); none was opened or followed",
+            foreign.len(),
+            dst.display()
+        );
     }
 }
 

@@ -14,9 +14,9 @@
 //! is in `data/<id>` and is made durable before the record is written.
 
 use crate::image::UnixData;
-use std::fs::{File, OpenOptions};
+use crate::sys::{Access, PrivateDir};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::Path;
 
 pub const MAGIC: &[u8; 8] = b"WIMFSJ1\n";
 /// Largest record accepted when reading (symlink data, xattr values).
@@ -431,14 +431,12 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Create a new, empty journal (replacing any old one), durable.
-    pub fn create(path: &Path) -> io::Result<Journal> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+    /// Create a new, empty journal `name` in the staging `dir` (replacing
+    /// any old one), durable. Opened through the private directory: never
+    /// through a symlink, 0600 whatever the umask.
+    pub fn create(dir: &PrivateDir, name: &str) -> io::Result<Journal> {
+        let mut file = dir.open_file(name, Access::Create)?;
+        file.set_len(0)?;
         file.write_all(MAGIC)?;
         file.sync_all()?;
         Ok(Journal {
@@ -448,16 +446,31 @@ impl Journal {
         })
     }
 
+    /// Read the journal `name` of `dir` without changing it (for
+    /// `wimfs recover`): its records and the size of a torn tail.
+    pub fn read(dir: &PrivateDir, name: &str) -> io::Result<ReadOutcome> {
+        let mut file = dir.open_file(name, Access::Read)?;
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf)?;
+        if buf.len() < MAGIC.len() && MAGIC.starts_with(&buf) {
+            return Ok(ReadOutcome {
+                valid_len: MAGIC.len() as u64,
+                ..Default::default()
+            });
+        }
+        parse(&buf)
+    }
+
     /// Open an existing journal: read its records and cut a torn tail.
-    pub fn open(path: &Path) -> io::Result<(Journal, ReadOutcome)> {
-        let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    pub fn open(dir: &PrivateDir, name: &str) -> io::Result<(Journal, ReadOutcome)> {
+        let mut file = dir.open_file(name, Access::ReadWrite)?;
         let mut buf = Vec::new();
         file.read_to_end(&mut buf)?;
         if buf.len() < MAGIC.len() && MAGIC.starts_with(&buf) {
             // Cut short while being created: an empty journal.
             drop(file);
             return Ok((
-                Journal::create(path)?,
+                Journal::create(dir, name)?,
                 ReadOutcome {
                     valid_len: MAGIC.len() as u64,
                     ..Default::default()

@@ -23,7 +23,25 @@
 //!
 //! The staging directory holds `identity.json` (which WIM and image it
 //! belongs to), `journal` and `data/<id>` (one sparse file per changed
-//! stream).
+//! stream), and `commit.json` while a commit is landing.
+//!
+//! # Security of the staging
+//! The staging holds every byte written in the mount and decides what the
+//! next commit writes into the image, so it is trusted only when nobody
+//! else can have touched it. It is opened through [`crate::sys::PrivateDir`]:
+//! - it is created 0700, its files 0600, its `data` subdirectory 0700,
+//!   whatever the umask (so a file written as 0600 in the mount is not
+//!   readable from the staging);
+//! - an existing staging is refused when it is a symlink, is owned by
+//!   another user, or is writable by group or others; every file in it is
+//!   opened relative to the directory's descriptor without following a
+//!   symlink, and must be a regular file of ours (a planted `journal`
+//!   symlink is refused, never truncated through);
+//! - a directory without `identity.json` is used (made a staging) only if
+//!   it holds nothing but staging names and no staged data, and
+//!   [`discard`] deletes only a real staging (identity present, nothing
+//!   foreign in it), so `--staging-dir ~` can neither adopt nor delete a
+//!   home directory's `journal` or `data/`.
 
 pub mod journal;
 pub mod stage;
@@ -32,6 +50,7 @@ use crate::cache::ChunkCache;
 use crate::commit::{EntryStreams, Landing, NewImage, StreamData};
 use crate::image::{Image, StreamKind, UnixData, ROOT};
 use crate::reparse;
+use crate::sys::{Access, PrivateDir};
 use crate::vfs::{Attr, DirEntry, FileKind, VfsError, VfsOptions, VfsResult};
 use crate::wim::metadata::{self, attr, tag, DentryRecord};
 use crate::wim::{Blob, Sha1, Wim, ZERO_HASH};
@@ -39,8 +58,8 @@ use journal::{Journal, Meta, NewKind, Record};
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use stage::{StageCounters, Staged};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io;
-use std::path::{Path, PathBuf};
+use std::io::{self, Read};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -121,13 +140,100 @@ pub enum StagingError {
     Io { path: String, err: io::Error },
     #[error("staging directory {0}")]
     Invalid(String),
+    /// The staging (or something in it) is not safely ours: a symlink,
+    /// another user's, writable by others, or a directory holding files
+    /// that are not a staging's.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// An I/O error on the staging; the refusals of [`crate::sys`] (which
+/// carry their own message naming the path) become [`StagingError::Refused`].
+fn staging_err(path: &Path, err: io::Error) -> StagingError {
+    if err.kind() == io::ErrorKind::PermissionDenied && err.raw_os_error().is_none() {
+        StagingError::Refused(format!(
+            "{err} as a staging directory (a staging must be a real directory owned by this \
+             user that nobody else can write, holding only regular files of this user's; \
+             check who made it, or pass another --staging-dir)"
+        ))
+    } else {
+        StagingError::Io {
+            path: path.display().to_string(),
+            err,
+        }
+    }
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StagingError + '_ {
-    move |err| StagingError::Io {
-        path: path.display().to_string(),
-        err,
+    move |err| staging_err(path, err)
+}
+
+const IDENTITY: &str = "identity.json";
+const JOURNAL: &str = "journal";
+const DATA: &str = "data";
+/// Every file name a staging directory holds (besides [`DATA`]).
+const STAGING_FILES: [&str; 5] = [
+    JOURNAL,
+    IDENTITY,
+    "identity.json.tmp",
+    LANDING,
+    "commit.json.tmp",
+];
+
+/// Open the staging directory `dir` under the rules of the module
+/// documentation, creating it (and missing parents, 0700) when absent and
+/// `create`. An existing directory is checked as it is (owner, mode, not a
+/// symlink, nothing in it that a staging does not hold) before anything in
+/// it is changed, so a directory that is refused is left exactly as it was;
+/// then it is narrowed to 0700.
+fn open_staging(dir: &Path, create: bool) -> Result<PrivateDir, StagingError> {
+    let d = match PrivateDir::open_as_is(dir) {
+        Err(e) if create && e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                crate::sys::create_dir_all_private(parent).map_err(io_at(parent))?;
+            }
+            return PrivateDir::create(dir).map_err(io_at(dir));
+        }
+        r => r.map_err(io_at(dir))?,
+    };
+    if let Some(n) = foreign_name(&d)? {
+        return Err(StagingError::Refused(format!(
+            "{} is not a wimfs staging directory (it holds {n:?}); choose a new or empty directory",
+            dir.display()
+        )));
     }
+    d.narrow().map_err(io_at(dir))?;
+    Ok(d)
+}
+
+/// Is every name in `d` one a staging holds, and every name in its `data`
+/// a staged stream's? Returns the first foreign name, if any. Changes
+/// nothing.
+fn foreign_name(d: &PrivateDir) -> Result<Option<String>, StagingError> {
+    let names = d.names().map_err(io_at(d.path()))?;
+    if let Some(n) = names
+        .iter()
+        .map(|n| n.to_string_lossy())
+        .find(|n| n != DATA && !STAGING_FILES.contains(&n.as_ref()))
+    {
+        return Ok(Some(n.into_owned()));
+    }
+    if names.iter().any(|n| n == DATA) {
+        let data = d.subdir_as_is(DATA, false).map_err(io_at(d.path()))?;
+        for m in data.names().map_err(io_at(data.path()))? {
+            if m.to_str().and_then(|x| x.parse::<u64>().ok()).is_none() {
+                return Ok(Some(format!("{DATA}/{}", m.to_string_lossy())));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Does `d` hold staged data (anything in `data/`)?
+fn has_data(d: &PrivateDir) -> bool {
+    d.subdir_as_is(DATA, false)
+        .and_then(|x| x.names())
+        .is_ok_and(|n| !n.is_empty())
 }
 
 /// Which WIM and image a staging directory belongs to.
@@ -205,35 +311,119 @@ pub struct StagingStatus {
     /// Bytes of a torn (unfinished) last record, dropped.
     pub torn_bytes: u64,
     pub warnings: Vec<String>,
+    /// Files whose data was cut back: written after their last sync
+    /// point (fsync, close), so the journal never recorded it.
+    pub cut: Vec<CutFile>,
 }
 
-/// Does `dir` hold a wimfs staging? Returns its identity.
-pub fn probe(dir: &Path) -> Option<Identity> {
-    let b = std::fs::read(dir.join("identity.json")).ok()?;
+/// A file whose unsynced data a resume drops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutFile {
+    /// Its path in the image (the first name, for a hard-linked file).
+    pub path: String,
+    /// How far it had been written (its staged data's extent).
+    pub written: u64,
+    /// Its size as resumed: the size the journal records.
+    pub resumed: u64,
+    /// 64 KiB blocks changed after its last sync that revert to their
+    /// earlier content.
+    pub reverted_blocks: u64,
+    /// Blocks the journal records that the staging no longer holds (they
+    /// read as zeros).
+    pub missing_blocks: u64,
+}
+
+impl CutFile {
+    /// One line for the resume message and `wimfs recover`.
+    pub fn describe(&self) -> String {
+        let mut m = format!("{} was cut back: ", self.path);
+        if self.written > self.resumed {
+            m += &format!(
+                "{} bytes had been written but only {} were recorded (synced or closed) when the mount stopped; it resumes with {} bytes",
+                self.written, self.resumed, self.resumed
+            );
+        } else {
+            m += &format!("it resumes with {} bytes", self.resumed);
+        }
+        if self.reverted_blocks > 0 {
+            m += &format!(
+                "; {} block(s) of 64 KiB written after its last sync revert to their earlier content",
+                self.reverted_blocks
+            );
+        }
+        if self.missing_blocks > 0 {
+            m += &format!(
+                "; {} recorded block(s) are missing from the staging and read as zeros",
+                self.missing_blocks
+            );
+        }
+        m
+    }
+}
+
+/// Read a small JSON file of the staging (never through a symlink).
+fn read_json<T: serde::de::DeserializeOwned>(d: &PrivateDir, name: &str) -> Option<T> {
+    let mut b = Vec::new();
+    d.open_file(name, Access::Read)
+        .ok()?
+        .take(1 << 20)
+        .read_to_end(&mut b)
+        .ok()?;
     serde_json::from_slice(&b).ok()
 }
 
-/// Delete a staging directory's contents (identity, journal, data) and the
-/// directory itself if then empty.
-pub fn discard(dir: &Path) -> io::Result<()> {
-    for f in [
-        "journal",
-        "identity.json",
-        "identity.json.tmp",
-        LANDING,
-        "commit.json.tmp",
-    ] {
-        match std::fs::remove_file(dir.join(f)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+/// Does `dir` hold a wimfs staging that is safely ours? Returns its
+/// identity (None also when the directory is refused: see the module
+/// documentation).
+pub fn probe(dir: &Path) -> Option<Identity> {
+    read_json(&check_discardable(dir).ok()?, IDENTITY)
+}
+
+/// Check that `dir` is a staging directory that may be deleted: a real
+/// directory of ours (not a symlink, nobody else's, not writable by
+/// others) with its identity file and nothing that is not a staging's.
+/// Returns it opened.
+pub fn check_discardable(dir: &Path) -> Result<PrivateDir, StagingError> {
+    let d = PrivateDir::open_as_is(dir).map_err(io_at(dir))?;
+    if !d.exists(IDENTITY) {
+        return Err(StagingError::Refused(format!(
+            "{} holds no wimfs staging (no {IDENTITY}): refusing to delete anything in it",
+            dir.display()
+        )));
     }
-    match std::fs::remove_dir_all(dir.join("data")) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+    if let Some(n) = foreign_name(&d)? {
+        return Err(StagingError::Refused(format!(
+            "{} holds {n:?}, which is not part of a wimfs staging: refusing to delete anything in it",
+            dir.display()
+        )));
+    }
+    Ok(d)
+}
+
+/// Delete a staging directory's contents (identity, journal, data) and the
+/// directory itself if then empty. Absent is fine; anything that is not a
+/// real wimfs staging of ours is refused ([`check_discardable`]) and left
+/// untouched.
+pub fn discard(dir: &Path) -> Result<(), StagingError> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         _ => {}
     }
+    let d = check_discardable(dir)?;
+    discard_contents(&d).map_err(io_at(dir))?;
+    drop(d);
+    // Only an empty directory goes (whatever the name now names).
     let _ = std::fs::remove_dir(dir);
     Ok(())
+}
+
+/// Delete the staging's own files and its data (links are removed, never
+/// followed).
+fn discard_contents(d: &PrivateDir) -> io::Result<()> {
+    for f in STAGING_FILES {
+        d.remove_file(f)?;
+    }
+    d.remove_tree(DATA)
 }
 
 /// A stream's content.
@@ -327,7 +517,9 @@ impl Node {
 
 /// Context for applying records: where staging files go.
 struct Ctx<'a> {
-    data_dir: &'a Path,
+    data: &'a PrivateDir,
+    /// Open staging files read-only and create none (`wimfs recover`).
+    read_only: bool,
     cache: &'a Arc<ChunkCache>,
     counters: &'a Arc<StageCounters>,
     replaying: bool,
@@ -452,6 +644,32 @@ impl Tree {
             next_stream: 1,
             dead_streams: Vec::new(),
         }
+    }
+
+    /// A path (from the root, `/`-separated) of each inode in `want` that
+    /// has a name; for messages. Walks the whole tree once.
+    fn paths_of(&self, want: &BTreeSet<u32>) -> HashMap<u32, String> {
+        let mut out = HashMap::new();
+        let mut stack: Vec<(u32, String)> = vec![(0, String::new())];
+        let mut seen = BTreeSet::new();
+        while let Some((idx, path)) = stack.pop() {
+            if !seen.insert(idx) {
+                continue;
+            }
+            let Some(d) = self.nodes.get(idx as usize).and_then(|n| n.dir.as_ref()) else {
+                continue;
+            };
+            for (name, e) in &d.entries {
+                let p = format!("{path}/{name}");
+                if want.contains(&e.idx) {
+                    out.entry(e.idx).or_insert_with(|| p.clone());
+                }
+                if self.is_dir_idx(e.idx) {
+                    stack.push((e.idx, p));
+                }
+            }
+        }
+        out
     }
 
     fn node(&self, idx: u32) -> VfsResult<&Node> {
@@ -734,10 +952,18 @@ impl Tree {
                         return Err(VfsError::Invalid)
                     }
                 };
-                let path = ctx.data_dir.join(id.to_string());
+                let access = if ctx.read_only {
+                    Access::Read
+                } else {
+                    Access::Create
+                };
+                let file = ctx
+                    .data
+                    .open_file(id.to_string(), access)
+                    .map_err(VfsError::from_io)?;
                 let s = Staged::open(
                     *id,
-                    &path,
+                    file,
                     base,
                     size,
                     ctx.cache.clone(),
@@ -918,8 +1144,11 @@ struct Handle {
 
 /// A read-write overlay over one image.
 pub struct Overlay {
-    dir: PathBuf,
-    data_dir: PathBuf,
+    /// The staging directory, held open: everything in it is opened
+    /// relative to this descriptor, never through a symlink.
+    dir: PrivateDir,
+    /// Its `data` subdirectory (one file per staged stream).
+    data: PrivateDir,
     tree: RwLock<Tree>,
     js: Mutex<JState>,
     gate: RwLock<()>,
@@ -938,6 +1167,13 @@ impl Overlay {
     /// Open (or create) the staging directory `dir` for `image` of `wim`
     /// and replay its journal. `links` are the POSIX targets of the image's
     /// symlinks by inode index (as the read-only vfs computed them).
+    ///
+    /// The directory is created 0700 (its files 0600) whatever the umask;
+    /// an existing one is used only if it is a real directory of this
+    /// user's that nobody else can write, and is opened by descriptor from
+    /// then on (see the module documentation). Files whose data was written
+    /// after their last sync point and is therefore lost are named in the
+    /// returned status ([`StagingStatus::cut`] and a warning each).
     pub fn open(
         wim: Arc<Wim>,
         image: Arc<Image>,
@@ -946,15 +1182,20 @@ impl Overlay {
         dir: &Path,
     ) -> Result<(Overlay, StagingStatus), StagingError> {
         let cur = Identity::of(&wim, image.index);
-        let landing = read_landing(dir).map(|l| (l.landed_in(&wim), l));
+        // Refuses a directory holding anything a staging does not.
+        let sdir = open_staging(dir, true)?;
+        let mut stored: Option<Identity> = read_json(&sdir, IDENTITY);
+        // Without an identity there is nothing to resume; a journal or
+        // data there were not written by a staging (its identity is
+        // written first): never adopt, truncate or delete them.
+        if stored.is_none() && (has_data(&sdir) || sdir.exists(JOURNAL)) {
+            return Err(StagingError::Invalid(format!(
+                "{} holds a journal or data but no {IDENTITY}; not a wimfs staging directory (or a damaged one)",
+                dir.display()
+            )));
+        }
+        let landing = read_json::<LandingRecord>(&sdir, LANDING).map(|l| (l.landed_in(&wim), l));
         let mut status = StagingStatus::default();
-        std::fs::create_dir_all(dir).map_err(io_at(dir))?;
-        let data_dir = dir.join("data");
-        std::fs::create_dir_all(&data_dir).map_err(io_at(&data_dir))?;
-        let jpath = dir.join("journal");
-        let counters = Arc::new(StageCounters::default());
-        let mut tree = Tree::build(wim, image, links);
-        let mut stored = probe(dir);
         if let Some((landed, l)) = landing {
             if landed
                 && stored
@@ -973,90 +1214,58 @@ impl Overlay {
                     "the last commit (image {}) completed before the mount stopped; its changes are in the WIM and the staging was reset",
                     l.image
                 ));
-                discard(dir).map_err(io_at(dir))?;
-                std::fs::create_dir_all(&data_dir).map_err(io_at(&data_dir))?;
+                discard_contents(&sdir).map_err(io_at(dir))?;
                 stored = None;
             } else {
                 // The commit did not land (the WIM was put back, or the
                 // process died before its header): the staging still holds
                 // the changes.
-                clear_landing(dir);
+                clear_landing(&sdir);
             }
         }
+        let data = sdir.subdir(DATA, true).map_err(io_at(dir))?;
+        let counters = Arc::new(StageCounters::default());
+        let mut tree = Tree::build(wim, image, links);
         let journal = match stored {
-            Some(id) if jpath.exists() => {
+            Some(id) if sdir.exists(JOURNAL) => {
                 if let Some(what) = id.mismatch(&cur) {
                     return Err(StagingError::Mismatch {
                         dir: dir.display().to_string(),
                         what,
                     });
                 }
-                let (mut j, out) = Journal::open(&jpath).map_err(io_at(&jpath))?;
-                status.torn_bytes = out.torn_bytes;
-                if out.torn_bytes > 0 {
-                    status.warnings.push(format!(
-                        "dropped {} bytes of an unfinished journal record (changes not yet synced when the mount stopped)",
-                        out.torn_bytes
-                    ));
-                }
+                let jpath = sdir.join(JOURNAL);
+                let (mut j, out) = Journal::open(&sdir, JOURNAL).map_err(io_at(&jpath))?;
                 let ctx = Ctx {
-                    data_dir: &data_dir,
+                    data: &data,
+                    read_only: false,
                     cache: &cache,
                     counters: &counters,
                     replaying: true,
                 };
-                let mut applied = 0;
-                for (i, r) in out.records.iter().enumerate() {
-                    if let Err(e) = tree.apply(r, &ctx) {
-                        status.warnings.push(format!(
-                            "journal record {} of {} could not be applied ({e}); it and later ones are dropped",
-                            i + 1,
-                            out.records.len()
-                        ));
-                        let cut = out
-                            .ends
-                            .get(i.wrapping_sub(1))
-                            .copied()
-                            .unwrap_or(journal::MAGIC.len() as u64);
-                        drop(j);
-                        truncate_file(&jpath, cut).map_err(io_at(&jpath))?;
-                        j = Journal::open(&jpath).map_err(io_at(&jpath))?.0;
-                        break;
-                    }
-                    applied += 1;
+                if let Some(cut) = replay(&mut tree, &out, &ctx, &mut status) {
+                    drop(j);
+                    let f = sdir
+                        .open_file(JOURNAL, Access::ReadWrite)
+                        .map_err(io_at(&jpath))?;
+                    f.set_len(cut).map_err(io_at(&jpath))?;
+                    f.sync_all().map_err(io_at(&jpath))?;
+                    j = Journal::open(&sdir, JOURNAL).map_err(io_at(&jpath))?.0;
                 }
-                status.records = applied;
-                status.resumed = applied > 0;
-                // Nodes left without names are gone; then scrub the staging
-                // files of what is left and delete the rest.
-                for i in 0..tree.nodes.len() as u32 {
-                    tree.maybe_free(i);
-                }
-                tree.dead_streams.clear();
-                for s in tree.streams.values() {
-                    s.scrub().map_err(io_at(&data_dir))?;
-                }
-                remove_unreferenced(&data_dir, &tree.streams);
+                // Scrub the staging files of what is left (naming every
+                // file whose unsynced data is dropped) and delete the rest.
+                scan_cut(&tree, true, &mut status).map_err(io_at(data.path()))?;
+                remove_unreferenced(&data, &tree.streams);
                 j
             }
             _ => {
-                if stored.is_none()
-                    && std::fs::read_dir(&data_dir)
-                        .map(|mut d| d.next().is_some())
-                        .unwrap_or(false)
-                {
-                    return Err(StagingError::Invalid(format!(
-                        "{} holds data but no identity.json; not a wimfs staging directory (or a damaged one)",
-                        dir.display()
-                    )));
-                }
-                write_identity(dir, &cur)?;
-                Journal::create(&jpath).map_err(io_at(&jpath))?
+                write_identity(&sdir, &cur)?;
+                Journal::create(&sdir, JOURNAL).map_err(io_at(&sdir.join(JOURNAL)))?
             }
         };
         let ov = Overlay {
-            dir: dir.to_path_buf(),
-            data_dir,
+            dir: sdir,
+            data,
             tree: RwLock::new(tree),
             js: Mutex::new(JState {
                 journal,
@@ -1072,13 +1281,57 @@ impl Overlay {
         Ok((ov, status))
     }
 
+    /// What resuming the staging `dir` would find, without changing
+    /// anything in it (for `wimfs recover`): the records that replay, the
+    /// torn tail, and the files whose unsynced data a resume would drop.
+    /// Refused as [`Overlay::open`] refuses; a staging made for another WIM
+    /// or image is a [`StagingError::Mismatch`].
+    pub fn inspect(
+        wim: Arc<Wim>,
+        image: Arc<Image>,
+        cache: Arc<ChunkCache>,
+        links: &HashMap<u32, String>,
+        dir: &Path,
+    ) -> Result<StagingStatus, StagingError> {
+        let cur = Identity::of(&wim, image.index);
+        let sdir = open_staging(dir, false)?;
+        let id: Identity = read_json(&sdir, IDENTITY).ok_or_else(|| {
+            StagingError::Invalid(format!("{} holds no {IDENTITY}", dir.display()))
+        })?;
+        if let Some(what) = id.mismatch(&cur) {
+            return Err(StagingError::Mismatch {
+                dir: dir.display().to_string(),
+                what,
+            });
+        }
+        let mut status = StagingStatus::default();
+        if !sdir.exists(JOURNAL) {
+            return Ok(status);
+        }
+        let data = sdir.subdir(DATA, false).map_err(io_at(dir))?;
+        let out = Journal::read(&sdir, JOURNAL).map_err(io_at(&sdir.join(JOURNAL)))?;
+        let counters = Arc::new(StageCounters::default());
+        let mut tree = Tree::build(wim, image, links);
+        let ctx = Ctx {
+            data: &data,
+            read_only: true,
+            cache: &cache,
+            counters: &counters,
+            replaying: true,
+        };
+        replay(&mut tree, &out, &ctx, &mut status);
+        scan_cut(&tree, false, &mut status).map_err(io_at(data.path()))?;
+        Ok(status)
+    }
+
     pub fn staging_dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     fn ctx(&self) -> Ctx<'_> {
         Ctx {
-            data_dir: &self.data_dir,
+            data: &self.data,
+            read_only: false,
             cache: &self.cache,
             counters: &self.counters,
             replaying: false,
@@ -1224,7 +1477,7 @@ impl Overlay {
 
     /// Free and total bytes of the filesystem holding the staging.
     pub fn staging_space(&self) -> Option<(u64, u64)> {
-        fs_space(&self.dir)
+        fs_space(self.dir.path())
     }
 
     pub fn wim(&self) -> Arc<Wim> {
@@ -1776,7 +2029,7 @@ impl Overlay {
         // Staging files of freed inodes can go now.
         let dead = std::mem::take(&mut self.tree.write().dead_streams);
         for id in dead {
-            let _ = std::fs::remove_file(self.data_dir.join(id.to_string()));
+            let _ = self.data.remove_file(id.to_string());
         }
         Ok(())
     }
@@ -2023,10 +2276,9 @@ impl Overlay {
         t.dead_streams.clear();
         t.wim = wim.clone();
         t.image = image.clone();
-        remove_unreferenced(&self.data_dir, &t.streams);
+        remove_unreferenced(&self.data, &t.streams);
         js.pending = Pending::default();
-        let jpath = self.dir.join("journal");
-        js.journal = Journal::create(&jpath).map_err(io_at(&jpath))?;
+        js.journal = Journal::create(&self.dir, JOURNAL).map_err(io_at(&self.dir.join(JOURNAL)))?;
         write_identity(&self.dir, &Identity::of(&wim, index))?;
         clear_landing(&self.dir);
         Ok(())
@@ -2081,22 +2333,14 @@ impl LandingRecord {
 /// If the staging at `dir` records a commit that `wim` shows landed, the
 /// image it landed as: the staging's changes are in the WIM already.
 pub fn landed_commit(dir: &Path, wim: &Wim) -> Option<u32> {
-    read_landing(dir)
+    read_json::<LandingRecord>(&PrivateDir::open(dir).ok()?, LANDING)
         .filter(|l| l.landed_in(wim))
         .map(|l| l.image)
 }
 
-fn read_landing(dir: &Path) -> Option<LandingRecord> {
-    let b = std::fs::read(dir.join(LANDING)).ok()?;
-    serde_json::from_slice(&b).ok()
-}
-
-fn clear_landing(dir: &Path) {
-    match std::fs::remove_file(dir.join(LANDING)) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            log::warn!("cannot remove {}: {e}", dir.join(LANDING).display())
-        }
-        _ => {}
+fn clear_landing(dir: &PrivateDir) {
+    if let Err(e) = dir.remove_file(LANDING) {
+        log::warn!("cannot remove {}: {e}", dir.join(LANDING).display())
     }
 }
 
@@ -2139,46 +2383,120 @@ fn idx_of(ino: u64) -> VfsResult<u32> {
         .ok_or(VfsError::NotFound)
 }
 
-fn truncate_file(p: &Path, len: u64) -> io::Result<()> {
-    let f = std::fs::OpenOptions::new().write(true).open(p)?;
-    f.set_len(len)?;
-    f.sync_all()
-}
-
-fn write_identity(dir: &Path, id: &Identity) -> Result<(), StagingError> {
+fn write_identity(dir: &PrivateDir, id: &Identity) -> Result<(), StagingError> {
     let body = serde_json::to_vec_pretty(id).map_err(|e| StagingError::Invalid(e.to_string()))?;
-    write_synced(dir, "identity.json", &body)
+    write_synced(dir, IDENTITY, &body)
 }
 
-/// Replace `dir/name` with `body` atomically and durably.
-fn write_synced(dir: &Path, name: &str, body: &[u8]) -> Result<(), StagingError> {
-    let tmp = dir.join(format!("{name}.tmp"));
+/// Replace `dir/name` with `body` atomically and durably. The temporary
+/// file is created afresh (whatever was under its name is unlinked, not
+/// followed), 0600.
+fn write_synced(dir: &PrivateDir, name: &str, body: &[u8]) -> Result<(), StagingError> {
+    let tmp = format!("{name}.tmp");
     let write = || -> io::Result<()> {
         use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
+        dir.remove_file(&tmp)?;
+        let mut f = dir.open_file(&tmp, Access::CreateNew)?;
         f.write_all(body)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(name))?;
-        #[cfg(unix)]
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(())
+        dir.rename(&tmp, name)?;
+        dir.sync()
     };
-    write().map_err(io_at(dir))
+    write().map_err(io_at(&dir.join(name)))
 }
 
 /// Delete staging files that no live stream uses.
-fn remove_unreferenced(data_dir: &Path, streams: &HashMap<u64, Arc<Staged>>) {
-    let Ok(rd) = std::fs::read_dir(data_dir) else {
+fn remove_unreferenced(data: &PrivateDir, streams: &HashMap<u64, Arc<Staged>>) {
+    let Ok(names) = data.names() else {
         return;
     };
-    for e in rd.flatten() {
-        let keep = e
-            .file_name()
+    for n in names {
+        let keep = n
             .to_str()
             .and_then(|s| s.parse::<u64>().ok())
             .is_some_and(|id| streams.contains_key(&id));
         if !keep {
-            let _ = std::fs::remove_file(e.path());
+            let _ = data.remove_file(&n);
         }
     }
+}
+
+/// Apply a journal's records to `tree` (replay). A record that does not
+/// apply ends the replay: it and the later ones are dropped, with a
+/// warning, and the journal length to cut back to is returned. Inodes left
+/// without names are freed.
+fn replay(
+    tree: &mut Tree,
+    out: &journal::ReadOutcome,
+    ctx: &Ctx,
+    status: &mut StagingStatus,
+) -> Option<u64> {
+    status.torn_bytes = out.torn_bytes;
+    if out.torn_bytes > 0 {
+        status.warnings.push(format!(
+            "dropped {} bytes of an unfinished journal record (changes not yet synced when the mount stopped)",
+            out.torn_bytes
+        ));
+    }
+    let mut applied = 0;
+    let mut cut = None;
+    for (i, r) in out.records.iter().enumerate() {
+        if let Err(e) = tree.apply(r, ctx) {
+            status.warnings.push(format!(
+                "journal record {} of {} could not be applied ({e}); it and later ones are dropped",
+                i + 1,
+                out.records.len()
+            ));
+            cut = Some(
+                out.ends
+                    .get(i.wrapping_sub(1))
+                    .copied()
+                    .unwrap_or(journal::MAGIC.len() as u64),
+            );
+            break;
+        }
+        applied += 1;
+    }
+    status.records = applied;
+    status.resumed = applied > 0;
+    for i in 0..tree.nodes.len() as u32 {
+        tree.maybe_free(i);
+    }
+    tree.dead_streams.clear();
+    cut
+}
+
+/// Compare every staged stream of the replayed `tree` with its staging
+/// file ([`Staged::scan`]; with `fix`, restore the staging invariants) and
+/// name in `status` each file whose data a resume cuts back.
+fn scan_cut(tree: &Tree, fix: bool, status: &mut StagingStatus) -> io::Result<()> {
+    let mut cuts = Vec::new();
+    for (i, n) in tree.nodes.iter().enumerate() {
+        if let (true, Some(Data::Staged(s))) = (n.live, &n.data) {
+            if let Some(c) = s.scan(fix)? {
+                cuts.push((i as u32, c));
+            }
+        }
+    }
+    if cuts.is_empty() {
+        return Ok(());
+    }
+    let paths = tree.paths_of(&cuts.iter().map(|c| c.0).collect());
+    for (idx, c) in cuts {
+        let f = CutFile {
+            path: paths
+                .get(&idx)
+                .cloned()
+                .unwrap_or_else(|| format!("(inode {})", idx + 1)),
+            written: c.staged_len.max(c.size),
+            resumed: c.size,
+            reverted_blocks: c.unrecorded_blocks,
+            missing_blocks: c.missing_blocks,
+        };
+        // Shown once, by the caller (the resume message, `recover`).
+        log::info!("{}", f.describe());
+        status.warnings.push(f.describe());
+        status.cut.push(f);
+    }
+    Ok(())
 }

@@ -19,9 +19,8 @@
 use crate::cache::ChunkCache;
 use crate::wim::Blob;
 use parking_lot::RwLock;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -92,6 +91,21 @@ pub struct Staged {
     unsynced: AtomicBool,
 }
 
+/// What [`Staged::scan`] found cut back by a resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    /// Length of the staging file (how far data had been written).
+    pub staged_len: u64,
+    /// The stream's size as the journal records it (as resumed).
+    pub size: u64,
+    /// Blocks written after the last sync point inside the recorded size:
+    /// they revert to their content as of that sync point.
+    pub unrecorded_blocks: u64,
+    /// Blocks the journal records as written that the staging file no
+    /// longer holds (they read as zeros).
+    pub missing_blocks: u64,
+}
+
 /// Runs of newly dirtied blocks: (first block, count).
 pub type Runs = Vec<(u64, u64)>;
 
@@ -103,23 +117,18 @@ fn push_run(runs: &mut Runs, b: u64) {
 }
 
 impl Staged {
-    /// Open (creating if needed) the staging file `path` for a stream
-    /// whose old content is `base` of `base_size` bytes. The new stream
-    /// starts equal to the old content.
+    /// A staged stream over the staging file `file` (opened by the
+    /// overlay through its private staging directory, never through a
+    /// symlink) whose old content is `base` of `base_size` bytes. The new
+    /// stream starts equal to the old content.
     pub fn open(
         id: u64,
-        path: &Path,
+        file: File,
         base: Option<Arc<Blob>>,
         base_size: u64,
         cache: Arc<ChunkCache>,
         counters: Arc<StageCounters>,
     ) -> io::Result<Staged> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
         Ok(Staged {
             id,
             base,
@@ -283,25 +292,56 @@ impl Staged {
         st.size = size;
     }
 
-    /// After recovery: zero what an interrupted write may have left in
-    /// clean blocks, and drop bytes past the size, so the invariants hold.
-    pub fn scrub(&self) -> io::Result<()> {
+    /// After replay: compare the staging file with what the journal says
+    /// and report data that was written but never recorded (written after
+    /// the stream's last sync point, so its records died with the daemon).
+    /// With `fix`, also restore the invariants: bytes past the size are
+    /// dropped and clean blocks that an interrupted write touched are
+    /// zeroed (only those: untouched holes stay holes).
+    ///
+    /// Three signs, none of which a completed sync point leaves behind:
+    /// the file is longer than the recorded size; a clean block holds
+    /// non-zero bytes; a dirty block lies wholly past the end of the file
+    /// (written, then cut by a truncation that was not recorded).
+    pub fn scan(&self, fix: bool) -> io::Result<Option<Cut>> {
         let st = self.st.read();
         let flen = self.file.metadata()?.len();
-        if flen > st.size {
+        let mut cut = Cut {
+            staged_len: flen,
+            size: st.size,
+            unrecorded_blocks: 0,
+            missing_blocks: st
+                .dirty_blocks()
+                .filter(|&b| b * BLOCK >= flen && b * BLOCK < st.size)
+                .count() as u64,
+        };
+        if fix && flen > st.size {
             self.file.set_len(st.size)?;
         }
-        let flen = flen.min(st.size);
+        let end = flen.min(st.size);
         let zeros = vec![0u8; BLOCK as usize];
+        let mut buf = vec![0u8; BLOCK as usize];
         let mut b = 0;
-        while b * BLOCK < flen {
+        while b * BLOCK < end {
             if !st.is_dirty(b) {
-                let n = (flen - b * BLOCK).min(BLOCK) as usize;
-                write_all_at(&self.file, b * BLOCK, &zeros[..n])?;
+                let n = (end - b * BLOCK).min(BLOCK) as usize;
+                read_file_zero_fill(&self.file, b * BLOCK, &mut buf[..n])?;
+                if buf[..n].iter().any(|&x| x != 0) {
+                    cut.unrecorded_blocks += 1;
+                    if fix {
+                        write_all_at(&self.file, b * BLOCK, &zeros[..n])?;
+                    }
+                }
             }
             b += 1;
         }
-        self.file.sync_data()
+        if fix {
+            self.file.sync_data()?;
+        }
+        Ok(
+            (cut.staged_len > cut.size || cut.unrecorded_blocks > 0 || cut.missing_blocks > 0)
+                .then_some(cut),
+        )
     }
 
     /// Make the staging file durable (if written since the last sync).
@@ -402,9 +442,18 @@ fn pwrite(f: &File, buf: &[u8], pos: u64) -> io::Result<usize> {
 mod tests {
     use super::*;
 
+    use std::path::Path;
+
     fn staged(dir: &Path) -> Staged {
         let c = Arc::new(ChunkCache::new(1 << 20));
-        Staged::open(1, &dir.join("s"), None, 0, c, Arc::default()).unwrap()
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("s"))
+            .unwrap();
+        Staged::open(1, f, None, 0, c, Arc::default()).unwrap()
     }
 
     #[test]
@@ -424,5 +473,38 @@ mod tests {
         assert_eq!(s.dirty_list(), vec![3]);
         s.set_size(10).unwrap();
         assert!(s.dirty_list().is_empty());
+    }
+
+    #[test]
+    fn scan_names_data_the_journal_never_recorded() {
+        let d = tempfile::tempdir().unwrap();
+        // Recorded state: 100 bytes written, then grown to 200 KB by a
+        // truncate (no data): nothing is cut.
+        let s = staged(d.path());
+        let runs = s.write(0, &[1u8; 100]).unwrap();
+        s.set_size(200_000).unwrap();
+        let r = staged(d.path());
+        r.replay_data(&runs, 100);
+        r.replay_size(200_000);
+        assert_eq!(r.scan(false).unwrap(), None);
+        // Written after the last record: past the size, and in a clean
+        // block inside it.
+        s.write(300_000, b"late").unwrap();
+        s.write(70_000, b"also late").unwrap();
+        let c = r.scan(false).unwrap().unwrap();
+        assert_eq!((c.staged_len, c.size), (300_004, 200_000));
+        assert_eq!((c.unrecorded_blocks, c.missing_blocks), (1, 0));
+        // Fixing restores the invariants; then nothing is cut.
+        r.scan(true).unwrap();
+        assert_eq!(r.scan(false).unwrap(), None);
+        let mut b = vec![9u8; 9];
+        r.read(70_000, &mut b).unwrap();
+        assert_eq!(b, vec![0u8; 9]);
+        // A truncation that was never recorded: recorded blocks missing.
+        s.set_size(10).unwrap();
+        let q = staged(d.path());
+        q.replay_data(&[(0, 2)], 100_000);
+        let c = q.scan(false).unwrap().unwrap();
+        assert_eq!(c.missing_blocks, 1);
     }
 }

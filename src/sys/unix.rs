@@ -107,6 +107,15 @@ impl PrivateDir {
     /// another user, or writable by group or others. A directory of ours
     /// that others can read or enter is narrowed to 0700.
     pub fn open(path: &Path) -> io::Result<PrivateDir> {
+        let d = Self::open_as_is(path)?;
+        d.narrow()?;
+        Ok(d)
+    }
+
+    /// [`PrivateDir::open`] without narrowing the mode: for looking at a
+    /// directory that may turn out not to be ours to change (a home
+    /// directory given where a staging was expected).
+    pub fn open_as_is(path: &Path) -> io::Result<PrivateDir> {
         let c = cstr(path.as_os_str())?;
         // SAFETY: c is a valid path; the flags ask for a directory only.
         let fd = unsafe {
@@ -130,13 +139,19 @@ impl PrivateDir {
     fn adopt(fd: OwnedFd, path: PathBuf) -> io::Result<PrivateDir> {
         let st = fstat(&fd)?;
         check_owned(&st, &path)?;
+        Ok(PrivateDir { fd, path })
+    }
+
+    /// Make this directory 0700 if others may read or enter it.
+    pub fn narrow(&self) -> io::Result<()> {
+        let st = fstat(&self.fd)?;
         if st.st_mode & 0o077 != 0 {
             // SAFETY: fd is an open directory we own.
-            if unsafe { libc::fchmod(fd.as_raw_fd(), 0o700) } != 0 {
+            if unsafe { libc::fchmod(self.fd.as_raw_fd(), 0o700) } != 0 {
                 return Err(io::Error::last_os_error());
             }
         }
-        Ok(PrivateDir { fd, path })
+        Ok(())
     }
 
     /// The path this directory was opened by (for messages).
@@ -151,6 +166,13 @@ impl PrivateDir {
 
     /// Open or create the subdirectory `name` under the same rules.
     pub fn subdir(&self, name: impl AsRef<OsStr>, create: bool) -> io::Result<PrivateDir> {
+        let d = self.subdir_as_is(name, create)?;
+        d.narrow()?;
+        Ok(d)
+    }
+
+    /// [`PrivateDir::subdir`] without narrowing the mode.
+    pub fn subdir_as_is(&self, name: impl AsRef<OsStr>, create: bool) -> io::Result<PrivateDir> {
         let name = name.as_ref();
         let c = component(name)?;
         if create {
@@ -625,6 +647,84 @@ pub fn process_uid(pid: u32) -> Option<u32> {
     std::fs::metadata(format!("/proc/{pid}"))
         .ok()
         .map(|m| m.uid())
+}
+
+/// Device and inode of `path` itself (a symlink is not followed): to check
+/// that a name still names a file we hold open.
+pub fn link_id(path: &Path) -> io::Result<(u64, u64)> {
+    let m = std::fs::symlink_metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Create `path` and any missing parents; directories created here are
+/// 0700 (the umask can only narrow that). Existing ones are left as they
+/// are.
+pub fn create_dir_all_private(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// Open an existing file of this user's for reading without following a
+/// symlink: refused (with a message naming it) unless it is a regular file
+/// owned by this user. For looking at leftovers in a shared directory.
+pub fn open_own_file(path: &Path) -> io::Result<File> {
+    let c = cstr(path.as_os_str())?;
+    // SAFETY: c is a valid path; O_NOFOLLOW refuses a symlink, O_NONBLOCK
+    // keeps a FIFO from hanging the open.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ELOOP) => denied(format!(
+                "{} is a symbolic link: refusing to follow it",
+                path.display()
+            )),
+            _ => e,
+        });
+    }
+    // SAFETY: fd was just returned by open.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let st = fstat(&file)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(denied(format!(
+            "{} is not a regular file: refusing to use it",
+            path.display()
+        )));
+    }
+    if st.st_uid != euid() {
+        return Err(denied(format!(
+            "{} is owned by uid {}, not by this user (uid {})",
+            path.display(),
+            st.st_uid,
+            euid()
+        )));
+    }
+    Ok(file)
+}
+
+/// Take an exclusive advisory lock (flock) on `f` without waiting:
+/// `Ok(false)` when another open file holds it. The lock goes with the
+/// process (and with `f`): a lock that can be taken marks a file nobody is
+/// writing any more.
+pub fn try_lock(f: &File) -> io::Result<bool> {
+    // SAFETY: flock on a valid descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
 }
 
 #[cfg(test)]

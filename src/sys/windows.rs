@@ -61,6 +61,18 @@ impl PrivateDir {
         })
     }
 
+    pub fn open_as_is(path: &Path) -> io::Result<PrivateDir> {
+        Self::open(path)
+    }
+
+    pub fn narrow(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub fn subdir_as_is(&self, name: impl AsRef<OsStr>, create: bool) -> io::Result<PrivateDir> {
+        self.subdir(name, create)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -228,4 +240,38 @@ pub fn peer_uid<T>(_s: &T) -> io::Result<u32> {
 /// No /proc: process ownership cannot be read this way.
 pub fn process_uid(_pid: u32) -> Option<u32> {
     None
+}
+
+/// See the Unix version; Windows stands in creation time and size.
+pub fn link_id(path: &Path) -> io::Result<(u64, u64)> {
+    let m = std::fs::symlink_metadata(path)?;
+    Ok((m.creation_time(), m.file_size()))
+}
+
+/// Create `path` and missing parents (protection comes from the ACL of
+/// where they live).
+pub fn create_dir_all_private(path: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(path)
+}
+
+/// Open an existing regular file for reading, refusing a reparse point.
+pub fn open_own_file(path: &Path) -> io::Result<File> {
+    refuse_reparse(path)?;
+    let f = File::open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a regular file: refusing to use it",
+                path.display()
+            ),
+        ));
+    }
+    Ok(f)
+}
+
+/// No advisory lock here (std's is newer than the MSRV): an open file
+/// cannot be deleted on Windows anyway, so a live one survives a cleanup.
+pub fn try_lock(_f: &File) -> io::Result<bool> {
+    Ok(true)
 }

@@ -258,14 +258,36 @@ impl Vfs {
         staging: &Path,
     ) -> std::result::Result<(Vfs, StagingStatus), StagingError> {
         let mut v = Vfs::new(wim.clone(), image.clone(), cache.clone(), opts);
-        let links: HashMap<u32, String> = v
-            .links
-            .par_iter()
-            .filter_map(|(&idx, _)| v.link_target(idx).map(|t| (idx, t.to_string())))
-            .collect();
+        let links = v.posix_links();
         let (ov, status) = Overlay::open(wim, image, cache, &links, staging)?;
         v.rw = Some(ov);
         Ok((v, status))
+    }
+
+    /// What a read-write mount of `image` would resume from the staging
+    /// `staging`, without changing it (for `wimfs recover`).
+    pub fn inspect_staging(
+        wim: Arc<Wim>,
+        image: Arc<Image>,
+        cache: Arc<ChunkCache>,
+        staging: &Path,
+    ) -> std::result::Result<StagingStatus, StagingError> {
+        let v = Vfs::new(
+            wim.clone(),
+            image.clone(),
+            cache.clone(),
+            VfsOptions::default(),
+        );
+        let links = v.posix_links();
+        Overlay::inspect(wim, image, cache, &links, staging)
+    }
+
+    /// The POSIX targets of the image's symlinks, by inode index.
+    fn posix_links(&self) -> HashMap<u32, String> {
+        self.links
+            .par_iter()
+            .filter_map(|(&idx, _)| self.link_target(idx).map(|t| (idx, t.to_string())))
+            .collect()
     }
 
     /// The overlay of a read-write mount.
