@@ -30,12 +30,89 @@ pub struct Stream {
 }
 
 /// wimlib's UNIX-data tagged item: owner, group, mode, device.
+///
+/// `mode` is a Linux `st_mode` (file type bits included: a FIFO, a device
+/// or a socket exists in a WIM only as an empty file whose UNIX data says
+/// what it is, which is how `wimlib-imagex capture --unix-data` stores
+/// them). `rdev` is the low 32 bits of Linux's `dev_t` (glibc's
+/// `makedev` layout: minor bits 0-7, major bits 8-19, minor bits 20-31),
+/// which for every major below 4096 and minor below 2^20 is also the
+/// encoding the kernel uses in a FUSE attribute and `mknod` request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnixData {
     pub uid: u32,
     pub gid: u32,
     pub mode: u32,
     pub rdev: u32,
+}
+
+/// File type bits of a UNIX-data mode (Linux values, as wimlib stores
+/// them whatever the platform reading the WIM).
+pub mod unix_mode {
+    pub const S_IFMT: u32 = 0o170000;
+    pub const S_IFSOCK: u32 = 0o140000;
+    pub const S_IFLNK: u32 = 0o120000;
+    pub const S_IFREG: u32 = 0o100000;
+    pub const S_IFBLK: u32 = 0o060000;
+    pub const S_IFDIR: u32 = 0o040000;
+    pub const S_IFCHR: u32 = 0o020000;
+    pub const S_IFIFO: u32 = 0o010000;
+}
+
+/// A special file a UNIX-data mode can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    Fifo,
+    CharDevice,
+    BlockDevice,
+    Socket,
+}
+
+impl Special {
+    /// The special file type `mode` names, if it names one.
+    pub fn of_mode(mode: u32) -> Option<Special> {
+        use unix_mode::*;
+        match mode & S_IFMT {
+            S_IFIFO => Some(Special::Fifo),
+            S_IFCHR => Some(Special::CharDevice),
+            S_IFBLK => Some(Special::BlockDevice),
+            S_IFSOCK => Some(Special::Socket),
+            _ => None,
+        }
+    }
+
+    /// Its file type bits.
+    pub fn mode_bits(self) -> u32 {
+        use unix_mode::*;
+        match self {
+            Special::Fifo => S_IFIFO,
+            Special::CharDevice => S_IFCHR,
+            Special::BlockDevice => S_IFBLK,
+            Special::Socket => S_IFSOCK,
+        }
+    }
+
+    /// Does it carry a device number?
+    pub fn is_device(self) -> bool {
+        matches!(self, Special::CharDevice | Special::BlockDevice)
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Special::Fifo => "FIFO",
+            Special::CharDevice => "character device",
+            Special::BlockDevice => "block device",
+            Special::Socket => "socket",
+        }
+    }
+}
+
+impl UnixData {
+    /// The special file this UNIX data says its (empty, non-directory)
+    /// file is.
+    pub fn special(&self) -> Option<Special> {
+        Special::of_mode(self.mode)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +165,14 @@ impl Inode {
     }
     pub fn nlink(&self) -> u32 {
         self.dentries.len() as u32
+    }
+    /// The special file (FIFO, device, socket) the UNIX data says this is:
+    /// only for a file that is neither a directory nor a reparse point.
+    pub fn special(&self) -> Option<Special> {
+        if self.is_dir() || self.is_reparse() {
+            return None;
+        }
+        self.unix.as_ref().and_then(UnixData::special)
     }
 }
 

@@ -15,6 +15,21 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Create the FIFO, device or socket `path` (`mode`: file type bits and
+/// permissions as in `st_mode`; `rdev`: the device number in Linux's
+/// `dev_t` layout). Like `O_EXCL`, fails if anything, a symlink included,
+/// exists under the name.
+pub fn make_node(path: &Path, mode: u32, rdev: u64) -> io::Result<()> {
+    let c = cstr(path.as_os_str())?;
+    // SAFETY: a valid NUL-terminated path; mknod reads nothing else.
+    let r = unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, rdev as libc::dev_t) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn cstr(p: &OsStr) -> io::Result<CString> {
     CString::new(p.as_bytes()).map_err(|_| {
         io::Error::new(
@@ -414,7 +429,10 @@ pub fn create_temp_beside(target: &Path, tag: &str) -> io::Result<(File, PathBuf
     }
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
-        format!("could not create a temporary file beside {}", target.display()),
+        format!(
+            "could not create a temporary file beside {}",
+            target.display()
+        ),
     ))
 }
 
@@ -467,7 +485,12 @@ mod tests {
         std::fs::write(&victim, b"keep").unwrap();
         let d = PrivateDir::create(&t.path().join("d")).unwrap();
         std::os::unix::fs::symlink(&victim, d.join("link")).unwrap();
-        for a in [Access::Truncate, Access::Create, Access::Append, Access::Read] {
+        for a in [
+            Access::Truncate,
+            Access::Create,
+            Access::Append,
+            Access::Read,
+        ] {
             let e = d.open_file("link", a).unwrap_err();
             assert!(e.to_string().contains("symbolic link"), "{e}");
         }

@@ -19,17 +19,26 @@ pub fn euid() -> u32 {
     0
 }
 
+/// FIFOs, devices and sockets do not exist on Windows.
+pub fn make_node(path: &Path, _mode: u32, _rdev: u64) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "{}: Windows has no FIFOs, devices or sockets",
+            path.display()
+        ),
+    ))
+}
+
 fn refuse_reparse(path: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 => {
-            Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "{} is a symbolic link or junction: refusing to follow it",
-                    path.display()
-                ),
-            ))
-        }
+        Ok(m) if m.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is a symbolic link or junction: refusing to follow it",
+                path.display()
+            ),
+        )),
         _ => Ok(()),
     }
 }
@@ -168,7 +177,10 @@ pub fn create_temp_beside(target: &Path, tag: &str) -> io::Result<(File, PathBuf
     }
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
-        format!("could not create a temporary file beside {}", target.display()),
+        format!(
+            "could not create a temporary file beside {}",
+            target.display()
+        ),
     ))
 }
 
