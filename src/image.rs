@@ -6,6 +6,7 @@
 //! streams, each with the size of its blob.
 
 use crate::error::{Error, Result};
+use crate::nt::names;
 use crate::wim::metadata::{self, attr, tag, DentryRecord};
 use crate::wim::{Blob, Sha1, Wim, ZERO_HASH};
 use rayon::prelude::*;
@@ -420,6 +421,52 @@ impl Image {
         while let Some(d) = stack.pop() {
             out.push(d);
             stack.extend(self.dentries[d as usize].children.iter().rev().copied());
+        }
+        out
+    }
+
+    /// Names in the image Windows could not create (see
+    /// [`crate::nt::names`]), each with its path (`PATH:STREAM` for a named
+    /// stream) and the rule it breaks: for `verify`, which warns about
+    /// them. Of two names in a directory that differ only in case, the
+    /// second in name order is reported, naming the first.
+    pub fn windows_name_problems(&self) -> Vec<(String, names::Rule)> {
+        let mut out = Vec::new();
+        let mut seen_inode = vec![false; self.inodes.len()];
+        for d in self.walk() {
+            let dn = &self.dentries[d as usize];
+            if d != ROOT {
+                if let Err(r) = names::check_name(&dn.name) {
+                    out.push((self.path(d), r));
+                }
+            }
+            let mut folded: HashMap<String, u32> = HashMap::new();
+            for &c in &dn.children {
+                let name = &self.dentries[c as usize].name;
+                match folded.entry(names::upcase(name)) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(c);
+                    }
+                    std::collections::hash_map::Entry::Occupied(o) => {
+                        let first = self.dentries[*o.get() as usize].name.clone();
+                        out.push((self.path(c), names::Rule::CaseCollision(first)));
+                    }
+                }
+            }
+            let ino = dn.inode as usize;
+            if std::mem::replace(&mut seen_inode[ino], true) {
+                continue;
+            }
+            let mut streams: Vec<&str> = Vec::new();
+            for s in self.inodes[ino].named() {
+                let at = || format!("{}:{}", self.path(d), s.name);
+                if let Err(r) = names::check_stream_name(&s.name) {
+                    out.push((at(), r));
+                } else if let Some(o) = streams.iter().find(|o| names::same_name(o, &s.name)) {
+                    out.push((at(), names::Rule::CaseCollision(o.to_string())));
+                }
+                streams.push(&s.name);
+            }
         }
         out
     }

@@ -56,7 +56,7 @@ pub enum Rule {
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Rule::ReservedChar(c) => write!(f, "contains {c:?}, a character Windows reserves"),
+            Rule::ReservedChar(c) => write!(f, "contains '{c}', a character Windows reserves"),
             Rule::ControlChar(c) => write!(
                 f,
                 "contains the control character U+{:04X}, which Windows forbids in names",
