@@ -75,11 +75,7 @@ fn unmount_commit(m: Mount) -> Out {
 /// `--discard`), which must succeed, and its daemon gone (with the WIM's
 /// lock).
 fn unmount_rw(mut m: Mount, flag: &str) -> Out {
-    let o = wimfs([
-        OsString::from("unmount"),
-        flag.into(),
-        m.dir.clone().into(),
-    ]);
+    let o = wimfs([OsString::from("unmount"), flag.into(), m.dir.clone().into()]);
     assert!(o.ok(), "unmount {flag} failed:\n{}", o.describe());
     if let Some(pid) = m.pid {
         let t = std::time::Instant::now();
@@ -108,7 +104,11 @@ fn errno_of(r: std::io::Result<impl Sized>) -> Option<i32> {
 }
 
 fn create(p: &Path) -> std::io::Result<fs::File> {
-    fs::OpenOptions::new().write(true).create(true).open(p)
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(p)
 }
 
 /// Names listed by `wimlib-imagex dir` at the root of image 1.

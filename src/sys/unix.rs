@@ -429,10 +429,7 @@ pub fn create_temp_beside(target: &Path, tag: &str) -> io::Result<(File, PathBuf
     }
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
-        format!(
-            "could not create a temporary file beside {}",
-            target.display()
-        ),
+        format!("could not create a temporary file beside {}", target.display()),
     ))
 }
 
@@ -485,12 +482,7 @@ mod tests {
         std::fs::write(&victim, b"keep").unwrap();
         let d = PrivateDir::create(&t.path().join("d")).unwrap();
         std::os::unix::fs::symlink(&victim, d.join("link")).unwrap();
-        for a in [
-            Access::Truncate,
-            Access::Create,
-            Access::Append,
-            Access::Read,
-        ] {
+        for a in [Access::Truncate, Access::Create, Access::Append, Access::Read] {
             let e = d.open_file("link", a).unwrap_err();
             assert!(e.to_string().contains("symbolic link"), "{e}");
         }

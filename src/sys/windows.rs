@@ -32,13 +32,15 @@ pub fn make_node(path: &Path, _mode: u32, _rdev: u64) -> io::Result<()> {
 
 fn refuse_reparse(path: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 => Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "{} is a symbolic link or junction: refusing to follow it",
-                path.display()
-            ),
-        )),
+        Ok(m) if m.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 => {
+            Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is a symbolic link or junction: refusing to follow it",
+                    path.display()
+                ),
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -177,10 +179,7 @@ pub fn create_temp_beside(target: &Path, tag: &str) -> io::Result<(File, PathBuf
     }
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
-        format!(
-            "could not create a temporary file beside {}",
-            target.display()
-        ),
+        format!("could not create a temporary file beside {}", target.display()),
     ))
 }
 

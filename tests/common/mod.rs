@@ -35,7 +35,10 @@ pub fn banner(msg: &str) {
 /// by `scripts/test.sh`, which counts them in its closing line). Under `CI`
 /// a skip is a failure: the CI run installs every prerequisite.
 pub fn skip(reason: &str) {
-    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("?")
+        .to_string();
     let bin = std::env::current_exe()
         .ok()
         .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
@@ -48,11 +51,7 @@ pub fn skip(reason: &str) {
     banner(&format!("SKIPPED {line}"));
     if let Some(log) = std::env::var_os("WIMFS_SKIP_LOG") {
         use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-        {
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
             let _ = writeln!(f, "{line}");
         }
     }
