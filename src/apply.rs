@@ -4,7 +4,10 @@
 //! reparse points) are created first, then every blob is streamed once
 //! (in parallel, in on-disk order) into the first file that holds it and
 //! copied to the others, named streams become `user.NAME` xattrs, and
-//! timestamps are set last (directories deepest first).
+//! timestamps are set last (directories deepest first). With UNIX data,
+//! FIFOs, devices and sockets (empty files whose UNIX-data mode says what
+//! they are) are made with `mknod`, as `wimlib-imagex apply --unix-data`
+//! makes them.
 //!
 //! Nothing is written outside the target: names with `/`, `.` and `..` never
 //! get this far, files are created with O_EXCL (which does not follow a

@@ -329,7 +329,7 @@ impl Dir {
         if let Some(f) = self.folded.as_mut() {
             let key = names::upcase(name);
             if let Some(n) = f.get_mut(&key) {
-                *n -= 1;
+                *n = n.saturating_sub(1);
                 if *n == 0 {
                     f.remove(&key);
                 }
@@ -354,11 +354,11 @@ impl Dir {
         let key = names::upcase(name);
         let mut n = f.get(&key).copied().unwrap_or(0);
         if entries.contains_key(name) {
-            n -= 1;
+            n = n.saturating_sub(1);
         }
         if let Some(l) = leaving.filter(|l| *l != name && entries.contains_key(*l)) {
             if names::upcase(l) == key {
-                n -= 1;
+                n = n.saturating_sub(1);
             }
         }
         if n == 0 {
@@ -2402,5 +2402,38 @@ fn remove_unreferenced(data_dir: &Path, streams: &HashMap<u64, Arc<Staged>>) {
         if !keep {
             let _ = std::fs::remove_file(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(idx: u32) -> Entry {
+        Entry { idx, dentry: NONE }
+    }
+
+    #[test]
+    fn case_twins_follow_inserts_and_removes() {
+        let mut d = Dir::new(0, BTreeMap::new(), 0);
+        d.insert("Readme".into(), entry(1));
+        assert_eq!(d.case_twin("README", None).as_deref(), Some("Readme"));
+        // Replacing a name, or changing only the case of a rename's source.
+        assert_eq!(d.case_twin("Readme", None), None);
+        assert_eq!(d.case_twin("README", Some("Readme")), None);
+        // The index, once built, follows later changes (replayed records,
+        // --posix-names mounts).
+        d.insert("readme".into(), entry(2));
+        assert_eq!(
+            d.case_twin("README", Some("Readme")).as_deref(),
+            Some("readme")
+        );
+        d.remove("Readme");
+        assert_eq!(d.case_twin("README", None).as_deref(), Some("readme"));
+        d.remove("readme");
+        assert_eq!(d.case_twin("README", None), None);
+        d.insert("ÄB".into(), entry(3));
+        assert_eq!(d.case_twin("äb", None).as_deref(), Some("ÄB"));
+        assert_eq!(d.case_twin("AEB", None), None);
     }
 }
