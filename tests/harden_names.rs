@@ -520,6 +520,21 @@ fn mknod_in_unix_data_rw_mount_commits_special_files() {
         SPECIALS,
         "rw mount before commit",
     );
+    // They are in the journal: a daemon killed now resumes them.
+    let pid = m.pid.expect("daemon pid");
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let t = std::time::Instant::now();
+    while pid_alive(pid) && t.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    drop(m);
+    let m = Mount::ok(&wim, None, &mnt, &["--rw", "--unix-data"]);
+    assert!(
+        m.out.all_output().contains("resuming"),
+        "{}",
+        m.out.describe()
+    );
+    assert_same_kinds(&refdir, &mnt.join("d/sp"), SPECIALS, "resumed rw mount");
     unmount_commit(m);
     // wimlib recreates each from what was committed.
     let wl = tmp.path().join("wl");
