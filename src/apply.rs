@@ -4,14 +4,17 @@
 //! reparse points) are created first, then every blob is streamed once
 //! (in parallel, in on-disk order) into the first file that holds it and
 //! copied to the others, named streams become `user.NAME` xattrs, and
-//! timestamps are set last (directories deepest first).
+//! timestamps are set last (directories deepest first). With UNIX data,
+//! FIFOs, devices and sockets (empty files whose UNIX-data mode says what
+//! they are) are made with `mknod`, as `wimlib-imagex apply --unix-data`
+//! makes them.
 //!
 //! Nothing is written outside the target: names with `/`, `.` and `..` never
 //! get this far, files are created with O_EXCL (which does not follow a
 //! symlink), and children of reparse points are not descended into.
 
 use crate::error::{Error, Result};
-use crate::image::{Image, StreamKind, ROOT};
+use crate::image::{unix_mode, Image, Special, StreamKind, ROOT};
 use crate::reparse;
 use crate::stream::{for_each_blob, BlobSink};
 use crate::wim::bytes::hex;
@@ -151,6 +154,36 @@ pub fn apply(
             for &c in image.dentries[d as usize].children.iter().rev() {
                 paths[c as usize] = Some(path.join(&image.dentries[c as usize].name));
                 stack.push(c);
+            }
+        } else if let Some((sp, u)) = ino.special().zip(ino.unix).filter(|_| opts.unix_data) {
+            // A FIFO, device or socket stored as an empty file with UNIX
+            // data (as `wimlib-imagex capture --unix-data` stores them).
+            rep.files += 1;
+            let ty = u.mode & unix_mode::S_IFMT;
+            if let Err(e) = crate::sys::make_node(&path, ty | (u.mode & 0o7777), u64::from(u.rdev))
+            {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    return Err(io_err(&path, e));
+                }
+                rep.warnings.push(format!(
+                    "{}: cannot create the {}{}: {e}; extracted as an empty file",
+                    image.path(d),
+                    sp.describe(),
+                    device_number(sp, u.rdev),
+                ));
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|e| io_err(&path, e))?;
+            }
+            if ino.size() > 0 {
+                rep.warnings.push(format!(
+                    "{}: the {} has {} bytes of data in the WIM; not extracted",
+                    image.path(d),
+                    sp.describe(),
+                    ino.size()
+                ));
             }
         } else {
             OpenOptions::new()
@@ -372,6 +405,17 @@ impl BlobSink for ApplySink<'_> {
         self.warnings.lock().extend(w);
         Ok(())
     }
+}
+
+/// ` (MAJOR:MINOR)` for a device, from the UNIX-data `rdev` (glibc's
+/// `dev_t` layout, low 32 bits), else nothing.
+fn device_number(sp: Special, rdev: u32) -> String {
+    if !sp.is_device() {
+        return String::new();
+    }
+    let major = (rdev >> 8) & 0xfff;
+    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+    format!(" ({major}:{minor})")
 }
 
 fn cpath(p: &Path) -> Option<std::ffi::CString> {

@@ -6,6 +6,7 @@
 //! streams, each with the size of its blob.
 
 use crate::error::{Error, Result};
+use crate::nt::names;
 use crate::wim::metadata::{self, attr, tag, DentryRecord};
 use crate::wim::{Blob, Sha1, Wim, ZERO_HASH};
 use rayon::prelude::*;
@@ -30,12 +31,89 @@ pub struct Stream {
 }
 
 /// wimlib's UNIX-data tagged item: owner, group, mode, device.
+///
+/// `mode` is a Linux `st_mode` (file type bits included: a FIFO, a device
+/// or a socket exists in a WIM only as an empty file whose UNIX data says
+/// what it is, which is how `wimlib-imagex capture --unix-data` stores
+/// them). `rdev` is the low 32 bits of Linux's `dev_t` (glibc's
+/// `makedev` layout: minor bits 0-7, major bits 8-19, minor bits 20-31),
+/// which for every major below 4096 and minor below 2^20 is also the
+/// encoding the kernel uses in a FUSE attribute and `mknod` request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnixData {
     pub uid: u32,
     pub gid: u32,
     pub mode: u32,
     pub rdev: u32,
+}
+
+/// File type bits of a UNIX-data mode (Linux values, as wimlib stores
+/// them whatever the platform reading the WIM).
+pub mod unix_mode {
+    pub const S_IFMT: u32 = 0o170000;
+    pub const S_IFSOCK: u32 = 0o140000;
+    pub const S_IFLNK: u32 = 0o120000;
+    pub const S_IFREG: u32 = 0o100000;
+    pub const S_IFBLK: u32 = 0o060000;
+    pub const S_IFDIR: u32 = 0o040000;
+    pub const S_IFCHR: u32 = 0o020000;
+    pub const S_IFIFO: u32 = 0o010000;
+}
+
+/// A special file a UNIX-data mode can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    Fifo,
+    CharDevice,
+    BlockDevice,
+    Socket,
+}
+
+impl Special {
+    /// The special file type `mode` names, if it names one.
+    pub fn of_mode(mode: u32) -> Option<Special> {
+        use unix_mode::*;
+        match mode & S_IFMT {
+            S_IFIFO => Some(Special::Fifo),
+            S_IFCHR => Some(Special::CharDevice),
+            S_IFBLK => Some(Special::BlockDevice),
+            S_IFSOCK => Some(Special::Socket),
+            _ => None,
+        }
+    }
+
+    /// Its file type bits.
+    pub fn mode_bits(self) -> u32 {
+        use unix_mode::*;
+        match self {
+            Special::Fifo => S_IFIFO,
+            Special::CharDevice => S_IFCHR,
+            Special::BlockDevice => S_IFBLK,
+            Special::Socket => S_IFSOCK,
+        }
+    }
+
+    /// Does it carry a device number?
+    pub fn is_device(self) -> bool {
+        matches!(self, Special::CharDevice | Special::BlockDevice)
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Special::Fifo => "FIFO",
+            Special::CharDevice => "character device",
+            Special::BlockDevice => "block device",
+            Special::Socket => "socket",
+        }
+    }
+}
+
+impl UnixData {
+    /// The special file this UNIX data says its (empty, non-directory)
+    /// file is.
+    pub fn special(&self) -> Option<Special> {
+        Special::of_mode(self.mode)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +166,14 @@ impl Inode {
     }
     pub fn nlink(&self) -> u32 {
         self.dentries.len() as u32
+    }
+    /// The special file (FIFO, device, socket) the UNIX data says this is:
+    /// only for a file that is neither a directory nor a reparse point.
+    pub fn special(&self) -> Option<Special> {
+        if self.is_dir() || self.is_reparse() {
+            return None;
+        }
+        self.unix.as_ref().and_then(UnixData::special)
     }
 }
 
@@ -335,6 +421,52 @@ impl Image {
         while let Some(d) = stack.pop() {
             out.push(d);
             stack.extend(self.dentries[d as usize].children.iter().rev().copied());
+        }
+        out
+    }
+
+    /// Names in the image Windows could not create (see
+    /// [`crate::nt::names`]), each with its path (`PATH:STREAM` for a named
+    /// stream) and the rule it breaks: for `verify`, which warns about
+    /// them. Of two names in a directory that differ only in case, the
+    /// second in name order is reported, naming the first.
+    pub fn windows_name_problems(&self) -> Vec<(String, names::Rule)> {
+        let mut out = Vec::new();
+        let mut seen_inode = vec![false; self.inodes.len()];
+        for d in self.walk() {
+            let dn = &self.dentries[d as usize];
+            if d != ROOT {
+                if let Err(r) = names::check_name(&dn.name) {
+                    out.push((self.path(d), r));
+                }
+            }
+            let mut folded: HashMap<String, u32> = HashMap::new();
+            for &c in &dn.children {
+                let name = &self.dentries[c as usize].name;
+                match folded.entry(names::upcase(name)) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(c);
+                    }
+                    std::collections::hash_map::Entry::Occupied(o) => {
+                        let first = self.dentries[*o.get() as usize].name.clone();
+                        out.push((self.path(c), names::Rule::CaseCollision(first)));
+                    }
+                }
+            }
+            let ino = dn.inode as usize;
+            if std::mem::replace(&mut seen_inode[ino], true) {
+                continue;
+            }
+            let mut streams: Vec<&str> = Vec::new();
+            for s in self.inodes[ino].named() {
+                let at = || format!("{}:{}", self.path(d), s.name);
+                if let Err(r) = names::check_stream_name(&s.name) {
+                    out.push((at(), r));
+                } else if let Some(o) = streams.iter().find(|o| names::same_name(o, &s.name)) {
+                    out.push((at(), names::Rule::CaseCollision(o.to_string())));
+                }
+                streams.push(&s.name);
+            }
         }
         out
     }

@@ -5,6 +5,7 @@
 //! - [`wim`]: the on-disk format, I/O only through [`io::ReadAt`].
 //! - [`cache`]: decompressed chunks shared by threads, parallel reads.
 //! - [`image`]: an image as a tree of inodes.
+//! - [`nt`]: Windows naming rules (what Windows cannot create).
 //! - [`vfs`]: the platform-neutral filesystem the user sees.
 
 pub mod cache;
@@ -12,6 +13,7 @@ pub mod codec;
 pub mod error;
 pub mod image;
 pub mod io;
+pub mod nt;
 pub mod wim;
 
 pub use error::{Error, Result};

@@ -126,6 +126,11 @@ pub fn verify(wim: &Wim, progress: &(dyn Fn(u64) + Sync)) -> VerifyReport {
                         rep.warnings.push(format!("image {i}: {w}"));
                     }
                 }
+                for (path, rule) in img.windows_name_problems() {
+                    rep.warnings.push(format!(
+                        "image {i}: {path:?}: a name Windows cannot create: it {rule}"
+                    ));
+                }
                 for ino in &img.inodes {
                     for s in &ino.streams {
                         if s.hash != ZERO_HASH {

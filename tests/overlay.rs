@@ -144,6 +144,7 @@ fn dump_vfs(v: &Vfs) -> Dump {
                         Item::File(d)
                     }
                     FileKind::Symlink => Item::Link(v.readlink(e.ino).unwrap()),
+                    FileKind::Special(s) => panic!("{p}: unexpected {s:?}"),
                 };
                 let mut x = BTreeMap::new();
                 for n in v.listxattr(e.ino).unwrap() {

@@ -13,7 +13,9 @@
 //! serving. Handing reads to a separate pool instead was measured: the extra
 //! thread hop per request cost ~30% of small-file read throughput.
 
-use crate::vfs::{Attr, Cred, FileKind, RenameMode, SetAttr, Vfs, VfsError, VfsResult, XattrMode};
+use crate::vfs::{
+    Attr, Cred, FileKind, RenameMode, SetAttr, Special, Vfs, VfsError, VfsResult, XattrMode,
+};
 use fuser::{
     AccessFlags, BsdFileFlags, Config, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
     Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption,
@@ -101,6 +103,10 @@ fn file_type(k: FileKind) -> FileType {
         FileKind::Directory => FileType::Directory,
         FileKind::Regular => FileType::RegularFile,
         FileKind::Symlink => FileType::Symlink,
+        FileKind::Special(Special::Fifo) => FileType::NamedPipe,
+        FileKind::Special(Special::CharDevice) => FileType::CharDevice,
+        FileKind::Special(Special::BlockDevice) => FileType::BlockDevice,
+        FileKind::Special(Special::Socket) => FileType::Socket,
     }
 }
 
@@ -240,7 +246,8 @@ impl WimFuse {
         if !self.rw {
             return Err(Errno::EROFS);
         }
-        // Only regular files: a WIM has no device nodes, FIFOs or sockets.
+        // Only regular files here (mknod of FIFOs, devices and sockets is
+        // [`WimFuse::mknod`]'s).
         if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
             return Err(Errno::EPERM);
         }
@@ -352,9 +359,31 @@ impl Filesystem for WimFuse {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
+        // A FIFO, device or socket: an empty file whose UNIX data says what
+        // it is (only a --unix-data mount has that; the kernel has checked
+        // CAP_MKNOD for devices). The mount is nodev: a device node made
+        // here cannot be opened through it.
+        if let Some(kind) = Special::of_mode(mode) {
+            if !self.rw {
+                return reply.error(Errno::EROFS);
+            }
+            let name = match new_name(name) {
+                Ok(n) => n,
+                Err(e) => return reply.error(e),
+            };
+            let r = self.vfs.mknod(
+                parent.0,
+                name,
+                kind,
+                mode & 0o7777 & !umask,
+                rdev,
+                cred(req),
+            );
+            return self.entry(r, reply);
+        }
         match self.create_file(req, parent, name, mode, umask) {
             Ok((a, fh)) => {
                 let _ = self.vfs.release(fh);

@@ -90,6 +90,12 @@ pub struct MountArgs {
     /// clean (otherwise they are resumed).
     #[arg(long, requires = "rw")]
     discard_staging: bool,
+    /// Accept new names Windows cannot use (`a:b`, `CON`, `aux.txt`,
+    /// `name.`, names differing only in case), for images only Linux will
+    /// read. By default they are refused (EINVAL, or EEXIST for a case
+    /// collision) and the daemon log names the rule.
+    #[arg(long, requires = "rw")]
+    posix_names: bool,
     /// Internal: run as the daemon started by `wimfs mount`.
     #[arg(long, hide = true)]
     daemon_child: bool,
@@ -606,6 +612,7 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
         dir_mode: parse_mode(&a.dmode, "dmode")?,
         file_mode: parse_mode(&a.fmode, "fmode")?,
         use_unix_data: !a.no_unix_data,
+        windows_names: !a.posix_names,
         mount_root: abs.to_string_lossy().into_owned(),
         ..VfsOptions::default()
     };

@@ -48,7 +48,8 @@ pub mod stage;
 
 use crate::cache::ChunkCache;
 use crate::commit::{EntryStreams, Landing, NewImage, StreamData};
-use crate::image::{Image, StreamKind, UnixData, ROOT};
+use crate::image::{Image, Special, StreamKind, UnixData, ROOT};
+use crate::nt::names;
 use crate::reparse;
 use crate::sys::{Access, PrivateDir};
 use crate::vfs::{Attr, DirEntry, FileKind, VfsError, VfsOptions, VfsResult};
@@ -485,6 +486,81 @@ struct Dir {
     parent: u32,
     entries: BTreeMap<String, Entry>,
     subdirs: u32,
+    /// How many entries fold to each upcased name (see
+    /// [`crate::nt::names::upcase`]): built the first time a new name in
+    /// this directory is checked for a case collision, then kept up to
+    /// date, so a create costs one lookup rather than a scan of the
+    /// directory, and directories nobody creates in cost nothing.
+    folded: Option<HashMap<String, u32>>,
+}
+
+impl Dir {
+    fn new(parent: u32, entries: BTreeMap<String, Entry>, subdirs: u32) -> Dir {
+        Dir {
+            parent,
+            entries,
+            subdirs,
+            folded: None,
+        }
+    }
+
+    /// Add or replace a name.
+    fn insert(&mut self, name: String, e: Entry) {
+        if let Some(f) = self.folded.as_mut() {
+            if !self.entries.contains_key(&name) {
+                *f.entry(names::upcase(&name)).or_insert(0) += 1;
+            }
+        }
+        self.entries.insert(name, e);
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Entry> {
+        let e = self.entries.remove(name)?;
+        if let Some(f) = self.folded.as_mut() {
+            let key = names::upcase(name);
+            if let Some(n) = f.get_mut(&key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    f.remove(&key);
+                }
+            }
+        }
+        Some(e)
+    }
+
+    /// Would adding `name` here give two names Windows sees as one? Names
+    /// that do not count: `name` itself (it is replaced) and `leaving` (a
+    /// rename's source in this directory, which goes away). Returns one of
+    /// the names it would collide with.
+    fn case_twin(&mut self, name: &str, leaving: Option<&str>) -> Option<String> {
+        let entries = &self.entries;
+        let f = self.folded.get_or_insert_with(|| {
+            let mut m: HashMap<String, u32> = HashMap::with_capacity(entries.len());
+            for k in entries.keys() {
+                *m.entry(names::upcase(k)).or_insert(0) += 1;
+            }
+            m
+        });
+        let key = names::upcase(name);
+        let mut n = f.get(&key).copied().unwrap_or(0);
+        if entries.contains_key(name) {
+            n = n.saturating_sub(1);
+        }
+        if let Some(l) = leaving.filter(|l| *l != name && entries.contains_key(*l)) {
+            if names::upcase(l) == key {
+                n = n.saturating_sub(1);
+            }
+        }
+        if n == 0 {
+            return None;
+        }
+        entries
+            .keys()
+            .find(|k| {
+                k.as_str() != name && Some(k.as_str()) != leaving && names::same_name(k, name)
+            })
+            .cloned()
+    }
 }
 
 struct Node {
@@ -504,14 +580,27 @@ struct Node {
 }
 
 impl Node {
-    fn kind(&self) -> FileKind {
+    /// What the node is; `unix`: show FIFOs, devices and sockets as such
+    /// (where UNIX data is used), not as the empty files they are in the
+    /// WIM.
+    fn kind(&self, unix: bool) -> FileKind {
         if self.link.is_some() {
             FileKind::Symlink
         } else if self.dir.is_some() {
             FileKind::Directory
+        } else if let Some(s) = self.special().filter(|_| unix) {
+            FileKind::Special(s)
         } else {
             FileKind::Regular
         }
+    }
+
+    /// The special file its UNIX data makes it (never a reparse point).
+    fn special(&self) -> Option<Special> {
+        if self.meta.attributes & attr::REPARSE_POINT != 0 || self.dir.is_some() {
+            return None;
+        }
+        self.meta.unix.as_ref().and_then(UnixData::special)
     }
 }
 
@@ -598,11 +687,7 @@ impl Tree {
                         );
                     }
                 }
-                Some(Dir {
-                    parent,
-                    entries,
-                    subdirs,
-                })
+                Some(Dir::new(parent, entries, subdirs))
             } else {
                 None
             };
@@ -696,15 +781,15 @@ impl Tree {
 
     fn attr(&self, idx: u32, opts: &VfsOptions) -> VfsResult<Attr> {
         let n = self.node(idx)?;
-        let kind = n.kind();
+        let kind = n.kind(opts.use_unix_data || opts.store_unix_data);
         let size = match kind {
             FileKind::Symlink => n.link.as_ref().map_or(0, |s| s.len() as u64),
-            FileKind::Directory => 0,
+            FileKind::Directory | FileKind::Special(_) => 0,
             FileKind::Regular => n.data.as_ref().map_or(0, |d| d.size()),
         };
         let (mut perm, mut uid, mut gid, mut rdev) = match kind {
             FileKind::Directory => (opts.dir_mode, opts.uid, opts.gid, 0),
-            FileKind::Regular => (opts.file_mode, opts.uid, opts.gid, 0),
+            FileKind::Regular | FileKind::Special(_) => (opts.file_mode, opts.uid, opts.gid, 0),
             FileKind::Symlink => (0o777, opts.uid, opts.gid, 0),
         };
         if opts.use_unix_data || opts.store_unix_data {
@@ -753,7 +838,7 @@ impl Tree {
     fn add_entry(&mut self, parent: u32, name: String, e: Entry) -> VfsResult<()> {
         let child_dir = self.is_dir_idx(e.idx);
         let d = self.dir_mut(parent)?;
-        d.entries.insert(name, e);
+        d.insert(name, e);
         if child_dir {
             d.subdirs += 1;
         }
@@ -769,7 +854,6 @@ impl Tree {
     fn remove_entry(&mut self, parent: u32, name: &str, ctx: &Ctx) -> VfsResult<Entry> {
         let e = self
             .dir_mut(parent)?
-            .entries
             .remove(name)
             .ok_or(VfsError::NotFound)?;
         let child_dir = self.is_dir_idx(e.idx);
@@ -809,6 +893,63 @@ impl Tree {
         d.entries.get(name).copied().ok_or(VfsError::NotFound)
     }
 
+    /// The path of directory `idx` in the mount, for messages (found by
+    /// walking up and looking for each directory in its parent: slow, but
+    /// only taken when a message is due).
+    fn dir_path(&self, mut idx: u32) -> String {
+        let mut parts = Vec::new();
+        for _ in 0..4096 {
+            let Some(d) = self.nodes.get(idx as usize).and_then(|n| n.dir.as_ref()) else {
+                break;
+            };
+            if idx == 0 {
+                break;
+            }
+            let name = self
+                .nodes
+                .get(d.parent as usize)
+                .and_then(|p| p.dir.as_ref())
+                .and_then(|p| p.entries.iter().find(|(_, e)| e.idx == idx))
+                .map_or("?", |(k, _)| k.as_str());
+            parts.push(name.to_string());
+            idx = d.parent;
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+
+    /// Refuse a new name `name` in directory `parent` that Windows could
+    /// not create (see [`crate::nt::names`]); `leaving` is a rename's
+    /// source name when it is in the same directory (it goes away, so a
+    /// change of case only is fine). Bad characters, trailing dots or
+    /// spaces and device names are EINVAL (as ntfs-3g's `windows_names`
+    /// answers); a case collision is EEXIST: to Windows that file exists.
+    /// The daemon log names the path and the rule.
+    fn check_windows_name(
+        &mut self,
+        parent: u32,
+        name: &str,
+        leaving: Option<&str>,
+    ) -> VfsResult<()> {
+        let rule = match names::check_name(name) {
+            Err(r) => r,
+            Ok(()) => match self.dir_mut(parent)?.case_twin(name, leaving) {
+                Some(other) => names::Rule::CaseCollision(other),
+                None => return Ok(()),
+            },
+        };
+        let dir = self.dir_path(parent);
+        let sep = if dir.ends_with('/') { "" } else { "/" };
+        log::warn!(
+            "refused the name {dir}{sep}{name:?}: it {rule} (mount with --posix-names \
+             for an image only Linux will read)"
+        );
+        Err(match rule {
+            names::Rule::CaseCollision(_) => VfsError::exists(),
+            _ => VfsError::Invalid,
+        })
+    }
+
     /// Is `anc` an ancestor of (or equal to) directory `idx`?
     fn is_ancestor(&self, anc: u32, mut idx: u32) -> bool {
         for _ in 0..100_000 {
@@ -840,16 +981,7 @@ impl Tree {
                     return Err(VfsError::Invalid);
                 }
                 let (dir, data, rp, link) = match kind {
-                    NewKind::Dir => (
-                        Some(Dir {
-                            parent: 0,
-                            entries: BTreeMap::new(),
-                            subdirs: 0,
-                        }),
-                        None,
-                        None,
-                        None,
-                    ),
+                    NewKind::Dir => (Some(Dir::new(0, BTreeMap::new(), 0)), None, None, None),
                     NewKind::File => (
                         None,
                         Some(Data::Base {
@@ -1026,8 +1158,8 @@ impl Tree {
                 );
                 let a_dir = self.is_dir_idx(a.idx);
                 let b_dir = self.is_dir_idx(b.idx);
-                self.dir_mut(from)?.entries.insert(fname.to_string(), a);
-                self.dir_mut(to)?.entries.insert(tname.to_string(), b);
+                self.dir_mut(from)?.insert(fname.to_string(), a);
+                self.dir_mut(to)?.insert(tname.to_string(), b);
                 if a_dir != b_dir && from != to {
                     let (gain, lose) = if a_dir { (from, to) } else { (to, from) };
                     self.dir_mut(gain)?.subdirs += 1;
@@ -1080,7 +1212,6 @@ impl Tree {
     fn remove_entry_keep(&mut self, parent: u32, name: &str) -> VfsResult<Entry> {
         let e = self
             .dir_mut(parent)?
-            .entries
             .remove(name)
             .ok_or(VfsError::NotFound)?;
         if self.is_dir_idx(e.idx) {
@@ -1367,7 +1498,14 @@ impl Overlay {
         t.attr(c, opts)
     }
 
-    pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
+    pub fn readdir(
+        &self,
+        ino: u64,
+        offset: u64,
+        max: usize,
+        opts: &VfsOptions,
+    ) -> VfsResult<Vec<DirEntry>> {
+        let unix = opts.use_unix_data || opts.store_unix_data;
         let t = self.tree.read();
         let d = t.dir(idx_of(ino)?)?;
         let mut out = Vec::new();
@@ -1404,7 +1542,7 @@ impl Overlay {
             let kind = t
                 .nodes
                 .get(e.idx as usize)
-                .map_or(FileKind::Regular, |n| n.kind());
+                .map_or(FileKind::Regular, |n| n.kind(unix));
             out.push(DirEntry {
                 ino: e.idx as u64 + 1,
                 kind,
@@ -1424,7 +1562,7 @@ impl Overlay {
     pub fn data(&self, ino: u64) -> VfsResult<Option<Data>> {
         let t = self.tree.read();
         let n = t.node(idx_of(ino)?)?;
-        match n.kind() {
+        match n.kind(false) {
             FileKind::Directory => Err(VfsError::IsDir),
             _ => Ok(n.data.clone()),
         }
@@ -1574,6 +1712,7 @@ impl Overlay {
         parent: u64,
         name: &str,
         kind: NewKind,
+        opts: &VfsOptions,
         meta_of: impl FnOnce(&Self, &Tree, u32) -> VfsResult<Record>,
     ) -> VfsResult<u32> {
         check_name(name)?;
@@ -1582,6 +1721,9 @@ impl Overlay {
         let mut t = self.tree.write();
         if t.dir(p)?.entries.contains_key(name) {
             return Err(VfsError::exists());
+        }
+        if opts.windows_names {
+            t.check_windows_name(p, name, None)?;
         }
         let idx = u32::try_from(t.nodes.len())
             .ok()
@@ -1611,7 +1753,7 @@ impl Overlay {
         cred: Cred,
         opts: &VfsOptions,
     ) -> VfsResult<(Attr, u64)> {
-        let idx = self.make(parent, name, NewKind::File, |me, t, idx| {
+        let idx = self.make(parent, name, NewKind::File, opts, |me, t, idx| {
             let meta = me.new_meta(
                 t,
                 idx_of(parent)?,
@@ -1632,6 +1774,46 @@ impl Overlay {
         Ok((self.getattr(idx as u64 + 1, opts)?, fh))
     }
 
+    /// A FIFO, device or socket: an empty file (attributes 0, as
+    /// `wimlib-imagex capture --unix-data` stores one) whose UNIX data
+    /// holds its type, permissions and device number. Without stored UNIX
+    /// data there is nowhere to keep what it is: refused (EPERM, as
+    /// before).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &str,
+        kind: Special,
+        mode: u32,
+        rdev: u32,
+        cred: Cred,
+        opts: &VfsOptions,
+    ) -> VfsResult<Attr> {
+        if !opts.store_unix_data {
+            return Err(VfsError::perm());
+        }
+        let unix = UnixData {
+            uid: cred.uid,
+            gid: cred.gid,
+            mode: kind.mode_bits() | (mode & 0o7777),
+            rdev: if kind.is_device() { rdev } else { 0 },
+        };
+        let idx = self.make(parent, name, NewKind::File, opts, |me, t, idx| {
+            let meta = me.new_meta(t, idx_of(parent)?, 0, Some(unix))?;
+            Ok(Record::NewNode {
+                idx,
+                kind: NewKind::File,
+                meta,
+                reparse_tag: 0,
+                rp_flags: 0,
+                reparse: Vec::new(),
+                link: String::new(),
+            })
+        })?;
+        self.getattr(idx as u64 + 1, opts)
+    }
+
     pub fn mkdir(
         &self,
         parent: u64,
@@ -1640,7 +1822,7 @@ impl Overlay {
         cred: Cred,
         opts: &VfsOptions,
     ) -> VfsResult<Attr> {
-        let idx = self.make(parent, name, NewKind::Dir, |me, t, idx| {
+        let idx = self.make(parent, name, NewKind::Dir, opts, |me, t, idx| {
             let meta = me.new_meta(
                 t,
                 idx_of(parent)?,
@@ -1684,7 +1866,7 @@ impl Overlay {
         if data.len() > 16 * 1024 {
             return Err(VfsError::name_too_long());
         }
-        let idx = self.make(parent, name, NewKind::Symlink, |me, t, idx| {
+        let idx = self.make(parent, name, NewKind::Symlink, opts, |me, t, idx| {
             let meta = me.new_meta(
                 t,
                 idx_of(parent)?,
@@ -1717,6 +1899,9 @@ impl Overlay {
         }
         if t.dir(p)?.entries.contains_key(name) {
             return Err(VfsError::exists());
+        }
+        if opts.windows_names {
+            t.check_windows_name(p, name, None)?;
         }
         let now = crate::time::now_filetime();
         self.commit_record(
@@ -1777,10 +1962,19 @@ impl Overlay {
         newparent: u64,
         newname: &str,
         mode: RenameMode,
+        opts: &VfsOptions,
     ) -> VfsResult<()> {
         let (from, to) = (idx_of(parent)?, idx_of(newparent)?);
         let _g = self.gate.read();
         let mut t = self.tree.write();
+        // Only a name that is new needs the check: an exchange swaps two
+        // existing ones, and renaming onto the same name changes nothing.
+        if opts.windows_names && mode != RenameMode::Exchange && !(from == to && name == newname) {
+            // The source must exist first: a missing one is ENOENT, not a
+            // complaint about the new name.
+            t.lookup(from, name)?;
+            t.check_windows_name(to, newname, (from == to).then_some(name))?;
+        }
         let now = crate::time::now_filetime();
         let r = Record::Rename {
             from,
@@ -1796,9 +1990,11 @@ impl Overlay {
     /// Make sure `idx`'s data stream is staged; returns it.
     fn staged(&self, t: &mut Tree, idx: u32) -> VfsResult<Arc<Staged>> {
         let n = t.node(idx)?;
-        match n.kind() {
+        // A FIFO, device or socket has no data of its own (whether or not
+        // this mount shows it as one).
+        match n.kind(true) {
             FileKind::Directory => return Err(VfsError::IsDir),
-            FileKind::Symlink => return Err(VfsError::Invalid),
+            FileKind::Symlink | FileKind::Special(_) => return Err(VfsError::Invalid),
             FileKind::Regular => {}
         }
         if let Some(Data::Staged(s)) = &n.data {
@@ -1876,7 +2072,7 @@ impl Overlay {
         let cur = {
             let t = self.tree.read();
             let n = t.node(idx)?;
-            if n.kind() != FileKind::Regular {
+            if n.kind(true) != FileKind::Regular {
                 return Err(if n.dir.is_some() {
                     VfsError::IsDir
                 } else {
@@ -1922,6 +2118,7 @@ impl Overlay {
                     FileKind::Directory => S_IFDIR,
                     FileKind::Regular => S_IFREG,
                     FileKind::Symlink => S_IFLNK,
+                    FileKind::Special(s) => s.mode_bits(),
                 };
                 let mut u = meta.unix.unwrap_or(UnixData {
                     uid: cur.uid,
@@ -1951,7 +2148,14 @@ impl Overlay {
     }
 
     /// Set a named stream (`user.NAME` xattr, NAME given here).
-    pub fn set_stream(&self, ino: u64, name: &str, value: &[u8], mode: XattrMode) -> VfsResult<()> {
+    pub fn set_stream(
+        &self,
+        ino: u64,
+        name: &str,
+        value: &[u8],
+        mode: XattrMode,
+        opts: &VfsOptions,
+    ) -> VfsResult<()> {
         if name.is_empty()
             || name.contains(':')
             || name.contains('\0')
@@ -1966,6 +2170,9 @@ impl Overlay {
         let _g = self.gate.read();
         let mut t = self.tree.write();
         let exists = t.node(idx)?.named.iter().any(|(k, _)| k == name);
+        if opts.windows_names && !exists {
+            self.check_stream_name(&t, idx, name)?;
+        }
         match (mode, exists) {
             (XattrMode::Create, true) => return Err(VfsError::exists()),
             (XattrMode::Replace, false) => return Err(VfsError::NoAttr),
@@ -1979,6 +2186,29 @@ impl Overlay {
                 value: Some(value.to_vec()),
             },
         )
+    }
+
+    /// Refuse a new named stream Windows could not create: reserved or
+    /// control characters (EINVAL), or a name equal but for case to
+    /// another stream of the file (EEXIST); the log names the rule.
+    fn check_stream_name(&self, t: &Tree, idx: u32, name: &str) -> VfsResult<()> {
+        let n = t.node(idx)?;
+        let rule = match names::check_stream_name(name) {
+            Err(r) => r,
+            Ok(()) => match n.named.iter().find(|(k, _)| names::same_name(k, name)) {
+                Some((k, _)) => names::Rule::CaseCollision(k.clone()),
+                None => return Ok(()),
+            },
+        };
+        log::warn!(
+            "refused the named stream {name:?} (xattr user.{name}) of inode {}: it {rule} \
+             (mount with --posix-names for an image only Linux will read)",
+            idx as u64 + 1
+        );
+        Err(match rule {
+            names::Rule::CaseCollision(_) => VfsError::exists(),
+            _ => VfsError::Invalid,
+        })
     }
 
     pub fn remove_stream(&self, ino: u64, name: &str) -> VfsResult<()> {
@@ -2499,4 +2729,37 @@ fn scan_cut(tree: &Tree, fix: bool, status: &mut StagingStatus) -> io::Result<()
         status.cut.push(f);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(idx: u32) -> Entry {
+        Entry { idx, dentry: NONE }
+    }
+
+    #[test]
+    fn case_twins_follow_inserts_and_removes() {
+        let mut d = Dir::new(0, BTreeMap::new(), 0);
+        d.insert("Readme".into(), entry(1));
+        assert_eq!(d.case_twin("README", None).as_deref(), Some("Readme"));
+        // Replacing a name, or changing only the case of a rename's source.
+        assert_eq!(d.case_twin("Readme", None), None);
+        assert_eq!(d.case_twin("README", Some("Readme")), None);
+        // The index, once built, follows later changes (replayed records,
+        // --posix-names mounts).
+        d.insert("readme".into(), entry(2));
+        assert_eq!(
+            d.case_twin("README", Some("Readme")).as_deref(),
+            Some("readme")
+        );
+        d.remove("Readme");
+        assert_eq!(d.case_twin("README", None).as_deref(), Some("readme"));
+        d.remove("readme");
+        assert_eq!(d.case_twin("README", None), None);
+        d.insert("ÄB".into(), entry(3));
+        assert_eq!(d.case_twin("äb", None).as_deref(), Some("ÄB"));
+        assert_eq!(d.case_twin("AEB", None), None);
+    }
 }

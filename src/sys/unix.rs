@@ -15,6 +15,21 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Create the FIFO, device or socket `path` (`mode`: file type bits and
+/// permissions as in `st_mode`; `rdev`: the device number in Linux's
+/// `dev_t` layout). Like `O_EXCL`, fails if anything, a symlink included,
+/// exists under the name.
+pub fn make_node(path: &Path, mode: u32, rdev: u64) -> io::Result<()> {
+    let c = cstr(path.as_os_str())?;
+    // SAFETY: a valid NUL-terminated path; mknod reads nothing else.
+    let r = unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, rdev as libc::dev_t) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn cstr(p: &OsStr) -> io::Result<CString> {
     CString::new(p.as_bytes()).map_err(|_| {
         io::Error::new(

@@ -19,6 +19,17 @@ pub fn euid() -> u32 {
     0
 }
 
+/// FIFOs, devices and sockets do not exist on Windows.
+pub fn make_node(path: &Path, _mode: u32, _rdev: u64) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "{}: Windows has no FIFOs, devices or sockets",
+            path.display()
+        ),
+    ))
+}
+
 fn refuse_reparse(path: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 => Err(io::Error::new(

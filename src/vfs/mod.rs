@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+pub use crate::image::Special;
 pub use crate::overlay::{Cred, RenameMode, SetAttr, XattrMode};
 
 pub use xattr::XATTR_STREAM_PREFIX;
@@ -117,6 +118,9 @@ pub enum FileKind {
     Directory,
     Regular,
     Symlink,
+    /// A FIFO, device or socket: an empty file in the WIM whose UNIX data
+    /// says what it is (shown as such where UNIX data is used).
+    Special(Special),
 }
 
 /// Seconds and nanoseconds since the Unix epoch.
@@ -178,6 +182,13 @@ pub struct VfsOptions {
     /// change anything fail with a permission error (a WIM has nowhere
     /// else to keep them) and new files show the default owner and mode.
     pub store_unix_data: bool,
+    /// Read-write mounts: refuse new names Windows cannot use (reserved
+    /// characters, trailing dot or space, DOS device names, a name equal
+    /// but for case to another in the directory; see [`crate::nt::names`]),
+    /// as ntfs-3g's `windows_names` does, so the mistake shows where it is
+    /// made rather than when Windows applies the image. Off
+    /// (`--posix-names`) for images only Linux will read.
+    pub windows_names: bool,
 }
 
 impl Default for VfsOptions {
@@ -191,6 +202,7 @@ impl Default for VfsOptions {
             mount_root: "/".into(),
             readahead: 4 << 20,
             store_unix_data: false,
+            windows_names: true,
         }
     }
 }
@@ -342,6 +354,8 @@ impl Vfs {
             FileKind::Symlink
         } else if node.is_dir() {
             FileKind::Directory
+        } else if let Some(s) = node.special().filter(|_| self.opts.use_unix_data) {
+            FileKind::Special(s)
         } else {
             FileKind::Regular
         }
@@ -355,12 +369,14 @@ impl Vfs {
         let kind = self.kind(idx, node);
         let size = match kind {
             FileKind::Symlink => self.link_target(idx).map_or(0, |s| s.len() as u64),
-            FileKind::Directory => 0,
+            FileKind::Directory | FileKind::Special(_) => 0,
             FileKind::Regular => node.size(),
         };
         let (mut perm, mut uid, mut gid, mut rdev) = match kind {
             FileKind::Directory => (self.opts.dir_mode, self.opts.uid, self.opts.gid, 0),
-            FileKind::Regular => (self.opts.file_mode, self.opts.uid, self.opts.gid, 0),
+            FileKind::Regular | FileKind::Special(_) => {
+                (self.opts.file_mode, self.opts.uid, self.opts.gid, 0)
+            }
             FileKind::Symlink => (0o777, self.opts.uid, self.opts.gid, 0),
         };
         if self.opts.use_unix_data {
@@ -431,7 +447,7 @@ impl Vfs {
     /// Directory entries from `offset` (0 = start; includes `.` and `..`).
     pub fn readdir(&self, ino: Ino, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
         if let Some(ov) = &self.rw {
-            return ov.readdir(ino, offset, max);
+            return ov.readdir(ino, offset, max, &self.opts);
         }
         let d = self.dir_dentry(ino)?;
         let dn = &self.image.dentries[d as usize];

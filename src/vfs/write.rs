@@ -2,7 +2,8 @@
 //! read-only view each of these fails with [`VfsError::ReadOnly`].
 
 use super::{
-    Attr, Cred, Ino, RenameMode, SetAttr, Vfs, VfsError, VfsResult, XattrMode, XATTR_STREAM_PREFIX,
+    Attr, Cred, Ino, RenameMode, SetAttr, Special, Vfs, VfsError, VfsResult, XattrMode,
+    XATTR_STREAM_PREFIX,
 };
 use crate::commit::NewImage;
 use crate::overlay::{Frozen, StagingError};
@@ -42,6 +43,22 @@ impl Vfs {
         self.rw()?.create(parent, name, mode, cred, &self.opts)
     }
 
+    /// A FIFO, device or socket with permissions `mode` and device number
+    /// `rdev` (see [`crate::image::UnixData`]): kept in the UNIX-data tag,
+    /// so only where UNIX data is stored (else a permission error).
+    pub fn mknod(
+        &self,
+        parent: Ino,
+        name: &str,
+        kind: Special,
+        mode: u32,
+        rdev: u32,
+        cred: Cred,
+    ) -> VfsResult<Attr> {
+        self.rw()?
+            .mknod(parent, name, kind, mode, rdev, cred, &self.opts)
+    }
+
     pub fn mkdir(&self, parent: Ino, name: &str, mode: u32, cred: Cred) -> VfsResult<Attr> {
         self.rw()?.mkdir(parent, name, mode, cred, &self.opts)
     }
@@ -71,7 +88,8 @@ impl Vfs {
         newname: &str,
         mode: RenameMode,
     ) -> VfsResult<()> {
-        self.rw()?.rename(parent, name, newparent, newname, mode)
+        self.rw()?
+            .rename(parent, name, newparent, newname, mode, &self.opts)
     }
 
     pub fn setattr(&self, ino: Ino, a: &SetAttr) -> VfsResult<Attr> {
@@ -95,7 +113,7 @@ impl Vfs {
     pub fn setxattr(&self, ino: Ino, name: &str, value: &[u8], mode: XattrMode) -> VfsResult<()> {
         let ov = self.rw()?;
         match name.strip_prefix(XATTR_STREAM_PREFIX) {
-            Some(s) => ov.set_stream(ino, s, value, mode),
+            Some(s) => ov.set_stream(ino, s, value, mode, &self.opts),
             None => Err(VfsError::not_supported()),
         }
     }
