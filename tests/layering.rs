@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("io", 0),
     ("sys", 0),
     ("time", 0),
+    ("nt", 0),
     ("error", 1),
     ("wim", 2),
     ("cache", 3),

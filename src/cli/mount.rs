@@ -951,6 +951,18 @@ fn is_mount_cmdline(pid: u32) -> bool {
         .is_ok_and(|b| b.split(|c| *c == 0).skip(1).any(|a| a == b"mount"))
 }
 
+/// Is process `pid` a zombie whose other threads still run? Only asked
+/// of a process that was this user's daemon a moment ago.
+fn threads_left(pid: u32) -> bool {
+    let zombie = fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z"));
+    match zombie {
+        Err(_) => false,
+        // Running normally: `alive` answers for that case.
+        Ok(false) => false,
+        Ok(true) => fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|d| d.count() > 1),
+    }
+}
+
 /// Is `pid` a live wimfs process of this user's?
 fn alive(pid: u32) -> bool {
     if sys::process_uid(pid) != Some(sys::euid()) {
@@ -1322,7 +1334,11 @@ fn do_unmount(a: &UnmountArgs, abs: &Path, entry: Option<&MountState>) -> Result
     }
     if let Some(m) = entry {
         let t = Instant::now();
-        while daemon_alive(m) {
+        // Until every thread is gone: a daemon whose main thread has
+        // exited (a zombie leader) while others still run keeps its files
+        // open, and with them the WIM's lock, so a `mount --rw` right after
+        // the unmount would find the WIM locked.
+        while daemon_alive(m) || threads_left(m.pid) {
             if t.elapsed() > Duration::from_secs(30) {
                 log::warn!("daemon {} has not exited 30 s after the unmount", m.pid);
                 break;

@@ -40,8 +40,14 @@ pub fn daemon_pid(dir: &Path) -> Option<u32> {
         .map(|p| p as u32)
 }
 
+/// Is the process still there, counting a zombie leader whose other
+/// threads still run (they keep its files, and a WIM's lock, open)?
 pub fn pid_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z")) {
+        Err(_) => false,
+        Ok(false) => true,
+        Ok(true) => std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|d| d.count() > 1),
+    }
 }
 
 impl Mount {
