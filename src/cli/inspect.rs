@@ -317,6 +317,23 @@ pub fn cat(w: &Wim, image: &str, path: &str) -> Result<i32> {
     Ok(0)
 }
 
+/// `wimfs apply` where the applier exists (it creates Unix files; the
+/// Windows applier comes with the WinFsp work).
+#[cfg(not(unix))]
+pub fn apply(
+    _w: &Wim,
+    _index: u32,
+    dir: &Path,
+    _unix_data: bool,
+    _no_streams: bool,
+) -> Result<i32> {
+    anyhow::bail!(
+        "cannot apply to {}: `wimfs apply` is not available on this platform yet",
+        dir.display()
+    )
+}
+
+#[cfg(unix)]
 pub fn apply(w: &Wim, index: u32, dir: &Path, unix_data: bool, no_streams: bool) -> Result<i32> {
     let img = Image::load(w, index)?;
     let total: u64 = {
