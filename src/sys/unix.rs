@@ -86,6 +86,32 @@ fn check_owned(st: &libc::stat, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Take the result of an `open`/`openat` made with `O_NOFOLLOW` (shown as
+/// `path`): a symlink and anything but a regular file are refused with a
+/// message naming them.
+fn regular_file(fd: libc::c_int, path: &Path) -> io::Result<(File, libc::stat)> {
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ELOOP) => denied(format!(
+                "{} is a symbolic link: refusing to follow it",
+                path.display()
+            )),
+            _ => e,
+        });
+    }
+    // SAFETY: fd was just returned by open/openat and is owned by nobody else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let st = fstat(&file)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(denied(format!(
+            "{} is not a regular file: refusing to use it",
+            path.display()
+        )));
+    }
+    Ok((file, st))
+}
+
 fn symlink_refused(path: &Path) -> io::Error {
     denied(format!(
         "{} is a symbolic link (or not a directory): refusing to follow it",
@@ -249,25 +275,7 @@ impl PrivateDir {
             )
         };
         let path = self.path.join(name);
-        if fd < 0 {
-            let e = io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
-                Some(libc::ELOOP) => denied(format!(
-                    "{} is a symbolic link: refusing to follow it",
-                    path.display()
-                )),
-                _ => e,
-            });
-        }
-        // SAFETY: fd was just returned by openat.
-        let file = unsafe { File::from_raw_fd(fd) };
-        let st = fstat(&file)?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(denied(format!(
-                "{} is not a regular file: refusing to use it",
-                path.display()
-            )));
-        }
+        let (file, st) = regular_file(fd, &path)?;
         check_owned(&st, &path)?;
         if st.st_mode & 0o077 != 0 {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
@@ -695,25 +703,7 @@ pub fn open_own_file(path: &Path) -> io::Result<File> {
             libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
         )
     };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        return Err(match e.raw_os_error() {
-            Some(libc::ELOOP) => denied(format!(
-                "{} is a symbolic link: refusing to follow it",
-                path.display()
-            )),
-            _ => e,
-        });
-    }
-    // SAFETY: fd was just returned by open.
-    let file = unsafe { File::from_raw_fd(fd) };
-    let st = fstat(&file)?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(denied(format!(
-            "{} is not a regular file: refusing to use it",
-            path.display()
-        )));
-    }
+    let (file, st) = regular_file(fd, path)?;
     if st.st_uid != euid() {
         return Err(denied(format!(
             "{} is owned by uid {}, not by this user (uid {})",
