@@ -35,13 +35,7 @@ pub fn banner(msg: &str) {
 /// by `scripts/test.sh`, which counts them in its closing line). Under `CI`
 /// a skip is a failure: the CI run installs every prerequisite.
 pub fn skip(reason: &str) {
-    let test = std::thread::current().name().unwrap_or("?").to_string();
-    let bin = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .map(|s| s.rsplit_once('-').map_or(s.clone(), |(a, _)| a.to_string()))
-        .unwrap_or_default();
-    let line = format!("{bin}::{test}: {reason}");
+    let line = skip_line(reason);
     if std::env::var_os("CI").is_some() {
         panic!("SKIPPED (not allowed in CI): {line}");
     }
@@ -52,13 +46,19 @@ pub fn skip(reason: &str) {
 /// folder lives outside the repository): recorded and shown, never a
 /// failure.
 pub fn skip_optional(reason: &str) {
+    record_skip(&skip_line(reason));
+}
+
+/// `BINARY::TEST: reason`: the test binary without cargo's hash suffix,
+/// and the test's name (libtest names each test's thread after it).
+fn skip_line(reason: &str) -> String {
     let test = std::thread::current().name().unwrap_or("?").to_string();
     let bin = std::env::current_exe()
         .ok()
         .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
         .map(|s| s.rsplit_once('-').map_or(s.clone(), |(a, _)| a.to_string()))
         .unwrap_or_default();
-    record_skip(&format!("{bin}::{test}: {reason}"));
+    format!("{bin}::{test}: {reason}")
 }
 
 fn record_skip(line: &str) {
