@@ -1707,6 +1707,30 @@ impl Overlay {
         })
     }
 
+    /// [`Self::make`] for a node with no reparse data (a file, a
+    /// directory, a FIFO, device or socket).
+    fn make_plain(
+        &self,
+        parent: u64,
+        name: &str,
+        kind: NewKind,
+        attributes: u32,
+        unix: Option<UnixData>,
+        opts: &VfsOptions,
+    ) -> VfsResult<u32> {
+        self.make(parent, name, kind, opts, |me, t, idx| {
+            Ok(Record::NewNode {
+                idx,
+                kind,
+                meta: me.new_meta(t, idx_of(parent)?, attributes, unix)?,
+                reparse_tag: 0,
+                rp_flags: 0,
+                reparse: Vec::new(),
+                link: String::new(),
+            })
+        })
+    }
+
     fn make(
         &self,
         parent: u64,
@@ -1753,23 +1777,8 @@ impl Overlay {
         cred: Cred,
         opts: &VfsOptions,
     ) -> VfsResult<(Attr, u64)> {
-        let idx = self.make(parent, name, NewKind::File, opts, |me, t, idx| {
-            let meta = me.new_meta(
-                t,
-                idx_of(parent)?,
-                attr::ARCHIVE,
-                me.unix_for(opts, mode, S_IFREG, cred),
-            )?;
-            Ok(Record::NewNode {
-                idx,
-                kind: NewKind::File,
-                meta,
-                reparse_tag: 0,
-                rp_flags: 0,
-                reparse: Vec::new(),
-                link: String::new(),
-            })
-        })?;
+        let unix = self.unix_for(opts, mode, S_IFREG, cred);
+        let idx = self.make_plain(parent, name, NewKind::File, attr::ARCHIVE, unix, opts)?;
         let fh = self.open_handle(idx as u64 + 1, true, false)?;
         Ok((self.getattr(idx as u64 + 1, opts)?, fh))
     }
@@ -1799,18 +1808,7 @@ impl Overlay {
             mode: kind.mode_bits() | (mode & 0o7777),
             rdev: if kind.is_device() { rdev } else { 0 },
         };
-        let idx = self.make(parent, name, NewKind::File, opts, |me, t, idx| {
-            let meta = me.new_meta(t, idx_of(parent)?, 0, Some(unix))?;
-            Ok(Record::NewNode {
-                idx,
-                kind: NewKind::File,
-                meta,
-                reparse_tag: 0,
-                rp_flags: 0,
-                reparse: Vec::new(),
-                link: String::new(),
-            })
-        })?;
+        let idx = self.make_plain(parent, name, NewKind::File, 0, Some(unix), opts)?;
         self.getattr(idx as u64 + 1, opts)
     }
 
@@ -1822,23 +1820,8 @@ impl Overlay {
         cred: Cred,
         opts: &VfsOptions,
     ) -> VfsResult<Attr> {
-        let idx = self.make(parent, name, NewKind::Dir, opts, |me, t, idx| {
-            let meta = me.new_meta(
-                t,
-                idx_of(parent)?,
-                attr::DIRECTORY,
-                me.unix_for(opts, mode, S_IFDIR, cred),
-            )?;
-            Ok(Record::NewNode {
-                idx,
-                kind: NewKind::Dir,
-                meta,
-                reparse_tag: 0,
-                rp_flags: 0,
-                reparse: Vec::new(),
-                link: String::new(),
-            })
-        })?;
+        let unix = self.unix_for(opts, mode, S_IFDIR, cred);
+        let idx = self.make_plain(parent, name, NewKind::Dir, attr::DIRECTORY, unix, opts)?;
         self.getattr(idx as u64 + 1, opts)
     }
 
