@@ -629,36 +629,44 @@ fn mount_errors_are_clear() {
     }
     let t = tempdir();
     let wim = captured("none");
+    // Each failure must give its own reason and name what it is about:
+    // every listed piece must appear (case-insensitive).
     let expect_fail = |args: &[&OsStr], words: &[&str], what: &str| {
         let o = wimfs(args);
         assert_clean_failure(&o, what);
-        let all = o.all_output().to_lowercase();
+        let all = o.stderr_str().to_lowercase();
+        let missing: Vec<&&str> = words
+            .iter()
+            .filter(|w| !all.contains(&w.to_lowercase()))
+            .collect();
         assert!(
-            words.iter().any(|w| all.contains(w)),
-            "{what}: expected one of {words:?} in:\n{}",
+            missing.is_empty(),
+            "{what}: {missing:?} missing from the error:\n{}",
             o.describe()
         );
     };
+    let s = |p: &Path| p.to_string_lossy().into_owned();
     let missing = t.path().join("no-such-dir");
     expect_fail(
         &[OsStr::new("mount"), wim.as_os_str(), missing.as_os_str()],
-        &["does not exist"],
+        &[&format!("mount point {} does not exist", s(&missing))],
         "missing mount point",
     );
     let file = t.path().join("a-file");
     std::fs::write(&file, b"").unwrap();
     expect_fail(
         &[OsStr::new("mount"), wim.as_os_str(), file.as_os_str()],
-        &["not a directory"],
+        &[&format!("mount point {} is not a directory", s(&file))],
         "file as mount point",
     );
     let bad = t.path().join("bad.wim");
     std::fs::write(&bad, vec![0x5a; 10_000]).unwrap();
     let mnt = t.path().join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
+    // The reason (no "MSWIM" magic) and the file, not just any word.
     expect_fail(
         &[OsStr::new("mount"), bad.as_os_str(), mnt.as_os_str()],
-        &["wim"],
+        &[&s(&bad), "not a WIM file: bad magic"],
         "not a WIM",
     );
     assert!(!is_mounted(&mnt), "a failed mount left a mount behind");
@@ -669,7 +677,7 @@ fn mount_errors_are_clear() {
             OsStr::new("7"),
             mnt.as_os_str(),
         ],
-        &["image"],
+        &["no such image: 7", "has 1 image"],
         "no such image",
     );
     expect_fail(
@@ -680,19 +688,23 @@ fn mount_errors_are_clear() {
             OsStr::new("--staging-dir"),
             t.path().as_os_str(),
         ],
-        &["--rw"],
+        &["required arguments were not provided", "--rw"],
         "--staging-dir without --rw",
     );
     expect_fail(
         &[OsStr::new("unmount"), mnt.as_os_str()],
-        &["not mounted"],
+        &[&format!("{} is not mounted", s(&mnt))],
         "unmount of a plain dir",
     );
-    // Busy: something is already mounted there.
+    // Busy: something is already mounted there (and by whom).
     let m = Mount::ok(&wim, None, &mnt, &[]);
     expect_fail(
         &[OsStr::new("mount"), wim.as_os_str(), mnt.as_os_str()],
-        &["busy"],
+        &[
+            &format!("mount point {} is busy", s(&mnt)),
+            "already mounted there",
+            &format!("image 1 of {}", s(&wim)),
+        ],
         "mount point in use",
     );
     assert!(
