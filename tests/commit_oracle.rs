@@ -141,6 +141,10 @@ fn sevenzip_view(expected: &BTreeMap<String, Vec<u8>>) -> common::SevenZipImage 
 }
 
 fn check_with_oracles(wim: &Path, image: u32, expected: &BTreeMap<String, Vec<u8>>, tmp: &Path) {
+    // 7-Zip, a reader independent of wimlib: `7zz t` decompresses and
+    // hashes every stream, and the listing of this image must hold the
+    // expected names with the expected sizes.
+    common::assert_sevenzip_image(wim, image as usize, &sevenzip_view(expected));
     let o = Command::new("wimlib-imagex")
         .arg("verify")
         .arg(wim)
@@ -168,10 +172,6 @@ fn check_with_oracles(wim: &Path, image: u32, expected: &BTreeMap<String, Vec<u8
         "wimlib apply of {} image {image} differs",
         wim.display()
     );
-    // 7-Zip, a reader independent of wimlib: `7zz t` decompresses and
-    // hashes every stream, and the listing of this image must hold the
-    // expected names with the expected sizes.
-    common::assert_sevenzip_image(wim, image as usize, &sevenzip_view(expected));
     let w = Wim::open(wim, &[]).unwrap();
     let rep = wimfs::verify::verify(&w, &|_| {});
     assert!(rep.ok(), "wimfs verify: {:?}", rep.problems);

@@ -841,13 +841,13 @@ fn cli_written_wims_read_by_7zip() {
         std::os::unix::fs::symlink("../text.txt", mnt.join("new-dir/link")).unwrap();
         want.links.insert("new-dir/link".into());
         unmount_rw(m, &["--commit"]);
+        assert_sevenzip_image(&wim, 1, &want);
         let v = wimlib_verify(&wim, &[]);
         assert!(
             v.ok(),
             "{label}: wimlib verify after commit:\n{}",
             v.describe()
         );
-        assert_sevenzip_image(&wim, 1, &want);
 
         // The changed tree plus one file, committed as a second image.
         let m = Mount::ok(&wim, Some("1"), &mnt, &["--rw"]);
