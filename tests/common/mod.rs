@@ -1905,8 +1905,9 @@ impl SevenZipImage {
 /// Run `7zz t` (every stream decompressed and checked against its SHA-1;
 /// must say "Everything is Ok") and `7zz l -slt` on `wim`, and return what
 /// each image holds, in image order. With several images 7-Zip puts each
-/// under a directory named by its index (`1/…`, `2/…`) and adds one
-/// `[N].xml` entry per WIM part; those are stripped/checked here, so each
+/// under a directory named by its index (`1/…`, `2/…`) and adds the XML
+/// data as a `[1].xml` entry (checked with 7-Zip 26.02; with one image
+/// neither appears); those are stripped here, so each
 /// returned map is relative to its image's root. `None` when 7zz is
 /// missing (the skip is recorded).
 pub fn sevenzip_images(wim: &Path) -> Option<Vec<SevenZipImage>> {
