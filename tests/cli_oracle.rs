@@ -924,3 +924,38 @@ fn help_and_optional_image() {
         );
     }
 }
+
+/// A reader that goes away (`wimfs dir ... | head`) ends wimfs quietly,
+/// as SIGPIPE ends other tools: no panic message, status 141.
+#[test]
+fn closed_stdout_ends_quietly() {
+    if !require(&["wimlib-imagex"]) {
+        return;
+    }
+    let t = tempdir();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..2000 {
+        std::fs::write(src.join(format!("file-{i:04}.txt")), b"x").unwrap();
+    }
+    let wim = t.path().join("t.wim");
+    wimlib_capture(&src, &wim, &[]);
+    let mut child = cmd(wimfs_bin(), ["dir".as_ref(), wim.as_os_str(), "1".as_ref()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before wimfs has opened the WIM.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked"),
+        "wimfs panicked on a closed stdout:\n{err}"
+    );
+    assert_eq!(out.status.code(), Some(141), "stderr: {err}");
+    assert!(
+        err.is_empty(),
+        "a closed stdout is not an error to report: {err}"
+    );
+}

@@ -47,25 +47,25 @@ pub fn info(w: &Wim, image: Option<&str>, json: bool, check: bool) -> Result<i32
             "blob_count": w.blobs.len(),
             "images": images,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
-    println!("WIM Information:");
-    println!("----------------");
-    println!("Path:           {}", w.path.display());
-    println!("GUID:           0x{}", guid(&h.guid));
-    println!("Version:        {:#x}", h.version);
-    println!("Image Count:    {}", w.image_count());
-    println!("Compression:    {}", w.compression.name());
-    println!("Chunk Size:     {} bytes", w.chunk_size);
-    println!("Part Number:    {}/{}", h.part_number, h.total_parts);
-    println!("Boot Index:     {}", h.boot_index);
-    println!(
+    outln!("WIM Information:");
+    outln!("----------------");
+    outln!("Path:           {}", w.path.display());
+    outln!("GUID:           0x{}", guid(&h.guid));
+    outln!("Version:        {:#x}", h.version);
+    outln!("Image Count:    {}", w.image_count());
+    outln!("Compression:    {}", w.compression.name());
+    outln!("Chunk Size:     {} bytes", w.chunk_size);
+    outln!("Part Number:    {}/{}", h.part_number, h.total_parts);
+    outln!("Boot Index:     {}", h.boot_index);
+    outln!(
         "Size:           {} bytes",
         w.parts.iter().map(|p| p.source.len()).sum::<u64>()
     );
-    println!("Blobs:          {}", w.blobs.len());
-    println!(
+    outln!("Blobs:          {}", w.blobs.len());
+    outln!(
         "Integrity Info: {}",
         match integrity {
             Some(true) => "yes (verified)",
@@ -74,48 +74,48 @@ pub fn info(w: &Wim, image: Option<&str>, json: bool, check: bool) -> Result<i32
             None => "no",
         }
     );
-    println!("Attributes:     {}", flags::names(h.flags).join(", "));
+    outln!("Attributes:     {}", flags::names(h.flags).join(", "));
     for i in w
         .image_info
         .iter()
         .filter(|i| only.is_none_or(|o| o == i.index))
     {
-        println!();
-        println!("Index:                  {}", i.index);
+        outln!();
+        outln!("Index:                  {}", i.index);
         let opt = |s: &Option<String>| s.clone().unwrap_or_default();
-        println!("Name:                   {}", opt(&i.name));
-        println!("Description:            {}", opt(&i.description));
+        outln!("Name:                   {}", opt(&i.name));
+        outln!("Description:            {}", opt(&i.description));
         if i.display_name.is_some() {
-            println!("Display Name:           {}", opt(&i.display_name));
+            outln!("Display Name:           {}", opt(&i.display_name));
         }
-        println!("Directory Count:        {}", i.dir_count.unwrap_or(0));
-        println!("File Count:             {}", i.file_count.unwrap_or(0));
-        println!("Total Bytes:            {}", i.total_bytes.unwrap_or(0));
-        println!("Hard Link Bytes:        {}", i.hard_link_bytes.unwrap_or(0));
+        outln!("Directory Count:        {}", i.dir_count.unwrap_or(0));
+        outln!("File Count:             {}", i.file_count.unwrap_or(0));
+        outln!("Total Bytes:            {}", i.total_bytes.unwrap_or(0));
+        outln!("Hard Link Bytes:        {}", i.hard_link_bytes.unwrap_or(0));
         if let Some(t) = i.creation_time {
-            println!(
+            outln!(
                 "Creation Time:          {}",
                 wimfs::time::format_filetime(t)
             );
         }
         if let Some(t) = i.last_modification_time {
-            println!(
+            outln!(
                 "Last Modification Time: {}",
                 wimfs::time::format_filetime(t)
             );
         }
         if let Some(win) = &i.windows {
             if let Some(p) = &win.product_name {
-                println!("Product Name:           {p}");
+                outln!("Product Name:           {p}");
             }
             if let Some(e) = &win.edition_id {
-                println!("Edition ID:             {e}");
+                outln!("Edition ID:             {e}");
             }
             if let Some(v) = &win.version {
-                println!("Windows Version:        {v}");
+                outln!("Windows Version:        {v}");
             }
             if let Some(a) = win.arch {
-                println!(
+                outln!(
                     "Architecture:           {}",
                     match a {
                         0 => "x86",
@@ -128,7 +128,7 @@ pub fn info(w: &Wim, image: Option<&str>, json: bool, check: bool) -> Result<i32
                 );
             }
             if !win.languages.is_empty() {
-                println!("Languages:              {}", win.languages.join(" "));
+                outln!("Languages:              {}", win.languages.join(" "));
             }
         }
     }
@@ -197,71 +197,78 @@ pub fn dir(w: &Wim, image: &str, path: Option<&str>, detailed: bool) -> Result<i
     // One cache for the whole listing: reparse data of a solid WIM shares chunks.
     let cache = ChunkCache::new(64 << 20);
     let mut stack = vec![start];
-    while let Some(d) = stack.pop() {
-        let ino = img.inode_of(d);
-        let p = img.path(d);
-        if !detailed {
-            writeln!(out, "{p}")?;
-        } else {
-            writeln!(
-                out,
-                "----------------------------------------------------------------"
-            )?;
-            writeln!(out, "Full Path         = \"{p}\"")?;
-            let dn = &img.dentries[d as usize];
-            if !dn.short_name.is_empty() {
-                writeln!(out, "Short Name        = \"{}\"", dn.short_name)?;
-            }
-            writeln!(out, "Attributes        = {}", attr_names(ino.attributes))?;
-            writeln!(out, "Security ID       = {}", ino.security_id)?;
-            writeln!(out, "Link Count        = {}", ino.nlink())?;
-            writeln!(
-                out,
-                "Creation Time     = {}",
-                wimfs::time::format_filetime(ino.creation_time)
-            )?;
-            writeln!(
-                out,
-                "Last Write Time   = {}",
-                wimfs::time::format_filetime(ino.last_write_time)
-            )?;
-            writeln!(
-                out,
-                "Last Access Time  = {}",
-                wimfs::time::format_filetime(ino.last_access_time)
-            )?;
-            if ino.is_reparse() {
-                writeln!(out, "Reparse Tag       = {:#010x}", ino.reparse_tag)?;
-                if let Some(t) = link_target(&cache, ino) {
-                    writeln!(out, "Reparse Target    = \"{t}\"")?;
+    // Every `?` below is a write to stdout: a closed pipe ends the
+    // listing quietly (see `stdout_failed`).
+    let listed = (|| -> std::io::Result<()> {
+        while let Some(d) = stack.pop() {
+            let ino = img.inode_of(d);
+            let p = img.path(d);
+            if !detailed {
+                writeln!(out, "{p}")?;
+            } else {
+                writeln!(
+                    out,
+                    "----------------------------------------------------------------"
+                )?;
+                writeln!(out, "Full Path         = \"{p}\"")?;
+                let dn = &img.dentries[d as usize];
+                if !dn.short_name.is_empty() {
+                    writeln!(out, "Short Name        = \"{}\"", dn.short_name)?;
+                }
+                writeln!(out, "Attributes        = {}", attr_names(ino.attributes))?;
+                writeln!(out, "Security ID       = {}", ino.security_id)?;
+                writeln!(out, "Link Count        = {}", ino.nlink())?;
+                writeln!(
+                    out,
+                    "Creation Time     = {}",
+                    wimfs::time::format_filetime(ino.creation_time)
+                )?;
+                writeln!(
+                    out,
+                    "Last Write Time   = {}",
+                    wimfs::time::format_filetime(ino.last_write_time)
+                )?;
+                writeln!(
+                    out,
+                    "Last Access Time  = {}",
+                    wimfs::time::format_filetime(ino.last_access_time)
+                )?;
+                if ino.is_reparse() {
+                    writeln!(out, "Reparse Tag       = {:#010x}", ino.reparse_tag)?;
+                    if let Some(t) = link_target(&cache, ino) {
+                        writeln!(out, "Reparse Target    = \"{t}\"")?;
+                    }
+                }
+                if let Some(u) = ino.unix {
+                    writeln!(
+                        out,
+                        "UNIX Data         = uid:{} gid:{} mode:0{:o} rdev:{}",
+                        u.uid, u.gid, u.mode, u.rdev
+                    )?;
+                }
+                for s in &ino.streams {
+                    let kind = match (s.kind, s.name.is_empty()) {
+                        (StreamKind::Reparse, _) => "reparse data".to_string(),
+                        (_, true) => "data".to_string(),
+                        (_, false) => format!("stream \"{}\"", s.name),
+                    };
+                    writeln!(
+                        out,
+                        "  {kind:<20} size {:>12}  sha1 {}",
+                        s.size,
+                        hex(&s.hash)
+                    )?;
                 }
             }
-            if let Some(u) = ino.unix {
-                writeln!(
-                    out,
-                    "UNIX Data         = uid:{} gid:{} mode:0{:o} rdev:{}",
-                    u.uid, u.gid, u.mode, u.rdev
-                )?;
-            }
-            for s in &ino.streams {
-                let kind = match (s.kind, s.name.is_empty()) {
-                    (StreamKind::Reparse, _) => "reparse data".to_string(),
-                    (_, true) => "data".to_string(),
-                    (_, false) => format!("stream \"{}\"", s.name),
-                };
-                writeln!(
-                    out,
-                    "  {kind:<20} size {:>12}  sha1 {}",
-                    s.size,
-                    hex(&s.hash)
-                )?;
+            if !ino.is_reparse() || d == start {
+                stack.extend(img.dentries[d as usize].children.iter().rev().copied());
             }
         }
-        if !ino.is_reparse() || d == start {
-            stack.extend(img.dentries[d as usize].children.iter().rev().copied());
-        }
+        out.flush()
+    })();
+    if let Err(e) = listed {
+        super::stdout_failed(e);
     }
-    out.flush()?;
     Ok(0)
 }
 
@@ -373,7 +380,7 @@ pub fn verify(w: &Wim, json: bool) -> Result<i32> {
     let rep = wimfs::verify::verify(w, &|n| pb.inc(n));
     pb.finish_and_clear();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rep)?);
+        outln!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
         for warn in &rep.warnings {
             log::warn!("{warn}");
@@ -382,7 +389,7 @@ pub fn verify(w: &Wim, json: bool) -> Result<i32> {
             eprintln!("wimfs: verify: {p}");
         }
         if rep.ok() {
-            println!(
+            outln!(
                 "{}: OK ({} blobs, {} bytes checked{})",
                 w.path.display(),
                 rep.blobs_checked,

@@ -1,12 +1,34 @@
 //! Argument parsing, messages and progress bars. Errors become one clear
 //! line on stderr and a non-zero exit status.
 
+/// `println!` that never panics: a reader that went away (`wimfs info |
+/// head`) ends the program quietly, as SIGPIPE ends other tools, and any
+/// other failure to write stdout (a full disk) is an error message.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            $crate::cli::stdout_failed(e);
+        }
+    }};
+}
+
 mod inspect;
 #[cfg(target_os = "linux")]
 mod mount;
 #[cfg(target_os = "linux")]
 mod rw;
 mod service;
+
+/// Where [`outln!`] goes when stdout cannot be written.
+pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        // 128 + SIGPIPE, what a shell shows for a tool the signal ended.
+        std::process::exit(141);
+    }
+    eprintln!("wimfs: error: cannot write to standard output: {e}");
+    std::process::exit(1);
+}
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};

@@ -1048,7 +1048,7 @@ fn live_mounts() -> Vec<MountState> {
 pub fn mounts(a: MountsArgs) -> Result<i32> {
     let v = live_mounts();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
     // wimlib's mounts look alike (`wimfs` in their type): name them, so
@@ -1060,7 +1060,7 @@ pub fn mounts(a: MountsArgs) -> Result<i32> {
         .collect();
     let print_wimlib = || {
         for m in &wimlib {
-            println!(
+            outln!(
                 "not wimfs's: {} is a wimlib mount (type {}); unmount it with \
                  `wimlib-imagex unmount {}`",
                 m.mount_point.display(),
@@ -1070,7 +1070,7 @@ pub fn mounts(a: MountsArgs) -> Result<i32> {
         }
     };
     if v.is_empty() {
-        println!("No wimfs mounts.");
+        outln!("No wimfs mounts.");
         print_wimlib();
         return Ok(0);
     }
@@ -1080,12 +1080,14 @@ pub fn mounts(a: MountsArgs) -> Result<i32> {
     };
     let ww = v.iter().map(|m| m.wim.len()).max().unwrap_or(0).max(3);
     let iw = v.iter().map(|m| img(m).len()).max().unwrap_or(0).max(5);
-    println!(
+    outln!(
         "{:<ww$}  {:<iw$}  MODE  {:>7}  MOUNT POINT",
-        "WIM", "IMAGE", "PID"
+        "WIM",
+        "IMAGE",
+        "PID"
     );
     for m in &v {
-        println!(
+        outln!(
             "{:<ww$}  {:<iw$}  {:<4}  {:>7}  {}",
             m.wim,
             img(m),
@@ -1094,7 +1096,7 @@ pub fn mounts(a: MountsArgs) -> Result<i32> {
             m.mountpoint
         );
         if let Some(s) = &m.staging {
-            println!("{:<ww$}  {:<iw$}  staging: {s}", "", "");
+            outln!("{:<ww$}  {:<iw$}  staging: {s}", "", "");
         }
     }
     print_wimlib();
@@ -1189,7 +1191,7 @@ pub fn unmount(a: UnmountArgs) -> Result<i32> {
             rw::print_report(r, &m.wim);
         }
         if a.discard {
-            println!("changes discarded");
+            outln!("changes discarded");
         }
         if a.rebuild {
             let p = Path::new(&m.wim);
@@ -1206,7 +1208,7 @@ pub fn unmount(a: UnmountArgs) -> Result<i32> {
                 &|_| {},
             )
             .with_context(|| format!("optimizing {}", p.display()))?;
-            println!(
+            outln!(
                 "rebuilt {}: {} -> {} bytes",
                 p.display(),
                 rep.old_size,

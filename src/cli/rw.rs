@@ -324,16 +324,24 @@ pub(crate) fn request(sock: &Path, req: &Request) -> Result<Reply> {
 
 pub(crate) fn print_report(r: &CommitReport, wim: &str) {
     if r.nothing_to_commit {
-        println!(
+        outln!(
             "nothing to commit: image {} of {} is unchanged (file not written, {} bytes)",
-            r.image, wim, r.file_size
+            r.image,
+            wim,
+            r.file_size
         );
         return;
     }
-    println!(
+    outln!(
         "committed image {} of {}: {} new blob(s) ({} bytes of data), {} reused, {} bytes added \
          (file now {} bytes)",
-        r.image, wim, r.new_blobs, r.new_bytes, r.reused_blobs, r.bytes_added, r.file_size
+        r.image,
+        wim,
+        r.new_blobs,
+        r.new_bytes,
+        r.reused_blobs,
+        r.bytes_added,
+        r.file_size
     );
 }
 
@@ -432,7 +440,7 @@ pub fn recover(a: RecoverArgs) -> Result<i32> {
         );
     }
     if std::fs::symlink_metadata(&dir).is_err() {
-        println!(
+        outln!(
             "no staging for image {index} of {} (looked in {})",
             path.display(),
             dir.display()
@@ -452,13 +460,13 @@ pub fn recover(a: RecoverArgs) -> Result<i32> {
         && id.metadata_sha1 == cur.metadata_sha1
         && id.blob_table_offset == cur.blob_table_offset
         && id.blob_table_size == cur.blob_table_size;
-    println!("staging {}:", dir.display());
-    println!("  made for image {} of {}", id.image, id.wim);
-    println!("  journal: {journal} bytes of recorded changes");
-    println!("  staged data: {files} file(s), {bytes} bytes");
+    outln!("staging {}:", dir.display());
+    outln!("  made for image {} of {}", id.image, id.wim);
+    outln!("  journal: {journal} bytes of recorded changes");
+    outln!("  staged data: {files} file(s), {bytes} bytes");
     let landed = wimfs::overlay::landed_commit(&dir, &wim);
     if fits {
-        println!("  it fits the WIM as it is now");
+        outln!("  it fits the WIM as it is now");
         // Replay it read-only: name what a resume would cut back.
         let image = Arc::new(
             wimfs::image::Image::load(&wim, index)
@@ -467,17 +475,17 @@ pub fn recover(a: RecoverArgs) -> Result<i32> {
         let cache = Arc::new(wimfs::cache::ChunkCache::new(64 << 20));
         match Vfs::inspect_staging(wim.clone(), image, cache, &dir) {
             Ok(st) => {
-                println!("  {} change(s) would be resumed", st.records);
+                outln!("  {} change(s) would be resumed", st.records);
                 if st.cut.is_empty() {
-                    println!("  no file was cut back: every write had been synced or closed");
+                    outln!("  no file was cut back: every write had been synced or closed");
                 } else {
-                    println!(
+                    outln!(
                         "  {} file(s) were being written when the mount stopped and are cut \
                          back on resume (data after their last fsync or close is lost):",
                         st.cut.len()
                     );
                     for c in &st.cut {
-                        println!("    {}", c.describe());
+                        outln!("    {}", c.describe());
                     }
                 }
                 for w in st
@@ -485,33 +493,33 @@ pub fn recover(a: RecoverArgs) -> Result<i32> {
                     .iter()
                     .filter(|w| !w.contains(" was cut back: "))
                 {
-                    println!("  note: {w}");
+                    outln!("  note: {w}");
                 }
             }
-            Err(e) => println!("  cannot replay it: {e}"),
+            Err(e) => outln!("  cannot replay it: {e}"),
         }
     } else if let Some(i) = landed {
-        println!(
+        outln!(
             "  its changes were committed (as image {i}) just before the mount stopped: they \
              are in the WIM; `wimfs mount --rw` starts afresh from it"
         );
     } else {
-        println!("  it does NOT fit the WIM as it is now (the WIM was written since)");
+        outln!("  it does NOT fit the WIM as it is now (the WIM was written since)");
     }
     if a.discard {
         // Nobody may be using it: take the WIM's lock while deleting.
         let _lock = WimLock::acquire(&path)?;
         wimfs::overlay::discard(&dir)
             .with_context(|| format!("cannot delete {}", dir.display()))?;
-        println!("discarded");
+        outln!("discarded");
     } else if fits {
-        println!(
+        outln!(
             "mount it again with `wimfs mount --rw` to resume these changes (then commit or \
              discard them), or delete them with `wimfs recover {} {index} --discard`",
             a.wim.display()
         );
     } else {
-        println!(
+        outln!(
             "delete it with `wimfs recover {} {index} --discard`",
             a.wim.display()
         );

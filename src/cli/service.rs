@@ -87,7 +87,7 @@ pub fn optimize(a: OptimizeArgs) -> Result<i32> {
     let rep = rebuild(&w, &images, &a.wim, target, true, a.check, &|n| pb.inc(n))
         .with_context(|| format!("optimizing {}", a.wim.display()))?;
     pb.finish_and_clear();
-    println!(
+    outln!(
         "{}: {} -> {} bytes ({} blobs copied as they were, {} recompressed)",
         a.wim.display(),
         rep.old_size,
@@ -128,7 +128,7 @@ pub fn export(a: ExportArgs) -> Result<i32> {
             .with_context(|| format!("exporting into {}", a.dst.display()))?;
         pb.finish_and_clear();
         for r in reps {
-            println!(
+            outln!(
                 "exported as image {} of {} ({} new blobs, {} bytes added)",
                 r.image,
                 a.dst.display(),
@@ -161,7 +161,7 @@ pub fn export(a: ExportArgs) -> Result<i32> {
         let rep = rebuild(&w, &images, &a.dst, target, false, a.check, &|n| pb.inc(n))
             .with_context(|| format!("exporting to {}", a.dst.display()))?;
         pb.finish_and_clear();
-        println!(
+        outln!(
             "{}: {} image(s), {} bytes",
             a.dst.display(),
             rep.images,
