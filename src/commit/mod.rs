@@ -8,6 +8,7 @@
 //! truncates the file back and restores the old header.
 
 mod lock;
+mod pause;
 pub mod rebuild;
 pub mod tree;
 mod write;
@@ -384,6 +385,7 @@ pub fn commit_with(
                 }
             }
         }
+        pause::point("after-blobs");
         // Metadata resource.
         let md = metadata::write(&img.security, &img.records);
         let md_hash: Sha1 = sha1::Sha1::digest(&md).into();
@@ -524,6 +526,7 @@ pub fn commit_with(
             metadata_sha1: md_hash,
             blob_table: bt_rh,
         })?;
+        pause::point("before-header");
 
         // The new header, last.
         let mut nh: Header = h.clone();
@@ -545,6 +548,7 @@ pub fn commit_with(
         }
         out.write_at(&nh.write(), 0)?;
         file.sync_all()?;
+        pause::point("after-header");
         Ok(CommitReport {
             image: target,
             new_blobs: new_list.len() as u64,

@@ -323,6 +323,7 @@ pub fn rebuild(
                 }
             }
         }
+        super::pause::point("rebuild-after-blobs");
         // Metadata resources, in image order, after the data (a non-solid
         // entry between runs also keeps runs apart).
         let md_comp = if target.solid {
@@ -441,6 +442,7 @@ pub fn rebuild(
     })();
     match res {
         Ok(rep) => {
+            super::pause::point("rebuild-before-rename");
             std::fs::rename(&tmp, dst).map_err(|e| Error::Io {
                 path: dst.display().to_string(),
                 err: e,
