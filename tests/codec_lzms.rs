@@ -208,7 +208,16 @@ fn check_ours_roundtrip(data: &[u8], max_block: usize) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+    // Failing cases are saved next to this file
+    // (tests/<name>.proptest-regressions, kept in git) and replayed first
+    // on every later run.
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn wimlib_compressed_decodes(kind in 0u8..6, n in 1usize..40_000, seed: u64, level in prop::sample::select(vec![20u32, 50, 100])) {

@@ -307,7 +307,16 @@ fn data_strategy(max: usize) -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // Failing cases are saved next to this file
+    // (tests/<name>.proptest-regressions, kept in git) and replayed first
+    // on every later run.
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn wimlib_to_ours(data in data_strategy(70000), ci in 0usize..7, lvl in prop_oneof![Just(0u32), Just(20), Just(100)]) {
