@@ -112,7 +112,16 @@ fn chunk() -> impl Strategy<Value = (usize, Vec<u8>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    // Failing cases are saved next to this file
+    // (tests/<name>.proptest-regressions, kept in git) and replayed first
+    // on every later run.
+    #![proptest_config(ProptestConfig {
+        cases: 96,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn decodes_wimlib_output((cs, data) in chunk()) {

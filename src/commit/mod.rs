@@ -8,6 +8,7 @@
 //! truncates the file back and restores the old header.
 
 mod lock;
+mod pause;
 pub mod rebuild;
 pub mod tree;
 mod write;
@@ -457,6 +458,7 @@ pub fn commit_with(
                 }
             }
         }
+        pause::point("after-blobs");
         // Metadata resource.
         let md_comp = if solid { Compression::None } else { comp };
         let mut md_rh = write::write_blob(&mut out, &md, md_comp, cs, &|_| {})?;
@@ -600,6 +602,7 @@ pub fn commit_with(
             metadata_sha1: md_hash,
             blob_table: bt_rh,
         })?;
+        pause::point("before-header");
 
         // The new header, last.
         let mut nh: Header = h.clone();
@@ -624,6 +627,7 @@ pub fn commit_with(
         lock.still_at_path()?;
         out.write_at(&nh.write(), 0)?;
         file.sync_all()?;
+        pause::point("after-header");
         Ok(CommitReport {
             image: target,
             new_blobs: new_list.len() as u64,

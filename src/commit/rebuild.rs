@@ -308,6 +308,7 @@ pub fn rebuild(
                 }
             }
         }
+        super::pause::point("rebuild-after-blobs");
         // Metadata resources, in image order, after the data (a non-solid
         // entry between runs also keeps runs apart).
         let md_comp = if target.solid {
@@ -426,6 +427,7 @@ pub fn rebuild(
     })();
     match res {
         Ok(rep) => {
+            super::pause::point("rebuild-before-rename");
             // The name must still be our file (in a directory others may
             // write, it could have been swapped for a symlink): the rename
             // then replaces the WIM's path name with it, never following

@@ -302,32 +302,72 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
+        // Every field distinct and non-zero, so a field read from or written
+        // to the wrong place cannot go unnoticed.
+        let rh = |size: u64, flags: u8, offset: u64, unc: u64| ResHdr {
+            size_in_wim: size,
+            flags,
+            offset,
+            uncompressed_size: unc,
+        };
+        let guid: [u8; 16] = std::array::from_fn(|i| 0xA0 + i as u8);
         let h = Header {
             magic: *MAGIC,
             version: VERSION_DEFAULT,
-            flags: flags::COMPRESSION | flags::COMPRESS_LZX,
-            chunk_size: 32768,
-            guid: [7; 16],
-            part_number: 1,
-            total_parts: 1,
-            image_count: 2,
-            blob_table: ResHdr {
-                size_in_wim: 500,
-                flags: 2,
-                offset: 1000,
-                uncompressed_size: 500,
-            },
-            xml: ResHdr::default(),
-            boot_metadata: ResHdr::default(),
-            boot_index: 0,
-            integrity: ResHdr::default(),
+            flags: flags::COMPRESSION | flags::COMPRESS_LZX | flags::RP_FIX,
+            chunk_size: 65536,
+            guid,
+            part_number: 2,
+            total_parts: 3,
+            image_count: 5,
+            blob_table: rh(500, 2, 1000, 501),
+            xml: rh(0x1234, 0, 0x0102_0304_0506, 0x1235),
+            boot_metadata: rh(0x00AB_CDEF_0123, 6, 777, 0x00AB_CDEF_0124),
+            boot_index: 4,
+            integrity: rh(90, 0, 0x00FF_FFFF_FFFF, 91),
         };
         let b = h.write();
         assert_eq!(b.len(), HEADER_SIZE);
         let p = Header::parse(&b).unwrap();
+        assert_eq!(p.magic, h.magic);
+        assert_eq!(p.version, h.version);
+        assert_eq!(p.flags, h.flags);
+        assert_eq!(p.chunk_size, h.chunk_size);
+        assert_eq!(p.guid, h.guid);
+        assert_eq!(p.part_number, h.part_number);
+        assert_eq!(p.total_parts, h.total_parts);
+        assert_eq!(p.image_count, h.image_count);
         assert_eq!(p.blob_table, h.blob_table);
-        assert_eq!(p.image_count, 2);
+        assert_eq!(p.xml, h.xml);
+        assert_eq!(p.boot_metadata, h.boot_metadata);
+        assert_eq!(p.boot_index, h.boot_index);
+        assert_eq!(p.integrity, h.integrity);
         assert_eq!(p.compression().unwrap(), Compression::Lzx);
+        assert_eq!(p.write(), b, "parse then write changes bytes");
+        // The on-disk layout (the WIM format's field offsets).
+        let u32at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let u16at = |o: usize| u16::from_le_bytes(b[o..o + 2].try_into().unwrap());
+        let u64at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        let res_at = |o: usize| {
+            let mut s = [0u8; 8];
+            s[..7].copy_from_slice(&b[o..o + 7]);
+            rh(u64::from_le_bytes(s), b[o + 7], u64at(o + 8), u64at(o + 16))
+        };
+        assert_eq!(&b[0..8], MAGIC);
+        assert_eq!(u32at(8) as usize, HEADER_SIZE);
+        assert_eq!(u32at(12), h.version);
+        assert_eq!(u32at(16), h.flags);
+        assert_eq!(u32at(20), h.chunk_size);
+        assert_eq!(&b[24..40], &guid);
+        assert_eq!(u16at(40), 2);
+        assert_eq!(u16at(42), 3);
+        assert_eq!(u32at(44), 5);
+        assert_eq!(res_at(48), h.blob_table);
+        assert_eq!(res_at(72), h.xml);
+        assert_eq!(res_at(96), h.boot_metadata);
+        assert_eq!(u32at(120), 4);
+        assert_eq!(res_at(124), h.integrity);
+        assert!(b[148..].iter().all(|&x| x == 0), "reserved bytes not zero");
     }
 
     #[test]

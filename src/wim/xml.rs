@@ -435,8 +435,17 @@ mod tests {
             "<<<>>>",
             "&#xffffffff;",
         ] {
-            let _ = parse(s);
+            assert!(parse(s).is_err(), "{s:?} parsed");
         }
-        assert!(parse("<a></b>").is_err());
+        // A document cut anywhere is reported, not read as a shorter one.
+        let doc = "<WIM><TOTALBYTES>1234</TOTALBYTES><IMAGE INDEX=\"1\"><NAME>x &lt; y</NAME></IMAGE></WIM>";
+        assert!(parse(doc).is_ok());
+        for n in 0..doc.len() {
+            assert!(
+                parse(&doc[..n]).is_err(),
+                "cut at {n} parsed: {:?}",
+                &doc[..n]
+            );
+        }
     }
 }
