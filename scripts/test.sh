@@ -87,7 +87,7 @@ awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += 
     skipped=$(cut -d: -f1-3 "$WIMFS_SKIP_LOG" | sort -u | wc -l)
     if [ "$skipped" -gt 0 ]; then
         echo "skipped:"
-        sed 's/^/  SKIPPED /' "$WIMFS_SKIP_LOG"
+        sort -u "$WIMFS_SKIP_LOG" | sed 's/^/  SKIPPED /'
     fi
     echo "tests: $((passed - skipped)) passed, $failed failed, $skipped skipped, $ignored ignored (opt-in slow tests)"
 }
