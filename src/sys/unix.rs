@@ -732,6 +732,66 @@ pub fn try_lock(f: &File) -> io::Result<bool> {
     }
 }
 
+/// Free (available to unprivileged users) and total bytes of the
+/// filesystem holding `dir`; `None` when they cannot be read. std has no
+/// statvfs, hence libc.
+pub fn fs_space(dir: &Path) -> Option<(u64, u64)> {
+    let c = CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly
+    // sized, writable statvfs.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let f = st.f_frsize as u64;
+    Some((st.f_bavail as u64 * f, st.f_blocks as u64 * f))
+}
+
+/// A fresh private anonymous read-write mapping of `len` bytes
+/// (page-aligned, zero-filled), for the chunk cache's slabs: std has no
+/// mmap. `None`, with a warning, when the kernel refuses (the cache then
+/// uses the heap).
+pub fn map_anonymous(len: usize) -> Option<std::ptr::NonNull<u8>> {
+    // SAFETY: a fresh private anonymous mapping; no existing memory is
+    // affected. The result is checked against MAP_FAILED.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        log::warn!("cannot map {len} bytes for the chunk cache; using the heap");
+        return None;
+    }
+    std::ptr::NonNull::new(p.cast())
+}
+
+/// Unmap a whole mapping made by [`map_anonymous`].
+///
+/// # Safety
+/// `(p, len)` is exactly a mapping returned by `map_anonymous(len)` and no
+/// reference into it is used afterwards.
+pub unsafe fn unmap(p: std::ptr::NonNull<u8>, len: usize) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { libc::munmap(p.as_ptr().cast(), len) };
+}
+
+/// Give the pages of `len` bytes at `p` back to the kernel while keeping
+/// the mapping: they read back as zeros and cost no memory until touched.
+///
+/// # Safety
+/// `p` is page-aligned, `(p, len)` lies inside a mapping made by
+/// [`map_anonymous`], and its contents are no longer needed by anyone.
+pub unsafe fn discard_pages(p: std::ptr::NonNull<u8>, len: usize) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { libc::madvise(p.as_ptr().cast(), len, libc::MADV_DONTNEED) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
