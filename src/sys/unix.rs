@@ -792,6 +792,54 @@ pub unsafe fn discard_pages(p: std::ptr::NonNull<u8>, len: usize) {
     unsafe { libc::madvise(p.as_ptr().cast(), len, libc::MADV_DONTNEED) };
 }
 
+/// Set the extended attribute `name` (with its namespace, e.g.
+/// `user.x`) of `path` to `val`, on a symlink itself rather than its
+/// target (lsetxattr; std has no xattrs).
+pub fn set_xattr_nofollow(path: &Path, name: &str, val: &[u8]) -> io::Result<()> {
+    let c = cstr(path.as_os_str())?;
+    let n = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: valid NUL-terminated strings and a buffer of `val.len()` bytes.
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            val.as_ptr() as *const _,
+            val.len(),
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Set the access and modification times of `path`, each as Unix
+/// (seconds, nanoseconds), on a symlink itself rather than its target
+/// (utimensat with AT_SYMLINK_NOFOLLOW; std sets times only through an
+/// open file, which a symlink cannot be).
+pub fn set_times_nofollow(path: &Path, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()> {
+    let c = cstr(path.as_os_str())?;
+    let ts = |(s, ns): (i64, i64)| libc::timespec {
+        tv_sec: s as libc::time_t,
+        tv_nsec: ns as _,
+    };
+    let ts = [ts(atime), ts(mtime)];
+    // SAFETY: valid path and a two-element timespec array.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
