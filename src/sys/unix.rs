@@ -840,6 +840,14 @@ pub fn set_times_nofollow(path: &Path, atime: (i64, i64), mtime: (i64, i64)) -> 
     Ok(())
 }
 
+/// The Linux constants the FUSE adapter matches kernel requests against
+/// (file type bits, open flags, setxattr and fallocate flags), so that the
+/// adapter itself names no libc.
+#[cfg(target_os = "linux")]
+pub mod linux_consts {
+    pub use libc::{FALLOC_FL_KEEP_SIZE, O_TRUNC, S_IFMT, S_IFREG, XATTR_CREATE, XATTR_REPLACE};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
