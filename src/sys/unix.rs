@@ -15,6 +15,26 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// The real user and group ids of this process.
+pub fn real_ids() -> (u32, u32) {
+    // SAFETY: getuid/getgid have no preconditions and cannot fail.
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+/// Does a process with id `pid` exist (kill with signal 0; one we may not
+/// signal, EPERM, exists too)? `false` for ids that are no valid pid.
+pub fn process_exists(pid: u32) -> bool {
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if p <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for existence.
+    let r = unsafe { libc::kill(p, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Create the FIFO, device or socket `path` (`mode`: file type bits and
 /// permissions as in `st_mode`; `rdev`: the device number in Linux's
 /// `dev_t` layout). Like `O_EXCL`, fails if anything, a symlink included,
