@@ -424,83 +424,56 @@ fn cpath(p: &Path) -> Option<std::ffi::CString> {
 }
 
 fn set_xattr(p: &Path, name: &str, val: &[u8], warnings: &mut Vec<String>) {
-    let (Some(cp), Ok(cn)) = (cpath(p), std::ffi::CString::new(format!("user.{name}"))) else {
+    let (Some(_), Ok(_)) = (cpath(p), std::ffi::CString::new(format!("user.{name}"))) else {
         warnings.push(format!(
             "{}: cannot name xattr for stream {name:?}",
             p.display()
         ));
         return;
     };
-    // SAFETY: valid NUL-terminated strings and a valid buffer.
-    let r = unsafe {
-        libc::lsetxattr(
-            cp.as_ptr(),
-            cn.as_ptr(),
-            val.as_ptr() as *const _,
-            val.len(),
-            0,
-        )
-    };
-    if r != 0 {
+    // The names were checked above (no NUL), so an error here is the OS's.
+    if let Err(e) = crate::sys::set_xattr_nofollow(p, &format!("user.{name}"), val) {
         warnings.push(format!(
-            "{}: cannot set xattr user.{name}: {}",
-            p.display(),
-            std::io::Error::last_os_error()
+            "{}: cannot set xattr user.{name}: {e}",
+            p.display()
         ));
     }
 }
 
-/// FILETIME (100 ns since 1601) to a timespec.
-pub fn filetime_to_timespec(ft: u64) -> libc::timespec {
+/// FILETIME (100 ns since 1601) to Unix (seconds, nanoseconds).
+fn filetime_to_unix(ft: u64) -> (i64, i64) {
     const EPOCH_DIFF: i64 = 116_444_736_000_000_000;
     let t = ft as i64 - EPOCH_DIFF;
-    libc::timespec {
-        tv_sec: t.div_euclid(10_000_000) as libc::time_t,
-        tv_nsec: (t.rem_euclid(10_000_000) * 100) as _,
-    }
+    (t.div_euclid(10_000_000), t.rem_euclid(10_000_000) * 100)
 }
 
 fn set_times(p: &Path, atime: u64, mtime: u64, warnings: &mut Vec<String>) {
-    let Some(cp) = cpath(p) else { return };
-    let ts = [filetime_to_timespec(atime), filetime_to_timespec(mtime)];
-    // SAFETY: valid path and a two-element timespec array.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            cp.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r != 0 {
-        warnings.push(format!(
-            "{}: cannot set times: {}",
-            p.display(),
-            std::io::Error::last_os_error()
-        ));
+    // A path the OS cannot name is skipped quietly, as always.
+    if cpath(p).is_none() {
+        return;
+    }
+    if let Err(e) =
+        crate::sys::set_times_nofollow(p, filetime_to_unix(atime), filetime_to_unix(mtime))
+    {
+        warnings.push(format!("{}: cannot set times: {e}", p.display()));
     }
 }
 
 fn set_owner_mode(p: &Path, uid: u32, gid: u32, mode: u32, warnings: &mut Vec<String>) {
-    let Some(cp) = cpath(p) else { return };
-    // SAFETY: valid path.
-    unsafe {
-        if libc::lchown(cp.as_ptr(), uid, gid) != 0 {
-            warnings.push(format!(
-                "{}: cannot chown: {}",
-                p.display(),
-                std::io::Error::last_os_error()
-            ));
-        }
-        let is_link = fs::symlink_metadata(p)
-            .map(|m| m.file_type().is_symlink())
-            .unwrap_or(false);
-        if !is_link && libc::chmod(cp.as_ptr(), (mode & 0o7777) as libc::mode_t) != 0 {
-            warnings.push(format!(
-                "{}: cannot chmod: {}",
-                p.display(),
-                std::io::Error::last_os_error()
-            ));
+    use std::os::unix::fs::PermissionsExt;
+    if cpath(p).is_none() {
+        return;
+    }
+    // std's lchown and set_permissions are the lchown and chmod calls.
+    if let Err(e) = std::os::unix::fs::lchown(p, Some(uid), Some(gid)) {
+        warnings.push(format!("{}: cannot chown: {e}", p.display()));
+    }
+    let is_link = fs::symlink_metadata(p)
+        .map(|m| m.file_type().is_symlink())
+        .unwrap_or(false);
+    if !is_link {
+        if let Err(e) = fs::set_permissions(p, fs::Permissions::from_mode(mode & 0o7777)) {
+            warnings.push(format!("{}: cannot chmod: {e}", p.display()));
         }
     }
 }

@@ -248,7 +248,9 @@ impl WimFuse {
         }
         // Only regular files here (mknod of FIFOs, devices and sockets is
         // [`WimFuse::mknod`]'s).
-        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+        if mode & crate::sys::linux_consts::S_IFMT != crate::sys::linux_consts::S_IFREG
+            && mode & crate::sys::linux_consts::S_IFMT != 0
+        {
             return Err(Errno::EPERM);
         }
         let name = new_name(name)?;
@@ -498,7 +500,7 @@ impl Filesystem for WimFuse {
             return reply.error(Errno::ENOSYS);
         }
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        let truncate = flags.0 & libc::O_TRUNC != 0;
+        let truncate = flags.0 & crate::sys::linux_consts::O_TRUNC != 0;
         if self.rw {
             return match self.vfs.open_file(ino.0, write, truncate) {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -711,8 +713,8 @@ impl Filesystem for WimFuse {
         };
         let mode = match flags {
             0 => XattrMode::Any,
-            libc::XATTR_CREATE => XattrMode::Create,
-            libc::XATTR_REPLACE => XattrMode::Replace,
+            crate::sys::linux_consts::XATTR_CREATE => XattrMode::Create,
+            crate::sys::linux_consts::XATTR_REPLACE => XattrMode::Replace,
             _ => return reply.error(Errno::EINVAL),
         };
         self.empty(self.vfs.setxattr(ino.0, name, value, mode), reply)
@@ -797,10 +799,10 @@ impl Filesystem for WimFuse {
         }
         // Plain allocation only (punching holes, zeroing or collapsing
         // ranges are not supported).
-        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+        if mode & !crate::sys::linux_consts::FALLOC_FL_KEEP_SIZE != 0 {
             return reply.error(Errno::EOPNOTSUPP);
         }
-        let keep = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        let keep = mode & crate::sys::linux_consts::FALLOC_FL_KEEP_SIZE != 0;
         self.empty(self.vfs.fallocate(ino.0, offset, length, keep), reply)
     }
 

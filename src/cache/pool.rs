@@ -14,6 +14,7 @@
 //! Chunks larger than [`MAX_POOLED`] (solid resources' 64 MiB chunks) and
 //! platforms without `mmap` use ordinary heap vectors.
 
+use crate::sys;
 use parking_lot::Mutex;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -205,7 +206,7 @@ impl Pool {
             return Some((p, false));
         }
         let slab_len = size.max(SLAB);
-        let p = map(slab_len)?;
+        let p = sys::map_anonymous(slab_len)?;
         inner.slabs.push((p, slab_len));
         let left = slab_len / size;
         if left > 1 {
@@ -225,7 +226,9 @@ impl Pool {
         let mut g = self.inner.lock();
         let inner = &mut *g;
         if ci >= inner.classes.len() || size > self.hot_max {
-            release(ptr, size);
+            // SAFETY: the block came from a slab mapped by `map_anonymous`
+            // and is being returned, so nothing uses it any more.
+            unsafe { sys::discard_pages(ptr, size) };
             if let Some(c) = inner.classes.get_mut(ci) {
                 c.cold.push(ptr);
             }
@@ -245,7 +248,9 @@ impl Pool {
             let victim_size = MIN_CLASS << vi;
             let vc = &mut inner.classes[vi];
             if let Some(v) = vc.hot.pop() {
-                release(v, victim_size);
+                // SAFETY: `v` is a free block of `victim_size` bytes inside
+                // one of our slabs; its contents are not needed.
+                unsafe { sys::discard_pages(v, victim_size) };
                 vc.cold.push(v);
                 inner.hot_bytes -= victim_size;
             }
@@ -258,56 +263,13 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         for &(p, len) in &self.inner.get_mut().slabs {
-            unmap(p, len);
+            // SAFETY: (p, len) is a slab mapped by `map_anonymous` and no
+            // block of it is in use (the pool is dropped only after every
+            // ChunkBuf).
+            unsafe { sys::unmap(p, len) };
         }
     }
 }
-
-#[cfg(unix)]
-fn map(len: usize) -> Option<NonNull<u8>> {
-    // SAFETY: a fresh private anonymous mapping; no existing memory is
-    // affected. The result is checked against MAP_FAILED.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        log::warn!("cannot map {len} bytes for the chunk cache; using the heap");
-        return None;
-    }
-    NonNull::new(p.cast())
-}
-
-#[cfg(unix)]
-fn unmap(p: NonNull<u8>, len: usize) {
-    // SAFETY: (p, len) is a mapping made by `map` and no block of it is in
-    // use (the pool is dropped only after every ChunkBuf).
-    unsafe { libc::munmap(p.as_ptr().cast(), len) };
-}
-
-#[cfg(unix)]
-fn release(p: NonNull<u8>, len: usize) {
-    // SAFETY: the block is page-aligned, `len` bytes, inside our mapping and
-    // free; its contents are not needed (it reads back as zeros).
-    unsafe { libc::madvise(p.as_ptr().cast(), len, libc::MADV_DONTNEED) };
-}
-
-#[cfg(not(unix))]
-fn map(_len: usize) -> Option<NonNull<u8>> {
-    None
-}
-
-#[cfg(not(unix))]
-fn unmap(_p: NonNull<u8>, _len: usize) {}
-
-#[cfg(not(unix))]
-fn release(_p: NonNull<u8>, _len: usize) {}
 
 #[cfg(test)]
 mod tests {

@@ -604,8 +604,7 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
     for w in &image.warnings {
         log::warn!("{w}");
     }
-    // SAFETY: getuid/getgid have no preconditions and cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = sys::real_ids();
     let opts = VfsOptions {
         uid: a.uid.unwrap_or(uid),
         gid: a.gid.unwrap_or(gid),
@@ -968,15 +967,7 @@ fn alive(pid: u32) -> bool {
     if sys::process_uid(pid) != Some(sys::euid()) {
         return false;
     }
-    let Ok(p) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if p <= 0 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks for existence.
-    let r = unsafe { libc::kill(p, 0) };
-    if r != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+    if !sys::process_exists(pid) {
         return false;
     }
     // Guard against a recycled pid.

@@ -25,20 +25,17 @@ impl WimLock {
                 path: path.display().to_string(),
                 err: e,
             })?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::io::AsRawFd;
-            // SAFETY: flock on a valid descriptor we own.
-            let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if r != 0 {
-                let e = std::io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                    return Err(Error::Other(format!(
-                        "{} is locked by another process (a read-write mount or a running write, \
-                         by wimfs or wimlib); unmount or wait for it first",
-                        path.display()
-                    )));
-                }
+        // On Windows `sys::try_lock` takes no lock yet (see there).
+        match crate::sys::try_lock(&file) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Error::Other(format!(
+                    "{} is locked by another process (a read-write mount or a running write, \
+                     by wimfs or wimlib); unmount or wait for it first",
+                    path.display()
+                )));
+            }
+            Err(e) => {
                 return Err(Error::Io {
                     path: path.display().to_string(),
                     err: e,

@@ -1615,7 +1615,7 @@ impl Overlay {
 
     /// Free and total bytes of the filesystem holding the staging.
     pub fn staging_space(&self) -> Option<(u64, u64)> {
-        fs_space(self.dir.path())
+        crate::sys::fs_space(self.dir.path())
     }
 
     pub fn wim(&self) -> Arc<Wim> {
@@ -2569,25 +2569,6 @@ pub struct WinMeta {
     pub reparse: Option<(u32, Option<Data>)>,
     pub short_name: Option<String>,
     pub xattrs: Option<(u32, Vec<u8>)>,
-}
-
-#[cfg(unix)]
-fn fs_space(dir: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // libc: std has no statvfs. SAFETY: `c` is a valid NUL-terminated
-    // path and `st` a properly sized, writable statvfs.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    let f = st.f_frsize as u64;
-    Some((st.f_bavail as u64 * f, st.f_blocks as u64 * f))
-}
-
-#[cfg(not(unix))]
-fn fs_space(_dir: &Path) -> Option<(u64, u64)> {
-    None
 }
 
 fn idx_of(ino: u64) -> VfsResult<u32> {

@@ -15,6 +15,26 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// The real user and group ids of this process.
+pub fn real_ids() -> (u32, u32) {
+    // SAFETY: getuid/getgid have no preconditions and cannot fail.
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+/// Does a process with id `pid` exist (kill with signal 0; one we may not
+/// signal, EPERM, exists too)? `false` for ids that are no valid pid.
+pub fn process_exists(pid: u32) -> bool {
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if p <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for existence.
+    let r = unsafe { libc::kill(p, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Create the FIFO, device or socket `path` (`mode`: file type bits and
 /// permissions as in `st_mode`; `rdev`: the device number in Linux's
 /// `dev_t` layout). Like `O_EXCL`, fails if anything, a symlink included,
@@ -730,6 +750,122 @@ pub fn try_lock(f: &File) -> io::Result<bool> {
     } else {
         Err(e)
     }
+}
+
+/// Free (available to unprivileged users) and total bytes of the
+/// filesystem holding `dir`; `None` when they cannot be read. std has no
+/// statvfs, hence libc.
+pub fn fs_space(dir: &Path) -> Option<(u64, u64)> {
+    let c = CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly
+    // sized, writable statvfs.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let f = st.f_frsize as u64;
+    Some((st.f_bavail as u64 * f, st.f_blocks as u64 * f))
+}
+
+/// A fresh private anonymous read-write mapping of `len` bytes
+/// (page-aligned, zero-filled), for the chunk cache's slabs: std has no
+/// mmap. `None`, with a warning, when the kernel refuses (the cache then
+/// uses the heap).
+pub fn map_anonymous(len: usize) -> Option<std::ptr::NonNull<u8>> {
+    // SAFETY: a fresh private anonymous mapping; no existing memory is
+    // affected. The result is checked against MAP_FAILED.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        log::warn!("cannot map {len} bytes for the chunk cache; using the heap");
+        return None;
+    }
+    std::ptr::NonNull::new(p.cast())
+}
+
+/// Unmap a whole mapping made by [`map_anonymous`].
+///
+/// # Safety
+/// `(p, len)` is exactly a mapping returned by `map_anonymous(len)` and no
+/// reference into it is used afterwards.
+pub unsafe fn unmap(p: std::ptr::NonNull<u8>, len: usize) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { libc::munmap(p.as_ptr().cast(), len) };
+}
+
+/// Give the pages of `len` bytes at `p` back to the kernel while keeping
+/// the mapping: they read back as zeros and cost no memory until touched.
+///
+/// # Safety
+/// `p` is page-aligned, `(p, len)` lies inside a mapping made by
+/// [`map_anonymous`], and its contents are no longer needed by anyone.
+pub unsafe fn discard_pages(p: std::ptr::NonNull<u8>, len: usize) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { libc::madvise(p.as_ptr().cast(), len, libc::MADV_DONTNEED) };
+}
+
+/// Set the extended attribute `name` (with its namespace, e.g.
+/// `user.x`) of `path` to `val`, on a symlink itself rather than its
+/// target (lsetxattr; std has no xattrs).
+pub fn set_xattr_nofollow(path: &Path, name: &str, val: &[u8]) -> io::Result<()> {
+    let c = cstr(path.as_os_str())?;
+    let n = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: valid NUL-terminated strings and a buffer of `val.len()` bytes.
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            val.as_ptr() as *const _,
+            val.len(),
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Set the access and modification times of `path`, each as Unix
+/// (seconds, nanoseconds), on a symlink itself rather than its target
+/// (utimensat with AT_SYMLINK_NOFOLLOW; std sets times only through an
+/// open file, which a symlink cannot be).
+pub fn set_times_nofollow(path: &Path, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()> {
+    let c = cstr(path.as_os_str())?;
+    let ts = |(s, ns): (i64, i64)| libc::timespec {
+        tv_sec: s as libc::time_t,
+        tv_nsec: ns as _,
+    };
+    let ts = [ts(atime), ts(mtime)];
+    // SAFETY: valid path and a two-element timespec array.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The Linux constants the FUSE adapter matches kernel requests against
+/// (file type bits, open flags, setxattr and fallocate flags), so that the
+/// adapter itself names no libc.
+#[cfg(target_os = "linux")]
+pub mod linux_consts {
+    pub use libc::{FALLOC_FL_KEEP_SIZE, O_TRUNC, S_IFMT, S_IFREG, XATTR_CREATE, XATTR_REPLACE};
 }
 
 #[cfg(test)]

@@ -281,8 +281,35 @@ pub fn open_own_file(path: &Path) -> io::Result<File> {
     Ok(f)
 }
 
-/// No advisory lock here (std's is newer than the MSRV): an open file
-/// cannot be deleted on Windows anyway, so a live one survives a cleanup.
+/// No advisory lock here: std's `File::try_lock` needs Rust 1.89, newer
+/// than the MSRV (1.87), so this always reports the lock as taken. An open
+/// file cannot be deleted on Windows anyway, so a live one survives a
+/// cleanup; but a WIM being written by another process is not detected
+/// (`WimLock` takes no real lock on Windows yet).
 pub fn try_lock(_f: &File) -> io::Result<bool> {
     Ok(true)
 }
+
+/// Free and total bytes of the filesystem holding `dir`: not read on
+/// Windows yet (std has no API for it), so always `None`.
+pub fn fs_space(_dir: &Path) -> Option<(u64, u64)> {
+    None
+}
+
+/// No mapped slabs on Windows yet: always `None`, so the chunk cache uses
+/// the heap (silently; nothing failed).
+pub fn map_anonymous(_len: usize) -> Option<std::ptr::NonNull<u8>> {
+    None
+}
+
+/// Nothing to unmap: [`map_anonymous`] never maps anything here.
+///
+/// # Safety
+/// As on Unix: `(p, len)` is a mapping from `map_anonymous`.
+pub unsafe fn unmap(_p: std::ptr::NonNull<u8>, _len: usize) {}
+
+/// Nothing to give back: [`map_anonymous`] never maps anything here.
+///
+/// # Safety
+/// As on Unix: `(p, len)` lies inside a mapping from `map_anonymous`.
+pub unsafe fn discard_pages(_p: std::ptr::NonNull<u8>, _len: usize) {}
