@@ -6,6 +6,8 @@
 //! - [`cache`]: decompressed chunks shared by threads, parallel reads.
 //! - [`image`]: an image as a tree of inodes.
 //! - [`nt`]: Windows naming rules (what Windows cannot create).
+//! - [`node`]: attributes, directory entries, errors and options the
+//!   overlay and the vfs answer in (below the overlay, re-exported by `vfs`).
 //! - [`vfs`]: the platform-neutral filesystem the user sees.
 
 pub mod cache;
@@ -13,6 +15,7 @@ pub mod codec;
 pub mod error;
 pub mod image;
 pub mod io;
+pub mod node;
 pub mod nt;
 pub mod wim;
 

@@ -1,0 +1,190 @@
+//! The platform-neutral vocabulary of the filesystem: inode numbers,
+//! attributes, directory entries, errors and mount options.
+//!
+//! It sits below the overlay (and the vfs above it) because the overlay
+//! answers in these terms; were they defined in `vfs`, the overlay would
+//! import from the layer above it. `vfs` re-exports all of it, so the
+//! adapters and the CLI keep naming them `vfs::…`.
+
+use crate::error::Error;
+use crate::image::Special;
+
+/// Inode number as the kernel sees it; the root is 1.
+pub type Ino = u64;
+pub const ROOT_INO: Ino = 1;
+
+/// Errors in the vocabulary every platform has.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VfsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("read-only file system")]
+    ReadOnly,
+    #[error("no such attribute")]
+    NoAttr,
+    #[error("buffer too small")]
+    Range,
+    #[error("value too large")]
+    TooBig,
+    #[error("invalid argument")]
+    Invalid,
+    #[error("not a symbolic link")]
+    NotLink,
+    #[error("file exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("no space left on the staging device")]
+    NoSpace,
+    #[error("operation not permitted")]
+    Perm,
+    #[error("file name too long")]
+    NameTooLong,
+    #[error("operation not supported")]
+    NotSupported,
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+impl From<Error> for VfsError {
+    fn from(e: Error) -> Self {
+        log::error!("{e}");
+        VfsError::Io(e.to_string())
+    }
+}
+
+impl VfsError {
+    // Constructors for the write side's errors.
+    pub fn exists() -> Self {
+        VfsError::Exists
+    }
+    pub fn not_empty() -> Self {
+        VfsError::NotEmpty
+    }
+    pub fn no_space() -> Self {
+        VfsError::NoSpace
+    }
+    pub fn perm() -> Self {
+        VfsError::Perm
+    }
+    pub fn name_too_long() -> Self {
+        VfsError::NameTooLong
+    }
+    pub fn not_supported() -> Self {
+        VfsError::NotSupported
+    }
+    /// An I/O error on the staging directory.
+    pub fn from_io(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            return Self::no_space();
+        }
+        log::error!("staging I/O error: {e}");
+        VfsError::Io(e.to_string())
+    }
+    pub(crate) fn from_lib(e: Error) -> Self {
+        match e {
+            Error::RawIo(io) | Error::Io { err: io, .. } => Self::from_io(io),
+            other => other.into(),
+        }
+    }
+}
+
+pub type VfsResult<T> = std::result::Result<T, VfsError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Directory,
+    Regular,
+    Symlink,
+    /// A FIFO, device or socket: an empty file in the WIM whose UNIX data
+    /// says what it is (shown as such where UNIX data is used).
+    Special(Special),
+}
+
+/// Seconds and nanoseconds since the Unix epoch.
+pub type Timestamp = (i64, u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: Ino,
+    pub size: u64,
+    pub blocks: u64,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub crtime: Timestamp,
+    pub kind: FileKind,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u32,
+    /// Windows attributes, for adapters that show them.
+    pub attributes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: Ino,
+    pub kind: FileKind,
+    pub name: String,
+    /// Offset to pass to continue after this entry.
+    pub next: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+/// Ownership and permissions for entries without UNIX data.
+#[derive(Debug, Clone)]
+pub struct VfsOptions {
+    pub uid: u32,
+    pub gid: u32,
+    pub dir_mode: u16,
+    pub file_mode: u16,
+    /// Use the UNIX-data tag (uid/gid/mode) where the image has it.
+    pub use_unix_data: bool,
+    /// Absolute mount point: symlinks fixed up at capture point inside it.
+    pub mount_root: String,
+    /// Bytes to decompress ahead of a sequential reader.
+    pub readahead: u64,
+    /// Read-write mounts: keep owner, group and mode (chmod/chown, and of
+    /// new files) in the UNIX-data tag. Without it chmod/chown that would
+    /// change anything fail with a permission error (a WIM has nowhere
+    /// else to keep them) and new files show the default owner and mode.
+    pub store_unix_data: bool,
+    /// Read-write mounts: refuse new names Windows cannot use (reserved
+    /// characters, trailing dot or space, DOS device names, a name equal
+    /// but for case to another in the directory; see [`crate::nt::names`]),
+    /// as ntfs-3g's `windows_names` does, so the mistake shows where it is
+    /// made rather than when Windows applies the image. Off
+    /// (`--posix-names`) for images only Linux will read.
+    pub windows_names: bool,
+}
+
+impl Default for VfsOptions {
+    fn default() -> Self {
+        VfsOptions {
+            uid: 0,
+            gid: 0,
+            dir_mode: 0o755,
+            file_mode: 0o644,
+            use_unix_data: true,
+            mount_root: "/".into(),
+            readahead: 4 << 20,
+            store_unix_data: false,
+            windows_names: true,
+        }
+    }
+}
