@@ -386,6 +386,13 @@ fn planted_staging_of_another_user_is_not_resumed() {
         "{}",
         o.describe()
     );
+    // The way out offered is a staging of one's own, not a discard that
+    // would be refused too.
+    assert!(
+        o.stderr_str().contains("--staging-dir") && !o.stderr_str().contains("--discard-staging"),
+        "{}",
+        o.describe()
+    );
     assert_eq!(std::fs::read(&a.wim).unwrap(), before, "the WIM changed");
     // Not deleted either: it is not root's to delete.
     assert!(staging.join("journal").is_file());

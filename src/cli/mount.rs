@@ -791,11 +791,21 @@ fn open_rw(
     }
     opts.store_unix_data = a.unix_data;
     let (vfs, status) = Vfs::open_rw(wim.clone(), image, cache, opts, &staging).map_err(|e| {
-        anyhow::anyhow!(
-            "{e}\n(see what it holds with `wimfs recover {} {index}`, or start clean with \
-             --discard-staging)",
-            wim_path.display()
-        )
+        if matches!(e, wimfs::overlay::StagingError::Refused(_)) {
+            // A staging that is not safely ours is never discarded or
+            // resumed: the way round it is a directory of one's own.
+            anyhow::anyhow!(
+                "{e}\n(give a directory of your own with --staging-dir DIR, or have the \
+                 owner remove {})",
+                staging.display()
+            )
+        } else {
+            anyhow::anyhow!(
+                "{e}\n(see what it holds with `wimfs recover {} {index}`, or start clean with \
+                 --discard-staging)",
+                wim_path.display()
+            )
+        }
     })?;
     if status.resumed {
         say(&format!(
