@@ -18,10 +18,8 @@ use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wimfs::cache::ChunkCache;
@@ -301,12 +299,7 @@ fn check_mountpoint(dir: &Path) -> Result<PathBuf> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("mount point {} does not exist", dir.display())
         }
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
-            ) =>
-        {
+        Err(e) if sys::is_disconnected(&e) => {
             bail!(
                 "mount point {} is a dead FUSE mount (transport endpoint is not connected); \
              clear it with `wimfs unmount {}`",
@@ -403,15 +396,6 @@ fn daemon_word(msg: &str, wait: impl FnOnce() -> String) -> Result<i32> {
     bail!("the mount daemon exited ({status}) before the mount was ready")
 }
 
-/// Does this process have a single thread (so a fork copies all of it)?
-fn single_threaded() -> bool {
-    fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Threads:"))
-            .is_some_and(|n| n.trim() == "1")
-    })
-}
-
 /// Start the daemon as a fork of this process: a mount returns a couple of
 /// milliseconds sooner than by running the binary again, which is much of
 /// a small image's mount time. Only while the process has one thread
@@ -419,60 +403,36 @@ fn single_threaded() -> bool {
 /// copy and may run anything. Otherwise, and if forking fails, the binary
 /// is run again.
 fn fork_daemon(a: MountArgs, abs: PathBuf) -> Result<i32> {
-    if !single_threaded() {
+    let Ok((r, w)) = sys::pipe_cloexec() else {
         return spawn_daemon();
-    }
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 fills the two-element array we pass.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return spawn_daemon();
-    }
-    // SAFETY: the process has one thread (checked above), so the child is
-    // a complete copy and can go on running Rust code.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        // SAFETY: closing the two descriptors pipe2 just made.
-        unsafe {
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-        }
-        return spawn_daemon();
-    }
-    if pid == 0 {
-        // The daemon: its stdout is the pipe, stdin and stderr /dev/null
-        // (daemon_child sends stderr to its log).
-        // SAFETY: dup2/close on descriptors this process owns.
-        unsafe {
-            libc::close(fds[0]);
-            libc::dup2(fds[1], 1);
-            libc::close(fds[1]);
-        }
-        if let Ok(null) = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-        {
-            // SAFETY: as above.
-            unsafe {
-                libc::dup2(null.as_raw_fd(), 0);
-                libc::dup2(null.as_raw_fd(), 2);
+    };
+    let pid = match sys::fork_single_threaded() {
+        Ok(sys::Forked::Parent(pid)) => pid,
+        Ok(sys::Forked::Child) => {
+            // The daemon: its stdout is the pipe, stdin and stderr /dev/null
+            // (daemon_child sends stderr to its log).
+            drop(r);
+            let _ = sys::redirect_fd(&w, 1);
+            drop(w);
+            if let Ok(null) = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                let _ = sys::redirect_fd(&null, 0);
+                let _ = sys::redirect_fd(&null, 2);
             }
+            let code = daemon_child(a, Some(abs)).unwrap_or(1);
+            std::process::exit(code);
         }
-        let code = daemon_child(a, Some(abs)).unwrap_or(1);
-        std::process::exit(code);
-    }
-    // SAFETY: the parent keeps only the read end.
-    unsafe { libc::close(fds[1]) };
-    // SAFETY: fds[0] is an open descriptor this process owns alone.
-    let mut out = unsafe { <fs::File as std::os::unix::io::FromRawFd>::from_raw_fd(fds[0]) };
+        Err(_) => return spawn_daemon(),
+    };
+    // The parent keeps only the read end.
+    drop(w);
+    let mut out = fs::File::from(r);
     let mut msg = String::new();
     let _ = out.read_to_string(&mut msg);
-    daemon_word(&msg, || {
-        let mut st: libc::c_int = 0;
-        // SAFETY: waits for our own child.
-        unsafe { libc::waitpid(pid, &mut st, 0) };
-        format!("status {st}")
-    })
+    daemon_word(&msg, || format!("status {}", sys::wait_child(pid)))
 }
 
 /// FUSE threads: each answers its requests itself, and a read waiting for
@@ -497,9 +457,9 @@ const PER_THREAD_BYTES: u64 = 768 << 10;
 /// `abs`: the mount point as the parent checked it (a forked daemon does
 /// not check again).
 fn daemon_child(a: MountArgs, abs: Option<PathBuf>) -> Result<i32> {
-    // SAFETY: setsid has no memory-safety preconditions; it detaches this
-    // fresh process (not a group leader) from the terminal's session.
-    unsafe { libc::setsid() };
+    // Detach this fresh process (not a group leader) from the terminal's
+    // session.
+    let _ = sys::new_session();
     let log_name = format!("{}.log", std::process::id());
     let res = state_private().and_then(|sd| {
         // A log of this pid can only be a dead process's (or something
@@ -508,9 +468,9 @@ fn daemon_child(a: MountArgs, abs: Option<PathBuf>) -> Result<i32> {
         sd.remove_file(&log_name)
             .and_then(|_| sd.open_file(&log_name, Access::CreateNew))
             .map(|f| {
-                // SAFETY: dup2 onto fd 2 of a file we hold open; fd 2 then
-                // refers to the log file (our stderr was /dev/null).
-                unsafe { libc::dup2(f.as_raw_fd(), 2) };
+                // fd 2 then refers to the log file (our stderr was
+                // /dev/null).
+                let _ = sys::redirect_fd(&f, 2);
             })
             .with_context(|| {
                 format!(
@@ -538,46 +498,16 @@ fn daemon_child(a: MountArgs, abs: Option<PathBuf>) -> Result<i32> {
     res
 }
 
-/// Written by the signal handler, read by the thread that unmounts.
-static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_signal(_sig: libc::c_int) {
-    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
-    if fd >= 0 {
-        let b = 1u8;
-        // SAFETY: write(2) is async-signal-safe; the buffer is a local byte.
-        unsafe { libc::write(fd, (&b as *const u8).cast(), 1) };
-    }
-}
-
 /// On SIGINT/SIGTERM/SIGHUP, unmount (which ends the session loop) instead
 /// of dying and leaving a dead mount behind.
 fn unmount_on_signal(unmounter: fuse::Unmounter) {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 fills the two-element array we pass.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    let Some(waiter) = sys::install_stop_signals() else {
         return;
-    }
-    SIGNAL_PIPE.store(fds[1], Ordering::Relaxed);
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: installs a handler that only calls write(2); the sigaction
-        // struct is zeroed and then filled.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
-    let rfd = fds[0];
+    };
     let _ = std::thread::Builder::new()
         .name("wimfs-signal".into())
         .spawn(move || {
-            let mut b = 0u8;
-            // SAFETY: read(2) into a local byte from the pipe we created.
-            let n = unsafe { libc::read(rfd, (&mut b as *mut u8).cast(), 1) };
-            if n == 1 {
+            if waiter.wait() {
                 log::info!("signal received: unmounting");
                 match unmounter.unmount() {
                     Ok(true) => {}
@@ -681,8 +611,8 @@ fn serve(a: &MountArgs, abs: &Path, log: Option<PathBuf>) -> Result<i32> {
         let _ = writeln!(out, "{READY}");
         let _ = out.flush();
         if let Ok(null) = fs::OpenOptions::new().write(true).open("/dev/null") {
-            // SAFETY: dup2 onto fd 1 of /dev/null, closing the pipe.
-            unsafe { libc::dup2(null.as_raw_fd(), 1) };
+            // fd 1 becomes /dev/null, closing the pipe.
+            let _ = sys::redirect_fd(&null, 1);
         }
         let _ = std::env::set_current_dir("/");
     } else {
@@ -855,15 +785,13 @@ fn log_has_errors(p: &Path) -> bool {
 
 fn mount_error(e: std::io::Error, dir: &Path) -> anyhow::Error {
     let msg = e.to_string();
-    let hint = match e.raw_os_error() {
-        Some(libc::EBUSY) => " (the mount point is busy)",
-        Some(libc::EPERM) | Some(libc::EACCES) => {
+    let hint = match sys::mount_error_kind(&e) {
+        sys::MountErrorKind::Busy => " (the mount point is busy)",
+        sys::MountErrorKind::Permission => {
             " (permission denied: is fusermount3 installed and setuid?)"
         }
-        Some(libc::ENODEV) | Some(libc::ENOENT) => {
-            " (is the fuse module loaded and fusermount3 installed?)"
-        }
-        _ => "",
+        sys::MountErrorKind::NoDevice => " (is the fuse module loaded and fusermount3 installed?)",
+        sys::MountErrorKind::Other => "",
     };
     anyhow::anyhow!("cannot mount at {}: {msg}{hint}", dir.display())
 }
@@ -1241,8 +1169,7 @@ fn check_ours(abs: &Path, entries: Vec<MountState>) -> Result<Option<MountState>
     }
     // ENOTCONN, or ECONNABORTED once the kernel aborted the connection
     // (the daemon was killed).
-    let dead = matches!(fs::metadata(abs), Err(e)
-        if matches!(e.raw_os_error(), Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)));
+    let dead = matches!(fs::metadata(abs), Err(e) if sys::is_disconnected(&e));
     if m.fstype == fuse::WIMLIB_FSTYPE {
         if dead {
             bail!(
@@ -1315,20 +1242,18 @@ fn do_unmount(a: &UnmountArgs, abs: &Path, entry: Option<&MountState>) -> Result
     if !done {
         let p = std::ffi::CString::new(abs.to_string_lossy().as_bytes())
             .context("bad mount point path")?;
-        let flags = if a.lazy { libc::MNT_DETACH } else { 0 };
-        // SAFETY: umount2 with a NUL-terminated path we own.
-        if unsafe { libc::umount2(p.as_ptr(), flags) } == 0 {
-            done = true;
-        } else {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EBUSY) {
-                bail!(
+        match sys::umount2_plain(&p, a.lazy) {
+            Ok(()) => done = true,
+            Err(e) => {
+                if sys::mount_error_kind(&e) == sys::MountErrorKind::Busy {
+                    bail!(
                     "cannot unmount {}: it is busy (files open or a shell inside it?); try --lazy",
                     abs.display()
                 );
-            }
-            if last_err.is_empty() {
-                last_err = e.to_string();
+                }
+                if last_err.is_empty() {
+                    last_err = e.to_string();
+                }
             }
         }
     }

@@ -860,6 +860,182 @@ pub fn set_times_nofollow(path: &Path, atime: (i64, i64), mtime: (i64, i64)) -> 
     Ok(())
 }
 
+/// A pipe whose two ends are close-on-exec (read end, write end), so that
+/// neither leaks into a program the process runs later.
+pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the two-element array we pass.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and belong to nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Which side of a [`fork_single_threaded`] this is.
+pub enum Forked {
+    /// The new process.
+    Child,
+    /// The old process; the child's pid.
+    Parent(i32),
+}
+
+/// Fork, but only in a process that has one thread: then the child is a
+/// complete copy (no lock held by a vanished thread) and can go on running
+/// any Rust code, which is why the daemon may be started this way.
+/// `Err` if the process has other threads or fork(2) fails; the caller then
+/// starts a fresh process instead.
+pub fn fork_single_threaded() -> io::Result<Forked> {
+    let one = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .is_some_and(|n| n.trim() == "1")
+    });
+    if !one {
+        return Err(io::Error::other("the process has more than one thread"));
+    }
+    // SAFETY: the process has one thread (checked above), so the child is
+    // a complete copy and can go on running Rust code.
+    match unsafe { libc::fork() } {
+        pid if pid < 0 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// Make descriptor `target` (0, 1 or 2: stdin, stdout, stderr) refer to
+/// what `f` refers to, as dup2(2) does; how a daemon points its standard
+/// streams at a pipe, a log or /dev/null. `target` is replaced even if it
+/// is a descriptor Rust code holds elsewhere, so only the standard ones are
+/// meant.
+pub fn redirect_fd(f: &impl AsRawFd, target: i32) -> io::Result<()> {
+    // SAFETY: dup2 on a descriptor borrowed from a live owner; it changes
+    // only which file `target` refers to.
+    if unsafe { libc::dup2(f.as_raw_fd(), target) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Start a new session (setsid(2)), so that a daemon is detached from the
+/// terminal's session and its signals (Ctrl-C, hangup).
+pub fn new_session() -> io::Result<()> {
+    // SAFETY: setsid has no memory-safety preconditions.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Wait for child `pid` to end and give its raw wait status (0 if waiting
+/// failed), for a message about a daemon that died before it reported.
+pub fn wait_child(pid: i32) -> i32 {
+    let mut st: libc::c_int = 0;
+    // SAFETY: waits for our own child, writing the status into a local.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    st
+}
+
+/// Write end of the pipe the signal handler writes to (-1: none yet).
+static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// The signal handler: it may only do async-signal-safe things, so it just
+/// writes one byte to the pipe a normal thread waits on.
+extern "C" fn on_signal(_sig: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        let b = 1u8;
+        // SAFETY: write(2) is async-signal-safe; the buffer is a local byte.
+        unsafe { libc::write(fd, (&b as *const u8).cast(), 1) };
+    }
+}
+
+/// The read end of the pipe [`install_stop_signals`] makes; a thread waits
+/// on it with [`SignalWaiter::wait`]. It is never closed, like the write
+/// end the handler uses.
+pub struct SignalWaiter(i32);
+
+impl SignalWaiter {
+    /// Block until a stop signal arrives: true then, false if the read
+    /// failed (interrupted, or the pipe broke).
+    pub fn wait(&self) -> bool {
+        let mut b = 0u8;
+        // SAFETY: read(2) into a local byte from the pipe we created.
+        let n = unsafe { libc::read(self.0, (&mut b as *mut u8).cast(), 1) };
+        n == 1
+    }
+}
+
+/// Catch SIGINT, SIGTERM and SIGHUP (with SA_RESTART) instead of dying, so
+/// that a daemon can unmount cleanly rather than leave a dead mount behind.
+/// The handler only writes a byte to a pipe; the returned waiter reads it.
+/// `None` if the pipe cannot be made (the signals then keep their default).
+pub fn install_stop_signals() -> Option<SignalWaiter> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the two-element array we pass.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return None;
+    }
+    SIGNAL_PIPE.store(fds[1], std::sync::atomic::Ordering::Relaxed);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: installs a handler that only calls write(2); the sigaction
+        // struct is zeroed and then filled.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    Some(SignalWaiter(fds[0]))
+}
+
+/// umount2(2) of `path` as given, with MNT_DETACH if `lazy` and no other
+/// flag (unlike [`unmount`], no UMOUNT_NOFOLLOW): the last resort of
+/// `wimfs unmount` after fusermount failed, kept exactly as it was.
+pub fn umount2_plain(path: &std::ffi::CStr, lazy: bool) -> io::Result<()> {
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: umount2 with a NUL-terminated path we borrow.
+    if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    Err(io::Error::last_os_error())
+}
+
+/// Whether `e` says a FUSE mount's daemon is gone: ENOTCONN, or
+/// ECONNABORTED once the kernel aborted the connection.
+pub fn is_disconnected(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
+    )
+}
+
+/// Why a mount or unmount failed, as far as a hint to the user needs to
+/// know (from the errno).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountErrorKind {
+    /// EBUSY.
+    Busy,
+    /// EPERM or EACCES.
+    Permission,
+    /// ENODEV or ENOENT.
+    NoDevice,
+    /// Anything else.
+    Other,
+}
+
+/// Classify `e` for [`MountErrorKind`] hints.
+pub fn mount_error_kind(e: &io::Error) -> MountErrorKind {
+    match e.raw_os_error() {
+        Some(libc::EBUSY) => MountErrorKind::Busy,
+        Some(libc::EPERM) | Some(libc::EACCES) => MountErrorKind::Permission,
+        Some(libc::ENODEV) | Some(libc::ENOENT) => MountErrorKind::NoDevice,
+        _ => MountErrorKind::Other,
+    }
+}
+
 /// The Linux constants the FUSE adapter matches kernel requests against
 /// (file type bits, open flags, setxattr and fallocate flags), so that the
 /// adapter itself names no libc.
