@@ -8,6 +8,8 @@
 //! - [`nt`]: Windows naming rules (what Windows cannot create).
 //! - [`node`]: attributes, directory entries, errors and options the
 //!   overlay and the vfs answer in (below the overlay, re-exported by `vfs`).
+//! - [`newimage`]: the commit's input (new image, stream contents, landing
+//!   record), built by the overlay and vfs, so it sits below them.
 //! - [`vfs`]: the platform-neutral filesystem the user sees.
 
 pub mod cache;
@@ -15,6 +17,7 @@ pub mod codec;
 pub mod error;
 pub mod image;
 pub mod io;
+pub mod newimage;
 pub mod node;
 pub mod nt;
 pub mod wim;

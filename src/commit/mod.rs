@@ -10,11 +10,10 @@
 mod lock;
 mod pause;
 pub mod rebuild;
-pub mod tree;
 mod write;
 
+pub use crate::newimage::{Content, EntryStreams, Landing, NewImage, StreamData};
 pub use lock::WimLock;
-pub use tree::{Content, EntryStreams, NewImage, StreamData};
 
 use crate::error::{Error, Result};
 use crate::image::Image;
@@ -248,20 +247,6 @@ fn set_filetime(e: &mut xml::Element, name: &str, ft: u64) {
     } else {
         e.children.push(xml::Node::Elem(t));
     }
-}
-
-/// What a commit is about to make the WIM say: handed to the caller just
-/// before the new header is written, the one write that makes a commit
-/// real. A mount's staging records it, so that a process killed right
-/// after can be told apart, at the next mount, from one killed before.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Landing {
-    /// The committed image's index.
-    pub image: u32,
-    /// SHA-1 of its new metadata resource.
-    pub metadata_sha1: Sha1,
-    /// Where the new blob table is.
-    pub blob_table: ResHdr,
 }
 
 /// Commit `img` into the WIM at `lock.path` as image `index` (1-based), or

@@ -47,8 +47,8 @@ pub mod journal;
 pub mod stage;
 
 use crate::cache::ChunkCache;
-use crate::commit::{EntryStreams, Landing, NewImage, StreamData};
 use crate::image::{Image, Special, StreamKind, UnixData, ROOT};
+use crate::newimage::{EntryStreams, Landing, NewImage, StreamData};
 use crate::node::{Attr, DirEntry, FileKind, VfsError, VfsOptions, VfsResult};
 use crate::nt::names;
 use crate::reparse;

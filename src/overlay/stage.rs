@@ -362,7 +362,7 @@ impl Staged {
 }
 
 /// The merged view, as commit content.
-impl crate::commit::Content for Staged {
+impl crate::newimage::Content for Staged {
     fn len(&self) -> u64 {
         self.size()
     }

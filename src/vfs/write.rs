@@ -5,7 +5,7 @@ use super::{
     Attr, Cred, Ino, RenameMode, SetAttr, Special, Vfs, VfsError, VfsResult, XattrMode,
     XATTR_STREAM_PREFIX,
 };
-use crate::commit::NewImage;
+use crate::newimage::NewImage;
 use crate::overlay::{Frozen, StagingError};
 use crate::wim::Wim;
 use std::sync::Arc;
@@ -162,7 +162,7 @@ impl Vfs {
 
     /// Record the landing of a commit in progress (see
     /// [`Overlay::note_landing`]).
-    pub fn note_landing(&self, l: &crate::commit::Landing) -> Result<(), StagingError> {
+    pub fn note_landing(&self, l: &crate::newimage::Landing) -> Result<(), StagingError> {
         match &self.rw {
             Some(ov) => ov.note_landing(l),
             None => Err(StagingError::Invalid("not a read-write mount".into())),

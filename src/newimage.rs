@@ -1,9 +1,13 @@
 //! What a commit is given: the new image as dentry records plus, for every
 //! stream, either a blob the WIM already holds or new content to store.
 //!
-//! The overlay produces this; [`super::commit`] hashes the new contents,
-//! stores only the blobs the WIM lacks, and writes the metadata.
+//! The overlay produces this; [`crate::commit::commit`] hashes the new
+//! contents, stores only the blobs the WIM lacks, and writes the metadata.
+//! It sits below the overlay (beside `node`) because it is the commit's
+//! input built by the overlay and vfs: they name these types without
+//! depending on the commit itself, so layering arrows point down only.
 
+use crate::wim::header::ResHdr;
 use crate::wim::metadata::DentryRecord;
 use crate::wim::Sha1;
 use std::sync::Arc;
@@ -65,4 +69,18 @@ pub struct NewImage {
     pub records: Vec<DentryRecord>,
     /// Parallel to `records`.
     pub streams: Vec<EntryStreams>,
+}
+
+/// What a commit is about to make the WIM say: handed to the caller just
+/// before the new header is written, the one write that makes a commit
+/// real. A mount's staging records it, so that a process killed right
+/// after can be told apart, at the next mount, from one killed before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landing {
+    /// The committed image's index.
+    pub image: u32,
+    /// SHA-1 of its new metadata resource.
+    pub metadata_sha1: Sha1,
+    /// Where the new blob table is.
+    pub blob_table: ResHdr,
 }
