@@ -37,3 +37,35 @@ pub enum Access {
     /// Append, creating the file (0600) when it is absent.
     Append,
 }
+
+/// Create a new file beside `target` (same directory) with an unguessable
+/// name starting `.NAME.{tag}-`, exclusively ([`create_exclusive`]: no
+/// symlink followed, private to the user). Returns the file and its path.
+pub fn create_temp_beside(
+    target: &std::path::Path,
+    tag: &str,
+) -> std::io::Result<(std::fs::File, std::path::PathBuf)> {
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let base = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for _ in 0..16 {
+        let path = dir.join(format!(".{base}.{tag}-{}", random_suffix()));
+        match create_exclusive(&path) {
+            Ok(f) => return Ok((f, path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!(
+            "could not create a temporary file beside {}",
+            target.display()
+        ),
+    ))
+}

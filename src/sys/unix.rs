@@ -442,48 +442,25 @@ pub fn random_suffix() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Create a new file beside `target` (same directory) with an unguessable
-/// name starting `.NAME.{tag}-`, exclusively (O_EXCL, no symlink
-/// followed), mode 0600. Returns the file and its path.
-pub fn create_temp_beside(target: &Path, tag: &str) -> io::Result<(File, PathBuf)> {
-    let dir = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let base = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    for _ in 0..16 {
-        let path = dir.join(format!(".{base}.{tag}-{}", random_suffix()));
-        let c = cstr(path.as_os_str())?;
-        // SAFETY: c is a valid path; O_EXCL|O_NOFOLLOW never follows a link.
-        let fd = unsafe {
-            libc::open(
-                c.as_ptr(),
-                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o600 as libc::c_uint,
-            )
-        };
-        if fd < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                continue;
-            }
-            return Err(e);
-        }
-        // SAFETY: fd was just returned by open.
-        let file = unsafe { File::from_raw_fd(fd) };
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        return Ok((file, path));
+/// Create `path` exclusively (O_EXCL, never through a symlink), mode 0600
+/// whatever the umask.
+pub fn create_exclusive(path: &Path) -> io::Result<File> {
+    let c = cstr(path.as_os_str())?;
+    // SAFETY: c is a valid path; O_EXCL|O_NOFOLLOW never follows a link.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
     }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        format!(
-            "could not create a temporary file beside {}",
-            target.display()
-        ),
-    ))
+    // SAFETY: fd was just returned by open.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }
 
 /// Device and inode of an open file.
@@ -1141,8 +1118,8 @@ mod tests {
     fn temp_beside_is_exclusive_private_and_unpredictable() {
         let t = tempfile::tempdir().unwrap();
         let target = t.path().join("x.wim");
-        let (_f1, p1) = create_temp_beside(&target, "wimfs-tmp").unwrap();
-        let (_f2, p2) = create_temp_beside(&target, "wimfs-tmp").unwrap();
+        let (_f1, p1) = super::super::create_temp_beside(&target, "wimfs-tmp").unwrap();
+        let (_f2, p2) = super::super::create_temp_beside(&target, "wimfs-tmp").unwrap();
         assert_ne!(p1, p2);
         assert_eq!(std::fs::metadata(&p1).unwrap().mode() & 0o777, 0o600);
         assert!(p1

@@ -165,35 +165,13 @@ pub fn random_suffix() -> String {
     format!("{:016x}", h.finish())
 }
 
-pub fn create_temp_beside(target: &Path, tag: &str) -> io::Result<(File, PathBuf)> {
-    let dir = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let base = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    for _ in 0..16 {
-        let path = dir.join(format!(".{base}.{tag}-{}", random_suffix()));
-        match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(f) => return Ok((f, path)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        format!(
-            "could not create a temporary file beside {}",
-            target.display()
-        ),
-    ))
+/// Create `path` exclusively (fails if anything exists under the name).
+pub fn create_exclusive(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
 }
 
 /// Volume serial and file index would be the identity; std does not expose
