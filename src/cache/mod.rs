@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::wim::resource::Resource;
-use crate::wim::Blob;
+use crate::wim::{Blob, BlobLoc};
 use lru::LruCache;
 use parking_lot::Mutex;
 use rayon::prelude::*;
@@ -288,6 +288,50 @@ impl ChunkCache {
         Ok(done)
     }
 
+    /// Start decoding, in the background, the chunks that hold `len`
+    /// bytes of `blob` from `offset` (readahead for a sequential reader,
+    /// who then finds them ready). Raw resources need no decoding and are
+    /// skipped; errors are left for whoever reads the chunk.
+    pub fn prefetch_blob(self: &Arc<Self>, blob: &Blob, offset: u64, len: u64) {
+        if len == 0 || offset >= blob.size {
+            return;
+        }
+        for seg in blob.segments(offset, len) {
+            let r = &seg.resource;
+            if r.is_raw() {
+                continue;
+            }
+            let cs = r.chunk_size as u64;
+            let first = seg.offset / cs;
+            let last = (seg.offset + seg.len - 1) / cs;
+            self.prefetch(r, first, last);
+        }
+    }
+
+    /// All of `blob` (the caller bounds its size).
+    pub fn read_blob_all(&self, blob: &Blob) -> Result<Vec<u8>> {
+        let len = usize::try_from(blob.size)
+            .map_err(|_| Error::Invalid(format!("blob of {} bytes", blob.size)))?;
+        let mut v = vec![0u8; len];
+        let n = self.read_blob(blob, 0, &mut v)?;
+        v.truncate(n);
+        Ok(v)
+    }
+
+    /// All of a small `blob` that is wanted once (symlink targets at
+    /// mount): when it is a whole one-chunk resource it is decoded
+    /// directly, without taking a place in the cache; otherwise it goes
+    /// through the cache (a blob inside a solid chunk must not cost a
+    /// 64 MiB decode each time).
+    pub fn read_blob_once(&self, blob: &Blob) -> Result<Vec<u8>> {
+        if let BlobLoc::Whole(r) = &blob.loc {
+            if r.num_chunks() == 1 && r.uncompressed_size == blob.size {
+                return r.read_chunk(0);
+            }
+        }
+        self.read_blob_all(blob)
+    }
+
     /// Read a range of a resource's uncompressed data.
     pub fn read_resource(&self, res: &Resource, offset: u64, out: &mut [u8]) -> Result<()> {
         if out.is_empty() {
@@ -386,6 +430,26 @@ mod tests {
         assert_eq!(c.in_flight(), 0, "in-flight slots left behind");
         // Each chunk read from the source once: no duplicate prefetch work.
         assert_eq!(src.1.load(Ordering::SeqCst), 64);
+    }
+
+    #[test]
+    fn whole_blob_reads() {
+        let data: Vec<u8> = (0..10000u32).map(|i| (i % 241) as u8).collect();
+        let r = Arc::new(raw_resource(5, data.clone()));
+        let b = Blob {
+            hash: [0; 20],
+            size: data.len() as u64,
+            loc: BlobLoc::Whole(r),
+            refcount: 1,
+            part: 1,
+        };
+        let c = Arc::new(ChunkCache::new(1 << 20));
+        assert_eq!(c.read_blob_all(&b).unwrap(), data);
+        assert_eq!(c.read_blob_once(&b).unwrap(), data);
+        // Raw resources are never decoded ahead.
+        c.prefetch_blob(&b, 0, 1 << 20);
+        assert_eq!(c.in_flight(), 0);
+        assert_eq!(c.stats().entries, 0);
     }
 
     #[test]

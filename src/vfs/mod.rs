@@ -15,7 +15,7 @@ use crate::image::{Image, Inode, ROOT};
 use crate::overlay::{Data, Overlay, StagingError, StagingStatus};
 use crate::reparse;
 use crate::wim::header::flags;
-use crate::wim::{Blob, BlobLoc, Wim};
+use crate::wim::{Blob, Wim};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
@@ -408,19 +408,7 @@ impl Vfs {
     /// Start decoding the chunks just past `pos`, so a sequential reader
     /// finds them ready.
     fn readahead(&self, b: &Blob, pos: u64) {
-        if self.opts.readahead == 0 || pos >= b.size {
-            return;
-        }
-        for seg in b.segments(pos, self.opts.readahead) {
-            let r = &seg.resource;
-            if r.is_raw() {
-                continue;
-            }
-            let cs = r.chunk_size as u64;
-            let first = seg.offset / cs;
-            let last = (seg.offset + seg.len - 1) / cs;
-            self.cache.prefetch(r, first, last);
-        }
+        self.cache.prefetch_blob(b, pos, self.opts.readahead);
     }
 
     pub fn statfs(&self) -> StatFs {
@@ -461,20 +449,14 @@ impl Vfs {
     }
 }
 
-/// Read a small blob that is wanted once (symlink targets at mount): a
-/// blob that is a whole one-chunk resource is decoded directly, without
-/// taking a place in the chunk cache; others go through the cache (a blob
-/// inside a solid chunk must not cost a 64 MiB decode each time).
+/// Read a small blob that is wanted once (symlink targets at mount),
+/// without filling the cache where it can (see
+/// [`ChunkCache::read_blob_once`]).
 fn read_once(cache: &ChunkCache, b: &Blob, max: u64) -> VfsResult<Vec<u8>> {
     if b.size > max {
         return Err(VfsError::TooBig);
     }
-    if let BlobLoc::Whole(r) = &b.loc {
-        if r.num_chunks() == 1 && r.uncompressed_size == b.size {
-            return r.read_chunk(0).map_err(VfsError::from);
-        }
-    }
-    read_all(cache, b, max)
+    Ok(cache.read_blob_once(b)?)
 }
 
 /// Read a small blob entirely (reparse data, xattr values).
@@ -482,8 +464,5 @@ pub(crate) fn read_all(cache: &ChunkCache, b: &Blob, max: u64) -> VfsResult<Vec<
     if b.size > max {
         return Err(VfsError::TooBig);
     }
-    let mut v = vec![0u8; b.size as usize];
-    let n = cache.read_blob(b, 0, &mut v)?;
-    v.truncate(n);
-    Ok(v)
+    Ok(cache.read_blob_all(b)?)
 }
