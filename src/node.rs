@@ -8,13 +8,17 @@
 
 use crate::error::Error;
 use crate::image::Special;
+use std::sync::Arc;
 
 /// Inode number as the kernel sees it; the root is 1.
 pub type Ino = u64;
 pub const ROOT_INO: Ino = 1;
 
 /// Errors in the vocabulary every platform has.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Nothing here logs: an error is logged once, by the adapter that turns
+/// it into the platform's code (or by whoever handles it instead).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum VfsError {
     #[error("no such file or directory")]
     NotFound,
@@ -47,13 +51,37 @@ pub enum VfsError {
     #[error("operation not supported")]
     NotSupported,
     #[error("I/O error: {0}")]
-    Io(String),
+    Io(#[source] IoCause),
 }
+
+/// What an [`VfsError::Io`] came from, kept for callers and logs. Shared
+/// (`Arc`) so that the error stays `Clone`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IoCause {
+    /// Reading the WIM (or a check of what it holds) failed.
+    #[error(transparent)]
+    Wim(Arc<Error>),
+    /// The staging directory of a read-write mount failed.
+    #[error(transparent)]
+    Staging(Arc<std::io::Error>),
+}
+
+/// Equal kinds; two I/O errors are equal when they read the same (the
+/// causes themselves cannot be compared).
+impl PartialEq for VfsError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (VfsError::Io(a), VfsError::Io(b)) => a.to_string() == b.to_string(),
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+}
+
+impl Eq for VfsError {}
 
 impl From<Error> for VfsError {
     fn from(e: Error) -> Self {
-        log::error!("{e}");
-        VfsError::Io(e.to_string())
+        VfsError::Io(IoCause::Wim(Arc::new(e)))
     }
 }
 
@@ -82,8 +110,16 @@ impl VfsError {
         if e.kind() == std::io::ErrorKind::StorageFull {
             return Self::no_space();
         }
-        log::error!("staging I/O error: {e}");
-        VfsError::Io(e.to_string())
+        VfsError::Io(IoCause::Staging(Arc::new(e)))
+    }
+    /// A stream whose blob the WIM does not have (a split WIM's part
+    /// missing, or a damaged blob table).
+    pub fn missing_data() -> Self {
+        Error::Other("data missing from WIM".into()).into()
+    }
+    /// A broken invariant of the overlay, reported rather than panicking.
+    pub fn internal(what: &str) -> Self {
+        Error::Other(format!("internal: {what}")).into()
     }
     pub(crate) fn from_lib(e: Error) -> Self {
         match e {
@@ -186,5 +222,30 @@ impl Default for VfsOptions {
             store_unix_data: false,
             windows_names: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn io_errors_keep_their_cause() {
+        let e = VfsError::from_io(std::io::Error::other("disk on fire"));
+        assert_eq!(e.to_string(), "I/O error: disk on fire");
+        let src = e.source().expect("a source");
+        assert_eq!(src.to_string(), "disk on fire");
+        assert!(matches!(e, VfsError::Io(IoCause::Staging(_))));
+
+        let e = VfsError::from(Error::Invalid("bad chunk".into()));
+        assert_eq!(e.to_string(), "I/O error: invalid WIM: bad chunk");
+        assert!(matches!(&e, VfsError::Io(IoCause::Wim(w)) if matches!(**w, Error::Invalid(_))));
+
+        // The staging's I/O through the library error keeps its kind.
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert_eq!(VfsError::from_lib(Error::RawIo(full)), VfsError::NoSpace);
+        assert_eq!(VfsError::missing_data(), VfsError::missing_data());
+        assert_ne!(VfsError::missing_data(), VfsError::NotFound);
     }
 }

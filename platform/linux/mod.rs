@@ -14,7 +14,8 @@
 //! thread hop per request cost ~30% of small-file read throughput.
 
 use crate::vfs::{
-    Attr, Cred, FileKind, RenameMode, SetAttr, Special, Vfs, VfsError, VfsResult, XattrMode,
+    Attr, Cred, FileKind, IoCause, RenameMode, SetAttr, Special, Vfs, VfsError, VfsResult,
+    XattrMode,
 };
 use fuser::{
     AccessFlags, BsdFileFlags, Config, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
@@ -63,8 +64,16 @@ impl Default for MountConfig {
     }
 }
 
-/// A VfsError in the kernel's vocabulary.
+/// A VfsError in the kernel's vocabulary. Every error reply passes here
+/// once, so this is where an I/O error (whose cause the vfs keeps but does
+/// not log) is logged.
 pub fn errno(e: &VfsError) -> Errno {
+    if let VfsError::Io(cause) = e {
+        match cause {
+            IoCause::Staging(io) => log::error!("staging I/O error: {io}"),
+            IoCause::Wim(err) => log::error!("{err}"),
+        }
+    }
     match e {
         VfsError::NotFound => Errno::ENOENT,
         VfsError::NotDir => Errno::ENOTDIR,

@@ -1988,7 +1988,7 @@ impl Overlay {
         self.commit_record(t, Record::Stage { idx, id })?;
         match &t.node(idx)?.data {
             Some(Data::Staged(s)) => Ok(s.clone()),
-            _ => Err(VfsError::Io("internal: stream not staged".into())),
+            _ => Err(VfsError::internal("stream not staged")),
         }
     }
 

@@ -27,7 +27,8 @@ pub use crate::overlay::{Cred, RenameMode, SetAttr, XattrMode};
 pub use xattr::XATTR_STREAM_PREFIX;
 
 pub use crate::node::{
-    Attr, DirEntry, FileKind, Ino, StatFs, Timestamp, VfsError, VfsOptions, VfsResult, ROOT_INO,
+    Attr, DirEntry, FileKind, Ino, IoCause, StatFs, Timestamp, VfsError, VfsOptions, VfsResult,
+    ROOT_INO,
 };
 
 /// A view of one image: read-only, or read-write with an [`Overlay`].
@@ -163,7 +164,9 @@ impl Vfs {
         cell.get_or_init(|| {
             let ino = self.image.inodes.get(idx as usize)?;
             let b = ino.reparse().and_then(|s| s.blob.as_ref())?;
-            let data = read_once(&self.cache, b, 1 << 16).ok()?;
+            let data = read_once(&self.cache, b, 1 << 16)
+                .map_err(|e| log::error!("reparse data of inode {idx}: {e}"))
+                .ok()?;
             let t = reparse::decode(ino.reparse_tag, &data)?;
             let rpfix = self.wim.header.flags & flags::RP_FIX != 0;
             let fixed = rpfix && ino.rp_flags & reparse::RP_NOT_FIXED == 0;
@@ -373,9 +376,7 @@ impl Vfs {
                 }
                 Some(Data::Base { blob: Some(b), .. }) => self.read_blob(&b, offset, buf),
                 Some(Data::Base { size: 0, .. }) => Ok(0),
-                Some(Data::Base { blob: None, .. }) => {
-                    Err(VfsError::Io("data missing from WIM".into()))
-                }
+                Some(Data::Base { blob: None, .. }) => Err(VfsError::missing_data()),
             };
         }
         let (idx, node) = self.inode(ino)?;
@@ -389,7 +390,7 @@ impl Vfs {
             return if s.size == 0 {
                 Ok(0)
             } else {
-                Err(VfsError::Io("data missing from WIM".into()))
+                Err(VfsError::missing_data())
             };
         };
         self.read_blob(b, offset, buf)
