@@ -7,7 +7,7 @@
 //! adapters and the CLI keep naming them `vfs::…`.
 
 use crate::error::Error;
-use crate::image::Special;
+use crate::image::{Special, UnixData};
 use std::sync::Arc;
 
 /// Inode number as the kernel sees it; the root is 1.
@@ -58,9 +58,9 @@ pub enum VfsError {
 /// (`Arc`) so that the error stays `Clone`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum IoCause {
-    /// Reading the WIM (or a check of what it holds) failed.
+    /// A library error: reading or checking the WIM, or a staged file.
     #[error(transparent)]
-    Wim(Arc<Error>),
+    Lib(Arc<Error>),
     /// The staging directory of a read-write mount failed.
     #[error(transparent)]
     Staging(Arc<std::io::Error>),
@@ -81,7 +81,7 @@ impl Eq for VfsError {}
 
 impl From<Error> for VfsError {
     fn from(e: Error) -> Self {
-        VfsError::Io(IoCause::Wim(Arc::new(e)))
+        VfsError::Io(IoCause::Lib(Arc::new(e)))
     }
 }
 
@@ -163,6 +163,96 @@ pub struct Attr {
     pub attributes: u32,
 }
 
+impl FileKind {
+    /// What an inode shows as: a decodable symlink or junction is a
+    /// symlink whatever its attributes, then directories, then FIFOs,
+    /// devices and sockets where UNIX data is shown (`unix`), else a file.
+    pub fn classify(link: bool, dir: bool, special: Option<Special>, unix: bool) -> FileKind {
+        if link {
+            FileKind::Symlink
+        } else if dir {
+            FileKind::Directory
+        } else if let Some(s) = special.filter(|_| unix) {
+            FileKind::Special(s)
+        } else {
+            FileKind::Regular
+        }
+    }
+}
+
+/// What an inode's attributes are made from, whichever layer holds it
+/// (the image, or the overlay over it): see [`Attr::of`].
+#[derive(Debug, Clone, Copy)]
+pub struct AttrFacts {
+    pub kind: FileKind,
+    /// Size of the unnamed data stream.
+    pub data_size: u64,
+    /// Length of the POSIX symlink target (symlinks).
+    pub link_len: u64,
+    /// Names (hard links) of the inode.
+    pub names: u32,
+    /// Subdirectories (directories).
+    pub subdirs: u32,
+    /// Windows attributes.
+    pub attributes: u32,
+    /// Windows FILETIMEs.
+    pub creation_time: u64,
+    pub last_access_time: u64,
+    pub last_write_time: u64,
+    pub unix: Option<UnixData>,
+}
+
+impl Attr {
+    /// The attributes of inode `ino`: the one place their rules live, so
+    /// a read-only and a read-write mount cannot show the same inode
+    /// differently. Size is the data's for files, the target's length for
+    /// symlinks and 0 otherwise; a directory has 2 + its subdirectories
+    /// links; owner and mode come from the UNIX data where it is shown,
+    /// else from the mount options; ctime is the last write time (a WIM
+    /// keeps no change time).
+    pub fn of(ino: Ino, f: &AttrFacts, opts: &VfsOptions) -> Attr {
+        let size = match f.kind {
+            FileKind::Symlink => f.link_len,
+            FileKind::Directory | FileKind::Special(_) => 0,
+            FileKind::Regular => f.data_size,
+        };
+        let (mut perm, mut uid, mut gid, mut rdev) = match f.kind {
+            FileKind::Directory => (opts.dir_mode, opts.uid, opts.gid, 0),
+            FileKind::Regular | FileKind::Special(_) => (opts.file_mode, opts.uid, opts.gid, 0),
+            FileKind::Symlink => (0o777, opts.uid, opts.gid, 0),
+        };
+        if opts.shows_unix_data() {
+            if let Some(u) = f.unix {
+                perm = (u.mode & 0o7777) as u16;
+                uid = u.uid;
+                gid = u.gid;
+                rdev = u.rdev;
+            }
+        }
+        let ft = crate::time::filetime_to_unix;
+        Attr {
+            ino,
+            size,
+            blocks: size.div_ceil(512),
+            atime: ft(f.last_access_time),
+            mtime: ft(f.last_write_time),
+            ctime: ft(f.last_write_time),
+            crtime: ft(f.creation_time),
+            kind: f.kind,
+            perm,
+            nlink: if f.kind == FileKind::Directory {
+                2 + f.subdirs
+            } else {
+                f.names
+            },
+            uid,
+            gid,
+            rdev,
+            attributes: f.attributes,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
     pub ino: Ino,
@@ -209,6 +299,15 @@ pub struct VfsOptions {
     pub windows_names: bool,
 }
 
+impl VfsOptions {
+    /// Whether owner, mode and special file types come from the UNIX-data
+    /// tag: where it is used, or where changes store it (a read-write
+    /// mount's new owner and mode must show as set).
+    pub fn shows_unix_data(&self) -> bool {
+        self.use_unix_data || self.store_unix_data
+    }
+}
+
 impl Default for VfsOptions {
     fn default() -> Self {
         VfsOptions {
@@ -240,7 +339,7 @@ mod tests {
 
         let e = VfsError::from(Error::Invalid("bad chunk".into()));
         assert_eq!(e.to_string(), "I/O error: invalid WIM: bad chunk");
-        assert!(matches!(&e, VfsError::Io(IoCause::Wim(w)) if matches!(**w, Error::Invalid(_))));
+        assert!(matches!(&e, VfsError::Io(IoCause::Lib(w)) if matches!(**w, Error::Invalid(_))));
 
         // The staging's I/O through the library error keeps its kind.
         let full = std::io::Error::from(std::io::ErrorKind::StorageFull);

@@ -71,7 +71,7 @@ pub fn errno(e: &VfsError) -> Errno {
     if let VfsError::Io(cause) = e {
         match cause {
             IoCause::Staging(io) => log::error!("staging I/O error: {io}"),
-            IoCause::Wim(err) => log::error!("{err}"),
+            IoCause::Lib(err) => log::error!("{err}"),
         }
     }
     match e {

@@ -49,7 +49,7 @@ pub mod stage;
 use crate::cache::ChunkCache;
 use crate::image::{Image, Special, StreamKind, UnixData, ROOT};
 use crate::newimage::{EntryStreams, Landing, NewImage, StreamData};
-use crate::node::{Attr, DirEntry, FileKind, VfsError, VfsOptions, VfsResult};
+use crate::node::{Attr, AttrFacts, DirEntry, FileKind, VfsError, VfsOptions, VfsResult};
 use crate::nt::names;
 use crate::reparse;
 use crate::sys::{Access, PrivateDir};
@@ -450,7 +450,8 @@ impl Data {
             Data::Staged(s) => s.size(),
         }
     }
-    fn from_stream(s: &crate::image::Stream) -> Data {
+    /// An image stream's content, unchanged.
+    pub fn from_stream(s: &crate::image::Stream) -> Data {
         Data::Base {
             hash: s.hash,
             size: s.size,
@@ -584,15 +585,12 @@ impl Node {
     /// (where UNIX data is used), not as the empty files they are in the
     /// WIM.
     fn kind(&self, unix: bool) -> FileKind {
-        if self.link.is_some() {
-            FileKind::Symlink
-        } else if self.dir.is_some() {
-            FileKind::Directory
-        } else if let Some(s) = self.special().filter(|_| unix) {
-            FileKind::Special(s)
-        } else {
-            FileKind::Regular
-        }
+        FileKind::classify(
+            self.link.is_some(),
+            self.dir.is_some(),
+            self.special(),
+            unix,
+        )
     }
 
     /// The special file its UNIX data makes it (never a reparse point).
@@ -781,45 +779,19 @@ impl Tree {
 
     fn attr(&self, idx: u32, opts: &VfsOptions) -> VfsResult<Attr> {
         let n = self.node(idx)?;
-        let kind = n.kind(opts.use_unix_data || opts.store_unix_data);
-        let size = match kind {
-            FileKind::Symlink => n.link.as_ref().map_or(0, |s| s.len() as u64),
-            FileKind::Directory | FileKind::Special(_) => 0,
-            FileKind::Regular => n.data.as_ref().map_or(0, |d| d.size()),
-        };
-        let (mut perm, mut uid, mut gid, mut rdev) = match kind {
-            FileKind::Directory => (opts.dir_mode, opts.uid, opts.gid, 0),
-            FileKind::Regular | FileKind::Special(_) => (opts.file_mode, opts.uid, opts.gid, 0),
-            FileKind::Symlink => (0o777, opts.uid, opts.gid, 0),
-        };
-        if opts.use_unix_data || opts.store_unix_data {
-            if let Some(u) = n.meta.unix {
-                perm = (u.mode & 0o7777) as u16;
-                uid = u.uid;
-                gid = u.gid;
-                rdev = u.rdev;
-            }
-        }
-        let ft = crate::time::filetime_to_unix;
-        Ok(Attr {
-            ino: idx as u64 + 1,
-            size,
-            blocks: size.div_ceil(512),
-            atime: ft(n.meta.last_access_time),
-            mtime: ft(n.meta.last_write_time),
-            ctime: ft(n.meta.last_write_time),
-            crtime: ft(n.meta.creation_time),
-            kind,
-            perm,
-            nlink: match &n.dir {
-                Some(d) => 2 + d.subdirs,
-                None => n.nlink,
-            },
-            uid,
-            gid,
-            rdev,
+        let facts = AttrFacts {
+            kind: n.kind(opts.shows_unix_data()),
+            data_size: n.data.as_ref().map_or(0, |d| d.size()),
+            link_len: n.link.as_ref().map_or(0, |s| s.len() as u64),
+            names: n.nlink,
+            subdirs: n.dir.as_ref().map_or(0, |d| d.subdirs),
             attributes: n.meta.attributes,
-        })
+            creation_time: n.meta.creation_time,
+            last_access_time: n.meta.last_access_time,
+            last_write_time: n.meta.last_write_time,
+            unix: n.meta.unix,
+        };
+        Ok(Attr::of(idx as u64 + 1, &facts, opts))
     }
 
     fn is_dir_idx(&self, idx: u32) -> bool {
@@ -1505,7 +1477,7 @@ impl Overlay {
         max: usize,
         opts: &VfsOptions,
     ) -> VfsResult<Vec<DirEntry>> {
-        let unix = opts.use_unix_data || opts.store_unix_data;
+        let unix = opts.shows_unix_data();
         let t = self.tree.read();
         let d = t.dir(idx_of(ino)?)?;
         let mut out = Vec::new();

@@ -18,7 +18,7 @@ impl Vfs {
     /// opens for writing, `truncate` empties the file (O_TRUNC). Read-only
     /// views check as [`Vfs::open`] does and return handle 0.
     pub fn open_file(&self, ino: Ino, write: bool, truncate: bool) -> VfsResult<Fh> {
-        match &self.rw {
+        match self.overlay() {
             Some(ov) => ov.open_handle(ino, write, truncate),
             None => self.open(ino, write || truncate).map(|_| 0),
         }
@@ -27,7 +27,7 @@ impl Vfs {
     /// Close a handle. The last close of an unlinked file frees it; closing
     /// a written handle makes the changes durable.
     pub fn release(&self, fh: Fh) -> VfsResult<()> {
-        match &self.rw {
+        match self.overlay() {
             Some(ov) => ov.release(fh),
             None => Ok(()),
         }
@@ -35,7 +35,7 @@ impl Vfs {
 
     /// Open handles (commit refuses while there are any, unless forced).
     pub fn open_handles(&self) -> usize {
-        self.rw.as_ref().map_or(0, |ov| ov.open_handles())
+        self.overlay().map_or(0, |ov| ov.open_handles())
     }
 
     /// Create and open (for writing) a regular file.
@@ -129,7 +129,7 @@ impl Vfs {
     /// fsync/fsyncdir: make every change so far durable (the journal is
     /// shared, so this syncs all of it).
     pub fn fsync(&self, _ino: Ino) -> VfsResult<()> {
-        match &self.rw {
+        match self.overlay() {
             Some(ov) => ov.sync(),
             None => Ok(()),
         }
@@ -144,7 +144,7 @@ impl Vfs {
     /// True on a read-write mount with no change since it started or since
     /// the last commit.
     pub fn is_unchanged(&self) -> bool {
-        self.rw.as_ref().is_some_and(|ov| ov.is_unchanged())
+        self.overlay().is_some_and(|ov| ov.is_unchanged())
     }
 
     /// Hold off all changes while a commit reads the tree.
@@ -154,7 +154,7 @@ impl Vfs {
 
     /// The image as it now is, for commit (call while frozen).
     pub fn commit_tree(&self) -> crate::Result<NewImage> {
-        match &self.rw {
+        match self.overlay() {
             Some(ov) => ov.commit_tree(),
             None => Err(crate::Error::Other("not a read-write mount".into())),
         }
@@ -163,7 +163,7 @@ impl Vfs {
     /// Record the landing of a commit in progress (see
     /// [`Overlay::note_landing`]).
     pub fn note_landing(&self, l: &crate::newimage::Landing) -> Result<(), StagingError> {
-        match &self.rw {
+        match self.overlay() {
             Some(ov) => ov.note_landing(l),
             None => Err(StagingError::Invalid("not a read-write mount".into())),
         }
@@ -171,7 +171,7 @@ impl Vfs {
 
     /// Forget a landing recorded for a commit that failed.
     pub fn clear_landing(&self) {
-        if let Some(ov) = &self.rw {
+        if let Some(ov) = self.overlay() {
             ov.clear_landing();
         }
     }
@@ -184,7 +184,7 @@ impl Vfs {
         wim: Arc<Wim>,
         index: u32,
     ) -> Result<(), StagingError> {
-        match &self.rw {
+        match self.overlay() {
             Some(ov) => ov.after_commit(frozen, wim, index),
             None => Err(StagingError::Invalid("not a read-write mount".into())),
         }

@@ -1,8 +1,7 @@
 //! Extended attributes: named data streams as `user.NAME`, and Windows
 //! metadata under the names ntfs-3g uses, so tools and habits carry over.
 
-use super::{read_all, Ino, Vfs, VfsError, VfsResult};
-use crate::image::{Inode, StreamKind};
+use super::{read_all, Ino, ReadView, Vfs, VfsError, VfsResult};
 use crate::overlay::Data;
 use crate::wim::metadata::tag;
 
@@ -17,129 +16,74 @@ const XATTR_SIZE_MAX: u64 = 65536;
 
 impl Vfs {
     pub fn listxattr(&self, ino: Ino) -> VfsResult<Vec<String>> {
-        if let Some(ov) = &self.rw {
-            let mut v: Vec<String> = ov
-                .named_streams(ino)?
-                .into_iter()
-                .map(|(n, _)| format!("{XATTR_STREAM_PREFIX}{n}"))
-                .collect();
-            let m = ov.win_meta(ino)?;
-            if let Some((t, b)) = &m.xattrs {
-                for (n, _) in parse_linux_xattrs(*t, b) {
-                    if !v.iter().any(|x| x == n) {
-                        v.push(n.to_string());
-                    }
-                }
-            }
-            v.push(NTFS_ATTRIB.into());
-            v.push(NTFS_CRTIME.into());
-            if m.security.is_some() {
-                v.push(NTFS_ACL.into());
-            }
-            if m.reparse.is_some() {
-                v.push(NTFS_REPARSE.into());
-            }
-            if m.short_name.is_some() {
-                v.push(NTFS_DOS_NAME.into());
-            }
-            return Ok(v);
-        }
-        let (idx, node) = self.inode(ino)?;
-        let mut v: Vec<String> = node
-            .named()
-            .filter(|s| s.kind == StreamKind::Data)
-            .map(|s| format!("{XATTR_STREAM_PREFIX}{}", s.name))
+        let mut v: Vec<String> = self
+            .view
+            .named_streams(ino)?
+            .into_iter()
+            .map(|(n, _)| format!("{XATTR_STREAM_PREFIX}{n}"))
             .collect();
-        for (n, _) in linux_xattrs(node) {
-            if !v.iter().any(|x| x == n) {
-                v.push(n.to_string());
+        let m = self.view.win_meta(ino)?;
+        if let Some((t, b)) = &m.xattrs {
+            for (n, _) in parse_linux_xattrs(*t, b) {
+                if !v.iter().any(|x| x == n) {
+                    v.push(n.to_string());
+                }
             }
         }
         v.push(NTFS_ATTRIB.into());
         v.push(NTFS_CRTIME.into());
-        if self.image.security_descriptor(node.security_id).is_some() {
+        if m.security.is_some() {
             v.push(NTFS_ACL.into());
         }
-        if node.is_reparse() {
+        if m.reparse.is_some() {
             v.push(NTFS_REPARSE.into());
         }
-        let d = self.dentry_of(idx);
-        if !self.image.dentries[d as usize].short_name.is_empty() {
+        if m.short_name.is_some() {
             v.push(NTFS_DOS_NAME.into());
         }
         Ok(v)
     }
 
+    /// A named stream (`user.NAME`), else a Linux xattr stored with
+    /// `--unix-data`, else Windows metadata under ntfs-3g's names.
     pub fn getxattr(&self, ino: Ino, name: &str) -> VfsResult<Vec<u8>> {
-        if let Some(ov) = &self.rw {
-            if let Some(sname) = name.strip_prefix(XATTR_STREAM_PREFIX) {
-                if let Some((_, d)) = ov.named_streams(ino)?.into_iter().find(|(n, _)| n == sname) {
-                    return self.data_bytes(&d, XATTR_SIZE_MAX);
-                }
-            }
-            let m = ov.win_meta(ino)?;
-            if let Some((t, b)) = &m.xattrs {
-                if let Some((_, v)) = parse_linux_xattrs(*t, b)
-                    .into_iter()
-                    .find(|(n, _)| *n == name)
-                {
-                    return Ok(v.to_vec());
-                }
-            }
-            return match name {
-                NTFS_ATTRIB => Ok(m.attributes.to_le_bytes().to_vec()),
-                NTFS_CRTIME => Ok(m.creation_time.to_le_bytes().to_vec()),
-                NTFS_ACL => m.security.ok_or(VfsError::NoAttr),
-                NTFS_DOS_NAME => m.short_name.map(|s| s.into_bytes()).ok_or(VfsError::NoAttr),
-                NTFS_REPARSE => match m.reparse {
-                    Some((tag, d)) => {
-                        let data = match d {
-                            Some(d) => self.data_bytes(&d, XATTR_SIZE_MAX - 8)?,
-                            None => Vec::new(),
-                        };
-                        Ok(reparse_xattr(tag, &data))
-                    }
-                    None => Err(VfsError::NoAttr),
-                },
-                _ => Err(VfsError::NoAttr),
-            };
-        }
-        let (idx, node) = self.inode(ino)?;
         if let Some(sname) = name.strip_prefix(XATTR_STREAM_PREFIX) {
-            if let Some(s) = node.named().find(|s| s.name == sname) {
-                return match &s.blob {
-                    Some(b) => read_all(&self.cache, b, XATTR_SIZE_MAX),
-                    None => Ok(Vec::new()),
-                };
+            if let Some(d) = self.view.named_stream(ino, sname)? {
+                return self.data_bytes(&d, XATTR_SIZE_MAX);
             }
         }
-        if let Some((_, v)) = linux_xattrs(node).into_iter().find(|(n, _)| *n == name) {
-            return Ok(v.to_vec());
+        if let Some((t, b)) = self.view.linux_xattrs(ino)? {
+            if let Some((_, v)) = parse_linux_xattrs(t, &b)
+                .into_iter()
+                .find(|(n, _)| *n == name)
+            {
+                return Ok(v.to_vec());
+            }
         }
+        if !matches!(
+            name,
+            NTFS_ATTRIB | NTFS_CRTIME | NTFS_ACL | NTFS_DOS_NAME | NTFS_REPARSE
+        ) {
+            // Asked for by tools on every file (ACLs, capabilities,
+            // SELinux labels): answered without gathering the metadata.
+            return Err(VfsError::NoAttr);
+        }
+        let m = self.view.win_meta(ino)?;
         match name {
-            NTFS_ATTRIB => Ok(node.attributes.to_le_bytes().to_vec()),
-            NTFS_CRTIME => Ok(node.creation_time.to_le_bytes().to_vec()),
-            NTFS_ACL => self
-                .image
-                .security_descriptor(node.security_id)
-                .map(|s| s.to_vec())
-                .ok_or(VfsError::NoAttr),
-            NTFS_DOS_NAME => {
-                let d = self.dentry_of(idx);
-                let s = &self.image.dentries[d as usize].short_name;
-                if s.is_empty() {
-                    Err(VfsError::NoAttr)
-                } else {
-                    Ok(s.as_bytes().to_vec())
+            NTFS_ATTRIB => Ok(m.attributes.to_le_bytes().to_vec()),
+            NTFS_CRTIME => Ok(m.creation_time.to_le_bytes().to_vec()),
+            NTFS_ACL => m.security.ok_or(VfsError::NoAttr),
+            NTFS_DOS_NAME => m.short_name.map(|s| s.into_bytes()).ok_or(VfsError::NoAttr),
+            NTFS_REPARSE => match m.reparse {
+                Some((tag, d)) => {
+                    let data = match d {
+                        Some(d) => self.data_bytes(&d, XATTR_SIZE_MAX - 8)?,
+                        None => Vec::new(),
+                    };
+                    Ok(reparse_xattr(tag, &data))
                 }
-            }
-            NTFS_REPARSE if node.is_reparse() => {
-                let data = match node.reparse().and_then(|s| s.blob.clone()) {
-                    Some(b) => read_all(&self.cache, &b, XATTR_SIZE_MAX - 8)?,
-                    None => Vec::new(),
-                };
-                Ok(reparse_xattr(node.reparse_tag, &data))
-            }
+                None => Err(VfsError::NoAttr),
+            },
             _ => Err(VfsError::NoAttr),
         }
     }
@@ -175,14 +119,7 @@ fn reparse_xattr(tag: u32, data: &[u8]) -> Vec<u8> {
 }
 
 /// Linux xattrs that wimlib stored with `--unix-data` (name, value), from
-/// either tagged-item format; a malformed entry ends the list.
-fn linux_xattrs(node: &Inode) -> Vec<(&str, &[u8])> {
-    match &node.xattrs {
-        Some((t, b)) => parse_linux_xattrs(*t, b),
-        None => Vec::new(),
-    }
-}
-
+/// either tagged-item format (`t`); a malformed entry ends the list.
 fn parse_linux_xattrs(t: u32, b: &[u8]) -> Vec<(&str, &[u8])> {
     let t = &t;
     let mut out = Vec::new();
