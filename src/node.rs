@@ -347,4 +347,59 @@ mod tests {
         assert_eq!(VfsError::missing_data(), VfsError::missing_data());
         assert_ne!(VfsError::missing_data(), VfsError::NotFound);
     }
+
+    #[test]
+    fn attributes_follow_one_set_of_rules() {
+        let opts = VfsOptions::default();
+        let mut f = AttrFacts {
+            kind: FileKind::Regular,
+            data_size: 1000,
+            link_len: 7,
+            names: 3,
+            subdirs: 4,
+            attributes: 0x20,
+            creation_time: 0,
+            last_access_time: 0,
+            last_write_time: 0,
+            unix: None,
+        };
+        let a = Attr::of(9, &f, &opts);
+        assert_eq!(
+            (a.ino, a.size, a.blocks, a.nlink, a.perm),
+            (9, 1000, 2, 3, 0o644)
+        );
+        f.kind = FileKind::Symlink;
+        let a = Attr::of(9, &f, &opts);
+        assert_eq!((a.size, a.nlink, a.perm), (7, 3, 0o777));
+        f.kind = FileKind::Directory;
+        let a = Attr::of(9, &f, &opts);
+        assert_eq!((a.size, a.nlink, a.perm), (0, 6, 0o755));
+        f.unix = Some(UnixData {
+            uid: 5,
+            gid: 6,
+            mode: 0o40700,
+            rdev: 0,
+        });
+        let a = Attr::of(9, &f, &opts);
+        assert_eq!((a.uid, a.gid, a.perm), (5, 6, 0o700));
+        let hidden = VfsOptions {
+            use_unix_data: false,
+            ..VfsOptions::default()
+        };
+        assert_eq!(Attr::of(9, &f, &hidden).perm, 0o755);
+        assert_eq!(
+            FileKind::classify(true, true, None, true),
+            FileKind::Symlink,
+            "a decodable link wins over the directory bit"
+        );
+        let fifo = Some(Special::Fifo);
+        assert_eq!(
+            FileKind::classify(false, false, fifo, true),
+            FileKind::Special(Special::Fifo)
+        );
+        assert_eq!(
+            FileKind::classify(false, false, fifo, false),
+            FileKind::Regular
+        );
+    }
 }
