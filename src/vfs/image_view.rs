@@ -126,7 +126,10 @@ impl ImageView {
         let facts = AttrFacts {
             kind,
             data_size: node.size(),
-            link_len: self.link_target(idx).map_or(0, |s| s.len() as u64),
+            link_len: match kind {
+                FileKind::Symlink => self.link_target(idx).map_or(0, |s| s.len() as u64),
+                _ => 0,
+            },
             names: node.nlink(),
             subdirs: if kind == FileKind::Directory {
                 self.subdir_count(idx)
