@@ -4,8 +4,11 @@
 //! requests onto [`Vfs`] and its replies back; nothing here names a FUSE or
 //! WinFsp type. Inode numbers are the image's inode indexes plus one, so
 //! hard links share a number and numbers are stable for the mount's life.
-//! Reads come from the image through the chunk cache; the read-write overlay
-//! will sit in front of that without changing this interface.
+//! Every read goes through one view (`ReadView`, in `view.rs`): the image as it
+//! is on a read-only mount, or the overlay over it on a read-write one, so
+//! each request is written once here. Attributes are made in one place,
+//! [`Attr::of`]; bytes come from the chunk cache, which alone knows how a
+//! blob's range maps to chunks (reads, readahead).
 
 mod image_view;
 mod view;
@@ -32,7 +35,7 @@ pub use crate::node::{
 };
 
 /// A view of one image: read-only, or read-write with an [`Overlay`].
-/// Every read is written once, over the [`ReadView`] the mount has.
+/// Every read is written once, over the `ReadView` the mount has.
 pub struct Vfs {
     pub wim: Arc<Wim>,
     pub image: Arc<Image>,
