@@ -751,6 +751,47 @@ mod error_tests {
     }
 
     #[test]
+    fn wrappers_keep_the_section_and_the_source() {
+        use std::error::Error as _;
+        let chunk = || Error::corrupt(Section::Resource, Some(0x40), "raw chunk 0 has wrong size");
+        // Damage met while reading the XML is damage in the XML, and the
+        // resource's own error stays reachable as the source.
+        let e = Error::Within {
+            section: Section::Xml,
+            what: "XML data".into(),
+            source: Box::new(chunk()),
+        };
+        assert_eq!(e.section(), Some(Section::Xml));
+        assert_eq!(
+            e.to_string(),
+            "invalid WIM: XML data: invalid WIM: raw chunk 0 has wrong size"
+        );
+        assert!(e
+            .source()
+            .is_some_and(|s| s.to_string().contains("raw chunk 0")));
+        // An I/O failure while reading it is not damage.
+        let e = Error::Within {
+            section: Section::Xml,
+            what: "XML data".into(),
+            source: Box::new(Error::RawIo(std::io::ErrorKind::UnexpectedEof.into())),
+        };
+        assert_eq!(e.section(), None);
+        // One failure shared by several blobs keeps its variant and text.
+        let shared = Arc::new(chunk());
+        let e = Error::Blob {
+            hash: "ab".into(),
+            source: Box::new(Error::Shared(shared.clone())),
+        };
+        assert_eq!(e.section(), Some(Section::Resource));
+        assert_eq!(e.to_string(), format!("blob ab: {shared}"));
+        assert_eq!(Error::Shared(shared).section(), Some(Section::Resource));
+        // The macro the upper layers still use builds the typed variant.
+        let e = crate::invalid!("x {}", 1);
+        assert_eq!(e.section(), Some(Section::Unknown));
+        assert_eq!(e.to_string(), "invalid WIM: x 1");
+    }
+
+    #[test]
     fn a_missing_image_is_no_such_image() {
         let mut b = header_bytes();
         // Leave room for nothing but the header: no tables, no images.
