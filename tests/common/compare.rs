@@ -3,6 +3,11 @@
 //! every difference listed.
 
 use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 /// What to compare. Everything is on by default.
 #[derive(Clone, Debug)]

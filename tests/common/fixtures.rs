@@ -2,6 +2,8 @@
 //! scratch directories under cargo's target tmp, and unpacking zips.
 
 use super::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// The shared fixture folder (`../shared/fixtures` from the project root, or
 /// `$WIMFS_FIXTURES`). `None`, with a loud banner, when it is absent: the

@@ -2,7 +2,7 @@
 //! `scripts/test.sh`, failures under `CI`), root detection, running many
 //! cases and reporting every failure, values built once per test binary.
 
-use super::*;
+use std::sync::OnceLock;
 
 /// Print a message nobody can miss in `cargo test` output.
 pub fn banner(msg: &str) {

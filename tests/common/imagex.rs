@@ -2,6 +2,9 @@
 //! (header fields, blob locations) and the raw blob table of a WIM.
 
 use super::*;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// The compression settings every generated-WIM test goes through:
 /// (label, extra `wimlib-imagex capture` arguments).

@@ -13,9 +13,9 @@
 //!
 //! Everything is re-exported here, so `use common::*` and `common::name`
 //! keep working. Every test binary includes this module and uses a
-//! different subset of it, hence `allow(dead_code, unused_imports)`. `tests/mount_support`
+//! different subset of it, hence `allow(dead_code)`. `tests/mount_support`
 //! re-exports [`mount`], [`xattr`] and [`sys`] for the files that include it.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 pub mod compare;
 pub mod fixtures;
@@ -31,28 +31,9 @@ pub mod sys;
 pub mod tree;
 pub mod xattr;
 
-pub use compare::*;
-pub use fixtures::*;
-pub use harness::*;
-pub use imagex::*;
-pub use mount::*;
-pub use ntfs::*;
-pub use rng::*;
-pub use run::*;
-pub use sevenzip::*;
-pub use sys::*;
-pub use tree::*;
-pub use xattr::*;
-
-// The std names the topic modules share (each takes them with `use super::*`).
-use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::{CString, OsStr, OsString};
-use std::fmt::Write as _;
-use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+// Each test binary uses some of these: the rest would warn as unused.
+#[allow(unused_imports)]
+pub use self::{
+    compare::*, fixtures::*, harness::*, imagex::*, mount::*, ntfs::*, rng::*, run::*, sevenzip::*,
+    sys::*, tree::*, xattr::*,
+};

@@ -6,6 +6,10 @@
 //! test panics.
 
 use super::*;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Can this machine mount FUSE filesystems? Loud skip when not (a failure
 /// on CI, where /dev/fuse must exist).

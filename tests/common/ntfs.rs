@@ -2,6 +2,11 @@
 //! security descriptors, reparse points, named streams, short names.
 
 use super::*;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// An ntfs-3g mount of an image file; unmounted when dropped (also when the
 /// test panics half-way).

@@ -3,6 +3,13 @@
 //! `wimfs` binary under test, and the "no panic, clean failure" checks.
 
 use super::*;
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 /// True when `tool` is an executable on PATH (or in the sbin dirs).
 pub fn have(tool: &str) -> bool {

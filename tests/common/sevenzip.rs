@@ -1,6 +1,9 @@
 //! 7-Zip (`7zz`) as a second, independent WIM reader.
 
 use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::path::Path;
 
 /// What 7-Zip's own WIM reader (`7zz l -slt`) sees in one image: a second
 /// implementation besides wimlib, so a WIM both accept is not merely

@@ -1,7 +1,9 @@
 //! Thin libc wrappers the tests call directly: errno, `statvfs(2)`, and
 //! O_DIRECT reads (so a read reaches the FUSE daemon, not the page cache).
 
-use super::*;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 pub fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()

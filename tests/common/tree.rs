@@ -2,6 +2,11 @@
 //! names, timestamps, streams), sparse files, timestamps set exactly.
 
 use super::*;
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 /// Set the timestamps (atime = mtime = `ns` since the epoch) of a path
 /// without following symlinks.

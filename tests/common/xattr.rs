@@ -3,6 +3,9 @@
 //! the `user.*` map the tree comparator uses (built on them).
 
 use super::*;
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::path::Path;
 
 /// An xattr of a path by its raw name, `Err(errno)` if absent.
 fn lgetxattr_raw(p: &Path, name: &[u8]) -> Result<Vec<u8>, i32> {
