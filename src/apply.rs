@@ -13,7 +13,7 @@
 //! get this far, files are created with O_EXCL (which does not follow a
 //! symlink), and children of reparse points are not descended into.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Section};
 use crate::image::{unix_mode, Image, Special, StreamKind, ROOT};
 use crate::reparse;
 use crate::stream::{for_each_blob, BlobSink};
@@ -241,7 +241,7 @@ pub fn apply(
     let errors = for_each_blob(&blob_list, |b| {
         let t = targets
             .get(&b.hash)
-            .ok_or_else(|| Error::Other("internal: untargeted blob".into()))?;
+            .ok_or_else(|| Error::Internal("untargeted blob".into()))?;
         let _ = t;
         // The file is opened at the first write: a solid chunk starts
         // thousands of blobs at once, and each must not hold a descriptor
@@ -264,7 +264,10 @@ pub fn apply(
     if let Some((h, e)) = errors.into_iter().next() {
         return Err(match e {
             Error::HashMismatch(_) => e,
-            other => Error::Other(format!("blob {}: {other}", hex(&h))),
+            other => Error::Blob {
+                hash: hex(&h),
+                source: Box::new(other),
+            },
         });
     }
     rep.bytes = written.load(std::sync::atomic::Ordering::Relaxed);
@@ -326,8 +329,10 @@ impl BlobSink for ApplySink<'_> {
             }
         }
         if let Some(f) = &mut self.file {
-            f.write_all(data)
-                .map_err(|e| Error::Other(format!("writing {}: {e}", hex(&self.hash))))?;
+            f.write_all(data).map_err(|err| Error::WriteBlob {
+                hash: hex(&self.hash),
+                err,
+            })?;
         }
         let t = &self.targets[&self.hash];
         if (!t.xattrs.is_empty() || !t.links.is_empty()) && self.size <= MAX_XATTR {
@@ -340,12 +345,16 @@ impl BlobSink for ApplySink<'_> {
     }
     fn finish(self: Box<Self>) -> Result<()> {
         if self.seen != self.size {
-            return Err(Error::Invalid(format!(
-                "blob {} gave {} of {} bytes",
-                hex(&self.hash),
-                self.seen,
-                self.size
-            )));
+            return Err(Error::corrupt(
+                Section::Resource,
+                None,
+                format!(
+                    "blob {} gave {} of {} bytes",
+                    hex(&self.hash),
+                    self.seen,
+                    self.size
+                ),
+            ));
         }
         let t = &self.targets[&self.hash];
         if sha1::Digest::finalize(self.hasher).as_slice() != self.hash {

@@ -5,7 +5,7 @@
 //! stream, the reparse-point data (for reparse points) and named data
 //! streams, each with the size of its blob.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Section};
 use crate::nt::names;
 use crate::wim::metadata::{self, attr, tag, DentryRecord};
 use crate::wim::{Blob, Sha1, Wim, ZERO_HASH};
@@ -206,8 +206,11 @@ impl Image {
     /// Load image `index` (1-based) of `wim`.
     pub fn load(wim: &Wim, index: u32) -> Result<Image> {
         let raw = wim.read_metadata(index)?;
-        let md = metadata::parse(&raw)
-            .map_err(|e| Error::Invalid(format!("image {index} metadata: {e}")))?;
+        let md = metadata::parse(&raw).map_err(|e| Error::Within {
+            section: Section::Metadata,
+            what: format!("image {index} metadata"),
+            source: Box::new(e),
+        })?;
         // The raw resource is no longer needed: free it before the tree is
         // built, which keeps a mount's peak memory down.
         drop(raw);

@@ -6,7 +6,7 @@
 //! windows, then handed in order to each blob's sink. Nothing here goes
 //! through the chunk cache: a full pass would only evict what a mount needs.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Section};
 use crate::wim::resource::Resource;
 use crate::wim::{Blob, BlobLoc, Sha1, SolidRun};
 use rayon::prelude::*;
@@ -149,7 +149,7 @@ where
     F: Fn(&Arc<Blob>) -> Result<Box<dyn BlobSink + 'a>> + Sync,
 {
     let BlobLoc::Whole(res) = &b.loc else {
-        return Err(Error::Other("internal: not a whole blob".into()));
+        return Err(Error::Internal("not a whole blob".into()));
     };
     let mut sink = make(b)?;
     if b.size > 0 {
@@ -234,13 +234,13 @@ where
         });
         if let Err(e) = r {
             // Everything not finished in this run fails with the decode error.
-            let msg = e.to_string();
+            let e = Arc::new(e);
             for (_, _, b, _) in active.drain(..) {
-                errors.push((b.hash, Error::Invalid(msg.clone())));
+                errors.push((b.hash, Error::Shared(e.clone())));
             }
             start_blobs(u64::MAX, &mut active, &mut errors);
             for (_, _, b, _) in active.drain(..) {
-                errors.push((b.hash, Error::Invalid(msg.clone())));
+                errors.push((b.hash, Error::Shared(e.clone())));
             }
             return errors;
         }
@@ -255,7 +255,11 @@ where
         } else {
             errors.push((
                 b.hash,
-                Error::Invalid("solid resource ended before the blob".into()),
+                Error::corrupt(
+                    Section::Resource,
+                    None,
+                    "solid resource ended before the blob",
+                ),
             ));
         }
     }

@@ -1,7 +1,7 @@
 //! `verify`: check every blob's SHA-1, the integrity table and each image's
 //! metadata, reporting every problem rather than the first.
 
-use crate::error::Result;
+use crate::error::{Error, Result, Section};
 use crate::image::{Image, StreamKind};
 use crate::stream::{for_each_blob, BlobSink};
 use crate::wim::bytes::hex;
@@ -43,10 +43,11 @@ impl BlobSink for HashSink<'_> {
     }
     fn finish(self: Box<Self>) -> Result<()> {
         if self.seen != self.size {
-            return Err(crate::Error::Invalid(format!(
-                "read {} of {} bytes",
-                self.seen, self.size
-            )));
+            return Err(Error::corrupt(
+                Section::Resource,
+                None,
+                format!("read {} of {} bytes", self.seen, self.size),
+            ));
         }
         if self.h.finalize().as_slice() != self.want {
             return Err(crate::Error::HashMismatch(hex(&self.want)));
@@ -91,7 +92,11 @@ pub fn verify(wim: &Wim, progress: &(dyn Fn(u64) + Sync)) -> VerifyReport {
         });
         match res.map(|(src, r)| {
             if r.uncompressed_size > crate::wim::MAX_TABLE_SIZE {
-                return Err(crate::Error::Invalid("integrity table too large".into()));
+                return Err(Error::corrupt(
+                    Section::Integrity,
+                    Some(r.reshdr.offset),
+                    "integrity table too large",
+                ));
             }
             let t = integrity::parse(&r.read_all()?)?;
             integrity::check(&*src, &wim.header, &t, progress)

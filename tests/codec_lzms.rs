@@ -4,25 +4,11 @@
 //! cleanly.
 
 mod common;
-use common::libwim;
+use common::{libwim, Rng};
 
 use proptest::prelude::*;
 use wimfs::codec::lzms;
 use wimfs::codec::CodecError;
-
-/// Deterministic xorshift generator for test data.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// English-like text from a small vocabulary.
 fn text_like(n: usize, seed: u64) -> Vec<u8> {
@@ -56,10 +42,10 @@ fn text_like(n: usize, seed: u64) -> Vec<u8> {
         "}",
         "();",
     ];
-    let mut r = Rng(seed | 1);
+    let mut r = Rng::new(seed);
     let mut v = Vec::with_capacity(n + 16);
     while v.len() < n {
-        v.extend_from_slice(WORDS[r.below(WORDS.len())].as_bytes());
+        v.extend_from_slice(WORDS[r.index(WORDS.len())].as_bytes());
         v.push(b' ');
     }
     v.truncate(n);
@@ -68,34 +54,34 @@ fn text_like(n: usize, seed: u64) -> Vec<u8> {
 
 /// Fake x86-64 code: calls, RIP-relative loads, jumps, filler.
 fn x86_like(n: usize, seed: u64) -> Vec<u8> {
-    let mut r = Rng(seed | 1);
-    let targets: Vec<u32> = (0..32).map(|_| r.next() as u32 & 0xFFFFF).collect();
+    let mut r = Rng::new(seed);
+    let targets: Vec<u32> = (0..32).map(|_| r.next_u64() as u32 & 0xFFFFF).collect();
     let mut v = Vec::with_capacity(n + 16);
     while v.len() < n {
         let pos = v.len() as u32;
-        match r.below(8) {
+        match r.index(8) {
             0 | 1 => {
                 v.push(0xE8);
-                let t = targets[r.below(targets.len())];
+                let t = targets[r.index(targets.len())];
                 v.extend_from_slice(&t.wrapping_sub(pos + 5).to_le_bytes());
             }
             2 => {
                 v.extend_from_slice(&[0x48, 0x8D, 0x05]);
-                let t = targets[r.below(targets.len())];
+                let t = targets[r.index(targets.len())];
                 v.extend_from_slice(&t.wrapping_sub(pos + 7).to_le_bytes());
             }
             3 => {
                 v.extend_from_slice(&[0x48, 0x8B, 0x0D]);
-                v.extend_from_slice(&(r.next() as u32).to_le_bytes());
+                v.extend_from_slice(&(r.next_u64() as u32).to_le_bytes());
             }
             4 => {
                 v.extend_from_slice(&[0xFF, 0x15]);
-                let t = targets[r.below(targets.len())];
+                let t = targets[r.index(targets.len())];
                 v.extend_from_slice(&t.wrapping_sub(pos + 6).to_le_bytes());
             }
             5 => v.extend_from_slice(&[0xE9, 1, 2, 0, 0, 0xF0, 0x83, 0x05, 9, 9, 0, 0, 1]),
             6 => v.extend_from_slice(&[0x55, 0x48, 0x89, 0xE5, 0x4C, 0x8D, 0x15, 0, 1, 0, 0]),
-            _ => v.push(r.next() as u8),
+            _ => v.push(r.next_u64() as u8),
         }
     }
     v.truncate(n);
@@ -104,13 +90,13 @@ fn x86_like(n: usize, seed: u64) -> Vec<u8> {
 
 /// Smoothly varying 16-bit samples: exercises delta matches.
 fn delta_like(n: usize, seed: u64) -> Vec<u8> {
-    let mut r = Rng(seed | 1);
+    let mut r = Rng::new(seed);
     let mut v = Vec::with_capacity(n + 2);
     let mut x: u16 = 1000;
     let mut step: u16 = 3;
     while v.len() < n {
-        if r.below(64) == 0 {
-            step = r.below(16) as u16;
+        if r.index(64) == 0 {
+            step = r.index(16) as u16;
         }
         x = x.wrapping_add(step);
         v.extend_from_slice(&x.to_le_bytes());
@@ -120,13 +106,13 @@ fn delta_like(n: usize, seed: u64) -> Vec<u8> {
 }
 
 fn repetitive(n: usize, seed: u64) -> Vec<u8> {
-    let mut r = Rng(seed | 1);
-    let period = 1 + r.below(40);
-    let pat: Vec<u8> = (0..period).map(|_| r.next() as u8).collect();
+    let mut r = Rng::new(seed);
+    let period = 1 + r.index(40);
+    let pat: Vec<u8> = (0..period).map(|_| r.next_u64() as u8).collect();
     (0..n)
         .map(|i| {
-            if r.below(200) == 0 {
-                r.next() as u8
+            if r.index(200) == 0 {
+                r.next_u64() as u8
             } else {
                 pat[i % period]
             }
@@ -135,17 +121,17 @@ fn repetitive(n: usize, seed: u64) -> Vec<u8> {
 }
 
 fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut r = Rng(seed | 1);
-    (0..n).map(|_| r.next() as u8).collect()
+    let mut r = Rng::new(seed);
+    (0..n).map(|_| r.next_u64() as u8).collect()
 }
 
 fn mixed(n: usize, seed: u64) -> Vec<u8> {
     let mut v = Vec::with_capacity(n);
-    let mut r = Rng(seed | 1);
+    let mut r = Rng::new(seed);
     while v.len() < n {
-        let k = 1 + r.below(8192);
-        let s = r.next();
-        let part = match r.below(5) {
+        let k = 1 + r.index(8192);
+        let s = r.next_u64();
+        let part = match r.index(5) {
             0 => text_like(k, s),
             1 => x86_like(k, s),
             2 => delta_like(k, s),

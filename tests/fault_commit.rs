@@ -77,23 +77,12 @@ fn ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// A pseudo-random sequence without a crate (xorshift).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn make_source(dir: &Path, seed: u64) {
-    let mut r = Rng(seed | 1);
+    let mut r = common::Rng::new(seed);
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     for i in 0..40 {
-        let n = (r.next() % 400_000) as usize;
-        let v: Vec<u8> = (0..n).map(|_| (r.next() % 7) as u8 + b'a').collect();
+        let n = (r.next_u64() % 400_000) as usize;
+        let v: Vec<u8> = (0..n).map(|_| (r.next_u64() % 7) as u8 + b'a').collect();
         std::fs::write(
             dir.join(if i % 2 == 0 {
                 format!("f{i}")

@@ -15,7 +15,6 @@ mod common;
 mod mount_support;
 
 use common::*;
-use mount_support::*;
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};

@@ -12,13 +12,13 @@
 //! its daemon, also when an assertion fails.
 mod common;
 
+use common::RwMount as Mnt;
 use common::*;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 /// The second local user of this test file.
 const USER: &str = "wimfs-hstage";
@@ -149,35 +149,6 @@ impl Area {
     }
 }
 
-/// A live mount, detached and its daemon killed when dropped.
-struct Mnt {
-    dir: PathBuf,
-    pid: Option<u32>,
-}
-
-fn daemon_pid(dir: &Path) -> Option<u32> {
-    let o = wimfs(["mounts", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-    let want = dir.canonicalize().ok()?;
-    v.as_array()?.iter().find_map(|m| {
-        (Path::new(m.get("mountpoint")?.as_str()?) == want)
-            .then(|| m.get("pid")?.as_u64().map(|p| p as u32))
-            .flatten()
-    })
-}
-
-/// Is the process (or any of its threads: a zombie leader whose other
-/// threads still run keeps its files, and the WIM's lock, open) still
-/// there?
-fn alive(pid: u32) -> bool {
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z"));
-    match zombie {
-        Err(_) => false,
-        Ok(false) => true,
-        Ok(true) => std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|d| d.count() > 1),
-    }
-}
-
 /// `wimfs mount --rw EXTRA... WIM DIR` under `umask` (when given). The
 /// guard exists whenever the command succeeded.
 fn mount_rw(wim: &Path, dir: &Path, extra: &[&str], umask: Option<u32>) -> (Option<Mnt>, Out) {
@@ -207,48 +178,6 @@ fn mount_rw(wim: &Path, dir: &Path, extra: &[&str], umask: Option<u32>) -> (Opti
         }),
         o,
     )
-}
-
-impl Mnt {
-    fn unmount(mut self, args: &[&str]) -> Out {
-        let mut a: Vec<String> = vec!["unmount".into()];
-        a.extend(args.iter().map(|s| s.to_string()));
-        a.push(s(&self.dir));
-        let o = wimfs(&a);
-        assert!(o.ok(), "unmount failed:\n{}", o.describe());
-        if let Some(pid) = self.pid.take() {
-            let t = Instant::now();
-            while alive(pid) && t.elapsed() < Duration::from_secs(20) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            assert!(!alive(pid), "daemon {pid} still running after unmount");
-        }
-        o
-    }
-
-    fn kill9(mut self) {
-        if let Some(pid) = self.pid.take() {
-            // SAFETY: plain kill(2) on the daemon's pid.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            let t = Instant::now();
-            while alive(pid) && t.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        let _ = run(&mut cmd("fusermount3", ["-u", "-z", &s(&self.dir)]));
-    }
-}
-
-impl Drop for Mnt {
-    fn drop(&mut self) {
-        let _ = run(&mut cmd("fusermount3", ["-u", "-z", &s(&self.dir)]));
-        if let Some(pid) = self.pid.take() {
-            if alive(pid) {
-                // SAFETY: plain kill(2) on the daemon's pid.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            }
-        }
-    }
 }
 
 /// Every path under `dir` (symlinks not followed) with its kind, mode,

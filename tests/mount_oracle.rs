@@ -14,7 +14,6 @@ mod common;
 mod mount_support;
 
 use common::*;
-use mount_support::*;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;

@@ -12,6 +12,7 @@
 //! are skipped with a banner.
 mod common;
 
+use common::RwMount as Mount;
 use common::*;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -23,113 +24,6 @@ fn fuse_available() -> bool {
         return false;
     }
     require(&["wimlib-imagex", "fusermount3", "setfattr"])
-}
-
-/// A live mount: unmounted (lazily) and its daemon killed when dropped.
-struct Mount {
-    dir: PathBuf,
-    pid: Option<u32>,
-}
-
-fn daemon_pid(dir: &Path) -> Option<u32> {
-    let o = wimfs(["mounts", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-    let want = dir.canonicalize().ok()?;
-    v.as_array()?.iter().find_map(|m| {
-        let mp = m.get("mountpoint")?.as_str()?;
-        if Path::new(mp) == want {
-            m.get("pid")?.as_u64().map(|p| p as u32)
-        } else {
-            None
-        }
-    })
-}
-
-fn alive(pid: u32) -> bool {
-    let exists = unsafe { libc::kill(pid as i32, 0) } == 0;
-    exists && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
-}
-
-impl Mount {
-    /// `wimfs mount --rw WIM DIR EXTRA...`; returns the mount and the
-    /// command's output.
-    fn rw(wim: &Path, dir: &Path, extra: &[&str]) -> (Mount, Out) {
-        Mount::rw_env(wim, dir, extra, &[])
-    }
-
-    /// [`Mount::rw`] with extra environment variables for the daemon.
-    fn rw_env(
-        wim: &Path,
-        dir: &Path,
-        extra: &[&str],
-        env: &[(&str, &std::ffi::OsStr)],
-    ) -> (Mount, Out) {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut args: Vec<String> = vec!["mount".into(), "--rw".into()];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args.push(wim.display().to_string());
-        args.push(dir.display().to_string());
-        let mut c = cmd(wimfs_bin(), &args);
-        c.envs(env.iter().copied());
-        let o = run(&mut c);
-        assert!(o.ok(), "mount --rw failed:\n{}", o.describe());
-        let pid = daemon_pid(dir);
-        assert!(pid.is_some(), "no daemon listed for {}", dir.display());
-        (
-            Mount {
-                dir: dir.to_path_buf(),
-                pid,
-            },
-            o,
-        )
-    }
-
-    /// `wimfs unmount DIR ARGS...` (must succeed); waits for the daemon.
-    fn unmount(mut self, args: &[&str]) -> Out {
-        let mut a: Vec<String> = vec!["unmount".into()];
-        a.extend(args.iter().map(|s| s.to_string()));
-        a.push(self.dir.display().to_string());
-        let o = wimfs(&a);
-        assert!(o.ok(), "unmount failed:\n{}", o.describe());
-        if let Some(pid) = self.pid {
-            let t = Instant::now();
-            while alive(pid) && t.elapsed() < Duration::from_secs(20) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            assert!(!alive(pid), "daemon {pid} still running after unmount");
-        }
-        self.pid = None;
-        o
-    }
-
-    /// SIGKILL the daemon and clear the dead mount.
-    fn kill9(mut self) {
-        if let Some(pid) = self.pid.take() {
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            let t = Instant::now();
-            while alive(pid) && t.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        let _ = run(&mut cmd(
-            "fusermount3",
-            ["-u", "-z", &self.dir.display().to_string()],
-        ));
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = run(&mut cmd(
-            "fusermount3",
-            ["-u", "-z", &self.dir.display().to_string()],
-        ));
-        if let Some(pid) = self.pid.take() {
-            if alive(pid) {
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            }
-        }
-    }
 }
 
 /// The source tree every WIM here is captured from.

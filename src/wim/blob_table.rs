@@ -2,7 +2,7 @@
 
 use super::bytes::Le;
 use super::header::ResHdr;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Section};
 
 pub const ENTRY_SIZE: usize = 50;
 
@@ -17,7 +17,7 @@ pub struct BlobEntry {
 
 impl BlobEntry {
     pub fn parse(b: &[u8]) -> Result<Self> {
-        let le = Le::new(b, "blob table entry");
+        let le = Le::new(b, Section::BlobTable, "blob table entry");
         Ok(BlobEntry {
             reshdr: ResHdr::parse(le.bytes(0, 24)?)?,
             part_number: le.u16(24)?,
@@ -59,9 +59,11 @@ pub fn write(entries: &[BlobEntry]) -> Vec<u8> {
 /// this only guards the error path).
 pub fn check_size(size: u64, file_len: u64) -> Result<()> {
     if size > file_len {
-        return Err(Error::Invalid(format!(
-            "blob table size {size} exceeds file size {file_len}"
-        )));
+        return Err(Error::corrupt(
+            Section::BlobTable,
+            None,
+            format!("blob table size {size} exceeds file size {file_len}"),
+        ));
     }
     Ok(())
 }

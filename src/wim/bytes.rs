@@ -3,27 +3,33 @@
 //! Every getter is bounds-checked and returns an error naming the structure,
 //! so a short or hostile buffer can never cause a panic.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Section};
 
 /// A cursor-free view over a byte slice with checked little-endian reads.
 #[derive(Clone, Copy)]
 pub struct Le<'a> {
     pub buf: &'a [u8],
+    /// Where the buffer sits, so a short read is reported as damage there.
+    pub section: Section,
     pub what: &'static str,
 }
 
 impl<'a> Le<'a> {
-    pub fn new(buf: &'a [u8], what: &'static str) -> Self {
-        Le { buf, what }
+    pub fn new(buf: &'a [u8], section: Section, what: &'static str) -> Self {
+        Le { buf, section, what }
     }
     fn err(&self, off: usize, n: usize) -> Error {
-        Error::Invalid(format!(
-            "{} truncated: need {} bytes at offset {}, have {}",
-            self.what,
-            n,
-            off,
-            self.buf.len()
-        ))
+        Error::corrupt(
+            self.section,
+            None,
+            format!(
+                "{} truncated: need {} bytes at offset {}, have {}",
+                self.what,
+                n,
+                off,
+                self.buf.len()
+            ),
+        )
     }
     pub fn bytes(&self, off: usize, n: usize) -> Result<&'a [u8]> {
         off.checked_add(n)

@@ -1,7 +1,7 @@
 //! The 208-byte WIM header and the 24-byte resource headers it holds.
 
 use super::bytes::Le;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Section};
 
 pub const HEADER_SIZE: usize = 208;
 pub const MAGIC: &[u8; 8] = b"MSWIM\0\0\0";
@@ -121,7 +121,7 @@ impl ResHdr {
     pub const SIZE: usize = 24;
 
     pub fn parse(b: &[u8]) -> Result<Self> {
-        let le = Le::new(b, "resource header");
+        let le = Le::new(b, Section::Header, "resource header");
         let raw = le.u64(0)?;
         Ok(ResHdr {
             size_in_wim: raw & 0x00FF_FFFF_FFFF_FFFF,
@@ -148,14 +148,19 @@ impl ResHdr {
     pub fn is_empty(&self) -> bool {
         self.size_in_wim == 0 && self.offset == 0
     }
-    /// Check the resource lies within a file of `file_len` bytes.
-    pub fn check_bounds(&self, file_len: u64, what: &str) -> Result<()> {
+    /// Check the resource lies within a file of `file_len` bytes; if not,
+    /// `section` (what the resource holds) is damaged.
+    pub fn check_bounds(&self, file_len: u64, section: Section, what: &str) -> Result<()> {
         match self.offset.checked_add(self.size_in_wim) {
             Some(end) if end <= file_len => Ok(()),
-            _ => Err(Error::Invalid(format!(
-                "{what} at offset {:#x} size {} extends past end of file ({} bytes)",
-                self.offset, self.size_in_wim, file_len
-            ))),
+            _ => Err(Error::corrupt(
+                section,
+                Some(self.offset),
+                format!(
+                    "{what} at offset {:#x} size {} extends past end of file ({} bytes)",
+                    self.offset, self.size_in_wim, file_len
+                ),
+            )),
         }
     }
 }
@@ -189,7 +194,7 @@ impl Header {
                 b.len()
             )));
         }
-        let le = Le::new(b, "WIM header");
+        let le = Le::new(b, Section::Header, "WIM header");
         let mut magic = [0u8; 8];
         magic.copy_from_slice(le.bytes(0, 8)?);
         if &magic == PWM_MAGIC {
@@ -202,9 +207,11 @@ impl Header {
         }
         let hdr_size = le.u32(8)?;
         if hdr_size as usize != HEADER_SIZE {
-            return Err(Error::Invalid(format!(
-                "header size is {hdr_size}, expected {HEADER_SIZE}"
-            )));
+            return Err(Error::corrupt(
+                Section::Header,
+                Some(8),
+                format!("header size is {hdr_size}, expected {HEADER_SIZE}"),
+            ));
         }
         let version = le.u32(12)?;
         if version != VERSION_DEFAULT && version != VERSION_SOLID {
@@ -228,10 +235,11 @@ impl Header {
             integrity: ResHdr::parse(le.bytes(124, 24)?)?,
         };
         if h.total_parts == 0 || h.part_number == 0 || h.part_number > h.total_parts {
-            return Err(Error::Invalid(format!(
-                "bad part number {}/{}",
-                h.part_number, h.total_parts
-            )));
+            return Err(Error::corrupt(
+                Section::Header,
+                Some(40),
+                format!("bad part number {}/{}", h.part_number, h.total_parts),
+            ));
         }
         h.compression()?;
         Ok(h)
@@ -250,8 +258,10 @@ impl Header {
         } else if f & (flags::COMPRESS_XPRESS | flags::COMPRESS_XPRESS2) != 0 {
             Compression::Xpress
         } else {
-            return Err(Error::Invalid(
-                "COMPRESSION flag set but no compression type".into(),
+            return Err(Error::corrupt(
+                Section::Header,
+                Some(16),
+                "COMPRESSION flag set but no compression type",
             ));
         })
     }
@@ -267,10 +277,11 @@ impl Header {
         if comp != Compression::None
             && (!cs.is_power_of_two() || cs < 4096 || cs > comp.max_chunk())
         {
-            return Err(Error::Invalid(format!(
-                "chunk size {cs} invalid for {}",
-                comp.name()
-            )));
+            return Err(Error::corrupt(
+                Section::Header,
+                Some(20),
+                format!("chunk size {cs} invalid for {}", comp.name()),
+            ));
         }
         Ok(cs)
     }

@@ -3,7 +3,7 @@
 
 use super::bytes::Le;
 use super::header::{Header, HEADER_SIZE};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Section};
 use crate::io::ReadAt;
 use sha1::{Digest, Sha1};
 
@@ -23,7 +23,7 @@ pub enum IntegrityStatus {
 }
 
 pub fn parse(b: &[u8]) -> Result<IntegrityTable> {
-    let le = Le::new(b, "integrity table");
+    let le = Le::new(b, Section::Integrity, "integrity table");
     let size = le.u32(0)? as usize;
     let n = le.u32(4)? as usize;
     let chunk_size = le.u32(8)?;
@@ -32,12 +32,18 @@ pub fn parse(b: &[u8]) -> Result<IntegrityTable> {
             .and_then(|x| x.checked_add(12))
             .is_none_or(|x| x > b.len())
     {
-        return Err(Error::Invalid(format!(
-            "integrity table claims {n} entries, more than it holds"
-        )));
+        return Err(Error::corrupt(
+            Section::Integrity,
+            None,
+            format!("integrity table claims {n} entries, more than it holds"),
+        ));
     }
     if chunk_size == 0 {
-        return Err(Error::Invalid("integrity table chunk size is 0".into()));
+        return Err(Error::corrupt(
+            Section::Integrity,
+            None,
+            "integrity table chunk size is 0",
+        ));
     }
     let hashes = (0..n)
         .map(|i| le.sha1(12 + 20 * i))
@@ -78,7 +84,11 @@ pub fn check(
         .offset
         .saturating_add(hdr.blob_table.size_in_wim);
     if end > src.len() || end < start {
-        return Err(Error::Invalid("blob table lies outside the file".into()));
+        return Err(Error::corrupt(
+            Section::BlobTable,
+            Some(hdr.blob_table.offset),
+            "blob table lies outside the file",
+        ));
     }
     let cs = table.chunk_size as u64;
     let expect = (end - start).div_ceil(cs);

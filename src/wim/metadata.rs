@@ -7,11 +7,16 @@
 //! overflow the stack.
 
 use super::bytes::{align8, utf16le_to_string, Le};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Section};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
+
+/// Damage in a metadata resource, at `off` in its uncompressed bytes.
+fn bad(off: Option<u64>, detail: impl Into<String>) -> Error {
+    Error::corrupt(Section::Metadata, off, detail)
+}
 
 pub const DENTRY_FIXED_SIZE: usize = 0x66;
 pub const STREAM_FIXED_SIZE: usize = 38;
@@ -90,33 +95,38 @@ pub struct Metadata {
 
 /// Parse the security data block; returns the descriptors and its length.
 pub fn parse_security(buf: &[u8]) -> Result<(Vec<Vec<u8>>, u64)> {
-    let le = Le::new(buf, "security data");
+    let le = Le::new(buf, Section::Metadata, "security data");
     let total = le.u32(0)? as u64;
     let n = le.u32(4)? as u64;
     let total = total.max(8);
     if total > buf.len() as u64 {
-        return Err(Error::Invalid(format!(
-            "security data length {total} exceeds metadata resource size {}",
-            buf.len()
-        )));
+        return Err(bad(
+            None,
+            format!(
+                "security data length {total} exceeds metadata resource size {}",
+                buf.len()
+            ),
+        ));
     }
     let table_end = n
         .checked_mul(8)
         .and_then(|t| t.checked_add(8))
         .filter(|&t| t <= total)
         .ok_or_else(|| {
-            Error::Invalid(format!(
-                "security data claims {n} descriptors, more than fit"
-            ))
+            bad(
+                None,
+                format!("security data claims {n} descriptors, more than fit"),
+            )
         })?;
     let mut descs = Vec::with_capacity(n as usize);
     let mut p = table_end;
     for i in 0..n {
         let sz = le.u64(8 + 8 * i as usize)?;
         let end = p.checked_add(sz).filter(|&e| e <= total).ok_or_else(|| {
-            Error::Invalid(format!(
-                "security descriptor {i} extends past the security data"
-            ))
+            bad(
+                Some(p),
+                format!("security descriptor {i} extends past the security data"),
+            )
         })?;
         descs.push(buf[p as usize..end as usize].to_vec());
         p = end;
@@ -135,11 +145,16 @@ pub fn parse_security(buf: &[u8]) -> Result<(Vec<Vec<u8>>, u64)> {
 pub fn parse(buf: &[u8]) -> Result<Metadata> {
     let (security, root_off) = parse_security(buf)?;
     let mut warnings = Vec::new();
-    let root = scan_dentry(buf, root_off)?
-        .ok_or_else(|| Error::Invalid("metadata resource has no root directory entry".into()))?;
+    let root = scan_dentry(buf, root_off)?.ok_or_else(|| {
+        bad(
+            Some(root_off),
+            "metadata resource has no root directory entry",
+        )
+    })?;
     if !root.is_dir {
-        return Err(Error::Invalid(
-            "root directory entry is not a directory".into(),
+        return Err(bad(
+            Some(root_off),
+            "root directory entry is not a directory",
         ));
     }
     // (offset, parent index) of every entry kept, parents before children.
@@ -160,9 +175,12 @@ pub fn parse(buf: &[u8]) -> Result<Metadata> {
                     .flatten()
                     .map(|(d, _)| d.name)
                     .unwrap_or_default();
-                return Err(Error::Invalid(format!(
-                    "directory cycle: entry at offset {p:#x} is reached twice (parent {name:?})"
-                )));
+                return Err(bad(
+                    Some(p),
+                    format!(
+                        "directory cycle: entry at offset {p:#x} is reached twice (parent {name:?})"
+                    ),
+                ));
             }
             let Some(e) = scan_dentry(buf, p)? else {
                 break;
@@ -204,7 +222,7 @@ pub fn parse(buf: &[u8]) -> Result<Metadata> {
         match r {
             Ok(Some((d, _))) => d,
             Ok(None) => {
-                let e = Error::Invalid(format!("directory entry at {off:#x} vanished"));
+                let e = bad(Some(off), format!("directory entry at {off:#x} vanished"));
                 side.lock().1.get_or_insert(e);
                 DentryRecord::default()
             }
@@ -238,33 +256,40 @@ pub fn parse(buf: &[u8]) -> Result<Metadata> {
 /// The bytes of the directory entry at `off`, its length checked against
 /// the buffer; `None` for an end-of-directory marker.
 fn dentry_at(buf: &[u8], off: u64) -> Result<Option<&[u8]>> {
-    let o = usize::try_from(off).map_err(|_| Error::Invalid("dentry offset overflow".into()))?;
-    let length = Le::new(buf, "directory entry").u64(o)?;
+    let o = usize::try_from(off).map_err(|_| bad(Some(off), "dentry offset overflow"))?;
+    let length = Le::new(buf, Section::Metadata, "directory entry").u64(o)?;
     if length <= 8 {
         return Ok(None);
     }
     if length < DENTRY_FIXED_SIZE as u64
         || off.checked_add(length).is_none_or(|e| e > buf.len() as u64)
     {
-        return Err(Error::Invalid(format!(
-            "directory entry at offset {off:#x} has invalid length {length}"
-        )));
+        return Err(bad(
+            Some(off),
+            format!("directory entry at offset {off:#x} has invalid length {length}"),
+        ));
     }
     Ok(Some(&buf[o..o + length as usize]))
 }
 
 /// The bytes of stream entry `i` (at `q`) of the directory entry at `off`.
 fn stream_entry_at(buf: &[u8], q: u64, i: u16, off: u64) -> Result<&[u8]> {
-    let qs = usize::try_from(q).map_err(|_| Error::Invalid("stream offset overflow".into()))?;
-    let sl = Le::new(buf, "stream entry").u64(qs).map_err(|_| {
-        Error::Invalid(format!(
-            "stream entry {i} of the entry at {off:#x} is past the end of the metadata"
-        ))
-    })?;
+    let qs = usize::try_from(q).map_err(|_| bad(Some(q), "stream offset overflow"))?;
+    let sl = Le::new(buf, Section::Metadata, "stream entry")
+        .u64(qs)
+        .map_err(|_| {
+            bad(
+                Some(q),
+                format!(
+                    "stream entry {i} of the entry at {off:#x} is past the end of the metadata"
+                ),
+            )
+        })?;
     if sl < STREAM_FIXED_SIZE as u64 || q.checked_add(sl).is_none_or(|e| e > buf.len() as u64) {
-        return Err(Error::Invalid(format!(
-            "stream entry {i} of the entry at {off:#x} has invalid length {sl}"
-        )));
+        return Err(bad(
+            Some(q),
+            format!("stream entry {i} of the entry at {off:#x} has invalid length {sl}"),
+        ));
     }
     Ok(&buf[qs..qs + sl as usize])
 }
@@ -287,14 +312,15 @@ fn scan_dentry(buf: &[u8], off: u64) -> Result<Option<Scan>> {
         return Ok(None);
     };
     let length = raw.len() as u64;
-    let d = Le::new(raw, "directory entry");
+    let d = Le::new(raw, Section::Metadata, "directory entry");
     let is_dir = d.u32(8)? & attr::DIRECTORY != 0;
     let num_streams = d.u16(0x60)?;
     let fn_len = d.u16(0x64)? as usize;
     if !fn_len.is_multiple_of(2) || !d.u16(0x62)?.is_multiple_of(2) {
-        return Err(Error::Invalid(format!(
-            "directory entry at {off:#x} has odd name length"
-        )));
+        return Err(bad(
+            Some(off),
+            format!("directory entry at {off:#x} has odd name length"),
+        ));
     }
     let name = d.bytes(DENTRY_FIXED_SIZE, fn_len)?;
     let unit = |i: usize| u16::from_le_bytes([name[2 * i], name[2 * i + 1]]);
@@ -349,7 +375,7 @@ fn parse_dentry(
         return Ok(None);
     };
     let length = raw.len() as u64;
-    let d = Le::new(raw, "directory entry");
+    let d = Le::new(raw, Section::Metadata, "directory entry");
     let attributes = d.u32(8)?;
     let security_id = d.u32(12)? as i32;
     let hash = d.sha1(0x40)?;
@@ -360,9 +386,10 @@ fn parse_dentry(
     let sn_len = d.u16(0x62)? as usize;
     let fn_len = d.u16(0x64)? as usize;
     if !fn_len.is_multiple_of(2) || !sn_len.is_multiple_of(2) {
-        return Err(Error::Invalid(format!(
-            "directory entry at {off:#x} has odd name length"
-        )));
+        return Err(bad(
+            Some(off),
+            format!("directory entry at {off:#x} has odd name length"),
+        ));
     }
     let mut p = DENTRY_FIXED_SIZE;
     let name = utf16le_to_string(d.bytes(p, fn_len)?);
@@ -395,7 +422,7 @@ fn parse_dentry(
     for i in 0..num_streams {
         let raw = stream_entry_at(buf, q, i, off)?;
         let sl = raw.len() as u64;
-        let s = Le::new(raw, "stream entry");
+        let s = Le::new(raw, Section::Metadata, "stream entry");
         let nl = s.u16(36)? as usize;
         let sname = utf16le_to_string(s.bytes(STREAM_FIXED_SIZE, nl)?);
         streams.push(StreamRecord {

@@ -13,7 +13,7 @@ pub mod metadata;
 pub mod resource;
 pub mod xml;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Section};
 use crate::io::{FileSource, ReadAt};
 use blob_table::BlobEntry;
 use bytes::hex;
@@ -309,17 +309,22 @@ impl Wim {
         for p in others {
             let r = p.path.clone();
             if p.header.guid != header.guid {
-                return Err(Error::Invalid(format!(
-                    "{} is not part of the same split WIM (GUID differs)",
-                    r.display()
-                )));
+                return Err(Error::corrupt(
+                    Section::SplitSet,
+                    None,
+                    format!(
+                        "{} is not part of the same split WIM (GUID differs)",
+                        r.display()
+                    ),
+                ));
             }
             let i = p.header.part_number as usize;
             if i == 0 || i > total {
-                return Err(Error::Invalid(format!(
-                    "{}: part number {i} out of range 1..{total}",
-                    r.display()
-                )));
+                return Err(Error::corrupt(
+                    Section::SplitSet,
+                    None,
+                    format!("{}: part number {i} out of range 1..{total}", r.display()),
+                ));
             }
             if parts[i - 1].is_some() {
                 warnings.push(format!("{}: part {i} given twice; ignored", r.display()));
@@ -341,9 +346,16 @@ impl Wim {
         // Read XML from the first part.
         let p0 = parts[pn - 1]
             .as_ref()
-            .ok_or_else(|| Error::Other("internal: first part missing".into()))?;
+            .ok_or_else(|| Error::Internal("first part missing".into()))?;
         let xml_doc = if header.xml.size_in_wim > 0 {
-            let raw = read_small(p0, &header.xml, compression, chunk_size, "XML data")?;
+            let raw = read_small(
+                p0,
+                &header.xml,
+                compression,
+                chunk_size,
+                Section::Xml,
+                "XML data",
+            )?;
             match xml::parse(&xml::decode(&raw)) {
                 Ok(x) => Some(x),
                 Err(e) => {
@@ -373,7 +385,14 @@ impl Wim {
         for part in parts.iter().flatten() {
             let h = &part.header;
             blob_table::check_size(h.blob_table.size_in_wim, part.source.len())?;
-            let raw = read_small(part, &h.blob_table, compression, chunk_size, "blob table")?;
+            let raw = read_small(
+                part,
+                &h.blob_table,
+                compression,
+                chunk_size,
+                Section::BlobTable,
+                "blob table",
+            )?;
             let table = blob_table::parse(&raw)?;
             // A solid run is a maximal sequence of consecutive entries with
             // the SOLID flag (ignored in version-0x10D00 WIMs). Its resource
@@ -559,10 +578,11 @@ impl Wim {
             .get((index as usize).wrapping_sub(1))
             .ok_or_else(|| Error::NoSuchImage(index.to_string()))?;
         if b.size > MAX_TABLE_SIZE {
-            return Err(Error::Invalid(format!(
-                "metadata resource of image {index} claims {} bytes",
-                b.size
-            )));
+            return Err(Error::corrupt(
+                Section::Metadata,
+                None,
+                format!("metadata resource of image {index} claims {} bytes", b.size),
+            ));
         }
         let mut out = Vec::with_capacity(b.size as usize);
         for s in b.segments(0, b.size) {
@@ -583,9 +603,11 @@ impl Wim {
             }
         }
         if out.len() as u64 != b.size {
-            return Err(Error::Invalid(format!(
-                "metadata resource of image {index} is short"
-            )));
+            return Err(Error::corrupt(
+                Section::Metadata,
+                None,
+                format!("metadata resource of image {index} is short"),
+            ));
         }
         Ok(out)
     }
@@ -604,15 +626,17 @@ fn read_small(
     rh: &header::ResHdr,
     comp: Compression,
     cs: u32,
+    section: Section,
     what: &str,
 ) -> Result<Vec<u8>> {
     if rh.uncompressed_size > MAX_TABLE_SIZE {
-        return Err(Error::Invalid(format!(
-            "{what} claims {} bytes",
-            rh.uncompressed_size
-        )));
+        return Err(Error::corrupt(
+            section,
+            Some(rh.offset),
+            format!("{what} claims {} bytes", rh.uncompressed_size),
+        ));
     }
-    rh.check_bounds(part.source.len(), what)?;
+    rh.check_bounds(part.source.len(), section, what)?;
     let res = Resource::normal(
         u64::MAX,
         part.source.clone(),
@@ -621,6 +645,190 @@ fn read_small(
         comp,
         cs,
     )?;
-    res.read_all()
-        .map_err(|e| Error::Invalid(format!("{what}: {e}")))
+    res.read_all().map_err(|e| Error::Within {
+        section,
+        what: what.to_string(),
+        source: Box::new(e),
+    })
+}
+
+/// Callers branch on [`Error::section`] and the variant, not on message
+/// text: each damaged structure must say which section it is.
+#[cfg(test)]
+mod error_tests {
+    use super::header::{ResHdr, MAGIC, VERSION_DEFAULT};
+    use super::*;
+
+    /// A valid, empty, uncompressed one-part header: no images, no tables.
+    fn header_bytes() -> Vec<u8> {
+        let mut b = vec![0u8; HEADER_SIZE];
+        b[0..8].copy_from_slice(MAGIC);
+        b[8..12].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
+        b[12..16].copy_from_slice(&VERSION_DEFAULT.to_le_bytes());
+        b[40..42].copy_from_slice(&1u16.to_le_bytes());
+        b[42..44].copy_from_slice(&1u16.to_le_bytes());
+        b
+    }
+
+    fn section_of<T>(r: Result<T>) -> (Option<Section>, Error) {
+        let e = r.err().unwrap();
+        (e.section(), e)
+    }
+
+    #[test]
+    fn damaged_headers_are_corrupt_header() {
+        assert!(Header::parse(&header_bytes()).is_ok());
+        let mut b = header_bytes();
+        b[8] = 200;
+        let (s, e) = section_of(Header::parse(&b));
+        assert_eq!(s, Some(Section::Header));
+        assert!(
+            matches!(
+                e,
+                Error::Corrupt {
+                    offset: Some(8),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "invalid WIM: header size is 200, expected 208"
+        );
+        let mut b = header_bytes();
+        b[40] = 2;
+        let (s, e) = section_of(Header::parse(&b));
+        assert_eq!(s, Some(Section::Header));
+        assert!(e.to_string().contains("bad part number 2/1"), "{e}");
+        // Too short to be a header at all, or not one: not a WIM.
+        assert!(matches!(Header::parse(&b[..100]), Err(Error::NotWim(_))));
+        // A version we do not read: unsupported, not damage.
+        let mut b = header_bytes();
+        b[12] = 7;
+        let (s, e) = section_of(Header::parse(&b));
+        assert_eq!(s, None);
+        assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
+        // A resource header cut short.
+        let (s, e) = section_of(ResHdr::parse(&[0u8; 10]));
+        assert_eq!(s, Some(Section::Header));
+        assert!(e.to_string().contains("resource header truncated"), "{e}");
+    }
+
+    #[test]
+    fn a_resource_past_the_end_names_its_section_and_offset() {
+        let rh = ResHdr {
+            size_in_wim: 100,
+            flags: 0,
+            offset: 0x50,
+            uncompressed_size: 100,
+        };
+        let e = rh.check_bounds(120, Section::Xml, "XML data").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Corrupt {
+                    section: Section::Xml,
+                    offset: Some(0x50),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn tables_and_xml_name_their_sections() {
+        let (s, _) = section_of(blob_table::check_size(1000, 10));
+        assert_eq!(s, Some(Section::BlobTable));
+        let (s, _) = section_of(integrity::parse(&[1, 2, 3]));
+        assert_eq!(s, Some(Section::Integrity));
+        let (s, e) = section_of(xml::parse("<WIM><IMAGE></WIM>"));
+        assert_eq!(s, Some(Section::Xml));
+        assert!(e.to_string().starts_with("invalid WIM: XML data: "), "{e}");
+        let (s, _) = section_of(metadata::parse(&[0u8; 4]));
+        assert_eq!(s, Some(Section::Metadata));
+    }
+
+    #[test]
+    fn wrappers_keep_the_section_and_the_source() {
+        use std::error::Error as _;
+        let chunk = || Error::corrupt(Section::Resource, Some(0x40), "raw chunk 0 has wrong size");
+        // Damage met while reading the XML is damage in the XML, and the
+        // resource's own error stays reachable as the source.
+        let e = Error::Within {
+            section: Section::Xml,
+            what: "XML data".into(),
+            source: Box::new(chunk()),
+        };
+        assert_eq!(e.section(), Some(Section::Xml));
+        assert_eq!(
+            e.to_string(),
+            "invalid WIM: XML data: invalid WIM: raw chunk 0 has wrong size"
+        );
+        assert!(e
+            .source()
+            .is_some_and(|s| s.to_string().contains("raw chunk 0")));
+        // An I/O failure while reading it is not damage.
+        let e = Error::Within {
+            section: Section::Xml,
+            what: "XML data".into(),
+            source: Box::new(Error::RawIo(std::io::ErrorKind::UnexpectedEof.into())),
+        };
+        assert_eq!(e.section(), None);
+        // One failure shared by several blobs keeps its variant and text.
+        let shared = Arc::new(chunk());
+        let e = Error::Blob {
+            hash: "ab".into(),
+            source: Box::new(Error::Shared(shared.clone())),
+        };
+        assert_eq!(e.section(), Some(Section::Resource));
+        assert_eq!(e.to_string(), format!("blob ab: {shared}"));
+        assert_eq!(Error::Shared(shared).section(), Some(Section::Resource));
+        // The macro the upper layers still use builds the typed variant.
+        let e = crate::invalid!("x {}", 1);
+        assert_eq!(e.section(), Some(Section::Unknown));
+        assert_eq!(e.to_string(), "invalid WIM: x 1");
+    }
+
+    #[test]
+    fn a_missing_image_is_no_such_image() {
+        let mut b = header_bytes();
+        // Leave room for nothing but the header: no tables, no images.
+        b.truncate(HEADER_SIZE);
+        let w = Wim::from_source(Path::new("mem.wim"), Arc::new(b)).unwrap();
+        assert!(matches!(w.resolve_image("1"), Err(Error::NoSuchImage(_))));
+        assert!(matches!(w.resolve_image("Pro"), Err(Error::NoSuchImage(_))));
+        assert!(matches!(w.read_metadata(1), Err(Error::NoSuchImage(_))));
+    }
+
+    #[test]
+    fn a_bad_chunk_table_is_the_same_typed_error_every_time() {
+        // A solid resource of two 4 KiB XPRESS chunks whose first chunk
+        // claims more stored bytes than it has data; solid resources keep
+        // their table, so the failure is cached: ask twice.
+        let mut solid = vec![0u8; 16];
+        solid[0..8].copy_from_slice(&8192u64.to_le_bytes());
+        solid[8..12].copy_from_slice(&4096u32.to_le_bytes());
+        solid[12..16].copy_from_slice(&1u32.to_le_bytes());
+        solid.extend_from_slice(&50_000u32.to_le_bytes());
+        solid.extend_from_slice(&50_000u32.to_le_bytes());
+        solid.extend_from_slice(&[0u8; 64]);
+        let srh = ResHdr {
+            size_in_wim: solid.len() as u64,
+            flags: header::resflags::COMPRESSED | header::resflags::SOLID,
+            offset: 0,
+            uncompressed_size: 8192,
+        };
+        let r = Resource::solid(1, Arc::new(solid), 1, srh).unwrap();
+        for _ in 0..2 {
+            let e = r.chunk_table().err().unwrap();
+            assert_eq!(e.section(), Some(Section::Resource), "{e:?}");
+            assert!(
+                e.to_string()
+                    .starts_with("invalid WIM: resource at 0x0: chunk 0"),
+                "{e}"
+            );
+        }
+    }
 }

@@ -11,7 +11,7 @@
 
 use super::header::{Compression, ResHdr};
 use crate::codec;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Section};
 use crate::io::ReadAt;
 use rayon::prelude::*;
 use std::sync::{Arc, OnceLock};
@@ -31,7 +31,9 @@ pub struct Resource {
     pub compression: Compression,
     pub chunk_size: u32,
     pub solid: bool,
-    table: OnceLock<std::result::Result<Arc<ChunkTable>, String>>,
+    /// Loaded once; a failure is kept too (shared, not re-read) so every
+    /// later read of the resource reports the same typed error.
+    table: OnceLock<std::result::Result<Arc<ChunkTable>, Arc<Error>>>,
 }
 
 /// Absolute file offsets of every chunk's stored bytes; `starts[n]` is the end.
@@ -67,22 +69,30 @@ impl Resource {
         wim_compression: Compression,
         wim_chunk_size: u32,
     ) -> Result<Self> {
-        reshdr.check_bounds(source.len(), "resource")?;
+        reshdr.check_bounds(source.len(), Section::Resource, "resource")?;
         let compression = if reshdr.is_compressed() {
             if wim_compression == Compression::None {
-                return Err(Error::Invalid(format!(
-                    "resource at {:#x} is marked compressed but the WIM header names no compression",
-                    reshdr.offset
-                )));
+                return Err(Error::corrupt(
+                    Section::Resource,
+                    Some(reshdr.offset),
+                    format!(
+                        "resource at {:#x} is marked compressed but the WIM header names no compression",
+                        reshdr.offset
+                    ),
+                ));
             }
             wim_compression
         } else {
             // Stored raw, the two sizes must agree (wimlib and WIMGAPI insist).
             if reshdr.size_in_wim != reshdr.uncompressed_size {
-                return Err(Error::Invalid(format!(
-                    "uncompressed resource at {:#x} is {} bytes but claims {} bytes of data",
-                    reshdr.offset, reshdr.size_in_wim, reshdr.uncompressed_size
-                )));
+                return Err(Error::corrupt(
+                    Section::Resource,
+                    Some(reshdr.offset),
+                    format!(
+                        "uncompressed resource at {:#x} is {} bytes but claims {} bytes of data",
+                        reshdr.offset, reshdr.size_in_wim, reshdr.uncompressed_size
+                    ),
+                ));
             }
             Compression::None
         };
@@ -101,12 +111,16 @@ impl Resource {
 
     /// Describe a solid resource, reading its 16-byte header.
     pub fn solid(id: u64, source: Arc<dyn ReadAt>, part: u16, reshdr: ResHdr) -> Result<Self> {
-        reshdr.check_bounds(source.len(), "solid resource")?;
+        reshdr.check_bounds(source.len(), Section::Resource, "solid resource")?;
         if reshdr.size_in_wim < SOLID_HEADER_SIZE {
-            return Err(Error::Invalid(format!(
-                "solid resource at {:#x} is too small ({} bytes)",
-                reshdr.offset, reshdr.size_in_wim
-            )));
+            return Err(Error::corrupt(
+                Section::Resource,
+                Some(reshdr.offset),
+                format!(
+                    "solid resource at {:#x} is too small ({} bytes)",
+                    reshdr.offset, reshdr.size_in_wim
+                ),
+            ));
         }
         let mut h = [0u8; 16];
         source.read_exact_at(&mut h, reshdr.offset)?;
@@ -123,10 +137,14 @@ impl Resource {
             || !chunk_size.is_power_of_two()
             || chunk_size > MAX_CHUNK_SIZE.min(compression.max_chunk())
         {
-            return Err(Error::Invalid(format!(
-                "solid resource at {:#x} has invalid chunk size {chunk_size}",
-                reshdr.offset
-            )));
+            return Err(Error::corrupt(
+                Section::Resource,
+                Some(reshdr.offset),
+                format!(
+                    "solid resource at {:#x} has invalid chunk size {chunk_size}",
+                    reshdr.offset
+                ),
+            ));
         }
         Ok(Resource {
             id,
@@ -159,16 +177,22 @@ impl Resource {
     /// The chunk table, read and checked on first use.
     pub fn chunk_table(&self) -> Result<Arc<ChunkTable>> {
         self.table
-            .get_or_init(|| self.load_table().map(Arc::new).map_err(|e| e.to_string()))
+            .get_or_init(|| self.load_table().map(Arc::new).map_err(Arc::new))
             .clone()
-            .map_err(Error::Invalid)
+            .map_err(Error::Shared)
     }
 
     fn load_table(&self) -> Result<ChunkTable> {
         let n = self.num_chunks();
         let off = self.reshdr.offset;
         let size = self.reshdr.size_in_wim;
-        let bad = |what: String| Error::Invalid(format!("resource at {off:#x}: {what}"));
+        let bad = |what: String| {
+            Error::corrupt(
+                Section::Resource,
+                Some(off),
+                format!("resource at {off:#x}: {what}"),
+            )
+        };
         if self.solid {
             let tsize = n
                 .checked_mul(4)
@@ -257,13 +281,21 @@ impl Resource {
     fn chunk_span(&self, i: u64) -> Result<(u64, u64)> {
         let n = self.num_chunks();
         if i >= n {
-            return Err(Error::Invalid(format!("chunk {i} out of range")));
+            return Err(Error::corrupt(
+                Section::Resource,
+                Some(self.reshdr.offset),
+                format!("chunk {i} out of range"),
+            ));
         }
         if self.solid {
             let t = self.chunk_table()?;
             return match (t.starts.get(i as usize), t.starts.get(i as usize + 1)) {
                 (Some(&s), Some(&e)) => Ok((s, e)),
-                _ => Err(Error::Invalid(format!("chunk {i} out of range"))),
+                _ => Err(Error::corrupt(
+                    Section::Resource,
+                    Some(self.reshdr.offset),
+                    format!("chunk {i} out of range"),
+                )),
             };
         }
         let off = self.reshdr.offset;
@@ -277,9 +309,13 @@ impl Resource {
             .checked_mul(esize)
             .filter(|&t| t <= size)
             .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "resource at {off:#x}: chunk table of {n} chunks does not fit in {size} bytes"
-                ))
+                Error::corrupt(
+                    Section::Resource,
+                    Some(off),
+                    format!(
+                        "resource at {off:#x}: chunk table of {n} chunks does not fit in {size} bytes"
+                    ),
+                )
             })?;
         let data_start = off + tsize;
         let data_len = size - tsize;
@@ -309,9 +345,13 @@ impl Resource {
             }
         };
         if rel_s > rel_e || rel_e > data_len || rel_e - rel_s > self.chunk_len(i) as u64 {
-            return Err(Error::Invalid(format!(
-                "resource at {off:#x}: chunk table entries for chunk {i} are out of order or range"
-            )));
+            return Err(Error::corrupt(
+                Section::Resource,
+                Some(off),
+                format!(
+                    "resource at {off:#x}: chunk table entries for chunk {i} are out of order or range"
+                ),
+            ));
         }
         Ok((data_start + rel_s, data_start + rel_e))
     }
@@ -330,8 +370,8 @@ impl Resource {
     pub fn read_chunk_into(&self, i: u64, out: &mut [u8]) -> Result<()> {
         let ulen = self.chunk_len(i);
         if out.len() != ulen {
-            return Err(Error::Other(format!(
-                "internal: chunk {i} is {ulen} bytes, buffer is {}",
+            return Err(Error::Internal(format!(
+                "chunk {i} is {ulen} bytes, buffer is {}",
                 out.len()
             )));
         }
@@ -344,16 +384,24 @@ impl Resource {
         let clen = (e - s) as usize;
         if clen == ulen || self.compression == Compression::None {
             if clen != ulen {
-                return Err(Error::Invalid(format!("raw chunk {i} has wrong size")));
+                return Err(Error::corrupt(
+                    Section::Resource,
+                    Some(s),
+                    format!("raw chunk {i} has wrong size"),
+                ));
             }
             self.source.read_exact_at(out, s)?;
             return Ok(());
         }
         if clen > ulen {
-            return Err(Error::Invalid(format!(
-                "chunk {i} of the resource at {:#x} is stored in {clen} bytes, more than its {ulen} bytes of data",
-                self.reshdr.offset
-            )));
+            return Err(Error::corrupt(
+                Section::Resource,
+                Some(s),
+                format!(
+                    "chunk {i} of the resource at {:#x} is stored in {clen} bytes, more than its {ulen} bytes of data",
+                    self.reshdr.offset
+                ),
+            ));
         }
         COMPRESSED.with(|cell| {
             let mut own = Vec::new();

@@ -7,7 +7,7 @@
 //! size are bounded.
 
 use super::bytes::utf16le_to_string;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Section};
 
 const MAX_DEPTH: usize = 64;
 
@@ -154,7 +154,7 @@ fn unescape(s: &str) -> String {
 
 /// Parse an XML document into its root element.
 pub fn parse(s: &str) -> Result<Element> {
-    let bad = |m: &str| Error::Invalid(format!("XML data: {m}"));
+    let bad = |m: &str| Error::corrupt(Section::Xml, None, format!("XML data: {m}"));
     let mut stack: Vec<Element> = vec![Element::new("#document")];
     let mut rest = s.trim_start_matches('\u{feff}');
     while !rest.is_empty() {
