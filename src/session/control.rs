@@ -258,3 +258,48 @@ pub fn request(sock: &Path, req: &Request) -> Result<Reply> {
         source: e.into(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scripts and older clients speak this JSON: it must not drift.
+    #[test]
+    fn requests_keep_their_wire_form() {
+        let j = |r: &Request| serde_json::to_value(r).unwrap();
+        assert_eq!(
+            j(&Request::commit(true, false, true)),
+            serde_json::json!({"op":"commit","action":null,"check":true,"force":false,"new_image":true})
+        );
+        assert_eq!(
+            j(&Request::exit(false, false, false, false))["action"],
+            "discard"
+        );
+        assert_eq!(j(&Request::cancel())["op"], "cancel");
+        let r: Request = serde_json::from_str(r#"{"op":"status"}"#).unwrap();
+        assert_eq!(r.op, "status");
+        assert!(!r.check && r.action.is_none());
+    }
+
+    #[test]
+    fn a_refusal_carries_the_daemons_reason() {
+        let r = Reply {
+            ok: false,
+            error: Some("2 file(s) are open".into()),
+            ..Reply::default()
+        };
+        match r.accepted("commit failed") {
+            Err(SessionError::Refused(m)) => assert_eq!(m, "2 file(s) are open"),
+            other => panic!("{other:?}"),
+        }
+        match Reply::default().accepted("commit failed") {
+            Err(SessionError::Refused(m)) => assert_eq!(m, "commit failed"),
+            other => panic!("{other:?}"),
+        }
+        let ok = Reply {
+            ok: true,
+            ..Reply::default()
+        };
+        assert!(ok.accepted("x").is_ok());
+    }
+}

@@ -262,3 +262,31 @@ pub(crate) fn unmount_on_signal(unmounter: std::sync::Arc<dyn super::adapter::Un
 /// Stop signals are the adapter's business where there are none.
 #[cfg(not(unix))]
 pub(crate) fn unmount_on_signal(_unmounter: std::sync::Arc<dyn super::adapter::Unmount>) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    #[test]
+    fn daemon_word_reads_ready_info_and_errors() {
+        let said = RefCell::new(Vec::new());
+        let tell = |m: &str| said.borrow_mut().push(m.to_string());
+        let msg = format!("{INFO}resuming\n{READY}\n");
+        assert!(daemon_word(&msg, || unreachable!(), &tell).is_ok());
+        assert_eq!(*said.borrow(), ["resuming"]);
+
+        let msg = format!("{INFO}x\n{FAILED}cannot open a\\nsecond line\n");
+        match daemon_word(&msg, || "status 1".into(), &tell) {
+            Err(SessionError::DaemonFailed(m)) => assert_eq!(m, "cannot open a\nsecond line"),
+            other => panic!("{other:?}"),
+        }
+        match daemon_word("", || "signal 9".into(), &tell) {
+            Err(e @ SessionError::DaemonExited(_)) => assert_eq!(
+                e.to_string(),
+                "the mount daemon exited (signal 9) before the mount was ready"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+}

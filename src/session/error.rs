@@ -154,3 +154,31 @@ pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrapped_cause_is_said_once_without_its_path_again() {
+        let io = std::io::Error::from_raw_os_error(21);
+        let e = SessionError::failed(
+            "cannot open /x/a.wim",
+            crate::Error::Io {
+                path: "/x/a.wim".into(),
+                err: io,
+            },
+        );
+        assert_eq!(
+            error_text(&e),
+            "cannot open /x/a.wim: I/O error: Is a directory (os error 21)"
+        );
+        // A message that already holds its cause's text says it once.
+        let io = std::io::Error::other("not yours");
+        let e = SessionError::failed("cannot use the wimfs state directory /r: not yours", io);
+        assert_eq!(
+            error_text(&e),
+            "cannot use the wimfs state directory /r: not yours"
+        );
+    }
+}

@@ -64,3 +64,20 @@ pub fn default_staging(wim: &Path, index: u32) -> PathBuf {
 pub fn fsname(wim: &Path, index: u32) -> String {
     format!("wimfs:{}:{index}", wim.display()).replace([',', ' '], "_")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_and_source_names() {
+        assert_eq!(
+            default_staging(Path::new("/w/install.wim"), 3),
+            Path::new("/w/.install.wim.wimfs-staging-3")
+        );
+        assert_eq!(
+            fsname(Path::new("/w/my image,v2.wim"), 1),
+            "wimfs:/w/my_image_v2.wim:1"
+        );
+    }
+}
