@@ -1064,6 +1064,19 @@ impl crate::session::Adapter for Fuse {
         Ok(Box::new(mount(vfs, dir, &cfg)?))
     }
 
+    fn mount_error_hint(&self, e: &io::Error) -> &'static str {
+        match crate::sys::mount_error_kind(e) {
+            crate::sys::MountErrorKind::Busy => " (the mount point is busy)",
+            crate::sys::MountErrorKind::Permission => {
+                " (permission denied: is fusermount3 installed and setuid?)"
+            }
+            crate::sys::MountErrorKind::NoDevice => {
+                " (is the fuse module loaded and fusermount3 installed?)"
+            }
+            crate::sys::MountErrorKind::Other => "",
+        }
+    }
+
     /// fusermount3 (or fusermount), as an unprivileged user must; umount2
     /// as the last resort. The error is fusermount's own message, or
     /// [`io::ErrorKind::ResourceBusy`] when the mount is busy.
@@ -1115,5 +1128,9 @@ impl crate::session::MountedFs for Mounted {
 impl crate::session::Unmount for Unmounter {
     fn unmount(&self) -> io::Result<bool> {
         Unmounter::unmount(self)
+    }
+
+    fn still_ours(&self) -> bool {
+        Unmounter::still_ours(self)
     }
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use wimfs::platform::linux::Fuse;
-use wimfs::session::{self, registry, MountSpec, RwSpec};
+use wimfs::session::{self, registry, Adapter, MountSpec, RwSpec};
 use wimfs::sys;
 
 #[derive(Args, Debug)]
@@ -159,7 +159,7 @@ pub fn mounts(a: MountsArgs) -> Result<i32> {
     let wimlib: Vec<sys::MountEntry> = sys::mounts()
         .unwrap_or_default()
         .into_iter()
-        .filter(|m| m.fstype == wimfs::platform::linux::WIMLIB_FSTYPE)
+        .filter(|m| Some(m.fstype.as_str()) == Fuse.wimlib_fstype())
         .collect();
     let print_wimlib = || {
         for m in &wimlib {

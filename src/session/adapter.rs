@@ -52,6 +52,12 @@ pub trait Adapter: Send + Sync {
         opts: &MountOptions,
     ) -> io::Result<Box<dyn MountedFs>>;
 
+    /// What a failed [`Adapter::mount`] likely means, as a hint appended
+    /// to the error (` (the mount point is busy)`), or nothing.
+    fn mount_error_hint(&self, _e: &io::Error) -> &'static str {
+        ""
+    }
+
     /// Take down the mount at `dir` from outside its daemon (`wimfs
     /// unmount`), `lazy` to detach it while files are open. A busy mount
     /// fails with [`io::ErrorKind::ResourceBusy`].
@@ -77,4 +83,8 @@ pub trait Unmount: Send + Sync {
     /// Unmount if the mount point still holds this daemon's mount (checked
     /// immediately before); `Ok(false)` when it does not.
     fn unmount(&self) -> io::Result<bool>;
+
+    /// Is the mount point still this daemon's mount (same identity, and
+    /// the connection still up)?
+    fn still_ours(&self) -> bool;
 }

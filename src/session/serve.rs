@@ -175,7 +175,7 @@ pub(crate) fn serve(
     };
     let mounted: Box<dyn MountedFs> = adapter
         .mount(vfs, abs, &mopts)
-        .map_err(|e| mount_error(e, abs))?;
+        .map_err(|e| mount_error(e, abs, adapter))?;
     log::debug!(
         "open {:?}, load image {:?}, vfs {:?}, mount {:?}",
         t1 - t0,
@@ -376,15 +376,8 @@ fn open_rw(
     Ok((vfs, (ctl, listener, sock)))
 }
 
-fn mount_error(e: std::io::Error, dir: &Path) -> SessionError {
-    let msg = e.to_string();
-    let hint = match sys::mount_error_kind(&e) {
-        sys::MountErrorKind::Busy => " (the mount point is busy)",
-        sys::MountErrorKind::Permission => {
-            " (permission denied: is fusermount3 installed and setuid?)"
-        }
-        sys::MountErrorKind::NoDevice => " (is the fuse module loaded and fusermount3 installed?)",
-        sys::MountErrorKind::Other => "",
-    };
-    SessionError::MountFailed(format!("cannot mount at {}: {msg}{hint}", dir.display()))
+/// A refused mount, with the adapter's hint at the likely cause.
+fn mount_error(e: std::io::Error, dir: &Path, adapter: &dyn Adapter) -> SessionError {
+    let hint = adapter.mount_error_hint(&e);
+    SessionError::MountFailed(format!("cannot mount at {}: {e}{hint}", dir.display()))
 }
