@@ -7,7 +7,6 @@
 //! Needs wimlib-imagex (to build the WIM and read it back); skipped loudly
 //! otherwise.
 
-#[allow(dead_code)]
 mod common;
 
 use common::*;
