@@ -11,6 +11,8 @@
 //! - [`newimage`]: the commit's input (new image, stream contents, landing
 //!   record), built by the overlay and vfs, so it sits below them.
 //! - [`vfs`]: the platform-neutral filesystem the user sees.
+//! - [`session`]: the mount lifecycle (daemon, registry, control protocol,
+//!   live commit), reached by the platform adapters through a small trait.
 
 pub mod cache;
 pub mod codec;
@@ -29,6 +31,7 @@ pub mod commit;
 pub mod overlay;
 pub mod platform;
 pub mod reparse;
+pub mod session;
 pub mod stream;
 pub mod sys;
 pub mod time;

@@ -1,8 +1,9 @@
 //! The layering rule, checked on the source: arrows point down only
-//! (codec/io/sys -> error -> wim -> cache/image/stream/reparse -> node -> overlay
-//! -> vfs -> commit/apply/verify -> platform -> cli), and OS calls (`libc::`)
-//! live in `src/sys`. An upward import or a new file calling the OS directly
-//! fails this test with the file and the import named.
+//! (codec/io/sys -> error -> wim -> cache/image/stream/reparse -> node ->
+//! overlay -> vfs -> commit/apply/verify -> session -> platform -> cli), and
+//! OS calls (`libc::`) live in `src/sys`. An upward import or a new file
+//! calling the OS directly fails this test with the file and the import
+//! named.
 //!
 //! The imports that break the rule today are listed in `KNOWN_UPWARD` and
 //! `KNOWN_OS_CALLS`, each with the issue that removes it: the list may only
@@ -32,8 +33,9 @@ const LAYERS: &[(&str, u32)] = &[
     ("commit", 7),
     ("apply", 7),
     ("verify", 7),
-    ("platform", 8),
-    ("cli", 9),
+    ("session", 8),
+    ("platform", 9),
+    ("cli", 10),
 ];
 
 /// Upward imports that exist today (none since issue 9 moved the commit's

@@ -861,12 +861,7 @@ pub const WIMLIB_FSTYPE: &str = "fuse.wimfs";
 /// FUSE connection. Both numbers are reused once the mount is gone, so the
 /// connection being up is what proves they still mean this mount: the
 /// device number stays taken while the connection's superblock lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountIdentity {
-    pub mount_point: std::path::PathBuf,
-    pub mount_id: u64,
-    pub dev: (u32, u32),
-}
+pub use crate::session::MountIdentity;
 
 struct Own {
     ident: MountIdentity,
@@ -1038,4 +1033,113 @@ pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, cfg: &MountConfig) -> io::Result<
         bg: Some(bg),
         own: Arc::new(Own { ident, fuse }),
     })
+}
+
+/// The FUSE adapter as a mount session sees it.
+pub struct Fuse;
+
+impl crate::session::Adapter for Fuse {
+    fn fstype(&self) -> &str {
+        FSTYPE
+    }
+
+    fn wimlib_fstype(&self) -> Option<&str> {
+        Some(WIMLIB_FSTYPE)
+    }
+
+    fn check_available(&self) -> Result<(), String> {
+        use std::os::unix::fs::FileTypeExt;
+        match std::fs::metadata("/dev/fuse") {
+            Ok(m) if m.file_type().is_char_device() => Ok(()),
+            Ok(_) => Err("FUSE is not available: /dev/fuse is not a character device".into()),
+            Err(_) => Err(
+                "FUSE is not available: /dev/fuse does not exist (load the module: modprobe fuse)"
+                    .into(),
+            ),
+        }
+    }
+
+    fn mount(
+        &self,
+        vfs: Arc<Vfs>,
+        dir: &Path,
+        opts: &crate::session::MountOptions,
+    ) -> io::Result<Box<dyn crate::session::MountedFs>> {
+        let cfg = MountConfig {
+            threads: opts.threads,
+            allow_other: opts.allow_other,
+            fsname: opts.fsname.clone(),
+        };
+        Ok(Box::new(mount(vfs, dir, &cfg)?))
+    }
+
+    fn mount_error_hint(&self, e: &io::Error) -> &'static str {
+        match crate::sys::mount_error_kind(e) {
+            crate::sys::MountErrorKind::Busy => " (the mount point is busy)",
+            crate::sys::MountErrorKind::Permission => {
+                " (permission denied: is fusermount3 installed and setuid?)"
+            }
+            crate::sys::MountErrorKind::NoDevice => {
+                " (is the fuse module loaded and fusermount3 installed?)"
+            }
+            crate::sys::MountErrorKind::Other => "",
+        }
+    }
+
+    /// fusermount3 (or fusermount), as an unprivileged user must; umount2
+    /// as the last resort. The error is fusermount's own message, or
+    /// [`io::ErrorKind::ResourceBusy`] when the mount is busy.
+    fn unmount_path(&self, dir: &Path, lazy: bool) -> io::Result<()> {
+        let mut last_err = String::new();
+        for bin in ["fusermount3", "fusermount"] {
+            let mut c = std::process::Command::new(bin);
+            c.arg(if lazy { "-uz" } else { "-u" }).arg("--").arg(dir);
+            match c.output() {
+                Ok(o) if o.status.success() => return Ok(()),
+                Ok(o) => {
+                    last_err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+                    break;
+                }
+                Err(e) => last_err = format!("cannot run {bin}: {e}"),
+            }
+        }
+        let p = std::ffi::CString::new(dir.to_string_lossy().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad mount point path"))?;
+        match crate::sys::umount2_plain(&p, lazy) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if crate::sys::mount_error_kind(&e) == crate::sys::MountErrorKind::Busy {
+                    return Err(io::Error::new(io::ErrorKind::ResourceBusy, e));
+                }
+                if last_err.is_empty() {
+                    last_err = e.to_string();
+                }
+                Err(io::Error::other(last_err))
+            }
+        }
+    }
+}
+
+impl crate::session::MountedFs for Mounted {
+    fn unmounter(&self) -> Arc<dyn crate::session::Unmount> {
+        Arc::new(Mounted::unmounter(self))
+    }
+
+    fn identity(&self) -> MountIdentity {
+        Mounted::identity(self).clone()
+    }
+
+    fn run(self: Box<Self>) -> io::Result<()> {
+        Mounted::run(*self)
+    }
+}
+
+impl crate::session::Unmount for Unmounter {
+    fn unmount(&self) -> io::Result<bool> {
+        Unmounter::unmount(self)
+    }
+
+    fn still_ours(&self) -> bool {
+        Unmounter::still_ours(self)
+    }
 }

@@ -13,12 +13,16 @@ macro_rules! outln {
     }};
 }
 
+#[cfg(target_os = "linux")]
+mod commit;
 mod inspect;
 #[cfg(target_os = "linux")]
 mod mount;
 #[cfg(target_os = "linux")]
-mod rw;
+mod recover;
 mod service;
+#[cfg(target_os = "linux")]
+mod unmount;
 
 /// Where [`outln!`] goes when stdout cannot be written.
 pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
@@ -117,16 +121,16 @@ enum Cmd {
     Mount(mount::MountArgs),
     /// Unmount a directory mounted with `wimfs mount`.
     #[cfg(target_os = "linux")]
-    Unmount(mount::UnmountArgs),
+    Unmount(unmount::UnmountArgs),
     /// List what wimfs has mounted.
     #[cfg(target_os = "linux")]
     Mounts(mount::MountsArgs),
     /// Commit the changes of a read-write mount into the WIM and stay mounted.
     #[cfg(target_os = "linux")]
-    Commit(rw::CommitArgs),
+    Commit(commit::CommitArgs),
     /// Show (or discard) changes a read-write mount left in its staging.
     #[cfg(target_os = "linux")]
-    Recover(rw::RecoverArgs),
+    Recover(recover::RecoverArgs),
     /// Rewrite a WIM without the stale data that commits leave behind.
     Optimize(service::OptimizeArgs),
     /// Copy an image into a new WIM, or into an existing one as a new image.
@@ -218,35 +222,8 @@ impl log::Log for WarnOnce {
 /// not named again by an inner cause ("cannot open X: I/O error on X: ..."
 /// becomes "cannot open X: I/O error: ...").
 pub(crate) fn error_text(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let mut s = cause.to_string();
-        let named: Vec<String> = out
-            .split_whitespace()
-            .map(|w| {
-                w.trim_start_matches(['(', '"', '\''])
-                    .trim_end_matches([':', ',', ';', ')', '"', '\''])
-            })
-            .filter(|w| w.len() > 1 && w.contains(['/', '\\', '.']))
-            .map(str::to_string)
-            .collect();
-        for p in &named {
-            s = s.replace(&format!(" on {p}:"), ":");
-            s = s.replace(&format!(": {p}: "), ": ");
-            if let Some(rest) = s.strip_prefix(&format!("{p}: ")) {
-                s = rest.to_string();
-            }
-        }
-        let s = s.trim();
-        if s.is_empty() || out.contains(s) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(s);
-    }
-    out
+    // The same text a daemon sends for its errors over the control channel.
+    wimfs::session::error_text(&**e)
 }
 
 pub(crate) fn open(wim: &std::path::Path, refs: &[PathBuf]) -> Result<Wim> {
@@ -323,13 +300,13 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         #[cfg(target_os = "linux")]
         Cmd::Mount(a) => mount::mount(a),
         #[cfg(target_os = "linux")]
-        Cmd::Unmount(a) => mount::unmount(a),
+        Cmd::Unmount(a) => unmount::unmount(a),
         #[cfg(target_os = "linux")]
         Cmd::Mounts(a) => mount::mounts(a),
         #[cfg(target_os = "linux")]
-        Cmd::Commit(a) => rw::commit_cmd(a),
+        Cmd::Commit(a) => commit::commit_cmd(a),
         #[cfg(target_os = "linux")]
-        Cmd::Recover(a) => rw::recover(a),
+        Cmd::Recover(a) => recover::recover(a),
         Cmd::Optimize(a) => service::optimize(a),
         Cmd::Export(a) => service::export(a),
     }

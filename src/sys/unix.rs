@@ -1021,6 +1021,47 @@ pub mod linux_consts {
     pub use libc::{FALLOC_FL_KEEP_SIZE, O_TRUNC, S_IFMT, S_IFREG, XATTR_CREATE, XATTR_REPLACE};
 }
 
+/// Start time (field 22 of /proc/PID/stat, clock ticks after boot) of a
+/// running, non-zombie process: with the pid, it names one process, not a
+/// later one given the same pid.
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses.
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    if f.first() == Some(&"Z") {
+        return None;
+    }
+    f.get(19)?.parse().ok()
+}
+
+/// Is process `pid` a zombie? `None` when it cannot be read (gone).
+pub fn process_is_zombie(pid: u32) -> Option<bool> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .map(|s| s.contains(") Z"))
+}
+
+/// Threads of process `pid` (from /proc), 0 when it cannot be read.
+pub fn process_thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+/// The kernel's name of process `pid` (`comm`: the executable's file
+/// name, cut to 15 bytes).
+pub fn process_comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim_end_matches('\n').to_string())
+}
+
+/// Does the command line of process `pid` hold `arg` after the program
+/// name?
+pub fn process_has_arg(pid: u32, arg: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|b| b.split(|c| *c == 0).skip(1).any(|a| a == arg.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -291,3 +291,60 @@ pub unsafe fn unmap(_p: std::ptr::NonNull<u8>, _len: usize) {}
 /// # Safety
 /// As on Unix: `(p, len)` lies inside a mapping from `map_anonymous`.
 pub unsafe fn discard_pages(_p: std::ptr::NonNull<u8>, _len: usize) {}
+
+/// No /proc: a process's start time cannot be read this way.
+pub fn process_start_ticks(_pid: u32) -> Option<u64> {
+    None
+}
+
+/// No /proc: unknown.
+pub fn process_is_zombie(_pid: u32) -> Option<bool> {
+    None
+}
+
+/// No /proc: unknown (0).
+pub fn process_thread_count(_pid: u32) -> usize {
+    0
+}
+
+/// No /proc: unknown.
+pub fn process_comm(_pid: u32) -> Option<String> {
+    None
+}
+
+/// No /proc: unknown (false).
+pub fn process_has_arg(_pid: u32, _arg: &str) -> bool {
+    false
+}
+
+/// No Unix ids on Windows: the owner of what a mount shows is decided by
+/// its security descriptors, not by a uid.
+pub fn real_ids() -> (u32, u32) {
+    (0, 0)
+}
+
+/// Not checked this way on Windows yet (the mount registry's liveness
+/// check is Unix-only for now).
+pub fn process_exists(_pid: u32) -> bool {
+    false
+}
+
+/// No FUSE connection on Windows.
+pub fn is_disconnected(_e: &io::Error) -> bool {
+    false
+}
+
+/// Why a mount or unmount failed, as far as a hint to the user needs to
+/// know (the Unix version classifies errnos).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountErrorKind {
+    Busy,
+    Permission,
+    NoDevice,
+    Other,
+}
+
+/// No errno classification on Windows yet.
+pub fn mount_error_kind(_e: &io::Error) -> MountErrorKind {
+    MountErrorKind::Other
+}

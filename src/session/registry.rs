@@ -1,0 +1,350 @@
+//! The registry of mounts: each daemon records itself in a small JSON file
+//! (`PID.json`, beside its `PID.log` and `PID.sock`) in a per-user private
+//! state directory, /run/wimfs (root) or $XDG_RUNTIME_DIR/wimfs. Listing
+//! prunes the records of dead daemons; a record counts only if its process
+//! is this user's, a wimfs mount daemon, and the one that started when
+//! recorded.
+
+use super::adapter::Adapter;
+use super::error::{Result, SessionError};
+use crate::sys::{self, Access, PrivateDir};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What a daemon records about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MountRecord {
+    pub pid: u32,
+    pub wim: String,
+    pub image: u32,
+    pub image_name: Option<String>,
+    pub mode: String,
+    pub mountpoint: String,
+    pub started: u64,
+    /// Start time of the daemon (clock ticks after boot, from
+    /// /proc/PID/stat): tells the daemon from a later process given the
+    /// same pid.
+    #[serde(default)]
+    pub start_ticks: Option<u64>,
+    /// Read-write mounts: the staging directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging: Option<String>,
+    /// Read-write mounts: the daemon's control socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+    /// The mount's device (`major:minor` in /proc/self/mountinfo), so
+    /// `unmount` can tell this mount from whatever is mounted there later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    /// The kernel's mount ID of the mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_id: Option<u64>,
+}
+
+impl MountRecord {
+    pub fn is_rw(&self) -> bool {
+        self.mode == "rw"
+    }
+
+    /// The read-write mount this record describes, if it is one with a
+    /// control socket.
+    pub fn rw(&self) -> Option<RwMount> {
+        if !self.is_rw() {
+            return None;
+        }
+        Some(RwMount {
+            pid: self.pid,
+            wim: self.wim.clone(),
+            mountpoint: self.mountpoint.clone(),
+            socket: self.socket.clone()?,
+        })
+    }
+}
+
+/// A live read-write mount, as a client needs it.
+#[derive(Debug, Clone)]
+pub struct RwMount {
+    pub pid: u32,
+    pub wim: String,
+    pub mountpoint: String,
+    pub socket: String,
+}
+
+/// `dir` made absolute (resolved when it can be: a dead FUSE mount cannot).
+pub fn abs_dir(dir: &Path) -> PathBuf {
+    dir.canonicalize()
+        .or_else(|_| std::path::absolute(dir))
+        .unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// `major:minor` as records hold it.
+pub(crate) fn dev_text(dev: (u32, u32)) -> String {
+    format!("{}:{}", dev.0, dev.1)
+}
+
+/// The read-write mount at `dir`, or why there is none.
+pub fn rw_mount_at(dir: &Path, adapter: &dyn Adapter) -> Result<RwMount> {
+    let abs = abs_dir(dir);
+    // The daemon whose mount is the one there now (a dying daemon may
+    // still be recorded at the same place).
+    let dev = sys::mount_at(&abs).map(|m| dev_text(m.dev));
+    let Some(m) = live_mounts()
+        .into_iter()
+        .filter(|m| Path::new(&m.mountpoint) == abs)
+        .find(|m| m.dev.is_none() || m.dev == dev)
+    else {
+        if let Some(t) =
+            sys::mount_at(&abs).filter(|t| Some(t.fstype.as_str()) == adapter.wimlib_fstype())
+        {
+            return Err(SessionError::MountedByWimlib {
+                message: format!(
+                    "{} is mounted by wimlib (type {}), not by wimfs: use `wimlib-imagex unmount \
+                     {} --commit` to commit its changes",
+                    abs.display(),
+                    t.fstype,
+                    abs.display()
+                ),
+                dir: abs,
+            });
+        }
+        return Err(SessionError::NotAMount {
+            message: format!("{} is not a wimfs mount", abs.display()),
+            dir: abs,
+        });
+    };
+    if !m.is_rw() {
+        return Err(SessionError::ReadOnly(abs));
+    }
+    m.rw().ok_or_else(|| SessionError::NoControlSocket {
+        message: format!("the mount at {} has no control socket", abs.display()),
+        dir: abs,
+    })
+}
+
+/// A live read-write mount of the WIM at `wim` (canonical path), if any.
+pub fn live_rw_mount_of(wim: &Path) -> Option<RwMount> {
+    let w = wim.to_string_lossy();
+    live_mounts()
+        .into_iter()
+        .filter(|m| m.wim == w)
+        .find_map(|m| m.rw())
+}
+
+/// Where this user's daemons record themselves (state, log, control
+/// socket). Nothing here is shared between users: see [`state_private`].
+pub fn state_dir() -> PathBuf {
+    let euid = sys::euid();
+    if euid == 0 {
+        return PathBuf::from("/run/wimfs");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("wimfs"),
+        _ => std::env::temp_dir().join(format!("wimfs-{euid}")),
+    }
+}
+
+/// The state directory, created if needed, checked to be this user's own
+/// (not a symlink, owned by us, mode 0700 whatever the umask). In a shared
+/// /tmp another user could have made `/tmp/wimfs-UID` first to plant state
+/// files, sockets or symlinks: that is refused, with what to do about it.
+pub fn state_private() -> Result<PrivateDir> {
+    let dir = state_dir();
+    PrivateDir::create(&dir).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            format!(
+                "; it is not a directory of yours: if someone else created it, remove it (as                  root: rm -r {}), or set XDG_RUNTIME_DIR to a private directory of yours",
+                dir.display()
+            )
+        } else {
+            String::new()
+        };
+        SessionError::failed(
+            format!(
+                "cannot use the wimfs state directory {}: {e}{hint}",
+                dir.display()
+            ),
+            e,
+        )
+    })
+}
+
+/// The state directory for reading, if it exists and is this user's own;
+/// a foreign one is reported once and ignored (nothing in it is trusted).
+fn state_existing() -> Option<PrivateDir> {
+    let dir = state_dir();
+    match PrivateDir::open(&dir) {
+        Ok(d) => Some(d),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            log::warn!("ignoring the wimfs state directory {}: {e}", dir.display());
+            None
+        }
+    }
+}
+
+/// After a commit made the mount serve another image (`--new-image`):
+/// keep what the registry shows true.
+pub fn set_image(path: &Path, image: u32, image_name: Option<String>) {
+    let Some(mut s) = state_existing().and_then(|d| {
+        let name = path.file_name()?;
+        read_record(&d, name)
+    }) else {
+        return;
+    };
+    s.image = image;
+    s.image_name = image_name;
+    let _ = write_record(&s);
+}
+
+/// A record of the private state directory (owner checked, no symlink
+/// followed).
+fn read_record(dir: &PrivateDir, name: &std::ffi::OsStr) -> Option<MountRecord> {
+    let mut b = Vec::new();
+    dir.open_file(name, Access::Read)
+        .ok()?
+        .read_to_end(&mut b)
+        .ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+/// Write (or replace) the record of daemon `s.pid`; its path, or `None`
+/// (logged) when it cannot be written: the mount then works unlisted.
+pub fn write_record(s: &MountRecord) -> Option<PathBuf> {
+    let dir = match state_private() {
+        Ok(d) => d,
+        Err(e) => {
+            log::warn!(
+                "{}; `wimfs mounts` will not list this mount",
+                super::error_text(&e)
+            );
+            return None;
+        }
+    };
+    let name = format!("{}.json", s.pid);
+    let tmp = format!(".{}.json.tmp", s.pid);
+    let path = dir.join(&name);
+    let body = serde_json::to_vec_pretty(s).ok()?;
+    let res = dir
+        .remove_file(&tmp)
+        .and_then(|_| dir.open_file(&tmp, Access::CreateNew))
+        .and_then(|mut f| f.write_all(&body))
+        .and_then(|_| dir.rename(&tmp, &name));
+    if let Err(e) = res {
+        log::warn!(
+            "cannot write {}: {e}; `wimfs mounts` will not list this mount",
+            path.display()
+        );
+        return None;
+    }
+    Some(path)
+}
+
+/// Is the daemon that wrote `s` still running? A record is only a claim:
+/// the process must be this user's, a wimfs process, and the one that
+/// started at the recorded time (not a later one given the same pid).
+pub fn daemon_alive(s: &MountRecord) -> bool {
+    alive(s.pid)
+        && match s.start_ticks {
+            Some(t) => sys::process_start_ticks(s.pid) == Some(t),
+            None => true,
+        }
+}
+
+/// The name the kernel gives processes of this binary (`comm`: the file
+/// name, cut to 15 bytes).
+fn own_comm() -> String {
+    let name = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "wimfs".into());
+    name.chars().take(15).collect()
+}
+
+/// Is process `pid` a zombie whose other threads still run? Only asked
+/// of a process that was this user's daemon a moment ago.
+pub fn threads_left(pid: u32) -> bool {
+    match sys::process_is_zombie(pid) {
+        None => false,
+        // Running normally: `alive` answers for that case.
+        Some(false) => false,
+        Some(true) => sys::process_thread_count(pid) > 1,
+    }
+}
+
+/// Is `pid` a live wimfs mount daemon of this user's? (A daemon's command
+/// line is that of the `wimfs mount` it was forked or started from.)
+fn alive(pid: u32) -> bool {
+    if sys::process_uid(pid) != Some(sys::euid()) {
+        return false;
+    }
+    if !sys::process_exists(pid) {
+        return false;
+    }
+    // Guard against a recycled pid.
+    sys::process_is_zombie(pid) == Some(false)
+        && sys::process_comm(pid).is_some_and(|c| c == "wimfs" || c == own_comm())
+        && sys::process_has_arg(pid, "mount")
+}
+
+/// Does a daemon log report a real error? (A reply to a request the kernel
+/// already gave up on, e.g. during a lazy unmount, is not one.)
+pub fn log_has_errors(p: &Path) -> bool {
+    std::fs::read_to_string(p).is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("[ERROR") && !l.contains("Failed to send FUSE reply"))
+    })
+}
+
+/// Mounts of live daemons; records of dead ones are removed. Only a state
+/// directory of this user's is read (see [`state_existing`]).
+pub fn live_mounts() -> Vec<MountRecord> {
+    let Some(dir) = state_existing() else {
+        return Vec::new();
+    };
+    let Ok(names) = dir.names() else {
+        return Vec::new();
+    };
+    let mut v = Vec::new();
+    for name in names {
+        let p = Path::new(&name);
+        let ext = p.extension().and_then(|x| x.to_str());
+        let pid = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u32>().ok());
+        if ext == Some("log") {
+            // Logs of dead daemons are kept for a day, and only when they
+            // report an error.
+            let path = dir.join(&name);
+            let old = std::fs::symlink_metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(24 * 3600));
+            if pid.is_some_and(|pid| !alive(pid)) && (old || !log_has_errors(&path)) {
+                let _ = dir.remove_file(&name);
+            }
+            continue;
+        }
+        if ext != Some("json") {
+            continue;
+        }
+        let Some(s) = read_record(&dir, &name) else {
+            let _ = dir.remove_file(&name);
+            continue;
+        };
+        if Some(s.pid) == pid && daemon_alive(&s) {
+            v.push(s);
+        } else {
+            let _ = dir.remove_file(&name);
+            if let Some(pid) = pid.filter(|p| !alive(*p)) {
+                let _ = dir.remove_file(format!("{pid}.log"));
+                let _ = dir.remove_file(format!("{pid}.sock"));
+            }
+        }
+    }
+    v.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
+    v
+}
