@@ -12,6 +12,7 @@
 //! and restores the old header.
 
 mod append_image;
+pub mod export;
 pub mod image_xml;
 mod lock;
 mod pause;
