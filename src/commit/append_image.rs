@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Hash every distinct new content (in parallel).
-fn hash_contents(
+pub(super) fn hash_contents(
     img: &NewImage,
     progress: &(dyn Fn(Phase, u64) + Sync),
 ) -> Result<HashMap<usize, (Sha1, u64)>> {
@@ -58,7 +58,7 @@ fn hash_contents(
         .collect()
 }
 
-fn resolve(d: &StreamData, hashes: &HashMap<usize, (Sha1, u64)>) -> Sha1 {
+pub(super) fn resolve(d: &StreamData, hashes: &HashMap<usize, (Sha1, u64)>) -> Sha1 {
     match d {
         StreamData::Empty => ZERO_HASH,
         StreamData::Blob(h) => *h,
@@ -72,7 +72,7 @@ fn resolve(d: &StreamData, hashes: &HashMap<usize, (Sha1, u64)>) -> Sha1 {
 /// a plain file keeps its data hash in the dentry; a file with named streams
 /// or a reparse point with data lists every stream as an extra entry
 /// (reparse data first, then the unnamed data) with a zero dentry hash.
-fn lay_out_streams(img: &mut NewImage, hashes: &HashMap<usize, (Sha1, u64)>) {
+pub(super) fn lay_out_streams(img: &mut NewImage, hashes: &HashMap<usize, (Sha1, u64)>) {
     for (r, s) in img.records.iter_mut().zip(&img.streams) {
         let data = s.data.as_ref().map(|d| resolve(d, hashes));
         let rp = s.reparse.as_ref().map(|d| resolve(d, hashes));

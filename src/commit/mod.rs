@@ -11,6 +11,7 @@
 //! only then is the new header written. Any error truncates the file back
 //! and restores the old header.
 
+mod add_image;
 mod append_image;
 pub mod export;
 pub mod image_xml;
@@ -21,6 +22,7 @@ mod write;
 pub mod writer;
 
 pub use crate::newimage::{Content, EntryStreams, Landing, NewImage, StreamData};
+pub use add_image::add_new_image;
 pub use append_image::{append_image, append_image_with};
 pub use lock::WimLock;
 pub use writer::{Format, ImageMetadata, WimWriter};

@@ -186,7 +186,8 @@ fn io_err(path: &str) -> impl Fn(std::io::Error) -> Error + '_ {
 }
 
 impl<'a> WimWriter<'a> {
-    /// A new WIM in `file` (empty or to be overwritten), of `format`, with
+    /// A new WIM in `file` (empty or to be overwritten, open for reading
+    /// too: the integrity table hashes what was written), of `format`, with
     /// `guid`. `path` names the file in errors. An integrity table is
     /// written when `integrity` is set.
     pub fn create(
