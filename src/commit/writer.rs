@@ -658,7 +658,8 @@ impl<'a> WimWriter<'a> {
         };
         // Metadata resources of new images, in image order, after the data
         // (a non-solid entry between runs also keeps runs apart).
-        let mut md_entries: Vec<BlobEntry> = Vec::with_capacity(self.images.len());
+        // (`None` for an image kept as it is: its entry stays where it was.)
+        let mut md_entries: Vec<Option<BlobEntry>> = Vec::with_capacity(self.images.len());
         let mut md_hashes = Vec::with_capacity(self.images.len());
         let mut refs: HashMap<Sha1, u32> = HashMap::new();
         for slot in &self.images {
@@ -673,12 +674,7 @@ impl<'a> WimWriter<'a> {
                         .and_then(|b| b.wim.metadata.get(*i as usize - 1))
                         .ok_or_else(|| Error::Other(format!("internal: no image {i}")))?;
                     md_hashes.push(m.hash);
-                    md_entries.push(BlobEntry {
-                        reshdr: ResHdr::default(),
-                        part_number: 0,
-                        refcount: 0,
-                        hash: m.hash,
-                    });
+                    md_entries.push(None);
                 }
                 ImageSlot::New { md, .. } => {
                     for h in &md.refs {
@@ -688,12 +684,12 @@ impl<'a> WimWriter<'a> {
                         write::write_blob(&mut self.out, &md.raw, md_comp, f.chunk_size, &|_| {})?;
                     rh.flags |= resflags::METADATA;
                     md_hashes.push(md.hash);
-                    md_entries.push(BlobEntry {
+                    md_entries.push(Some(BlobEntry {
                         reshdr: rh,
                         part_number: 1,
                         refcount: 1,
                         hash: md.hash,
-                    });
+                    }));
                 }
             }
         }
@@ -738,17 +734,14 @@ impl<'a> WimWriter<'a> {
                             continue;
                         }
                         placed[k] = true;
-                        table.push(match &self.images[k] {
-                            ImageSlot::Kept(_) => old.clone(),
-                            ImageSlot::New { .. } => md_entries[k].clone(),
-                        });
+                        table.push(md_entries[k].clone().unwrap_or_else(|| old.clone()));
                         run_sizes.push(None);
                     }
                 }
             }
         }
-        for (k, e) in md_entries.iter().enumerate() {
-            if !placed[k] && matches!(self.images[k], ImageSlot::New { .. }) {
+        for (e, placed) in md_entries.iter().zip(&placed) {
+            if let (Some(e), false) = (e, placed) {
                 table.push(e.clone());
                 run_sizes.push(None);
             }
