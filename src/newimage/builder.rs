@@ -280,3 +280,90 @@ impl ImageBuilder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn data(b: &[u8]) -> StreamData {
+        StreamData::New(Arc::new(b.to_vec()))
+    }
+
+    #[test]
+    fn hard_links_share_a_group_streams_and_metadata() {
+        let sd = vec![
+            1u8, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let meta = NodeMeta {
+            security: Some(sd.clone()),
+            last_write_time: 5,
+            short_name: "A~1.TXT".into(),
+            ..Default::default()
+        };
+        let mut b = ImageBuilder::default();
+        let root = b.root();
+        let d = b.add_dir(root, "d", &meta).unwrap();
+        let a = b.add_file(d, "a.txt", &meta, data(b"x")).unwrap();
+        let solo = b.add_file(root, "solo", &meta, data(b"y")).unwrap();
+        let l1 = b.add_hard_link(root, "l1", a).unwrap();
+        // A link of a link joins the same file; a stream added through
+        // any name belongs to all of them.
+        let l2 = b.add_hard_link(d, "l2", l1).unwrap();
+        b.add_named_stream(l2, "s", data(b"named")).unwrap();
+        assert!(b.add_named_stream(a, "s", data(b"again")).is_err());
+        assert!(b.add_file(d, "a.txt", &meta, StreamData::Empty).is_err());
+        let img = b.finish();
+        let r = &img.records;
+        assert!(r[0].is_dir() && r[0].name.is_empty());
+        let g = r[a.0].link_group;
+        assert_ne!(g, 0);
+        assert_eq!(r[l1.0].link_group, g);
+        assert_eq!(r[l2.0].link_group, g);
+        assert_eq!(r[solo.0].link_group, 0);
+        for n in [a, l1, l2] {
+            assert_eq!(img.streams[n.0].named.len(), 1, "{}", r[n.0].name);
+            assert!(matches!(img.streams[n.0].data, Some(StreamData::New(_))));
+            assert_eq!(r[n.0].last_write_time, 5);
+        }
+        // The short name stays with the name it was given to.
+        assert_eq!(r[a.0].short_name, "A~1.TXT");
+        assert_eq!(r[l1.0].short_name, "");
+        assert_eq!(r[l1.0].parent, 0);
+        assert_eq!(r[l2.0].parent as usize, d.0);
+        // One descriptor, stored once.
+        assert_eq!(img.security, vec![sd]);
+        assert!(r.iter().skip(1).all(|x| x.security_id == 0));
+        assert_eq!(r[0].security_id, -1);
+        // Parents before children.
+        assert!(r
+            .iter()
+            .enumerate()
+            .skip(1)
+            .all(|(i, x)| (x.parent as usize) < i));
+    }
+
+    #[test]
+    fn reparse_points_keep_data_apart() {
+        let mut b = ImageBuilder::default();
+        let root = b.root();
+        let j = b
+            .add_reparse_point(
+                root,
+                "j",
+                &NodeMeta::default(),
+                0xA000_0003,
+                data(b"rp"),
+                true,
+            )
+            .unwrap();
+        assert!(b
+            .add_file(j, "inside", &NodeMeta::default(), StreamData::Empty)
+            .is_err());
+        let img = b.finish();
+        let r = &img.records[j.0];
+        assert!(r.is_dir() && r.is_reparse());
+        assert_eq!(r.reparse_tag, 0xA000_0003);
+        assert!(img.streams[j.0].reparse.is_some());
+    }
+}
