@@ -14,8 +14,7 @@ use super::Content;
 use crate::cache::ChunkCache;
 use crate::error::{Error, Result};
 use crate::wim::header::{flags, Compression, VERSION_SOLID};
-use crate::wim::metadata;
-use crate::wim::{xml, Blob, BlobLoc, Sha1, SolidRun, Wim, ZERO_HASH};
+use crate::wim::{xml, Blob, BlobLoc, Sha1, SolidRun, Wim};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -110,17 +109,12 @@ pub fn rebuild(
     let mut refs: HashMap<Sha1, u32> = HashMap::new();
     let mut mds = Vec::new();
     for &i in images {
-        let raw = src.read_metadata(i)?;
-        let md = metadata::parse(&raw)
+        let md = ImageMetadata::from_raw(src.read_metadata(i)?)
             .map_err(|e| Error::Invalid(format!("image {i} metadata: {e}")))?;
-        for r in &md.dentries {
-            for h in std::iter::once(&r.hash).chain(r.streams.iter().map(|s| &s.hash)) {
-                if *h != ZERO_HASH {
-                    *refs.entry(*h).or_default() += 1;
-                }
-            }
+        for h in md.references() {
+            *refs.entry(*h).or_default() += 1;
         }
-        mds.push(raw);
+        mds.push(md);
     }
     let mut blobs: Vec<Arc<Blob>> = Vec::new();
     for h in refs.keys() {
@@ -222,9 +216,7 @@ pub fn rebuild(
         super::pause::point("rebuild-after-blobs");
         // The images, in order, with their XML renumbered.
         let src_root = src.xml.clone().unwrap_or_else(|| xml::Element::new("WIM"));
-        for (&i, raw) in images.iter().zip(mds) {
-            let md = ImageMetadata::from_raw(raw)
-                .map_err(|e| Error::Invalid(format!("image {i} metadata: {e}")))?;
+        for (&i, md) in images.iter().zip(mds) {
             let e = src_root
                 .elements()
                 .find(|e| {

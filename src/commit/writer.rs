@@ -75,6 +75,12 @@ impl ImageMetadata {
         })
     }
 
+    /// The blobs the image references, once per dentry stream (zero
+    /// hashes left out).
+    pub fn references(&self) -> &[Sha1] {
+        &self.refs
+    }
+
     /// SHA-1 of the resource (what the blob table will list for it).
     pub fn sha1(&self) -> Sha1 {
         self.hash
