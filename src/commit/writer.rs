@@ -700,82 +700,7 @@ impl<'a> WimWriter<'a> {
             }
         }
 
-        // The blob table: the base's entries in their order with fresh
-        // refcounts (unreferenced blobs dropped), kept images' metadata
-        // where it was, new images' metadata next, then what was added.
-        let mut table: Vec<BlobEntry> = Vec::new();
-        // Uncompressed size of each solid resource entry this writer
-        // added (base ones are read when needed).
-        let mut run_sizes: Vec<Option<u64>> = Vec::new();
-        let mut placed = vec![false; self.images.len()];
-        if let Some(base) = &self.base {
-            let mut dup = HashSet::new();
-            for be in &base.entries {
-                match be {
-                    BaseEntry::Entry(e) if is_solid_res(f.solid, e) => {
-                        table.push(e.clone());
-                        run_sizes.push(None);
-                    }
-                    BaseEntry::Entry(e) => {
-                        let rc = refs.get(&e.hash).copied().unwrap_or(0);
-                        if e.hash == ZERO_HASH || rc == 0 || !dup.insert(e.hash) {
-                            continue;
-                        }
-                        table.push(BlobEntry {
-                            refcount: rc,
-                            ..e.clone()
-                        });
-                        run_sizes.push(None);
-                    }
-                    BaseEntry::Image(i, old) => {
-                        // Where the image is now: a replaced one keeps its
-                        // place, a dropped one vanishes.
-                        let Some(k) = self.images.iter().position(|s| match s {
-                            ImageSlot::Kept(j) => j == i,
-                            ImageSlot::New { replaces, .. } => *replaces == Some(*i),
-                        }) else {
-                            continue;
-                        };
-                        if placed[k] {
-                            continue;
-                        }
-                        placed[k] = true;
-                        table.push(md_entries[k].clone().unwrap_or_else(|| old.clone()));
-                        run_sizes.push(None);
-                    }
-                }
-            }
-        }
-        for (e, placed) in md_entries.iter().zip(&placed) {
-            if let (Some(e), false) = (e, placed) {
-                table.push(e.clone());
-                run_sizes.push(None);
-            }
-        }
-        for a in std::mem::take(&mut self.added) {
-            match a {
-                Added::Whole(e) => {
-                    let rc = refs.get(&e.hash).copied().unwrap_or(1);
-                    table.push(BlobEntry { refcount: rc, ..e });
-                    run_sizes.push(None);
-                }
-                Added::Run { resources, blobs } => {
-                    // A run placed right after another joins it: its blob
-                    // offsets then count from the end of the runs before.
-                    let base_off = self.trailing_run_size(&table, &run_sizes)?;
-                    for (e, size) in resources {
-                        table.push(e);
-                        run_sizes.push(Some(size));
-                    }
-                    for mut e in blobs {
-                        e.reshdr.offset += base_off;
-                        e.refcount = refs.get(&e.hash).copied().unwrap_or(1);
-                        table.push(e);
-                        run_sizes.push(None);
-                    }
-                }
-            }
-        }
+        let table = self.assemble_table(&md_entries, &refs)?;
         let bt = blob_table::write(&table);
         let bt_off = self.out.write(&bt)?;
         let bt_rh = ResHdr {
@@ -846,6 +771,91 @@ impl<'a> WimWriter<'a> {
             start: self.base.as_ref().map_or(HEADER_SIZE as u64, |b| b.old_len),
             metadata: md_hashes,
         })
+    }
+
+    /// The new blob table: the base's entries in their order with fresh
+    /// refcounts (unreferenced blobs dropped), kept images' metadata where
+    /// it was, new images' metadata (`md_entries`, `None` for a kept image)
+    /// next, then what was added, each with its count in `refs`.
+    fn assemble_table(
+        &mut self,
+        md_entries: &[Option<BlobEntry>],
+        refs: &HashMap<Sha1, u32>,
+    ) -> Result<Vec<BlobEntry>> {
+        let mut table: Vec<BlobEntry> = Vec::new();
+        // Uncompressed size of each solid resource entry this writer
+        // added (base ones are read when needed).
+        let mut run_sizes: Vec<Option<u64>> = Vec::new();
+        let mut placed = vec![false; self.images.len()];
+        if let Some(base) = &self.base {
+            let mut dup = HashSet::new();
+            for be in &base.entries {
+                match be {
+                    BaseEntry::Entry(e) if is_solid_res(self.format.solid, e) => {
+                        table.push(e.clone());
+                        run_sizes.push(None);
+                    }
+                    BaseEntry::Entry(e) => {
+                        let rc = refs.get(&e.hash).copied().unwrap_or(0);
+                        if e.hash == ZERO_HASH || rc == 0 || !dup.insert(e.hash) {
+                            continue;
+                        }
+                        table.push(BlobEntry {
+                            refcount: rc,
+                            ..e.clone()
+                        });
+                        run_sizes.push(None);
+                    }
+                    BaseEntry::Image(i, old) => {
+                        // Where the image is now: a replaced one keeps its
+                        // place, a dropped one vanishes.
+                        let Some(k) = self.images.iter().position(|s| match s {
+                            ImageSlot::Kept(j) => j == i,
+                            ImageSlot::New { replaces, .. } => *replaces == Some(*i),
+                        }) else {
+                            continue;
+                        };
+                        if placed[k] {
+                            continue;
+                        }
+                        placed[k] = true;
+                        table.push(md_entries[k].clone().unwrap_or_else(|| old.clone()));
+                        run_sizes.push(None);
+                    }
+                }
+            }
+        }
+        for (e, placed) in md_entries.iter().zip(&placed) {
+            if let (Some(e), false) = (e, placed) {
+                table.push(e.clone());
+                run_sizes.push(None);
+            }
+        }
+        for a in std::mem::take(&mut self.added) {
+            match a {
+                Added::Whole(e) => {
+                    let rc = refs.get(&e.hash).copied().unwrap_or(1);
+                    table.push(BlobEntry { refcount: rc, ..e });
+                    run_sizes.push(None);
+                }
+                Added::Run { resources, blobs } => {
+                    // A run placed right after another joins it: its blob
+                    // offsets then count from the end of the runs before.
+                    let base_off = self.trailing_run_size(&table, &run_sizes)?;
+                    for (e, size) in resources {
+                        table.push(e);
+                        run_sizes.push(Some(size));
+                    }
+                    for mut e in blobs {
+                        e.reshdr.offset += base_off;
+                        e.refcount = refs.get(&e.hash).copied().unwrap_or(1);
+                        table.push(e);
+                        run_sizes.push(None);
+                    }
+                }
+            }
+        }
+        Ok(table)
     }
 
     /// Sum of the uncompressed sizes of the solid resources at the end of
