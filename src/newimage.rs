@@ -7,6 +7,10 @@
 //! input built by the overlay and vfs: they name these types without
 //! depending on the commit itself, so layering arrows point down only.
 
+pub mod builder;
+
+pub use builder::{ImageBuilder, NodeId, NodeMeta};
+
 use crate::wim::header::ResHdr;
 use crate::wim::metadata::DentryRecord;
 use crate::wim::Sha1;

@@ -8,17 +8,13 @@
 //! temporary name, fsynced, and renamed into place, so a crash leaves either
 //! the old file or the new one.
 
-use super::write::{write_blob, write_blobs, write_solid, Appender};
+pub use super::export::{export_append, ExportNames};
+use super::writer::{Format, ImageMetadata, WimWriter};
 use super::Content;
 use crate::cache::ChunkCache;
 use crate::error::{Error, Result};
-use crate::wim::blob_table::{self, BlobEntry};
-use crate::wim::header::{
-    flags, resflags, Compression, Header, ResHdr, HEADER_SIZE, MAGIC, VERSION_DEFAULT,
-    VERSION_SOLID,
-};
-use crate::wim::metadata;
-use crate::wim::{xml, Blob, BlobLoc, Sha1, SolidRun, Wim, ZERO_HASH};
+use crate::wim::header::{flags, Compression, VERSION_SOLID};
+use crate::wim::{xml, Blob, BlobLoc, Sha1, SolidRun, Wim};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,9 +61,9 @@ pub struct RebuildReport {
 }
 
 /// Reads a blob of a source WIM (for recompression).
-struct BlobContent {
-    cache: Arc<ChunkCache>,
-    blob: Arc<Blob>,
+pub(super) struct BlobContent {
+    pub(super) cache: Arc<ChunkCache>,
+    pub(super) blob: Arc<Blob>,
 }
 
 impl Content for BlobContent {
@@ -84,22 +80,6 @@ impl Content for BlobContent {
         }
         Ok(())
     }
-}
-
-fn copy_raw(src: &Wim, part: u16, off: u64, len: u64, out: &mut Appender) -> Result<u64> {
-    let s = src
-        .part_source(part)
-        .ok_or_else(|| Error::MissingBlob(format!("part {part}")))?;
-    let at = out.pos;
-    let mut buf = vec![0u8; (8u64 << 20).min(len.max(1)) as usize];
-    let mut p = 0;
-    while p < len {
-        let n = ((len - p) as usize).min(buf.len());
-        s.read_exact_at(&mut buf[..n], off + p)?;
-        out.write(&buf[..n])?;
-        p += n as u64;
-    }
-    Ok(at)
 }
 
 /// Write images `images` (1-based, in order) of `src` into a new WIM at
@@ -129,17 +109,12 @@ pub fn rebuild(
     let mut refs: HashMap<Sha1, u32> = HashMap::new();
     let mut mds = Vec::new();
     for &i in images {
-        let raw = src.read_metadata(i)?;
-        let md = metadata::parse(&raw)
+        let md = ImageMetadata::from_raw(src.read_metadata(i)?)
             .map_err(|e| Error::Invalid(format!("image {i} metadata: {e}")))?;
-        for r in &md.dentries {
-            for h in std::iter::once(&r.hash).chain(r.streams.iter().map(|s| &s.hash)) {
-                if *h != ZERO_HASH {
-                    *refs.entry(*h).or_default() += 1;
-                }
-            }
+        for h in md.references() {
+            *refs.entry(*h).or_default() += 1;
         }
-        mds.push(raw);
+        mds.push(md);
     }
     let mut blobs: Vec<Arc<Blob>> = Vec::new();
     for h in refs.keys() {
@@ -163,12 +138,20 @@ pub fn rebuild(
     let (file, tmp) = create_temp(dst)?;
     remove_leftovers(dst, &tmp);
     let res = (|| -> Result<RebuildReport> {
-        let mut out = Appender {
-            file: &file,
-            pos: HEADER_SIZE as u64,
-            path: tmp.display().to_string(),
+        let format = Format {
+            compression: target.compression,
+            chunk_size: target.chunk_size,
+            solid: target.solid,
+            solid_chunk_size: target.chunk_size.max(super::APPEND_SOLID_CHUNK),
         };
-        out.write_at(&[0u8; HEADER_SIZE], 0)?;
+        let guid = if keep_guid {
+            src.header.guid
+        } else {
+            new_guid()
+        };
+        let integrity = check || src.header.integrity.size_in_wim > 0;
+        let mut w = WimWriter::create(&file, &tmp, format, guid, integrity)?;
+        w.add_header_flags(src.header.flags & (flags::RP_FIX | flags::READONLY));
         let mut rep = RebuildReport {
             images: images.len() as u32,
             blobs: blobs.len() as u64,
@@ -179,33 +162,16 @@ pub fn rebuild(
         let same_codec = target.compression == src.compression
             && target.chunk_size == src.chunk_size
             && target.solid == src_solid;
-        let mut table: Vec<BlobEntry> = Vec::new();
         let cache = Arc::new(ChunkCache::new(256 << 20));
         let mut recompress: Vec<Arc<Blob>> = Vec::new();
         let mut runs_done: HashSet<*const SolidRun> = HashSet::new();
         let live_runs = mostly_live_runs(&blobs);
-        // Consecutive SOLID entries form one run whose blob offsets count
-        // through all its resources: a run appended right after another
-        // shifts its offsets by what precedes it.
-        let mut trailing: u64 = 0;
         for b in &blobs {
             match &b.loc {
-                BlobLoc::Whole(r) if same_codec => {
-                    let at =
-                        copy_raw(src, r.part, r.reshdr.offset, r.reshdr.size_in_wim, &mut out)?;
+                BlobLoc::Whole(_) if same_codec => {
+                    w.copy_resource(src, b)?;
                     progress(b.size);
                     rep.copied_raw += 1;
-                    trailing = 0;
-                    table.push(BlobEntry {
-                        reshdr: ResHdr {
-                            offset: at,
-                            flags: r.reshdr.flags & !resflags::METADATA,
-                            ..r.reshdr
-                        },
-                        part_number: 1,
-                        refcount: refs[&b.hash],
-                        hash: b.hash,
-                    });
                 }
                 BlobLoc::Solid { run, .. }
                     if same_codec && live_runs.contains(&Arc::as_ptr(run)) =>
@@ -215,32 +181,17 @@ pub fn rebuild(
                     }
                     // Copy the whole run; its blobs keep their offsets
                     // (plus any run it now follows).
-                    let base = trailing;
-                    trailing += run.total;
-                    for r in &run.resources {
-                        let at =
-                            copy_raw(src, r.part, r.reshdr.offset, r.reshdr.size_in_wim, &mut out)?;
-                        table.push(BlobEntry {
-                            reshdr: ResHdr {
-                                offset: at,
-                                ..r.reshdr
-                            },
-                            part_number: 1,
-                            refcount: 1,
-                            hash: ZERO_HASH,
-                        });
-                    }
-                    for ob in blobs.iter().filter(|x| matches!(&x.loc, BlobLoc::Solid { run: r2, .. } if Arc::ptr_eq(r2, run))) {
-                        if let BlobLoc::Solid { offset, .. } = &ob.loc {
-                            table.push(BlobEntry {
-                                reshdr: ResHdr { size_in_wim: ob.size, flags: resflags::SOLID, offset: base + *offset, uncompressed_size: 0 },
-                                part_number: 1,
-                                refcount: refs[&ob.hash],
-                                hash: ob.hash,
-                            });
-                            progress(ob.size);
-                            rep.copied_raw += 1;
-                        }
+                    let members: Vec<&Blob> = blobs
+                        .iter()
+                        .filter(|x| {
+                            matches!(&x.loc, BlobLoc::Solid { run: r2, .. } if Arc::ptr_eq(r2, run))
+                        })
+                        .map(|x| x.as_ref())
+                        .collect();
+                    w.copy_solid_run(src, run, &members)?;
+                    for ob in members {
+                        progress(ob.size);
+                        rep.copied_raw += 1;
                     }
                 }
                 _ => recompress.push(b.clone()),
@@ -255,89 +206,18 @@ pub fn rebuild(
                     blob: b.clone(),
                 })
                 .collect();
-            let dyns: Vec<&dyn Content> = contents.iter().map(|c| c as &dyn Content).collect();
-            if target.solid {
-                let comp = if target.compression == Compression::None {
-                    Compression::Lzms
-                } else {
-                    target.compression
-                };
-                // A separator keeps this run from joining a copied one.
-                let (rh, offs) = write_solid(
-                    &mut out,
-                    &dyns,
-                    comp,
-                    target.chunk_size.max(super::APPEND_SOLID_CHUNK),
-                    progress,
-                )?;
-                let base = trailing;
-                table.push(BlobEntry {
-                    reshdr: rh,
-                    part_number: 1,
-                    refcount: 1,
-                    hash: ZERO_HASH,
-                });
-                for (b, off) in recompress.iter().zip(offs) {
-                    table.push(BlobEntry {
-                        reshdr: ResHdr {
-                            size_in_wim: b.size,
-                            flags: resflags::SOLID,
-                            offset: base + off,
-                            uncompressed_size: 0,
-                        },
-                        part_number: 1,
-                        refcount: refs[&b.hash],
-                        hash: b.hash,
-                    });
-                }
-            } else {
-                let rhs = write_blobs(
-                    &mut out,
-                    &dyns,
-                    target.compression,
-                    target.chunk_size,
-                    progress,
-                )?;
-                for (b, rh) in recompress.iter().zip(rhs) {
-                    table.push(BlobEntry {
-                        reshdr: rh,
-                        part_number: 1,
-                        refcount: refs[&b.hash],
-                        hash: b.hash,
-                    });
-                }
-            }
+            let list: Vec<(Sha1, &dyn Content)> = recompress
+                .iter()
+                .zip(&contents)
+                .map(|(b, c)| (b.hash, c as &dyn Content))
+                .collect();
+            w.store_blobs(&list, progress)?;
         }
         super::pause::point("rebuild-after-blobs");
-        // Metadata resources, in image order, after the data (a non-solid
-        // entry between runs also keeps runs apart).
-        let md_comp = if target.solid {
-            Compression::None
-        } else {
-            target.compression
-        };
-        let mut md_entries = Vec::new();
-        for raw in &mds {
-            let hash: Sha1 = <sha1::Sha1 as sha1::Digest>::digest(raw).into();
-            let mut rh = write_blob(&mut out, raw, md_comp, target.chunk_size, &|_| {})?;
-            rh.flags |= resflags::METADATA;
-            md_entries.push(BlobEntry {
-                reshdr: rh,
-                part_number: 1,
-                refcount: 1,
-                hash,
-            });
-        }
-        // Metadata entries go first: image order is their order.
-        let mut full = md_entries.clone();
-        full.extend(table);
-        let bt = blob_table::write(&full);
-        let bt_off = out.write(&bt)?;
-        // XML: the chosen images, renumbered.
-        let mut root = xml::Element::new("WIM");
+        // The images, in order, with their XML renumbered.
         let src_root = src.xml.clone().unwrap_or_else(|| xml::Element::new("WIM"));
-        for (k, &i) in images.iter().enumerate() {
-            let mut e = src_root
+        for (&i, md) in images.iter().zip(mds) {
+            let e = src_root
                 .elements()
                 .find(|e| {
                     e.name.eq_ignore_ascii_case("IMAGE")
@@ -345,84 +225,15 @@ pub fn rebuild(
                 })
                 .cloned()
                 .unwrap_or_else(|| xml::Element::new("IMAGE"));
-            e.attrs.retain(|(k2, _)| !k2.eq_ignore_ascii_case("INDEX"));
-            e.attrs.insert(0, ("INDEX".into(), (k + 1).to_string()));
-            root.children.push(xml::Node::Elem(e));
-        }
-        root.children.insert(
-            0,
-            xml::Node::Elem({
-                let mut t = xml::Element::new("TOTALBYTES");
-                t.children.push(xml::Node::Text(out.pos.to_string()));
-                t
-            }),
-        );
-        let xb = xml::encode(&root);
-        let x_off = out.write(&xb)?;
-        let i_rh = if check || src.header.integrity.size_in_wim > 0 {
-            super::write::append_integrity(&mut out, bt_off + bt.len() as u64)?
-        } else {
-            ResHdr::default()
-        };
-        let mut fl = src.header.flags & (flags::RP_FIX | flags::READONLY);
-        if target.compression != Compression::None {
-            fl |= flags::COMPRESSION
-                | match target.compression {
-                    Compression::Xpress => flags::COMPRESS_XPRESS,
-                    Compression::Lzx => flags::COMPRESS_LZX,
-                    Compression::Lzms => flags::COMPRESS_LZMS,
-                    Compression::None => 0,
-                };
+            w.add_image(md, Some(e));
         }
         let boot = images
             .iter()
             .position(|&i| i == src.header.boot_index)
             .map_or(0, |p| p as u32 + 1);
-        let guid = if keep_guid {
-            src.header.guid
-        } else {
-            new_guid()
-        };
-        let h = Header {
-            magic: *MAGIC,
-            version: if target.solid {
-                VERSION_SOLID
-            } else {
-                VERSION_DEFAULT
-            },
-            flags: fl,
-            chunk_size: if target.compression == Compression::None {
-                0
-            } else {
-                target.chunk_size
-            },
-            guid,
-            part_number: 1,
-            total_parts: 1,
-            image_count: images.len() as u32,
-            blob_table: ResHdr {
-                size_in_wim: bt.len() as u64,
-                flags: resflags::METADATA,
-                offset: bt_off,
-                uncompressed_size: bt.len() as u64,
-            },
-            xml: ResHdr {
-                size_in_wim: xb.len() as u64,
-                flags: 0,
-                offset: x_off,
-                uncompressed_size: xb.len() as u64,
-            },
-            boot_metadata: if boot > 0 {
-                md_entries[boot as usize - 1].reshdr
-            } else {
-                ResHdr::default()
-            },
-            boot_index: boot,
-            integrity: i_rh,
-        };
-        out.write_at(&h.write(), 0)?;
-        file.sync_all()?;
-        rep.new_size = out.pos;
+        w.set_boot_index(boot);
+        let done = w.finish(&mut |_| Ok(()))?;
+        rep.new_size = done.file_size;
         Ok(rep)
     })();
     match res {
@@ -569,93 +380,4 @@ fn new_guid() -> [u8; 16] {
     let mut g = [0u8; 16];
     g.copy_from_slice(&d[..16]);
     g
-}
-
-/// Name and description given to an exported image instead of its own.
-#[derive(Debug, Clone, Default)]
-pub struct ExportNames {
-    pub name: Option<String>,
-    pub description: Option<String>,
-}
-
-/// Export images of `src` into an existing WIM `dst` as new images: only the
-/// blobs `dst` lacks are stored (in `dst`'s own format). `names` (one
-/// image only) replaces the image's name and description. An image whose
-/// name `dst` already has is refused before anything is written, as
-/// wimlib refuses it: two images of one name cannot be told apart by name.
-pub fn export_append(
-    src: &Wim,
-    images: &[u32],
-    dst: &Path,
-    check: bool,
-    names: &ExportNames,
-    progress: &(dyn Fn(super::Phase, u64) + Sync),
-) -> Result<Vec<super::CommitReport>> {
-    if images.len() > 1 && (names.name.is_some() || names.description.is_some()) {
-        return Err(Error::Other(
-            "a name or description can only be given when exporting one image".into(),
-        ));
-    }
-    let name_of = |i: u32| {
-        names
-            .name
-            .clone()
-            .or_else(|| src.info(i).and_then(|x| x.name.clone()))
-            .filter(|n| !n.is_empty())
-    };
-    {
-        let lock = super::WimLock::acquire(dst)?;
-        let d = lock.open_wim()?;
-        let mut taken: Vec<(String, u32)> = d
-            .image_info
-            .iter()
-            .filter_map(|x| x.name.clone().map(|n| (n, x.index)))
-            .collect();
-        for (k, &i) in images.iter().enumerate() {
-            let Some(n) = name_of(i) else { continue };
-            if let Some((_, at)) = taken.iter().find(|(t, _)| *t == n) {
-                return Err(Error::Other(format!(
-                    "{} already has an image named \"{n}\" (image {at}); give the exported \
-                     image another name with --name",
-                    dst.display()
-                )));
-            }
-            taken.push((n, d.image_count() + k as u32 + 1));
-        }
-    }
-    let cache = Arc::new(ChunkCache::new(256 << 20));
-    let mut reps = Vec::new();
-    for &i in images {
-        let lock = super::WimLock::acquire(dst)?;
-        let have: HashSet<Sha1> = lock.open_wim()?.blobs.keys().copied().collect();
-        let mut img = super::NewImage::from_image(src, i)?;
-        let map = |d: &mut super::StreamData| {
-            if let super::StreamData::Blob(h) = d {
-                if !have.contains(h) {
-                    if let Some(b) = src.blobs.get(h) {
-                        *d = super::StreamData::New(Arc::new(BlobContent {
-                            cache: cache.clone(),
-                            blob: b.clone(),
-                        }));
-                    }
-                }
-            }
-        };
-        for s in &mut img.streams {
-            s.data.iter_mut().for_each(map);
-            s.reparse.iter_mut().for_each(map);
-            s.named.iter_mut().for_each(|(_, d)| map(d));
-        }
-        let opts = super::CommitOptions {
-            new_image: true,
-            image_name: name_of(i),
-            image_description: names
-                .description
-                .clone()
-                .or_else(|| src.info(i).and_then(|x| x.description.clone())),
-            check,
-        };
-        reps.push(super::commit(&lock, 0, img, &opts, progress)?);
-    }
-    Ok(reps)
 }

@@ -1,0 +1,295 @@
+//! Append an image to an existing WIM, or replace one of its images: what
+//! a read-write mount's commit and an export into an existing WIM do.
+//!
+//! The policy lives here (hash the new contents, lay out the dentries'
+//! stream entries as WIMGAPI does, store only the blobs the WIM lacks,
+//! write nothing when nothing changed, fill the image's XML); the bytes are
+//! written by [`WimWriter`], which keeps the old header valid until the new
+//! one lands.
+
+use super::image_xml::{fill_image_xml, image_stats};
+use super::writer::{ImageMetadata, WimWriter};
+use super::{CommitOptions, CommitReport, Phase, WimLock};
+use crate::error::{Error, Result};
+use crate::newimage::{Content, Landing, NewImage, StreamData};
+use crate::wim::bytes::hex;
+use crate::wim::metadata::StreamRecord;
+use crate::wim::{xml, Sha1, ZERO_HASH};
+use rayon::prelude::*;
+use sha1::Digest;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Hash every distinct new content (in parallel).
+pub(super) fn hash_contents(
+    img: &NewImage,
+    progress: &(dyn Fn(Phase, u64) + Sync),
+) -> Result<HashMap<usize, (Sha1, u64)>> {
+    let mut uniq: HashMap<usize, Arc<dyn Content>> = HashMap::new();
+    let mut visit = |d: &StreamData| {
+        if let StreamData::New(c) = d {
+            uniq.entry(Arc::as_ptr(c) as *const u8 as usize)
+                .or_insert_with(|| c.clone());
+        }
+    };
+    for s in &img.streams {
+        s.data
+            .iter()
+            .chain(s.reparse.iter())
+            .chain(s.named.iter().map(|(_, d)| d))
+            .for_each(&mut visit);
+    }
+    uniq.into_par_iter()
+        .map(|(k, c)| {
+            let size = c.len();
+            let mut h = sha1::Sha1::new();
+            let mut buf = vec![0u8; (4u64 << 20).min(size) as usize];
+            let mut p = 0;
+            while p < size {
+                let n = ((size - p) as usize).min(buf.len());
+                c.read_at(p, &mut buf[..n])?;
+                h.update(&buf[..n]);
+                p += n as u64;
+                progress(Phase::Hashing, n as u64);
+            }
+            let hash: Sha1 = h.finalize().into();
+            Ok((k, (if size == 0 { ZERO_HASH } else { hash }, size)))
+        })
+        .collect()
+}
+
+pub(super) fn resolve(d: &StreamData, hashes: &HashMap<usize, (Sha1, u64)>) -> Sha1 {
+    match d {
+        StreamData::Empty => ZERO_HASH,
+        StreamData::Blob(h) => *h,
+        StreamData::New(c) => hashes
+            .get(&(Arc::as_ptr(c) as *const u8 as usize))
+            .map_or(ZERO_HASH, |x| x.0),
+    }
+}
+
+/// Fill each record's hash and stream entries the way WIMGAPI lays them out:
+/// a plain file keeps its data hash in the dentry; a file with named streams
+/// or a reparse point with data lists every stream as an extra entry
+/// (reparse data first, then the unnamed data) with a zero dentry hash.
+pub(super) fn lay_out_streams(img: &mut NewImage, hashes: &HashMap<usize, (Sha1, u64)>) {
+    for (r, s) in img.records.iter_mut().zip(&img.streams) {
+        let data = s.data.as_ref().map(|d| resolve(d, hashes));
+        let rp = s.reparse.as_ref().map(|d| resolve(d, hashes));
+        r.streams.clear();
+        let has_data = data.is_some_and(|h| h != ZERO_HASH);
+        if s.named.is_empty() && !(r.is_reparse() && has_data) {
+            r.hash = if r.is_reparse() {
+                rp.unwrap_or(ZERO_HASH)
+            } else {
+                data.unwrap_or(ZERO_HASH)
+            };
+        } else {
+            r.hash = ZERO_HASH;
+            if r.is_reparse() {
+                r.streams.push(StreamRecord {
+                    name: String::new(),
+                    hash: rp.unwrap_or(ZERO_HASH),
+                });
+            }
+            if !r.is_dir() || r.is_reparse() {
+                r.streams.push(StreamRecord {
+                    name: String::new(),
+                    hash: data.unwrap_or(ZERO_HASH),
+                });
+            }
+            for (n, d) in &s.named {
+                r.streams.push(StreamRecord {
+                    name: n.clone(),
+                    hash: resolve(d, hashes),
+                });
+            }
+        }
+    }
+}
+
+/// Write `img` into the WIM `lock` holds as image `index` (1-based), or as
+/// a new image. The caller holds the WIM's lock for the whole time.
+pub fn append_image(
+    lock: &WimLock,
+    index: u32,
+    img: NewImage,
+    opts: &CommitOptions,
+    progress: &(dyn Fn(Phase, u64) + Sync),
+) -> Result<CommitReport> {
+    append_image_with(lock, index, img, opts, progress, &mut |_| Ok(()))
+}
+
+/// [`append_image`], calling `before_header` with what the write will
+/// land once everything but the header is written and synced. An error
+/// from it aborts the write (the WIM is put back as it was).
+pub fn append_image_with(
+    lock: &WimLock,
+    index: u32,
+    mut img: NewImage,
+    opts: &CommitOptions,
+    progress: &(dyn Fn(Phase, u64) + Sync),
+    before_header: &mut dyn FnMut(&Landing) -> Result<()>,
+) -> Result<CommitReport> {
+    let mut w = WimWriter::append(lock, opts.check)?;
+    let count = w.image_count();
+    let target = if opts.new_image { count + 1 } else { index };
+    if !opts.new_image && (index == 0 || index > count) {
+        return Err(Error::NoSuchImage(format!(
+            "{index} (this WIM has {count} image(s))"
+        )));
+    }
+    if img.records.is_empty() || !img.records[0].is_dir() {
+        return Err(Error::Other(
+            "internal: commit tree has no root directory".into(),
+        ));
+    }
+    // 1. Hash new contents; lay out the dentries' stream entries.
+    let hashes = hash_contents(&img, progress)?;
+    lay_out_streams(&mut img, &hashes);
+    let md = ImageMetadata::from_records(&img.security, &img.records);
+    let md_hash = md.sha1();
+
+    // 2. The other images' blob references (a damaged image fails here,
+    // before anything is written).
+    let (wim_has_integrity, unchanged) = {
+        let wim = w
+            .base()
+            .ok_or_else(|| Error::Other("internal: no base WIM".into()))?;
+        (
+            wim.header.integrity.size_in_wim > 0,
+            !opts.new_image
+                && wim
+                    .metadata
+                    .get(target as usize - 1)
+                    .is_some_and(|m| m.hash == md_hash),
+        )
+    };
+    // An XML element already numbered like the new image (a stale one) is
+    // updated instead of adding another.
+    let stale = opts.new_image && w.update_image_xml(target, &mut |_| {});
+    if opts.new_image {
+        w.add_image(md, (!stale).then(|| xml::Element::new("IMAGE")));
+    } else {
+        w.replace_image(target, md)?;
+    }
+    w.prepare()?;
+
+    // 3. Which blobs are new?
+    let mut new_list: Vec<(Sha1, Arc<dyn Content>)> = Vec::new();
+    let mut seen: std::collections::HashSet<Sha1> = std::collections::HashSet::new();
+    let mut reused = 0u64;
+    for s in &img.streams {
+        for d in s
+            .data
+            .iter()
+            .chain(s.reparse.iter())
+            .chain(s.named.iter().map(|(_, d)| d))
+        {
+            let hash = resolve(d, &hashes);
+            if hash == ZERO_HASH || !seen.insert(hash) {
+                continue;
+            }
+            match d {
+                StreamData::New(c) if !w.has_blob(&hash) => new_list.push((hash, c.clone())),
+                StreamData::Blob(_) | StreamData::New(_) => {
+                    if !w.has_blob(&hash) {
+                        return Err(Error::MissingBlob(hex(&hash)));
+                    }
+                    reused += 1;
+                }
+                StreamData::Empty => {}
+            }
+        }
+    }
+
+    // Nothing changed: write nothing at all (not even a new XML).
+    let adds_integrity = opts.check && !wim_has_integrity;
+    if unchanged && new_list.is_empty() && !adds_integrity {
+        return Ok(CommitReport {
+            image: target,
+            reused_blobs: reused,
+            file_size: file_len(lock)?,
+            nothing_to_commit: true,
+            ..CommitReport::default()
+        });
+    }
+
+    // 4. Store the new blobs, then the image's XML, then the rest.
+    let wprog = |n: u64| progress(Phase::Writing, n);
+    let list: Vec<(Sha1, &dyn Content)> = new_list.iter().map(|(h, c)| (*h, c.as_ref())).collect();
+    let new_bytes: u64 = list.iter().map(|(_, c)| c.len()).sum();
+    w.store_blobs(&list, &wprog)?;
+    let (dirs, files, total, hard) = image_stats(&img.records, w.blob_sizes());
+    let now = crate::time::now_filetime();
+    let described_as_new = opts.new_image && !stale;
+    let found = w.update_image_xml(target, &mut |e| {
+        fill_image_xml(e, dirs, files, total, hard, now, described_as_new)
+    });
+    let name = || {
+        opts.image_name
+            .clone()
+            .unwrap_or_else(|| unused_name(&w, target))
+    };
+    if described_as_new {
+        let name = name();
+        w.update_image_xml(target, &mut |e| {
+            e.set_child_text("NAME", &name);
+            if let Some(d) = &opts.image_description {
+                e.set_child_text("DESCRIPTION", d);
+            }
+        });
+    } else if !found {
+        // The WIM's XML lacks the replaced image: describe it as new.
+        let mut e = xml::Element::new("IMAGE");
+        fill_image_xml(&mut e, dirs, files, total, hard, now, true);
+        e.set_child_text("NAME", &name());
+        if let Some(d) = &opts.image_description {
+            e.set_child_text("DESCRIPTION", d);
+        }
+        w.put_image_xml(target, e);
+    }
+    let done = w.finish(&mut |b| {
+        before_header(&Landing {
+            image: target,
+            metadata_sha1: md_hash,
+            blob_table: b.header.blob_table,
+        })
+    })?;
+    Ok(CommitReport {
+        image: target,
+        new_blobs: new_list.len() as u64,
+        new_bytes,
+        reused_blobs: reused,
+        bytes_added: done.file_size - done.start,
+        file_size: done.file_size,
+        nothing_to_commit: false,
+    })
+}
+
+/// "Image N" for the first N from `from` that no image of the WIM is named.
+fn unused_name(w: &WimWriter, from: u32) -> String {
+    let taken = |cand: &str| {
+        w.base()
+            .is_some_and(|b| b.image_info.iter().any(|i| i.name.as_deref() == Some(cand)))
+    };
+    let mut k = from;
+    loop {
+        let cand = format!("Image {k}");
+        if !taken(&cand) {
+            return cand;
+        }
+        k += 1;
+    }
+}
+
+fn file_len(lock: &WimLock) -> Result<u64> {
+    Ok(lock
+        .file
+        .metadata()
+        .map_err(|e| Error::Io {
+            path: lock.path.display().to_string(),
+            err: e,
+        })?
+        .len())
+}
