@@ -211,7 +211,8 @@ fn commit_in_every_compression() {
         let lock = WimLock::acquire(&wim).unwrap();
         // A second writer is refused while we hold the lock.
         assert!(WimLock::acquire(&wim).is_err(), "lock not exclusive");
-        let rep = commit::commit(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap();
+        let rep =
+            commit::append_image(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap();
         drop(lock);
         assert_eq!(
             rep.new_blobs, 3,
@@ -235,7 +236,7 @@ fn commit_in_every_compression() {
             check: true,
             ..Default::default()
         };
-        let rep = commit::commit(&lock, 0, img2, &opts, &|_, _| {}).unwrap();
+        let rep = commit::append_image(&lock, 0, img2, &opts, &|_, _| {}).unwrap();
         drop(lock);
         assert_eq!((rep.image, rep.new_blobs), (2, 0), "{args:?}");
         check_with_oracles(&wim, 2, &expected, tmp.path());
@@ -291,7 +292,8 @@ fn failed_commit_leaves_the_wim_as_it_was() {
         };
         img.streams[1].data = Some(StreamData::New(Arc::new(f)));
         let lock = WimLock::acquire(&wim).unwrap();
-        let err = commit::commit(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap_err();
+        let err =
+            commit::append_image(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap_err();
         assert!(err.to_string().contains("simulated"), "{err}");
         drop(lock);
         assert_eq!(
@@ -339,7 +341,7 @@ fn optimize_and_export_shed_stale_data() {
             img.streams[i].data = Some(StreamData::New(Arc::new(v.clone())));
             expected.insert("dir/big.bin".into(), v);
             let lock = WimLock::acquire(&wim).unwrap();
-            commit::commit(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap();
+            commit::append_image(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap();
         }
         let before = std::fs::metadata(&wim).unwrap().len();
         let w = Wim::open(&wim, &[]).unwrap();
@@ -446,7 +448,8 @@ fn full_disk_during_commit_leaves_the_wim_as_it_was() {
         .unwrap();
     img.streams[i].data = Some(StreamData::New(Arc::new(noise)));
     let lock = WimLock::acquire(&wim).unwrap();
-    let err = commit::commit(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap_err();
+    let err =
+        commit::append_image(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap_err();
     drop(lock);
     let msg = err.to_string();
     assert!(
@@ -511,7 +514,7 @@ fn commit_into_imagex_fixtures() {
             ..Default::default()
         });
         let lock = WimLock::acquire(&wim).unwrap();
-        commit::commit(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap();
+        commit::append_image(&lock, 1, img, &CommitOptions::default(), &|_, _| {}).unwrap();
         drop(lock);
         let mut expected = files(&before);
         expected.insert("new.txt".into(), b"added by wimfs\n".to_vec());

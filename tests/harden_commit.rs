@@ -493,7 +493,9 @@ fn verify_names_the_files_of_a_corrupt_blob() {
 #[test]
 fn library_commit_checks_the_locked_file_is_still_at_its_path() {
     use std::io::{Read, Seek};
-    use wimfs::commit::{commit, commit_with, CommitOptions, NewImage, WimLock};
+    use wimfs::commit::{
+        append_image as commit, append_image_with as commit_with, CommitOptions, NewImage, WimLock,
+    };
     if !require(&["wimlib-imagex"]) {
         skip("wimlib-imagex missing");
         return;

@@ -594,7 +594,7 @@ fn fsx_random_ops_match_a_directory() {
     let g = v2.freeze().unwrap();
     let tree = v2.commit_tree().unwrap();
     let lock = wimfs::commit::WimLock::acquire(&fx.wim).unwrap();
-    wimfs::commit::commit(&lock, 1, tree, &Default::default(), &|_, _| {}).unwrap();
+    wimfs::commit::append_image(&lock, 1, tree, &Default::default(), &|_, _| {}).unwrap();
     drop(lock);
     drop(g);
     drop(v2);
@@ -1063,7 +1063,7 @@ fn commit_killed_after_its_header_starts_afresh() {
     let tree = v.commit_tree().unwrap();
     let lock = wimfs::commit::WimLock::acquire(&fx.wim).unwrap();
     let mut noted = None;
-    wimfs::commit::commit_with(&lock, 1, tree, &Default::default(), &|_, _| {}, &mut |l| {
+    wimfs::commit::append_image_with(&lock, 1, tree, &Default::default(), &|_, _| {}, &mut |l| {
         noted = Some(l.clone());
         v.note_landing(l)
             .map_err(|e| wimfs::Error::Other(e.to_string()))
@@ -1124,14 +1124,20 @@ fn commit_that_did_not_land_resumes_the_staging() {
     let before = std::fs::read(&fx.wim).unwrap();
     let tree = v.commit_tree().unwrap();
     let lock = wimfs::commit::WimLock::acquire(&fx.wim).unwrap();
-    let err =
-        wimfs::commit::commit_with(&lock, 1, tree, &Default::default(), &|_, _| {}, &mut |l| {
+    let err = wimfs::commit::append_image_with(
+        &lock,
+        1,
+        tree,
+        &Default::default(),
+        &|_, _| {},
+        &mut |l| {
             v.note_landing(l)
                 .map_err(|e| wimfs::Error::Other(e.to_string()))?;
             Err(wimfs::Error::Other(
                 "simulated failure before the header".into(),
             ))
-        });
+        },
+    );
     assert!(err.is_err());
     assert_eq!(std::fs::read(&fx.wim).unwrap(), before, "WIM not restored");
     assert!(staging.join("commit.json").exists());

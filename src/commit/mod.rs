@@ -27,11 +27,6 @@ pub use append_image::{append_image, append_image_with};
 pub use lock::WimLock;
 pub use writer::{Format, ImageMetadata, WimWriter};
 
-/// The former name of [`append_image`] (a read-write mount's commit).
-pub use append_image::append_image as commit;
-/// The former name of [`append_image_with`].
-pub use append_image::append_image_with as commit_with;
-
 use crate::error::Result;
 use crate::image::Image;
 use crate::wim::header::{ResHdr, HEADER_SIZE, SOLID_RESOURCE_MAGIC};

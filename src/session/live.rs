@@ -53,7 +53,7 @@ impl Control {
             image_description: None,
             check,
         };
-        let rep = commit::commit_with(&self.lock, *index, img, &opts, &|_, _| {}, &mut |l| {
+        let rep = commit::append_image_with(&self.lock, *index, img, &opts, &|_, _| {}, &mut |l| {
             self.vfs.note_landing(l).map_err(|e| {
                 crate::Error::Other(format!("cannot record the commit in the staging: {e}"))
             })
