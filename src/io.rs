@@ -42,26 +42,7 @@ impl FileSource {
 
 impl ReadAt for FileSource {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::FileExt;
-            self.file.read_exact_at(buf, offset)
-        }
-        #[cfg(windows)]
-        {
-            use std::os::windows::fs::FileExt;
-            let mut done = 0;
-            while done < buf.len() {
-                let n = self
-                    .file
-                    .seek_read(&mut buf[done..], offset + done as u64)?;
-                if n == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-                done += n;
-            }
-            Ok(())
-        }
+        crate::sys::read_exact_at(&self.file, buf, offset)
     }
     fn len(&self) -> u64 {
         self.len

@@ -33,30 +33,10 @@ impl Appender<'_> {
         })
     }
     pub fn write_at(&self, b: &[u8], at: u64) -> Result<()> {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::FileExt;
-            self.file.write_all_at(b, at).map_err(|e| Error::Io {
-                path: self.path.clone(),
-                err: e,
-            })
-        }
-        #[cfg(windows)]
-        {
-            use std::os::windows::fs::FileExt;
-            let mut done = 0;
-            while done < b.len() {
-                let n = self
-                    .file
-                    .seek_write(&b[done..], at + done as u64)
-                    .map_err(|e| Error::Io {
-                        path: self.path.clone(),
-                        err: e,
-                    })?;
-                done += n;
-            }
-            Ok(())
-        }
+        crate::sys::write_all_at(self.file, b, at).map_err(|e| Error::Io {
+            path: self.path.clone(),
+            err: e,
+        })
     }
 }
 

@@ -234,7 +234,7 @@ impl Staged {
             if valid > bs && !covered {
                 let mut old = vec![0u8; (valid - bs) as usize];
                 self.read_base(bs, &mut old, valid)?;
-                write_all_at(&self.file, bs, &old)?;
+                crate::sys::write_all_at(&self.file, &old, bs)?;
                 self.counters
                     .copied_from_base
                     .fetch_add(old.len() as u64, Ordering::Relaxed);
@@ -242,7 +242,7 @@ impl Staged {
             st.set_dirty(b);
             push_run(&mut runs, b);
         }
-        write_all_at(&self.file, offset, data)?;
+        crate::sys::write_all_at(&self.file, data, offset)?;
         self.counters
             .written
             .fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -329,7 +329,7 @@ impl Staged {
                 if buf[..n].iter().any(|&x| x != 0) {
                     cut.unrecorded_blocks += 1;
                     if fix {
-                        write_all_at(&self.file, b * BLOCK, &zeros[..n])?;
+                        crate::sys::write_all_at(&self.file, &zeros[..n], b * BLOCK)?;
                     }
                 }
             }
@@ -380,7 +380,7 @@ impl crate::newimage::Content for Staged {
 /// Positional read that fills with zeros past the end of the file.
 fn read_file_zero_fill(f: &File, mut pos: u64, mut out: &mut [u8]) -> io::Result<()> {
     while !out.is_empty() {
-        let n = pread(f, out, pos)?;
+        let n = crate::sys::read_at(f, out, pos)?;
         if n == 0 {
             out.fill(0);
             return Ok(());
@@ -389,53 +389,6 @@ fn read_file_zero_fill(f: &File, mut pos: u64, mut out: &mut [u8]) -> io::Result
         out = &mut out[n..];
     }
     Ok(())
-}
-
-fn write_all_at(f: &File, mut pos: u64, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        let n = pwrite(f, data, pos)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "staging file write returned 0",
-            ));
-        }
-        pos += n as u64;
-        data = &data[n..];
-    }
-    Ok(())
-}
-
-#[cfg(unix)]
-fn pread(f: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    loop {
-        match f.read_at(buf, pos) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return r,
-        }
-    }
-}
-
-#[cfg(unix)]
-fn pwrite(f: &File, buf: &[u8], pos: u64) -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    loop {
-        match f.write_at(buf, pos) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return r,
-        }
-    }
-}
-
-#[cfg(windows)]
-fn pread(f: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-    std::os::windows::fs::FileExt::seek_read(f, buf, pos)
-}
-
-#[cfg(windows)]
-fn pwrite(f: &File, buf: &[u8], pos: u64) -> io::Result<usize> {
-    std::os::windows::fs::FileExt::seek_write(f, buf, pos)
 }
 
 #[cfg(test)]

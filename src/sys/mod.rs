@@ -69,3 +69,81 @@ pub fn create_temp_beside(
         ),
     ))
 }
+
+/// Read into `buf` at `pos` without moving any file cursor (several threads
+/// share one descriptor); one call, retried on EINTR. Returns the bytes read
+/// (0 at the end of the file).
+pub fn read_at(f: &std::fs::File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    loop {
+        match pread(f, buf, pos) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Write `buf` at `pos` without moving any file cursor; one call, retried on
+/// EINTR. Returns the bytes written.
+pub fn write_at(f: &std::fs::File, buf: &[u8], pos: u64) -> std::io::Result<usize> {
+    loop {
+        match pwrite(f, buf, pos) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Fill all of `buf` from `pos`; a file that ends first is `UnexpectedEof`.
+pub fn read_exact_at(f: &std::fs::File, mut buf: &mut [u8], mut pos: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let n = read_at(f, buf, pos)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        pos += n as u64;
+        buf = &mut buf[n..];
+    }
+    Ok(())
+}
+
+/// Write all of `data` at `pos`; a write that makes no progress is `WriteZero`.
+pub fn write_all_at(f: &std::fs::File, mut data: &[u8], mut pos: u64) -> std::io::Result<()> {
+    while !data.is_empty() {
+        let n = write_at(f, data, pos)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "positional write returned 0",
+            ));
+        }
+        pos += n as u64;
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod positional_tests {
+    use super::*;
+
+    #[test]
+    fn positional_writes_and_reads_leave_no_cursor_and_report_eof() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        write_all_at(&f, b"world", 6).unwrap();
+        write_all_at(&f, b"hello ", 0).unwrap();
+        let mut buf = [0u8; 11];
+        read_exact_at(&f, &mut buf, 0).unwrap();
+        assert_eq!(&buf, b"hello world");
+        let mut past = [0u8; 4];
+        let e = read_exact_at(&f, &mut past, 9).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(read_at(&f, &mut past, 11).unwrap(), 0);
+    }
+}

@@ -1062,6 +1062,16 @@ pub fn process_has_arg(pid: u32, arg: &str) -> bool {
         .is_ok_and(|b| b.split(|c| *c == 0).skip(1).any(|a| a == arg.as_bytes()))
 }
 
+/// One positional read (`pread`): no shared cursor moves.
+pub(super) fn pread(f: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(f, buf, pos)
+}
+
+/// One positional write (`pwrite`): no shared cursor moves.
+pub(super) fn pwrite(f: &File, buf: &[u8], pos: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::write_at(f, buf, pos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

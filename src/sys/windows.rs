@@ -348,3 +348,14 @@ pub enum MountErrorKind {
 pub fn mount_error_kind(_e: &io::Error) -> MountErrorKind {
     MountErrorKind::Other
 }
+
+/// One positional read (`ReadFile` with an offset). Unlike `pread` it moves
+/// the handle's cursor, which no caller relies on.
+pub(super) fn pread(f: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(f, buf, pos)
+}
+
+/// One positional write (`WriteFile` with an offset).
+pub(super) fn pwrite(f: &File, buf: &[u8], pos: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_write(f, buf, pos)
+}
