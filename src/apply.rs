@@ -13,10 +13,10 @@
 //! get this far, files are created with O_EXCL (which does not follow a
 //! symlink), and children of reparse points are not descended into.
 
+use crate::bulk::{for_each_blob, BlobSink};
 use crate::error::{Error, Result, Section};
 use crate::image::{unix_mode, Image, Special, StreamKind, ROOT};
 use crate::reparse;
-use crate::stream::{for_each_blob, BlobSink};
 use crate::wim::bytes::hex;
 use crate::wim::{header::flags, Blob, Sha1, Wim};
 use parking_lot::Mutex;

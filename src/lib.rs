@@ -27,12 +27,12 @@ pub mod wim;
 pub use error::{Error, Result};
 #[cfg(unix)]
 pub mod apply;
+pub mod bulk;
 pub mod commit;
 pub mod overlay;
 pub mod platform;
 pub mod reparse;
 pub mod session;
-pub mod stream;
 pub mod sys;
 pub mod time;
 pub mod verify;

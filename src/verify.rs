@@ -1,9 +1,9 @@
 //! `verify`: check every blob's SHA-1, the integrity table and each image's
 //! metadata, reporting every problem rather than the first.
 
+use crate::bulk::{for_each_blob, BlobSink};
 use crate::error::{Error, Result, Section};
 use crate::image::{Image, StreamKind};
-use crate::stream::{for_each_blob, BlobSink};
 use crate::wim::bytes::hex;
 use crate::wim::integrity::{self, IntegrityStatus};
 use crate::wim::{Blob, Wim, ZERO_HASH};

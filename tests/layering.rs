@@ -1,5 +1,5 @@
 //! The layering rule, checked on the source: arrows point down only
-//! (codec/io/sys -> error -> wim -> cache/image/stream/reparse -> node ->
+//! (codec/sys/time/nt -> error/io -> wim -> cache/image/bulk/reparse -> node ->
 //! overlay -> vfs -> commit/apply/verify -> session -> platform -> cli), and
 //! OS calls (`libc::`) live in `src/sys`. An upward import or a new file
 //! calling the OS directly fails this test with the file and the import
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 /// rank (or its own).
 const LAYERS: &[(&str, u32)] = &[
     ("codec", 0),
-    ("io", 0),
+    ("io", 1),
     ("sys", 0),
     ("time", 0),
     ("nt", 0),
@@ -24,7 +24,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("wim", 2),
     ("cache", 3),
     ("image", 3),
-    ("stream", 3),
+    ("bulk", 3),
     ("reparse", 3),
     ("node", 4),
     ("newimage", 4),

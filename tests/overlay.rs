@@ -592,7 +592,7 @@ fn fsx_random_ops_match_a_directory() {
     // applies exactly the directory (wimlib drops named streams on Linux,
     // so xattrs are compared through a fresh read-only view instead).
     let g = v2.freeze().unwrap();
-    let tree = v2.commit_tree().unwrap();
+    let tree = v2.to_new_image().unwrap();
     let lock = wimfs::commit::WimLock::acquire(&fx.wim).unwrap();
     wimfs::commit::append_image(&lock, 1, tree, &Default::default(), &|_, _| {}).unwrap();
     drop(lock);
@@ -851,7 +851,7 @@ fn commit_tree_keeps_unchanged_and_links() {
         .unwrap();
     v.release(fh).unwrap();
     let g = v.freeze().unwrap();
-    let t = v.commit_tree().unwrap();
+    let t = v.to_new_image().unwrap();
     assert_eq!(t.records.len(), t.streams.len());
     assert_eq!(t.security, base.security);
     let path_of = |i: usize| {
@@ -1007,7 +1007,7 @@ fn chmod_chown_need_unix_data() {
     assert_eq!((a.perm, a.uid, a.gid), (0o640, 1234, 55));
     let m = v.getattr(resolve(&v, "/mine").unwrap()).unwrap();
     assert_eq!((m.perm, m.uid, m.gid), (0o751, 7, 8));
-    let t = v.commit_tree().unwrap();
+    let t = v.to_new_image().unwrap();
     let r = t.records.iter().find(|r| r.name == "mine").unwrap();
     let u = r.tagged(wimfs::wim::metadata::tag::UNIX_DATA).unwrap();
     assert_eq!(u32::from_le_bytes(u[8..12].try_into().unwrap()), 0o100751);
@@ -1060,7 +1060,7 @@ fn commit_killed_after_its_header_starts_afresh() {
     let (v, _) = open_rw(&fx.wim, &staging);
     some_changes(&v);
     let oracle = some_changes_oracle(&fx, "landed-oracle");
-    let tree = v.commit_tree().unwrap();
+    let tree = v.to_new_image().unwrap();
     let lock = wimfs::commit::WimLock::acquire(&fx.wim).unwrap();
     let mut noted = None;
     wimfs::commit::append_image_with(&lock, 1, tree, &Default::default(), &|_, _| {}, &mut |l| {
@@ -1122,7 +1122,7 @@ fn commit_that_did_not_land_resumes_the_staging() {
     some_changes(&v);
     let oracle = some_changes_oracle(&fx, "unlanded-oracle");
     let before = std::fs::read(&fx.wim).unwrap();
-    let tree = v.commit_tree().unwrap();
+    let tree = v.to_new_image().unwrap();
     let lock = wimfs::commit::WimLock::acquire(&fx.wim).unwrap();
     let err = wimfs::commit::append_image_with(
         &lock,

@@ -302,7 +302,7 @@ pub fn cat(w: &Wim, image: &str, path: &str) -> Result<i32> {
         );
     };
     struct Out(std::io::Stdout);
-    impl wimfs::stream::BlobSink for Out {
+    impl wimfs::bulk::BlobSink for Out {
         fn write(&mut self, d: &[u8]) -> wimfs::Result<()> {
             self.0.lock().write_all(d).map_err(wimfs::Error::from)
         }
@@ -310,8 +310,8 @@ pub fn cat(w: &Wim, image: &str, path: &str) -> Result<i32> {
             self.0.lock().flush().map_err(wimfs::Error::from)
         }
     }
-    let errs = wimfs::stream::for_each_blob(&[blob], |_| {
-        Ok(Box::new(Out(std::io::stdout())) as Box<dyn wimfs::stream::BlobSink>)
+    let errs = wimfs::bulk::for_each_blob(&[blob], |_| {
+        Ok(Box::new(Out(std::io::stdout())) as Box<dyn wimfs::bulk::BlobSink>)
     });
     if let Some((_, e)) = errs.into_iter().next() {
         if let wimfs::Error::RawIo(io) = &e {

@@ -1442,7 +1442,7 @@ impl Overlay {
     }
 
     /// Apply and journal a metadata record (tree lock held by the caller).
-    fn commit_record(&self, t: &mut Tree, r: Record) -> VfsResult<()> {
+    fn journal_and_apply(&self, t: &mut Tree, r: Record) -> VfsResult<()> {
         t.apply(&r, &self.ctx())?;
         let mut js = self.js.lock();
         if let Err(e) = js.journal.append(&r) {
@@ -1727,9 +1727,9 @@ impl Overlay {
             .ok_or(VfsError::no_space())?;
         let rec = meta_of(self, &t, idx)?;
         debug_assert!(matches!(&rec, Record::NewNode { kind: k, .. } if *k == kind));
-        self.commit_record(&mut t, rec)?;
+        self.journal_and_apply(&mut t, rec)?;
         let now = crate::time::now_filetime();
-        self.commit_record(
+        self.journal_and_apply(
             &mut t,
             Record::Link {
                 parent: p,
@@ -1859,7 +1859,7 @@ impl Overlay {
             t.check_windows_name(p, name, None)?;
         }
         let now = crate::time::now_filetime();
-        self.commit_record(
+        self.journal_and_apply(
             &mut t,
             Record::Link {
                 parent: p,
@@ -1881,7 +1881,7 @@ impl Overlay {
             return Err(VfsError::IsDir);
         }
         let now = crate::time::now_filetime();
-        self.commit_record(
+        self.journal_and_apply(
             &mut t,
             Record::Unlink {
                 parent: p,
@@ -1900,7 +1900,7 @@ impl Overlay {
             return Err(VfsError::NotDir);
         }
         let now = crate::time::now_filetime();
-        self.commit_record(
+        self.journal_and_apply(
             &mut t,
             Record::Unlink {
                 parent: p,
@@ -1939,7 +1939,7 @@ impl Overlay {
             mode: mode.code(),
             t: now,
         };
-        self.commit_record(&mut t, r)
+        self.journal_and_apply(&mut t, r)
     }
 
     /// Make sure `idx`'s data stream is staged; returns it.
@@ -1957,7 +1957,7 @@ impl Overlay {
         }
         let id = t.next_stream;
         t.next_stream += 1;
-        self.commit_record(t, Record::Stage { idx, id })?;
+        self.journal_and_apply(t, Record::Stage { idx, id })?;
         match &t.node(idx)?.data {
             Some(Data::Staged(s)) => Ok(s.clone()),
             _ => Err(VfsError::internal("stream not staged")),
@@ -2096,7 +2096,7 @@ impl Overlay {
                 meta.last_write_time = ft(x);
             }
             if meta != n.meta {
-                self.commit_record(&mut t, Record::Meta { idx, meta })?;
+                self.journal_and_apply(&mut t, Record::Meta { idx, meta })?;
             }
         }
         self.getattr(ino, opts)
@@ -2133,7 +2133,7 @@ impl Overlay {
             (XattrMode::Replace, false) => return Err(VfsError::NoAttr),
             _ => {}
         }
-        self.commit_record(
+        self.journal_and_apply(
             &mut t,
             Record::Xattr {
                 idx,
@@ -2173,7 +2173,7 @@ impl Overlay {
         if !t.node(idx)?.named.iter().any(|(k, _)| k == name) {
             return Err(VfsError::NoAttr);
         }
-        self.commit_record(
+        self.journal_and_apply(
             &mut t,
             Record::Xattr {
                 idx,
@@ -2231,7 +2231,7 @@ impl Overlay {
     /// timestamps) and their blobs; changed contents are
     /// [`StreamData::New`] readers of the merged view (staging over WIM).
     /// Call with writers frozen so the contents cannot change meanwhile.
-    pub fn commit_tree(&self) -> crate::Result<NewImage> {
+    pub fn to_new_image(&self) -> crate::Result<NewImage> {
         let t = self.tree.read();
         let raw = t.wim.read_metadata(t.image.index)?;
         let templates = metadata::parse(&raw)?.dentries;

@@ -45,7 +45,7 @@ impl Control {
         }
         let img = self
             .vfs
-            .commit_tree()
+            .to_new_image()
             .map_err(|e| SessionError::failed("cannot read the changed tree", e))?;
         let opts = CommitOptions {
             new_image,

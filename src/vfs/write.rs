@@ -153,9 +153,9 @@ impl Vfs {
     }
 
     /// The image as it now is, for commit (call while frozen).
-    pub fn commit_tree(&self) -> crate::Result<NewImage> {
+    pub fn to_new_image(&self) -> crate::Result<NewImage> {
         match self.overlay() {
-            Some(ov) => ov.commit_tree(),
+            Some(ov) => ov.to_new_image(),
             None => Err(crate::Error::Other("not a read-write mount".into())),
         }
     }
