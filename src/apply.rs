@@ -42,10 +42,14 @@ pub struct ApplyOptions {
 
 #[derive(Debug, Default, Clone)]
 pub struct ApplyReport {
+    /// Directories made, the target itself included.
     pub dirs: u64,
+    /// Files made (regular, and FIFOs/devices/sockets with UNIX data); a
+    /// hard link to one already made counts under `hardlinks`.
     pub files: u64,
     pub symlinks: u64,
     pub hardlinks: u64,
+    /// Bytes of file data written: the sum of the files' sizes.
     pub bytes: u64,
     pub warnings: Vec<String>,
 }
@@ -399,8 +403,12 @@ impl BlobSink for ApplySink<'_> {
             self.buf.extend_from_slice(data);
         }
         (self.progress)(data.len() as u64);
+        // What the extracted files hold: a blob shared by several files
+        // counts once per file (each gets a copy), reparse data and named
+        // streams do not count.
+        let landed = data.len() as u64 * t.files.len() as u64;
         self.written
-            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(landed, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
     fn finish(self: Box<Self>) -> Result<()> {

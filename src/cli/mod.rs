@@ -455,8 +455,13 @@ fn dir_args(w: &Wim, image: Option<String>, path: Option<String>) -> Result<(u32
         (None, _) => Ok((image_arg(w, None)?, None)),
         (Some(lone), None) => match w.resolve_image(&lone) {
             Ok(i) => Ok((i, None)),
-            // A path on a WIM of several images: the error says to name one.
-            Err(_) if w.image_count() == 1 || lone.starts_with(['/', '\\']) => {
+            // A number is always meant as an image; a path on a WIM of
+            // several images gets the error that says to name one.
+            Err(_)
+                if !lone.is_empty()
+                    && lone.parse::<i64>().is_err()
+                    && (w.image_count() == 1 || lone.starts_with(['/', '\\'])) =>
+            {
                 Ok((image_arg(w, None)?, Some(lone)))
             }
             Err(e) => Err(e.into()),
