@@ -339,10 +339,20 @@ pub fn cat(w: &Wim, image: u32, path: &str) -> Result<i32> {
     Ok(0)
 }
 
+/// The flags of `wimfs apply`, on every platform (the applier's own
+/// options exist only where it does).
+#[derive(Clone, Copy)]
+#[cfg_attr(not(unix), allow(dead_code))]
+pub struct ApplyHow {
+    pub unix_data: bool,
+    pub no_streams: bool,
+    pub overwrite: bool,
+}
+
 /// `wimfs apply` where the applier exists (it creates Unix files; the
 /// Windows applier comes with the WinFsp work).
 #[cfg(not(unix))]
-pub fn apply(_w: &Wim, _index: u32, dir: &Path, _opts: &wimfs::apply::ApplyOptions) -> Result<i32> {
+pub fn apply(_w: &Wim, _index: u32, dir: &Path, _how: ApplyHow) -> Result<i32> {
     anyhow::bail!(
         "cannot apply to {}: `wimfs apply` is not available on this platform yet",
         dir.display()
@@ -352,7 +362,12 @@ pub fn apply(_w: &Wim, _index: u32, dir: &Path, _opts: &wimfs::apply::ApplyOptio
 /// `wimfs apply`: extract, then say what was extracted (a silent success
 /// left users checking the directory by hand).
 #[cfg(unix)]
-pub fn apply(w: &Wim, index: u32, dir: &Path, opts: &wimfs::apply::ApplyOptions) -> Result<i32> {
+pub fn apply(w: &Wim, index: u32, dir: &Path, how: ApplyHow) -> Result<i32> {
+    let opts = wimfs::apply::ApplyOptions {
+        unix_data: how.unix_data,
+        no_streams: how.no_streams,
+        overwrite: how.overwrite,
+    };
     let started = std::time::Instant::now();
     let img = Image::load(w, index)?;
     let total: u64 = {
@@ -366,7 +381,7 @@ pub fn apply(w: &Wim, index: u32, dir: &Path, opts: &wimfs::apply::ApplyOptions)
             .sum()
     };
     let pb = progress(total, "apply");
-    let rep = wimfs::apply::apply(w, &img, dir, opts, &|n| pb.inc(n))
+    let rep = wimfs::apply::apply(w, &img, dir, &opts, &|n| pb.inc(n))
         .with_context(|| format!("applying image {index} to {}", dir.display()))?;
     pb.finish_and_clear();
     for warn in &rep.warnings {
@@ -377,6 +392,7 @@ pub fn apply(w: &Wim, index: u32, dir: &Path, opts: &wimfs::apply::ApplyOptions)
 }
 
 /// The line `apply` ends with: what it made, how many bytes, how long.
+#[cfg(unix)]
 fn apply_summary(
     index: u32,
     dir: &Path,

@@ -374,7 +374,7 @@ fn eta_text(
     fraction: f32,
     eta: std::time::Duration,
 ) -> Option<String> {
-    if elapsed < std::time::Duration::from_secs(2) || fraction < 0.01 || fraction >= 1.0 {
+    if elapsed < std::time::Duration::from_secs(2) || !(0.01..1.0).contains(&fraction) {
         return None;
     }
     Some(indicatif::HumanDuration(eta).to_string())
@@ -421,12 +421,12 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         } => {
             let w = open(&wim, &refs)?;
             let img = image_arg(&w, image.as_deref())?;
-            let opts = wimfs::apply::ApplyOptions {
+            let how = inspect::ApplyHow {
                 unix_data,
                 no_streams,
                 overwrite,
             };
-            inspect::apply(&w, img, &dir, &opts)
+            inspect::apply(&w, img, &dir, how)
         }
         Cmd::Verify { wim, refs, json } => inspect::verify(&open(&wim, &refs)?, json),
         #[cfg(target_os = "linux")]
