@@ -217,6 +217,20 @@ fn export_with_and_without_image() {
         );
         assert_eq!(wimlib_dir(&dst, "1", &[], None), want, "export {image:?}");
     }
+    // DST forgotten: `export SRC 1` writes no WIM named "1".
+    for image in ["1", "all"] {
+        let o = run(cmd(wimfs_bin(), [os("export"), os(&s.wim), os(image)]).current_dir(t.path()));
+        assert_no_panic(&o);
+        assert!(
+            !o.ok() && o.stderr_str().contains("looks like an IMAGE"),
+            "{}",
+            o.describe()
+        );
+        assert!(
+            !t.path().join(image).exists(),
+            "export wrote a WIM named {image:?}"
+        );
+    }
 }
 
 #[test]

@@ -112,6 +112,18 @@ pub fn optimize(a: OptimizeArgs) -> Result<i32> {
 }
 
 pub fn export(a: ExportArgs) -> Result<i32> {
+    // With IMAGE optional, `export SRC 2` (DST forgotten) would write a new
+    // WIM named "2": a DST that reads as an image, and is not a file, is
+    // taken for the mistake it almost surely is.
+    if a.image.is_none() && !a.dst.exists() {
+        let d = a.dst.to_string_lossy();
+        if d.eq_ignore_ascii_case("all") || d.parse::<u32>().is_ok() {
+            bail!(
+                "{d:?} looks like an IMAGE, not a destination: wimfs export SRC [IMAGE] DST \
+                 (to write a WIM named {d:?}, say ./{d})"
+            );
+        }
+    }
     let mut w = open(&a.src, &a.refs)?;
     let spec = a.image.as_deref();
     let images: Vec<u32> = if spec.is_some_and(|s| s.eq_ignore_ascii_case("all")) {
