@@ -57,7 +57,7 @@ win_status=0
 win_skip=""
 if rustup target list --installed 2>/dev/null | grep -qx x86_64-pc-windows-msvc \
     || rustup target add x86_64-pc-windows-msvc >/dev/null 2>&1; then
-    echo "scripts/test.sh: Windows type-check (clippy, x86_64-pc-windows-msvc; a first run compiles for a few minutes)"
+    echo "scripts/test.sh: Windows type-check (cargo clippy --target x86_64-pc-windows-msvc; a first run compiles for a few minutes)"
     RUSTC_BOOTSTRAP=1 cargo clippy --target x86_64-pc-windows-msvc --lib --bins -- -D warnings \
         || win_status=$?
 else

@@ -636,3 +636,80 @@ fn man_pages_for_wimfs_and_every_verb() {
         "the hidden man verb got a page"
     );
 }
+
+// ---------------------------------------------------------------------------
+// The two commands and what they install
+// ---------------------------------------------------------------------------
+
+/// `scripts/demo.sh` and `scripts/test.sh` print a line before anything
+/// slow (the first line of each is an `echo`, every cargo build is
+/// announced) and let cargo show its own progress (no `-q`).
+#[test]
+fn scripts_say_what_they_do_before_building() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut problems = Vec::new();
+    for script in ["scripts/demo.sh", "scripts/test.sh", "scripts/man.sh"] {
+        let text = std::fs::read_to_string(root.join(script)).unwrap();
+        let code: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let runs_cargo =
+            |l: &str| !l.starts_with("echo ") && (l.starts_with("cargo ") || l.contains(" cargo "));
+        let first_echo = code.iter().position(|l| l.starts_with("echo "));
+        let first_cargo = code.iter().position(|l| runs_cargo(l));
+        if first_cargo.is_some() && first_echo.is_none_or(|e| Some(e) > first_cargo) {
+            problems.push(format!(
+                "{script}: cargo runs before the script says anything"
+            ));
+        }
+        for (i, l) in code.iter().enumerate() {
+            if !runs_cargo(l) {
+                continue;
+            }
+            if l.split_whitespace().any(|w| w == "-q" || w == "--quiet") {
+                problems.push(format!("{script}: cargo with -q hides its progress: {l}"));
+            }
+            // Announced by an echo at most a few lines above.
+            if !code[i.saturating_sub(4)..i]
+                .iter()
+                .any(|p| p.starts_with("echo ") && p.contains("cargo"))
+            {
+                problems.push(format!("{script}: cargo runs unannounced: {l}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Nothing links libfuse (fuser's default features mount through
+/// /dev/fuse and fusermount3), so `scripts/test.sh` installs neither
+/// libfuse3-dev nor pkg-config, and still installs fuse3 for fusermount3.
+#[test]
+fn nothing_links_libfuse() {
+    let script =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test.sh"))
+            .unwrap();
+    let code: String = script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!code.contains("libfuse3-dev") && !code.contains("need+=(pkg-config)"));
+    assert!(
+        code.contains("need+=(fuse3)"),
+        "fuse3 (fusermount3) is still needed"
+    );
+    if !have("ldd") {
+        skip("ldd is not installed: the wimfs binary's libraries were not listed");
+        return;
+    }
+    let o = run(Command::new("ldd").arg(wimfs_bin()));
+    assert!(o.ok(), "{}", o.describe());
+    assert!(
+        !o.stdout_str().contains("libfuse"),
+        "wimfs links libfuse:\n{}",
+        o.stdout_str()
+    );
+}
