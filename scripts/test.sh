@@ -2,9 +2,11 @@
 # The project's test command.
 #
 # Installs what the tests need on a fresh Debian machine (only what is
-# missing: wimlib-imagex, 7zz, ntfs-3g/mkntfs, FUSE 3, setfattr, unzip,
-# pkg-config and the libfuse3 headers the FUSE crate links against), then
-# runs the whole test suite. Extra arguments go to `cargo test`
+# missing: wimlib-imagex, 7zz, ntfs-3g/mkntfs, FUSE 3's fusermount3,
+# setfattr, unzip), then runs the whole test suite. Nothing links libfuse:
+# fuser is built without its libfuse features (its default), so it mounts
+# through /dev/fuse and fusermount3 and needs neither libfuse3-dev nor
+# pkg-config. Extra arguments go to `cargo test`
 # (e.g. `scripts/test.sh --test apply_oracle`). Exit status = the tests'.
 #
 # Environment: WIMFS_SLOW_TESTS=1 also runs the slow (#[ignore]d) tests;
@@ -12,6 +14,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+echo "scripts/test.sh: checking the tools the tests need"
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 have wimlib-imagex || need+=(wimtools)
@@ -20,10 +23,6 @@ have 7zz || need+=(7zip)
 have fusermount3 || need+=(fuse3)
 { have setfattr && have getfattr; } || need+=(attr)
 have unzip || need+=(unzip)
-have pkg-config || need+=(pkg-config)
-if ! pkg-config --exists fuse3 2>/dev/null; then
-    need+=(libfuse3-dev)
-fi
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then
@@ -58,14 +57,19 @@ win_status=0
 win_skip=""
 if rustup target list --installed 2>/dev/null | grep -qx x86_64-pc-windows-msvc \
     || rustup target add x86_64-pc-windows-msvc >/dev/null 2>&1; then
-    echo "scripts/test.sh: Windows type-check (clippy, x86_64-pc-windows-msvc)"
-    RUSTC_BOOTSTRAP=1 cargo clippy -q --target x86_64-pc-windows-msvc --lib --bins -- -D warnings \
+    echo "scripts/test.sh: Windows type-check (cargo clippy --target x86_64-pc-windows-msvc; a first run compiles for a few minutes)"
+    RUSTC_BOOTSTRAP=1 cargo clippy --target x86_64-pc-windows-msvc --lib --bins -- -D warnings \
         || win_status=$?
 else
     win_skip="windows-type-check: the x86_64-pc-windows-msvc target could not be installed (rustup target add failed)"
     echo "!!! SKIPPED: $win_skip !!!"
 fi
 
+# Build first, outside the pipe below, so cargo shows its own progress on
+# a terminal: a first build of the test binaries takes about 10 minutes on
+# 2 cores.
+echo "scripts/test.sh: building wimfs and the test binaries (cargo test --no-run)"
+cargo test --no-run "$@" || echo "scripts/test.sh: the build failed; cargo test below reports it" >&2
 echo "scripts/test.sh: cargo test $* ${extra[*]}"
 log=$(mktemp)
 WIMFS_SKIP_LOG=$(mktemp)

@@ -32,14 +32,24 @@ pub struct ApplyOptions {
     pub unix_data: bool,
     /// Do not create `user.*` xattrs for named data streams.
     pub no_streams: bool,
+    /// Extract into a target that already holds files: an entry the image
+    /// also has is replaced (a directory is kept and extracted into), the
+    /// rest is left as it is. Without it a non-empty target is refused,
+    /// because a merge that fails halfway ("File exists") leaves a mix of
+    /// both that nobody asked for.
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Default, Clone)]
 pub struct ApplyReport {
+    /// Directories made, the target itself included.
     pub dirs: u64,
+    /// Files made (regular, and FIFOs/devices/sockets with UNIX data); a
+    /// hard link to one already made counts under `hardlinks`.
     pub files: u64,
     pub symlinks: u64,
     pub hardlinks: u64,
+    /// Bytes of file data written: the sum of the files' sizes.
     pub bytes: u64,
     pub warnings: Vec<String>,
 }
@@ -62,6 +72,45 @@ struct Link {
     shown: String,
 }
 
+/// Whether `target` is a directory with something in it (a missing target
+/// has nothing).
+fn has_entries(target: &Path) -> Result<bool> {
+    match fs::read_dir(target) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        // Not a directory, or unreadable: create_dir_all/canonicalize say so.
+        Err(_) => Ok(false),
+    }
+}
+
+/// Clear `path` for an entry of the image (`--overwrite`): a real
+/// directory is kept when a directory is wanted (returns true); a file,
+/// symlink or special file is removed (a symlink itself, never what it
+/// points to, so nothing outside the target is touched); a directory where
+/// the image has a file is refused rather than deleted with its contents.
+fn make_room(path: &Path, want_dir: bool) -> Result<bool> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err(path, e)),
+    };
+    if meta.is_dir() {
+        if want_dir {
+            return Ok(true);
+        }
+        return Err(io_err(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a directory stands where the image has a file (--overwrite replaces files, \
+                 never directories)",
+            ),
+        ));
+    }
+    fs::remove_file(path).map_err(|e| io_err(path, e))?;
+    Ok(false)
+}
+
 fn io_err(p: &Path, e: std::io::Error) -> Error {
     Error::Io {
         path: p.display().to_string(),
@@ -78,6 +127,9 @@ pub fn apply(
     opts: &ApplyOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<ApplyReport> {
+    if !opts.overwrite && has_entries(target)? {
+        return Err(Error::TargetNotEmpty(target.display().to_string()));
+    }
     fs::create_dir_all(target).map_err(|e| io_err(target, e))?;
     let root_abs = fs::canonicalize(target).map_err(|e| io_err(target, e))?;
     let mut rep = ApplyReport {
@@ -101,12 +153,24 @@ pub fn apply(
         let ino = &image.inodes[ino_idx as usize];
         if d != ROOT {
             if let Some(first) = first_path.get(&ino_idx) {
+                if opts.overwrite {
+                    make_room(&path, false)?;
+                }
                 fs::hard_link(first, &path).map_err(|e| io_err(&path, e))?;
                 rep.hardlinks += 1;
                 continue;
             }
             first_path.insert(ino_idx, path.clone());
         }
+        // With --overwrite, what stands at this path goes (a directory the
+        // image also has as a directory stays), so each create below finds
+        // the way clear and still uses O_EXCL.
+        let link = ino.is_reparse()
+            && matches!(
+                ino.reparse_tag,
+                reparse::TAG_SYMLINK | reparse::TAG_MOUNT_POINT
+            );
+        let kept_dir = d != ROOT && opts.overwrite && make_room(&path, ino.is_dir() && !link)?;
         if ino.is_reparse() && d != ROOT {
             let is_link = matches!(
                 ino.reparse_tag,
@@ -147,7 +211,7 @@ pub fn apply(
             }
         }
         if ino.is_dir() {
-            if d != ROOT {
+            if d != ROOT && !kept_dir {
                 fs::create_dir(&path).map_err(|e| io_err(&path, e))?;
             }
             rep.dirs += 1;
@@ -339,8 +403,12 @@ impl BlobSink for ApplySink<'_> {
             self.buf.extend_from_slice(data);
         }
         (self.progress)(data.len() as u64);
+        // What the extracted files hold: a blob shared by several files
+        // counts once per file (each gets a copy), reparse data and named
+        // streams do not count.
+        let landed = data.len() as u64 * t.files.len() as u64;
         self.written
-            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(landed, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
     fn finish(self: Box<Self>) -> Result<()> {

@@ -112,6 +112,13 @@ pub enum Error {
          wimlib-imagex optimize, wrote a new file in its place); nothing was written to it"
     )]
     WimReplaced { path: String, how: &'static str },
+    /// `apply` into a directory that already holds files, without
+    /// `overwrite`.
+    #[error(
+        "{0}: the directory is not empty; apply extracts into a new or empty one \
+         (--overwrite replaces what the image also has)"
+    )]
+    TargetNotEmpty(String),
     /// A broken internal promise (a bug in wimfs, not in the WIM).
     #[error("internal: {0}")]
     Internal(String),

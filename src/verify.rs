@@ -13,7 +13,12 @@ use std::sync::Arc;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct VerifyReport {
+    /// Every resource whose SHA-1 was checked: the blob table's file data
+    /// blobs plus the images' metadata resources (`metadata_checked` of
+    /// them), so `info`'s "Blobs" (file data only) is this minus those.
     pub blobs_checked: u64,
+    /// How many of `blobs_checked` are image metadata resources.
+    pub metadata_checked: u64,
     pub bytes_checked: u64,
     pub integrity: Option<bool>,
     pub problems: Vec<String>,
@@ -152,6 +157,7 @@ pub fn verify(wim: &Wim, progress: &(dyn Fn(u64) + Sync)) -> VerifyReport {
     let mut all: Vec<Arc<Blob>> = wim.blobs.values().cloned().collect();
     all.extend(wim.metadata.iter().filter(|b| b.hash != ZERO_HASH).cloned());
     rep.blobs_checked = all.len() as u64;
+    rep.metadata_checked = (all.len() - wim.blobs.len()) as u64;
     rep.bytes_checked = all.iter().map(|b| b.size).sum();
     let errors = for_each_blob(&all, |b| {
         Ok(Box::new(HashSink {

@@ -107,7 +107,7 @@ impl ChunkCache {
 
     /// A cache within `total` bytes, of which `reserve` (capped at a
     /// quarter) is left for the threads' working memory when chunks are
-    /// small (see [`evict`]).
+    /// small (see `evict`).
     pub fn with_reserve(total: u64, reserve: u64) -> Self {
         let hot = pool_hot_bytes(total);
         let capacity = total

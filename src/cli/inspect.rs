@@ -1,6 +1,6 @@
 //! The verbs that read a WIM without mounting it.
 
-use super::{image_arg, progress};
+use super::progress;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::Path;
@@ -45,6 +45,7 @@ pub fn info(w: &Wim, image: Option<&str>, json: bool, check: bool) -> Result<i32
             "integrity_ok": integrity,
             "size": w.parts.iter().map(|p| p.source.len()).sum::<u64>(),
             "blob_count": w.blobs.len(),
+            "metadata_count": metadata_resources(w),
             "images": images,
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
@@ -64,7 +65,13 @@ pub fn info(w: &Wim, image: Option<&str>, json: bool, check: bool) -> Result<i32
         "Size:           {} bytes",
         w.parts.iter().map(|p| p.source.len()).sum::<u64>()
     );
-    outln!("Blobs:          {}", w.blobs.len());
+    // The same split `verify` reports: file data blobs, then the images'
+    // metadata resources (which verify hashes too).
+    outln!(
+        "Blobs:          {} (+ {} image metadata)",
+        w.blobs.len(),
+        metadata_resources(w)
+    );
     outln!(
         "Integrity Info: {}",
         match integrity {
@@ -139,8 +146,16 @@ pub fn info(w: &Wim, image: Option<&str>, json: bool, check: bool) -> Result<i32
     Ok(0)
 }
 
-fn load(w: &Wim, image: &str) -> Result<Image> {
-    let idx = image_arg(w, Some(image))?;
+/// Image metadata resources stored in the WIM (an image with no metadata
+/// resource, as a fresh `wimlib-imagex` empty image has, has none).
+fn metadata_resources(w: &Wim) -> usize {
+    w.metadata
+        .iter()
+        .filter(|b| b.hash != wimfs::wim::ZERO_HASH)
+        .count()
+}
+
+fn load(w: &Wim, idx: u32) -> Result<Image> {
     let img = Image::load(w, idx)?;
     for warn in &img.warnings {
         log::warn!("{warn}");
@@ -184,7 +199,7 @@ fn link_target(cache: &ChunkCache, ino: &Inode) -> Option<String> {
     })
 }
 
-pub fn dir(w: &Wim, image: &str, path: Option<&str>, detailed: bool) -> Result<i32> {
+pub fn dir(w: &Wim, image: u32, path: Option<&str>, detailed: bool) -> Result<i32> {
     let img = load(w, image)?;
     let start = match path {
         Some(p) => img
@@ -272,7 +287,7 @@ pub fn dir(w: &Wim, image: &str, path: Option<&str>, detailed: bool) -> Result<i
     Ok(0)
 }
 
-pub fn cat(w: &Wim, image: &str, path: &str) -> Result<i32> {
+pub fn cat(w: &Wim, image: u32, path: &str) -> Result<i32> {
     let img = load(w, image)?;
     let (d, stream) = match img.lookup(path) {
         Some(d) => (d, ""),
@@ -324,24 +339,36 @@ pub fn cat(w: &Wim, image: &str, path: &str) -> Result<i32> {
     Ok(0)
 }
 
+/// The flags of `wimfs apply`, on every platform (the applier's own
+/// options exist only where it does).
+#[derive(Clone, Copy)]
+#[cfg_attr(not(unix), allow(dead_code))]
+pub struct ApplyHow {
+    pub unix_data: bool,
+    pub no_streams: bool,
+    pub overwrite: bool,
+}
+
 /// `wimfs apply` where the applier exists (it creates Unix files; the
 /// Windows applier comes with the WinFsp work).
 #[cfg(not(unix))]
-pub fn apply(
-    _w: &Wim,
-    _index: u32,
-    dir: &Path,
-    _unix_data: bool,
-    _no_streams: bool,
-) -> Result<i32> {
+pub fn apply(_w: &Wim, _index: u32, dir: &Path, _how: ApplyHow) -> Result<i32> {
     anyhow::bail!(
         "cannot apply to {}: `wimfs apply` is not available on this platform yet",
         dir.display()
     )
 }
 
+/// `wimfs apply`: extract, then say what was extracted (a silent success
+/// left users checking the directory by hand).
 #[cfg(unix)]
-pub fn apply(w: &Wim, index: u32, dir: &Path, unix_data: bool, no_streams: bool) -> Result<i32> {
+pub fn apply(w: &Wim, index: u32, dir: &Path, how: ApplyHow) -> Result<i32> {
+    let opts = wimfs::apply::ApplyOptions {
+        unix_data: how.unix_data,
+        no_streams: how.no_streams,
+        overwrite: how.overwrite,
+    };
+    let started = std::time::Instant::now();
     let img = Image::load(w, index)?;
     let total: u64 = {
         let mut seen = std::collections::HashSet::new();
@@ -354,25 +381,35 @@ pub fn apply(w: &Wim, index: u32, dir: &Path, unix_data: bool, no_streams: bool)
             .sum()
     };
     let pb = progress(total, "apply");
-    let opts = wimfs::apply::ApplyOptions {
-        unix_data,
-        no_streams,
-    };
     let rep = wimfs::apply::apply(w, &img, dir, &opts, &|n| pb.inc(n))
         .with_context(|| format!("applying image {index} to {}", dir.display()))?;
     pb.finish_and_clear();
     for warn in &rep.warnings {
         log::warn!("{warn}");
     }
-    log::info!(
-        "applied image {index}: {} directories, {} files, {} symlinks, {} hard links, {} bytes",
-        rep.dirs,
-        rep.files,
-        rep.symlinks,
-        rep.hardlinks,
-        rep.bytes
-    );
+    outln!("{}", apply_summary(index, dir, &rep, started.elapsed()));
     Ok(0)
+}
+
+/// The line `apply` ends with: what it made, how many bytes, how long.
+#[cfg(unix)]
+fn apply_summary(
+    index: u32,
+    dir: &Path,
+    rep: &wimfs::apply::ApplyReport,
+    took: std::time::Duration,
+) -> String {
+    let n = |k: u64, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
+    format!(
+        "applied image {index} to {}: {}, {}, {}, {}, {} in {:.1} s",
+        dir.display(),
+        n(rep.files, "file", "files"),
+        n(rep.dirs, "directory", "directories"),
+        n(rep.symlinks, "symlink", "symlinks"),
+        n(rep.hardlinks, "hard link", "hard links"),
+        n(rep.bytes, "byte", "bytes"),
+        took.as_secs_f64()
+    )
 }
 
 pub fn verify(w: &Wim, json: bool) -> Result<i32> {
@@ -390,9 +427,10 @@ pub fn verify(w: &Wim, json: bool) -> Result<i32> {
         }
         if rep.ok() {
             outln!(
-                "{}: OK ({} blobs, {} bytes checked{})",
+                "{}: OK ({} blobs + {} image metadata, {} bytes checked{})",
                 w.path.display(),
-                rep.blobs_checked,
+                rep.blobs_checked - rep.metadata_checked,
+                rep.metadata_checked,
                 rep.bytes_checked,
                 match rep.integrity {
                     Some(true) => ", integrity table OK",

@@ -40,21 +40,27 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use wimfs::wim::Wim;
 
+/// Heading under which `wimfs help VERB` lists the options every verb
+/// takes, apart from the verb's own.
+const GLOBAL: &str = "Global options";
+
 #[derive(Parser)]
 #[command(
     name = "wimfs",
     version,
-    about = "Mount, inspect and service Windows Imaging Format (WIM) images"
+    about = "Mount, inspect and service Windows Imaging Format (WIM) images",
+    after_help = "IMAGE is a 1-based index or an image name; it may be left out when the WIM \
+                  has one image.\nSee `wimfs help VERB` for a verb's options and an example."
 )]
 struct Cli {
     /// Worker threads for decompression (default: all cores).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_name = "N", help_heading = GLOBAL)]
     threads: Option<usize>,
     /// More log output (-v info, -vv debug).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     verbose: u8,
     /// Only errors.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     quiet: bool,
     #[command(subcommand)]
     cmd: Cmd,
@@ -63,43 +69,80 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Show the header, images and compression of a WIM.
+    #[command(
+        after_help = "Examples:\n  wimfs info install.wim\n  wimfs info install.wim 3 --json\n  \
+                            wimfs info win.swm --ref win2.swm --check"
+    )]
     Info {
+        /// The WIM file (.wim, .esd, or the first .swm of a split set).
         wim: PathBuf,
+        /// Show only this image (1-based index or name); default: all.
         image: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         /// Check the integrity table too.
         #[arg(long)]
         check: bool,
-        #[arg(long = "ref")]
+        /// Another part of a split WIM (repeat for each part).
+        #[arg(long = "ref", value_name = "PART")]
         refs: Vec<PathBuf>,
     },
     /// List the files of an image.
+    #[command(
+        after_help = "A lone argument after WIM is the IMAGE if it names one, else the \
+                            PATH (the WIM must then have one image).\n\nExamples:\n  \
+                            wimfs dir install.wim 3 /Windows/System32 --detailed\n  \
+                            wimfs dir boot.wim /sources"
+    )]
     Dir {
+        /// The WIM file (.wim, .esd, or the first .swm of a split set).
         wim: PathBuf,
-        image: String,
+        /// Image (1-based index or name); may be left out when the WIM has one.
+        image: Option<String>,
+        /// Directory or file to list, from the image's root (default: /).
         path: Option<String>,
         /// Attributes, sizes, hashes, streams, link counts, reparse targets.
         #[arg(long)]
         detailed: bool,
-        #[arg(long = "ref")]
+        /// Another part of a split WIM (repeat for each part).
+        #[arg(long = "ref", value_name = "PART")]
         refs: Vec<PathBuf>,
     },
     /// Write a file (or `PATH:stream`) of an image to stdout.
+    #[command(
+        allow_missing_positional = true,
+        after_help = "Examples:\n  wimfs cat install.wim 3 /Windows/win.ini\n  \
+                      wimfs cat sample.wim /docs/report.txt:Zone.Identifier > zone.txt"
+    )]
     Cat {
+        /// The WIM file (.wim, .esd, or the first .swm of a split set).
         wim: PathBuf,
-        image: String,
+        /// Image (1-based index or name); may be left out when the WIM has one.
+        image: Option<String>,
+        /// File in the image, from its root; `PATH:NAME` for a named stream.
+        #[arg(value_name = "PATH[:STREAM]")]
         path: String,
-        #[arg(long = "ref")]
+        /// Another part of a split WIM (repeat for each part).
+        #[arg(long = "ref", value_name = "PART")]
         refs: Vec<PathBuf>,
     },
     /// Extract an image into a directory.
+    #[command(
+        allow_missing_positional = true,
+        after_help = "DIR is created if missing; an existing DIR must be empty unless \
+                      --overwrite is given.\n\nExamples:\n  wimfs apply install.wim 3 /srv/win\n  \
+                      wimfs apply rootfs.wim ./out --unix-data"
+    )]
     Apply {
+        /// The WIM file (.wim, .esd, or the first .swm of a split set).
         wim: PathBuf,
-        /// IMAGE DIR, or just DIR when the WIM has one image.
-        #[arg(num_args = 1..=2, required = true)]
-        args: Vec<String>,
-        #[arg(long = "ref")]
+        /// Image (1-based index or name); may be left out when the WIM has one.
+        image: Option<String>,
+        /// Directory to extract into.
+        dir: PathBuf,
+        /// Another part of a split WIM (repeat for each part).
+        #[arg(long = "ref", value_name = "PART")]
         refs: Vec<PathBuf>,
         /// Restore uid/gid/mode saved with wimlib's --unix-data.
         #[arg(long)]
@@ -107,12 +150,20 @@ enum Cmd {
         /// Do not write named data streams as user.* xattrs.
         #[arg(long)]
         no_streams: bool,
+        /// Extract into a non-empty DIR: what the image holds replaces what is there.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Check every blob's SHA-1, the integrity table and the metadata.
+    #[command(after_help = "Examples:\n  wimfs verify install.wim\n  \
+                            wimfs verify win.swm --ref win2.swm --json")]
     Verify {
+        /// The WIM file (.wim, .esd, or the first .swm of a split set).
         wim: PathBuf,
-        #[arg(long = "ref")]
+        /// Another part of a split WIM (repeat for each part).
+        #[arg(long = "ref", value_name = "PART")]
         refs: Vec<PathBuf>,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -132,9 +183,32 @@ enum Cmd {
     #[cfg(target_os = "linux")]
     Recover(recover::RecoverArgs),
     /// Rewrite a WIM without the stale data that commits leave behind.
+    #[command(after_help = "Examples:\n  wimfs optimize install.wim\n  \
+                            wimfs optimize install.wim --compress lzms --check")]
     Optimize(service::OptimizeArgs),
     /// Copy an image into a new WIM, or into an existing one as a new image.
+    #[command(
+        allow_missing_positional = true,
+        after_help = "Examples:\n  wimfs export install.wim 3 pro.wim\n  \
+                      wimfs export install.wim all install.esd --compress lzms\n  \
+                      wimfs export pro.wim other.wim --name \"Pro copy\""
+    )]
     Export(service::ExportArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell).
+    #[command(after_help = "Examples:\n  \
+                            wimfs completions bash > ~/.local/share/bash-completion/completions/wimfs\n  \
+                            wimfs completions zsh > ~/.zfunc/_wimfs\n  \
+                            wimfs completions fish > ~/.config/fish/completions/wimfs.fish")]
+    Completions {
+        /// The shell to write a completion script for.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (wimfs.1 and one per verb) into a directory.
+    #[command(hide = true, after_help = "Example:\n  wimfs man target/man")]
+    Man {
+        /// Directory to write the pages into (created if missing).
+        dir: PathBuf,
+    },
 }
 
 pub fn run() -> i32 {
@@ -250,13 +324,37 @@ pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(total);
     pb.set_style(
         ProgressStyle::with_template(
-            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}{eta_when_known}",
         )
+        .map(|s| {
+            s.with_key(
+                "eta_when_known",
+                |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    if let Some(eta) = eta_text(st.elapsed(), st.fraction(), st.eta()) {
+                        let _ = write!(w, " eta {eta}");
+                    }
+                },
+            )
+        })
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     pb
+}
+
+/// The ETA once it means something: the first rate is measured over a
+/// few milliseconds of start-up (opening files, the first solid chunk)
+/// and gave estimates like "3w", so nothing is shown before 2 s and 1 %.
+fn eta_text(
+    elapsed: std::time::Duration,
+    fraction: f32,
+    eta: std::time::Duration,
+) -> Option<String> {
+    if elapsed < std::time::Duration::from_secs(2) || !(0.01..1.0).contains(&fraction) {
+        return None;
+    }
+    Some(indicatif::HumanDuration(eta).to_string())
 }
 
 fn dispatch(cmd: Cmd) -> Result<i32> {
@@ -274,27 +372,38 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             path,
             detailed,
             refs,
-        } => inspect::dir(&open(&wim, &refs)?, &image, path.as_deref(), detailed),
+        } => {
+            let w = open(&wim, &refs)?;
+            let (img, path) = dir_args(&w, image, path)?;
+            inspect::dir(&w, img, path.as_deref(), detailed)
+        }
         Cmd::Cat {
             wim,
             image,
             path,
             refs,
-        } => inspect::cat(&open(&wim, &refs)?, &image, &path),
+        } => {
+            let w = open(&wim, &refs)?;
+            let img = image_arg(&w, image.as_deref())?;
+            inspect::cat(&w, img, &path)
+        }
         Cmd::Apply {
             wim,
-            args,
+            image,
+            dir,
             refs,
             unix_data,
             no_streams,
+            overwrite,
         } => {
             let w = open(&wim, &refs)?;
-            let (img, dir) = match args.as_slice() {
-                [d] => (image_arg(&w, None)?, PathBuf::from(d)),
-                [i, d] => (image_arg(&w, Some(i))?, PathBuf::from(d)),
-                _ => anyhow::bail!("usage: wimfs apply WIM [IMAGE] DIR"),
+            let img = image_arg(&w, image.as_deref())?;
+            let how = inspect::ApplyHow {
+                unix_data,
+                no_streams,
+                overwrite,
             };
-            inspect::apply(&w, img, &dir, unix_data, no_streams)
+            inspect::apply(&w, img, &dir, how)
         }
         Cmd::Verify { wim, refs, json } => inspect::verify(&open(&wim, &refs)?, json),
         #[cfg(target_os = "linux")]
@@ -309,13 +418,81 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Recover(a) => recover::recover(a),
         Cmd::Optimize(a) => service::optimize(a),
         Cmd::Export(a) => service::export(a),
+        Cmd::Completions { shell } => completions(shell),
+        Cmd::Man { dir } => man_pages(&dir),
     }
+}
+
+/// `dir WIM [IMAGE] [PATH]` with one of the two left out: a lone argument
+/// is the image when it names one, and otherwise the path in the WIM's
+/// only image, so `wimfs dir boot.wim /sources` works as the README says.
+fn dir_args(w: &Wim, image: Option<String>, path: Option<String>) -> Result<(u32, Option<String>)> {
+    match (image, path) {
+        (Some(i), Some(p)) => Ok((image_arg(w, Some(&i))?, Some(p))),
+        (None, _) => Ok((image_arg(w, None)?, None)),
+        (Some(lone), None) => match w.resolve_image(&lone) {
+            Ok(i) => Ok((i, None)),
+            // A number is always meant as an image; a path on a WIM of
+            // several images gets the error that says to name one.
+            Err(_)
+                if !lone.is_empty()
+                    && lone.parse::<i64>().is_err()
+                    && (w.image_count() == 1 || lone.starts_with(['/', '\\'])) =>
+            {
+                Ok((image_arg(w, None)?, Some(lone)))
+            }
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+/// `wimfs completions SHELL`: the script, generated from the same clap
+/// definition as the parser, so it never lags behind a new flag.
+fn completions(shell: clap_complete::Shell) -> Result<i32> {
+    use clap::CommandFactory;
+    use std::io::Write as _;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "wimfs", &mut script);
+    if let Err(e) = std::io::stdout().write_all(&script) {
+        stdout_failed(e);
+    }
+    Ok(0)
+}
+
+/// `wimfs man DIR` (hidden; `scripts/man.sh` calls it): one page for
+/// wimfs and one per verb, from the clap definition.
+fn man_pages(dir: &std::path::Path) -> Result<i32> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+    outln!("man pages written to {}", dir.display());
+    Ok(0)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::error_text;
+    use super::{error_text, eta_text};
     use anyhow::Context;
+    use std::time::Duration;
+
+    #[test]
+    fn eta_waits_for_two_seconds_and_one_percent() {
+        let eta = Duration::from_secs(90);
+        assert_eq!(eta_text(Duration::from_millis(300), 0.5, eta), None);
+        assert_eq!(eta_text(Duration::from_secs(5), 0.005, eta), None);
+        assert_eq!(eta_text(Duration::from_secs(5), 1.0, eta), None);
+        assert_eq!(
+            eta_text(Duration::from_secs(2), 0.01, eta).as_deref(),
+            Some("2 minutes")
+        );
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 
     #[test]
     fn error_text_says_each_reason_and_path_once() {

@@ -9,34 +9,39 @@ use wimfs::wim::header::Compression;
 
 #[derive(Args)]
 pub struct OptimizeArgs {
+    /// The WIM file to rewrite in place (a single file: join a split set
+    /// with `export` first).
     wim: PathBuf,
     /// Write an integrity table.
     #[arg(long)]
     check: bool,
     /// Recompress everything with this codec (none, xpress, lzx, lzms).
-    #[arg(long)]
+    #[arg(long, value_name = "CODEC")]
     compress: Option<String>,
 }
 
 #[derive(Args)]
 pub struct ExportArgs {
+    /// The WIM to export from (.wim, .esd, or the first .swm of a split set).
     src: PathBuf,
-    /// Image index or name, or "all".
-    image: String,
+    /// Image index or name, or "all"; may be left out when SRC has one image.
+    image: Option<String>,
+    /// The WIM to write: a new file, or an existing WIM to append the image to.
     dst: PathBuf,
     /// Codec of a new destination (none, xpress, lzx, lzms = solid like ESD).
-    #[arg(long)]
+    #[arg(long, value_name = "CODEC")]
     compress: Option<String>,
     /// Write an integrity table.
     #[arg(long)]
     check: bool,
-    #[arg(long = "ref")]
+    /// Another part of a split SRC (repeat for each part; all parts joins the set).
+    #[arg(long = "ref", value_name = "PART")]
     refs: Vec<PathBuf>,
     /// Name of the exported image (one image only; default: its own name).
     #[arg(long)]
     name: Option<String>,
     /// Description of the exported image (one image only).
-    #[arg(long)]
+    #[arg(long, value_name = "TEXT")]
     description: Option<String>,
 }
 
@@ -76,6 +81,14 @@ fn codec(s: &str) -> Result<Compression> {
 
 pub fn optimize(a: OptimizeArgs) -> Result<i32> {
     let w = open(&a.wim, &[])?;
+    if w.header.total_parts != 1 {
+        bail!(
+            "{} is part of a split WIM: optimize rewrites one file in place; join the set \
+             first (wimfs export {} all JOINED.wim --ref PART2 ...)",
+            a.wim.display(),
+            a.wim.display()
+        );
+    }
     let _lock = wimfs::commit::WimLock::acquire(&a.wim)?;
     let target = match &a.compress {
         Some(c) => Target::for_codec(codec(c)?),
@@ -99,17 +112,27 @@ pub fn optimize(a: OptimizeArgs) -> Result<i32> {
 }
 
 pub fn export(a: ExportArgs) -> Result<i32> {
+    // With IMAGE optional, `export SRC 2` (DST forgotten) would write a new
+    // WIM named "2": a DST that reads as an image, and is not a file, is
+    // taken for the mistake it almost surely is.
+    if a.image.is_none() && !a.dst.exists() {
+        let d = a.dst.to_string_lossy();
+        if d.eq_ignore_ascii_case("all") || d.parse::<u32>().is_ok() {
+            bail!(
+                "{d:?} looks like an IMAGE, not a destination: wimfs export SRC [IMAGE] DST \
+                 (to write a WIM named {d:?}, say ./{d})"
+            );
+        }
+    }
     let mut w = open(&a.src, &a.refs)?;
-    let images: Vec<u32> = if a.image.eq_ignore_ascii_case("all") {
+    let spec = a.image.as_deref();
+    let images: Vec<u32> = if spec.is_some_and(|s| s.eq_ignore_ascii_case("all")) {
         (1..=w.image_count()).collect()
     } else {
-        vec![w.resolve_image(&a.image)?]
+        vec![super::image_arg(&w, spec)?]
     };
     if images.len() > 1 && (a.name.is_some() || a.description.is_some()) {
-        bail!(
-            "--name and --description need a single image, not {}",
-            a.image
-        );
+        bail!("--name and --description need a single image, not all");
     }
     let total: u64 = w.blobs.values().map(|b| b.size).sum();
     let pb = progress(total, "export");

@@ -94,8 +94,15 @@ pub fn rebuild(
     check: bool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<RebuildReport> {
-    if src.header.total_parts != 1 {
-        return Err(Error::Unsupported("rebuilding a split WIM".into()));
+    // A whole split set (every part given with --ref) reads like one WIM:
+    // resources are copied from the part that holds them, so export joins
+    // a set. With parts missing, blobs would be missing from the result.
+    if usize::from(src.header.total_parts) != src.parts.len() {
+        return Err(Error::Unsupported(format!(
+            "rebuilding a split WIM from {} of its {} parts (give the others with --ref)",
+            src.parts.len(),
+            src.header.total_parts
+        )));
     }
     for &i in images {
         if i == 0 || i > src.image_count() {

@@ -10,7 +10,7 @@
 //! and kept inline.
 //!
 //! Every change is a [`journal::Record`], applied by one function
-//! ([`Tree::apply`]) both live and when replaying the journal after a
+//! (`Tree::apply`) both live and when replaying the journal after a
 //! crash, so a resumed mount is exactly the state the records describe.
 //! Metadata records are written to the journal as they happen (one `write`,
 //! so they survive the daemon being killed). Data records (dirty blocks,

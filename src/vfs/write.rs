@@ -161,7 +161,7 @@ impl Vfs {
     }
 
     /// Record the landing of a commit in progress (see
-    /// [`Overlay::note_landing`]).
+    /// [`crate::overlay::Overlay::note_landing`]).
     pub fn note_landing(&self, l: &crate::newimage::Landing) -> Result<(), StagingError> {
         match self.overlay() {
             Some(ov) => ov.note_landing(l),
