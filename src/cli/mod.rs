@@ -169,18 +169,35 @@ enum Cmd {
     },
     /// Mount an image as a directory (FUSE), read-only or with --rw.
     #[cfg(target_os = "linux")]
+    #[command(
+        allow_missing_positional = true,
+        after_help = "Examples:\n  wimfs mount install.wim 3 /mnt/win\n  \
+                      wimfs mount install.wim 3 /mnt/win --rw\n  \
+                      wimfs mount boot.wim /mnt/boot --ref boot2.swm"
+    )]
     Mount(mount::MountArgs),
     /// Unmount a directory mounted with `wimfs mount`.
     #[cfg(target_os = "linux")]
+    #[command(after_help = "Examples:\n  wimfs unmount /mnt/win\n  \
+                            wimfs unmount /mnt/win --commit --check\n  \
+                            wimfs unmount /mnt/win --discard")]
     Unmount(unmount::UnmountArgs),
     /// List what wimfs has mounted.
     #[cfg(target_os = "linux")]
+    #[command(after_help = "Examples:\n  wimfs mounts\n  wimfs mounts --json")]
     Mounts(mount::MountsArgs),
     /// Commit the changes of a read-write mount into the WIM and stay mounted.
     #[cfg(target_os = "linux")]
+    #[command(after_help = "Examples:\n  wimfs commit /mnt/win\n  \
+                            wimfs commit /mnt/win --new-image --check")]
     Commit(commit::CommitArgs),
     /// Show (or discard) changes a read-write mount left in its staging.
     #[cfg(target_os = "linux")]
+    #[command(
+        after_help = "Remount with `wimfs mount WIM IMAGE DIR --rw` to resume the changes.\n\n\
+                            Examples:\n  wimfs recover install.wim 3\n  \
+                            wimfs recover install.wim 3 --discard"
+    )]
     Recover(recover::RecoverArgs),
     /// Rewrite a WIM without the stale data that commits leave behind.
     #[command(after_help = "Examples:\n  wimfs optimize install.wim\n  \

@@ -13,10 +13,10 @@ use wimfs::sys;
 pub struct MountArgs {
     /// The WIM file.
     wim: PathBuf,
-    /// IMAGE DIR, or just DIR when the WIM has one image. IMAGE is a 1-based
-    /// index or an image name.
-    #[arg(num_args = 1..=2, required = true, value_name = "[IMAGE] DIR")]
-    args: Vec<String>,
+    /// Image (1-based index or name); may be left out when the WIM has one.
+    image: Option<String>,
+    /// The mount point (an existing directory).
+    dir: PathBuf,
     /// Memory in MiB the mount may use beyond the loaded image: the
     /// decompressed-chunk cache and the per-thread working memory.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
@@ -77,6 +77,8 @@ pub struct MountArgs {
 
 #[derive(Args, Debug)]
 pub struct MountsArgs {
+    /// Print the list as JSON (one object per mount: dir, wim, image, rw,
+    /// pid, staging).
     #[arg(long)]
     json: bool,
 }
@@ -95,7 +97,7 @@ fn spec_of(a: &MountArgs, dir: PathBuf) -> Result<MountSpec> {
     Ok(MountSpec {
         wim: a.wim.clone(),
         refs: a.refs.clone(),
-        image: (a.args.len() == 2).then(|| a.args[0].clone()),
+        image: a.image.clone(),
         dir,
         cache_mib: a.cache_size,
         allow_other: a.allow_other,
@@ -119,7 +121,7 @@ fn tell(m: &str) {
 }
 
 pub fn mount(a: MountArgs) -> Result<i32> {
-    let dir = PathBuf::from(a.args.last().map(String::as_str).unwrap_or_default());
+    let dir = a.dir.clone();
     if a.daemon_child {
         // Run again as the daemon: the parent checked the arguments.
         let spec = spec_of(&a, dir)?;
