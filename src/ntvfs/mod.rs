@@ -163,11 +163,17 @@ impl NtVfs {
         } else {
             None
         };
-        let size = match stream {
-            None => FileInfo::data_size(a),
-            Some(s) => nt(self.vfs.stream(a.ino, s))?.map_or(0, |x| x.size),
-        };
-        Ok(FileInfo::of(a, tag, size))
+        match stream {
+            None => Ok(FileInfo::of(a, tag, FileInfo::data_size(a))),
+            Some(s) => {
+                // A stream of a directory has a size of its own.
+                let size = nt(self.vfs.stream(a.ino, s))?.map_or(0, |x| x.size);
+                let mut i = FileInfo::of(a, tag, size);
+                i.file_size = size;
+                i.allocation_size = size.div_ceil(CLUSTER) * CLUSTER;
+                Ok(i)
+            }
+        }
     }
 
     /// Refuse a new name Windows cannot use before the vfs sees it (the
@@ -373,8 +379,11 @@ impl NtVfs {
                 if info::is_dir(&a) {
                     return Err(NtStatus::FILE_IS_A_DIRECTORY);
                 }
+                // ARCHIVE comes with the next write (the vfs marks
+                // written files); anything else would need a setter.
                 let want = attrib::on_overwrite(a.attributes, attributes, supersede);
-                if want != a.attributes | attrib::ARCHIVE {
+                let plain = attrib::ARCHIVE | attrib::NORMAL;
+                if want & !plain != a.attributes & !plain {
                     return Err(NtStatus::NOT_IMPLEMENTED);
                 }
                 nt(self.vfs.setattr(
@@ -662,6 +671,16 @@ impl NtVfs {
             attrib::shown(a.attributes, info::is_dir(&a)),
             nt(self.vfs.security(a.ino))?,
         ))
+    }
+
+    /// The named data streams of the handle's file (FileStreamInformation
+    /// lists them, with the unnamed one, as `:NAME:$DATA`): name and size.
+    pub fn streams(&self, h: Handle) -> NtResult<Vec<(String, u64)>> {
+        let ino = self.with(h, |o| o.ino)?;
+        Ok(nt(self.vfs.streams(ino))?
+            .into_iter()
+            .map(|s| (s.name, s.size))
+            .collect())
     }
 
     pub fn get_volume_info(&self) -> VolumeInfo {

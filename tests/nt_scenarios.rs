@@ -1,0 +1,779 @@
+//! The NT view (`wimfs::ntvfs`) driven with the call sequences Windows
+//! programs make through WinFsp, on Linux, through the library (no mount):
+//! an Explorer copy, `copy` over a file, `ren` (also case-only), `del`
+//! with delete-on-close, `rmdir` of a non-empty directory, `echo x >
+//! f:ads`, case-insensitive opens of image paths, a directory listed in
+//! pages with markers. The changes are committed and the WIM checked with
+//! `wimlib-imagex verify`, `dir`, `dir --detailed` and `apply` against the
+//! bytes written.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wimfs::cache::ChunkCache;
+use wimfs::image::Image;
+use wimfs::nt::attrib;
+use wimfs::nt::create::{access, disposition as disp, options as opt, Action};
+use wimfs::nt::{NtResult, NtStatus as S};
+use wimfs::ntvfs::{cleanup, FileInfo, Handle, NtVfs};
+use wimfs::vfs::{Vfs, VfsOptions};
+use wimfs::wim::Wim;
+
+const RW: u32 = access::FILE_READ_DATA | access::FILE_WRITE_DATA | access::FILE_APPEND_DATA;
+const R: u32 = access::FILE_READ_DATA;
+
+/// Names of the big directory: three groups whose byte order ("B" <
+/// "_" < "a") differs from NTFS's (upper case first: "A" < "B" < "_").
+fn big_names() -> Vec<String> {
+    (0..300)
+        .map(|i| match i % 3 {
+            0 => format!("a{i:03}.txt"),
+            1 => format!("B{i:03}.txt"),
+            _ => format!("_c{i:03}.txt"),
+        })
+        .collect()
+}
+
+fn make_src(dir: &Path) {
+    let mk = |p: &str, b: &[u8]| {
+        let p = dir.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b).unwrap();
+    };
+    mk(
+        "WINDOWS/System32/drivers/etc/hosts",
+        b"127.0.0.1 localhost\n",
+    );
+    mk("WINDOWS/System32/kernel32.dll", &[0x4d; 9000]);
+    mk("docs/readme.txt", b"old readme\n");
+    mk("docs/old.txt", b"old file\n");
+    mk("docs/victim.txt", b"to be replaced\n");
+    mk("docs/gone.txt", b"deleted while open\n");
+    mk("nonempty/x.txt", b"x");
+    // Two names Windows sees as one (only a Linux capture makes these).
+    mk("twins/Foo", b"upper");
+    mk("twins/foo", b"lower");
+    std::fs::create_dir_all(dir.join("emptydir")).unwrap();
+    for n in big_names() {
+        mk(&format!("Big/{n}"), n.as_bytes());
+    }
+}
+
+struct Fx {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    wim: PathBuf,
+}
+
+fn fixture() -> Option<Fx> {
+    if !common::require(&["wimlib-imagex"]) {
+        return None;
+    }
+    let tmp = common::tempdir();
+    let root = tmp.path().to_path_buf();
+    let src = root.join("src");
+    make_src(&src);
+    let wim = root.join("t.wim");
+    common::wimlib_capture(&src, &wim, &["--compress=LZX"]);
+    Some(Fx {
+        _tmp: tmp,
+        root,
+        wim,
+    })
+}
+
+fn load(wim: &Path) -> (Arc<Wim>, Arc<Image>, Arc<ChunkCache>) {
+    let w = Arc::new(Wim::open(wim, &[]).unwrap());
+    let img = Arc::new(Image::load(&w, 1).unwrap());
+    (w, img, Arc::new(ChunkCache::new(64 << 20)))
+}
+
+fn open_rw(fx: &Fx) -> NtVfs {
+    let (w, img, cache) = load(&fx.wim);
+    let opts = VfsOptions {
+        use_unix_data: false,
+        ..VfsOptions::default()
+    };
+    let (v, _) = Vfs::open_rw(w, img, cache, opts, &fx.root.join("staging")).unwrap();
+    NtVfs::new(Arc::new(v))
+}
+
+fn open_ro(wim: &Path) -> NtVfs {
+    let (w, img, cache) = load(wim);
+    NtVfs::new(Arc::new(Vfs::new(w, img, cache, VfsOptions::default())))
+}
+
+fn open(nt: &NtVfs, path: &str, o: u32, a: u32, d: u32) -> NtResult<(Handle, FileInfo, Action)> {
+    nt.open(path, o, a, d, attrib::NORMAL, None)
+}
+
+/// Cleanup and close, as every handle ends.
+fn done(nt: &NtVfs, h: Handle) {
+    nt.cleanup(h, 0).unwrap();
+    nt.close(h);
+}
+
+fn read_all(nt: &NtVfs, h: Handle) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match nt.read(h, out.len() as u64, &mut buf) {
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(S::END_OF_FILE) => return out,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+fn content(nt: &NtVfs, path: &str) -> Vec<u8> {
+    let (h, info, _) = open(nt, path, 0, R, disp::OPEN).unwrap();
+    let b = read_all(nt, h);
+    assert_eq!(info.file_size, b.len() as u64, "{path}");
+    done(nt, h);
+    b
+}
+
+fn exists(nt: &NtVfs, path: &str) -> bool {
+    match open(nt, path, 0, 0, disp::OPEN) {
+        Ok((h, _, _)) => {
+            done(nt, h);
+            true
+        }
+        Err(S::OBJECT_NAME_NOT_FOUND) => false,
+        Err(e) => panic!("{path}: {e}"),
+    }
+}
+
+/// Every name of a directory, read in pages of `page` with markers.
+fn list(nt: &NtVfs, dir: &str, page: usize) -> Vec<String> {
+    let (h, _, _) = open(nt, dir, opt::DIRECTORY_FILE, R, disp::OPEN).unwrap();
+    let mut out: Vec<String> = Vec::new();
+    loop {
+        let marker = out.last().cloned();
+        let es = nt.read_directory(h, None, marker.as_deref(), page).unwrap();
+        if es.is_empty() {
+            break;
+        }
+        out.extend(es.into_iter().map(|e| e.name));
+    }
+    done(nt, h);
+    out
+}
+
+/// NTFS order for ASCII names, computed independently: upper-cased bytes,
+/// then the bytes.
+fn ntfs_order(mut v: Vec<String>) -> Vec<String> {
+    v.sort_by(|a, b| {
+        a.to_ascii_uppercase()
+            .cmp(&b.to_ascii_uppercase())
+            .then(a.cmp(b))
+    });
+    v
+}
+
+fn imagex(args: &[&str]) -> String {
+    let o = common::run(std::process::Command::new("wimlib-imagex").args(args));
+    assert!(o.ok(), "wimlib-imagex {args:?}: {}", o.describe());
+    o.stdout_str()
+}
+
+#[test]
+fn windows_programs_then_commit() {
+    let Some(fx) = fixture() else { return };
+    let nt = open_rw(&fx);
+
+    // Explorer copies a file in: create, set the allocation, write in
+    // pieces, set the end of file, set the write time, cleanup, close.
+    let data = common::Rng::new(3).bytes(200_000);
+    let (h, info, act) = open(
+        &nt,
+        "\\docs\\New.bin",
+        opt::NON_DIRECTORY_FILE,
+        RW | access::DELETE,
+        disp::CREATE,
+    )
+    .unwrap();
+    assert_eq!(act, Action::Create { dir: false });
+    assert_eq!((info.file_size, info.attributes), (0, attrib::ARCHIVE));
+    nt.set_file_size(h, data.len() as u64, true).unwrap();
+    for (i, c) in data.chunks(65536).enumerate() {
+        let (n, _) = nt.write(h, i as u64 * 65536, c, false, false).unwrap();
+        assert_eq!(n, c.len());
+    }
+    let info = nt.set_file_size(h, data.len() as u64, false).unwrap();
+    assert_eq!(info.file_size, data.len() as u64);
+    assert_eq!(info.allocation_size, 200_704, "rounded to 4 KiB clusters");
+    let mtime = 132_500_000_000_000_000u64; // 2020-11-13
+    let info = nt.set_basic_info(h, 0, 0, 0, mtime, 0).unwrap();
+    assert_eq!(info.last_write_time, mtime);
+    // What the vfs cannot store yet is refused before anything changes.
+    assert_eq!(
+        nt.set_basic_info(h, attrib::HIDDEN, 0, 0, 0, 0),
+        Err(S::NOT_IMPLEMENTED)
+    );
+    assert_eq!(
+        nt.set_basic_info(h, 0, mtime, 0, 0, 0),
+        Err(S::NOT_IMPLEMENTED)
+    );
+    done(&nt, h);
+    assert_eq!(content(&nt, "\\DOCS\\new.BIN"), data);
+
+    // A second create of the same name in another case collides.
+    let r = open(&nt, "\\docs\\NEW.BIN", 0, RW, disp::CREATE);
+    assert_eq!(r.err(), Some(S::OBJECT_NAME_COLLISION));
+    let r = open(
+        &nt,
+        "\\WINDOWS\\system32\\DRIVERS",
+        opt::DIRECTORY_FILE,
+        RW,
+        disp::CREATE,
+    );
+    assert_eq!(r.err(), Some(S::OBJECT_NAME_COLLISION));
+
+    // `copy x docs\readme.txt`: OVERWRITE_IF truncates the file and drops
+    // its named streams, as NTFS does.
+    let (h, _, _) = open(
+        &nt,
+        "\\docs\\readme.txt:Zone.Identifier",
+        0,
+        RW,
+        disp::CREATE,
+    )
+    .unwrap();
+    nt.write(h, 0, b"[ZoneTransfer]", false, false).unwrap();
+    done(&nt, h);
+    let (h, info, act) = open(&nt, "\\Docs\\README.TXT", 0, RW, disp::OVERWRITE_IF).unwrap();
+    assert_eq!((act, info.file_size), (Action::Overwrite, 0));
+    nt.write(h, 0, b"new readme\r\n", false, false).unwrap();
+    done(&nt, h);
+    assert_eq!(
+        open(&nt, "\\docs\\readme.txt:Zone.Identifier", 0, R, disp::OPEN).err(),
+        Some(S::OBJECT_NAME_NOT_FOUND)
+    );
+
+    // `ren`: a change of case only, then a move, then the NT refusals.
+    nt.rename("\\docs\\old.txt", "\\docs\\Old.TXT", false)
+        .unwrap();
+    assert!(list(&nt, "\\docs", 100).contains(&"Old.TXT".to_string()));
+    nt.rename("\\docs\\OLD.txt", "\\docs\\OLD.txt", false)
+        .unwrap();
+    nt.rename("\\docs\\old.TXT", "\\renamed.txt", false)
+        .unwrap();
+    assert_eq!(
+        nt.rename("\\renamed.txt", "\\DOCS\\readme.txt", false),
+        Err(S::OBJECT_NAME_COLLISION)
+    );
+    assert_eq!(
+        nt.rename("\\renamed.txt", "\\twins", true),
+        Err(S::ACCESS_DENIED),
+        "a directory is never replaced"
+    );
+    assert_eq!(
+        nt.rename("\\nope.txt", "\\x.txt", false),
+        Err(S::OBJECT_NAME_NOT_FOUND)
+    );
+    assert_eq!(
+        nt.rename("\\renamed.txt", "\\nodir\\x.txt", false),
+        Err(S::OBJECT_PATH_NOT_FOUND)
+    );
+    // Replace a file whose stored name differs in case from the new name:
+    // the new name's case is kept.
+    nt.rename("\\renamed.txt", "\\docs\\VICTIM.txt", true)
+        .unwrap();
+    // An open handle follows its file through a rename.
+    let (h, _, _) = open(
+        &nt,
+        "\\docs\\victim.TXT",
+        0,
+        RW | access::DELETE,
+        disp::OPEN,
+    )
+    .unwrap();
+    nt.rename("\\docs\\VICTIM.txt", "\\docs\\Moved.txt", false)
+        .unwrap();
+    assert_eq!(read_all(&nt, h), b"old file\n");
+    done(&nt, h);
+
+    // `del` opens with DELETE_ON_CLOSE: the file goes at cleanup.
+    let (h, _, _) = open(
+        &nt,
+        "\\windows\\system32\\KERNEL32.DLL",
+        opt::NON_DIRECTORY_FILE | opt::DELETE_ON_CLOSE,
+        access::DELETE,
+        disp::OPEN,
+    )
+    .unwrap();
+    done(&nt, h);
+    assert!(!exists(&nt, "\\WINDOWS\\System32\\kernel32.dll"));
+    // DELETE_ON_CLOSE without DELETE access is refused.
+    assert_eq!(
+        open(&nt, "\\docs\\gone.txt", opt::DELETE_ON_CLOSE, R, disp::OPEN).err(),
+        Some(S::INVALID_PARAMETER)
+    );
+    // Marked for deletion while another handle is open: the name stays
+    // until the last handle's cleanup.
+    let (h1, _, _) = open(&nt, "\\docs\\gone.txt", 0, R, disp::OPEN).unwrap();
+    let (h2, _, _) = open(&nt, "\\docs\\gone.txt", 0, access::DELETE, disp::OPEN).unwrap();
+    nt.set_delete(h2, true).unwrap();
+    done(&nt, h2);
+    assert!(exists(&nt, "\\docs\\gone.txt"));
+    assert_eq!(read_all(&nt, h1), b"deleted while open\n");
+    done(&nt, h1);
+    assert!(!exists(&nt, "\\docs\\gone.txt"));
+
+    // `rmdir` of a non-empty directory is refused, at open and at
+    // SetDisposition; an empty one goes.
+    let dir_del = opt::DIRECTORY_FILE | opt::DELETE_ON_CLOSE;
+    assert_eq!(
+        open(&nt, "\\NonEmpty", dir_del, access::DELETE, disp::OPEN).err(),
+        Some(S::DIRECTORY_NOT_EMPTY)
+    );
+    let (h, _, _) = open(
+        &nt,
+        "\\nonempty",
+        opt::DIRECTORY_FILE,
+        access::DELETE,
+        disp::OPEN,
+    )
+    .unwrap();
+    assert_eq!(nt.set_delete(h, true), Err(S::DIRECTORY_NOT_EMPTY));
+    assert_eq!(nt.can_delete(h), Err(S::DIRECTORY_NOT_EMPTY));
+    done(&nt, h);
+    let (h, _, _) = open(&nt, "\\EMPTYDIR", dir_del, access::DELETE, disp::OPEN).unwrap();
+    nt.cleanup(h, cleanup::DELETE).unwrap();
+    nt.close(h);
+    assert!(!exists(&nt, "\\emptydir"));
+    // The root cannot be deleted.
+    let (h, _, _) = open(&nt, "\\", opt::DIRECTORY_FILE, access::DELETE, disp::OPEN).unwrap();
+    assert_eq!(nt.can_delete(h), Err(S::CANNOT_DELETE));
+    done(&nt, h);
+
+    // `echo x > ads.txt:Zone.Identifier` creates the file and the stream;
+    // `echo y >> ...` appends.
+    let (h, _, act) = open(
+        &nt,
+        "\\docs\\ads.txt:Zone.Identifier",
+        0,
+        RW,
+        disp::OVERWRITE_IF,
+    )
+    .unwrap();
+    assert_eq!(act, Action::Create { dir: false });
+    nt.write(h, 0, b"x\r\n", false, false).unwrap();
+    done(&nt, h);
+    let (h, _, act) = open(
+        &nt,
+        "\\DOCS\\ADS.TXT:Zone.Identifier:$DATA",
+        0,
+        RW,
+        disp::OPEN_IF,
+    )
+    .unwrap();
+    assert_eq!(act, Action::Open);
+    let (_, info) = nt.write(h, 0, b"y\r\n", true, false).unwrap();
+    assert_eq!(info.file_size, 6);
+    done(&nt, h);
+    assert_eq!(
+        content(&nt, "\\docs\\ads.txt:Zone.Identifier"),
+        b"x\r\ny\r\n"
+    );
+    assert_eq!(
+        content(&nt, "\\docs\\ads.txt"),
+        b"",
+        "the unnamed stream is empty"
+    );
+
+    // A new directory with a file in it.
+    let (h, info, _) = open(&nt, "\\NewDir", opt::DIRECTORY_FILE, RW, disp::CREATE).unwrap();
+    assert_eq!(info.attributes, attrib::DIRECTORY);
+    done(&nt, h);
+    let (h, _, _) = open(&nt, "\\newdir\\Inner.txt", 0, RW, disp::OPEN_IF).unwrap();
+    nt.write(h, 0, b"inner", false, false).unwrap();
+    done(&nt, h);
+
+    // Case-insensitive opens of image paths, and the path errors.
+    assert_eq!(
+        content(&nt, "\\windows\\SYSTEM32\\drivers\\ETC\\HOSTS"),
+        b"127.0.0.1 localhost\n"
+    );
+    assert_eq!(
+        open(&nt, "\\WINDOWS\\nope\\x", 0, R, disp::OPEN).err(),
+        Some(S::OBJECT_PATH_NOT_FOUND)
+    );
+    assert_eq!(
+        open(&nt, "\\docs\\readme.txt\\x", 0, R, disp::OPEN).err(),
+        Some(S::OBJECT_PATH_NOT_FOUND)
+    );
+    assert_eq!(
+        open(&nt, "\\docs\\readme.txt\\", 0, R, disp::OPEN).err(),
+        Some(S::OBJECT_NAME_INVALID)
+    );
+    assert_eq!(nt.open_count(), 0);
+
+    // Commit, then check the WIM with wimlib.
+    let v = nt.vfs().clone();
+    drop(nt);
+    let g = v.freeze().unwrap();
+    let tree = v.commit_tree().unwrap();
+    let lock = wimfs::commit::WimLock::acquire(&fx.wim).unwrap();
+    wimfs::commit::commit(&lock, 1, tree, &Default::default(), &|_, _| {}).unwrap();
+    drop(lock);
+    drop(g);
+    drop(v);
+    let wim = fx.wim.to_str().unwrap();
+    imagex(&["verify", wim]);
+    let listed: BTreeSet<String> = imagex(&["dir", wim, "1"])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    let mut want: BTreeSet<String> = [
+        "/",
+        "/WINDOWS",
+        "/WINDOWS/System32",
+        "/WINDOWS/System32/drivers",
+        "/WINDOWS/System32/drivers/etc",
+        "/WINDOWS/System32/drivers/etc/hosts",
+        "/docs",
+        "/docs/New.bin",
+        "/docs/readme.txt",
+        "/docs/Moved.txt",
+        "/docs/ads.txt",
+        "/nonempty",
+        "/nonempty/x.txt",
+        "/twins",
+        "/twins/Foo",
+        "/twins/foo",
+        "/NewDir",
+        "/NewDir/Inner.txt",
+        "/Big",
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect();
+    want.extend(big_names().into_iter().map(|n| format!("/Big/{n}")));
+    assert_eq!(listed, want, "wimlib-imagex dir after the commit");
+    let applied = fx.root.join("applied");
+    imagex(&["apply", wim, "1", applied.to_str().unwrap()]);
+    let read = |p: &str| std::fs::read(applied.join(p)).unwrap();
+    assert_eq!(read("docs/New.bin"), data);
+    assert_eq!(read("docs/readme.txt"), b"new readme\r\n");
+    assert_eq!(read("docs/Moved.txt"), b"old file\n");
+    assert_eq!(read("docs/ads.txt"), b"");
+    assert_eq!(read("NewDir/Inner.txt"), b"inner");
+    assert_eq!(
+        read("WINDOWS/System32/drivers/etc/hosts"),
+        b"127.0.0.1 localhost\n"
+    );
+    // The named stream and the write time, as wimlib reads them.
+    let detail = imagex(&["dir", wim, "1", "--detailed", "--path=/docs/ads.txt"]);
+    assert!(
+        detail.contains("Zone.Identifier"),
+        "the named stream in wimlib's listing:\n{detail}"
+    );
+    let sha = |b: &[u8]| -> String {
+        use sha1::Digest;
+        sha1::Sha1::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
+    };
+    let stream = detail
+        .split("Named data stream \"Zone.Identifier\":")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        stream.contains(&format!("Hash              = 0x{}", sha(b"x\r\ny\r\n")))
+            && stream.contains("Uncompressed size = 6 bytes"),
+        "the stream's bytes:\n{detail}"
+    );
+    let detail = imagex(&["dir", wim, "1", "--detailed", "--path=/docs/readme.txt"]);
+    assert!(
+        !detail.contains("Named data stream"),
+        "the overwrite dropped the stream:\n{detail}"
+    );
+    // FILETIME 132500000000000000 is 1605526400 s after 1970 (date -d).
+    let detail = imagex(&["dir", wim, "1", "--detailed", "--path=/docs/New.bin"]);
+    for line in [
+        "Last Write Time     = Mon Nov 16 11:33:20 2020 UTC",
+        "Uncompressed size = 200000 bytes",
+        "FILE_ATTRIBUTE_ARCHIVE is set",
+    ] {
+        assert!(detail.contains(line), "{line:?} in:\n{detail}");
+    }
+}
+
+/// Names compared ignoring case, case kept: the exact name wins, then the
+/// first in NTFS collation of names equal but for case; the overlay's
+/// folded index follows creates, renames and deletes; the Linux (FUSE)
+/// lookup stays exact.
+#[test]
+fn case_insensitive_lookup_both_views() {
+    let Some(fx) = fixture() else { return };
+    let ro = open_ro(&fx.wim);
+    let rw = open_rw(&fx);
+    for nt in [&ro, &rw] {
+        assert_eq!(content(nt, "\\twins\\foo"), b"lower", "the exact name wins");
+        assert_eq!(content(nt, "\\twins\\Foo"), b"upper");
+        // "Foo" before "foo": equal upcased, then 'F' (0x46) < 'f' (0x66).
+        assert_eq!(content(nt, "\\TWINS\\FOO"), b"upper");
+        assert_eq!(content(nt, "\\twins\\fOO"), b"upper");
+        assert_eq!(content(nt, "\\big\\A000.TXT"), b"a000.txt");
+        let v = nt.vfs();
+        let win = v.lookup(1, "WINDOWS").unwrap().ino;
+        assert_eq!(
+            v.lookup(1, "windows").err(),
+            Some(wimfs::vfs::VfsError::NotFound)
+        );
+        let (name, a) = v.lookup_ci(1, "windows").unwrap();
+        assert_eq!((name.as_str(), a.ino), ("WINDOWS", win));
+    }
+    // The folded index is built (a miss), then kept by every change.
+    let v = rw.vfs();
+    let big = v.lookup(1, "Big").unwrap().ino;
+    assert!(v.lookup_ci(big, "NEWNAME").is_err());
+    let cred = wimfs::vfs::Cred::default();
+    let (_, fh) = v.create(big, "NewName", 0o644, cred).unwrap();
+    v.release(fh).unwrap();
+    assert_eq!(v.lookup_ci(big, "newNAME").unwrap().0, "NewName");
+    v.rename(
+        big,
+        "NewName",
+        big,
+        "Other",
+        wimfs::vfs::RenameMode::NoReplace,
+    )
+    .unwrap();
+    assert!(v.lookup_ci(big, "newname").is_err());
+    assert_eq!(v.lookup_ci(big, "OTHER").unwrap().0, "Other");
+    v.unlink(big, "Other").unwrap();
+    assert!(v.lookup_ci(big, "other").is_err());
+    v.rename(
+        big,
+        "a000.txt",
+        big,
+        "A000.txt",
+        wimfs::vfs::RenameMode::NoReplace,
+    )
+    .unwrap();
+    assert_eq!(v.lookup_ci(big, "a000.TXT").unwrap().0, "A000.txt");
+    assert_eq!(content(&rw, "\\Big\\a000.txt"), b"a000.txt");
+    // Under Windows names the vfs itself refuses a case twin, and so does
+    // the NT view (a collision, the existing name is found).
+    assert_eq!(
+        v.create(big, "A003.TXT", 0o644, cred).err(),
+        Some(wimfs::vfs::VfsError::Exists)
+    );
+    assert_eq!(
+        open(&rw, "\\Big\\b001.TXT", 0, RW, disp::CREATE).err(),
+        Some(S::OBJECT_NAME_COLLISION)
+    );
+}
+
+/// A POSIX-names mount may hold names equal but for case; the NT view
+/// opens the first in collation order, and the next once it is gone.
+#[test]
+fn case_twins_made_on_a_posix_mount() {
+    let Some(fx) = fixture() else { return };
+    let (w, img, cache) = load(&fx.wim);
+    let opts = VfsOptions {
+        use_unix_data: false,
+        windows_names: false,
+        ..VfsOptions::default()
+    };
+    let (v, _) = Vfs::open_rw(w, img, cache, opts, &fx.root.join("staging")).unwrap();
+    let nt = NtVfs::new(Arc::new(v));
+    let v = nt.vfs();
+    let docs = v.lookup(1, "docs").unwrap().ino;
+    assert!(v.lookup_ci(docs, "TWIN").is_err());
+    let cred = wimfs::vfs::Cred::default();
+    for (n, body) in [("twin", b"lower"), ("TWIN", b"upper")] {
+        let (a, fh) = v.create(docs, n, 0o644, cred).unwrap();
+        v.write(a.ino, 0, body).unwrap();
+        v.release(fh).unwrap();
+    }
+    assert_eq!(content(&nt, "\\docs\\Twin"), b"upper");
+    assert_eq!(content(&nt, "\\docs\\twin"), b"lower");
+    v.unlink(docs, "TWIN").unwrap();
+    assert_eq!(content(&nt, "\\docs\\Twin"), b"lower");
+}
+
+/// A directory of a few hundred entries read in pages: NTFS order, `.`
+/// and `..` first, each page resuming strictly after the last name of the
+/// one before, also when names come and go between pages.
+#[test]
+fn directory_listing_in_pages() {
+    let Some(fx) = fixture() else { return };
+    let mut want = vec![".".to_string(), "..".to_string()];
+    want.extend(ntfs_order(big_names()));
+    let ro = open_ro(&fx.wim);
+    for page in [1, 7, 50, 1000] {
+        assert_eq!(list(&ro, "\\big", page), want, "pages of {page}");
+    }
+    // The byte order differs: the check above means something.
+    let mut bytes = big_names();
+    bytes.sort();
+    assert_ne!(bytes, want[2..]);
+    // The root has no dot entries.
+    let root = list(&ro, "\\", 100);
+    assert_eq!(
+        root,
+        ["Big", "docs", "emptydir", "nonempty", "twins", "WINDOWS"]
+    );
+    // A pattern, ignoring case.
+    let (h, _, _) = open(&ro, "\\Big", opt::DIRECTORY_FILE, R, disp::OPEN).unwrap();
+    let bs = ro.read_directory(h, Some("b*.TXT"), None, 1000).unwrap();
+    assert_eq!(bs.len(), 100);
+    assert!(bs.iter().all(|e| e.name.starts_with('B')));
+    let one = ro.read_directory(h, Some("B0?1.txt"), None, 1000).unwrap();
+    let names: Vec<&str> = one.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["B001.txt", "B031.txt", "B061.txt", "B091.txt"]);
+    assert_eq!(one[0].info.file_size, 8);
+    assert_eq!(
+        ro.read_directory(h, None, Some("_c299.txt"), 10).unwrap(),
+        []
+    );
+    done(&ro, h);
+
+    // Changes between pages on a read-write view.
+    let rw = open_rw(&fx);
+    let (h, _, _) = open(&rw, "\\Big", opt::DIRECTORY_FILE, R, disp::OPEN).unwrap();
+    let first: Vec<String> = rw
+        .read_directory(h, None, None, 40)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(first, want[..40]);
+    let marker = first.last().unwrap().clone();
+    for n in ["0first.txt", "zzz.txt"] {
+        let (f, _, _) = open(&rw, &format!("\\Big\\{n}"), 0, RW, disp::CREATE).unwrap();
+        done(&rw, f);
+    }
+    // The marker's own file goes: resuming after it still works.
+    let (f, _, _) = open(
+        &rw,
+        &format!("\\Big\\{marker}"),
+        opt::DELETE_ON_CLOSE,
+        access::DELETE,
+        disp::OPEN,
+    )
+    .unwrap();
+    done(&rw, f);
+    let mut rest = Vec::new();
+    let mut m = marker.clone();
+    loop {
+        let es = rw.read_directory(h, None, Some(&m), 33).unwrap();
+        let Some(last) = es.last() else { break };
+        m = last.name.clone();
+        rest.extend(es.into_iter().map(|e| e.name));
+    }
+    done(&rw, h);
+    let mut expect: Vec<String> = want[40..].to_vec();
+    expect.push("zzz.txt".into());
+    let expect = ntfs_order(expect);
+    assert_eq!(rest, expect, "after the marker: zzz.txt, not 0first.txt");
+}
+
+/// What an NTFS-sourced image holds, read through the NT view: the
+/// security descriptor as set through ntfs-3g, named streams (past 32 KiB,
+/// at offsets), hard links with one file id, reparse points with their
+/// tags, times; a read-only view refuses every change.
+#[test]
+fn ntfs_image_read_only() {
+    let tmp = common::tempdir();
+    let Some(fx) = common::build_ntfs_wim(tmp.path(), &[]) else {
+        return;
+    };
+    let nt = open_ro(&fx.wim);
+    let sd = common::custom_security_descriptor();
+    let (h, _, _) = open(&nt, "\\ACL.txt", 0, R, disp::OPEN).unwrap();
+    assert_eq!(nt.get_security(h).unwrap(), Some(sd.clone()));
+    done(&nt, h);
+    let (attrs, by_name) = nt.get_security_by_name("\\acl.TXT").unwrap();
+    assert_eq!((attrs & attrib::DIRECTORY, by_name), (0, Some(sd)));
+    // Named streams, read in odd pieces.
+    for (path, name, data) in &fx.ads {
+        let p = format!("\\{}:{name}", path.replace('/', "\\"));
+        let (h, info, _) = open(&nt, &p, 0, R, disp::OPEN).unwrap();
+        assert_eq!(info.file_size, data.len() as u64, "{p}");
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 7777];
+        while let Ok(n) = nt.read(h, got.len() as u64, &mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got == *data, "{p}");
+        done(&nt, h);
+    }
+    let (h, _, _) = open(&nt, "\\streams.txt", 0, R, disp::OPEN).unwrap();
+    let mut s = nt.streams(h).unwrap();
+    s.sort();
+    assert_eq!(s, [("big".to_string(), 60_000), ("small".to_string(), 11)]);
+    done(&nt, h);
+    // Hard links: one file id, three links.
+    let ids: Vec<FileInfo> = fx.hardlinks[0]
+        .iter()
+        .map(|p| {
+            let (h, i, _) = open(
+                &nt,
+                &format!("\\{}", p.to_uppercase().replace('/', "\\")),
+                0,
+                R,
+                disp::OPEN,
+            )
+            .unwrap();
+            done(&nt, h);
+            i
+        })
+        .collect();
+    assert!(ids
+        .iter()
+        .all(|i| i.index_number == ids[0].index_number && i.hard_links == 3));
+    // Reparse points, opened as themselves.
+    let rp = opt::OPEN_REPARSE_POINT;
+    let (h, i, _) = open(&nt, "\\junction", rp, R, disp::OPEN).unwrap();
+    assert_eq!(
+        i.attributes & (attrib::DIRECTORY | attrib::REPARSE_POINT),
+        0x410
+    );
+    assert_eq!(i.reparse_tag, 0xA000_0003, "IO_REPARSE_TAG_MOUNT_POINT");
+    done(&nt, h);
+    let (h, i, _) = open(&nt, "\\Link-Rel-File", rp, R, disp::OPEN).unwrap();
+    assert_eq!(
+        (i.reparse_tag, i.file_size),
+        (0xA000_000C, 0),
+        "IO_REPARSE_TAG_SYMLINK"
+    );
+    done(&nt, h);
+    // Times as set on the NTFS volume.
+    for (p, (secs, nsec)) in &fx.mtimes {
+        let (h, i, _) = open(
+            &nt,
+            &format!("\\{}", p.replace('/', "\\")),
+            0,
+            R,
+            disp::OPEN,
+        )
+        .unwrap();
+        let want = wimfs::time::unix_to_filetime(*secs, *nsec as u32);
+        assert_eq!(i.last_write_time, want, "{p}");
+        done(&nt, h);
+    }
+    // Read-only: no change of any kind.
+    assert_eq!(
+        open(&nt, "\\hello.txt", 0, RW, disp::OPEN).err(),
+        Some(S::MEDIA_WRITE_PROTECTED)
+    );
+    assert_eq!(
+        open(&nt, "\\new.txt", 0, R, disp::CREATE).err(),
+        Some(S::MEDIA_WRITE_PROTECTED)
+    );
+    assert_eq!(
+        nt.rename("\\hello.txt", "\\x.txt", false),
+        Err(S::MEDIA_WRITE_PROTECTED)
+    );
+    assert_eq!(nt.get_volume_info().free_size, 0);
+    assert_eq!(nt.open_count(), 0);
+}
