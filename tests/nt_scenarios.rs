@@ -253,6 +253,48 @@ fn windows_programs_then_commit() {
         Some(S::OBJECT_NAME_NOT_FOUND)
     );
 
+    // An overwrite asking for attributes the vfs cannot store yet is
+    // refused before the file changes; SUPERSEDE truncates too.
+    let r = nt.open(
+        "\\docs\\readme.txt",
+        0,
+        RW,
+        disp::OVERWRITE,
+        attrib::HIDDEN,
+        None,
+    );
+    assert_eq!(r.err(), Some(S::NOT_IMPLEMENTED));
+    assert_eq!(content(&nt, "\\docs\\readme.txt"), b"new readme\r\n");
+    let (h, info, act) = open(&nt, "\\docs\\victim.txt", 0, RW, disp::SUPERSEDE).unwrap();
+    assert_eq!((act, info.file_size), (Action::Supersede, 0));
+    nt.write(h, 0, b"to be replaced\n", false, false).unwrap();
+    // A handle without write access cannot write; a directory is not read.
+    let (r, _, _) = open(&nt, "\\docs\\victim.txt", 0, R, disp::OPEN).unwrap();
+    assert_eq!(
+        nt.write(r, 0, b"x", false, false).err(),
+        Some(S::ACCESS_DENIED)
+    );
+    done(&nt, r);
+    done(&nt, h);
+    let (d, _, _) = open(&nt, "\\docs", 0, R, disp::OPEN).unwrap();
+    assert_eq!(nt.read(d, 0, &mut [0u8; 4]), Err(S::INVALID_DEVICE_REQUEST));
+    assert_eq!(
+        nt.write(d, 0, b"x", false, false).err(),
+        Some(S::INVALID_DEVICE_REQUEST)
+    );
+    done(&nt, d);
+    // A security descriptor at create cannot be stored yet.
+    let r = nt.open(
+        "\\docs\\sd.txt",
+        0,
+        RW,
+        disp::CREATE,
+        0,
+        Some(&[1, 0, 4, 0x80]),
+    );
+    assert_eq!(r.err(), Some(S::NOT_IMPLEMENTED));
+    assert!(!exists(&nt, "\\docs\\sd.txt"));
+
     // `ren`: a change of case only, then a move, then the NT refusals.
     nt.rename("\\docs\\old.txt", "\\docs\\Old.TXT", false)
         .unwrap();
