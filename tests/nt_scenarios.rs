@@ -819,3 +819,296 @@ fn ntfs_image_read_only() {
     assert_eq!(nt.get_volume_info().free_size, 0);
     assert_eq!(nt.open_count(), 0);
 }
+
+/// A small model of NT name semantics: names unique ignoring (ASCII)
+/// case, case kept as created or renamed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum M {
+    File(Vec<u8>),
+    Dir(std::collections::BTreeMap<String, (String, M)>),
+}
+
+fn key(n: &str) -> String {
+    n.to_ascii_uppercase()
+}
+
+impl M {
+    fn dir(&self) -> Option<&std::collections::BTreeMap<String, (String, M)>> {
+        match self {
+            M::Dir(d) => Some(d),
+            M::File(_) => None,
+        }
+    }
+    fn dir_mut(&mut self) -> Option<&mut std::collections::BTreeMap<String, (String, M)>> {
+        match self {
+            M::Dir(d) => Some(d),
+            M::File(_) => None,
+        }
+    }
+    /// The directory at `comps` (OBJECT_PATH_NOT_FOUND where a component
+    /// is missing or a file), as a path of keys.
+    fn parent_keys(&self, comps: &[String]) -> Result<Vec<String>, S> {
+        let mut cur = self;
+        let mut keys = Vec::new();
+        for c in comps {
+            match cur.dir().and_then(|d| d.get(&key(c))) {
+                Some((_, n @ M::Dir(_))) => {
+                    cur = n;
+                    keys.push(key(c));
+                }
+                _ => return Err(S::OBJECT_PATH_NOT_FOUND),
+            }
+        }
+        Ok(keys)
+    }
+    fn at(&mut self, keys: &[String]) -> &mut M {
+        let mut cur = self;
+        for k in keys {
+            cur = &mut cur.dir_mut().unwrap().get_mut(k).unwrap().1;
+        }
+        cur
+    }
+}
+
+fn comps(p: &str) -> Vec<String> {
+    p.split('\\')
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The model's answer to the operation, applying it.
+fn model_op(m: &mut M, op: &Op) -> Result<(), S> {
+    match op {
+        Op::Create(p, data) | Op::Mkdir(p, data) => {
+            let c = comps(p);
+            let (last, parent) = c.split_last().unwrap();
+            let keys = m.parent_keys(parent)?;
+            let d = m.at(&keys).dir_mut().unwrap();
+            if d.contains_key(&key(last)) {
+                return Err(S::OBJECT_NAME_COLLISION);
+            }
+            let node = match op {
+                Op::Mkdir(..) => M::Dir(Default::default()),
+                _ => M::File(data.clone()),
+            };
+            d.insert(key(last), (last.clone(), node));
+            Ok(())
+        }
+        Op::Overwrite(p, data) => {
+            let c = comps(p);
+            let (last, parent) = c.split_last().unwrap();
+            let keys = m.parent_keys(parent)?;
+            let d = m.at(&keys).dir_mut().unwrap();
+            match d.get_mut(&key(last)) {
+                None => Err(S::OBJECT_NAME_NOT_FOUND),
+                Some((_, M::Dir(_))) => Err(S::FILE_IS_A_DIRECTORY),
+                Some((_, f)) => {
+                    *f = M::File(data.clone());
+                    Ok(())
+                }
+            }
+        }
+        Op::Delete(p) => {
+            let c = comps(p);
+            let (last, parent) = c.split_last().unwrap();
+            let keys = m.parent_keys(parent)?;
+            let d = m.at(&keys).dir_mut().unwrap();
+            match d.get(&key(last)) {
+                None => Err(S::OBJECT_NAME_NOT_FOUND),
+                Some((_, M::Dir(x))) if !x.is_empty() => Err(S::DIRECTORY_NOT_EMPTY),
+                Some(_) => {
+                    d.remove(&key(last));
+                    Ok(())
+                }
+            }
+        }
+        Op::Rename(p, q, replace) => {
+            let (pc, qc) = (comps(p), comps(q));
+            let (plast, pparent) = pc.split_last().unwrap();
+            let (qlast, qparent) = qc.split_last().unwrap();
+            let pkeys = m.parent_keys(pparent)?;
+            let src_dir = match m.at(&pkeys).dir().unwrap().get(&key(plast)) {
+                None => return Err(S::OBJECT_NAME_NOT_FOUND),
+                Some((_, n)) => matches!(n, M::Dir(_)),
+            };
+            let qkeys = m.parent_keys(qparent)?;
+            let mut src_keys = pkeys.clone();
+            src_keys.push(key(plast));
+            if src_dir && qkeys.starts_with(&src_keys) {
+                return Err(S::INVALID_PARAMETER);
+            }
+            let same = pkeys == qkeys && key(plast) == key(qlast);
+            let target = m.at(&qkeys).dir().unwrap().get(&key(qlast)).cloned();
+            if !same {
+                if let Some((_, t)) = &target {
+                    if !replace {
+                        return Err(S::OBJECT_NAME_COLLISION);
+                    }
+                    if matches!(t, M::Dir(_)) {
+                        return Err(S::ACCESS_DENIED);
+                    }
+                }
+            }
+            let (_, node) = m.at(&pkeys).dir_mut().unwrap().remove(&key(plast)).unwrap();
+            m.at(&qkeys)
+                .dir_mut()
+                .unwrap()
+                .insert(key(qlast), (qlast.clone(), node));
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create(String, Vec<u8>),
+    Mkdir(String, Vec<u8>),
+    Overwrite(String, Vec<u8>),
+    Delete(String),
+    Rename(String, String, bool),
+}
+
+/// The NT view's answer to the operation, through the calls a Windows
+/// program makes for it.
+fn nt_op(nt: &NtVfs, op: &Op) -> Result<(), S> {
+    let write = |h: Handle, data: &[u8]| {
+        nt.write(h, 0, data, false, false).unwrap();
+        done(nt, h);
+    };
+    match op {
+        Op::Create(p, data) => {
+            let (h, _, _) = open(nt, p, opt::NON_DIRECTORY_FILE, RW, disp::CREATE)?;
+            write(h, data);
+        }
+        Op::Mkdir(p, _) => {
+            let (h, _, _) = open(nt, p, opt::DIRECTORY_FILE, RW, disp::CREATE)?;
+            done(nt, h);
+        }
+        Op::Overwrite(p, data) => {
+            let (h, _, _) = open(nt, p, opt::NON_DIRECTORY_FILE, RW, disp::OVERWRITE)?;
+            write(h, data);
+        }
+        Op::Delete(p) => {
+            let (h, _, _) = open(nt, p, opt::DELETE_ON_CLOSE, access::DELETE, disp::OPEN)?;
+            done(nt, h);
+        }
+        Op::Rename(p, q, replace) => nt.rename(p, q, *replace)?,
+    }
+    Ok(())
+}
+
+/// The whole tree through the NT view, as a model.
+fn nt_tree(nt: &NtVfs, path: &str) -> M {
+    let mut d = std::collections::BTreeMap::new();
+    let (h, _, _) = open(nt, path, opt::DIRECTORY_FILE, R, disp::OPEN).unwrap();
+    let es = nt.read_directory(h, None, None, usize::MAX).unwrap();
+    done(nt, h);
+    let names: Vec<String> = es.iter().map(|e| e.name.clone()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_by_key(|n| (key(n), n.clone()));
+    assert_eq!(names, sorted, "NTFS order in {path}");
+    for e in es {
+        if e.name == "." || e.name == ".." {
+            continue;
+        }
+        let p = format!("{}\\{}", path.trim_end_matches('\\'), e.name);
+        let node = if e.info.attributes & attrib::DIRECTORY != 0 {
+            nt_tree(nt, &p)
+        } else {
+            M::File(content(nt, &p))
+        };
+        d.insert(key(&e.name), (e.name, node));
+    }
+    M::Dir(d)
+}
+
+/// The tree wimlib applied, as a model.
+fn dir_tree(p: &Path) -> M {
+    let mut d = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(p).unwrap().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let node = if e.file_type().unwrap().is_dir() {
+            dir_tree(&e.path())
+        } else {
+            M::File(std::fs::read(e.path()).unwrap())
+        };
+        d.insert(key(&n), (n, node));
+    }
+    M::Dir(d)
+}
+
+/// Random creates, overwrites, deletes and renames (with names in random
+/// case) through the NT view and a model of NT semantics side by side;
+/// every answer and the final tree must agree, and so must the tree
+/// wimlib applies from the commit.
+#[test]
+fn random_operations_match_a_model_of_nt() {
+    let Some(fx) = fixture() else { return };
+    let nt = open_rw(&fx);
+    // Start from the part of the image with names unique ignoring case.
+    for p in ["\\twins\\foo", "\\twins\\Foo", "\\Big", "\\twins"] {
+        if p == "\\Big" {
+            for n in big_names() {
+                nt_op(&nt, &Op::Delete(format!("\\Big\\{n}"))).unwrap();
+            }
+        }
+        nt_op(&nt, &Op::Delete(p.to_string())).unwrap();
+    }
+    let mut model = nt_tree(&nt, "\\");
+    let mut rng = common::Rng::new(10);
+    let words = ["alpha", "Beta", "gamma", "d", "docs", "nonempty"];
+    let name = |rng: &mut common::Rng| -> String {
+        let w = words[rng.index(words.len())];
+        match rng.below(3) {
+            0 => w.to_ascii_uppercase(),
+            1 => w.to_ascii_lowercase(),
+            _ => w.to_string(),
+        }
+    };
+    let path = |rng: &mut common::Rng| -> String {
+        let depth = 1 + rng.below(3);
+        (0..depth).map(|_| format!("\\{}", name(rng))).collect()
+    };
+    let steps = 1500;
+    let mut tally = std::collections::BTreeMap::<String, usize>::new();
+    for step in 0..steps {
+        let len = rng.index(3000);
+        let data = rng.bytes(len);
+        let op = match rng.below(10) {
+            0..=2 => Op::Create(path(&mut rng), data),
+            3 | 4 => Op::Mkdir(path(&mut rng), data),
+            5 => Op::Overwrite(path(&mut rng), data),
+            6 | 7 => Op::Delete(path(&mut rng)),
+            _ => Op::Rename(path(&mut rng), path(&mut rng), rng.below(2) == 0),
+        };
+        let want = model_op(&mut model, &op);
+        let got = nt_op(&nt, &op);
+        assert_eq!(got, want, "step {step}: {op:?}");
+        *tally.entry(format!("{:?}", want.err())).or_default() += 1;
+        if step % 250 == 0 {
+            assert_eq!(nt_tree(&nt, "\\"), model, "step {step}");
+        }
+    }
+    eprintln!("{steps} steps: {tally:?}");
+    assert!(
+        tally.len() >= 6,
+        "the operations reach their outcomes: {tally:?}"
+    );
+    assert_eq!(nt_tree(&nt, "\\"), model, "at the end");
+    // Commit; wimlib verifies the WIM and applies the model's tree.
+    let v = nt.vfs().clone();
+    drop(nt);
+    let g = v.freeze().unwrap();
+    let tree = v.commit_tree().unwrap();
+    let lock = wimfs::commit::WimLock::acquire(&fx.wim).unwrap();
+    wimfs::commit::commit(&lock, 1, tree, &Default::default(), &|_, _| {}).unwrap();
+    drop(lock);
+    drop(g);
+    drop(v);
+    let wim = fx.wim.to_str().unwrap();
+    imagex(&["verify", wim]);
+    let applied = fx.root.join("applied");
+    imagex(&["apply", wim, "1", applied.to_str().unwrap()]);
+    assert_eq!(dir_tree(&applied), model, "wimlib apply of the commit");
+}

@@ -753,6 +753,20 @@ impl NtVfs {
 
     // ----- names ---------------------------------------------------------
 
+    /// Is directory `dir` `anc` or below it? Walks `..` up to the root.
+    fn is_within(&self, mut dir: Ino, anc: Ino) -> NtResult<bool> {
+        for _ in 0..4096 {
+            if dir == anc {
+                return Ok(true);
+            }
+            if dir == ROOT_INO {
+                return Ok(false);
+            }
+            dir = nt(self.vfs.lookup(dir, ".."))?.ino;
+        }
+        Ok(true)
+    }
+
     /// Rename `path` to `new_path`, replacing an existing target only when
     /// `replace`, with NT's rules: names compare ignoring case, so a
     /// rename that changes only the case is allowed (and one onto itself
@@ -771,6 +785,11 @@ impl NtVfs {
         let (src_name, src_attr) = src.last.ok_or(NtStatus::OBJECT_NAME_NOT_FOUND)?;
         let dst = self.resolve(&q)?;
         let new_name = q.file_name().ok_or(NtStatus::OBJECT_NAME_INVALID)?;
+        if src_attr.kind == FileKind::Directory && self.is_within(dst.parent, src_attr.ino)? {
+            // Checked first: a replace below drops the target before the
+            // rename, which must then not fail.
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
         match dst.last {
             Some((tname, _)) if dst.parent == src.parent && tname == src_name => {
                 // The same entry: a change of case, or nothing.
@@ -796,7 +815,10 @@ impl NtVfs {
                     return Err(NtStatus::ACCESS_DENIED);
                 }
                 self.check_new_name(new_name)?;
-                if tname == new_name && tattr.ino != src_attr.ino {
+                if tname == new_name
+                    && tattr.ino != src_attr.ino
+                    && src_attr.kind != FileKind::Directory
+                {
                     nt(self.vfs.rename(
                         src.parent,
                         &src_name,
@@ -805,8 +827,10 @@ impl NtVfs {
                         RenameMode::Replace,
                     ))?;
                 } else {
-                    // The target differs in case from the new name, or is
-                    // another link of the source: drop it, then rename.
+                    // The target differs in case from the new name, is
+                    // another link of the source, or is a file a directory
+                    // replaces (the vfs's POSIX rename refuses that): drop
+                    // it, then rename.
                     nt(self.vfs.unlink(dst.parent, &tname))?;
                     nt(self.vfs.rename(
                         src.parent,
