@@ -426,6 +426,13 @@ fn windows_programs_then_commit() {
         b"",
         "the unnamed stream is empty"
     );
+    // Stream names ignore case as file names do.
+    assert_eq!(
+        content(&nt, "\\Docs\\Ads.txt:ZONE.identifier"),
+        b"x\r\ny\r\n"
+    );
+    let r = open(&nt, "\\docs\\ads.txt:zone.identifier", 0, RW, disp::CREATE);
+    assert_eq!(r.err(), Some(S::OBJECT_NAME_COLLISION));
 
     // A new directory with a file in it.
     let (h, info, _) = open(&nt, "\\NewDir", opt::DIRECTORY_FILE, RW, disp::CREATE).unwrap();
@@ -640,6 +647,13 @@ fn case_twins_made_on_a_posix_mount() {
     assert_eq!(content(&nt, "\\docs\\twin"), b"lower");
     v.unlink(docs, "TWIN").unwrap();
     assert_eq!(content(&nt, "\\docs\\Twin"), b"lower");
+    // The NT view never makes a case twin, whatever the mount allows.
+    let r = open(&nt, "\\docs\\TWIN", 0, RW, disp::CREATE);
+    assert_eq!(r.err(), Some(S::OBJECT_NAME_COLLISION));
+    assert_eq!(
+        nt.rename("\\docs\\readme.txt", "\\docs\\TWIN", false),
+        Err(S::OBJECT_NAME_COLLISION)
+    );
 }
 
 /// A directory of a few hundred entries read in pages: NTFS order, `.`

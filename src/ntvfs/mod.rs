@@ -176,6 +176,20 @@ impl NtVfs {
         }
     }
 
+    /// The stored name of stream `s` of `ino`: the exact name, else the
+    /// first in collation order equal to it but for case.
+    fn stream_name(&self, ino: Ino, s: &str) -> NtResult<Option<String>> {
+        let all = nt(self.vfs.streams(ino))?;
+        if all.iter().any(|x| x.name == s) {
+            return Ok(Some(s.to_string()));
+        }
+        Ok(all
+            .into_iter()
+            .map(|x| x.name)
+            .filter(|n| upcase::eq_ci(n, s))
+            .min_by(|a, b| upcase::collate(a, b)))
+    }
+
     /// Refuse a new name Windows cannot use before the vfs sees it (the
     /// vfs would answer a bare "invalid"), when the mount keeps Windows
     /// names.
@@ -225,7 +239,13 @@ impl NtVfs {
         let p = NtPath::parse(path)?;
         create::check_delete_on_close(create_options, granted_access)?;
         let r = self.resolve(&p)?;
-        let stream = p.stream.clone();
+        // Stream names compare ignoring case too: use the stored one.
+        let stream = match (&r.last, &p.stream) {
+            (Some((_, a)), Some(s)) => {
+                Some(self.stream_name(a.ino, s)?.unwrap_or_else(|| s.clone()))
+            }
+            (_, s) => s.clone(),
+        };
         let existing = match (&r.last, &stream) {
             (None, _) => Existing::None,
             (Some((_, a)), None) if info::is_dir(a) => Existing::Dir,
