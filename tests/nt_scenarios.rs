@@ -1126,3 +1126,81 @@ fn random_operations_match_a_model_of_nt() {
     imagex(&["apply", wim, "1", applied.to_str().unwrap()]);
     assert_eq!(dir_tree(&applied), model, "wimlib apply of the commit");
 }
+
+/// Changes to an NTFS-sourced image through the NT view keep what NTFS
+/// put there: a renamed file keeps its security descriptor, a stream
+/// written through one hard link reads through the others, a junction
+/// deleted with delete-on-close goes; wimlib checks the commit.
+#[test]
+fn ntfs_image_changed_and_committed() {
+    let tmp = common::tempdir();
+    let Some(src) = common::build_ntfs_wim(tmp.path(), &[]) else {
+        return;
+    };
+    let fx = Fx {
+        root: tmp.path().to_path_buf(),
+        wim: src.wim.clone(),
+        _tmp: tmp,
+    };
+    let nt = open_rw(&fx);
+    let sd = common::custom_security_descriptor();
+    nt.rename("\\ACL.TXT", "\\Acl Renamed.txt", false).unwrap();
+    let (h, _, _) = open(&nt, "\\acl renamed.TXT", 0, R, disp::OPEN).unwrap();
+    assert_eq!(nt.get_security(h).unwrap(), Some(sd.clone()));
+    done(&nt, h);
+    // A stream of a hard-linked file, written at an offset.
+    let (h, _, _) = open(&nt, "\\hello.txt:zone.identifier", 0, RW, disp::OPEN).unwrap();
+    nt.write(h, 23, b"4\r\n", false, false).unwrap();
+    done(&nt, h);
+    let want = b"[ZoneTransfer]\r\nZoneId=4\r\n".to_vec();
+    assert_eq!(content(&nt, "\\DIR\\hello-link2.txt:Zone.Identifier"), want);
+    // Delete a junction (opened as itself).
+    let (h, i, _) = open(
+        &nt,
+        "\\Junction",
+        opt::OPEN_REPARSE_POINT | opt::DELETE_ON_CLOSE,
+        access::DELETE,
+        disp::OPEN,
+    )
+    .unwrap();
+    assert_eq!(i.reparse_tag, 0xA000_0003);
+    done(&nt, h);
+    assert!(!exists(&nt, "\\junction"));
+
+    let v = nt.vfs().clone();
+    drop(nt);
+    let g = v.freeze().unwrap();
+    let tree = v.commit_tree().unwrap();
+    let lock = wimfs::commit::WimLock::acquire(&fx.wim).unwrap();
+    wimfs::commit::commit(&lock, 1, tree, &Default::default(), &|_, _| {}).unwrap();
+    drop(lock);
+    drop(g);
+    drop(v);
+    let wim = fx.wim.to_str().unwrap();
+    imagex(&["verify", wim]);
+    let listed = imagex(&["dir", wim, "1"]);
+    assert!(listed.lines().any(|l| l == "/Acl Renamed.txt"), "{listed}");
+    assert!(
+        !listed.lines().any(|l| l == "/acl.txt" || l == "/junction"),
+        "{listed}"
+    );
+    let hex = |b: &[u8]| -> String { b.iter().map(|x| format!("{x:02x}")).collect() };
+    let detail = imagex(&["dir", wim, "1", "--detailed", "--path=/Acl Renamed.txt"]);
+    let line = format!("Security Descriptor = {}", hex(&sd));
+    assert!(detail.contains(&line), "{line:?} in:\n{detail}");
+    let detail = imagex(&["dir", wim, "1", "--detailed", "--path=/dir/hello-link2.txt"]);
+    let sha = {
+        use sha1::Digest;
+        hex(&sha1::Sha1::digest(&want))
+    };
+    let stream = detail
+        .split("Named data stream \"Zone.Identifier\":")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        detail.contains("Link Count          = 3")
+            && stream.contains(&format!("Hash              = 0x{sha}"))
+            && stream.contains(&format!("Uncompressed size = {} bytes", want.len())),
+        "the stream written through another link:\n{detail}"
+    );
+}

@@ -480,7 +480,15 @@ impl NtVfs {
         }
         let r = match &obj.1 {
             Some(s) => self.vfs.removexattr(obj.0, &stream_key(s)),
-            None if dir => self.vfs.rmdir(parent, &name),
+            // A junction is a directory to NT but a link to the vfs.
+            None if dir
+                && self
+                    .vfs
+                    .getattr(obj.0)
+                    .is_ok_and(|a| a.kind == FileKind::Directory) =>
+            {
+                self.vfs.rmdir(parent, &name)
+            }
             None => self.vfs.unlink(parent, &name),
         };
         if let Err(e) = &r {
