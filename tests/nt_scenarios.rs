@@ -426,6 +426,32 @@ fn windows_programs_then_commit() {
         b"",
         "the unnamed stream is empty"
     );
+    // Paging I/O (constrained) never extends; truncating a stream; reads
+    // at the end are END_OF_FILE.
+    let (h, _, _) = open(&nt, "\\docs\\ads.txt:Zone.Identifier", 0, RW, disp::OPEN).unwrap();
+    let (n, info) = nt.write(h, 4, b"abcdef", false, true).unwrap();
+    assert_eq!((n, info.file_size), (2, 6));
+    assert_eq!(nt.read(h, 6, &mut [0u8; 8]), Err(S::END_OF_FILE));
+    let info = nt.set_file_size(h, 5, false).unwrap();
+    assert_eq!(info.file_size, 5);
+    let info = nt.set_file_size(h, 4096, true).unwrap();
+    assert_eq!(
+        info.file_size, 5,
+        "an allocation size past the end changes nothing"
+    );
+    let info = nt.set_file_size(h, 8, false).unwrap();
+    assert_eq!(info.file_size, 8);
+    assert_eq!(read_all(&nt, h), b"x\r\nya\0\0\0");
+    nt.set_file_size(h, 6, false).unwrap();
+    nt.write(h, 3, b"y\r\n", false, false).unwrap();
+    done(&nt, h);
+    let (h, _, _) = open(&nt, "\\docs\\New.bin", 0, RW, disp::OPEN).unwrap();
+    let (n, info) = nt.write(h, 199_999, b"xyz", false, true).unwrap();
+    assert_eq!((n, info.file_size), (1, 200_000));
+    nt.write(h, 199_999, &data[199_999..], false, false)
+        .unwrap();
+    nt.set_basic_info(h, 0, 0, 0, mtime, 0).unwrap();
+    done(&nt, h);
     // Stream names ignore case as file names do.
     assert_eq!(
         content(&nt, "\\Docs\\Ads.txt:ZONE.identifier"),
