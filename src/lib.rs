@@ -13,6 +13,8 @@
 //! - [`vfs`]: the platform-neutral filesystem the user sees.
 //! - [`session`]: the mount lifecycle (daemon, registry, control protocol,
 //!   live commit), reached by the platform adapters through a small trait.
+//! - [`ntvfs`]: the vfs in NT terms (handles, NTSTATUS, case-insensitive
+//!   names, streams) for the WinFsp adapter.
 
 pub mod cache;
 pub mod codec;
@@ -22,6 +24,7 @@ pub mod io;
 pub mod newimage;
 pub mod node;
 pub mod nt;
+pub mod ntvfs;
 pub mod wim;
 
 pub use error::{Error, Result};

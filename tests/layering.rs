@@ -1,6 +1,6 @@
 //! The layering rule, checked on the source: arrows point down only
 //! (codec/sys/time/nt -> error/io -> wim -> cache/image/bulk/reparse -> node ->
-//! overlay -> vfs -> commit/apply/verify -> session -> platform -> cli), and
+//! overlay -> vfs -> ntvfs/commit/apply/verify -> session -> platform -> cli), and
 //! OS calls (`libc::`) live in `src/sys`. An upward import or a new file
 //! calling the OS directly fails this test with the file and the import
 //! named.
@@ -30,6 +30,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("newimage", 4),
     ("overlay", 5),
     ("vfs", 6),
+    ("ntvfs", 7),
     ("commit", 7),
     ("apply", 7),
     ("verify", 7),
