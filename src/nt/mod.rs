@@ -3,3 +3,4 @@
 //! paths, `verify`) applies the same rules.
 
 pub mod names;
+pub mod security;

@@ -130,6 +130,41 @@ pub struct SetAttr {
     pub mtime: Option<(i64, u32)>,
 }
 
+/// Windows times to set, as FILETIMEs; `None` leaves one alone. The
+/// change time is accepted (Windows and ntfs-3g hand over all four) but a
+/// WIM has no field for it: it always shows as the last write time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NtTimes {
+    pub creation: Option<u64>,
+    pub last_access: Option<u64>,
+    pub last_write: Option<u64>,
+    pub change: Option<u64>,
+}
+
+/// The attributes a caller may set (FILE_ATTRIBUTE_VALID_SET_FLAGS:
+/// read-only, hidden, system, archive, normal, temporary, offline, not
+/// content indexed); the rest (directory, reparse point, compressed,
+/// sparse, encrypted) follow what the file is.
+pub const SETTABLE_ATTRIBUTES: u32 = 0x31A7;
+
+/// Attributes after a caller asked for `asked` on a node that has `old`:
+/// the settable bits from `asked`, the others kept, the directory bit as
+/// the node is (`dir`). NORMAL means "none": it is stored only alone, on a
+/// file with no other attribute (as Windows and ntfs-3g report it).
+pub fn merge_attributes(old: u32, asked: u32, dir: bool) -> u32 {
+    let mut a = (old & !SETTABLE_ATTRIBUTES) | (asked & SETTABLE_ATTRIBUTES & !attr::NORMAL);
+    if dir {
+        a |= attr::DIRECTORY;
+    }
+    if a == 0 {
+        a = attr::NORMAL;
+    }
+    a
+}
+
+/// Largest reparse data (without its 8-byte header) NTFS accepts.
+pub const MAX_REPARSE_DATA: usize = 16 * 1024 - 8;
+
 /// Errors opening a staging directory.
 #[derive(Debug, thiserror::Error)]
 pub enum StagingError {
@@ -621,6 +656,10 @@ struct Tree {
     next_stream: u64,
     /// Streams of freed inodes, deleted after the next journal sync.
     dead_streams: Vec<u64>,
+    /// Security descriptors new to the image, set during the mount: the
+    /// one with index `i` has the id `image.security.len() + i` (ids below
+    /// that are the image's own table, so unchanged files keep theirs).
+    new_security: Vec<Vec<u8>>,
 }
 
 fn check_name(name: &str) -> VfsResult<()> {
@@ -726,6 +765,7 @@ impl Tree {
             streams: HashMap::new(),
             next_stream: 1,
             dead_streams: Vec::new(),
+            new_security: Vec::new(),
         }
     }
 
@@ -1087,8 +1127,134 @@ impl Tree {
                 let s = self.streams.get(id).ok_or(VfsError::Invalid)?;
                 s.replay_size(*size);
             }
+            Record::Security { descriptor } => {
+                let next = self.image.security.len() + self.new_security.len();
+                if i32::try_from(next).is_err() {
+                    return Err(VfsError::no_space());
+                }
+                self.new_security.push(descriptor.clone());
+            }
+            Record::Reparse {
+                idx,
+                tag,
+                rp_flags,
+                data,
+                link,
+            } => self.set_reparse(*idx, *tag, *rp_flags, data.as_deref(), link.as_deref())?,
         }
         Ok(())
+    }
+
+    /// The security descriptor with id `id`: the image's table, then the
+    /// descriptors added during the mount.
+    fn security(&self, id: i32) -> Option<&[u8]> {
+        let i = usize::try_from(id).ok()?;
+        let base = &self.image.security;
+        match base.get(i) {
+            Some(sd) => Some(sd),
+            None => self.new_security.get(i - base.len()).map(Vec::as_slice),
+        }
+    }
+
+    /// The id of a descriptor with exactly these bytes, if there is one
+    /// (the image's entries first, so they are reused).
+    fn find_security(&self, sd: &[u8]) -> Option<i32> {
+        let base = &self.image.security;
+        let i = match base.iter().position(|x| x == sd) {
+            Some(i) => i,
+            None => base.len() + self.new_security.iter().position(|x| x == sd)?,
+        };
+        i32::try_from(i).ok()
+    }
+
+    /// Make `idx` a reparse point (`data` Some) or an ordinary file or
+    /// directory again (`data` None). Checks first, so a refusal changes
+    /// nothing. A node whose reparse data decodes as a symlink or junction
+    /// (`link`) shows as a symlink: a directory turning into one must be
+    /// empty (as NTFS requires) and stops being a directory of the tree;
+    /// one that stops being a link becomes an (empty) directory again if
+    /// its attributes say it is one.
+    fn set_reparse(
+        &mut self,
+        idx: u32,
+        tag: u32,
+        rp_flags: u16,
+        data: Option<&[u8]>,
+        link: Option<&str>,
+    ) -> VfsResult<()> {
+        if idx == 0 {
+            return Err(VfsError::perm());
+        }
+        let n = self.node(idx)?;
+        let is_dir_attr = n.meta.attributes & attr::DIRECTORY != 0;
+        match data {
+            Some(_) => {
+                if n.dir.as_ref().is_some_and(|d| !d.entries.is_empty()) {
+                    return Err(VfsError::not_empty());
+                }
+                // A WIM keeps the reparse tag where a hard link's group
+                // id goes: a file with several names cannot be one.
+                if n.dir.is_none() && n.nlink > 1 {
+                    return Err(VfsError::not_supported());
+                }
+            }
+            None if n.meta.attributes & attr::REPARSE_POINT == 0 => {
+                return Err(VfsError::NoAttr);
+            }
+            None => {}
+        }
+        let parent = self.parent_of(idx);
+        let was_dir = n.dir.is_some();
+        let wants_dir = is_dir_attr && link.is_none();
+        if was_dir != wants_dir {
+            let p = parent.ok_or_else(|| VfsError::internal("directory without a parent"))?;
+            let pd = self.dir_mut(p)?;
+            pd.subdirs = if wants_dir {
+                pd.subdirs + 1
+            } else {
+                pd.subdirs.saturating_sub(1)
+            };
+        }
+        let n = self.node_mut(idx)?;
+        if was_dir != wants_dir {
+            n.dir = wants_dir.then(|| Dir::new(parent.unwrap_or(0), BTreeMap::new(), 0));
+        }
+        match data {
+            Some(d) => {
+                n.meta.attributes |= attr::REPARSE_POINT;
+                n.reparse_tag = tag;
+                n.rp_flags = rp_flags;
+                n.reparse = Some(Data::Inline(Arc::new(d.to_vec())));
+            }
+            None => {
+                n.meta.attributes &= !attr::REPARSE_POINT;
+                n.reparse_tag = 0;
+                n.rp_flags = 0;
+                n.reparse = None;
+            }
+        }
+        n.link = link.map(str::to_string);
+        if n.data.is_none() && !is_dir_attr {
+            // A symlink made in the mount had no data stream.
+            n.data = Some(Data::Base {
+                hash: ZERO_HASH,
+                size: 0,
+                blob: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// The directory holding `idx` (for a directory; a file's first
+    /// name's): found by a scan, as only reparse changes need it.
+    fn parent_of(&self, idx: u32) -> Option<u32> {
+        if let Some(d) = self.nodes.get(idx as usize).and_then(|n| n.dir.as_ref()) {
+            return Some(d.parent);
+        }
+        self.nodes.iter().enumerate().find_map(|(i, n)| {
+            let d = n.dir.as_ref().filter(|_| n.live)?;
+            d.entries.values().any(|e| e.idx == idx).then_some(i as u32)
+        })
     }
 
     fn rename(
@@ -1560,10 +1726,7 @@ impl Overlay {
         Ok(WinMeta {
             attributes: n.meta.attributes,
             creation_time: n.meta.creation_time,
-            security: t
-                .image
-                .security_descriptor(n.meta.security_id)
-                .map(|s| s.to_vec()),
+            security: t.security(n.meta.security_id).map(|s| s.to_vec()),
             reparse: (n.meta.attributes & attr::REPARSE_POINT != 0)
                 .then(|| (n.reparse_tag, n.reparse.clone())),
             short_name,
@@ -1681,6 +1844,7 @@ impl Overlay {
 
     /// [`Self::make`] for a node with no reparse data (a file, a
     /// directory, a FIFO, device or socket).
+    #[allow(clippy::too_many_arguments)]
     fn make_plain(
         &self,
         parent: u64,
@@ -1688,9 +1852,10 @@ impl Overlay {
         kind: NewKind,
         attributes: u32,
         unix: Option<UnixData>,
+        security: Option<&[u8]>,
         opts: &VfsOptions,
     ) -> VfsResult<u32> {
-        self.make(parent, name, kind, opts, |me, t, idx| {
+        self.make(parent, name, kind, security, opts, |me, t, idx| {
             Ok(Record::NewNode {
                 idx,
                 kind,
@@ -1703,11 +1868,14 @@ impl Overlay {
         })
     }
 
+    /// Make a new node named `name` in `parent`, with the security
+    /// descriptor `security` if given (else the parent's, from `meta_of`).
     fn make(
         &self,
         parent: u64,
         name: &str,
         kind: NewKind,
+        security: Option<&[u8]>,
         opts: &VfsOptions,
         meta_of: impl FnOnce(&Self, &Tree, u32) -> VfsResult<Record>,
     ) -> VfsResult<u32> {
@@ -1725,7 +1893,16 @@ impl Overlay {
             .ok()
             .filter(|&i| i < NONE - 1)
             .ok_or(VfsError::no_space())?;
-        let rec = meta_of(self, &t, idx)?;
+        // Interned before the node is made: the descriptor's record (if
+        // new) comes first in the journal, as replay needs.
+        let sec = match security {
+            Some(sd) => Some(self.intern_security(&mut t, sd)?),
+            None => None,
+        };
+        let mut rec = meta_of(self, &t, idx)?;
+        if let (Some(id), Record::NewNode { meta, .. }) = (sec, &mut rec) {
+            meta.security_id = id;
+        }
         debug_assert!(matches!(&rec, Record::NewNode { kind: k, .. } if *k == kind));
         self.commit_record(&mut t, rec)?;
         let now = crate::time::now_filetime();
@@ -1749,8 +1926,30 @@ impl Overlay {
         cred: Cred,
         opts: &VfsOptions,
     ) -> VfsResult<(Attr, u64)> {
+        self.create_with(parent, name, mode, cred, None, opts)
+    }
+
+    /// [`Self::create`] with the security descriptor `security` (validated)
+    /// instead of the parent's.
+    pub fn create_with(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        cred: Cred,
+        security: Option<&[u8]>,
+        opts: &VfsOptions,
+    ) -> VfsResult<(Attr, u64)> {
         let unix = self.unix_for(opts, mode, S_IFREG, cred);
-        let idx = self.make_plain(parent, name, NewKind::File, attr::ARCHIVE, unix, opts)?;
+        let idx = self.make_plain(
+            parent,
+            name,
+            NewKind::File,
+            attr::ARCHIVE,
+            unix,
+            security,
+            opts,
+        )?;
         let fh = self.open_handle(idx as u64 + 1, true, false)?;
         Ok((self.getattr(idx as u64 + 1, opts)?, fh))
     }
@@ -1780,7 +1979,7 @@ impl Overlay {
             mode: kind.mode_bits() | (mode & 0o7777),
             rdev: if kind.is_device() { rdev } else { 0 },
         };
-        let idx = self.make_plain(parent, name, NewKind::File, 0, Some(unix), opts)?;
+        let idx = self.make_plain(parent, name, NewKind::File, 0, Some(unix), None, opts)?;
         self.getattr(idx as u64 + 1, opts)
     }
 
@@ -1792,8 +1991,30 @@ impl Overlay {
         cred: Cred,
         opts: &VfsOptions,
     ) -> VfsResult<Attr> {
+        self.mkdir_with(parent, name, mode, cred, None, opts)
+    }
+
+    /// [`Self::mkdir`] with the security descriptor `security` (validated)
+    /// instead of the parent's.
+    pub fn mkdir_with(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        cred: Cred,
+        security: Option<&[u8]>,
+        opts: &VfsOptions,
+    ) -> VfsResult<Attr> {
         let unix = self.unix_for(opts, mode, S_IFDIR, cred);
-        let idx = self.make_plain(parent, name, NewKind::Dir, attr::DIRECTORY, unix, opts)?;
+        let idx = self.make_plain(
+            parent,
+            name,
+            NewKind::Dir,
+            attr::DIRECTORY,
+            unix,
+            security,
+            opts,
+        )?;
         self.getattr(idx as u64 + 1, opts)
     }
 
@@ -1821,7 +2042,7 @@ impl Overlay {
         if data.len() > 16 * 1024 {
             return Err(VfsError::name_too_long());
         }
-        let idx = self.make(parent, name, NewKind::Symlink, opts, |me, t, idx| {
+        let idx = self.make(parent, name, NewKind::Symlink, None, opts, |me, t, idx| {
             let meta = me.new_meta(
                 t,
                 idx_of(parent)?,
@@ -2183,6 +2404,141 @@ impl Overlay {
         )
     }
 
+    // ----- Windows metadata ------------------------------------------------
+
+    /// Apply `change` to the node's metadata and journal it if it changed.
+    fn change_meta(&self, ino: u64, change: impl FnOnce(&Node, &mut Meta)) -> VfsResult<()> {
+        let idx = idx_of(ino)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        let n = t.node(idx)?;
+        let mut meta = n.meta;
+        change(n, &mut meta);
+        if meta != n.meta {
+            self.commit_record(&mut t, Record::Meta { idx, meta })?;
+        }
+        Ok(())
+    }
+
+    /// Set the DOS attributes (see [`merge_attributes`]: only the settable
+    /// bits change; the directory bit follows what the node is).
+    pub fn set_attributes(&self, ino: u64, attributes: u32) -> VfsResult<()> {
+        self.change_meta(ino, |n, m| {
+            let dir = n.dir.is_some() || m.attributes & attr::DIRECTORY != 0;
+            m.attributes = merge_attributes(m.attributes, attributes, dir);
+        })
+    }
+
+    /// Set any of the times (see [`NtTimes`] for the change time).
+    pub fn set_times(&self, ino: u64, times: &NtTimes) -> VfsResult<()> {
+        self.change_meta(ino, |_, m| {
+            if let Some(t) = times.creation {
+                m.creation_time = t;
+            }
+            if let Some(t) = times.last_access {
+                m.last_access_time = t;
+            }
+            if let Some(t) = times.last_write {
+                m.last_write_time = t;
+            }
+        })
+    }
+
+    /// The id of descriptor `sd`: an existing entry with the same bytes
+    /// (the image's own, or one added earlier in the mount), else a new
+    /// one, journaled. Refuses a malformed descriptor.
+    fn intern_security(&self, t: &mut Tree, sd: &[u8]) -> VfsResult<i32> {
+        if let Err(e) = crate::nt::security::validate(sd) {
+            log::warn!("refused a security descriptor: {e}");
+            return Err(VfsError::Invalid);
+        }
+        if let Some(id) = t.find_security(sd) {
+            return Ok(id);
+        }
+        let id = i32::try_from(t.image.security.len() + t.new_security.len())
+            .map_err(|_| VfsError::no_space())?;
+        self.commit_record(
+            t,
+            Record::Security {
+                descriptor: sd.to_vec(),
+            },
+        )?;
+        Ok(id)
+    }
+
+    /// Give the node the self-relative security descriptor `sd`
+    /// (validated; refused with [`VfsError::Invalid`] and nothing changed
+    /// when malformed). At commit it joins the image's security table,
+    /// stored once however many files use it.
+    pub fn set_security(&self, ino: u64, sd: &[u8]) -> VfsResult<()> {
+        let idx = idx_of(ino)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        t.node(idx)?;
+        let id = self.intern_security(&mut t, sd)?;
+        let n = t.node(idx)?;
+        if n.meta.security_id != id {
+            let meta = Meta {
+                security_id: id,
+                ..n.meta
+            };
+            self.commit_record(&mut t, Record::Meta { idx, meta })?;
+        }
+        Ok(())
+    }
+
+    /// The node's security descriptor, if it has one.
+    pub fn security(&self, ino: u64) -> VfsResult<Option<Vec<u8>>> {
+        let t = self.tree.read();
+        let n = t.node(idx_of(ino)?)?;
+        Ok(t.security(n.meta.security_id).map(<[u8]>::to_vec))
+    }
+
+    /// Make the node a reparse point with `tag` and `data` (the reparse
+    /// data without its 8-byte header). A symlink or junction whose data
+    /// decodes shows as a symlink to its POSIX target; other tags are kept
+    /// opaque. A directory must be empty; a file with several names is
+    /// refused (a WIM cannot record both). Stored as not fixed up, so it
+    /// is applied as given.
+    pub fn set_reparse(&self, ino: u64, tag: u32, data: &[u8], opts: &VfsOptions) -> VfsResult<()> {
+        if data.len() > MAX_REPARSE_DATA || tag == 0 {
+            return Err(VfsError::Invalid);
+        }
+        let link =
+            reparse::decode(tag, data).map(|t| reparse::posix_target(&t, false, &opts.mount_root));
+        let idx = idx_of(ino)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        self.commit_record(
+            &mut t,
+            Record::Reparse {
+                idx,
+                tag,
+                rp_flags: reparse::RP_NOT_FIXED,
+                data: Some(data.to_vec()),
+                link,
+            },
+        )
+    }
+
+    /// Make the node an ordinary file or directory again ([`VfsError::NoAttr`]
+    /// if it is not a reparse point). Its data stream stays as it was.
+    pub fn delete_reparse(&self, ino: u64) -> VfsResult<()> {
+        let idx = idx_of(ino)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        self.commit_record(
+            &mut t,
+            Record::Reparse {
+                idx,
+                tag: 0,
+                rp_flags: 0,
+                data: None,
+                link: None,
+            },
+        )
+    }
+
     /// Make every change so far durable: staging files first, then the
     /// journal records that refer to them, then the journal.
     pub fn sync(&self) -> VfsResult<()> {
@@ -2277,8 +2633,31 @@ impl Overlay {
             r.link_group = if linked { idx as u64 + 1 } else { 0 };
         }
         records[0].link_group = 0;
+        // Descriptors set in the mount join the image's table, only those
+        // still used, each once (they were deduplicated when set).
+        let base = t.image.security.len();
+        let mut security = t.image.security.clone();
+        let mut added: HashMap<i32, i32> = HashMap::new();
+        for r in records.iter_mut() {
+            if usize::try_from(r.security_id).is_ok_and(|i| i >= base) {
+                r.security_id = match added.get(&r.security_id) {
+                    Some(&id) => id,
+                    None => match t.security(r.security_id) {
+                        Some(sd) => {
+                            let id = i32::try_from(security.len()).map_err(|_| {
+                                crate::Error::Other("too many security descriptors".into())
+                            })?;
+                            security.push(sd.to_vec());
+                            added.insert(r.security_id, id);
+                            id
+                        }
+                        None => -1,
+                    },
+                };
+            }
+        }
         Ok(NewImage {
-            security: t.image.security.clone(),
+            security,
             records,
             streams,
         })
@@ -2410,6 +2789,8 @@ impl Overlay {
                 mapped[idx as usize] = true;
                 let n = &mut t.nodes[idx as usize];
                 n.base = new_ino;
+                // Descriptors added in the mount have their committed ids.
+                n.meta.security_id = inode.security_id;
                 for s in &inode.streams {
                     if !s.name.is_empty() {
                         if let Some(x) = n.named.iter_mut().find(|(k, _)| *k == s.name) {
@@ -2459,6 +2840,15 @@ impl Overlay {
         }
         t.streams = keep;
         t.dead_streams.clear();
+        // Nodes not in the commit (open but unlinked) lose descriptors
+        // that existed only in the mount's table.
+        let base = t.image.security.len();
+        for (i, n) in t.nodes.iter_mut().enumerate() {
+            if !mapped[i] && usize::try_from(n.meta.security_id).is_ok_and(|i| i >= base) {
+                n.meta.security_id = -1;
+            }
+        }
+        t.new_security.clear();
         t.wim = wim.clone();
         t.image = image.clone();
         remove_unreferenced(&self.data, &t.streams);

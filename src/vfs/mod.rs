@@ -25,7 +25,7 @@ use std::sync::Arc;
 use view::{ReadView, View};
 
 pub use crate::image::Special;
-pub use crate::overlay::{Cred, RenameMode, SetAttr, XattrMode};
+pub use crate::overlay::{merge_attributes, Cred, NtTimes, RenameMode, SetAttr, XattrMode};
 
 pub use xattr::XATTR_STREAM_PREFIX;
 
