@@ -93,11 +93,22 @@ fn detailed(wim: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
     );
     let mut out = BTreeMap::new();
     let mut cur: Option<(String, BTreeMap<String, String>)> = None;
+    // Fields of a named stream are keyed "stream NAME: FIELD".
+    let mut prefix = String::new();
     for line in o.stdout_str().lines() {
         if line.starts_with("-----") {
             if let Some((p, m)) = cur.take() {
                 out.insert(p, m);
             }
+            prefix.clear();
+            continue;
+        }
+        if let Some(n) = line.trim().strip_prefix("Named data stream \"") {
+            prefix = format!("stream {}: ", n.trim_end_matches("\":"));
+            continue;
+        }
+        if line.trim() == "Unnamed data stream:" {
+            prefix.clear();
             continue;
         }
         let Some((k, v)) = line.split_once(" = ") else {
@@ -107,7 +118,7 @@ fn detailed(wim: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
         if k == "Full Path" {
             cur = Some((v.trim_matches('"').to_string(), BTreeMap::new()));
         } else if let Some((_, m)) = cur.as_mut() {
-            m.entry(k).or_insert(v);
+            m.entry(format!("{prefix}{k}")).or_insert(v);
         }
     }
     if let Some((p, m)) = cur.take() {
@@ -683,4 +694,131 @@ fn ntfs_xattrs_survive_kill9() {
     assert_eq!(snapshot(&mnt), before, "resumed after kill -9");
     m.unmount(&["--commit"]);
     check_committed(&wim, tmp.path(), &want);
+}
+
+fn sha1_hex(b: &[u8]) -> String {
+    use sha1::Digest;
+    format!("0x{}", hex(&sha1::Sha1::digest(b)))
+}
+
+/// Every named stream of a file through the offset interface, whole.
+fn read_all_streams(v: &Vfs, ino: Ino) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for (name, size) in v.streams(ino).unwrap() {
+        let mut buf = vec![0u8; size as usize + 10];
+        // In pieces that do not line up with the staging's blocks.
+        let mut got = 0;
+        while got < buf.len() {
+            let end = (got + 40_000).min(buf.len());
+            let n = v
+                .read_stream(ino, &name, got as u64, &mut buf[got..end])
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        buf.truncate(got);
+        assert_eq!(got as u64, size, "{name}: read length");
+        out.insert(name, buf);
+    }
+    out
+}
+
+/// Named streams as real streams: offset writes past 64 KiB into streams
+/// of the image (a blob as base), into one set whole as an xattr, and into
+/// a new one; truncation, delete, enumerate; resumed from the staging as
+/// written; committed, with wimlib's hashes of each stream as the oracle.
+#[test]
+fn named_streams_offset_io_resume_and_commit() {
+    let tmp = common::tempdir();
+    let Some(nw) = common::build_ntfs_wim(&tmp.path().join("src"), &[]) else {
+        return;
+    };
+    let staging = tmp.path().join("staging");
+    let v = open_rw(&nw.wim, &staging);
+    let st = resolve(&v, "streams.txt");
+    let mut want: BTreeMap<String, Vec<u8>> = nw
+        .ads
+        .iter()
+        .filter(|(p, _, _)| p == "streams.txt")
+        .map(|(_, n, d)| (n.clone(), d.clone()))
+        .collect();
+    assert_eq!(
+        read_all_streams(&v, st),
+        want,
+        "the image's streams, read at offsets"
+    );
+
+    let mut rng = common::Rng::new(11);
+    // Past the end of a 60 000-byte stream of the WIM: a hole, then data.
+    let tail = rng.bytes(100_000);
+    assert_eq!(v.write_stream(st, "big", 200_000, &tail).unwrap(), 100_000);
+    let big = want.get_mut("big").unwrap();
+    big.resize(200_000, 0);
+    big.extend_from_slice(&tail);
+    // Inside the small one.
+    v.write_stream(st, "small", 6, b"DATA!").unwrap();
+    want.get_mut("small").unwrap()[6..11].copy_from_slice(b"DATA!");
+    // A stream set whole (inline), then written at an offset.
+    v.setxattr(st, "user.tiny", b"abcdef", wimfs::vfs::XattrMode::Create)
+        .unwrap();
+    v.write_stream(st, "tiny", 3, b"XYZW").unwrap();
+    want.insert("tiny".into(), b"abcXYZW".to_vec());
+    // A new stream, written out of order in pieces.
+    v.create_stream(st, "new").unwrap();
+    assert_eq!(v.create_stream(st, "new"), Err(VfsError::Exists));
+    let body = rng.bytes(150_000);
+    for (a, b) in [(100_000, 150_000), (0, 70_000), (70_000, 100_000)] {
+        v.write_stream(st, "new", a as u64, &body[a..b]).unwrap();
+    }
+    want.insert("new".into(), body);
+    // Truncated, and deleted.
+    v.set_stream_size(st, "big", 250_000).unwrap();
+    want.get_mut("big").unwrap().truncate(250_000);
+    v.create_stream(st, "gone").unwrap();
+    v.write_stream(st, "gone", 0, b"soon gone").unwrap();
+    v.delete_stream(st, "gone").unwrap();
+    assert_eq!(v.write_stream(st, "gone", 0, b"x"), Err(VfsError::NoAttr));
+    assert_eq!(
+        v.write_stream(st, "missing", 0, b"x"),
+        Err(VfsError::NoAttr)
+    );
+    let sizes: Vec<(String, u64)> = want
+        .iter()
+        .map(|(k, d)| (k.clone(), d.len() as u64))
+        .collect();
+    let mut listed = v.streams(st).unwrap();
+    listed.sort();
+    assert_eq!(listed, sizes);
+    assert_eq!(read_all_streams(&v, st), want);
+    // Whole as an xattr, a big stream is past the xattr limit.
+    assert_eq!(v.getxattr(st, "user.big"), Err(VfsError::TooBig));
+
+    // Resumed from the staging after a sync, as written.
+    v.sync().unwrap();
+    drop(v);
+    let v = open_rw(&nw.wim, &staging);
+    let st = resolve(&v, "streams.txt");
+    assert_eq!(
+        read_all_streams(&v, st),
+        want,
+        "after resuming from the staging"
+    );
+
+    commit(&v, &nw.wim);
+    drop(v);
+    let o = common::wimlib_verify(&nw.wim, &[]);
+    assert!(o.ok(), "wimlib verify:\n{}", o.describe());
+    let d = detailed(&nw.wim);
+    let f = &d["/streams.txt"];
+    for (name, data) in &want {
+        assert_eq!(f[&format!("stream {name}: Hash")], sha1_hex(data), "{name}");
+        assert_eq!(
+            f[&format!("stream {name}: Uncompressed size")],
+            format!("{} bytes", data.len()),
+            "{name}"
+        );
+    }
+    assert!(!f.contains_key("stream gone: Hash"));
 }

@@ -106,6 +106,11 @@ pub enum Record {
         data: Option<Vec<u8>>,
         link: Option<String>,
     },
+    /// Give inode `idx`'s named stream `name` a staged copy `id` over its
+    /// current content: a blob of the WIM stays the base; a small value
+    /// set as a whole (an xattr) is written into the staging file first
+    /// (and synced before this record), so replay finds it there.
+    StageNamed { idx: u32, name: String, id: u64 },
 }
 
 struct Enc(Vec<u8>);
@@ -327,6 +332,12 @@ impl Record {
                     None => e.u8(0),
                 }
             }
+            Record::StageNamed { idx, name, id } => {
+                e.u8(12);
+                e.u32(*idx);
+                e.bytes(name.as_bytes());
+                e.u64(*id);
+            }
         }
         e.0
     }
@@ -431,6 +442,11 @@ impl Record {
                     link,
                 }
             }
+            12 => Record::StageNamed {
+                idx: d.u32()?,
+                name: d.string()?,
+                id: d.u64()?,
+            },
             _ => return None,
         };
         if !d.0.is_empty() {
@@ -685,6 +701,11 @@ mod tests {
                 rp_flags: 0,
                 data: None,
                 link: None,
+            },
+            Record::StageNamed {
+                idx: 4,
+                name: "Zone.Identifier".into(),
+                id: 100,
             },
         ]
     }

@@ -895,7 +895,12 @@ impl Tree {
             self.streams.remove(&s.id);
             self.dead_streams.push(s.id);
         }
-        n.named.clear();
+        for (_, d) in n.named.drain(..) {
+            if let Data::Staged(s) = d {
+                self.streams.remove(&s.id);
+                self.dead_streams.push(s.id);
+            }
+        }
         n.reparse = None;
         n.dir = None;
     }
@@ -1118,6 +1123,55 @@ impl Tree {
                 self.streams.insert(*id, s.clone());
                 self.next_stream = self.next_stream.max(id + 1);
                 self.node_mut(*idx)?.data = Some(Data::Staged(s));
+            }
+            Record::StageNamed { idx, name, id } => {
+                let n = self.node(*idx)?;
+                let cur = n
+                    .named
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, d)| d.clone())
+                    .ok_or(VfsError::NoAttr)?;
+                let (base, size, inline) = match cur {
+                    Data::Base { blob, size, .. } => (blob, size, None),
+                    Data::Inline(v) => (None, 0, Some(v)),
+                    Data::Staged(_) => return Err(VfsError::Invalid),
+                };
+                let access = if ctx.read_only {
+                    Access::Read
+                } else {
+                    Access::Create
+                };
+                let file = ctx
+                    .data
+                    .open_file(id.to_string(), access)
+                    .map_err(VfsError::from_io)?;
+                let s = Staged::open(
+                    *id,
+                    file,
+                    base,
+                    size,
+                    ctx.cache.clone(),
+                    ctx.counters.clone(),
+                )
+                .map_err(VfsError::from_io)?;
+                if let Some(v) = inline.filter(|v| !v.is_empty()) {
+                    if ctx.replaying {
+                        // Written and synced before the record was.
+                        let blocks = (v.len() as u64).div_ceil(stage::BLOCK);
+                        s.replay_data(&[(0, blocks)], v.len() as u64);
+                    } else {
+                        s.write(0, &v).map_err(VfsError::from_lib)?;
+                        s.sync().map_err(VfsError::from_io)?;
+                    }
+                }
+                let s = Arc::new(s);
+                self.streams.insert(*id, s.clone());
+                self.next_stream = self.next_stream.max(id + 1);
+                let n = self.node_mut(*idx)?;
+                if let Some(e) = n.named.iter_mut().find(|(k, _)| k == name) {
+                    e.1 = Data::Staged(s);
+                }
             }
             Record::Data { id, size, runs } => {
                 let s = self.streams.get(id).ok_or(VfsError::Invalid)?;
@@ -2404,6 +2458,84 @@ impl Overlay {
         )
     }
 
+    // ----- named streams as streams --------------------------------------
+
+    /// Make sure named stream `name` of `idx` is staged; returns it.
+    fn staged_named(&self, t: &mut Tree, idx: u32, name: &str) -> VfsResult<Arc<Staged>> {
+        let n = t.node(idx)?;
+        match n.named.iter().find(|(k, _)| k == name) {
+            None => return Err(VfsError::NoAttr),
+            Some((_, Data::Staged(s))) => return Ok(s.clone()),
+            Some(_) => {}
+        }
+        let id = t.next_stream;
+        t.next_stream += 1;
+        self.commit_record(
+            t,
+            Record::StageNamed {
+                idx,
+                name: name.to_string(),
+                id,
+            },
+        )?;
+        match t.node(idx)?.named.iter().find(|(k, _)| k == name) {
+            Some((_, Data::Staged(s))) => Ok(s.clone()),
+            _ => Err(VfsError::internal("named stream not staged")),
+        }
+    }
+
+    /// Write `data` at `offset` of named stream `name` (which must exist:
+    /// see [`Self::set_stream`] to create one), through the staging like
+    /// the unnamed stream: no size limit but the staging's. Durable at the
+    /// next sync point ([`Self::sync`]).
+    pub fn write_stream(&self, ino: u64, name: &str, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        let idx = idx_of(ino)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        let s = self.staged_named(&mut t, idx, name)?;
+        let before = s.size();
+        let runs = s.write(offset, data).map_err(VfsError::from_lib)?;
+        let after = s.size();
+        let n = t.node_mut(idx)?;
+        n.meta.last_write_time = crate::time::now_filetime();
+        n.meta.attributes |= attr::ARCHIVE;
+        let mut js = self.js.lock();
+        if !runs.is_empty() || after != before {
+            js.pending.push(
+                &s,
+                idx,
+                Record::Data {
+                    id: s.id,
+                    size: after,
+                    runs,
+                },
+            );
+        } else {
+            js.pending.meta.insert(idx);
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Truncate or extend named stream `name` (with zeros). Durable at the
+    /// next sync point.
+    pub fn set_stream_size(&self, ino: u64, name: &str, size: u64) -> VfsResult<()> {
+        if size > stage::MAX_SIZE {
+            return Err(VfsError::TooBig);
+        }
+        let idx = idx_of(ino)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        let s = self.staged_named(&mut t, idx, name)?;
+        if s.size() != size {
+            s.set_size(size).map_err(VfsError::from_lib)?;
+            self.js
+                .lock()
+                .pending
+                .push(&s, idx, Record::Size { id: s.id, size });
+        }
+        Ok(())
+    }
+
     // ----- Windows metadata ------------------------------------------------
 
     /// Apply `change` to the node's metadata and journal it if it changed.
@@ -3030,7 +3162,14 @@ fn scan_cut(tree: &Tree, fix: bool, status: &mut StagingStatus) -> io::Result<()
     for (i, n) in tree.nodes.iter().enumerate() {
         if let (true, Some(Data::Staged(s))) = (n.live, &n.data) {
             if let Some(c) = s.scan(fix)? {
-                cuts.push((i as u32, c));
+                cuts.push((i as u32, None, c));
+            }
+        }
+        for (name, d) in n.named.iter().filter(|_| n.live) {
+            if let Data::Staged(s) = d {
+                if let Some(c) = s.scan(fix)? {
+                    cuts.push((i as u32, Some(name.as_str()), c));
+                }
             }
         }
     }
@@ -3038,12 +3177,16 @@ fn scan_cut(tree: &Tree, fix: bool, status: &mut StagingStatus) -> io::Result<()
         return Ok(());
     }
     let paths = tree.paths_of(&cuts.iter().map(|c| c.0).collect());
-    for (idx, c) in cuts {
+    for (idx, stream, c) in cuts {
+        let path = paths
+            .get(&idx)
+            .cloned()
+            .unwrap_or_else(|| format!("(inode {})", idx + 1));
         let f = CutFile {
-            path: paths
-                .get(&idx)
-                .cloned()
-                .unwrap_or_else(|| format!("(inode {})", idx + 1)),
+            path: match stream {
+                Some(s) => format!("{path}:{s}"),
+                None => path,
+            },
             written: c.staged_len.max(c.size),
             resumed: c.size,
             reverted_blocks: c.unrecorded_blocks,

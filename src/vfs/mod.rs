@@ -11,6 +11,7 @@
 //! blob's range maps to chunks (reads, readahead).
 
 mod image_view;
+mod streams;
 mod view;
 mod write;
 mod xattr;
