@@ -308,6 +308,9 @@ fn vfs_setters_commit_dedupe_and_oracles() {
         .set_attributes(mc, 0x1 | 0x2 | 0x10 | 0x400 | 0x4000)
         .unwrap();
     assert_eq!(a.attributes, 0x3);
+    // A descriptor set and then replaced is not stored at commit.
+    v.set_security(mc, &new_descriptor(0x1)).unwrap();
+    v.set_security(mc, &acl_sd).unwrap();
     let dir = resolve(&v, "dir");
     assert_eq!(v.set_attributes(dir, 0x2).unwrap().attributes, 0x12);
     assert_eq!(v.set_attributes(dir, 0).unwrap().attributes, 0x10);
@@ -369,7 +372,6 @@ fn vfs_setters_commit_dedupe_and_oracles() {
     assert_eq!(v.delete_reparse(link), Err(VfsError::NoAttr));
 
     commit(&v, &nw.wim);
-    drop(v);
 
     // One new table entry for the four users of `sd`; `acl.txt`'s reused.
     let (table, ids) = security_table(&nw.wim);
@@ -441,6 +443,29 @@ fn vfs_setters_commit_dedupe_and_oracles() {
         "the deleted reparse point: {:?}",
         d["/link-rel-file"]
     );
+
+    // The mount carries on after the commit (as after a live commit): the
+    // descriptors have their committed ids, a committed one is reused and
+    // a further new one goes after them.
+    {
+        let frozen = v.freeze().unwrap();
+        let w = Arc::new(Wim::open(&nw.wim, &[]).unwrap());
+        v.after_commit(&frozen, w, 1).unwrap();
+    }
+    assert_eq!(v.security(hello).unwrap().as_deref(), Some(&sd[..]));
+    let sd3 = new_descriptor(0x0012_0116);
+    v.set_security(resolve(&v, "dir/sub/file.txt"), &sd3)
+        .unwrap();
+    v.set_security(resolve(&v, "empty.txt"), &sd).unwrap();
+    commit(&v, &nw.wim);
+    let (table2, ids2) = security_table(&nw.wim);
+    assert_eq!(table2.len(), table.len() + 1, "one more entry");
+    assert_eq!(table2[..table.len()], table[..]);
+    assert_eq!(table2[table.len()], sd3);
+    assert_eq!(ids2["dir/sub/file.txt"], table.len() as i32);
+    for p in ["hello.txt", "empty.txt", "newdir"] {
+        assert_eq!(ids2[p], new_id, "{p}");
+    }
 }
 
 /// A read-write FUSE mount; `None` (skipped loudly) without FUSE or tools.
