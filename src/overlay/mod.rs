@@ -6,8 +6,11 @@
 //! while mounted). Stream contents are not copied: an unchanged stream is a
 //! reference to its blob in the WIM; a changed unnamed data stream is a
 //! [`stage::Staged`] stream (copy-on-write blocks in a staging file over the
-//! blob); named streams (`user.*` xattrs) and symlink reparse data are small
-//! and kept inline.
+//! blob); named streams set whole (`user.*` xattrs) and reparse data are
+//! small and kept inline, and a named stream written at an offset (the NT
+//! layer's `file:stream`) is staged like the unnamed one. Security
+//! descriptors set in the mount extend the image's table (deduplicated as
+//! they are set; only those still used are written at commit).
 //!
 //! Every change is a [`journal::Record`], applied by one function
 //! ([`Tree::apply`]) both live and when replaying the journal after a
