@@ -847,3 +847,45 @@ fn named_streams_offset_io_resume_and_commit() {
     }
     assert!(!f.contains_key("stream gone: Hash"));
 }
+
+/// `system.ntfs_*` may be set only by the file's owner or root (as
+/// ntfs-3g allows): another user gets EPERM and nothing changes; the owner
+/// (kept in the UNIX data of a `--unix-data` mount) may.
+#[test]
+fn system_xattrs_owner_or_root_only() {
+    if !can_mount() || !common::require(&["setpriv", "setfattr"]) {
+        return;
+    }
+    if !common::is_root() {
+        common::skip("not root: cannot act as another user");
+        return;
+    }
+    let tmp = common::tempdir();
+    let wim = wimlib_made(tmp.path());
+    let mnt = tmp.path().join("mnt");
+    let (m, _) = RwMount::rw(&wim, &mnt, &["--allow-other", "--unix-data"]);
+    let as_nobody = |name: &str, value: &str, file: &str| {
+        common::run(
+            Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .args(["setfattr", "-n", name, "-v", value])
+                .arg(mnt.join(file)),
+        )
+    };
+    let attrib = |file: &str| common::lgetxattr(&mnt.join(file), "system.ntfs_attrib").unwrap();
+    let before = attrib("f.txt");
+    let o = as_nobody("system.ntfs_attrib", "0x21000000", "f.txt");
+    assert!(!o.ok(), "another user set system.ntfs_attrib");
+    assert!(
+        o.stderr_str().contains("Operation not permitted"),
+        "{}",
+        o.describe()
+    );
+    assert_eq!(attrib("f.txt"), before);
+    // The owner may.
+    std::os::unix::fs::chown(mnt.join("g.txt"), Some(65534), Some(65534)).unwrap();
+    let o = as_nobody("system.ntfs_attrib", "0x21000000", "g.txt");
+    assert!(o.ok(), "the owner: {}", o.describe());
+    assert_eq!(attrib("g.txt"), 0x21u32.to_le_bytes());
+    m.unmount(&["--discard"]);
+}
