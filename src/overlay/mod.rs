@@ -2622,13 +2622,6 @@ impl Overlay {
         Ok(())
     }
 
-    /// The node's security descriptor, if it has one.
-    pub fn security(&self, ino: u64) -> VfsResult<Option<Vec<u8>>> {
-        let t = self.tree.read();
-        let n = t.node(idx_of(ino)?)?;
-        Ok(t.security(n.meta.security_id).map(<[u8]>::to_vec))
-    }
-
     /// Make the node a reparse point with `tag` and `data` (the reparse
     /// data without its 8-byte header). A symlink or junction whose data
     /// decodes shows as a symlink to its POSIX target; other tags are kept
