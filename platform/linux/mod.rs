@@ -235,6 +235,19 @@ impl WimFuse {
         }
     }
 
+    /// `system.*` xattrs (Windows metadata under ntfs-3g's names) may be
+    /// changed only by the file's owner or root, as ntfs-3g allows.
+    fn may_set_system(&self, req: &Request, ino: u64, name: &str) -> Result<(), Errno> {
+        if !name.starts_with("system.") || req.uid() == 0 {
+            return Ok(());
+        }
+        match self.vfs.getattr(ino) {
+            Ok(a) if a.uid == req.uid() => Ok(()),
+            Ok(_) => Err(Errno::EPERM),
+            Err(e) => Err(errno(&e)),
+        }
+    }
+
     fn empty(&self, r: VfsResult<()>, reply: ReplyEmpty) {
         match r {
             Ok(()) => reply.ok(),
@@ -706,7 +719,7 @@ impl Filesystem for WimFuse {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -726,6 +739,9 @@ impl Filesystem for WimFuse {
             crate::sys::linux_consts::XATTR_REPLACE => XattrMode::Replace,
             _ => return reply.error(Errno::EINVAL),
         };
+        if let Err(e) = self.may_set_system(req, ino.0, name) {
+            return reply.error(e);
+        }
         self.empty(self.vfs.setxattr(ino.0, name, value, mode), reply)
     }
 
@@ -753,13 +769,16 @@ impl Filesystem for WimFuse {
         }
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         if !self.rw {
             return reply.error(Errno::EROFS);
         }
         let Some(name) = name_str(name) else {
             return reply.error(Errno::NO_XATTR);
         };
+        if let Err(e) = self.may_set_system(req, ino.0, name) {
+            return reply.error(e);
+        }
         self.empty(self.vfs.removexattr(ino.0, name), reply)
     }
 

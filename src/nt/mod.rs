@@ -5,13 +5,14 @@
 //! compares names ([`upcase`]), WinFsp path and stream parsing
 //! ([`path`]), search patterns ([`pattern`]), NTSTATUS values
 //! ([`status`]), create dispositions and options ([`create`]) and file
-//! attributes ([`attrib`]).
+//! attributes ([`attrib`]); security descriptor validation ([`security`]).
 
 pub mod attrib;
 pub mod create;
 pub mod names;
 pub mod path;
 pub mod pattern;
+pub mod security;
 pub mod status;
 pub mod upcase;
 

@@ -92,6 +92,25 @@ pub enum Record {
     },
     /// Stream `id` resized.
     Size { id: u64, size: u64 },
+    /// A security descriptor new to the image, appended to the mount's
+    /// table (its id is the base table's length plus the number of
+    /// descriptors added before it); nodes name it in a later `Meta`.
+    Security { descriptor: Vec<u8> },
+    /// Make inode `idx` a reparse point with `tag` and `data` (the data
+    /// without its 8-byte header), or (`data` None) no longer one. `link`
+    /// is the POSIX target a symlink or junction shows as.
+    Reparse {
+        idx: u32,
+        tag: u32,
+        rp_flags: u16,
+        data: Option<Vec<u8>>,
+        link: Option<String>,
+    },
+    /// Give inode `idx`'s named stream `name` a staged copy `id` over its
+    /// current content: a blob of the WIM stays the base; a small value
+    /// set as a whole (an xattr) is written into the staging file first
+    /// (and synced before this record), so replay finds it there.
+    StageNamed { idx: u32, name: String, id: u64 },
 }
 
 struct Enc(Vec<u8>);
@@ -283,6 +302,42 @@ impl Record {
                 e.u64(*id);
                 e.u64(*size);
             }
+            Record::Security { descriptor } => {
+                e.u8(10);
+                e.bytes(descriptor);
+            }
+            Record::Reparse {
+                idx,
+                tag,
+                rp_flags,
+                data,
+                link,
+            } => {
+                e.u8(11);
+                e.u32(*idx);
+                e.u32(*tag);
+                e.u16(*rp_flags);
+                match data {
+                    Some(d) => {
+                        e.u8(1);
+                        e.bytes(d);
+                    }
+                    None => e.u8(0),
+                }
+                match link {
+                    Some(l) => {
+                        e.u8(1);
+                        e.bytes(l.as_bytes());
+                    }
+                    None => e.u8(0),
+                }
+            }
+            Record::StageNamed { idx, name, id } => {
+                e.u8(12);
+                e.u32(*idx);
+                e.bytes(name.as_bytes());
+                e.u64(*id);
+            }
         }
         e.0
     }
@@ -361,6 +416,36 @@ impl Record {
             9 => Record::Size {
                 id: d.u64()?,
                 size: d.u64()?,
+            },
+            10 => Record::Security {
+                descriptor: d.bytes()?,
+            },
+            11 => {
+                let idx = d.u32()?;
+                let tag = d.u32()?;
+                let rp_flags = d.u16()?;
+                let data = match d.u8()? {
+                    0 => None,
+                    1 => Some(d.bytes()?),
+                    _ => return None,
+                };
+                let link = match d.u8()? {
+                    0 => None,
+                    1 => Some(d.string()?),
+                    _ => return None,
+                };
+                Record::Reparse {
+                    idx,
+                    tag,
+                    rp_flags,
+                    data,
+                    link,
+                }
+            }
+            12 => Record::StageNamed {
+                idx: d.u32()?,
+                name: d.string()?,
+                id: d.u64()?,
             },
             _ => return None,
         };
@@ -600,6 +685,28 @@ mod tests {
                 runs: vec![(0, 3), (10, 1)],
             },
             Record::Size { id: 99, size: 5 },
+            Record::Security {
+                descriptor: vec![1, 0, 4, 0x80, 7],
+            },
+            Record::Reparse {
+                idx: 4,
+                tag: 0xA000_0003,
+                rp_flags: 1,
+                data: Some(vec![1, 2, 3, 4]),
+                link: Some("/mnt/x".into()),
+            },
+            Record::Reparse {
+                idx: 4,
+                tag: 0,
+                rp_flags: 0,
+                data: None,
+                link: None,
+            },
+            Record::StageNamed {
+                idx: 4,
+                name: "Zone.Identifier".into(),
+                id: 100,
+            },
         ]
     }
 

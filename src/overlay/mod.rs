@@ -6,8 +6,11 @@
 //! while mounted). Stream contents are not copied: an unchanged stream is a
 //! reference to its blob in the WIM; a changed unnamed data stream is a
 //! [`stage::Staged`] stream (copy-on-write blocks in a staging file over the
-//! blob); named streams (`user.*` xattrs) and symlink reparse data are small
-//! and kept inline.
+//! blob); named streams set whole (`user.*` xattrs) and reparse data are
+//! small and kept inline, and a named stream written at an offset (the NT
+//! layer's `file:stream`) is staged like the unnamed one. Security
+//! descriptors set in the mount extend the image's table (deduplicated as
+//! they are set; only those still used are written at commit).
 //!
 //! Every change is a [`journal::Record`], applied by one function
 //! (`Tree::apply`) both live and when replaying the journal after a
@@ -129,6 +132,41 @@ pub struct SetAttr {
     pub atime: Option<(i64, u32)>,
     pub mtime: Option<(i64, u32)>,
 }
+
+/// Windows times to set, as FILETIMEs; `None` leaves one alone. The
+/// change time is accepted (Windows and ntfs-3g hand over all four) but a
+/// WIM has no field for it: it always shows as the last write time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NtTimes {
+    pub creation: Option<u64>,
+    pub last_access: Option<u64>,
+    pub last_write: Option<u64>,
+    pub change: Option<u64>,
+}
+
+/// The attributes a caller may set (FILE_ATTRIBUTE_VALID_SET_FLAGS:
+/// read-only, hidden, system, archive, normal, temporary, offline, not
+/// content indexed); the rest (directory, reparse point, compressed,
+/// sparse, encrypted) follow what the file is.
+pub const SETTABLE_ATTRIBUTES: u32 = 0x31A7;
+
+/// Attributes after a caller asked for `asked` on a node that has `old`:
+/// the settable bits from `asked`, the others kept, the directory bit as
+/// the node is (`dir`). NORMAL means "none": it is stored only alone, on a
+/// file with no other attribute (as Windows and ntfs-3g report it).
+pub fn merge_attributes(old: u32, asked: u32, dir: bool) -> u32 {
+    let mut a = (old & !SETTABLE_ATTRIBUTES) | (asked & SETTABLE_ATTRIBUTES & !attr::NORMAL);
+    if dir {
+        a |= attr::DIRECTORY;
+    }
+    if a == 0 {
+        a = attr::NORMAL;
+    }
+    a
+}
+
+/// Largest reparse data (without its 8-byte header) NTFS accepts.
+pub const MAX_REPARSE_DATA: usize = 16 * 1024 - 8;
 
 /// Errors opening a staging directory.
 #[derive(Debug, thiserror::Error)]
@@ -630,6 +668,10 @@ struct Tree {
     next_stream: u64,
     /// Streams of freed inodes, deleted after the next journal sync.
     dead_streams: Vec<u64>,
+    /// Security descriptors new to the image, set during the mount: the
+    /// one with index `i` has the id `image.security.len() + i` (ids below
+    /// that are the image's own table, so unchanged files keep theirs).
+    new_security: Vec<Vec<u8>>,
 }
 
 fn check_name(name: &str) -> VfsResult<()> {
@@ -735,6 +777,7 @@ impl Tree {
             streams: HashMap::new(),
             next_stream: 1,
             dead_streams: Vec::new(),
+            new_security: Vec::new(),
         }
     }
 
@@ -864,7 +907,12 @@ impl Tree {
             self.streams.remove(&s.id);
             self.dead_streams.push(s.id);
         }
-        n.named.clear();
+        for (_, d) in n.named.drain(..) {
+            if let Data::Staged(s) = d {
+                self.streams.remove(&s.id);
+                self.dead_streams.push(s.id);
+            }
+        }
         n.reparse = None;
         n.dir = None;
     }
@@ -1088,6 +1136,55 @@ impl Tree {
                 self.next_stream = self.next_stream.max(id + 1);
                 self.node_mut(*idx)?.data = Some(Data::Staged(s));
             }
+            Record::StageNamed { idx, name, id } => {
+                let n = self.node(*idx)?;
+                let cur = n
+                    .named
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, d)| d.clone())
+                    .ok_or(VfsError::NoAttr)?;
+                let (base, size, inline) = match cur {
+                    Data::Base { blob, size, .. } => (blob, size, None),
+                    Data::Inline(v) => (None, 0, Some(v)),
+                    Data::Staged(_) => return Err(VfsError::Invalid),
+                };
+                let access = if ctx.read_only {
+                    Access::Read
+                } else {
+                    Access::Create
+                };
+                let file = ctx
+                    .data
+                    .open_file(id.to_string(), access)
+                    .map_err(VfsError::from_io)?;
+                let s = Staged::open(
+                    *id,
+                    file,
+                    base,
+                    size,
+                    ctx.cache.clone(),
+                    ctx.counters.clone(),
+                )
+                .map_err(VfsError::from_io)?;
+                if let Some(v) = inline.filter(|v| !v.is_empty()) {
+                    if ctx.replaying {
+                        // Written and synced before the record was.
+                        let blocks = (v.len() as u64).div_ceil(stage::BLOCK);
+                        s.replay_data(&[(0, blocks)], v.len() as u64);
+                    } else {
+                        s.write(0, &v).map_err(VfsError::from_lib)?;
+                        s.sync().map_err(VfsError::from_io)?;
+                    }
+                }
+                let s = Arc::new(s);
+                self.streams.insert(*id, s.clone());
+                self.next_stream = self.next_stream.max(id + 1);
+                let n = self.node_mut(*idx)?;
+                if let Some(e) = n.named.iter_mut().find(|(k, _)| k == name) {
+                    e.1 = Data::Staged(s);
+                }
+            }
             Record::Data { id, size, runs } => {
                 let s = self.streams.get(id).ok_or(VfsError::Invalid)?;
                 s.replay_data(runs, *size);
@@ -1096,8 +1193,134 @@ impl Tree {
                 let s = self.streams.get(id).ok_or(VfsError::Invalid)?;
                 s.replay_size(*size);
             }
+            Record::Security { descriptor } => {
+                let next = self.image.security.len() + self.new_security.len();
+                if i32::try_from(next).is_err() {
+                    return Err(VfsError::no_space());
+                }
+                self.new_security.push(descriptor.clone());
+            }
+            Record::Reparse {
+                idx,
+                tag,
+                rp_flags,
+                data,
+                link,
+            } => self.set_reparse(*idx, *tag, *rp_flags, data.as_deref(), link.as_deref())?,
         }
         Ok(())
+    }
+
+    /// The security descriptor with id `id`: the image's table, then the
+    /// descriptors added during the mount.
+    fn security(&self, id: i32) -> Option<&[u8]> {
+        let i = usize::try_from(id).ok()?;
+        let base = &self.image.security;
+        match base.get(i) {
+            Some(sd) => Some(sd),
+            None => self.new_security.get(i - base.len()).map(Vec::as_slice),
+        }
+    }
+
+    /// The id of a descriptor with exactly these bytes, if there is one
+    /// (the image's entries first, so they are reused).
+    fn find_security(&self, sd: &[u8]) -> Option<i32> {
+        let base = &self.image.security;
+        let i = match base.iter().position(|x| x == sd) {
+            Some(i) => i,
+            None => base.len() + self.new_security.iter().position(|x| x == sd)?,
+        };
+        i32::try_from(i).ok()
+    }
+
+    /// Make `idx` a reparse point (`data` Some) or an ordinary file or
+    /// directory again (`data` None). Checks first, so a refusal changes
+    /// nothing. A node whose reparse data decodes as a symlink or junction
+    /// (`link`) shows as a symlink: a directory turning into one must be
+    /// empty (as NTFS requires) and stops being a directory of the tree;
+    /// one that stops being a link becomes an (empty) directory again if
+    /// its attributes say it is one.
+    fn set_reparse(
+        &mut self,
+        idx: u32,
+        tag: u32,
+        rp_flags: u16,
+        data: Option<&[u8]>,
+        link: Option<&str>,
+    ) -> VfsResult<()> {
+        if idx == 0 {
+            return Err(VfsError::perm());
+        }
+        let n = self.node(idx)?;
+        let is_dir_attr = n.meta.attributes & attr::DIRECTORY != 0;
+        match data {
+            Some(_) => {
+                if n.dir.as_ref().is_some_and(|d| !d.entries.is_empty()) {
+                    return Err(VfsError::not_empty());
+                }
+                // A WIM keeps the reparse tag where a hard link's group
+                // id goes: a file with several names cannot be one.
+                if n.dir.is_none() && n.nlink > 1 {
+                    return Err(VfsError::not_supported());
+                }
+            }
+            None if n.meta.attributes & attr::REPARSE_POINT == 0 => {
+                return Err(VfsError::NoAttr);
+            }
+            None => {}
+        }
+        let parent = self.parent_of(idx);
+        let was_dir = n.dir.is_some();
+        let wants_dir = is_dir_attr && link.is_none();
+        if was_dir != wants_dir {
+            let p = parent.ok_or_else(|| VfsError::internal("directory without a parent"))?;
+            let pd = self.dir_mut(p)?;
+            pd.subdirs = if wants_dir {
+                pd.subdirs + 1
+            } else {
+                pd.subdirs.saturating_sub(1)
+            };
+        }
+        let n = self.node_mut(idx)?;
+        if was_dir != wants_dir {
+            n.dir = wants_dir.then(|| Dir::new(parent.unwrap_or(0), BTreeMap::new(), 0));
+        }
+        match data {
+            Some(d) => {
+                n.meta.attributes |= attr::REPARSE_POINT;
+                n.reparse_tag = tag;
+                n.rp_flags = rp_flags;
+                n.reparse = Some(Data::Inline(Arc::new(d.to_vec())));
+            }
+            None => {
+                n.meta.attributes &= !attr::REPARSE_POINT;
+                n.reparse_tag = 0;
+                n.rp_flags = 0;
+                n.reparse = None;
+            }
+        }
+        n.link = link.map(str::to_string);
+        if n.data.is_none() && !is_dir_attr {
+            // A symlink made in the mount had no data stream.
+            n.data = Some(Data::Base {
+                hash: ZERO_HASH,
+                size: 0,
+                blob: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// The directory holding `idx` (for a directory; a file's first
+    /// name's): found by a scan, as only reparse changes need it.
+    fn parent_of(&self, idx: u32) -> Option<u32> {
+        if let Some(d) = self.nodes.get(idx as usize).and_then(|n| n.dir.as_ref()) {
+            return Some(d.parent);
+        }
+        self.nodes.iter().enumerate().find_map(|(i, n)| {
+            let d = n.dir.as_ref().filter(|_| n.live)?;
+            d.entries.values().any(|e| e.idx == idx).then_some(i as u32)
+        })
     }
 
     fn rename(
@@ -1584,10 +1807,7 @@ impl Overlay {
         Ok(WinMeta {
             attributes: n.meta.attributes,
             creation_time: n.meta.creation_time,
-            security: t
-                .image
-                .security_descriptor(n.meta.security_id)
-                .map(|s| s.to_vec()),
+            security: t.security(n.meta.security_id).map(|s| s.to_vec()),
             reparse: (n.meta.attributes & attr::REPARSE_POINT != 0)
                 .then(|| (n.reparse_tag, n.reparse.clone())),
             short_name,
@@ -1705,6 +1925,7 @@ impl Overlay {
 
     /// [`Self::make`] for a node with no reparse data (a file, a
     /// directory, a FIFO, device or socket).
+    #[allow(clippy::too_many_arguments)]
     fn make_plain(
         &self,
         parent: u64,
@@ -1712,9 +1933,10 @@ impl Overlay {
         kind: NewKind,
         attributes: u32,
         unix: Option<UnixData>,
+        security: Option<&[u8]>,
         opts: &VfsOptions,
     ) -> VfsResult<u32> {
-        self.make(parent, name, kind, opts, |me, t, idx| {
+        self.make(parent, name, kind, security, opts, |me, t, idx| {
             Ok(Record::NewNode {
                 idx,
                 kind,
@@ -1727,11 +1949,14 @@ impl Overlay {
         })
     }
 
+    /// Make a new node named `name` in `parent`, with the security
+    /// descriptor `security` if given (else the parent's, from `meta_of`).
     fn make(
         &self,
         parent: u64,
         name: &str,
         kind: NewKind,
+        security: Option<&[u8]>,
         opts: &VfsOptions,
         meta_of: impl FnOnce(&Self, &Tree, u32) -> VfsResult<Record>,
     ) -> VfsResult<u32> {
@@ -1749,7 +1974,16 @@ impl Overlay {
             .ok()
             .filter(|&i| i < NONE - 1)
             .ok_or(VfsError::no_space())?;
-        let rec = meta_of(self, &t, idx)?;
+        // Interned before the node is made: the descriptor's record (if
+        // new) comes first in the journal, as replay needs.
+        let sec = match security {
+            Some(sd) => Some(self.intern_security(&mut t, sd)?),
+            None => None,
+        };
+        let mut rec = meta_of(self, &t, idx)?;
+        if let (Some(id), Record::NewNode { meta, .. }) = (sec, &mut rec) {
+            meta.security_id = id;
+        }
         debug_assert!(matches!(&rec, Record::NewNode { kind: k, .. } if *k == kind));
         self.journal_and_apply(&mut t, rec)?;
         let now = crate::time::now_filetime();
@@ -1773,8 +2007,30 @@ impl Overlay {
         cred: Cred,
         opts: &VfsOptions,
     ) -> VfsResult<(Attr, u64)> {
+        self.create_with(parent, name, mode, cred, None, opts)
+    }
+
+    /// [`Self::create`] with the security descriptor `security` (validated)
+    /// instead of the parent's.
+    pub fn create_with(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        cred: Cred,
+        security: Option<&[u8]>,
+        opts: &VfsOptions,
+    ) -> VfsResult<(Attr, u64)> {
         let unix = self.unix_for(opts, mode, S_IFREG, cred);
-        let idx = self.make_plain(parent, name, NewKind::File, attr::ARCHIVE, unix, opts)?;
+        let idx = self.make_plain(
+            parent,
+            name,
+            NewKind::File,
+            attr::ARCHIVE,
+            unix,
+            security,
+            opts,
+        )?;
         let fh = self.open_handle(idx as u64 + 1, true, false)?;
         Ok((self.getattr(idx as u64 + 1, opts)?, fh))
     }
@@ -1804,7 +2060,7 @@ impl Overlay {
             mode: kind.mode_bits() | (mode & 0o7777),
             rdev: if kind.is_device() { rdev } else { 0 },
         };
-        let idx = self.make_plain(parent, name, NewKind::File, 0, Some(unix), opts)?;
+        let idx = self.make_plain(parent, name, NewKind::File, 0, Some(unix), None, opts)?;
         self.getattr(idx as u64 + 1, opts)
     }
 
@@ -1816,8 +2072,30 @@ impl Overlay {
         cred: Cred,
         opts: &VfsOptions,
     ) -> VfsResult<Attr> {
+        self.mkdir_with(parent, name, mode, cred, None, opts)
+    }
+
+    /// [`Self::mkdir`] with the security descriptor `security` (validated)
+    /// instead of the parent's.
+    pub fn mkdir_with(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        cred: Cred,
+        security: Option<&[u8]>,
+        opts: &VfsOptions,
+    ) -> VfsResult<Attr> {
         let unix = self.unix_for(opts, mode, S_IFDIR, cred);
-        let idx = self.make_plain(parent, name, NewKind::Dir, attr::DIRECTORY, unix, opts)?;
+        let idx = self.make_plain(
+            parent,
+            name,
+            NewKind::Dir,
+            attr::DIRECTORY,
+            unix,
+            security,
+            opts,
+        )?;
         self.getattr(idx as u64 + 1, opts)
     }
 
@@ -1845,7 +2123,7 @@ impl Overlay {
         if data.len() > 16 * 1024 {
             return Err(VfsError::name_too_long());
         }
-        let idx = self.make(parent, name, NewKind::Symlink, opts, |me, t, idx| {
+        let idx = self.make(parent, name, NewKind::Symlink, None, opts, |me, t, idx| {
             let meta = me.new_meta(
                 t,
                 idx_of(parent)?,
@@ -2207,6 +2485,212 @@ impl Overlay {
         )
     }
 
+    // ----- named streams as streams --------------------------------------
+
+    /// Make sure named stream `name` of `idx` is staged; returns it.
+    fn staged_named(&self, t: &mut Tree, idx: u32, name: &str) -> VfsResult<Arc<Staged>> {
+        let n = t.node(idx)?;
+        match n.named.iter().find(|(k, _)| k == name) {
+            None => return Err(VfsError::NoAttr),
+            Some((_, Data::Staged(s))) => return Ok(s.clone()),
+            Some(_) => {}
+        }
+        let id = t.next_stream;
+        t.next_stream += 1;
+        self.journal_and_apply(
+            t,
+            Record::StageNamed {
+                idx,
+                name: name.to_string(),
+                id,
+            },
+        )?;
+        match t.node(idx)?.named.iter().find(|(k, _)| k == name) {
+            Some((_, Data::Staged(s))) => Ok(s.clone()),
+            _ => Err(VfsError::internal("named stream not staged")),
+        }
+    }
+
+    /// Write `data` at `offset` of named stream `name` (which must exist:
+    /// see [`Self::set_stream`] to create one), through the staging like
+    /// the unnamed stream: no size limit but the staging's. Durable at the
+    /// next sync point ([`Self::sync`]).
+    pub fn write_stream(&self, ino: u64, name: &str, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        let idx = idx_of(ino)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        let s = self.staged_named(&mut t, idx, name)?;
+        let before = s.size();
+        let runs = s.write(offset, data).map_err(VfsError::from_lib)?;
+        let after = s.size();
+        let n = t.node_mut(idx)?;
+        n.meta.last_write_time = crate::time::now_filetime();
+        n.meta.attributes |= attr::ARCHIVE;
+        let mut js = self.js.lock();
+        if !runs.is_empty() || after != before {
+            js.pending.push(
+                &s,
+                idx,
+                Record::Data {
+                    id: s.id,
+                    size: after,
+                    runs,
+                },
+            );
+        } else {
+            js.pending.meta.insert(idx);
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Truncate or extend named stream `name` (with zeros). Durable at the
+    /// next sync point.
+    pub fn set_stream_size(&self, ino: u64, name: &str, size: u64) -> VfsResult<()> {
+        if size > stage::MAX_SIZE {
+            return Err(VfsError::TooBig);
+        }
+        let idx = idx_of(ino)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        let s = self.staged_named(&mut t, idx, name)?;
+        if s.size() != size {
+            s.set_size(size).map_err(VfsError::from_lib)?;
+            self.js
+                .lock()
+                .pending
+                .push(&s, idx, Record::Size { id: s.id, size });
+        }
+        Ok(())
+    }
+
+    // ----- Windows metadata ------------------------------------------------
+
+    /// Apply `change` to the node's metadata and journal it if it changed.
+    fn change_meta(&self, ino: u64, change: impl FnOnce(&Node, &mut Meta)) -> VfsResult<()> {
+        let idx = idx_of(ino)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        let n = t.node(idx)?;
+        let mut meta = n.meta;
+        change(n, &mut meta);
+        if meta != n.meta {
+            self.journal_and_apply(&mut t, Record::Meta { idx, meta })?;
+        }
+        Ok(())
+    }
+
+    /// Set the DOS attributes (see [`merge_attributes`]: only the settable
+    /// bits change; the directory bit follows what the node is).
+    pub fn set_attributes(&self, ino: u64, attributes: u32) -> VfsResult<()> {
+        self.change_meta(ino, |n, m| {
+            let dir = n.dir.is_some() || m.attributes & attr::DIRECTORY != 0;
+            m.attributes = merge_attributes(m.attributes, attributes, dir);
+        })
+    }
+
+    /// Set any of the times (see [`NtTimes`] for the change time).
+    pub fn set_times(&self, ino: u64, times: &NtTimes) -> VfsResult<()> {
+        self.change_meta(ino, |_, m| {
+            if let Some(t) = times.creation {
+                m.creation_time = t;
+            }
+            if let Some(t) = times.last_access {
+                m.last_access_time = t;
+            }
+            if let Some(t) = times.last_write {
+                m.last_write_time = t;
+            }
+        })
+    }
+
+    /// The id of descriptor `sd`: an existing entry with the same bytes
+    /// (the image's own, or one added earlier in the mount), else a new
+    /// one, journaled. Refuses a malformed descriptor.
+    fn intern_security(&self, t: &mut Tree, sd: &[u8]) -> VfsResult<i32> {
+        if let Err(e) = crate::nt::security::validate(sd) {
+            log::warn!("refused a security descriptor: {e}");
+            return Err(VfsError::Invalid);
+        }
+        if let Some(id) = t.find_security(sd) {
+            return Ok(id);
+        }
+        let id = i32::try_from(t.image.security.len() + t.new_security.len())
+            .map_err(|_| VfsError::no_space())?;
+        self.journal_and_apply(
+            t,
+            Record::Security {
+                descriptor: sd.to_vec(),
+            },
+        )?;
+        Ok(id)
+    }
+
+    /// Give the node the self-relative security descriptor `sd`
+    /// (validated; refused with [`VfsError::Invalid`] and nothing changed
+    /// when malformed). At commit it joins the image's security table,
+    /// stored once however many files use it.
+    pub fn set_security(&self, ino: u64, sd: &[u8]) -> VfsResult<()> {
+        let idx = idx_of(ino)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        t.node(idx)?;
+        let id = self.intern_security(&mut t, sd)?;
+        let n = t.node(idx)?;
+        if n.meta.security_id != id {
+            let meta = Meta {
+                security_id: id,
+                ..n.meta
+            };
+            self.journal_and_apply(&mut t, Record::Meta { idx, meta })?;
+        }
+        Ok(())
+    }
+
+    /// Make the node a reparse point with `tag` and `data` (the reparse
+    /// data without its 8-byte header). A symlink or junction whose data
+    /// decodes shows as a symlink to its POSIX target; other tags are kept
+    /// opaque. A directory must be empty; a file with several names is
+    /// refused (a WIM cannot record both). Stored as not fixed up, so it
+    /// is applied as given.
+    pub fn set_reparse(&self, ino: u64, tag: u32, data: &[u8], opts: &VfsOptions) -> VfsResult<()> {
+        if data.len() > MAX_REPARSE_DATA || tag == 0 {
+            return Err(VfsError::Invalid);
+        }
+        let link =
+            reparse::decode(tag, data).map(|t| reparse::posix_target(&t, false, &opts.mount_root));
+        let idx = idx_of(ino)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        self.journal_and_apply(
+            &mut t,
+            Record::Reparse {
+                idx,
+                tag,
+                rp_flags: reparse::RP_NOT_FIXED,
+                data: Some(data.to_vec()),
+                link,
+            },
+        )
+    }
+
+    /// Make the node an ordinary file or directory again ([`VfsError::NoAttr`]
+    /// if it is not a reparse point). Its data stream stays as it was.
+    pub fn delete_reparse(&self, ino: u64) -> VfsResult<()> {
+        let idx = idx_of(ino)?;
+        let _g = self.gate.read();
+        let mut t = self.tree.write();
+        self.journal_and_apply(
+            &mut t,
+            Record::Reparse {
+                idx,
+                tag: 0,
+                rp_flags: 0,
+                data: None,
+                link: None,
+            },
+        )
+    }
+
     /// Make every change so far durable: staging files first, then the
     /// journal records that refer to them, then the journal.
     pub fn sync(&self) -> VfsResult<()> {
@@ -2301,8 +2785,31 @@ impl Overlay {
             r.link_group = if linked { idx as u64 + 1 } else { 0 };
         }
         records[0].link_group = 0;
+        // Descriptors set in the mount join the image's table, only those
+        // still used, each once (they were deduplicated when set).
+        let base = t.image.security.len();
+        let mut security = t.image.security.clone();
+        let mut added: HashMap<i32, i32> = HashMap::new();
+        for r in records.iter_mut() {
+            if usize::try_from(r.security_id).is_ok_and(|i| i >= base) {
+                r.security_id = match added.get(&r.security_id) {
+                    Some(&id) => id,
+                    None => match t.security(r.security_id) {
+                        Some(sd) => {
+                            let id = i32::try_from(security.len()).map_err(|_| {
+                                crate::Error::Other("too many security descriptors".into())
+                            })?;
+                            security.push(sd.to_vec());
+                            added.insert(r.security_id, id);
+                            id
+                        }
+                        None => -1,
+                    },
+                };
+            }
+        }
         Ok(NewImage {
-            security: t.image.security.clone(),
+            security,
             records,
             streams,
         })
@@ -2434,6 +2941,8 @@ impl Overlay {
                 mapped[idx as usize] = true;
                 let n = &mut t.nodes[idx as usize];
                 n.base = new_ino;
+                // Descriptors added in the mount have their committed ids.
+                n.meta.security_id = inode.security_id;
                 for s in &inode.streams {
                     if !s.name.is_empty() {
                         if let Some(x) = n.named.iter_mut().find(|(k, _)| *k == s.name) {
@@ -2483,6 +2992,15 @@ impl Overlay {
         }
         t.streams = keep;
         t.dead_streams.clear();
+        // Nodes not in the commit (open but unlinked) lose descriptors
+        // that existed only in the mount's table.
+        let base = t.image.security.len();
+        for (i, n) in t.nodes.iter_mut().enumerate() {
+            if !mapped[i] && usize::try_from(n.meta.security_id).is_ok_and(|i| i >= base) {
+                n.meta.security_id = -1;
+            }
+        }
+        t.new_security.clear();
         t.wim = wim.clone();
         t.image = image.clone();
         remove_unreferenced(&self.data, &t.streams);
@@ -2664,7 +3182,14 @@ fn scan_cut(tree: &Tree, fix: bool, status: &mut StagingStatus) -> io::Result<()
     for (i, n) in tree.nodes.iter().enumerate() {
         if let (true, Some(Data::Staged(s))) = (n.live, &n.data) {
             if let Some(c) = s.scan(fix)? {
-                cuts.push((i as u32, c));
+                cuts.push((i as u32, None, c));
+            }
+        }
+        for (name, d) in n.named.iter().filter(|_| n.live) {
+            if let Data::Staged(s) = d {
+                if let Some(c) = s.scan(fix)? {
+                    cuts.push((i as u32, Some(name.as_str()), c));
+                }
             }
         }
     }
@@ -2672,12 +3197,16 @@ fn scan_cut(tree: &Tree, fix: bool, status: &mut StagingStatus) -> io::Result<()
         return Ok(());
     }
     let paths = tree.paths_of(&cuts.iter().map(|c| c.0).collect());
-    for (idx, c) in cuts {
+    for (idx, stream, c) in cuts {
+        let path = paths
+            .get(&idx)
+            .cloned()
+            .unwrap_or_else(|| format!("(inode {})", idx + 1));
         let f = CutFile {
-            path: paths
-                .get(&idx)
-                .cloned()
-                .unwrap_or_else(|| format!("(inode {})", idx + 1)),
+            path: match stream {
+                Some(s) => format!("{path}:{s}"),
+                None => path,
+            },
             written: c.staged_len.max(c.size),
             resumed: c.size,
             reverted_blocks: c.unrecorded_blocks,

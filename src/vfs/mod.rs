@@ -12,6 +12,7 @@
 
 mod image_view;
 mod nt;
+mod streams;
 mod view;
 mod write;
 mod xattr;
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use view::{ReadView, View};
 
 pub use crate::image::Special;
-pub use crate::overlay::{Cred, RenameMode, SetAttr, XattrMode};
+pub use crate::overlay::{merge_attributes, Cred, NtTimes, RenameMode, SetAttr, XattrMode};
 
 pub use nt::StreamInfo;
 pub use xattr::XATTR_STREAM_PREFIX;

@@ -2,7 +2,7 @@
 //! read-only view each of these fails with [`VfsError::ReadOnly`].
 
 use super::{
-    Attr, Cred, Ino, RenameMode, SetAttr, Special, Vfs, VfsError, VfsResult, XattrMode,
+    Attr, Cred, Ino, NtTimes, RenameMode, SetAttr, Special, Vfs, VfsError, VfsResult, XattrMode,
     XATTR_STREAM_PREFIX,
 };
 use crate::newimage::NewImage;
@@ -108,10 +108,14 @@ impl Vfs {
         self.rw()?.fallocate(ino, offset, len, keep_size)
     }
 
-    /// Set an xattr: `user.NAME` is the named data stream NAME; other
-    /// names are not supported for writing.
+    /// Set an xattr: `user.NAME` is the named data stream NAME; ntfs-3g's
+    /// `system.ntfs_*` names set Windows metadata (their value formats are
+    /// in `xattr.rs`); other names are not supported for writing.
     pub fn setxattr(&self, ino: Ino, name: &str, value: &[u8], mode: XattrMode) -> VfsResult<()> {
         let ov = self.rw()?;
+        if let Some(r) = self.set_ntfs_xattr(ino, name, value) {
+            return r;
+        }
         match name.strip_prefix(XATTR_STREAM_PREFIX) {
             Some(s) => ov.set_stream(ino, s, value, mode, &self.opts),
             None => Err(VfsError::not_supported()),
@@ -120,10 +124,73 @@ impl Vfs {
 
     pub fn removexattr(&self, ino: Ino, name: &str) -> VfsResult<()> {
         let ov = self.rw()?;
+        if let Some(r) = self.remove_ntfs_xattr(ino, name) {
+            return r;
+        }
         match name.strip_prefix(XATTR_STREAM_PREFIX) {
             Some(s) => ov.remove_stream(ino, s),
             None => Err(VfsError::not_supported()),
         }
+    }
+
+    // ----- Windows metadata (for the NT layer and the ntfs-3g xattrs) ----
+
+    /// Set the DOS attributes: only the settable bits (see
+    /// [`super::merge_attributes`]); the directory bit follows the kind.
+    pub fn set_attributes(&self, ino: Ino, attributes: u32) -> VfsResult<Attr> {
+        self.rw()?.set_attributes(ino, attributes)?;
+        self.getattr(ino)
+    }
+
+    /// Set any of the four Windows times (FILETIMEs; see [`NtTimes`]).
+    pub fn set_times(&self, ino: Ino, times: &NtTimes) -> VfsResult<Attr> {
+        self.rw()?.set_times(ino, times)?;
+        self.getattr(ino)
+    }
+
+    /// Give the file the self-relative security descriptor `sd`; a
+    /// malformed one is [`VfsError::Invalid`] (and nothing changes).
+    pub fn set_security(&self, ino: Ino, sd: &[u8]) -> VfsResult<()> {
+        self.rw()?.set_security(ino, sd)
+    }
+
+    /// Make the file a reparse point (`data` without the 8-byte header);
+    /// a symlink or junction then shows as a symlink.
+    pub fn set_reparse(&self, ino: Ino, tag: u32, data: &[u8]) -> VfsResult<()> {
+        self.rw()?.set_reparse(ino, tag, data, &self.opts)
+    }
+
+    /// Remove the file's reparse point ([`VfsError::NoAttr`] if none).
+    pub fn delete_reparse(&self, ino: Ino) -> VfsResult<()> {
+        self.rw()?.delete_reparse(ino)
+    }
+
+    /// [`Vfs::create`] with the security descriptor `sd` (validated)
+    /// instead of the parent's.
+    pub fn create_with_security(
+        &self,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+        cred: Cred,
+        sd: &[u8],
+    ) -> VfsResult<(Attr, Fh)> {
+        self.rw()?
+            .create_with(parent, name, mode, cred, Some(sd), &self.opts)
+    }
+
+    /// [`Vfs::mkdir`] with the security descriptor `sd` (validated)
+    /// instead of the parent's.
+    pub fn mkdir_with_security(
+        &self,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+        cred: Cred,
+        sd: &[u8],
+    ) -> VfsResult<Attr> {
+        self.rw()?
+            .mkdir_with(parent, name, mode, cred, Some(sd), &self.opts)
     }
 
     /// fsync/fsyncdir: make every change so far durable (the journal is

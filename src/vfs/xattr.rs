@@ -1,7 +1,7 @@
 //! Extended attributes: named data streams as `user.NAME`, and Windows
 //! metadata under the names ntfs-3g uses, so tools and habits carry over.
 
-use super::{read_all, Ino, ReadView, Vfs, VfsError, VfsResult};
+use super::{read_all, Ino, NtTimes, ReadView, Vfs, VfsError, VfsResult};
 use crate::overlay::Data;
 use crate::wim::metadata::tag;
 
@@ -11,6 +11,12 @@ const NTFS_ACL: &str = "system.ntfs_acl";
 const NTFS_REPARSE: &str = "system.ntfs_reparse_data";
 const NTFS_DOS_NAME: &str = "system.ntfs_dos_name";
 const NTFS_CRTIME: &str = "system.ntfs_crtime";
+// Read and set, never listed (as ntfs-3g): the same values big-endian, and
+// the four times at once.
+const NTFS_ATTRIB_BE: &str = "system.ntfs_attrib_be";
+const NTFS_CRTIME_BE: &str = "system.ntfs_crtime_be";
+const NTFS_TIMES: &str = "system.ntfs_times";
+const NTFS_TIMES_BE: &str = "system.ntfs_times_be";
 /// Largest value the Linux xattr interface can return.
 const XATTR_SIZE_MAX: u64 = 65536;
 
@@ -60,6 +66,9 @@ impl Vfs {
                 return Ok(v.to_vec());
             }
         }
+        if let Some(v) = self.get_ntfs_times(ino, name)? {
+            return Ok(v);
+        }
         if !matches!(
             name,
             NTFS_ATTRIB | NTFS_CRTIME | NTFS_ACL | NTFS_DOS_NAME | NTFS_REPARSE
@@ -85,6 +94,71 @@ impl Vfs {
                 None => Err(VfsError::NoAttr),
             },
             _ => Err(VfsError::NoAttr),
+        }
+    }
+
+    /// The big-endian and all-times variants, which need the times of
+    /// [`Vfs::getattr`] (None for other names).
+    fn get_ntfs_times(&self, ino: Ino, name: &str) -> VfsResult<Option<Vec<u8>>> {
+        if !matches!(
+            name,
+            NTFS_ATTRIB_BE | NTFS_CRTIME_BE | NTFS_TIMES | NTFS_TIMES_BE
+        ) {
+            return Ok(None);
+        }
+        let a = self.getattr(ino)?;
+        let ft = |(s, ns): (i64, u32)| crate::time::unix_to_filetime(s, ns);
+        // ntfs-3g's order: creation, last write, last access, change (a
+        // WIM keeps no change time: the last write time stands in).
+        let times = [ft(a.crtime), ft(a.mtime), ft(a.atime), ft(a.mtime)];
+        Ok(Some(match name {
+            NTFS_ATTRIB_BE => a.attributes.to_be_bytes().to_vec(),
+            NTFS_CRTIME_BE => times[0].to_be_bytes().to_vec(),
+            NTFS_TIMES => times.iter().flat_map(|t| t.to_le_bytes()).collect(),
+            _ => times.iter().flat_map(|t| t.to_be_bytes()).collect(),
+        }))
+    }
+
+    /// Set Windows metadata through ntfs-3g's xattr names and value
+    /// formats; None when `name` is not one of them. A value of the wrong
+    /// size or shape is [`VfsError::Invalid`] and changes nothing.
+    pub(super) fn set_ntfs_xattr(&self, ino: Ino, name: &str, v: &[u8]) -> Option<VfsResult<()>> {
+        let u32_of = |be: bool| -> VfsResult<u32> {
+            let b: [u8; 4] = v.try_into().map_err(|_| VfsError::Invalid)?;
+            Ok(if be {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            })
+        };
+        let r = match name {
+            NTFS_ATTRIB | NTFS_ATTRIB_BE => {
+                u32_of(name == NTFS_ATTRIB_BE).and_then(|a| self.set_attributes(ino, a).map(drop))
+            }
+            NTFS_CRTIME | NTFS_CRTIME_BE | NTFS_TIMES | NTFS_TIMES_BE => {
+                let be = name.ends_with("_be");
+                parse_times(v, be, name.starts_with(NTFS_TIMES))
+                    .and_then(|t| self.set_times(ino, &t).map(drop))
+            }
+            NTFS_ACL => self.set_security(ino, v),
+            NTFS_REPARSE => match parse_reparse_xattr(v) {
+                Some((tag, data)) => self.set_reparse(ino, tag, data),
+                None => Err(VfsError::Invalid),
+            },
+            NTFS_DOS_NAME => Err(VfsError::not_supported()),
+            _ => return None,
+        };
+        Some(r)
+    }
+
+    /// Remove Windows metadata under ntfs-3g's names: only reparse data
+    /// can go (the others always exist). None for other names.
+    pub(super) fn remove_ntfs_xattr(&self, ino: Ino, name: &str) -> Option<VfsResult<()>> {
+        match name {
+            NTFS_REPARSE => Some(self.delete_reparse(ino)),
+            NTFS_ATTRIB | NTFS_ATTRIB_BE | NTFS_CRTIME | NTFS_CRTIME_BE | NTFS_TIMES
+            | NTFS_TIMES_BE | NTFS_ACL | NTFS_DOS_NAME => Some(Err(VfsError::not_supported())),
+            _ => None,
         }
     }
 
@@ -116,6 +190,51 @@ fn reparse_xattr(tag: u32, data: &[u8]) -> Vec<u8> {
     v.extend_from_slice(&0u16.to_le_bytes());
     v.extend_from_slice(data);
     v
+}
+
+/// Times from `system.ntfs_crtime` (one FILETIME) or `system.ntfs_times`
+/// (`all`: 8, 16, 24 or 32 bytes, setting that many of creation, last
+/// write, last access and change, as ntfs-3g does); `be` for the `_be`
+/// variants.
+fn parse_times(v: &[u8], be: bool, all: bool) -> VfsResult<NtTimes> {
+    let ok = if all {
+        matches!(v.len(), 8 | 16 | 24 | 32)
+    } else {
+        v.len() == 8
+    };
+    if !ok {
+        return Err(VfsError::Invalid);
+    }
+    let t: Vec<u64> = v
+        .chunks_exact(8)
+        .map(|c| {
+            let b: [u8; 8] = c.try_into().unwrap_or_default();
+            if be {
+                u64::from_be_bytes(b)
+            } else {
+                u64::from_le_bytes(b)
+            }
+        })
+        .collect();
+    // A FILETIME past i64::MAX cannot be shown as a Unix time.
+    if t.iter().any(|&x| x > i64::MAX as u64) {
+        return Err(VfsError::Invalid);
+    }
+    Ok(NtTimes {
+        creation: t.first().copied(),
+        last_write: t.get(1).copied(),
+        last_access: t.get(2).copied(),
+        change: t.get(3).copied(),
+    })
+}
+
+/// A `system.ntfs_reparse_data` value (REPARSE_DATA_BUFFER): tag, data
+/// length, reserved, then exactly that much data. None when malformed.
+fn parse_reparse_xattr(v: &[u8]) -> Option<(u32, &[u8])> {
+    let tag = u32::from_le_bytes(v.get(0..4)?.try_into().ok()?);
+    let len = u16::from_le_bytes(v.get(4..6)?.try_into().ok()?) as usize;
+    let data = v.get(8..)?;
+    (data.len() == len).then_some((tag, data))
 }
 
 /// Linux xattrs that wimlib stored with `--unix-data` (name, value), from
@@ -162,4 +281,62 @@ fn parse_linux_xattrs(t: u32, b: &[u8]) -> Vec<(&str, &[u8])> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ntfs_value_formats() {
+        let ft: Vec<u8> = [1u64, 2, 3, 4]
+            .iter()
+            .flat_map(|t| t.to_le_bytes())
+            .collect();
+        let t = parse_times(&ft, false, true).unwrap();
+        assert_eq!(
+            t,
+            NtTimes {
+                creation: Some(1),
+                last_write: Some(2),
+                last_access: Some(3),
+                change: Some(4)
+            }
+        );
+        let t = parse_times(&ft[..16], false, true).unwrap();
+        assert_eq!(
+            (t.creation, t.last_write, t.last_access),
+            (Some(1), Some(2), None)
+        );
+        assert_eq!(
+            parse_times(&5u64.to_be_bytes(), true, false)
+                .unwrap()
+                .creation,
+            Some(5)
+        );
+        for n in [0, 4, 7, 9, 31, 33, 40] {
+            let v = vec![0u8; n];
+            assert_eq!(
+                parse_times(&v, false, true),
+                Err(VfsError::Invalid),
+                "{n} bytes"
+            );
+        }
+        assert_eq!(parse_times(&ft[..16], false, false), Err(VfsError::Invalid));
+        assert_eq!(
+            parse_times(&[0xff; 8], false, false),
+            Err(VfsError::Invalid)
+        );
+
+        let rp = reparse_xattr(0xA000_0003, &[1, 2, 3]);
+        assert_eq!(
+            parse_reparse_xattr(&rp),
+            Some((0xA000_0003, &[1u8, 2, 3][..]))
+        );
+        assert_eq!(parse_reparse_xattr(&rp[..rp.len() - 1]), None);
+        let mut long = rp.clone();
+        long.push(0);
+        assert_eq!(parse_reparse_xattr(&long), None);
+        assert_eq!(parse_reparse_xattr(&rp[..7]), None);
+    }
 }
