@@ -242,13 +242,17 @@ pub fn write_record(s: &MountRecord) -> Option<PathBuf> {
 }
 
 /// Is the daemon that wrote `s` still running? A record is only a claim:
-/// the process must be this user's, a wimfs process, and the one that
+/// the process must be this user's, a mount daemon, and the one that
 /// started at the recorded time (not a later one given the same pid).
+/// The start time identifies it; the program's name is asked only of a
+/// record without one, because the same daemon may run from a binary
+/// under another name (`wimfs-dev`, a versioned copy), and taking it for
+/// dead would delete the record of a live mount.
 pub fn daemon_alive(s: &MountRecord) -> bool {
     alive(s.pid)
         && match s.start_ticks {
             Some(t) => sys::process_start_ticks(s.pid) == Some(t),
-            None => true,
+            None => sys::process_comm(s.pid).is_some_and(|c| c == "wimfs" || c == own_comm()),
         }
 }
 
@@ -282,10 +286,8 @@ fn alive(pid: u32) -> bool {
     if !sys::process_exists(pid) {
         return false;
     }
-    // Guard against a recycled pid.
-    sys::process_is_zombie(pid) == Some(false)
-        && sys::process_comm(pid).is_some_and(|c| c == "wimfs" || c == own_comm())
-        && sys::process_has_arg(pid, "mount")
+    // A recycled pid is told apart by its start time (`daemon_alive`).
+    sys::process_is_zombie(pid) == Some(false) && sys::process_has_arg(pid, "mount")
 }
 
 /// Does a daemon log report a real error? (A reply to a request the kernel
