@@ -13,6 +13,8 @@ macro_rules! outln {
     }};
 }
 
+#[cfg(unix)]
+mod capture;
 #[cfg(target_os = "linux")]
 mod commit;
 mod inspect;
@@ -135,6 +137,12 @@ enum Cmd {
     Optimize(service::OptimizeArgs),
     /// Copy an image into a new WIM, or into an existing one as a new image.
     Export(service::ExportArgs),
+    /// Capture a directory tree into a new WIM.
+    #[cfg(unix)]
+    Capture(capture::CaptureArgs),
+    /// Capture a directory tree as a new image of an existing WIM.
+    #[cfg(unix)]
+    Append(capture::CaptureArgs),
 }
 
 pub fn run() -> i32 {
@@ -309,6 +317,10 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Recover(a) => recover::recover(a),
         Cmd::Optimize(a) => service::optimize(a),
         Cmd::Export(a) => service::export(a),
+        #[cfg(unix)]
+        Cmd::Capture(a) => capture::capture(a),
+        #[cfg(unix)]
+        Cmd::Append(a) => capture::append(a),
     }
 }
 

@@ -13,6 +13,8 @@
 
 mod add_image;
 mod append_image;
+#[cfg(unix)]
+pub mod capture;
 pub mod export;
 pub mod image_xml;
 mod lock;
