@@ -408,3 +408,119 @@ fn errors_name_the_path() {
         assert!(!wim.exists());
     }
 }
+
+/// What one path of an image carries, for comparing two captures.
+#[derive(Debug, PartialEq)]
+struct Described {
+    attributes: u32,
+    short_name: String,
+    security: Option<Vec<u8>>,
+    creation_time: u64,
+    last_write_time: u64,
+    data: Option<[u8; 20]>,
+    reparse: Option<(u32, [u8; 20])>,
+    named: Vec<(String, [u8; 20])>,
+    links: usize,
+}
+
+fn describe(wim: &Path) -> std::collections::BTreeMap<String, Described> {
+    let w = wimfs::wim::Wim::open(wim, &[]).unwrap();
+    let img = wimfs::image::Image::load(&w, 1).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for d in img.walk() {
+        let ino = img.inode_of(d);
+        let mut named: Vec<(String, [u8; 20])> =
+            ino.named().map(|s| (s.name.clone(), s.hash)).collect();
+        named.sort();
+        out.insert(
+            img.path(d),
+            Described {
+                attributes: ino.attributes,
+                short_name: img.dentries[d as usize].short_name.clone(),
+                security: img.security_descriptor(ino.security_id).map(|s| s.to_vec()),
+                creation_time: ino.creation_time,
+                last_write_time: ino.last_write_time,
+                data: ino.data().map(|s| s.hash).filter(|h| *h != [0; 20]),
+                reparse: ino.reparse().map(|s| (ino.reparse_tag, s.hash)),
+                named,
+                links: ino.nlink() as usize,
+            },
+        );
+    }
+    out
+}
+
+/// An NTFS volume (security descriptors, short names, named streams,
+/// reparse points, hard links, times) captured by wimfs through an ntfs-3g
+/// mount with `streams_interface=xattr` must carry the same Windows
+/// metadata as wimlib's own capture of the volume.
+#[test]
+fn ntfs3g_source_keeps_windows_metadata() {
+    if !have_tools() || !require(&["mkntfs", "ntfs-3g"]) {
+        return;
+    }
+    let t = tempdir();
+    let Some(reference) = build_ntfs_wim(&t.path().join("ref"), &[]) else {
+        return;
+    };
+    // The same volume again: wimlib applies its capture onto a fresh NTFS
+    // image, which ntfs-3g then shows to wimfs.
+    let raw = t.path().join("again.raw");
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    run_ok(
+        Command::new(tool_path("mkntfs"))
+            .args(["-F", "-f", "-q"])
+            .arg(&raw),
+    );
+    let o = wimlib_apply(&reference.wim, "1", &raw, &[]);
+    assert!(o.ok(), "{}", o.describe());
+    let wim = t.path().join("ours.wim");
+    {
+        let m = match NtfsMount::mount(&raw, &t.path().join("mnt")) {
+            Ok(m) => m,
+            Err(e) => {
+                skip(&format!("cannot mount NTFS with ntfs-3g: {e}"));
+                return;
+            }
+        };
+        let o = wimfs_ok(["capture".as_ref(), m.mnt.as_os_str(), wim.as_os_str()]);
+        println!("{}", o.all_output());
+    }
+    verify(&wim);
+    let theirs = describe(&reference.wim);
+    let ours = describe(&wim);
+    let mut diffs = Vec::new();
+    for (p, want) in &theirs {
+        if p == "/" {
+            continue;
+        }
+        match ours.get(p) {
+            None => diffs.push(format!("{p}: missing from wimfs's capture")),
+            Some(got) if got != want => {
+                diffs.push(format!("{p}:\n    wimlib {want:?}\n    wimfs  {got:?}"))
+            }
+            Some(_) => {}
+        }
+    }
+    for p in ours.keys() {
+        if !theirs.contains_key(p) {
+            diffs.push(format!("{p}: only in wimfs's capture"));
+        }
+    }
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    // What the reference says is there, by name.
+    let acl = &ours["/acl.txt"];
+    assert_eq!(
+        acl.security.as_deref(),
+        Some(&custom_security_descriptor()[..])
+    );
+    assert_eq!(
+        ours["/Long File Name With Spaces.txt"].short_name,
+        "LONGFI~1.TXT"
+    );
+    assert_eq!(ours["/hello.txt"].links, 3);
+    assert!(ours["/junction"].reparse.is_some());
+}

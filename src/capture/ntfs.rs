@@ -31,31 +31,59 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Read the xattrs of `path` (not following a symlink). ntfs-3g's values
-/// are read only when listed: reading them is what costs on an ntfs-3g
-/// mount.
-pub fn read(path: &Path) -> Result<Xattrs> {
+/// ntfs-3g's xattrs that carry Windows metadata. ntfs-3g answers for
+/// them but does not list them, so on an ntfs-3g mount each is asked for.
+const NTFS_XATTRS: [&str; 5] = [
+    "system.ntfs_attrib",
+    "system.ntfs_acl",
+    "system.ntfs_reparse_data",
+    "system.ntfs_dos_name",
+    "system.ntfs_crtime",
+];
+
+/// Is `root` on an ntfs-3g mount (one that answers for its Windows
+/// metadata)? Asked once per capture: elsewhere the five extra calls per
+/// file would be wasted.
+pub fn is_ntfs3g(root: &Path) -> bool {
+    matches!(
+        crate::sys::get_xattr_nofollow(root, "system.ntfs_attrib"),
+        Ok(Some(v)) if v.len() == 4
+    )
+}
+
+/// Read the xattrs of `path` (not following a symlink); with `ntfs`, also
+/// ntfs-3g's Windows metadata.
+pub fn read(path: &Path, ntfs: bool) -> Result<Xattrs> {
     let mut x = Xattrs::default();
-    let names = crate::sys::list_xattrs_nofollow(path).map_err(io(path))?;
+    let mut names = crate::sys::list_xattrs_nofollow(path).map_err(io(path))?;
+    if ntfs {
+        for n in NTFS_XATTRS {
+            if !names.iter().any(|m| m == n) {
+                names.push(n.to_string());
+            }
+        }
+    }
     for name in names {
         let wanted = name.starts_with("user.")
             || name.starts_with("trusted.")
             || name.starts_with("security.")
-            || matches!(
-                name.as_str(),
-                "system.ntfs_attrib"
-                    | "system.ntfs_acl"
-                    | "system.ntfs_reparse_data"
-                    | "system.ntfs_dos_name"
-                    | "system.ntfs_crtime"
-            );
+            || NTFS_XATTRS.contains(&name.as_str());
         if !wanted {
             continue;
         }
         // Gone since it was listed: nothing to store (ntfs-3g lists
         // `system.ntfs_reparse_data` on files that have none).
-        let Some(v) = crate::sys::get_xattr_nofollow(path, &name).map_err(io(path))? else {
-            continue;
+        let v = match crate::sys::get_xattr_nofollow(path, &name) {
+            Ok(Some(v)) => v,
+            Ok(None) => continue,
+            // ntfs-3g refuses a DOS name on the root (it has none).
+            Err(e)
+                if name == "system.ntfs_dos_name"
+                    && e.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                continue
+            }
+            Err(e) => return Err(io(path)(e)),
         };
         let u32_of = |v: &[u8]| {
             v.get(..4)

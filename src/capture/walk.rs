@@ -67,11 +67,19 @@ pub fn scan(root: &Path, opts: &CaptureOptions) -> Result<Captured> {
     }
     // Absolute links into the tree are recognised by this prefix.
     let canon = root.canonicalize().map_err(io_err(root))?;
-    let x = ntfs::read(root)?;
+    let is_ntfs = ntfs::is_ntfs3g(root);
+    if is_ntfs {
+        log::info!(
+            "{}: an ntfs-3g mount; its Windows metadata is captured too",
+            root.display()
+        );
+    }
+    let x = ntfs::read(root, is_ntfs)?;
     let mut b = ImageBuilder::new(node_meta(&md, &x, opts, attr::DIRECTORY));
     let mut w = Walk {
         opts,
         canon,
+        ntfs: is_ntfs,
         links: HashMap::new(),
         out: Captured {
             image: crate::newimage::NewImage {
@@ -126,6 +134,8 @@ pub fn scan(root: &Path, opts: &CaptureOptions) -> Result<Captured> {
 struct Walk<'o> {
     opts: &'o CaptureOptions,
     canon: PathBuf,
+    /// The source is an ntfs-3g mount.
+    ntfs: bool,
     /// (dev, ino) of files with several names, to the node of the first.
     links: HashMap<(u64, u64), NodeId>,
     out: Captured,
@@ -200,7 +210,7 @@ impl Walk<'_> {
             self.out.skipped.push(rel.to_string());
             return Ok(None);
         }
-        let x = ntfs::read(path)?;
+        let x = ntfs::read(path, self.ntfs)?;
         let id = if ft.is_dir() && x.reparse.is_none() {
             let id = b
                 .add_dir(

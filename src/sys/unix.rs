@@ -1105,8 +1105,20 @@ pub fn list_xattrs_nofollow(path: &Path) -> io::Result<Vec<String>> {
 pub fn get_xattr_nofollow(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     let c = cstr(path.as_os_str())?;
     let n = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let mut buf = vec![0u8; 256];
+    let mut buf = Vec::new();
     loop {
+        // The size first: ntfs-3g answers a too-small buffer for its
+        // security descriptors with EIO, not ERANGE.
+        // SAFETY: valid NUL-terminated strings and a null buffer of size 0.
+        let need = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+        if need < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENODATA) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        buf.resize(need as usize, 0);
         // SAFETY: valid NUL-terminated strings and a buffer of `buf.len()`
         // bytes.
         let r = unsafe {
@@ -1124,16 +1136,8 @@ pub fn get_xattr_nofollow(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::ENODATA) => return Ok(None),
-            // The value grew or the buffer was small: ask for its size.
-            Some(libc::ERANGE) if buf.len() < (64 << 20) => {
-                // SAFETY: as above, with a null buffer of size 0.
-                let need =
-                    unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
-                if need < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                buf.resize((need as usize).max(buf.len() * 2), 0);
-            }
+            // It grew between the two calls: ask again.
+            Some(libc::ERANGE) => continue,
             _ => return Err(e),
         }
     }
