@@ -17,6 +17,7 @@ macro_rules! outln {
 mod capture;
 #[cfg(target_os = "linux")]
 mod commit;
+mod images;
 mod inspect;
 #[cfg(target_os = "linux")]
 mod mount;
@@ -75,6 +76,18 @@ enum Cmd {
         check: bool,
         #[arg(long = "ref")]
         refs: Vec<PathBuf>,
+        /// Set the image's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Set the image's description.
+        #[arg(long)]
+        description: Option<String>,
+        /// Set the image's FLAGS (edition ID, e.g. Professional).
+        #[arg(long)]
+        flags: Option<String>,
+        /// Make the image the one the WIM boots.
+        #[arg(long)]
+        boot: bool,
     },
     /// List the files of an image.
     Dir {
@@ -137,6 +150,8 @@ enum Cmd {
     Optimize(service::OptimizeArgs),
     /// Copy an image into a new WIM, or into an existing one as a new image.
     Export(service::ExportArgs),
+    /// Take an image out of a WIM (rebuilt without it unless --soft).
+    Delete(images::DeleteArgs),
     /// Capture a directory tree into a new WIM.
     #[cfg(unix)]
     Capture(capture::CaptureArgs),
@@ -275,7 +290,23 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             json,
             check,
             refs,
-        } => inspect::info(&open(&wim, &refs)?, image.as_deref(), json, check),
+            name,
+            description,
+            flags,
+            boot,
+        } => {
+            let props = wimfs::commit::properties::ImageProperties {
+                name,
+                description,
+                flags,
+                boot,
+            };
+            if props.is_empty() {
+                inspect::info(&open(&wim, &refs)?, image.as_deref(), json, check)
+            } else {
+                images::set_properties(&wim, image.as_deref(), &props)
+            }
+        }
         Cmd::Dir {
             wim,
             image,
@@ -317,6 +348,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Recover(a) => recover::recover(a),
         Cmd::Optimize(a) => service::optimize(a),
         Cmd::Export(a) => service::export(a),
+        Cmd::Delete(a) => images::delete(a),
         #[cfg(unix)]
         Cmd::Capture(a) => capture::capture(a),
         #[cfg(unix)]
