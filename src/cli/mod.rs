@@ -24,6 +24,7 @@ mod mount;
 #[cfg(target_os = "linux")]
 mod recover;
 mod service;
+mod split;
 #[cfg(target_os = "linux")]
 mod unmount;
 
@@ -150,6 +151,10 @@ enum Cmd {
     Optimize(service::OptimizeArgs),
     /// Copy an image into a new WIM, or into an existing one as a new image.
     Export(service::ExportArgs),
+    /// Cut a WIM into parts (.swm) that fit FAT32 media.
+    Split(split::SplitArgs),
+    /// Put a split WIM's parts back into one WIM.
+    Join(split::JoinArgs),
     /// Take an image out of a WIM (rebuilt without it unless --soft).
     Delete(images::DeleteArgs),
     /// Capture a directory tree into a new WIM.
@@ -349,6 +354,8 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Optimize(a) => service::optimize(a),
         Cmd::Export(a) => service::export(a),
         Cmd::Delete(a) => images::delete(a),
+        Cmd::Split(a) => split::split(a),
+        Cmd::Join(a) => split::join(a),
         #[cfg(unix)]
         Cmd::Capture(a) => capture::capture(a),
         #[cfg(unix)]

@@ -22,6 +22,7 @@ mod lock;
 mod pause;
 pub mod properties;
 pub mod rebuild;
+pub mod split;
 mod write;
 pub mod writer;
 

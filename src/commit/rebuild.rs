@@ -94,8 +94,11 @@ pub fn rebuild(
     check: bool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<RebuildReport> {
-    if src.header.total_parts != 1 {
-        return Err(Error::Unsupported("rebuilding a split WIM".into()));
+    // A split set is rebuilt (joined) when every part is there.
+    if (1..=src.header.total_parts).any(|p| src.part_source(p).is_none()) {
+        return Err(Error::Unsupported(
+            "rebuilding a split WIM with parts missing (give every part)".into(),
+        ));
     }
     for &i in images {
         if i == 0 || i > src.image_count() {
