@@ -39,8 +39,8 @@ else
     ln "$src/docs/hello.txt" "$src/docs/deep/er/hardlink.txt"
     ln -s ../docs/hello.txt "$src/bin/link"
     wims=("$work/sample-lzx.wim" "$work/sample-solid.esd")
-    wimlib-imagex capture "$src" "${wims[0]}" "Sample" --compress=LZX >/dev/null
-    wimlib-imagex capture "$src" "${wims[1]}" "Sample" --solid >/dev/null
+    "$W" capture "$src" "${wims[0]}" "Sample" --compress lzx >/dev/null
+    "$W" capture "$src" "${wims[1]}" "Sample" --solid >/dev/null
     image=1
 fi
 
