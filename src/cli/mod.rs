@@ -27,6 +27,8 @@ mod service;
 mod split;
 #[cfg(target_os = "linux")]
 mod unmount;
+#[cfg(target_os = "linux")]
+mod update;
 
 /// Where [`outln!`] goes when stdout cannot be written.
 pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
@@ -151,6 +153,9 @@ enum Cmd {
     Optimize(service::OptimizeArgs),
     /// Copy an image into a new WIM, or into an existing one as a new image.
     Export(service::ExportArgs),
+    /// Change an image with add/delete/rename commands, without mounting.
+    #[cfg(target_os = "linux")]
+    Update(update::UpdateArgs),
     /// Cut a WIM into parts (.swm) that fit FAT32 media.
     Split(split::SplitArgs),
     /// Put a split WIM's parts back into one WIM.
@@ -354,6 +359,8 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Optimize(a) => service::optimize(a),
         Cmd::Export(a) => service::export(a),
         Cmd::Delete(a) => images::delete(a),
+        #[cfg(target_os = "linux")]
+        Cmd::Update(a) => update::update(a),
         Cmd::Split(a) => split::split(a),
         Cmd::Join(a) => split::join(a),
         #[cfg(unix)]

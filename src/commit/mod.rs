@@ -23,6 +23,8 @@ mod pause;
 pub mod properties;
 pub mod rebuild;
 pub mod split;
+#[cfg(unix)]
+pub mod update;
 mod write;
 pub mod writer;
 
