@@ -228,7 +228,21 @@ fn append_stores_only_new_blobs_and_keeps_both_images() {
         a.as_os_str(),
         wim.as_os_str(),
         "A".as_ref(),
+        "--boot".as_ref(),
+        "--flags".as_ref(),
+        "Professional".as_ref(),
     ]);
+    let info = run_ok(Command::new("wimlib-imagex").arg("info").arg(&wim)).stdout_str();
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("Boot Index:") && l.trim_end().ends_with(" 1")),
+        "{info}"
+    );
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("Flags:") && l.contains("Professional")),
+        "{info}"
+    );
     let before = size(&wim);
     let o = wimfs_ok([
         "append".as_ref(),

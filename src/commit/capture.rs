@@ -197,9 +197,9 @@ pub fn capture(
     let res = (|| -> Result<u64> {
         let format = Format {
             compression,
-            // A solid WIM's non-solid resources (metadata) use WIMGAPI's
-            // usual chunk size.
-            chunk_size: if spec.solid { DEFAULT_CHUNK } else { cs },
+            // The header of a solid WIM gives LZMS's usual non-solid
+            // chunk size, as wimlib's `--solid` writes it.
+            chunk_size: if spec.solid { 128 << 10 } else { cs },
             solid: spec.solid,
             solid_chunk_size: cs,
         };
