@@ -538,3 +538,44 @@ fn ntfs3g_source_keeps_windows_metadata() {
     assert_eq!(ours["/hello.txt"].links, 3);
     assert!(ours["/junction"].reparse.is_some());
 }
+
+/// A WIM inside the tree it captures (written or appended to) is left out
+/// of the image: it changes while the tree is read.
+#[test]
+fn the_wim_being_written_is_not_captured() {
+    if !have_tools() {
+        return;
+    }
+    let t = tempdir();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("d/a.txt"), b"a file\n").unwrap();
+    let wim = src.join("inside.wim");
+    wimfs_ok([
+        "capture".as_ref(),
+        src.as_os_str(),
+        wim.as_os_str(),
+        "One".as_ref(),
+    ]);
+    // Again over the existing file, then an append: both times the WIM
+    // exists inside the tree.
+    wimfs_ok([
+        "capture".as_ref(),
+        src.as_os_str(),
+        wim.as_os_str(),
+        "One".as_ref(),
+    ]);
+    wimfs_ok([
+        "append".as_ref(),
+        src.as_os_str(),
+        wim.as_os_str(),
+        "Two".as_ref(),
+    ]);
+    let v = wimlib_verify(&wim, &[]);
+    assert!(v.ok(), "{}", v.describe());
+    for img in ["1", "2"] {
+        let mut names = wimlib_dir(&wim, img, &[], None);
+        names.sort();
+        assert_eq!(names, ["/", "/d", "/d/a.txt"], "image {img}");
+    }
+}

@@ -45,6 +45,9 @@ pub struct CaptureOptions {
     pub unix_data: bool,
     /// Exclusions and compression exclusions (`--config`).
     pub config: CaptureConfig,
+    /// Files left out by identity (device, inode): the WIM being written
+    /// when it lies inside the captured tree (it changes while it is read).
+    pub skip_files: Vec<(u64, u64)>,
 }
 
 /// A scanned tree.

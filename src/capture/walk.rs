@@ -192,6 +192,10 @@ impl Walk<'_> {
         rel: &str,
     ) -> Result<Option<NodeId>> {
         let md = std::fs::symlink_metadata(path).map_err(io_err(path))?;
+        if self.opts.skip_files.contains(&(md.dev(), md.ino())) {
+            log::warn!("{}: the WIM being written; left out", path.display());
+            return Ok(None);
+        }
         let ft = md.file_type();
         let named = |e: Error| Error::Invalid(format!("{}: {e}", path.display()));
         if !ft.is_dir() && md.nlink() > 1 {

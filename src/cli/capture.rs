@@ -76,6 +76,7 @@ fn spec(a: &CaptureArgs, appending: bool) -> Result<CaptureSpec> {
         options: CaptureOptions {
             unix_data: a.unix_data,
             config,
+            skip_files: Vec::new(),
         },
     })
 }

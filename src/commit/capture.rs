@@ -190,7 +190,10 @@ pub fn capture(
     } else {
         spec.compression
     };
-    let cap = crate::capture::scan(dir, &spec.options)?;
+    let mut options = spec.options.clone();
+    // The file the new WIM replaces is not captured into it.
+    options.skip_files.extend(crate::sys::path_id(wim).ok());
+    let cap = crate::capture::scan(dir, &options)?;
     progress.scanned(&cap);
     let mut rep = report(&cap, image_name(dir, spec));
     let (file, tmp) = create_temp(wim)?;
@@ -263,7 +266,12 @@ pub fn append(
             )));
         }
     }
-    let cap = crate::capture::scan(dir, &spec.options)?;
+    let mut options = spec.options.clone();
+    // The WIM appended to grows while the tree is read: never captured.
+    options
+        .skip_files
+        .extend(crate::sys::file_id(&lock.file).ok());
+    let cap = crate::capture::scan(dir, &options)?;
     progress.scanned(&cap);
     let mut rep = report(&cap, name);
     let mut w = WimWriter::append(&lock, spec.check)?;
