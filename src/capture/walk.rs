@@ -198,7 +198,10 @@ impl Walk<'_> {
         }
         let ft = md.file_type();
         let named = |e: Error| Error::Invalid(format!("{}: {e}", path.display()));
-        if !ft.is_dir() && md.nlink() > 1 {
+        // Hard links of regular files become one link group; other kinds
+        // (a symlink to a directory cannot be one) are stored per name.
+        let linked = ft.is_file() && md.nlink() > 1;
+        if linked {
             if let Some(&first) = self.links.get(&(md.dev(), md.ino())) {
                 b.add_hard_link(parent, name, first).map_err(named)?;
                 self.out.files += 1;
@@ -253,7 +256,7 @@ impl Walk<'_> {
         };
         add_streams(b, id, &x, path)?;
         self.out.files += 1;
-        if md.nlink() > 1 {
+        if linked {
             self.links.insert((md.dev(), md.ino()), id);
         }
         Ok(None)
