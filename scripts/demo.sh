@@ -65,10 +65,10 @@ else
     say "two text files, 3 MB of random bytes, a copy of bash, an empty file,"
     say "a hard link (a second name for docs/hello.txt) and a symlink."
     wims=("$work/sample-lzx.wim" "$work/sample-solid.esd")
-    step "Capturing it twice with wimlib-imagex"
-    wimlib-imagex capture "$src" "${wims[0]}" "Sample" --compress=LZX >/dev/null
+    step "Capturing it twice with wimfs capture"
+    "$W" capture "$src" "${wims[0]}" "Sample" --compress lzx >/dev/null
     say "sample-lzx.wim: LZX, each file compressed on its own (like install.wim)."
-    wimlib-imagex capture "$src" "${wims[1]}" "Sample" --solid >/dev/null
+    "$W" capture "$src" "${wims[1]}" "Sample" --solid >/dev/null
     say "sample-solid.esd: *solid* LZMS (like install.esd): all files compressed"
     say "together as one stream, smaller, but reading a file means decompressing"
     say "the chunk it sits in (wimfs caches decompressed chunks for that)."

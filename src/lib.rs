@@ -31,6 +31,8 @@ pub use error::{Error, Result};
 #[cfg(unix)]
 pub mod apply;
 pub mod bulk;
+#[cfg(unix)]
+pub mod capture;
 pub mod commit;
 pub mod overlay;
 pub mod platform;

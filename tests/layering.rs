@@ -29,6 +29,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("node", 4),
     ("newimage", 4),
     ("overlay", 5),
+    ("capture", 5),
     ("vfs", 6),
     ("ntvfs", 7),
     ("commit", 7),

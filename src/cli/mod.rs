@@ -13,16 +13,22 @@ macro_rules! outln {
     }};
 }
 
+#[cfg(unix)]
+mod capture;
 #[cfg(target_os = "linux")]
 mod commit;
+mod images;
 mod inspect;
 #[cfg(target_os = "linux")]
 mod mount;
 #[cfg(target_os = "linux")]
 mod recover;
 mod service;
+mod split;
 #[cfg(target_os = "linux")]
 mod unmount;
+#[cfg(target_os = "linux")]
+mod update;
 
 /// Where [`outln!`] goes when stdout cannot be written.
 pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
@@ -87,6 +93,18 @@ enum Cmd {
         /// Another part of a split WIM (repeat for each part).
         #[arg(long = "ref", value_name = "PART")]
         refs: Vec<PathBuf>,
+        /// Set the image's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Set the image's description.
+        #[arg(long)]
+        description: Option<String>,
+        /// Set the image's FLAGS (edition ID, e.g. Professional).
+        #[arg(long)]
+        flags: Option<String>,
+        /// Make the image the one the WIM boots.
+        #[arg(long)]
+        boot: bool,
     },
     /// List the files of an image.
     #[command(
@@ -211,6 +229,21 @@ enum Cmd {
                       wimfs export pro.wim other.wim --name \"Pro copy\""
     )]
     Export(service::ExportArgs),
+    /// Change an image with add/delete/rename commands, without mounting.
+    #[cfg(target_os = "linux")]
+    Update(update::UpdateArgs),
+    /// Cut a WIM into parts (.swm) that fit FAT32 media.
+    Split(split::SplitArgs),
+    /// Put a split WIM's parts back into one WIM.
+    Join(split::JoinArgs),
+    /// Take an image out of a WIM (rebuilt without it unless --soft).
+    Delete(images::DeleteArgs),
+    /// Capture a directory tree into a new WIM.
+    #[cfg(unix)]
+    Capture(capture::CaptureArgs),
+    /// Capture a directory tree as a new image of an existing WIM.
+    #[cfg(unix)]
+    Append(capture::CaptureArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell).
     #[command(after_help = "Examples:\n  \
                             wimfs completions bash > ~/.local/share/bash-completion/completions/wimfs\n  \
@@ -382,7 +415,23 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             json,
             check,
             refs,
-        } => inspect::info(&open(&wim, &refs)?, image.as_deref(), json, check),
+            name,
+            description,
+            flags,
+            boot,
+        } => {
+            let props = wimfs::commit::properties::ImageProperties {
+                name,
+                description,
+                flags,
+                boot,
+            };
+            if props.is_empty() {
+                inspect::info(&open(&wim, &refs)?, image.as_deref(), json, check)
+            } else {
+                images::set_properties(&wim, image.as_deref(), &props)
+            }
+        }
         Cmd::Dir {
             wim,
             image,
@@ -435,6 +484,15 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Recover(a) => recover::recover(a),
         Cmd::Optimize(a) => service::optimize(a),
         Cmd::Export(a) => service::export(a),
+        Cmd::Delete(a) => images::delete(a),
+        #[cfg(target_os = "linux")]
+        Cmd::Update(a) => update::update(a),
+        Cmd::Split(a) => split::split(a),
+        Cmd::Join(a) => split::join(a),
+        #[cfg(unix)]
+        Cmd::Capture(a) => capture::capture(a),
+        #[cfg(unix)]
+        Cmd::Append(a) => capture::append(a),
         Cmd::Completions { shell } => completions(shell),
         Cmd::Man { dir } => man_pages(&dir),
     }

@@ -69,7 +69,7 @@ fn rename_in_xml(
     }
 }
 
-fn codec(s: &str) -> Result<Compression> {
+pub(crate) fn codec(s: &str) -> Result<Compression> {
     Ok(match s.to_ascii_lowercase().as_str() {
         "none" => Compression::None,
         "xpress" | "fast" => Compression::Xpress,

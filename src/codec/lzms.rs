@@ -1546,9 +1546,12 @@ impl Costs<'_> {
             .map(|&b| 16 * self.literal.lens[b as usize] as i32 + main0)
             .sum();
         if len > k {
-            lits = lits / k as i32 * len as i32;
+            // Matches can be millions of bytes long in a 64 MiB solid
+            // chunk: the estimate saturates instead of overflowing.
+            let est = i64::from(lits / k as i32) * len as i64;
+            lits = est.clamp(0, i64::from(i32::MAX / 2)) as i32;
         }
-        (len, lits - cost)
+        (len, lits.saturating_sub(cost))
     }
 
     /// Best choice at `p` given the explicit and repeat candidates.

@@ -13,11 +13,18 @@
 
 mod add_image;
 mod append_image;
+#[cfg(unix)]
+pub mod capture;
+pub mod delete;
 pub mod export;
 pub mod image_xml;
 mod lock;
 mod pause;
+pub mod properties;
 pub mod rebuild;
+pub mod split;
+#[cfg(unix)]
+pub mod update;
 mod write;
 pub mod writer;
 

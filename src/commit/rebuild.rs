@@ -97,7 +97,7 @@ pub fn rebuild(
     // A whole split set (every part given with --ref) reads like one WIM:
     // resources are copied from the part that holds them, so export joins
     // a set. With parts missing, blobs would be missing from the result.
-    if usize::from(src.header.total_parts) != src.parts.len() {
+    if (1..=src.header.total_parts).any(|p| src.part_source(p).is_none()) {
         return Err(Error::Unsupported(format!(
             "rebuilding a split WIM from {} of its {} parts (give the others with --ref)",
             src.parts.len(),
@@ -285,7 +285,7 @@ const TMP_TAG: &str = "wimfs-tmp";
 /// opened through symlinks let another user who can write the folder make
 /// a root rebuild overwrite any file). It stays locked (flock) while it is
 /// written, so a later rebuild can tell it from a killed run's leftover.
-fn create_temp(dst: &Path) -> Result<(std::fs::File, PathBuf)> {
+pub(super) fn create_temp(dst: &Path) -> Result<(std::fs::File, PathBuf)> {
     let (file, tmp) = crate::sys::create_temp_beside(dst, TMP_TAG).map_err(|e| Error::Io {
         path: dst.display().to_string(),
         err: e,
@@ -378,7 +378,7 @@ fn mostly_live_runs(blobs: &[Arc<Blob>]) -> HashSet<*const SolidRun> {
 
 /// A random GUID for a new WIM (no RNG crate: time, pid and an address
 /// hashed together are unique enough for an identifier).
-fn new_guid() -> [u8; 16] {
+pub(super) fn new_guid() -> [u8; 16] {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

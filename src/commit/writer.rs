@@ -483,6 +483,40 @@ impl<'a> WimWriter<'a> {
         Ok(())
     }
 
+    /// Store blobs the new WIM lacks uncompressed, one resource each,
+    /// whatever its format: what a capture does with the files its
+    /// configuration's `[CompressionExclusionList]` names (already
+    /// compressed media gain nothing from another pass).
+    pub fn store_blobs_raw(
+        &mut self,
+        blobs: &[(Sha1, &dyn Content)],
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<()> {
+        let mut seen = HashSet::new();
+        let list: Vec<(Sha1, &dyn Content)> = blobs
+            .iter()
+            .filter(|(h, _)| *h != ZERO_HASH && !self.sizes.contains_key(h) && seen.insert(*h))
+            .map(|(h, c)| (*h, *c))
+            .collect();
+        if list.is_empty() {
+            return Ok(());
+        }
+        self.begin()?;
+        let contents: Vec<&dyn Content> = list.iter().map(|(_, c)| *c).collect();
+        let rhs = write::write_blobs(
+            &mut self.out,
+            &contents,
+            Compression::None,
+            self.format.chunk_size.max(32768),
+            progress,
+        )?;
+        for ((hash, c), rh) in list.iter().zip(rhs) {
+            self.added.push(Added::Whole(entry(rh, *hash)));
+            self.sizes.insert(*hash, c.len());
+        }
+        Ok(())
+    }
+
     /// Copy `blob`, a whole (non-solid) resource of `src`, byte for byte.
     pub fn copy_resource(&mut self, src: &Wim, blob: &Blob) -> Result<()> {
         let BlobLoc::Whole(r) = &blob.loc else {

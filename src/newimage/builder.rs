@@ -204,6 +204,24 @@ impl ImageBuilder {
         ))
     }
 
+    /// Set the reparse flags of the reparse point `node` (a capture marks
+    /// absolute symlinks it could not make relative to the image root with
+    /// [`crate::reparse::RP_NOT_FIXED`], so an apply leaves them as they
+    /// are).
+    pub fn set_rp_flags(&mut self, node: NodeId, flags: u16) -> Result<()> {
+        let head = self.link_of.get(&node.0).copied().unwrap_or(node.0);
+        match self.records.get_mut(head) {
+            Some(r) if r.is_reparse() => {
+                r.rp_flags = flags;
+                Ok(())
+            }
+            _ => Err(Error::Other(format!(
+                "image builder: node {} is not a reparse point",
+                node.0
+            ))),
+        }
+    }
+
     /// Add another name for the file `target` (a hard link): both names
     /// then show one file, with one set of streams and metadata.
     pub fn add_hard_link(&mut self, parent: NodeId, name: &str, target: NodeId) -> Result<NodeId> {

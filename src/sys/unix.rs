@@ -1072,6 +1072,77 @@ pub(super) fn pwrite(f: &File, buf: &[u8], pos: u64) -> io::Result<usize> {
     std::os::unix::fs::FileExt::write_at(f, buf, pos)
 }
 
+/// The names of the extended attributes of `path` itself (a symlink is not
+/// followed), with their namespaces (`user.x`, `system.ntfs_acl`): a
+/// capture stores them as named streams and Windows metadata.
+pub fn list_xattrs_nofollow(path: &Path) -> io::Result<Vec<String>> {
+    let c = cstr(path.as_os_str())?;
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: a valid path and a buffer of `buf.len()` bytes.
+        let r = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr() as *mut _, buf.len()) };
+        if r >= 0 {
+            buf.truncate(r as usize);
+            break;
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ERANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 4, 0),
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            _ => return Err(e),
+        }
+    }
+    Ok(buf
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect())
+}
+
+/// The value of the extended attribute `name` of `path` itself (a symlink
+/// is not followed); `None` when it has none by that name (ntfs-3g lists
+/// some it then has no value for).
+pub fn get_xattr_nofollow(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let c = cstr(path.as_os_str())?;
+    let n = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut buf = Vec::new();
+    loop {
+        // The size first: ntfs-3g answers a too-small buffer for its
+        // security descriptors with EIO, not ERANGE.
+        // SAFETY: valid NUL-terminated strings and a null buffer of size 0.
+        let need = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+        if need < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENODATA) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        buf.resize(need as usize, 0);
+        // SAFETY: valid NUL-terminated strings and a buffer of `buf.len()`
+        // bytes.
+        let r = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                n.as_ptr(),
+                buf.as_mut_ptr() as *mut _,
+                buf.len(),
+            )
+        };
+        if r >= 0 {
+            buf.truncate(r as usize);
+            return Ok(Some(buf));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENODATA) => return Ok(None),
+            // It grew between the two calls: ask again.
+            Some(libc::ERANGE) => continue,
+            _ => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

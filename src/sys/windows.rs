@@ -359,3 +359,13 @@ pub(super) fn pread(f: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
 pub(super) fn pwrite(f: &File, buf: &[u8], pos: u64) -> io::Result<usize> {
     std::os::windows::fs::FileExt::seek_write(f, buf, pos)
 }
+
+/// Extended attributes are a Linux capture source's; Windows has none.
+pub fn list_xattrs_nofollow(_path: &Path) -> io::Result<Vec<String>> {
+    Ok(Vec::new())
+}
+
+/// See [`list_xattrs_nofollow`].
+pub fn get_xattr_nofollow(_path: &Path, _name: &str) -> io::Result<Option<Vec<u8>>> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
