@@ -4,3 +4,8 @@
 #[cfg(target_os = "linux")]
 #[path = "../platform/linux/mod.rs"]
 pub mod linux;
+
+/// The adapter of the platform this binary runs on: what `wimfs mount`
+/// and the other mount verbs use.
+#[cfg(target_os = "linux")]
+pub use linux::Fuse as Native;

@@ -19,6 +19,8 @@ mod inspect;
 #[cfg(target_os = "linux")]
 mod mount;
 #[cfg(target_os = "linux")]
+mod orphans;
+#[cfg(target_os = "linux")]
 mod recover;
 mod service;
 #[cfg(target_os = "linux")]
@@ -131,6 +133,14 @@ enum Cmd {
     /// Show (or discard) changes a read-write mount left in its staging.
     #[cfg(target_os = "linux")]
     Recover(recover::RecoverArgs),
+    /// Mount a read-write mount whose daemon died again, resuming its
+    /// changes (as DISM /Remount-Image).
+    #[cfg(target_os = "linux")]
+    Remount(orphans::RemountArgs),
+    /// Clear dead mounts and the records of dead mount daemons, keeping
+    /// their changes (as DISM /Cleanup-Mountpoints).
+    #[cfg(target_os = "linux")]
+    Cleanup(orphans::CleanupArgs),
     /// Rewrite a WIM without the stale data that commits leave behind.
     Optimize(service::OptimizeArgs),
     /// Copy an image into a new WIM, or into an existing one as a new image.
@@ -307,6 +317,10 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Commit(a) => commit::commit_cmd(a),
         #[cfg(target_os = "linux")]
         Cmd::Recover(a) => recover::recover(a),
+        #[cfg(target_os = "linux")]
+        Cmd::Remount(a) => orphans::remount(a),
+        #[cfg(target_os = "linux")]
+        Cmd::Cleanup(a) => orphans::cleanup(a),
         Cmd::Optimize(a) => service::optimize(a),
         Cmd::Export(a) => service::export(a),
     }

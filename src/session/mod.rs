@@ -9,6 +9,7 @@
 //!   and queried by, server and client, over [`transport`];
 //! - [`live`]: the live commit;
 //! - [`unmount`]: taking a mount down from outside;
+//! - [`dead`]: mounts whose daemon died: `cleanup` and `remount`;
 //! - [`adapter`]: what a session needs of a platform adapter (FUSE,
 //!   WinFsp), so no fuser type appears here.
 //!
@@ -17,6 +18,7 @@
 pub mod adapter;
 pub mod control;
 pub mod daemon;
+pub mod dead;
 mod error;
 pub mod live;
 pub mod registry;

@@ -274,7 +274,8 @@ pub fn threads_left(pid: u32) -> bool {
 }
 
 /// Is `pid` a live wimfs mount daemon of this user's? (A daemon's command
-/// line is that of the `wimfs mount` it was forked or started from.)
+/// line is that of the `wimfs mount` or `wimfs remount` it was forked or
+/// started from.)
 fn alive(pid: u32) -> bool {
     if sys::process_uid(pid) != Some(sys::euid()) {
         return false;
@@ -285,7 +286,7 @@ fn alive(pid: u32) -> bool {
     // Guard against a recycled pid.
     sys::process_is_zombie(pid) == Some(false)
         && sys::process_comm(pid).is_some_and(|c| c == "wimfs" || c == own_comm())
-        && sys::process_has_arg(pid, "mount")
+        && (sys::process_has_arg(pid, "mount") || sys::process_has_arg(pid, "remount"))
 }
 
 /// Does a daemon log report a real error? (A reply to a request the kernel
@@ -328,7 +329,7 @@ pub fn live_mounts() -> Vec<MountRecord> {
             }
             continue;
         }
-        if ext != Some("json") {
+        if ext != Some("json") || is_dead_name(&name) {
             continue;
         }
         let Some(s) = read_record(&dir, &name) else {
@@ -338,7 +339,17 @@ pub fn live_mounts() -> Vec<MountRecord> {
         if Some(s.pid) == pid && daemon_alive(&s) {
             v.push(s);
         } else {
-            let _ = dir.remove_file(&name);
+            // A read-write mount whose daemon died keeps its record (as
+            // `dead-PID-STARTED.json`, out of a later daemon's way) while
+            // its staging holds the changes: `wimfs remount` and `wimfs
+            // cleanup` read it (see `super::dead`).
+            let keep = Some(s.pid) == pid
+                && s.staging
+                    .as_deref()
+                    .is_some_and(|st| s.is_rw() && crate::overlay::probe(Path::new(st)).is_some());
+            if !keep || dir.rename(&name, dead_name(&s)).is_err() {
+                let _ = dir.remove_file(&name);
+            }
             if let Some(pid) = pid.filter(|p| !alive(*p)) {
                 let _ = dir.remove_file(format!("{pid}.log"));
                 let _ = dir.remove_file(format!("{pid}.sock"));
@@ -347,4 +358,48 @@ pub fn live_mounts() -> Vec<MountRecord> {
     }
     v.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
     v
+}
+
+/// The name a dead daemon's record is kept under (see [`live_mounts`]).
+pub(crate) fn dead_name(s: &MountRecord) -> String {
+    format!("{DEAD_PREFIX}{}-{}.json", s.pid, s.started)
+}
+
+const DEAD_PREFIX: &str = "dead-";
+
+/// Is `name` the record of a dead daemon, kept for remount and cleanup?
+pub(crate) fn is_dead_name(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| n.starts_with(DEAD_PREFIX) && n.ends_with(".json"))
+}
+
+/// The records of dead daemons kept by [`live_mounts`] (which it calls
+/// first, so the newly dead are among them): their file names in the state
+/// directory and what they say.
+pub(crate) fn dead_records() -> Vec<(std::ffi::OsString, MountRecord)> {
+    let _ = live_mounts();
+    let Some(dir) = state_existing() else {
+        return Vec::new();
+    };
+    let mut v: Vec<_> = dir
+        .names()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| is_dead_name(n))
+        .filter_map(|n| read_record(&dir, &n).map(|r| (n, r)))
+        .collect();
+    v.sort_by(|a, b| {
+        a.1.mountpoint
+            .cmp(&b.1.mountpoint)
+            .then(a.1.started.cmp(&b.1.started))
+    });
+    v
+}
+
+/// Forget the dead daemon's record `name` (from [`dead_records`]).
+pub(crate) fn remove_dead_record(name: &std::ffi::OsStr) -> std::io::Result<()> {
+    match state_existing() {
+        Some(dir) if is_dead_name(name) => dir.remove_file(name),
+        _ => Ok(()),
+    }
 }

@@ -1,0 +1,272 @@
+//! `wimfs cleanup` and `wimfs remount` (issue 10), the verbs DISM users
+//! know as /Cleanup-Mountpoints and /Remount-Image, through real FUSE
+//! mounts: a read-write mount's daemon is killed with SIGKILL; `cleanup`
+//! clears its record and its dead mount but keeps the staging, and
+//! `remount` brings the changes back, which then commit into a WIM that
+//! wimlib verifies and applies with the exact bytes written.
+//!
+//! Needs /dev/fuse, fusermount3 and wimlib-imagex; skipped loudly
+//! otherwise. Mounts are held by guards that detach them and kill their
+//! daemon, also when an assertion fails.
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The tests of this file run one at a time: `cleanup` and `mounts` read
+/// the whole registry.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn prerequisites() -> bool {
+    if !fuse_available() {
+        return false;
+    }
+    if !require(&["wimlib-imagex", "fusermount3"]) {
+        skip("wimlib-imagex or fusermount3 missing");
+        return false;
+    }
+    true
+}
+
+/// A WIM of one image: `a.txt` ("alpha\n") and `dir/b.txt`.
+fn small_wim(root: &Path) -> PathBuf {
+    let src = root.join("src");
+    std::fs::create_dir_all(src.join("dir")).unwrap();
+    std::fs::write(src.join("a.txt"), b"alpha\n").unwrap();
+    std::fs::write(src.join("dir/b.txt"), b"beta\n").unwrap();
+    let wim = root.join("t.wim");
+    wimlib_capture(&src, &wim, &["--compress=LZX"]);
+    wim
+}
+
+/// Detaches whatever is mounted at `dir` and kills `pid` when dropped.
+struct Guard {
+    dir: PathBuf,
+    pid: Option<u32>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = run(&mut cmd(
+            "fusermount3",
+            ["-u", "-z", &self.dir.display().to_string()],
+        ));
+        if let Some(pid) = self.pid.take() {
+            if pid_alive(pid) {
+                // SAFETY: plain kill(2) on a daemon this test started.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// `wimfs mount --rw WIM DIR`; the guard and the daemon's pid.
+fn mount_rw(wim: &Path, dir: &Path) -> Guard {
+    std::fs::create_dir_all(dir).unwrap();
+    let o = wimfs([
+        "mount".as_ref(),
+        "--rw".as_ref(),
+        wim.as_os_str(),
+        dir.as_os_str(),
+    ]);
+    assert!(o.ok(), "mount --rw failed:\n{}", o.describe());
+    let pid = daemon_pid(dir);
+    assert!(pid.is_some(), "no daemon listed for {}", dir.display());
+    Guard {
+        dir: dir.to_path_buf(),
+        pid,
+    }
+}
+
+/// SIGKILL the daemon and wait until it is gone; its mount stays, dead.
+fn kill9(g: &mut Guard) -> u32 {
+    let pid = g.pid.take().expect("a daemon");
+    // SAFETY: plain kill(2) on the daemon this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let t = Instant::now();
+    while pid_alive(pid) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!pid_alive(pid), "daemon {pid} survived SIGKILL");
+    pid
+}
+
+fn dead(dir: &Path) -> bool {
+    matches!(
+        std::fs::metadata(dir).map_err(|e| e.raw_os_error()),
+        Err(Some(libc::ENOTCONN)) | Err(Some(libc::ECONNABORTED))
+    )
+}
+
+/// Written through the mount and closed (or fsynced) before the kill.
+fn write_changes(mnt: &Path) -> Vec<u8> {
+    let mut rng = Rng::new(10);
+    let data = text_bytes(&mut rng, 300_000);
+    let mut f = std::fs::File::create(mnt.join("new.bin")).unwrap();
+    f.write_all(&data).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    std::fs::write(mnt.join("a.txt"), b"changed before the kill\n").unwrap();
+    std::fs::remove_file(mnt.join("dir/b.txt")).unwrap();
+    data
+}
+
+fn check_changes(root: &Path, data: &[u8]) {
+    assert_eq!(std::fs::read(root.join("new.bin")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(root.join("a.txt")).unwrap(),
+        b"changed before the kill\n"
+    );
+    assert!(!root.join("dir/b.txt").exists());
+    assert!(root.join("dir").is_dir());
+}
+
+#[test]
+fn cleanup_clears_a_killed_mount_and_its_record_keeps_the_staging_and_remount_resumes() {
+    let _s = serial();
+    if !prerequisites() {
+        return;
+    }
+    let t = tempdir();
+    let wim = small_wim(t.path());
+    let mnt = t.path().join("m");
+    let mut g = mount_rw(&wim, &mnt);
+    let canon = mnt.canonicalize().unwrap();
+    let data = write_changes(&mnt);
+    let pid = kill9(&mut g);
+    assert!(dead(&mnt), "the killed daemon's mount is not dead");
+    let staging = t.path().join(".t.wim.wimfs-staging-1");
+    assert!(staging.join("journal").is_file());
+
+    // `mounts` names it as dead, with its staging and the way back.
+    let o = wimfs(["mounts"]);
+    assert!(o.ok(), "{}", o.describe());
+    let out = o.stdout_str();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("dead:") && l.contains(&canon.display().to_string()))
+        .unwrap_or_else(|| panic!("no dead line for {}:\n{out}", canon.display()));
+    assert!(line.contains(&format!("pid {pid} is gone")), "{line}");
+    assert!(line.contains(&staging.display().to_string()), "{line}");
+
+    // Cleanup: the dead mount and the record go, the staging stays.
+    let o = wimfs(["cleanup"]);
+    assert!(o.ok(), "cleanup failed:\n{}", o.describe());
+    let out = o.stdout_str();
+    for want in [
+        format!("cleared the dead mount at {}", canon.display()),
+        format!("removed the record of dead daemon {pid} (image 1 of "),
+        format!("its changes are kept in {}", staging.display()),
+    ] {
+        assert!(out.contains(&want), "cleanup does not say {want:?}:\n{out}");
+    }
+    assert!(!is_mounted(&mnt), "the dead mount is still there");
+    assert!(std::fs::read_dir(&mnt).unwrap().next().is_none());
+    assert!(
+        staging.join("journal").is_file(),
+        "cleanup removed the staging"
+    );
+    // Nothing of it is left to clean up, and `mounts` no longer names it.
+    let o = wimfs(["cleanup"]);
+    assert!(o.ok(), "{}", o.describe());
+    assert!(!o.stdout_str().contains(&canon.display().to_string()));
+    assert!(!wimfs(["mounts"])
+        .stdout_str()
+        .contains(&canon.display().to_string()));
+
+    // With the record gone, remount needs the WIM; the changes come back.
+    let o = wimfs(["remount".as_ref(), wim.as_os_str(), mnt.as_os_str()]);
+    assert!(o.ok(), "remount failed:\n{}", o.describe());
+    assert!(o.all_output().contains("resuming"), "{}", o.describe());
+    g.pid = daemon_pid(&mnt);
+    assert!(g.pid.is_some());
+    check_changes(&mnt, &data);
+
+    // Committed, the WIM holds exactly those bytes (wimlib as the oracle).
+    let o = wimfs(["unmount".as_ref(), "--commit".as_ref(), mnt.as_os_str()]);
+    assert!(o.ok(), "unmount --commit failed:\n{}", o.describe());
+    let t0 = Instant::now();
+    while g.pid.is_some_and(pid_alive) && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    g.pid = None;
+    let v = wimlib_verify(&wim, &[]);
+    assert!(v.ok(), "{}", v.describe());
+    let out = t.path().join("applied");
+    let a = wimlib_apply(&wim, "1", &out, &[]);
+    assert!(a.ok(), "{}", a.describe());
+    check_changes(&out, &data);
+}
+
+#[test]
+fn remount_by_directory_uses_the_dead_mounts_record_and_refuses_what_it_cannot_resume() {
+    let _s = serial();
+    if !prerequisites() {
+        return;
+    }
+    let t = tempdir();
+    let wim = small_wim(t.path());
+    let mnt = t.path().join("m");
+    let mut g = mount_rw(&wim, &mnt);
+
+    // A live mount is not remounted.
+    let o = wimfs(["remount".as_ref(), mnt.as_os_str()]);
+    assert_clean_failure(&o, "remount of a live mount");
+    assert!(
+        o.stderr_str().contains("its daemon is alive"),
+        "{}",
+        o.describe()
+    );
+
+    let data = write_changes(&mnt);
+    kill9(&mut g);
+    assert!(dead(&mnt));
+    // The directory alone is enough while the record is kept.
+    let o = wimfs(["remount".as_ref(), mnt.as_os_str()]);
+    assert!(o.ok(), "remount DIR failed:\n{}", o.describe());
+    g.pid = daemon_pid(&mnt);
+    assert!(g.pid.is_some());
+    check_changes(&mnt, &data);
+    // The record was used up: cleanup has nothing of this mount.
+    let o = wimfs(["cleanup"]);
+    assert!(o.ok(), "{}", o.describe());
+    assert!(!o.stdout_str().contains(&t.path().display().to_string()));
+
+    let o = wimfs(["unmount".as_ref(), "--discard".as_ref(), mnt.as_os_str()]);
+    assert!(o.ok(), "unmount --discard failed:\n{}", o.describe());
+    let t0 = Instant::now();
+    while g.pid.is_some_and(pid_alive) && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    g.pid = None;
+    assert!(!t.path().join(".t.wim.wimfs-staging-1").exists());
+
+    // No staging, nothing to bring back; an unknown directory needs the WIM.
+    let o = wimfs(["remount".as_ref(), wim.as_os_str(), mnt.as_os_str()]);
+    assert_clean_failure(&o, "remount without a staging");
+    assert!(
+        o.stderr_str().contains("no changes to bring back"),
+        "{}",
+        o.describe()
+    );
+    assert!(!is_mounted(&mnt));
+    let o = wimfs(["remount".as_ref(), mnt.as_os_str()]);
+    assert_clean_failure(&o, "remount of a directory never mounted");
+    assert!(
+        o.stderr_str()
+            .contains("no dead read-write mount is recorded"),
+        "{}",
+        o.describe()
+    );
+    // The WIM is as captured.
+    let out = t.path().join("applied");
+    assert!(wimlib_apply(&wim, "1", &out, &[]).ok());
+    assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"alpha\n");
+    assert_eq!(std::fs::read(out.join("dir/b.txt")).unwrap(), b"beta\n");
+}
