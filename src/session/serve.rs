@@ -355,7 +355,8 @@ fn open_rw(
     let vfs = Arc::new(vfs);
     let sd = registry::state_private()?;
     let name = format!("{}.sock", std::process::id());
-    let sock = sd.join(&name);
+    let sock = Listener::address(&sd, &name)
+        .map_err(|e| SessionError::failed(format!("cannot name the control channel {name}"), e))?;
     // Mode 0600 in a 0700 directory: only this user (and root) can even
     // connect; the daemon checks each peer's uid as well.
     let listener = Listener::bind(&sd, &name).map_err(|e| {
