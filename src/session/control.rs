@@ -8,6 +8,9 @@
 //!   staging to be deleted when the session ends.
 //! - `{"op":"cancel"}`: the unmount failed; forget a pending discard.
 //! - `{"op":"status"}`: open handles and the staging directory.
+//! - `{"op":"unmount"}`: end the mount now (after `exit`), for platforms
+//!   where only the daemon can (WinFsp); the session then ends as after
+//!   any unmount.
 //!
 //! Both ends check the other: the daemon serves only the uid that mounted
 //! and root; the client talks only to a daemon running as itself or root,
@@ -56,6 +59,14 @@ impl Request {
             check,
             force,
             new_image,
+        }
+    }
+
+    /// End the mount (after [`Request::exit`]).
+    pub fn unmount() -> Request {
+        Request {
+            op: "unmount".into(),
+            ..Request::default()
         }
     }
 
@@ -108,6 +119,10 @@ pub struct Control {
     /// The uid that mounted: with root, the only one whose requests are
     /// served.
     pub owner: u32,
+    /// Ends the mount (`{"op":"unmount"}`), once mounted: where no other
+    /// process can unmount it (a WinFsp volume belongs to its process),
+    /// `wimfs unmount` asks the daemon.
+    pub unmounter: parking_lot::Mutex<Option<std::sync::Arc<dyn super::adapter::Unmount>>>,
 }
 
 impl Control {
@@ -140,6 +155,17 @@ impl Control {
                 status(None)
             }
             ("status", _) => status(None),
+            ("unmount", _) => {
+                let u = self.unmounter.lock().clone();
+                match u.map(|u| u.unmount()) {
+                    Some(Ok(_)) => status(None),
+                    Some(Err(e)) => fail(&SessionError::Unmount {
+                        dir: PathBuf::new(),
+                        message: format!("cannot unmount: {e}"),
+                    }),
+                    None => fail(&SessionError::Invalid("not mounted yet".into())),
+                }
+            }
             (op, _) => fail(&SessionError::Invalid(format!("unknown request {op:?}"))),
         }
     }
@@ -279,6 +305,14 @@ mod tests {
         let r: Request = serde_json::from_str(r#"{"op":"status"}"#).unwrap();
         assert_eq!(r.op, "status");
         assert!(!r.check && r.action.is_none());
+    }
+
+    #[test]
+    fn unmount_request_wire_form() {
+        assert_eq!(
+            serde_json::to_value(Request::unmount()).unwrap(),
+            serde_json::json!({"op":"unmount","action":null,"check":false,"force":false,"new_image":false})
+        );
     }
 
     #[test]

@@ -89,14 +89,15 @@ pub fn rw_mount_at(dir: &Path, adapter: &dyn Adapter) -> Result<RwMount> {
     let abs = abs_dir(dir);
     // The daemon whose mount is the one there now (a dying daemon may
     // still be recorded at the same place).
-    let dev = sys::mount_at(&abs).map(|m| dev_text(m.dev));
+    let dev = adapter.mount_at(&abs).map(|m| dev_text(m.dev));
     let Some(m) = live_mounts()
         .into_iter()
         .filter(|m| Path::new(&m.mountpoint) == abs)
         .find(|m| m.dev.is_none() || m.dev == dev)
     else {
-        if let Some(t) =
-            sys::mount_at(&abs).filter(|t| Some(t.fstype.as_str()) == adapter.wimlib_fstype())
+        if let Some(t) = adapter
+            .mount_at(&abs)
+            .filter(|t| Some(t.fstype.as_str()) == adapter.wimlib_fstype())
         {
             return Err(SessionError::MountedByWimlib {
                 message: format!(

@@ -73,7 +73,7 @@ pub fn check_mountpoint(dir: &Path, adapter: &dyn Adapter) -> Result<PathBuf> {
     let abs = dir.canonicalize().map_err(|e| {
         SessionError::failed(format!("cannot resolve mount point {}", dir.display()), e)
     })?;
-    if sys::mount_at(&abs).is_some() {
+    if adapter.mount_at(&abs).is_some() {
         let who = registry::live_mounts()
             .into_iter()
             .find(|m| Path::new(&m.mountpoint) == abs)
@@ -189,6 +189,7 @@ pub(crate) fn serve(
 
     let mut socket = None;
     if let Some((ctl, listener, path)) = control.take() {
+        *ctl.unmounter.lock() = Some(unmounter.clone());
         ctl.clone().serve(listener);
         socket = Some((ctl, path));
     }
@@ -373,6 +374,7 @@ fn open_rw(
         discard_at_exit: std::sync::atomic::AtomicBool::new(false),
         record: parking_lot::Mutex::new(None),
         owner: sys::euid(),
+        unmounter: parking_lot::Mutex::new(None),
     });
     Ok((vfs, (ctl, listener, sock)))
 }

@@ -22,7 +22,7 @@ pub fn check_ours(abs: &Path, adapter: &dyn Adapter) -> Result<Option<MountRecor
         .into_iter()
         .filter(|m| Path::new(&m.mountpoint) == abs)
         .collect();
-    let Some(m) = sys::mount_at(abs) else {
+    let Some(m) = adapter.mount_at(abs) else {
         return Err(SessionError::NotMounted(abs.to_path_buf()));
     };
     let dev = registry::dev_text(m.dev);
@@ -96,7 +96,7 @@ pub fn take_down(
     // A commit may have taken a while: check again, right before, that
     // the mount there is still the daemon's.
     if let Some(d) = entry.and_then(|e| e.dev.as_ref()) {
-        let now = sys::mount_at(abs).map(|m| registry::dev_text(m.dev));
+        let now = adapter.mount_at(abs).map(|m| registry::dev_text(m.dev));
         if now.as_ref() != Some(d) {
             return Err(SessionError::Unmount {
                 dir: abs.to_path_buf(),
