@@ -9,3 +9,7 @@ pub mod linux;
 /// and the other mount verbs use.
 #[cfg(target_os = "linux")]
 pub use linux::Fuse as Native;
+
+/// The WinFsp adapter's decisions, platform-neutral (tested on Linux).
+#[path = "../platform/winfsp_rules.rs"]
+pub mod winfsp_rules;
