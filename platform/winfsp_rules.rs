@@ -156,7 +156,7 @@ pub fn without_sacl(sd: &[u8]) -> Option<Vec<u8>> {
     let control = control
         & !(SE_SACL_PRESENT | SE_SACL_DEFAULTED | SE_SACL_AUTO_INHERITED | SE_SACL_PROTECTED);
     out[2..4].copy_from_slice(&control.to_le_bytes());
-    let mut put = |part: Option<&[u8]>, field: usize, out: &mut Vec<u8>| {
+    let put = |part: Option<&[u8]>, field: usize, out: &mut Vec<u8>| {
         if let Some(p) = part {
             let at = out.len() as u32;
             out[field..field + 4].copy_from_slice(&at.to_le_bytes());
