@@ -63,6 +63,11 @@ pub trait Adapter: Send + Sync {
     /// fails with [`io::ErrorKind::ResourceBusy`].
     fn unmount_path(&self, dir: &Path, lazy: bool) -> io::Result<()>;
 
+    /// What this adapter can mount on (an existing directory by default).
+    fn mount_point_rule(&self) -> super::mountpoint::MountPointRule {
+        super::mountpoint::MountPointRule::ExistingDir
+    }
+
     /// What is mounted at `dir`: the kernel's mount table by default. An
     /// adapter whose mounts the system lists nowhere (WinFsp) answers from
     /// its daemons' records, with the identity its [`MountedFs::identity`]

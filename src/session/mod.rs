@@ -10,6 +10,8 @@
 //! - [`live`]: the live commit;
 //! - [`unmount`]: taking a mount down from outside;
 //! - [`dead`]: mounts whose daemon died: `cleanup` and `remount`;
+//! - [`mountpoint`]: where each kind of adapter may mount (WinFsp: a
+//!   drive letter, a new folder, or an existing empty one);
 //! - [`adapter`]: what a session needs of a platform adapter (FUSE,
 //!   WinFsp), so no fuser type appears here.
 //!
@@ -21,6 +23,7 @@ pub mod daemon;
 pub mod dead;
 mod error;
 pub mod live;
+pub mod mountpoint;
 pub mod registry;
 pub mod serve;
 pub mod spec;

@@ -73,7 +73,23 @@ pub struct RwMount {
 }
 
 /// `dir` made absolute (resolved when it can be: a dead FUSE mount cannot).
+/// On Windows a drive letter stays `X:`, and only the parent is resolved:
+/// a WinFsp mount folder is a reparse point into the mounted volume, and
+/// records name it as the mount was asked for (see `mountpoint::plan`).
 pub fn abs_dir(dir: &Path) -> PathBuf {
+    use super::mountpoint::{drive_letter, strip_verbatim};
+    if cfg!(windows) {
+        if let Some(c) = drive_letter(dir.as_os_str()) {
+            return PathBuf::from(format!("{c}:"));
+        }
+        let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) {
+            if let Ok(p) = parent.canonicalize() {
+                return strip_verbatim(&p.join(name));
+            }
+        }
+        return strip_verbatim(&abs);
+    }
     dir.canonicalize()
         .or_else(|_| std::path::absolute(dir))
         .unwrap_or_else(|_| dir.to_path_buf())

@@ -41,6 +41,22 @@ const PER_THREAD_BYTES: u64 = 768 << 10;
 /// work, so the common mistakes get a clear message. Returns the mount
 /// point resolved.
 pub fn check_mountpoint(dir: &Path, adapter: &dyn Adapter) -> Result<PathBuf> {
+    if adapter.mount_point_rule() == super::mountpoint::MountPointRule::DriveOrNewFolder {
+        let abs = super::mountpoint::plan(dir)
+            .map_err(SessionError::MountPoint)?
+            .mount_point();
+        if let Some(m) = adapter.mount_at(&abs) {
+            return Err(SessionError::MountPoint(format!(
+                "mount point {} is busy: {} is mounted there",
+                abs.display(),
+                m.source
+            )));
+        }
+        adapter
+            .check_available()
+            .map_err(SessionError::Unavailable)?;
+        return Ok(abs);
+    }
     let md = match std::fs::metadata(dir) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
