@@ -169,6 +169,13 @@ pub fn without_sacl(sd: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// WinFsp's create options word carries the create disposition in its
+/// top byte (as the kernel's IRP does); the NT layer takes the options
+/// alone (and the disposition from which callback was called).
+pub fn options_only(raw: u32) -> u32 {
+    raw & 0x00ff_ffff
+}
+
 /// The entries of FileStreamInformation: the unnamed stream `::$DATA`
 /// (files only) and each named one as `:NAME:$DATA`, with their sizes.
 pub fn stream_entries(is_dir: bool, file_size: u64, named: &[(String, u64)]) -> Vec<(String, u64)> {
@@ -315,6 +322,13 @@ mod tests {
                 needed: sd.len() - 3
             }
         );
+    }
+
+    #[test]
+    fn create_options_lose_the_disposition_byte() {
+        // FILE_OPEN_IF (3) << 24 | FILE_DIRECTORY_FILE | FILE_DELETE_ON_CLOSE
+        assert_eq!(options_only(0x0300_1001), 0x1001);
+        assert_eq!(options_only(0x0020_0040), 0x0020_0040);
     }
 
     #[test]

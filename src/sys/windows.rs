@@ -903,3 +903,21 @@ pub fn close_stdout() {
         }
     }
 }
+
+/// The bytes of a buffer WinFsp hands over as `c_void`s (a security
+/// descriptor on create).
+pub fn void_bytes(v: &[std::ffi::c_void]) -> &[u8] {
+    // SAFETY: c_void is one byte wide; same pointer, same length, and the
+    // borrow keeps the buffer alive.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len()) }
+}
+
+/// Copy `src` into a buffer WinFsp hands over as `c_void`s; the bytes
+/// copied (all of `src` only if it fits).
+pub fn copy_to_void(dst: &mut [std::ffi::c_void], src: &[u8]) -> usize {
+    let n = src.len().min(dst.len());
+    // SAFETY: `dst` holds at least `n` bytes (c_void is one byte wide) and
+    // cannot overlap the shared borrow `src`.
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), n) };
+    n
+}
