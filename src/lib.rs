@@ -11,6 +11,8 @@
 //! - [`newimage`]: the commit's input (new image, stream contents, landing
 //!   record), built by the overlay and vfs, so it sits below them.
 //! - [`vfs`]: the platform-neutral filesystem the user sees.
+//! - [`ntvfs`]: the vfs in NT terms (handles, NTSTATUS, case-insensitive
+//!   names, streams) for the WinFsp adapter.
 //! - [`session`]: the mount lifecycle (daemon, registry, control protocol,
 //!   live commit), reached by the platform adapters through a small trait.
 
@@ -22,6 +24,7 @@ pub mod io;
 pub mod newimage;
 pub mod node;
 pub mod nt;
+pub mod ntvfs;
 pub mod wim;
 
 pub use error::{Error, Result};

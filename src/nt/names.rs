@@ -25,14 +25,8 @@
 //! trailing-dot rules concern file names only (Win32 does not parse a
 //! stream name for them).
 //!
-//! Case: NTFS compares names by mapping every UTF-16 unit through the
-//! volume's `$UpCase` table, a one-to-one map with no multi-character
-//! expansions and no locale. [`upcase`] approximates that table with
-//! Unicode's simple uppercase mapping, taken only where it maps one BMP
-//! character to one BMP character (`ß` stays `ß`, as on NTFS, where
-//! `to_uppercase` would give `SS`); characters outside the BMP are not
-//! folded (NTFS sees them as surrogate pairs, which its table leaves
-//! alone).
+//! Case: names are compared as NTFS compares them, through
+//! [`super::upcase`] (one UTF-16 unit to one, no locale).
 
 use std::fmt;
 
@@ -130,27 +124,20 @@ pub fn check_stream_name(name: &str) -> Result<(), Rule> {
     check_chars(name)
 }
 
-/// One character as NTFS's upcase table maps it (see the module doc).
+/// One character as NTFS's upcase table maps it (see [`super::upcase`]).
 pub fn upcase_char(c: char) -> char {
-    if (c as u32) > 0xFFFF {
-        return c;
-    }
-    let mut up = c.to_uppercase();
-    match (up.next(), up.next()) {
-        (Some(u), None) if (u as u32) <= 0xFFFF => u,
-        _ => c,
-    }
+    super::upcase::upcase_char(c)
 }
 
 /// A name as NTFS compares it: two names collide in a directory when their
 /// `upcase` forms are equal.
 pub fn upcase(name: &str) -> String {
-    name.chars().map(upcase_char).collect()
+    super::upcase::fold(name)
 }
 
 /// Do `a` and `b` name the same file on Windows?
 pub fn same_name(a: &str, b: &str) -> bool {
-    a.chars().map(upcase_char).eq(b.chars().map(upcase_char))
+    super::upcase::eq_ci(a, b)
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ use crate::cache::ChunkCache;
 use crate::image::{Image, Special, StreamKind, UnixData, ROOT};
 use crate::newimage::{EntryStreams, Landing, NewImage, StreamData};
 use crate::node::{Attr, AttrFacts, DirEntry, FileKind, VfsError, VfsOptions, VfsResult};
-use crate::nt::names;
+use crate::nt::{names, upcase};
 use crate::reparse;
 use crate::sys::{Access, PrivateDir};
 use crate::wim::metadata::{self, attr, tag, DentryRecord};
@@ -62,7 +62,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 const NONE: u32 = u32::MAX;
 const S_IFREG: u32 = 0o100000;
@@ -487,12 +487,14 @@ struct Dir {
     parent: u32,
     entries: BTreeMap<String, Entry>,
     subdirs: u32,
-    /// How many entries fold to each upcased name (see
-    /// [`crate::nt::names::upcase`]): built the first time a new name in
-    /// this directory is checked for a case collision, then kept up to
-    /// date, so a create costs one lookup rather than a scan of the
-    /// directory, and directories nobody creates in cost nothing.
-    folded: Option<HashMap<String, u32>>,
+    /// The entries' names by their upcased form (see
+    /// [`crate::nt::upcase`]): built the first time this directory is
+    /// asked for a case collision or a case-insensitive lookup, then kept
+    /// up to date by `insert` and `remove`, so a create or an NT lookup
+    /// costs one hash lookup rather than a scan of the directory, and
+    /// directories nobody asks about cost nothing. Usually one name per
+    /// key; more only in images captured on Linux.
+    folded: OnceLock<HashMap<String, Vec<String>>>,
 }
 
 impl Dir {
@@ -501,15 +503,15 @@ impl Dir {
             parent,
             entries,
             subdirs,
-            folded: None,
+            folded: OnceLock::new(),
         }
     }
 
     /// Add or replace a name.
     fn insert(&mut self, name: String, e: Entry) {
-        if let Some(f) = self.folded.as_mut() {
+        if let Some(f) = self.folded.get_mut() {
             if !self.entries.contains_key(&name) {
-                *f.entry(names::upcase(&name)).or_insert(0) += 1;
+                f.entry(upcase::fold(&name)).or_default().push(name.clone());
             }
         }
         self.entries.insert(name, e);
@@ -517,11 +519,11 @@ impl Dir {
 
     fn remove(&mut self, name: &str) -> Option<Entry> {
         let e = self.entries.remove(name)?;
-        if let Some(f) = self.folded.as_mut() {
-            let key = names::upcase(name);
-            if let Some(n) = f.get_mut(&key) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
+        if let Some(f) = self.folded.get_mut() {
+            let key = upcase::fold(name);
+            if let Some(v) = f.get_mut(&key) {
+                v.retain(|n| n != name);
+                if v.is_empty() {
                     f.remove(&key);
                 }
             }
@@ -529,37 +531,44 @@ impl Dir {
         Some(e)
     }
 
+    /// The folded index, built on first use.
+    fn folded(&self) -> &HashMap<String, Vec<String>> {
+        self.folded.get_or_init(|| {
+            let mut m: HashMap<String, Vec<String>> = HashMap::with_capacity(self.entries.len());
+            for k in self.entries.keys() {
+                m.entry(upcase::fold(k)).or_default().push(k.clone());
+            }
+            m
+        })
+    }
+
+    /// The entry NT semantics finds for `name`: the exact name if there
+    /// is one, else the name equal but for case; of several such (an
+    /// image captured on Linux), the first in NTFS collation order.
+    fn lookup_ci(&self, name: &str) -> Option<(&str, Entry)> {
+        if let Some((k, e)) = self.entries.get_key_value(name) {
+            return Some((k.as_str(), *e));
+        }
+        let found = self
+            .folded()
+            .get(&upcase::fold(name))?
+            .iter()
+            .min_by(|a, b| upcase::collate(a, b))?;
+        self.entries
+            .get_key_value(found.as_str())
+            .map(|(k, e)| (k.as_str(), *e))
+    }
+
     /// Would adding `name` here give two names Windows sees as one? Names
     /// that do not count: `name` itself (it is replaced) and `leaving` (a
     /// rename's source in this directory, which goes away). Returns one of
-    /// the names it would collide with.
-    fn case_twin(&mut self, name: &str, leaving: Option<&str>) -> Option<String> {
-        let entries = &self.entries;
-        let f = self.folded.get_or_insert_with(|| {
-            let mut m: HashMap<String, u32> = HashMap::with_capacity(entries.len());
-            for k in entries.keys() {
-                *m.entry(names::upcase(k)).or_insert(0) += 1;
-            }
-            m
-        });
-        let key = names::upcase(name);
-        let mut n = f.get(&key).copied().unwrap_or(0);
-        if entries.contains_key(name) {
-            n = n.saturating_sub(1);
-        }
-        if let Some(l) = leaving.filter(|l| *l != name && entries.contains_key(*l)) {
-            if names::upcase(l) == key {
-                n = n.saturating_sub(1);
-            }
-        }
-        if n == 0 {
-            return None;
-        }
-        entries
-            .keys()
-            .find(|k| {
-                k.as_str() != name && Some(k.as_str()) != leaving && names::same_name(k, name)
-            })
+    /// the names it would collide with (the first in name order).
+    fn case_twin(&self, name: &str, leaving: Option<&str>) -> Option<String> {
+        self.folded()
+            .get(&upcase::fold(name))?
+            .iter()
+            .filter(|k| k.as_str() != name && Some(k.as_str()) != leaving)
+            .min()
             .cloned()
     }
 }
@@ -905,7 +914,7 @@ impl Tree {
     ) -> VfsResult<()> {
         let rule = match names::check_name(name) {
             Err(r) => r,
-            Ok(()) => match self.dir_mut(parent)?.case_twin(name, leaving) {
+            Ok(()) => match self.dir(parent)?.case_twin(name, leaving) {
                 Some(other) => names::Rule::CaseCollision(other),
                 None => return Ok(()),
             },
@@ -1468,6 +1477,21 @@ impl Overlay {
             _ => d.entries.get(name).ok_or(VfsError::NotFound)?.idx,
         };
         t.attr(c, opts)
+    }
+
+    /// [`Overlay::lookup`] under NT semantics: the exact name, else the
+    /// one equal but for case (see `Dir::lookup_ci`); returns the name as
+    /// stored with the attributes.
+    pub fn lookup_ci(
+        &self,
+        parent: u64,
+        name: &str,
+        opts: &VfsOptions,
+    ) -> VfsResult<(String, Attr)> {
+        let t = self.tree.read();
+        let d = t.dir(idx_of(parent)?)?;
+        let (k, e) = d.lookup_ci(name).ok_or(VfsError::NotFound)?;
+        Ok((k.to_string(), t.attr(e.idx, opts)?))
     }
 
     pub fn readdir(

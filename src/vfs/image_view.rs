@@ -5,11 +5,14 @@ use super::view::ReadView;
 use super::{read_once, Attr, AttrFacts, DirEntry, FileKind, Ino, VfsError, VfsOptions, VfsResult};
 use crate::cache::ChunkCache;
 use crate::image::{Image, Inode, StreamKind};
+use crate::nt::upcase;
 use crate::overlay::{Data, WinMeta};
 use crate::reparse;
 use crate::wim::header::flags;
 use crate::wim::Wim;
+use parking_lot::Mutex;
 use rayon::prelude::*;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
@@ -25,6 +28,11 @@ pub(crate) struct ImageView {
     /// index, decoded on first use (`None`: the reparse data does not
     /// decode, and the inode shows as a file with its data).
     links: HashMap<u32, OnceLock<Option<String>>>,
+    /// Per directory dentry, its children by upcased name (the first in
+    /// collation order where several differ only in case), built the
+    /// first time an NT lookup misses the exact name there: NT callers
+    /// ask in any case, but most directories are never asked.
+    folded: Mutex<HashMap<u32, Arc<HashMap<String, u32>>>>,
 }
 
 impl ImageView {
@@ -64,6 +72,7 @@ impl ImageView {
             mount_root: opts.mount_root.clone(),
             inode_dentry,
             links,
+            folded: Mutex::new(HashMap::new()),
         }
     }
 
@@ -158,6 +167,41 @@ impl ImageView {
             .count() as u32
     }
 
+    /// The child of directory dentry `d` NT semantics finds for `name`.
+    fn child_ci(&self, d: u32, name: &str) -> Option<u32> {
+        if let Some(c) = self.image.child(d, name) {
+            return Some(c);
+        }
+        let index = {
+            let mut cache = self.folded.lock();
+            cache
+                .entry(d)
+                .or_insert_with(|| Arc::new(self.fold_children(d)))
+                .clone()
+        };
+        index.get(&upcase::fold(name)).copied()
+    }
+
+    fn fold_children(&self, d: u32) -> HashMap<String, u32> {
+        let kids = &self.image.dentries[d as usize].children;
+        let mut m: HashMap<String, u32> = HashMap::with_capacity(kids.len());
+        for &c in kids {
+            let n = &self.image.dentries[c as usize].name;
+            match m.entry(upcase::fold(n)) {
+                Entry::Vacant(v) => {
+                    v.insert(c);
+                }
+                Entry::Occupied(mut o) => {
+                    let cur = &self.image.dentries[*o.get() as usize].name;
+                    if upcase::collate(n, cur).is_lt() {
+                        o.insert(c);
+                    }
+                }
+            }
+        }
+        m
+    }
+
     fn dir_dentry(&self, ino: Ino, opts: &VfsOptions) -> VfsResult<u32> {
         let (idx, node) = self.inode(ino)?;
         if self.kind_of(idx, node, opts) != FileKind::Directory {
@@ -186,6 +230,13 @@ impl ReadView for ImageView {
             _ => self.image.child(d, name).ok_or(VfsError::NotFound)?,
         };
         self.getattr(self.image.dentries[c as usize].inode as Ino + 1, opts)
+    }
+
+    fn lookup_ci(&self, parent: Ino, name: &str, opts: &VfsOptions) -> VfsResult<(String, Attr)> {
+        let d = self.dir_dentry(parent, opts)?;
+        let c = self.child_ci(d, name).ok_or(VfsError::NotFound)?;
+        let cd = &self.image.dentries[c as usize];
+        Ok((cd.name.clone(), self.getattr(cd.inode as Ino + 1, opts)?))
     }
 
     fn readdir(

@@ -11,6 +11,7 @@
 //! blob's range maps to chunks (reads, readahead).
 
 mod image_view;
+mod nt;
 mod view;
 mod write;
 mod xattr;
@@ -27,6 +28,7 @@ use view::{ReadView, View};
 pub use crate::image::Special;
 pub use crate::overlay::{Cred, RenameMode, SetAttr, XattrMode};
 
+pub use nt::StreamInfo;
 pub use xattr::XATTR_STREAM_PREFIX;
 
 pub use crate::node::{
@@ -169,7 +171,12 @@ impl Vfs {
     /// Read up to `buf.len()` bytes of the unnamed data stream at `offset`
     /// into `buf`; returns how many (fewer only at the end of the file).
     pub fn read_into(&self, ino: Ino, offset: u64, buf: &mut [u8]) -> VfsResult<usize> {
-        match self.view.data(ino)? {
+        self.read_data(self.view.data(ino)?, offset, buf)
+    }
+
+    /// Read from a stream's content (`None`: no stream, nothing to read).
+    fn read_data(&self, data: Option<Data>, offset: u64, buf: &mut [u8]) -> VfsResult<usize> {
+        match data {
             None => Ok(0),
             Some(Data::Staged(s)) => {
                 let n = (buf.len() as u64).min(s.size().saturating_sub(offset)) as usize;

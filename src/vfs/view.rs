@@ -21,6 +21,10 @@ pub(crate) trait ReadView {
     fn kind(&self, ino: Ino, opts: &VfsOptions) -> VfsResult<FileKind>;
     /// The attributes of `name` in directory `parent` (`.` and `..` too).
     fn lookup(&self, parent: Ino, name: &str, opts: &VfsOptions) -> VfsResult<Attr>;
+    /// `lookup` under NT semantics (exact name first, else the name equal
+    /// but for case, the first in collation order of several): the name
+    /// as stored and its attributes. Not for `.` and `..`.
+    fn lookup_ci(&self, parent: Ino, name: &str, opts: &VfsOptions) -> VfsResult<(String, Attr)>;
     /// Entries from `offset` (0 = start, with `.` and `..`), at most `max`.
     fn readdir(
         &self,
@@ -82,6 +86,10 @@ impl ReadView for View {
         dispatch!(self, v => v.lookup(parent, name, opts))
     }
     #[inline]
+    fn lookup_ci(&self, parent: Ino, name: &str, opts: &VfsOptions) -> VfsResult<(String, Attr)> {
+        dispatch!(self, v => v.lookup_ci(parent, name, opts))
+    }
+    #[inline]
     fn readdir(
         &self,
         ino: Ino,
@@ -140,6 +148,9 @@ impl ReadView for Overlay {
     }
     fn lookup(&self, parent: Ino, name: &str, opts: &VfsOptions) -> VfsResult<Attr> {
         Overlay::lookup(self, parent, name, opts)
+    }
+    fn lookup_ci(&self, parent: Ino, name: &str, opts: &VfsOptions) -> VfsResult<(String, Attr)> {
+        Overlay::lookup_ci(self, parent, name, opts)
     }
     fn readdir(
         &self,
