@@ -13,3 +13,10 @@ pub use linux::Fuse as Native;
 /// The WinFsp adapter's decisions, platform-neutral (tested on Linux).
 #[path = "../platform/winfsp_rules.rs"]
 pub mod winfsp_rules;
+
+#[cfg(windows)]
+#[path = "../platform/windows/mod.rs"]
+pub mod windows;
+
+#[cfg(windows)]
+pub use windows::WinFsp as Native;

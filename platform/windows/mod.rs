@@ -32,7 +32,7 @@ use winfsp::filesystem::{
     DirInfo, DirMarker, FileInfo, FileSecurity, FileSystemContext, OpenFileInfo, StreamInfo,
     VolumeInfo, WideNameInfo,
 };
-use winfsp::host::{FileSystemHost, VolumeParams};
+use winfsp::host::{FileSystemHost, FineGuard, VolumeParams};
 use winfsp::{FspError, U16CStr};
 
 /// The type `wimfs mounts` and the registry give WinFsp mounts.
@@ -453,31 +453,48 @@ impl MountedFs for Mounted {
     }
 }
 
-/// Create, mount and start the host on its own thread; it stays there
-/// until told to stop, then unmounts and puts back a folder it removed.
-fn host_thread(
+/// What the host thread starts from.
+struct HostStart {
     nt: NtVfs,
     rw: bool,
     target: Target,
     threads: usize,
+    /// Whether the volume is up (or why not).
     ready: mpsc::Sender<io::Result<()>>,
+    /// Unmount when something arrives (or every sender is gone).
     stop_rx: mpsc::Receiver<()>,
+    /// For the dispatcher's own stop.
     stop_tx: mpsc::Sender<()>,
     shared: Arc<Shared>,
-) {
+}
+
+/// Create, mount and start the host on its own thread; it stays there
+/// until told to stop, then unmounts and puts back a folder it removed.
+fn host_thread(h: HostStart) {
+    let HostStart {
+        nt,
+        rw,
+        target,
+        threads,
+        ready,
+        stop_rx,
+        stop_tx,
+        shared,
+    } = h;
     let ctx = Context {
         nt,
         stop: Mutex::new(Some(stop_tx)),
     };
     let mp = target.mount_point();
-    let started = (|| -> io::Result<FileSystemHost<Context>> {
-        let mut host = FileSystemHost::new(volume_params(rw), ctx)
-            .map_err(|e| io_err("cannot create the WinFsp file system", e))?;
+    let started = (|| -> io::Result<FileSystemHost<Context, FineGuard>> {
+        let mut host: FileSystemHost<Context, FineGuard> =
+            FileSystemHost::new(volume_params(rw), ctx)
+                .map_err(|e| io_err("cannot create the WinFsp file system", e.into()))?;
         host.mount(mp.as_os_str())
-            .map_err(|e| io_err(&format!("cannot mount at {}", mp.display()), e))?;
+            .map_err(|e| io_err(&format!("cannot mount at {}", mp.display()), e.into()))?;
         if let Err(e) = host.start_with_threads(threads as u32) {
             host.unmount();
-            return Err(io_err("cannot start the WinFsp dispatcher", e));
+            return Err(io_err("cannot start the WinFsp dispatcher", e.into()));
         }
         Ok(host)
     })();
@@ -562,7 +579,18 @@ impl Adapter for WinFsp {
         let sh = shared.clone();
         let thread = std::thread::Builder::new()
             .name("wimfs-winfsp".into())
-            .spawn(move || host_thread(nt, rw, target, threads, ready_tx, stop_rx, stop_tx, sh))?;
+            .spawn(move || {
+                host_thread(HostStart {
+                    nt,
+                    rw,
+                    target,
+                    threads,
+                    ready: ready_tx,
+                    stop_rx,
+                    stop_tx,
+                    shared: sh,
+                })
+            })?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Box::new(Mounted {
                 shared,

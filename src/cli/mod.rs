@@ -13,17 +13,17 @@ macro_rules! outln {
     }};
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
 mod commit;
 mod inspect;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
 mod mount;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
 mod orphans;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
 mod recover;
 mod service;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
 mod unmount;
 
 /// Where [`outln!`] goes when stdout cannot be written.
@@ -119,27 +119,27 @@ enum Cmd {
         json: bool,
     },
     /// Mount an image as a directory (FUSE), read-only or with --rw.
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     Mount(mount::MountArgs),
     /// Unmount a directory mounted with `wimfs mount`.
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     Unmount(unmount::UnmountArgs),
     /// List what wimfs has mounted.
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     Mounts(mount::MountsArgs),
     /// Commit the changes of a read-write mount into the WIM and stay mounted.
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     Commit(commit::CommitArgs),
     /// Show (or discard) changes a read-write mount left in its staging.
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     Recover(recover::RecoverArgs),
     /// Mount a read-write mount whose daemon died again, resuming its
     /// changes (as DISM /Remount-Image).
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     Remount(orphans::RemountArgs),
     /// Clear dead mounts and the records of dead mount daemons, keeping
     /// their changes (as DISM /Cleanup-Mountpoints).
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     Cleanup(orphans::CleanupArgs),
     /// Rewrite a WIM without the stale data that commits leave behind.
     Optimize(service::OptimizeArgs),
@@ -307,19 +307,19 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             inspect::apply(&w, img, &dir, unix_data, no_streams)
         }
         Cmd::Verify { wim, refs, json } => inspect::verify(&open(&wim, &refs)?, json),
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", windows))]
         Cmd::Mount(a) => mount::mount(a),
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", windows))]
         Cmd::Unmount(a) => unmount::unmount(a),
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", windows))]
         Cmd::Mounts(a) => mount::mounts(a),
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", windows))]
         Cmd::Commit(a) => commit::commit_cmd(a),
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", windows))]
         Cmd::Recover(a) => recover::recover(a),
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", windows))]
         Cmd::Remount(a) => orphans::remount(a),
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", windows))]
         Cmd::Cleanup(a) => orphans::cleanup(a),
         Cmd::Optimize(a) => service::optimize(a),
         Cmd::Export(a) => service::export(a),
