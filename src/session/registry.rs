@@ -1,7 +1,9 @@
 //! The registry of mounts: each daemon records itself in a small JSON file
 //! (`PID.json`, beside its `PID.log` and `PID.sock`) in a per-user private
-//! state directory, /run/wimfs (root) or $XDG_RUNTIME_DIR/wimfs. Listing
-//! prunes the records of dead daemons; a record counts only if its process
+//! state directory, /run/wimfs (root) or $XDG_RUNTIME_DIR/wimfs
+//! (`%LOCALAPPDATA%\wimfs` on Windows). Listing prunes the records of dead
+//! daemons (a dead read-write mount's is kept for `remount` and `cleanup`,
+//! see `super::dead`); a record counts only if its process
 //! is this user's, a wimfs mount daemon, and the one that started when
 //! recorded.
 
@@ -152,6 +154,21 @@ pub fn live_rw_mount_of(wim: &Path) -> Option<RwMount> {
 /// Where this user's daemons record themselves (state, log, control
 /// socket). Nothing here is shared between users: see [`state_private`].
 pub fn state_dir() -> PathBuf {
+    // Windows: `%LOCALAPPDATA%\wimfs`, created with a protected DACL of
+    // its own (the user, SYSTEM, Administrators; see `sys::private_sddl`),
+    // not relying on what it would inherit.
+    #[cfg(windows)]
+    {
+        sys::local_app_data()
+            .unwrap_or_else(std::env::temp_dir)
+            .join("wimfs")
+    }
+    #[cfg(not(windows))]
+    state_dir_unix()
+}
+
+#[cfg(not(windows))]
+fn state_dir_unix() -> PathBuf {
     let euid = sys::euid();
     if euid == 0 {
         return PathBuf::from("/run/wimfs");
