@@ -270,3 +270,164 @@ fn remount_by_directory_uses_the_dead_mounts_record_and_refuses_what_it_cannot_r
     assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"alpha\n");
     assert_eq!(std::fs::read(out.join("dir/b.txt")).unwrap(), b"beta\n");
 }
+
+/// A stand-in for an adapter whose mounts only their daemon can take down
+/// (WinFsp): no FUSE needed.
+mod through_daemon {
+    use super::*;
+    use std::io;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc, Mutex};
+    use wimfs::session::control::{self, Request};
+    use wimfs::session::{
+        registry, Adapter, MountIdentity, MountOptions, MountSpec, MountedFs, Unmount,
+    };
+    use wimfs::vfs::Vfs;
+
+    pub struct Stand {
+        pub unmounts: Arc<AtomicUsize>,
+        pub seen: Arc<Mutex<Vec<String>>>,
+    }
+
+    struct StandMounted {
+        dir: PathBuf,
+        unmounts: Arc<AtomicUsize>,
+        seen: Arc<Mutex<Vec<String>>>,
+        stop: Arc<Mutex<Option<mpsc::Sender<()>>>>,
+        stopped: mpsc::Receiver<()>,
+    }
+
+    struct StandUnmount {
+        unmounts: Arc<AtomicUsize>,
+        stop: Arc<Mutex<Option<mpsc::Sender<()>>>>,
+    }
+
+    impl Unmount for StandUnmount {
+        fn unmount(&self) -> io::Result<bool> {
+            self.unmounts.fetch_add(1, Ordering::SeqCst);
+            Ok(self.stop.lock().unwrap().take().is_some())
+        }
+        fn still_ours(&self) -> bool {
+            self.stop.lock().unwrap().is_some()
+        }
+    }
+
+    impl Adapter for Stand {
+        fn fstype(&self) -> &str {
+            "stand-in-daemon-unmounts"
+        }
+        fn check_available(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn mount(
+            &self,
+            _vfs: Arc<Vfs>,
+            dir: &Path,
+            _opts: &MountOptions,
+        ) -> io::Result<Box<dyn MountedFs>> {
+            let (tx, rx) = mpsc::channel();
+            Ok(Box::new(StandMounted {
+                dir: dir.to_path_buf(),
+                unmounts: self.unmounts.clone(),
+                seen: self.seen.clone(),
+                stop: Arc::new(Mutex::new(Some(tx))),
+                stopped: rx,
+            }))
+        }
+        fn unmount_path(&self, _dir: &Path, _lazy: bool) -> io::Result<()> {
+            Err(io::Error::other("only the daemon can unmount"))
+        }
+        fn unmount_through_daemon(&self) -> bool {
+            true
+        }
+    }
+
+    impl MountedFs for StandMounted {
+        fn unmounter(&self) -> Arc<dyn Unmount> {
+            Arc::new(StandUnmount {
+                unmounts: self.unmounts.clone(),
+                stop: self.stop.clone(),
+            })
+        }
+        fn identity(&self) -> MountIdentity {
+            MountIdentity {
+                mount_point: self.dir.clone(),
+                mount_id: 7,
+                dev: (0, 7),
+            }
+        }
+        /// Serve until unmounted, after asking, as `wimfs unmount` of a
+        /// read-only WinFsp mount does, over the channel the record names.
+        fn run(self: Box<Self>) -> io::Result<()> {
+            let rec = registry::state_dir().join(format!("{}.json", std::process::id()));
+            let rec: registry::MountRecord =
+                serde_json::from_slice(&std::fs::read(&rec)?).map_err(io::Error::other)?;
+            let mut seen = self.seen.lock().unwrap();
+            seen.push(format!("mode {}", rec.mode));
+            let sock = rec.socket.clone().unwrap_or_default();
+            seen.push(format!("socket {}", !sock.is_empty()));
+            let r = control::request(Path::new(&sock), &Request::commit(false, false, false))
+                .map_err(io::Error::other)?;
+            seen.push(format!("commit {} {}", r.ok, r.error.unwrap_or_default()));
+            drop(seen);
+            let r = control::request(Path::new(&sock), &Request::unmount())
+                .map_err(io::Error::other)?;
+            self.seen.lock().unwrap().push(format!("unmount {}", r.ok));
+            // Served until the unmount arrived.
+            let _ = self.stopped.recv_timeout(Duration::from_secs(10));
+            Ok(())
+        }
+    }
+
+    pub fn spec(wim: &Path, dir: &Path) -> MountSpec {
+        MountSpec {
+            wim: wim.to_path_buf(),
+            refs: Vec::new(),
+            image: None,
+            dir: dir.to_path_buf(),
+            cache_mib: 16,
+            allow_other: false,
+            uid: None,
+            gid: None,
+            dir_mode: 0o755,
+            file_mode: 0o644,
+            use_unix_data: true,
+            windows_names: true,
+            rw: None,
+        }
+    }
+}
+
+#[test]
+fn a_read_only_mount_that_only_its_daemon_can_end_gets_an_unmount_channel() {
+    if !require(&["wimlib-imagex"]) {
+        return;
+    }
+    let t = tempdir();
+    let wim = small_wim(t.path());
+    let dir = t.path().join("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    let unmounts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let adapter = through_daemon::Stand {
+        unmounts: unmounts.clone(),
+        seen: seen.clone(),
+    };
+    let spec = through_daemon::spec(&wim, &dir);
+    wimfs::session::run_foreground(&spec, &adapter, &dir, &|_| {}).unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0], "mode ro");
+    assert_eq!(seen[1], "socket true");
+    assert!(
+        seen[2].starts_with("commit false") && seen[2].contains("read-only mount"),
+        "{seen:?}"
+    );
+    assert_eq!(seen[3], "unmount true");
+    // Once over the channel, once more by the session at its end (a no-op
+    // then: the mount was already gone).
+    assert_eq!(unmounts.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let pid = std::process::id();
+    let sd = wimfs::session::registry::state_dir();
+    assert!(!sd.join(format!("{pid}.json")).exists());
+    assert!(!sd.join(format!("{pid}.sock")).exists());
+}

@@ -609,9 +609,10 @@ impl Adapter for WinFsp {
         " (is the drive letter or folder already in use?)"
     }
 
-    /// Only the daemon can take its volume down: a read-write mount is
-    /// asked over its control pipe (after `exit` said what to do with the
-    /// changes); a read-only one, which has nothing to keep, is ended.
+    /// Only the daemon can take its volume down: it is asked over its
+    /// control pipe (a read-write mount after `exit` said what to do with
+    /// the changes); a read-only daemon without one (it could not create
+    /// it) has nothing to keep and is ended.
     fn unmount_path(&self, dir: &Path, _lazy: bool) -> io::Result<()> {
         use crate::session::control::{self, Request};
         let m = crate::session::registry::live_mounts()
@@ -651,6 +652,10 @@ impl Adapter for WinFsp {
                 fstype: FSTYPE.into(),
                 source: crate::session::spec::fsname(Path::new(&m.wim), m.image),
             })
+    }
+
+    fn unmount_through_daemon(&self) -> bool {
+        true
     }
 
     fn mount_point_rule(&self) -> MountPointRule {

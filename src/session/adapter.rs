@@ -63,6 +63,13 @@ pub trait Adapter: Send + Sync {
     /// fails with [`io::ErrorKind::ResourceBusy`].
     fn unmount_path(&self, dir: &Path, lazy: bool) -> io::Result<()>;
 
+    /// Can only the daemon take its mount down (WinFsp: the volume belongs
+    /// to the process)? Then even a read-only mount gets a control channel,
+    /// and [`Adapter::unmount_path`] asks the daemon over it.
+    fn unmount_through_daemon(&self) -> bool {
+        false
+    }
+
     /// What this adapter can mount on (an existing directory by default).
     fn mount_point_rule(&self) -> super::mountpoint::MountPointRule {
         super::mountpoint::MountPointRule::ExistingDir

@@ -209,6 +209,13 @@ pub(crate) fn serve(
         ctl.clone().serve(listener);
         socket = Some((ctl, path));
     }
+    // A read-only mount that only its daemon can take down (WinFsp) still
+    // needs a channel for `wimfs unmount`.
+    let ro_socket = if socket.is_none() && adapter.unmount_through_daemon() {
+        unmount_channel(unmounter.clone())
+    } else {
+        None
+    };
     let record = MountRecord {
         pid: std::process::id(),
         wim: wim_path.to_string_lossy().into_owned(),
@@ -223,7 +230,11 @@ pub(crate) fn serve(
         staging: socket
             .as_ref()
             .map(|(c, _)| c.staging.display().to_string()),
-        socket: socket.as_ref().map(|(_, p)| p.display().to_string()),
+        socket: socket
+            .as_ref()
+            .map(|(_, p)| p)
+            .or(ro_socket.as_ref())
+            .map(|p| p.display().to_string()),
         dev: Some(registry::dev_text(ident.dev)),
         mount_id: Some(ident.mount_id),
     };
@@ -256,6 +267,9 @@ pub(crate) fn serve(
     }
     if let Err(e) = unmounter.unmount() {
         log::error!("cannot unmount {}: {e}", abs.display());
+    }
+    if let Some(sock) = &ro_socket {
+        let _ = std::fs::remove_file(sock);
     }
     if let Some((ctl, sock)) = &socket {
         let _ = std::fs::remove_file(sock);
@@ -393,6 +407,37 @@ fn open_rw(
         unmounter: parking_lot::Mutex::new(None),
     });
     Ok((vfs, (ctl, listener, sock)))
+}
+
+/// The `unmount`-only control channel of a read-only mount whose adapter
+/// unmounts through its daemon: where it listens, or `None` (logged: the
+/// mount then ends only with its process).
+fn unmount_channel(unmounter: std::sync::Arc<dyn super::adapter::Unmount>) -> Option<PathBuf> {
+    let name = format!("{}.sock", std::process::id());
+    let made = registry::state_private().and_then(|sd| {
+        let path = Listener::address(&sd, &name)
+            .map_err(|e| SessionError::failed("cannot name the control channel", e))?;
+        let l = Listener::bind(&sd, &name).map_err(|e| {
+            SessionError::failed(
+                format!("cannot create the control channel {}", path.display()),
+                e,
+            )
+        })?;
+        Ok((l, path))
+    });
+    match made {
+        Ok((l, path)) => {
+            super::control::serve_unmount_only(l, sys::euid(), unmounter);
+            Some(path)
+        }
+        Err(e) => {
+            log::warn!(
+                "{}; `wimfs unmount` will have to end the process",
+                super::error_text(&e)
+            );
+            None
+        }
+    }
 }
 
 /// A refused mount, with the adapter's hint at the likely cause.
