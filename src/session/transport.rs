@@ -1,7 +1,7 @@
 //! The byte channel the control protocol runs over: a Unix socket (mode
 //! 0600 in the private state directory, peers checked by uid) on Unix; on
 //! Windows a named pipe `\\.\pipe\wimfs-<SID>-<name>` whose DACL admits
-//! only the user, SYSTEM and Administrators, the peer checked at both ends
+//! only the user and Administrators, the peer checked at both ends
 //! from the kernel's record of its pid and that process's token (the
 //! SO_PEERCRED rule: the mounting user, or an administrator as root). Only
 //! this file knows which.

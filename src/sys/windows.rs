@@ -790,7 +790,7 @@ pub fn pipe_path(name: &str) -> io::Result<PathBuf> {
 }
 
 /// Create one instance of the named pipe `path` (byte mode, local clients
-/// only), whose DACL admits only this user, SYSTEM and Administrators.
+/// only), whose DACL admits only this user and Administrators.
 /// `first`: the first instance, which fails if anyone (a squatter) already
 /// has the name.
 pub fn pipe_create(path: &Path, first: bool) -> io::Result<File> {
