@@ -97,9 +97,11 @@ fn kill9(g: &mut Guard) -> u32 {
     pid
 }
 
+/// Is the mount at `dir` dead? Opening the directory asks the daemon (a
+/// stat may be answered from the kernel's cache).
 fn dead(dir: &Path) -> bool {
     matches!(
-        std::fs::metadata(dir).map_err(|e| e.raw_os_error()),
+        std::fs::read_dir(dir).map(|_| ()).map_err(|e| e.raw_os_error()),
         Err(Some(libc::ENOTCONN)) | Err(Some(libc::ECONNABORTED))
     )
 }
@@ -430,4 +432,48 @@ fn a_read_only_mount_that_only_its_daemon_can_end_gets_an_unmount_channel() {
     let sd = wimfs::session::registry::state_dir();
     assert!(!sd.join(format!("{pid}.json")).exists());
     assert!(!sd.join(format!("{pid}.sock")).exists());
+}
+
+#[test]
+fn cleanup_clears_the_dead_mount_of_a_killed_read_only_daemon() {
+    let _s = serial();
+    if !prerequisites() {
+        return;
+    }
+    let t = tempdir();
+    let wim = small_wim(t.path());
+    let mnt = t.path().join("ro");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let o = wimfs(["mount".as_ref(), wim.as_os_str(), mnt.as_os_str()]);
+    assert!(o.ok(), "mount failed:\n{}", o.describe());
+    let mut g = Guard {
+        dir: mnt.clone(),
+        pid: daemon_pid(&mnt),
+    };
+    assert!(g.pid.is_some());
+    let canon = mnt.canonicalize().unwrap();
+    assert_eq!(std::fs::read(mnt.join("a.txt")).unwrap(), b"alpha\n");
+    kill9(&mut g);
+    assert!(dead(&mnt));
+    // Nothing to resume: no dead record is kept, `mounts` shows nothing.
+    let o = wimfs(["mounts"]);
+    assert!(
+        !o.stdout_str().contains(&canon.display().to_string()),
+        "{}",
+        o.describe()
+    );
+    let o = wimfs(["cleanup"]);
+    assert!(o.ok(), "cleanup failed:\n{}", o.describe());
+    let out = o.stdout_str();
+    assert!(
+        out.contains(&format!("cleared the dead mount at {}", canon.display())),
+        "{out}"
+    );
+    assert!(!out.contains("removed the record"), "{out}");
+    assert!(!is_mounted(&mnt) && !dead(&mnt));
+    // And it mounts again.
+    let o = wimfs(["mount".as_ref(), wim.as_os_str(), mnt.as_os_str()]);
+    assert!(o.ok(), "mount after cleanup failed:\n{}", o.describe());
+    g.pid = daemon_pid(&mnt);
+    assert_eq!(std::fs::read(mnt.join("dir/b.txt")).unwrap(), b"beta\n");
 }

@@ -22,8 +22,12 @@ use crate::sys;
 use std::path::{Path, PathBuf};
 
 /// Is the mount at `dir` dead (its daemon gone: ENOTCONN/ECONNABORTED)?
+/// A stat alone does not tell: the kernel answers it from attributes it
+/// cached (for a year on a read-only mount) without asking the daemon, so
+/// opening the directory, which always asks, is tried too.
 pub fn is_dead_mount(dir: &Path) -> bool {
-    matches!(std::fs::metadata(dir), Err(e) if sys::is_disconnected(&e))
+    let gone = |r: std::io::Result<()>| matches!(r, Err(e) if sys::is_disconnected(&e));
+    gone(std::fs::metadata(dir).map(|_| ())) || gone(std::fs::read_dir(dir).map(|_| ()))
 }
 
 /// One thing [`cleanup`] did (or could not do).

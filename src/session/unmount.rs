@@ -5,7 +5,6 @@
 use super::adapter::Adapter;
 use super::error::{Result, SessionError};
 use super::registry::{self, MountRecord};
-use crate::sys;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -34,7 +33,7 @@ pub fn check_ours(abs: &Path, adapter: &dyn Adapter) -> Result<Option<MountRecor
     }
     // ENOTCONN, or ECONNABORTED once the kernel aborted the connection
     // (the daemon was killed).
-    let dead = matches!(std::fs::metadata(abs), Err(e) if sys::is_disconnected(&e));
+    let dead = super::dead::is_dead_mount(abs);
     if Some(m.fstype.as_str()) == adapter.wimlib_fstype() {
         let message = if dead {
             format!(
