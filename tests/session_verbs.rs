@@ -101,7 +101,9 @@ fn kill9(g: &mut Guard) -> u32 {
 /// stat may be answered from the kernel's cache).
 fn dead(dir: &Path) -> bool {
     matches!(
-        std::fs::read_dir(dir).map(|_| ()).map_err(|e| e.raw_os_error()),
+        std::fs::read_dir(dir)
+            .map(|_| ())
+            .map_err(|e| e.raw_os_error()),
         Err(Some(libc::ENOTCONN)) | Err(Some(libc::ECONNABORTED))
     )
 }
@@ -381,7 +383,7 @@ mod through_daemon {
         }
     }
 
-    pub fn spec(wim: &Path, dir: &Path) -> MountSpec {
+    pub fn spec(wim: &Path, dir: &Path, rw: bool) -> MountSpec {
         MountSpec {
             wim: wim.to_path_buf(),
             refs: Vec::new(),
@@ -395,7 +397,7 @@ mod through_daemon {
             file_mode: 0o644,
             use_unix_data: true,
             windows_names: true,
-            rw: None,
+            rw: rw.then(wimfs::session::RwSpec::default),
         }
     }
 }
@@ -405,6 +407,33 @@ fn a_read_only_mount_that_only_its_daemon_can_end_gets_an_unmount_channel() {
     if !require(&["wimlib-imagex"]) {
         return;
     }
+    let seen = through_daemon_session(false);
+    assert_eq!(seen[0], "mode ro");
+    assert_eq!(seen[1], "socket true");
+    assert!(
+        seen[2].starts_with("commit false") && seen[2].contains("read-only mount"),
+        "{seen:?}"
+    );
+    assert_eq!(seen[3], "unmount true");
+}
+
+#[test]
+fn a_read_write_mount_that_only_its_daemon_can_end_is_unmounted_over_its_control_channel() {
+    if !require(&["wimlib-imagex"]) {
+        return;
+    }
+    let seen = through_daemon_session(true);
+    assert_eq!(seen[0], "mode rw");
+    assert_eq!(seen[1], "socket true");
+    assert_eq!(seen[2], "commit true ", "{seen:?}");
+    assert_eq!(seen[3], "unmount true");
+}
+
+/// A session of the stand-in adapter (`rw` or not) that asks for its own
+/// unmount over the channel its record names; what it saw.
+fn through_daemon_session(rw: bool) -> Vec<String> {
+    // One session per process at a time: the record is named by the pid.
+    let _s = serial();
     let t = tempdir();
     let wim = small_wim(t.path());
     let dir = t.path().join("mnt");
@@ -415,16 +444,9 @@ fn a_read_only_mount_that_only_its_daemon_can_end_gets_an_unmount_channel() {
         unmounts: unmounts.clone(),
         seen: seen.clone(),
     };
-    let spec = through_daemon::spec(&wim, &dir);
+    let spec = through_daemon::spec(&wim, &dir, rw);
     wimfs::session::run_foreground(&spec, &adapter, &dir, &|_| {}).unwrap();
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen[0], "mode ro");
-    assert_eq!(seen[1], "socket true");
-    assert!(
-        seen[2].starts_with("commit false") && seen[2].contains("read-only mount"),
-        "{seen:?}"
-    );
-    assert_eq!(seen[3], "unmount true");
     // Once over the channel, once more by the session at its end (a no-op
     // then: the mount was already gone).
     assert_eq!(unmounts.load(std::sync::atomic::Ordering::SeqCst), 2);
@@ -432,6 +454,10 @@ fn a_read_only_mount_that_only_its_daemon_can_end_gets_an_unmount_channel() {
     let sd = wimfs::session::registry::state_dir();
     assert!(!sd.join(format!("{pid}.json")).exists());
     assert!(!sd.join(format!("{pid}.sock")).exists());
+    // Nothing changed: a read-write mount leaves no staging behind.
+    let canon = wim.canonicalize().unwrap();
+    assert!(!wimfs::session::default_staging(&canon, 1).exists());
+    seen
 }
 
 #[test]
