@@ -38,7 +38,11 @@ pub struct VolumeChoice {
     /// read-write mount changes only through this adapter but hard links
     /// change other names' information, so 1 s.
     pub info_timeout_ms: u32,
-    /// The file system name Windows shows (`fsutil fsinfo volumeinfo`).
+    /// The file system name Windows shows (GetVolumeInformation,
+    /// `fsutil fsinfo volumeinfo`): "NTFS", because programs decide from
+    /// it whether to use NTFS features (streams, ACLs, hard links: robocopy
+    /// /COPYALL, DISM's /Image: servicing); the volume label names the
+    /// image.
     pub filesystem_name: &'static str,
 }
 
@@ -59,7 +63,7 @@ pub fn volume(rw: bool) -> VolumeChoice {
         pass_query_directory_pattern: true,
         post_cleanup_when_modified_only: true,
         info_timeout_ms: if rw { 1000 } else { u32::MAX },
-        filesystem_name: "wimfs",
+        filesystem_name: "NTFS",
     }
 }
 
@@ -253,6 +257,7 @@ mod tests {
         assert!(!rw.read_only_volume);
         assert_eq!(rw.info_timeout_ms, 1000);
         assert_eq!(rw.max_component_length, 255);
+        assert_eq!(rw.filesystem_name, "NTFS");
     }
 
     #[test]

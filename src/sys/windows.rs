@@ -855,11 +855,20 @@ pub fn pipe_accept(f: &File) -> io::Result<()> {
 /// Open the client end of the pipe `path`, waiting up to 5 s while every
 /// instance is busy.
 pub fn pipe_connect(path: &Path) -> io::Result<File> {
+    use std::os::windows::fs::OpenOptionsExt;
     use windows_sys::Win32::Foundation::ERROR_PIPE_BUSY;
     use windows_sys::Win32::System::Pipes::WaitNamedPipeW;
+    // The server may identify this client but never act as it
+    // (impersonate), should the name belong to a squatter after all.
+    const SECURITY_IDENTIFICATION: u32 = 1 << 16;
     let w = wide(path.as_os_str());
     for _ in 0..5 {
-        match OpenOptions::new().read(true).write(true).open(path) {
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .security_qos_flags(SECURITY_IDENTIFICATION)
+            .open(path)
+        {
             Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {
                 // SAFETY: `w` is NUL-terminated.
                 unsafe { WaitNamedPipeW(w.as_ptr(), 1000) };
