@@ -503,3 +503,65 @@ fn cleanup_clears_the_dead_mount_of_a_killed_read_only_daemon() {
     g.pid = daemon_pid(&mnt);
     assert_eq!(std::fs::read(mnt.join("dir/b.txt")).unwrap(), b"beta\n");
 }
+
+/// An adapter that mounts as WinFsp does: a drive letter or a folder it
+/// creates itself.
+struct FolderMaker;
+
+impl wimfs::session::Adapter for FolderMaker {
+    fn fstype(&self) -> &str {
+        "stand-in-folder-maker"
+    }
+    fn check_available(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn mount(
+        &self,
+        _vfs: std::sync::Arc<wimfs::vfs::Vfs>,
+        _dir: &Path,
+        _opts: &wimfs::session::MountOptions,
+    ) -> std::io::Result<Box<dyn wimfs::session::MountedFs>> {
+        Err(std::io::Error::other("not used"))
+    }
+    fn unmount_path(&self, _dir: &Path, _lazy: bool) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn mount_point_rule(&self) -> wimfs::session::mountpoint::MountPointRule {
+        wimfs::session::mountpoint::MountPointRule::DriveOrNewFolder
+    }
+}
+
+#[test]
+fn a_winfsp_style_mount_point_is_a_new_or_empty_folder_as_dism_takes_it() {
+    let t = tempdir();
+    let root = t.path().canonicalize().unwrap();
+    let check = |p: &Path| wimfs::session::check_mountpoint(p, &FolderMaker);
+    // A folder that does not exist yet: the adapter creates it.
+    assert_eq!(check(&root.join("new")).unwrap(), root.join("new"));
+    assert!(!root.join("new").exists());
+    // An existing empty folder, as DISM users give it: accepted, untouched.
+    std::fs::create_dir(root.join("empty")).unwrap();
+    assert_eq!(check(&root.join("empty")).unwrap(), root.join("empty"));
+    assert!(root.join("empty").is_dir());
+    let rel = root.join("sub");
+    std::fs::create_dir(&rel).unwrap();
+    // Not empty: refused as DISM refuses it, nothing in it touched.
+    std::fs::write(rel.join("keep.txt"), b"keep").unwrap();
+    let e = check(&rel).unwrap_err();
+    assert!(
+        matches!(e, wimfs::session::SessionError::MountPoint(_)),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("is not empty"), "{e}");
+    assert_eq!(std::fs::read(rel.join("keep.txt")).unwrap(), b"keep");
+    // A FUSE-style adapter still wants the existing directory.
+    let e = wimfs::session::check_mountpoint(
+        &root.join("new"),
+        &through_daemon::Stand {
+            unmounts: Default::default(),
+            seen: Default::default(),
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+}
