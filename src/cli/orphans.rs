@@ -88,13 +88,26 @@ pub fn cleanup(_a: CleanupArgs) -> Result<i32> {
     for c in &done {
         match c {
             Cleared::DeadMount { dir } => outln!("cleared the dead mount at {}", dir.display()),
-            Cleared::DeadMountFailed { dir, reason } => {
+            Cleared::DeadMountFailed {
+                dir,
+                reason,
+                recorded: true,
+            } => {
                 failed = true;
                 eprintln!(
                     "wimfs: error: cannot clear the dead mount at {}: {reason}",
                     dir.display()
                 );
             }
+            Cleared::DeadMountFailed {
+                dir,
+                reason,
+                recorded: false,
+            } => outln!(
+                "left the dead mount at {} (another user's? only they or root can clear it: \
+                 {reason})",
+                dir.display()
+            ),
             Cleared::Superseded { mountpoint, pid } => outln!(
                 "removed the record of dead daemon {pid} at {mountpoint} (its staging is \
                  mounted again)"

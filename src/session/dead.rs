@@ -35,8 +35,14 @@ pub fn is_dead_mount(dir: &Path) -> bool {
 pub enum Cleared {
     /// A dead mount of ours was taken off its mount point.
     DeadMount { dir: PathBuf },
-    /// A dead mount could not be taken off (the reason).
-    DeadMountFailed { dir: PathBuf, reason: String },
+    /// A dead mount could not be taken off (the reason); `recorded`: one
+    /// of this user's dead mounts (otherwise perhaps another user's, which
+    /// only they or root can clear).
+    DeadMountFailed {
+        dir: PathBuf,
+        reason: String,
+        recorded: bool,
+    },
     /// A dead daemon's record was removed; its staging (if any) is kept.
     Record {
         wim: String,
@@ -76,7 +82,11 @@ pub fn cleanup(adapter: &dyn Adapter) -> Vec<Cleared> {
         .filter(|m| m.fstype == adapter.fstype())
         .map(|m| m.mount_point)
         .collect();
-    dirs.extend(dead.iter().map(|(_, r)| PathBuf::from(&r.mountpoint)));
+    let recorded: Vec<PathBuf> = dead
+        .iter()
+        .map(|(_, r)| PathBuf::from(&r.mountpoint))
+        .collect();
+    dirs.extend(recorded.iter().cloned());
     dirs.sort();
     dirs.dedup();
     for dir in dirs {
@@ -86,6 +96,7 @@ pub fn cleanup(adapter: &dyn Adapter) -> Vec<Cleared> {
         match adapter.unmount_path(&dir, true) {
             Ok(()) => done.push(Cleared::DeadMount { dir }),
             Err(e) => done.push(Cleared::DeadMountFailed {
+                recorded: recorded.contains(&dir),
                 dir,
                 reason: e.to_string(),
             }),
