@@ -605,8 +605,14 @@ impl Adapter for WinFsp {
         }
     }
 
-    fn mount_error_hint(&self, _e: &io::Error) -> &'static str {
-        " (is the drive letter or folder already in use?)"
+    fn mount_error_hint(&self, e: &io::Error) -> &'static str {
+        // Setting the mount point is what fails when the drive letter or
+        // folder is taken; other failures say enough themselves.
+        if e.to_string().starts_with("cannot mount at") {
+            " (is the drive letter or folder already in use?)"
+        } else {
+            ""
+        }
     }
 
     /// Only the daemon can take its volume down: it is asked over its
