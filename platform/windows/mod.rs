@@ -239,7 +239,12 @@ impl FileSystemContext for Context {
                 .map_err(status)?;
             for e in &page {
                 let mut d: DirInfo = DirInfo::new();
-                d.set_name(&e.name)?;
+                if d.set_name(&e.name).is_err() {
+                    // Longer than Windows allows (255 UTF-16 units): not
+                    // listable here, the rest of the directory still is.
+                    log::warn!("{:?}: name too long to list on Windows", e.name);
+                    continue;
+                }
                 fill(d.file_info_mut(), &e.info);
                 if !d.append_to_buffer(buffer, &mut cursor) {
                     // Full: WinFsp asks again after the last entry given.
