@@ -366,23 +366,80 @@ pub fn fs_space(dir: &Path) -> Option<(u64, u64)> {
     (ok != 0).then_some((avail, total))
 }
 
-/// No mapped slabs on Windows yet: always `None`, so the chunk cache uses
-/// the heap (silently; nothing failed).
-pub fn map_anonymous(_len: usize) -> Option<std::ptr::NonNull<u8>> {
-    None
+/// Fresh committed read-write pages of `len` bytes (VirtualAlloc:
+/// page-aligned, zero-filled), for the chunk cache's slabs. `None`, with a
+/// warning, when Windows refuses (the cache then uses the heap).
+pub fn map_anonymous(len: usize) -> Option<std::ptr::NonNull<u8>> {
+    use windows_sys::Win32::System::Memory::{
+        VirtualAlloc, MEM_COMMIT, MEM_RESERVE, PAGE_READWRITE,
+    };
+    // SAFETY: a fresh allocation at an address Windows chooses; no
+    // existing memory is affected. The result is checked for null.
+    let p = unsafe {
+        VirtualAlloc(
+            std::ptr::null(),
+            len,
+            MEM_RESERVE | MEM_COMMIT,
+            PAGE_READWRITE,
+        )
+    };
+    let p = std::ptr::NonNull::new(p.cast::<u8>());
+    if p.is_none() {
+        log::warn!(
+            "cannot allocate {len} bytes of pages: {}",
+            io::Error::last_os_error()
+        );
+    }
+    p
 }
 
-/// Nothing to unmap: [`map_anonymous`] never maps anything here.
+/// Release a whole allocation made by [`map_anonymous`].
 ///
 /// # Safety
-/// As on Unix: `(p, len)` is a mapping from `map_anonymous`.
-pub unsafe fn unmap(_p: std::ptr::NonNull<u8>, _len: usize) {}
+/// As on Unix: `(p, len)` is an allocation from `map_anonymous` that
+/// nothing uses any more.
+pub unsafe fn unmap(p: std::ptr::NonNull<u8>, _len: usize) {
+    use windows_sys::Win32::System::Memory::{VirtualFree, MEM_RELEASE};
+    // SAFETY: the caller's promise; MEM_RELEASE frees the whole region
+    // (size 0, as the call requires).
+    unsafe { VirtualFree(p.as_ptr().cast(), 0, MEM_RELEASE) };
+}
 
-/// Nothing to give back: [`map_anonymous`] never maps anything here.
+/// Give the pages of `len` bytes at `p` back while keeping the addresses:
+/// decommitted, then committed again, they cost no memory until touched
+/// and read back as zeros, as on Unix (MADV_DONTNEED).
 ///
 /// # Safety
-/// As on Unix: `(p, len)` lies inside a mapping from `map_anonymous`.
-pub unsafe fn discard_pages(_p: std::ptr::NonNull<u8>, _len: usize) {}
+/// As on Unix: `p` is page-aligned, `(p, len)` lies inside an allocation
+/// made by [`map_anonymous`], and nothing needs its contents.
+pub unsafe fn discard_pages(p: std::ptr::NonNull<u8>, len: usize) {
+    use windows_sys::Win32::System::Memory::{
+        VirtualAlloc, VirtualFree, MEM_COMMIT, MEM_DECOMMIT, PAGE_READWRITE,
+    };
+    // SAFETY: the caller's promise: the range is inside our reservation,
+    // page-aligned and unused.
+    if unsafe { VirtualFree(p.as_ptr().cast(), len, MEM_DECOMMIT) } == 0 {
+        // Still committed: zero it by hand, as the caller expects.
+        // SAFETY: as above; the range is ours and writable.
+        unsafe { std::ptr::write_bytes(p.as_ptr(), 0, len) };
+        return;
+    }
+    for _ in 0..3 {
+        // SAFETY: recommitting the range just decommitted.
+        if !unsafe { VirtualAlloc(p.as_ptr().cast(), len, MEM_COMMIT, PAGE_READWRITE) }.is_null() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The pages are gone and cannot come back (no commit charge left): a
+    // later use would fault, so stop now. Nothing durable is lost: the
+    // staging holds what was synced.
+    log::error!(
+        "cannot recommit {len} bytes of the chunk cache: {}",
+        io::Error::last_os_error()
+    );
+    std::process::abort();
+}
 
 /// A process's creation time (FILETIME, 100 ns units since 1601): with
 /// the pid it names one process, not a later one given the same pid.
