@@ -184,16 +184,32 @@ pub fn create_exclusive(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Volume serial and file index would be the identity; std does not expose
-/// them on stable, so the creation time and size stand in.
+/// A file's identity: its volume's serial number and its file index
+/// (GetFileInformationByHandle), as (dev, ino) are on Unix.
 pub fn file_id(f: &File) -> io::Result<(u64, u64)> {
-    let m = f.metadata()?;
-    Ok((m.creation_time(), m.file_size()))
+    use windows_sys::Win32::Storage::FileSystem::{
+        GetFileInformationByHandle, BY_HANDLE_FILE_INFORMATION,
+    };
+    let mut i = BY_HANDLE_FILE_INFORMATION::default();
+    // SAFETY: a valid handle and a writable struct of the right type.
+    if unsafe { GetFileInformationByHandle(f.as_raw_handle(), &mut i) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((
+        u64::from(i.dwVolumeSerialNumber),
+        (u64::from(i.nFileIndexHigh) << 32) | u64::from(i.nFileIndexLow),
+    ))
 }
 
+/// The identity ([`file_id`]) of what `path` names (a directory too).
 pub fn path_id(path: &Path) -> io::Result<(u64, u64)> {
-    let m = std::fs::metadata(path)?;
-    Ok((m.creation_time(), m.file_size()))
+    use std::os::windows::fs::OpenOptionsExt;
+    use windows_sys::Win32::Storage::FileSystem::FILE_FLAG_BACKUP_SEMANTICS;
+    let f = OpenOptions::new()
+        .access_mode(0)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
+        .open(path)?;
+    file_id(&f)
 }
 
 /// What is mounted where (Linux notion; WinFsp mounts are not listed here).
@@ -274,10 +290,18 @@ pub fn process_uid(pid: u32) -> Option<u32> {
     }
 }
 
-/// See the Unix version; Windows stands in creation time and size.
+/// The identity ([`file_id`]) of `path` itself: a symbolic link or
+/// junction is not followed (FILE_FLAG_OPEN_REPARSE_POINT).
 pub fn link_id(path: &Path) -> io::Result<(u64, u64)> {
-    let m = std::fs::symlink_metadata(path)?;
-    Ok((m.creation_time(), m.file_size()))
+    use std::os::windows::fs::OpenOptionsExt;
+    use windows_sys::Win32::Storage::FileSystem::{
+        FILE_FLAG_BACKUP_SEMANTICS, FILE_FLAG_OPEN_REPARSE_POINT,
+    };
+    let f = OpenOptions::new()
+        .access_mode(0)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OPEN_REPARSE_POINT)
+        .open(path)?;
+    file_id(&f)
 }
 
 /// Create `path` and missing parents; the ones made here get the private
