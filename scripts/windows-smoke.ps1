@@ -80,8 +80,11 @@ try {
     foreach ($rel in $want.Keys) {
         $out = Join-Path $work "check.bin"
         $p = "/Windows/INF/wimfs-smoke/" + ($rel -replace '\\', '/')
-        cmd /c "`"$Wimfs`" cat `"$copy`" $Image `"$p`" > `"$out`""
-        if ($LASTEXITCODE -ne 0) { throw "wimfs cat $p failed" }
+        # Start-Process writes stdout to the file byte for byte (a
+        # PowerShell pipeline would re-encode it); arguments quoted by hand.
+        $proc = Start-Process -FilePath $Wimfs -NoNewWindow -Wait -PassThru `
+            -ArgumentList @("cat", "`"$copy`"", $Image, "`"$p`"") -RedirectStandardOutput $out
+        if ($proc.ExitCode -ne 0) { throw "wimfs cat $p failed (exit $($proc.ExitCode))" }
         $got = (Get-FileHash $out -Algorithm SHA256).Hash
         if ($got -ne $want[$rel]) { throw "$p differs in the WIM: $got, want $($want[$rel])" }
     }
