@@ -437,3 +437,42 @@ pub(crate) fn remove_dead_record(name: &std::ffi::OsStr) -> std::io::Result<()> 
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod dead_record_tests {
+    use super::*;
+
+    #[test]
+    fn dead_records_have_names_no_live_record_can_take() {
+        let r = MountRecord {
+            pid: 4242,
+            wim: "/w/a.wim".into(),
+            image: 2,
+            image_name: None,
+            mode: "rw".into(),
+            mountpoint: "/mnt".into(),
+            started: 1_700_000_000,
+            start_ticks: None,
+            staging: Some("/w/.a.wim.wimfs-staging-2".into()),
+            socket: None,
+            dev: None,
+            mount_id: None,
+        };
+        let n = dead_name(&r);
+        assert_eq!(n, "dead-4242-1700000000.json");
+        assert!(is_dead_name(std::ffi::OsStr::new(&n)));
+        // A live daemon's record, log and socket are not dead records.
+        for live in [
+            "4242.json",
+            "4242.log",
+            "4242.sock",
+            "dead-4242.log",
+            ".4242.json.tmp",
+        ] {
+            assert!(!is_dead_name(std::ffi::OsStr::new(live)), "{live}");
+        }
+        // And a dead record's stem is no pid: the live listing skips it.
+        let stem = Path::new(&n).file_stem().and_then(|s| s.to_str()).unwrap();
+        assert!(stem.parse::<u32>().is_err());
+    }
+}
