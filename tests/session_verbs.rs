@@ -237,7 +237,38 @@ fn remount_by_directory_uses_the_dead_mounts_record_and_refuses_what_it_cannot_r
     g.pid = daemon_pid(&mnt);
     assert!(g.pid.is_some());
     check_changes(&mnt, &data);
-    // The record was used up: cleanup has nothing of this mount.
+    // Killed again, cleared by hand and mounted with a plain `mount --rw`
+    // (which resumes the staging): its dead record goes with it.
+    kill9(&mut g);
+    assert!(wimfs::session::dead::is_dead_mount(&mnt));
+    let _ = run(&mut cmd(
+        "fusermount3",
+        ["-u", "-z", &mnt.display().to_string()],
+    ));
+    let o = wimfs([
+        "mount".as_ref(),
+        "--rw".as_ref(),
+        wim.as_os_str(),
+        mnt.as_os_str(),
+    ]);
+    assert!(
+        o.ok(),
+        "mount --rw after the kill failed:\n{}",
+        o.describe()
+    );
+    g.pid = daemon_pid(&mnt);
+    check_changes(&mnt, &data);
+    // The records were used up: `mounts` shows the live mount only, and
+    // cleanup has nothing of this mount.
+    let o = wimfs(["mounts"]);
+    let here = t.path().display().to_string();
+    assert!(
+        !o.stdout_str()
+            .lines()
+            .any(|l| l.starts_with("dead:") && l.contains(&here)),
+        "{}",
+        o.describe()
+    );
     let o = wimfs(["cleanup"]);
     assert!(o.ok(), "{}", o.describe());
     assert!(!o.stdout_str().contains(&t.path().display().to_string()));

@@ -430,6 +430,32 @@ pub(crate) fn dead_records() -> Vec<(std::ffi::OsString, MountRecord)> {
     v
 }
 
+/// Forget the records of dead daemons whose staging is `staging`: a new
+/// mount (this process) resumed it, so there is nothing left to remount or
+/// clean up. Records of daemons that died since anyone last listed are
+/// still under their pid; any other live daemon with this staging cannot
+/// exist (the WIM's lock keeps a second read-write mount out).
+pub(crate) fn forget_dead_of_staging(staging: &str) {
+    let Some(dir) = state_existing() else {
+        return;
+    };
+    let me = std::process::id();
+    for n in dir.names().unwrap_or_default() {
+        if Path::new(&n).extension().and_then(|x| x.to_str()) != Some("json") {
+            continue;
+        }
+        let Some(r) = read_record(&dir, &n) else {
+            continue;
+        };
+        if r.pid == me || r.staging.as_deref() != Some(staging) {
+            continue;
+        }
+        if is_dead_name(&n) || !daemon_alive(&r) {
+            let _ = dir.remove_file(&n);
+        }
+    }
+}
+
 /// Forget the dead daemon's record `name` (from [`dead_records`]).
 pub(crate) fn remove_dead_record(name: &std::ffi::OsStr) -> std::io::Result<()> {
     match state_existing() {

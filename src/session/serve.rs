@@ -239,6 +239,10 @@ pub(crate) fn serve(
         mount_id: Some(ident.mount_id),
     };
     let record_file = registry::write_record(&record);
+    if let Some(st) = &record.staging {
+        // Resumed: a dead mount of the same staging is no more.
+        registry::forget_dead_of_staging(st);
+    }
     if let (Some((ctl, _)), Some(p)) = (&socket, &record_file) {
         *ctl.record.lock() = Some(p.clone());
     }
