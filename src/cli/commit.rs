@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use std::path::{Path, PathBuf};
 use wimfs::commit::CommitReport;
-use wimfs::platform::linux::Fuse;
+use wimfs::platform::Native;
 use wimfs::session::control::{self, Request};
 use wimfs::session::registry;
 
@@ -49,7 +49,7 @@ pub struct CommitArgs {
 }
 
 pub fn commit_cmd(a: CommitArgs) -> Result<i32> {
-    let m = registry::rw_mount_at(&a.dir, &Fuse)?;
+    let m = registry::rw_mount_at(&a.dir, &Native)?;
     let r = control::request(
         Path::new(&m.socket),
         &Request::commit(a.check, a.force, a.new_image),

@@ -15,17 +15,19 @@ macro_rules! outln {
 
 #[cfg(unix)]
 mod capture;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
 mod commit;
 mod images;
 mod inspect;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
 mod mount;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
+mod orphans;
+#[cfg(any(target_os = "linux", windows))]
 mod recover;
 mod service;
 mod split;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
 mod unmount;
 #[cfg(target_os = "linux")]
 mod update;
@@ -186,7 +188,7 @@ enum Cmd {
         json: bool,
     },
     /// Mount an image as a directory (FUSE), read-only or with --rw.
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     #[command(
         allow_missing_positional = true,
         after_help = "Examples:\n  wimfs mount install.wim 3 /mnt/win\n  \
@@ -195,28 +197,36 @@ enum Cmd {
     )]
     Mount(mount::MountArgs),
     /// Unmount a directory mounted with `wimfs mount`.
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     #[command(after_help = "Examples:\n  wimfs unmount /mnt/win\n  \
                             wimfs unmount /mnt/win --commit --check\n  \
                             wimfs unmount /mnt/win --discard")]
     Unmount(unmount::UnmountArgs),
     /// List what wimfs has mounted.
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     #[command(after_help = "Examples:\n  wimfs mounts\n  wimfs mounts --json")]
     Mounts(mount::MountsArgs),
     /// Commit the changes of a read-write mount into the WIM and stay mounted.
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     #[command(after_help = "Examples:\n  wimfs commit /mnt/win\n  \
                             wimfs commit /mnt/win --new-image --check")]
     Commit(commit::CommitArgs),
     /// Show (or discard) changes a read-write mount left in its staging.
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     #[command(
         after_help = "Remount with `wimfs mount WIM IMAGE DIR --rw` to resume the changes.\n\n\
                             Examples:\n  wimfs recover install.wim 3\n  \
                             wimfs recover install.wim 3 --discard"
     )]
     Recover(recover::RecoverArgs),
+    /// Mount a read-write mount whose daemon died again, resuming its
+    /// changes (as DISM /Remount-Image).
+    #[cfg(any(target_os = "linux", windows))]
+    Remount(orphans::RemountArgs),
+    /// Clear dead mounts and the records of dead mount daemons, keeping
+    /// their changes (as DISM /Cleanup-Mountpoints).
+    #[cfg(any(target_os = "linux", windows))]
+    Cleanup(orphans::CleanupArgs),
     /// Rewrite a WIM without the stale data that commits leave behind.
     #[command(after_help = "Examples:\n  wimfs optimize install.wim\n  \
                             wimfs optimize install.wim --compress lzms --check")]
@@ -472,16 +482,20 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             inspect::apply(&w, img, &dir, how)
         }
         Cmd::Verify { wim, refs, json } => inspect::verify(&open(&wim, &refs)?, json),
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", windows))]
         Cmd::Mount(a) => mount::mount(a),
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", windows))]
         Cmd::Unmount(a) => unmount::unmount(a),
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", windows))]
         Cmd::Mounts(a) => mount::mounts(a),
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", windows))]
         Cmd::Commit(a) => commit::commit_cmd(a),
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", windows))]
         Cmd::Recover(a) => recover::recover(a),
+        #[cfg(any(target_os = "linux", windows))]
+        Cmd::Remount(a) => orphans::remount(a),
+        #[cfg(any(target_os = "linux", windows))]
+        Cmd::Cleanup(a) => orphans::cleanup(a),
         Cmd::Optimize(a) => service::optimize(a),
         Cmd::Export(a) => service::export(a),
         Cmd::Delete(a) => images::delete(a),

@@ -1,11 +1,11 @@
 //! `wimfs mount` and `wimfs mounts`: arguments and messages. The mount's
 //! life (daemon, readiness, registry, control channel) is
-//! [`wimfs::session`]'s; this wires in the FUSE adapter.
+//! [`wimfs::session`]'s; this wires in the platform's adapter ([`wimfs::platform::Native`]).
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
-use wimfs::platform::linux::Fuse;
+use wimfs::platform::Native;
 use wimfs::session::{self, registry, Adapter, MountSpec, RwSpec};
 use wimfs::sys;
 
@@ -121,14 +121,22 @@ fn tell(m: &str) {
 }
 
 pub fn mount(a: MountArgs) -> Result<i32> {
+    // This command again, as the daemon, should forking not be possible.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    mount_with(a, argv)
+}
+
+/// `wimfs mount` as parsed from `argv` (the arguments after the program
+/// name, which run it again as the daemon when forking is not possible).
+pub fn mount_with(a: MountArgs, argv: Vec<std::ffi::OsString>) -> Result<i32> {
     let dir = a.dir.clone();
     if a.daemon_child {
         // Run again as the daemon: the parent checked the arguments.
         let spec = spec_of(&a, dir)?;
-        session::daemon::daemon_child(&spec, &Fuse, None)?;
+        session::daemon::daemon_child(&spec, &Native, None)?;
         return Ok(0);
     }
-    let abs = session::check_mountpoint(&dir, &Fuse)?;
+    let abs = session::check_mountpoint(&dir, &Native)?;
     let spec = spec_of(&a, dir)?;
     if a.cache_size == 0 {
         bail!("--cache-size must be at least 1 (MiB)");
@@ -136,17 +144,16 @@ pub fn mount(a: MountArgs) -> Result<i32> {
     // Refuse a state directory that is not ours before doing anything.
     registry::state_private()?;
     if a.foreground {
-        session::run_foreground(&spec, &Fuse, &abs, &tell)?;
+        session::run_foreground(&spec, &Native, &abs, &tell)?;
         return Ok(0);
     }
-    // This command again, as the daemon, should forking not be possible.
-    let mut reexec: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let mut reexec = argv;
     let at = reexec
         .iter()
         .position(|a| a == "--")
         .unwrap_or(reexec.len());
     reexec.insert(at, "--daemon-child".into());
-    session::daemon::start(&spec, &Fuse, abs, &reexec, &tell)?;
+    session::daemon::start(&spec, &Native, abs, &reexec, &tell)?;
     Ok(0)
 }
 
@@ -161,7 +168,7 @@ pub fn mounts(a: MountsArgs) -> Result<i32> {
     let wimlib: Vec<sys::MountEntry> = sys::mounts()
         .unwrap_or_default()
         .into_iter()
-        .filter(|m| Some(m.fstype.as_str()) == Fuse.wimlib_fstype())
+        .filter(|m| Some(m.fstype.as_str()) == Native.wimlib_fstype())
         .collect();
     let print_wimlib = || {
         for m in &wimlib {
@@ -174,8 +181,24 @@ pub fn mounts(a: MountsArgs) -> Result<i32> {
             );
         }
     };
+    let dead = session::dead::dead_mounts();
+    let print_dead = || {
+        for m in &dead {
+            outln!(
+                "dead: image {} of {} at {} (pid {} is gone); its changes are in {}: \
+                 `wimfs remount {}` brings them back, `wimfs cleanup` clears the mount",
+                m.image,
+                m.wim,
+                m.mountpoint,
+                m.pid,
+                m.staging.as_deref().unwrap_or("?"),
+                m.mountpoint
+            );
+        }
+    };
     if v.is_empty() {
         outln!("No wimfs mounts.");
+        print_dead();
         print_wimlib();
         return Ok(0);
     }
@@ -204,6 +227,7 @@ pub fn mounts(a: MountsArgs) -> Result<i32> {
             outln!("{:<ww$}  {:<iw$}  staging: {s}", "", "");
         }
     }
+    print_dead();
     print_wimlib();
     Ok(0)
 }

@@ -6,7 +6,7 @@ use super::commit::print_report;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
-use wimfs::platform::linux::Fuse;
+use wimfs::platform::Native;
 use wimfs::session::control::{self, Request};
 use wimfs::session::{registry, unmount, SessionError};
 
@@ -42,7 +42,7 @@ pub fn unmount(a: UnmountArgs) -> Result<i32> {
     // A dead FUSE mount cannot be canonicalized (ENOTCONN): fall back to
     // the absolute path as given.
     let abs = registry::abs_dir(&a.dir);
-    let entry = unmount::check_ours(&abs, &Fuse)?;
+    let entry = unmount::check_ours(&abs, &Native)?;
     let rwm = entry.as_ref().and_then(|m| m.rw());
     if entry.as_ref().is_some_and(|m| m.is_rw()) && rwm.is_none() {
         bail!(
@@ -88,7 +88,7 @@ pub fn unmount(a: UnmountArgs) -> Result<i32> {
         };
         report = r.report;
     }
-    let res = unmount::take_down(&abs, entry.as_ref(), a.lazy, &Fuse);
+    let res = unmount::take_down(&abs, entry.as_ref(), a.lazy, &Native);
     if let Err(e) = res {
         if let Some(m) = &rwm {
             let _ = control::request(Path::new(&m.socket), &Request::cancel());

@@ -62,6 +62,26 @@ pub trait Adapter: Send + Sync {
     /// unmount`), `lazy` to detach it while files are open. A busy mount
     /// fails with [`io::ErrorKind::ResourceBusy`].
     fn unmount_path(&self, dir: &Path, lazy: bool) -> io::Result<()>;
+
+    /// Can only the daemon take its mount down (WinFsp: the volume belongs
+    /// to the process)? Then even a read-only mount gets a control channel,
+    /// and [`Adapter::unmount_path`] asks the daemon over it.
+    fn unmount_through_daemon(&self) -> bool {
+        false
+    }
+
+    /// What this adapter can mount on (an existing directory by default).
+    fn mount_point_rule(&self) -> super::mountpoint::MountPointRule {
+        super::mountpoint::MountPointRule::ExistingDir
+    }
+
+    /// What is mounted at `dir`: the kernel's mount table by default. An
+    /// adapter whose mounts the system lists nowhere (WinFsp) answers from
+    /// its daemons' records, with the identity its [`MountedFs::identity`]
+    /// reports, so the session's checks read the same on every platform.
+    fn mount_at(&self, dir: &Path) -> Option<crate::sys::MountEntry> {
+        crate::sys::mount_at(dir)
+    }
 }
 
 /// A live mount, owned by its daemon.

@@ -8,11 +8,15 @@
 //!   staging to be deleted when the session ends.
 //! - `{"op":"cancel"}`: the unmount failed; forget a pending discard.
 //! - `{"op":"status"}`: open handles and the staging directory.
+//! - `{"op":"unmount"}`: end the mount now (after `exit`), for platforms
+//!   where only the daemon can (WinFsp); the session then ends as after
+//!   any unmount.
 //!
 //! Both ends check the other: the daemon serves only the uid that mounted
 //! and root; the client talks only to a daemon running as itself or root,
 //! so a planted socket cannot fake a "committed".
 
+use super::adapter::Unmount;
 use super::error::{error_text, Result, SessionError};
 use super::transport::{Conn, Listener};
 use crate::commit::{CommitReport, WimLock};
@@ -56,6 +60,14 @@ impl Request {
             check,
             force,
             new_image,
+        }
+    }
+
+    /// End the mount (after [`Request::exit`]).
+    pub fn unmount() -> Request {
+        Request {
+            op: "unmount".into(),
+            ..Request::default()
         }
     }
 
@@ -108,6 +120,10 @@ pub struct Control {
     /// The uid that mounted: with root, the only one whose requests are
     /// served.
     pub owner: u32,
+    /// Ends the mount (`{"op":"unmount"}`), once mounted: where no other
+    /// process can unmount it (a WinFsp volume belongs to its process),
+    /// `wimfs unmount` asks the daemon.
+    pub unmounter: parking_lot::Mutex<Option<Arc<dyn Unmount>>>,
 }
 
 impl Control {
@@ -140,72 +156,128 @@ impl Control {
                 status(None)
             }
             ("status", _) => status(None),
+            ("unmount", _) => {
+                let u = self.unmounter.lock().clone();
+                match u.map(|u| u.unmount()) {
+                    Some(Ok(_)) => status(None),
+                    Some(Err(e)) => fail(&SessionError::Unmount {
+                        dir: PathBuf::new(),
+                        message: format!("cannot unmount: {e}"),
+                    }),
+                    None => fail(&SessionError::Invalid("not mounted yet".into())),
+                }
+            }
             (op, _) => fail(&SessionError::Invalid(format!("unknown request {op:?}"))),
         }
     }
 
     /// Serve control requests on `listener` (for the daemon's life).
     pub fn serve(self: Arc<Self>, listener: Listener) {
-        let spawned = std::thread::Builder::new()
-            .name("wimfs-control".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    let Ok(conn) = conn else { continue };
-                    let me = self.clone();
-                    let _ = std::thread::Builder::new()
-                        .name("wimfs-control-conn".into())
-                        .spawn(move || me.connection(conn));
-                }
-            });
-        if let Err(e) = spawned {
-            log::error!("cannot start the control thread: {e}");
-        }
+        let owner = self.owner;
+        serve_requests(listener, owner, Arc::new(move |r: &Request| self.handle(r)));
     }
+}
 
-    /// May the process at the other end of `conn` control this mount? Only
-    /// the uid that mounted and root: the socket's mode already keeps
-    /// others out, this holds even if the socket or its directory were
-    /// opened up.
-    fn peer_allowed(&self, conn: &Conn) -> std::result::Result<(), String> {
-        match conn.peer_uid() {
-            Ok(uid) if uid == self.owner || uid == 0 => Ok(()),
-            Ok(uid) => Err(format!(
-                "permission denied: uid {uid} may not control this mount (it belongs to uid {})",
-                self.owner
-            )),
-            Err(e) => Err(format!("cannot check who is asking: {e}")),
-        }
-    }
-
-    fn connection(&self, conn: Conn) {
-        let mut line = String::new();
-        let Ok(rd) = conn.try_clone() else { return };
-        if BufReader::new(rd).read_line(&mut line).is_err() {
-            return;
-        }
-        let reply = match self.peer_allowed(&conn) {
-            Err(why) => {
-                log::warn!("control request refused: {why}");
-                Reply {
-                    ok: false,
-                    error: Some(why),
-                    ..Reply::default()
-                }
+/// Serve requests on `listener` for the daemon's life, one thread per
+/// connection, answering each with `handle` once its peer passed
+/// [`peer_allowed`].
+fn serve_requests(
+    listener: Listener,
+    owner: u32,
+    handle: Arc<dyn Fn(&Request) -> Reply + Send + Sync>,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("wimfs-control".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let h = handle.clone();
+                let _ = std::thread::Builder::new()
+                    .name("wimfs-control-conn".into())
+                    .spawn(move || connection(conn, owner, &*h));
             }
-            Ok(()) => match serde_json::from_str::<Request>(line.trim()) {
-                Ok(r) => self.handle(&r),
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the control thread: {e}");
+    }
+}
+
+/// The control channel of a mount with nothing to commit (read-only) on a
+/// platform where only the daemon can unmount (WinFsp): `unmount` and
+/// `status`, with the same peer checks.
+pub fn serve_unmount_only(listener: Listener, owner: u32, unmounter: Arc<dyn Unmount>) {
+    serve_requests(
+        listener,
+        owner,
+        Arc::new(move |req: &Request| match req.op.as_str() {
+            "unmount" => match unmounter.unmount() {
+                Ok(_) => Reply {
+                    ok: true,
+                    ..Reply::default()
+                },
                 Err(e) => Reply {
                     ok: false,
-                    error: Some(format!("bad request: {e}")),
+                    error: Some(format!("cannot unmount: {e}")),
                     ..Reply::default()
                 },
             },
-        };
-        let mut w = conn;
-        if let Ok(mut s) = serde_json::to_string(&reply) {
-            s.push('\n');
-            let _ = w.write_all(s.as_bytes());
+            "status" => Reply {
+                ok: true,
+                ..Reply::default()
+            },
+            op => Reply {
+                ok: false,
+                error: Some(format!(
+                    "{op:?} is not possible on a read-only mount (nothing to commit)"
+                )),
+                ..Reply::default()
+            },
+        }),
+    );
+}
+
+/// May the process at the other end of `conn` control this mount? Only the
+/// uid that mounted (`owner`) and root: the socket's mode already keeps
+/// others out, this holds even if the socket or its directory were opened
+/// up.
+fn peer_allowed(conn: &Conn, owner: u32) -> std::result::Result<(), String> {
+    match conn.peer_uid() {
+        Ok(uid) if uid == owner || uid == 0 => Ok(()),
+        Ok(uid) => Err(format!(
+            "permission denied: uid {uid} may not control this mount (it belongs to uid {owner})"
+        )),
+        Err(e) => Err(format!("cannot check who is asking: {e}")),
+    }
+}
+
+fn connection(conn: Conn, owner: u32, handle: &dyn Fn(&Request) -> Reply) {
+    let mut line = String::new();
+    let Ok(rd) = conn.try_clone() else { return };
+    if BufReader::new(rd).read_line(&mut line).is_err() {
+        return;
+    }
+    let reply = match peer_allowed(&conn, owner) {
+        Err(why) => {
+            log::warn!("control request refused: {why}");
+            Reply {
+                ok: false,
+                error: Some(why),
+                ..Reply::default()
+            }
         }
+        Ok(()) => match serde_json::from_str::<Request>(line.trim()) {
+            Ok(r) => handle(&r),
+            Err(e) => Reply {
+                ok: false,
+                error: Some(format!("bad request: {e}")),
+                ..Reply::default()
+            },
+        },
+    };
+    let mut w = conn;
+    if let Ok(mut s) = serde_json::to_string(&reply) {
+        s.push('\n');
+        let _ = w.write_all(s.as_bytes());
     }
 }
 
@@ -279,6 +351,14 @@ mod tests {
         let r: Request = serde_json::from_str(r#"{"op":"status"}"#).unwrap();
         assert_eq!(r.op, "status");
         assert!(!r.check && r.action.is_none());
+    }
+
+    #[test]
+    fn unmount_request_wire_form() {
+        assert_eq!(
+            serde_json::to_value(Request::unmount()).unwrap(),
+            serde_json::json!({"op":"unmount","action":null,"check":false,"force":false,"new_image":false})
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! the parent, e.g. a rayon pool, is ever carried across a bare fork).
 //! The daemon reports readiness or the error on its stdout, a pipe to the
 //! parent, one line each: the parent returns only after reading "ready",
-//! and the daemon's error otherwise.
+//! and the daemon's error otherwise. On Windows there is no fork: the
+//! binary is always started again, detached from the console, with the
+//! same handshake.
 
 use super::adapter::Adapter;
 use super::error::{Result, SessionError};
@@ -27,8 +29,8 @@ pub(crate) enum Voice<'a> {
     /// In the foreground: straight to the user.
     Terminal(&'a dyn Fn(&str)),
     /// A daemon: up the pipe to the process that started it, which says
-    /// it to the user. (No daemon is started off Unix yet.)
-    #[cfg_attr(not(unix), allow(dead_code))]
+    /// it to the user.
+    #[cfg_attr(not(any(unix, windows)), allow(dead_code))]
     Pipe,
 }
 
@@ -212,10 +214,105 @@ pub(crate) fn ready() {
     let _ = std::env::set_current_dir("/");
 }
 
-#[cfg(not(unix))]
-const NO_DAEMON: &str = "a background mount daemon is not yet supported on this platform";
+/// Windows: start this binary again as the daemon, detached from the
+/// console (`DETACHED_PROCESS`, no window), its stdout a pipe to this
+/// process carrying the same words as on Unix; return once it said
+/// "ready" (or why not).
+#[cfg(windows)]
+pub fn start(
+    _spec: &MountSpec,
+    _adapter: &dyn Adapter,
+    _abs: PathBuf,
+    reexec: &[std::ffi::OsString],
+    tell: &dyn Fn(&str),
+) -> Result<()> {
+    use std::io::Read;
+    use std::os::windows::process::CommandExt;
+    use std::process::{Command, Stdio};
+    const DETACHED_PROCESS: u32 = 0x0000_0008;
+    const CREATE_NO_WINDOW: u32 = 0x0800_0000;
+    const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+    let exe = std::env::current_exe()
+        .map_err(|e| SessionError::failed("cannot find the wimfs executable", e))?;
+    let mut child = Command::new(exe)
+        .args(reexec)
+        .creation_flags(DETACHED_PROCESS | CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| SessionError::failed("cannot start the mount daemon", e))?;
+    let mut msg = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut msg);
+    }
+    daemon_word(
+        &msg,
+        || {
+            child
+                .wait()
+                .map_or_else(|e| format!("cannot wait: {e}"), |s| s.to_string())
+        },
+        tell,
+    )
+}
 
-#[cfg(not(unix))]
+/// Windows: the daemon side, as on Unix: log to `PID.log` in the state
+/// directory (standard error pointed at it), check the mount point, serve;
+/// an error before the mount is live goes back on stdout.
+#[cfg(windows)]
+pub fn daemon_child(spec: &MountSpec, adapter: &dyn Adapter, abs: Option<PathBuf>) -> Result<()> {
+    use crate::sys::Access;
+    use std::io::Write;
+    let log_name = format!("{}.log", std::process::id());
+    let res = super::registry::state_private().and_then(|sd| {
+        sd.remove_file(&log_name)
+            .and_then(|_| sd.open_file(&log_name, Access::CreateNew))
+            .and_then(|f| crate::sys::redirect_stderr(&f))
+            .map_err(|e| {
+                SessionError::failed(
+                    format!(
+                        "cannot create the daemon log {}",
+                        sd.join(&log_name).display()
+                    ),
+                    e,
+                )
+            })?;
+        let abs = match abs {
+            Some(abs) => abs,
+            None => super::serve::check_mountpoint(&spec.dir, adapter)?,
+        };
+        let res = super::serve::serve(spec, adapter, &abs, Some(sd.join(&log_name)), Voice::Pipe);
+        if res.is_err() {
+            let _ = sd.remove_file(&log_name);
+        }
+        res
+    });
+    if let Err(e) = &res {
+        let one = super::error_text(e).replace('\n', "\\n");
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{FAILED}{one}");
+        let _ = out.flush();
+    }
+    res
+}
+
+/// Windows: the mount is live: say so, then close the pipe (the parent
+/// reads to its end) and let go of the working directory.
+#[cfg(windows)]
+pub(crate) fn ready() {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{READY}");
+    let _ = out.flush();
+    crate::sys::close_stdout();
+    let _ = std::env::set_current_dir("\\");
+}
+
+#[cfg(not(any(unix, windows)))]
+const NO_DAEMON: &str = "a background mount daemon is not supported on this platform";
+
+#[cfg(not(any(unix, windows)))]
 pub fn start(
     _spec: &MountSpec,
     _adapter: &dyn Adapter,
@@ -226,7 +323,7 @@ pub fn start(
     Err(SessionError::Unsupported(NO_DAEMON))
 }
 
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 pub fn daemon_child(
     _spec: &MountSpec,
     _adapter: &dyn Adapter,
@@ -235,7 +332,7 @@ pub fn daemon_child(
     Err(SessionError::Unsupported(NO_DAEMON))
 }
 
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 pub(crate) fn ready() {}
 
 /// On SIGINT/SIGTERM/SIGHUP, unmount (which ends the session loop) instead

@@ -9,6 +9,9 @@
 //!   and queried by, server and client, over [`transport`];
 //! - [`live`]: the live commit;
 //! - [`unmount`]: taking a mount down from outside;
+//! - [`dead`]: mounts whose daemon died: `cleanup` and `remount`;
+//! - [`mountpoint`]: where each kind of adapter may mount (WinFsp: a
+//!   drive letter, a new folder, or an existing empty one);
 //! - [`adapter`]: what a session needs of a platform adapter (FUSE,
 //!   WinFsp), so no fuser type appears here.
 //!
@@ -17,8 +20,10 @@
 pub mod adapter;
 pub mod control;
 pub mod daemon;
+pub mod dead;
 mod error;
 pub mod live;
+pub mod mountpoint;
 pub mod registry;
 pub mod serve;
 pub mod spec;

@@ -1,7 +1,9 @@
 //! The registry of mounts: each daemon records itself in a small JSON file
 //! (`PID.json`, beside its `PID.log` and `PID.sock`) in a per-user private
-//! state directory, /run/wimfs (root) or $XDG_RUNTIME_DIR/wimfs. Listing
-//! prunes the records of dead daemons; a record counts only if its process
+//! state directory, /run/wimfs (root) or $XDG_RUNTIME_DIR/wimfs
+//! (`%LOCALAPPDATA%\wimfs` on Windows). Listing prunes the records of dead
+//! daemons (a dead read-write mount's is kept for `remount` and `cleanup`,
+//! see `super::dead`); a record counts only if its process
 //! is this user's, a wimfs mount daemon, and the one that started when
 //! recorded.
 
@@ -73,7 +75,23 @@ pub struct RwMount {
 }
 
 /// `dir` made absolute (resolved when it can be: a dead FUSE mount cannot).
+/// On Windows a drive letter stays `X:`, and only the parent is resolved:
+/// a WinFsp mount folder is a reparse point into the mounted volume, and
+/// records name it as the mount was asked for (see `mountpoint::plan`).
 pub fn abs_dir(dir: &Path) -> PathBuf {
+    use super::mountpoint::{drive_letter, strip_verbatim};
+    if cfg!(windows) {
+        if let Some(c) = drive_letter(dir.as_os_str()) {
+            return PathBuf::from(format!("{c}:"));
+        }
+        let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) {
+            if let Ok(p) = parent.canonicalize() {
+                return strip_verbatim(&p.join(name));
+            }
+        }
+        return strip_verbatim(&abs);
+    }
     dir.canonicalize()
         .or_else(|_| std::path::absolute(dir))
         .unwrap_or_else(|_| dir.to_path_buf())
@@ -89,14 +107,15 @@ pub fn rw_mount_at(dir: &Path, adapter: &dyn Adapter) -> Result<RwMount> {
     let abs = abs_dir(dir);
     // The daemon whose mount is the one there now (a dying daemon may
     // still be recorded at the same place).
-    let dev = sys::mount_at(&abs).map(|m| dev_text(m.dev));
+    let dev = adapter.mount_at(&abs).map(|m| dev_text(m.dev));
     let Some(m) = live_mounts()
         .into_iter()
         .filter(|m| Path::new(&m.mountpoint) == abs)
         .find(|m| m.dev.is_none() || m.dev == dev)
     else {
-        if let Some(t) =
-            sys::mount_at(&abs).filter(|t| Some(t.fstype.as_str()) == adapter.wimlib_fstype())
+        if let Some(t) = adapter
+            .mount_at(&abs)
+            .filter(|t| Some(t.fstype.as_str()) == adapter.wimlib_fstype())
         {
             return Err(SessionError::MountedByWimlib {
                 message: format!(
@@ -135,6 +154,21 @@ pub fn live_rw_mount_of(wim: &Path) -> Option<RwMount> {
 /// Where this user's daemons record themselves (state, log, control
 /// socket). Nothing here is shared between users: see [`state_private`].
 pub fn state_dir() -> PathBuf {
+    // Windows: `%LOCALAPPDATA%\wimfs`, created with a protected DACL of
+    // its own (the user, SYSTEM, Administrators; see `sys::private_sddl`),
+    // not relying on what it would inherit.
+    #[cfg(windows)]
+    {
+        sys::local_app_data()
+            .unwrap_or_else(std::env::temp_dir)
+            .join("wimfs")
+    }
+    #[cfg(not(windows))]
+    state_dir_unix()
+}
+
+#[cfg(not(windows))]
+fn state_dir_unix() -> PathBuf {
     let euid = sys::euid();
     if euid == 0 {
         return PathBuf::from("/run/wimfs");
@@ -278,7 +312,8 @@ pub fn threads_left(pid: u32) -> bool {
 }
 
 /// Is `pid` a live wimfs mount daemon of this user's? (A daemon's command
-/// line is that of the `wimfs mount` it was forked or started from.)
+/// line is that of the `wimfs mount` or `wimfs remount` it was forked or
+/// started from.)
 fn alive(pid: u32) -> bool {
     if sys::process_uid(pid) != Some(sys::euid()) {
         return false;
@@ -287,7 +322,8 @@ fn alive(pid: u32) -> bool {
         return false;
     }
     // A recycled pid is told apart by its start time (`daemon_alive`).
-    sys::process_is_zombie(pid) == Some(false) && sys::process_has_arg(pid, "mount")
+    sys::process_is_zombie(pid) == Some(false)
+        && (sys::process_has_arg(pid, "mount") || sys::process_has_arg(pid, "remount"))
 }
 
 /// Does a daemon log report a real error? (A reply to a request the kernel
@@ -330,7 +366,7 @@ pub fn live_mounts() -> Vec<MountRecord> {
             }
             continue;
         }
-        if ext != Some("json") {
+        if ext != Some("json") || is_dead_name(&name) {
             continue;
         }
         let Some(s) = read_record(&dir, &name) else {
@@ -340,7 +376,17 @@ pub fn live_mounts() -> Vec<MountRecord> {
         if Some(s.pid) == pid && daemon_alive(&s) {
             v.push(s);
         } else {
-            let _ = dir.remove_file(&name);
+            // A read-write mount whose daemon died keeps its record (as
+            // `dead-PID-STARTED.json`, out of a later daemon's way) while
+            // its staging holds the changes: `wimfs remount` and `wimfs
+            // cleanup` read it (see `super::dead`).
+            let keep = Some(s.pid) == pid
+                && s.staging
+                    .as_deref()
+                    .is_some_and(|st| s.is_rw() && crate::overlay::probe(Path::new(st)).is_some());
+            if !keep || dir.rename(&name, dead_name(&s)).is_err() {
+                let _ = dir.remove_file(&name);
+            }
             if let Some(pid) = pid.filter(|p| !alive(*p)) {
                 let _ = dir.remove_file(format!("{pid}.log"));
                 let _ = dir.remove_file(format!("{pid}.sock"));
@@ -349,4 +395,113 @@ pub fn live_mounts() -> Vec<MountRecord> {
     }
     v.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
     v
+}
+
+/// The name a dead daemon's record is kept under (see [`live_mounts`]).
+pub(crate) fn dead_name(s: &MountRecord) -> String {
+    format!("{DEAD_PREFIX}{}-{}.json", s.pid, s.started)
+}
+
+const DEAD_PREFIX: &str = "dead-";
+
+/// Is `name` the record of a dead daemon, kept for remount and cleanup?
+pub(crate) fn is_dead_name(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| n.starts_with(DEAD_PREFIX) && n.ends_with(".json"))
+}
+
+/// The records of dead daemons kept by [`live_mounts`] (which it calls
+/// first, so the newly dead are among them): their file names in the state
+/// directory and what they say.
+pub(crate) fn dead_records() -> Vec<(std::ffi::OsString, MountRecord)> {
+    let _ = live_mounts();
+    let Some(dir) = state_existing() else {
+        return Vec::new();
+    };
+    let mut v: Vec<_> = dir
+        .names()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| is_dead_name(n))
+        .filter_map(|n| read_record(&dir, &n).map(|r| (n, r)))
+        .collect();
+    v.sort_by(|a, b| {
+        a.1.mountpoint
+            .cmp(&b.1.mountpoint)
+            .then(a.1.started.cmp(&b.1.started))
+    });
+    v
+}
+
+/// Forget the records of dead daemons whose staging is `staging`: a new
+/// mount (this process) resumed it, so there is nothing left to remount or
+/// clean up. Records of daemons that died since anyone last listed are
+/// still under their pid; any other live daemon with this staging cannot
+/// exist (the WIM's lock keeps a second read-write mount out).
+pub(crate) fn forget_dead_of_staging(staging: &str) {
+    let Some(dir) = state_existing() else {
+        return;
+    };
+    let me = std::process::id();
+    for n in dir.names().unwrap_or_default() {
+        if Path::new(&n).extension().and_then(|x| x.to_str()) != Some("json") {
+            continue;
+        }
+        let Some(r) = read_record(&dir, &n) else {
+            continue;
+        };
+        if r.pid == me || r.staging.as_deref() != Some(staging) {
+            continue;
+        }
+        if is_dead_name(&n) || !daemon_alive(&r) {
+            let _ = dir.remove_file(&n);
+        }
+    }
+}
+
+/// Forget the dead daemon's record `name` (from [`dead_records`]).
+pub(crate) fn remove_dead_record(name: &std::ffi::OsStr) -> std::io::Result<()> {
+    match state_existing() {
+        Some(dir) if is_dead_name(name) => dir.remove_file(name),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod dead_record_tests {
+    use super::*;
+
+    #[test]
+    fn dead_records_have_names_no_live_record_can_take() {
+        let r = MountRecord {
+            pid: 4242,
+            wim: "/w/a.wim".into(),
+            image: 2,
+            image_name: None,
+            mode: "rw".into(),
+            mountpoint: "/mnt".into(),
+            started: 1_700_000_000,
+            start_ticks: None,
+            staging: Some("/w/.a.wim.wimfs-staging-2".into()),
+            socket: None,
+            dev: None,
+            mount_id: None,
+        };
+        let n = dead_name(&r);
+        assert_eq!(n, "dead-4242-1700000000.json");
+        assert!(is_dead_name(std::ffi::OsStr::new(&n)));
+        // A live daemon's record, log and socket are not dead records.
+        for live in [
+            "4242.json",
+            "4242.log",
+            "4242.sock",
+            "dead-4242.log",
+            ".4242.json.tmp",
+        ] {
+            assert!(!is_dead_name(std::ffi::OsStr::new(live)), "{live}");
+        }
+        // And a dead record's stem is no pid: the live listing skips it.
+        let stem = Path::new(&n).file_stem().and_then(|s| s.to_str()).unwrap();
+        assert!(stem.parse::<u32>().is_err());
+    }
 }

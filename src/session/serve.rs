@@ -41,6 +41,22 @@ const PER_THREAD_BYTES: u64 = 768 << 10;
 /// work, so the common mistakes get a clear message. Returns the mount
 /// point resolved.
 pub fn check_mountpoint(dir: &Path, adapter: &dyn Adapter) -> Result<PathBuf> {
+    if adapter.mount_point_rule() == super::mountpoint::MountPointRule::DriveOrNewFolder {
+        let abs = super::mountpoint::plan(dir)
+            .map_err(SessionError::MountPoint)?
+            .mount_point();
+        if let Some(m) = adapter.mount_at(&abs) {
+            return Err(SessionError::MountPoint(format!(
+                "mount point {} is busy: {} is mounted there",
+                abs.display(),
+                m.source
+            )));
+        }
+        adapter
+            .check_available()
+            .map_err(SessionError::Unavailable)?;
+        return Ok(abs);
+    }
     let md = match std::fs::metadata(dir) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -73,7 +89,7 @@ pub fn check_mountpoint(dir: &Path, adapter: &dyn Adapter) -> Result<PathBuf> {
     let abs = dir.canonicalize().map_err(|e| {
         SessionError::failed(format!("cannot resolve mount point {}", dir.display()), e)
     })?;
-    if sys::mount_at(&abs).is_some() {
+    if adapter.mount_at(&abs).is_some() {
         let who = registry::live_mounts()
             .into_iter()
             .find(|m| Path::new(&m.mountpoint) == abs)
@@ -189,9 +205,17 @@ pub(crate) fn serve(
 
     let mut socket = None;
     if let Some((ctl, listener, path)) = control.take() {
+        *ctl.unmounter.lock() = Some(unmounter.clone());
         ctl.clone().serve(listener);
         socket = Some((ctl, path));
     }
+    // A read-only mount that only its daemon can take down (WinFsp) still
+    // needs a channel for `wimfs unmount`.
+    let ro_socket = if socket.is_none() && adapter.unmount_through_daemon() {
+        unmount_channel(unmounter.clone())
+    } else {
+        None
+    };
     let record = MountRecord {
         pid: std::process::id(),
         wim: wim_path.to_string_lossy().into_owned(),
@@ -206,11 +230,19 @@ pub(crate) fn serve(
         staging: socket
             .as_ref()
             .map(|(c, _)| c.staging.display().to_string()),
-        socket: socket.as_ref().map(|(_, p)| p.display().to_string()),
+        socket: socket
+            .as_ref()
+            .map(|(_, p)| p)
+            .or(ro_socket.as_ref())
+            .map(|p| p.display().to_string()),
         dev: Some(registry::dev_text(ident.dev)),
         mount_id: Some(ident.mount_id),
     };
     let record_file = registry::write_record(&record);
+    if let Some(st) = &record.staging {
+        // Resumed: a dead mount of the same staging is no more.
+        registry::forget_dead_of_staging(st);
+    }
     if let (Some((ctl, _)), Some(p)) = (&socket, &record_file) {
         *ctl.record.lock() = Some(p.clone());
     }
@@ -239,6 +271,9 @@ pub(crate) fn serve(
     }
     if let Err(e) = unmounter.unmount() {
         log::error!("cannot unmount {}: {e}", abs.display());
+    }
+    if let Some(sock) = &ro_socket {
+        let _ = std::fs::remove_file(sock);
     }
     if let Some((ctl, sock)) = &socket {
         let _ = std::fs::remove_file(sock);
@@ -355,7 +390,8 @@ fn open_rw(
     let vfs = Arc::new(vfs);
     let sd = registry::state_private()?;
     let name = format!("{}.sock", std::process::id());
-    let sock = sd.join(&name);
+    let sock = Listener::address(&sd, &name)
+        .map_err(|e| SessionError::failed(format!("cannot name the control channel {name}"), e))?;
     // Mode 0600 in a 0700 directory: only this user (and root) can even
     // connect; the daemon checks each peer's uid as well.
     let listener = Listener::bind(&sd, &name).map_err(|e| {
@@ -372,8 +408,40 @@ fn open_rw(
         discard_at_exit: std::sync::atomic::AtomicBool::new(false),
         record: parking_lot::Mutex::new(None),
         owner: sys::euid(),
+        unmounter: parking_lot::Mutex::new(None),
     });
     Ok((vfs, (ctl, listener, sock)))
+}
+
+/// The `unmount`-only control channel of a read-only mount whose adapter
+/// unmounts through its daemon: where it listens, or `None` (logged: the
+/// mount then ends only with its process).
+fn unmount_channel(unmounter: std::sync::Arc<dyn super::adapter::Unmount>) -> Option<PathBuf> {
+    let name = format!("{}.sock", std::process::id());
+    let made = registry::state_private().and_then(|sd| {
+        let path = Listener::address(&sd, &name)
+            .map_err(|e| SessionError::failed("cannot name the control channel", e))?;
+        let l = Listener::bind(&sd, &name).map_err(|e| {
+            SessionError::failed(
+                format!("cannot create the control channel {}", path.display()),
+                e,
+            )
+        })?;
+        Ok((l, path))
+    });
+    match made {
+        Ok((l, path)) => {
+            super::control::serve_unmount_only(l, sys::euid(), unmounter);
+            Some(path)
+        }
+        Err(e) => {
+            log::warn!(
+                "{}; `wimfs unmount` will have to end the process",
+                super::error_text(&e)
+            );
+            None
+        }
+    }
 }
 
 /// A refused mount, with the adapter's hint at the likely cause.

@@ -5,7 +5,6 @@
 use super::adapter::Adapter;
 use super::error::{Result, SessionError};
 use super::registry::{self, MountRecord};
-use crate::sys;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,7 @@ pub fn check_ours(abs: &Path, adapter: &dyn Adapter) -> Result<Option<MountRecor
         .into_iter()
         .filter(|m| Path::new(&m.mountpoint) == abs)
         .collect();
-    let Some(m) = sys::mount_at(abs) else {
+    let Some(m) = adapter.mount_at(abs) else {
         return Err(SessionError::NotMounted(abs.to_path_buf()));
     };
     let dev = registry::dev_text(m.dev);
@@ -34,7 +33,7 @@ pub fn check_ours(abs: &Path, adapter: &dyn Adapter) -> Result<Option<MountRecor
     }
     // ENOTCONN, or ECONNABORTED once the kernel aborted the connection
     // (the daemon was killed).
-    let dead = matches!(std::fs::metadata(abs), Err(e) if sys::is_disconnected(&e));
+    let dead = super::dead::is_dead_mount(abs);
     if Some(m.fstype.as_str()) == adapter.wimlib_fstype() {
         let message = if dead {
             format!(
@@ -96,7 +95,7 @@ pub fn take_down(
     // A commit may have taken a while: check again, right before, that
     // the mount there is still the daemon's.
     if let Some(d) = entry.and_then(|e| e.dev.as_ref()) {
-        let now = sys::mount_at(abs).map(|m| registry::dev_text(m.dev));
+        let now = adapter.mount_at(abs).map(|m| registry::dev_text(m.dev));
         if now.as_ref() != Some(d) {
             return Err(SessionError::Unmount {
                 dir: abs.to_path_buf(),

@@ -147,3 +147,83 @@ mod positional_tests {
         assert_eq!(read_at(&f, &mut past, 11).unwrap(), 0);
     }
 }
+
+/// The DACL of every directory wimfs creates private on Windows, as SDDL:
+/// protected (`P`: nothing inherited from a possibly shared parent), full
+/// access for the user, SYSTEM and Administrators, inherited by what is
+/// created inside (`OICI`). Text, so the decision is tested everywhere.
+pub fn private_sddl(user_sid: &str) -> String {
+    format!("D:P(A;OICI;FA;;;{user_sid})(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)")
+}
+
+/// The DACL of a mount's control pipe on Windows: only the user who
+/// mounted and Administrators may open it (the Unix socket's 0600 in a
+/// 0700 directory, with root as the administrators).
+pub fn pipe_sddl(user_sid: &str) -> String {
+    format!("D:P(A;;GA;;;{user_sid})(A;;GA;;;BA)")
+}
+
+/// The path of a control pipe on Windows, `\\.\pipe\wimfs-<SID>-<name>`:
+/// the user's SID keeps different users' names apart (the DACL and the
+/// peer checks keep them safe).
+pub fn control_pipe_path(user_sid: &str, name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!(r"\\.\pipe\wimfs-{user_sid}-{name}"))
+}
+
+#[cfg(test)]
+mod issue10_tests {
+    use super::*;
+
+    #[test]
+    fn windows_dacls_admit_only_the_user_system_and_administrators() {
+        let sid = "S-1-5-21-1-2-3-1001";
+        assert_eq!(
+            private_sddl(sid),
+            "D:P(A;OICI;FA;;;S-1-5-21-1-2-3-1001)(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)"
+        );
+        assert_eq!(
+            pipe_sddl(sid),
+            "D:P(A;;GA;;;S-1-5-21-1-2-3-1001)(A;;GA;;;BA)"
+        );
+        assert_eq!(private_sddl(sid).matches("(A;").count(), 3);
+        assert_eq!(pipe_sddl(sid).matches("(A;").count(), 2);
+        // No entry for Everyone (WD), Authenticated Users (AU) or Users (BU).
+        for s in [private_sddl(sid), pipe_sddl(sid)] {
+            for other in ["WD", "AU", "BU"] {
+                assert!(!s.contains(&format!(";;;{other})")), "{s}");
+            }
+        }
+        assert_eq!(
+            control_pipe_path(sid, "4242.sock"),
+            std::path::PathBuf::from(r"\\.\pipe\wimfs-S-1-5-21-1-2-3-1001-4242.sock")
+        );
+    }
+
+    #[test]
+    fn positional_io_and_zeroed_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("s"))
+            .unwrap();
+        set_sparse(&f).unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8 + 1).collect();
+        assert_eq!(write_at(&f, &data, 0).unwrap(), data.len());
+        zero_range(&f, 70_000, 65_536).unwrap();
+        let mut back = vec![0u8; data.len()];
+        let mut at = 0;
+        while at < back.len() {
+            let n = read_at(&f, &mut back[at..], at as u64).unwrap();
+            assert!(n > 0);
+            at += n;
+        }
+        assert_eq!(f.metadata().unwrap().len(), data.len() as u64);
+        assert_eq!(&back[..70_000], &data[..70_000]);
+        assert!(back[70_000..135_536].iter().all(|&b| b == 0));
+        assert_eq!(&back[135_536..], &data[135_536..]);
+        assert_eq!(read_at(&f, &mut [0u8; 8], data.len() as u64).unwrap(), 0);
+    }
+}

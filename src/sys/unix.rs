@@ -1143,6 +1143,49 @@ pub fn get_xattr_nofollow(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>
     }
 }
 
+// ----- appended for issue 10 (the same API as windows.rs) ----------------
+
+/// Unix files are sparse by nature: ranges never written take no space.
+pub fn set_sparse(_f: &File) -> io::Result<()> {
+    Ok(())
+}
+
+/// Make `len` bytes at `offset` read as zeros and give their space back
+/// (a punched hole on Linux, zeros written where holes cannot be punched).
+pub fn zero_range(f: &File, offset: u64, len: u64) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
+        // SAFETY: fallocate on a valid descriptor we own.
+        let r = unsafe {
+            libc::fallocate(
+                f.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                off,
+                n,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+            return Err(e);
+        }
+    }
+    let zeros = vec![0u8; 64 << 10];
+    let end = offset.saturating_add(len).min(f.metadata()?.len());
+    let mut at = offset;
+    while at < end {
+        let n = (end - at).min(zeros.len() as u64) as usize;
+        std::os::unix::fs::FileExt::write_all_at(f, &zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
