@@ -57,13 +57,13 @@ win_status=0
 win_skip=""
 if rustup target list --installed 2>/dev/null | grep -qx x86_64-pc-windows-msvc \
     || rustup target add x86_64-pc-windows-msvc >/dev/null 2>&1; then
-    echo "scripts/test.sh: Windows type-check (clippy, x86_64-pc-windows-msvc, with the WinFsp adapter; a first run compiles for a few minutes)"
     # The WinFsp adapter is part of the library on Windows: a check that
     # did not see it would prove nothing about it.
     if ! grep -q '^#\[path = "../platform/windows/mod.rs"\]' src/platform.rs; then
         echo "scripts/test.sh: src/platform.rs no longer includes platform/windows" >&2
         win_status=1
     fi
+    echo "scripts/test.sh: Windows type-check (cargo clippy --target x86_64-pc-windows-msvc, with the WinFsp adapter; a first run compiles for a few minutes)"
     RUSTC_BOOTSTRAP=1 cargo clippy --target x86_64-pc-windows-msvc --features winfsp-prebuilt-bindings \
         --lib --bins -- -D warnings || win_status=$?
 else
