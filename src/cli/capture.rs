@@ -12,6 +12,8 @@ use wimfs::commit::capture::{self, CaptureReport, CaptureSpec};
 pub struct CaptureArgs {
     /// The directory to capture (symlinks in it are stored, not followed).
     dir: PathBuf,
+    /// The WIM to write (capture: a new file, which replaces one of that
+    /// name once complete, as wimlib does; append: an existing WIM).
     wim: PathBuf,
     /// Image name (default: the directory's name).
     name: Option<String>,

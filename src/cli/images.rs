@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct DeleteArgs {
+    /// The WIM file.
     wim: PathBuf,
     /// Image index or name.
     image: String,

@@ -222,10 +222,13 @@ enum Cmd {
     /// Mount a read-write mount whose daemon died again, resuming its
     /// changes (as DISM /Remount-Image).
     #[cfg(any(target_os = "linux", windows))]
+    #[command(after_help = "Examples:\n  wimfs remount /mnt/win\n  \
+                            wimfs remount install.wim 3 /mnt/win")]
     Remount(orphans::RemountArgs),
     /// Clear dead mounts and the records of dead mount daemons, keeping
     /// their changes (as DISM /Cleanup-Mountpoints).
     #[cfg(any(target_os = "linux", windows))]
+    #[command(after_help = "Example:\n  wimfs cleanup")]
     Cleanup(orphans::CleanupArgs),
     /// Rewrite a WIM without the stale data that commits leave behind.
     #[command(after_help = "Examples:\n  wimfs optimize install.wim\n  \
@@ -241,18 +244,35 @@ enum Cmd {
     Export(service::ExportArgs),
     /// Change an image with add/delete/rename commands, without mounting.
     #[cfg(target_os = "linux")]
+    #[command(after_help = "Examples:\n  \
+                            wimfs update install.wim 3 --command \"add drivers /Windows/INF/mydrv\"\n  \
+                            wimfs update install.wim 3 < commands.txt")]
     Update(update::UpdateArgs),
     /// Cut a WIM into parts (.swm) that fit FAT32 media.
+    #[command(after_help = "Example:\n  wimfs split install.wim install.swm --part-size 3800")]
     Split(split::SplitArgs),
     /// Put a split WIM's parts back into one WIM.
+    #[command(
+        after_help = "Example:\n  wimfs join install.wim install.swm install2.swm install3.swm"
+    )]
     Join(split::JoinArgs),
     /// Take an image out of a WIM (rebuilt without it unless --soft).
+    #[command(
+        after_help = "Examples:\n  wimfs delete install.wim 2\n  wimfs delete install.wim \"Windows 11 Home\" --soft"
+    )]
     Delete(images::DeleteArgs),
     /// Capture a directory tree into a new WIM.
     #[cfg(unix)]
+    #[command(
+        after_help = "Examples:\n  wimfs capture ./rootfs rootfs.wim \"Root FS\"\n  \
+                            wimfs capture /mnt/ntfs install.esd \"Windows\" --solid --config WimScript.ini"
+    )]
     Capture(capture::CaptureArgs),
     /// Capture a directory tree as a new image of an existing WIM.
     #[cfg(unix)]
+    #[command(
+        after_help = "Example:\n  wimfs append ./drivers-added install.wim \"Pro with drivers\" --description \"Pro + NIC drivers\""
+    )]
     Append(capture::CaptureArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell).
     #[command(after_help = "Examples:\n  \

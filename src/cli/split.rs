@@ -9,6 +9,7 @@ use wimfs::commit::split;
 
 #[derive(Args, Debug)]
 pub struct SplitArgs {
+    /// The WIM to split.
     wim: PathBuf,
     /// The first part (e.g. install.swm); the others are install2.swm, ...
     out: PathBuf,

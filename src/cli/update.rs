@@ -10,6 +10,7 @@ use wimfs::commit::update;
 
 #[derive(Args, Debug)]
 pub struct UpdateArgs {
+    /// The WIM to change (the image is rewritten through a commit, as a mount's).
     wim: PathBuf,
     /// Image index or name (may be left out when the WIM has one image).
     image: Option<String>,
