@@ -33,6 +33,12 @@
 #   first write   ms of one 4 KiB pwrite at offset 0 into the $BIG_MB MiB
 #                 file of a fresh rw mount of big.wim (the open before it
 #                 is timed apart: "open for write")
+# Notes: a wimfs mount refuses names Windows cannot hold, so cp reports the
+# case twins of /usr/share/doc (index.html beside Index.html) as "File
+# exists" (wimlib takes them). On ext4 without a journal, creating files
+# skips inodes freed in the last minute(s) one by one, so a copy-in soon
+# after a discarded mount (thousands of staging files deleted) pays for it
+# in the daemon's file creates: compare medians of several runs.
 # Columns: "vs wimlib" is how many times faster wimfs is (wimlib/wimfs),
 # "vs native" how many times native's time wimfs takes (wimfs/native);
 # then the issue's target for the row and PASS or MISS.
