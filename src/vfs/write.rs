@@ -33,6 +33,16 @@ impl Vfs {
         }
     }
 
+    /// A close(2) of a handle (FUSE FLUSH): journal every change so far,
+    /// without fsync. close(2) waits for this but not for RELEASE, so this
+    /// is what makes "closed" mean "survives the daemon being killed".
+    pub fn flush(&self) -> VfsResult<()> {
+        match self.overlay() {
+            Some(ov) => ov.flush(),
+            None => Ok(()),
+        }
+    }
+
     /// Open handles (commit refuses while there are any, unless forced).
     pub fn open_handles(&self) -> usize {
         self.overlay().map_or(0, |ov| ov.open_handles())
