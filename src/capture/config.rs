@@ -121,28 +121,12 @@ fn matches_path(p: &str, rel: &str) -> bool {
     }
 }
 
-/// `*` any run of characters, `?` one character.
+/// `*` any run of characters, `?` one character (exactly, as the caller
+/// gives them).
 fn wildcard(p: &str, s: &str) -> bool {
     let p: Vec<char> = p.chars().collect();
     let s: Vec<char> = s.chars().collect();
-    let (mut i, mut j) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while j < s.len() {
-        if i < p.len() && (p[i] == '?' || p[i] == s[j]) {
-            i += 1;
-            j += 1;
-        } else if i < p.len() && p[i] == '*' {
-            star = Some((i, j));
-            i += 1;
-        } else if let Some((si, sj)) = star {
-            i = si + 1;
-            j = sj + 1;
-            star = Some((si, sj + 1));
-        } else {
-            return false;
-        }
-    }
-    p[i..].iter().all(|&c| c == '*')
+    crate::nt::pattern::wildcard(&p, &s)
 }
 
 #[cfg(test)]

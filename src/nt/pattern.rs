@@ -21,11 +21,17 @@ pub fn matches(pattern: &str, name: &str) -> bool {
         return true;
     }
     let n: Vec<char> = name.chars().map(upcase_char).collect();
-    // Iterative wildcard match with one backtrack point (the last `*`).
+    wildcard(&p, &n)
+}
+
+/// The wildcard match itself, exact (callers fold case first where they
+/// want it): `*` any run of characters, `?` any one. Iterative, with one
+/// backtrack point (the last `*`), so no pattern makes it exponential.
+pub fn wildcard(p: &[char], s: &[char]) -> bool {
     let (mut i, mut j) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
-    while j < n.len() {
-        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+    while j < s.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == s[j]) {
             i += 1;
             j += 1;
         } else if i < p.len() && p[i] == '*' {
