@@ -210,7 +210,9 @@ fn windows_programs_then_commit() {
     assert_eq!(info.last_write_time, mtime);
     // Attributes and the creation time are set too (the vfs stores them
     // now); ARCHIVE alone again for the checks below.
-    let info = nt.set_basic_info(h, attrib::HIDDEN, mtime, 0, 0, 0).unwrap();
+    let info = nt
+        .set_basic_info(h, attrib::HIDDEN, mtime, 0, 0, 0)
+        .unwrap();
     assert_eq!(
         (info.attributes, info.creation_time),
         (attrib::HIDDEN, mtime)
