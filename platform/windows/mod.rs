@@ -205,6 +205,38 @@ impl FileSystemContext for Context {
         }
     }
 
+    fn get_reparse_point(
+        &self,
+        context: &Handle,
+        _file_name: &U16CStr,
+        buffer: &mut [u8],
+    ) -> winfsp::Result<u64> {
+        let r = self.nt.get_reparse(*context).map_err(status)?;
+        let dst = buffer
+            .get_mut(..r.len())
+            .ok_or(status(NtStatus::BUFFER_TOO_SMALL))?;
+        dst.copy_from_slice(&r);
+        Ok(r.len() as u64)
+    }
+
+    fn set_reparse_point(
+        &self,
+        context: &Handle,
+        _file_name: &U16CStr,
+        buffer: &[u8],
+    ) -> winfsp::Result<()> {
+        self.nt.set_reparse(*context, buffer).map_err(status)
+    }
+
+    fn delete_reparse_point(
+        &self,
+        context: &Handle,
+        _file_name: &U16CStr,
+        buffer: &[u8],
+    ) -> winfsp::Result<()> {
+        self.nt.delete_reparse(*context, buffer).map_err(status)
+    }
+
     fn overwrite(
         &self,
         context: &Handle,
