@@ -20,7 +20,7 @@ use wimfs::image::Image;
 use wimfs::nt::attrib;
 use wimfs::nt::create::{access, disposition as disp, options as opt, Action};
 use wimfs::nt::NtStatus as S;
-use wimfs::ntvfs::{Handle, NtVfs};
+use wimfs::ntvfs::{merge_security, security_info, Handle, NtVfs};
 use wimfs::vfs::{Vfs, VfsOptions};
 use wimfs::wim::Wim;
 
@@ -175,6 +175,17 @@ fn metadata_calls_of_windows_programs_then_commit() {
     done(&nt, h);
     let (_, by_name) = nt.get_security_by_name("\\hello.txt").unwrap();
     assert_eq!(by_name.as_ref(), Some(&granted));
+    // What icacls really sends is only the DACL: the adapter merges it
+    // into the current descriptor (owner and group kept).
+    let (h, _, _) = nt
+        .open("\\acl.txt", 0, access::WRITE_DAC, disp::OPEN, 0, None)
+        .unwrap();
+    let cur = nt.get_security(h).unwrap().unwrap();
+    let merged = merge_security(&cur, security_info::DACL, &granted).unwrap();
+    assert_ne!(merged, cur);
+    assert_eq!(merge_security(&cur, 0, &granted).unwrap(), cur);
+    nt.set_security(h, &merged).unwrap();
+    done(&nt, h);
 
     // `attrib +h +r dir\sub\file.txt`: get the attributes, set them back
     // with two more; then the file refuses to be opened for writing.
@@ -355,6 +366,7 @@ fn metadata_calls_of_windows_programs_then_commit() {
             .unwrap_or_else(|| panic!("{p} not in wimlib's listing"))
     };
     assert_eq!(f("/hello.txt")["Security Descriptor"], hex(&granted));
+    assert_eq!(f("/acl.txt")["Security Descriptor"], hex(&merged));
     assert_eq!(f("/dir/sub/file.txt")["Attributes"], format!("0x{hr:08x}"));
     let c = f("/Copied.txt");
     assert_eq!(c["Security Descriptor"], hex(&copy_sd));

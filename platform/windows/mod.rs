@@ -29,8 +29,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use winfsp::filesystem::{
-    DirInfo, DirMarker, FileInfo, FileSecurity, FileSystemContext, OpenFileInfo, StreamInfo,
-    VolumeInfo, WideNameInfo,
+    DirInfo, DirMarker, FileInfo, FileSecurity, FileSystemContext, ModificationDescriptor,
+    OpenFileInfo, StreamInfo, VolumeInfo, WideNameInfo,
 };
 use winfsp::host::{FileSystemHost, FineGuard, VolumeParams};
 use winfsp::{FspError, U16CStr};
@@ -203,6 +203,25 @@ impl FileSystemContext for Context {
             Some(buf) => Ok(crate::sys::copy_to_void(buf, &sd) as u64),
             None => Ok(sd.len() as u64),
         }
+    }
+
+    fn set_security(
+        &self,
+        context: &Handle,
+        security_information: u32,
+        modification_descriptor: ModificationDescriptor,
+    ) -> winfsp::Result<()> {
+        let m = crate::sys::modification_bytes(&modification_descriptor)
+            .ok_or(status(NtStatus::INVALID_SECURITY_DESCR))?;
+        let cur = self
+            .nt
+            .get_security(*context)
+            .map_err(status)?
+            // A file the image keeps no descriptor for takes the whole
+            // new one (which must then be complete).
+            .unwrap_or_else(|| m.clone());
+        let sd = ntvfs::merge_security(&cur, security_information, &m).map_err(status)?;
+        self.nt.set_security(*context, &sd).map_err(status)
     }
 
     fn get_reparse_point(

@@ -915,3 +915,149 @@ impl NtVfs {
         Ok(())
     }
 }
+
+/// SECURITY_INFORMATION bits of a SetSecurity request.
+pub mod security_info {
+    pub const OWNER: u32 = 0x1;
+    pub const GROUP: u32 = 0x2;
+    pub const DACL: u32 = 0x4;
+    pub const SACL: u32 = 0x8;
+}
+
+/// A SetSecurity request changes only the parts `info` names: the
+/// self-relative descriptor made of those parts of `modification` and the
+/// others of `current` (both validated; owner and group must end up
+/// present). So the vfs stores whole descriptors, as the image does.
+pub fn merge_security(current: &[u8], info: u32, modification: &[u8]) -> NtResult<Vec<u8>> {
+    use crate::nt::security::validate;
+    let bad = NtStatus::INVALID_SECURITY_DESCR;
+    validate(current).map_err(|_| bad)?;
+    let u16_at = |b: &[u8], at: usize| -> NtResult<usize> {
+        Ok(u16::from_le_bytes(b.get(at..at + 2).ok_or(bad)?.try_into().map_err(|_| bad)?) as usize)
+    };
+    let u32_at = |b: &[u8], at: usize| -> NtResult<usize> {
+        Ok(u32::from_le_bytes(b.get(at..at + 4).ok_or(bad)?.try_into().map_err(|_| bad)?) as usize)
+    };
+    // (offset field, control bits that go with the part, is a SID)
+    let parts: [(u32, usize, u16, bool); 4] = [
+        (security_info::OWNER, 4, 0x0001, true),
+        (security_info::GROUP, 8, 0x0002, true),
+        (
+            security_info::SACL,
+            12,
+            0x0010 | 0x0020 | 0x0800 | 0x2000,
+            false,
+        ),
+        (
+            security_info::DACL,
+            16,
+            0x0004 | 0x0008 | 0x0400 | 0x1000,
+            false,
+        ),
+    ];
+    let mut control = crate::nt::security::SE_SELF_RELATIVE;
+    let mut body = Vec::new();
+    let mut offsets = [0u32; 4];
+    for (i, (bit, field, bits, sid)) in parts.into_iter().enumerate() {
+        let src = if info & bit != 0 {
+            modification
+        } else {
+            current
+        };
+        let ctl = u16_at(src, 2)? as u16;
+        let off = u32_at(src, field)?;
+        // An ACL is there only with its PRESENT bit; a SID when non-zero.
+        let present = if sid {
+            off != 0
+        } else {
+            ctl & bits & 0x0014 != 0
+        };
+        control |= ctl & bits;
+        if !present {
+            control &= !(bits & 0x0014);
+            continue;
+        }
+        if off == 0 {
+            // A present null ACL: kept as present with no bytes.
+            continue;
+        }
+        let len = if sid {
+            8 + 4 * *src.get(off + 1).ok_or(bad)? as usize
+        } else {
+            u16_at(src, off + 2)?
+        };
+        let part = src.get(off..off + len).ok_or(bad)?;
+        offsets[i] = (20 + body.len()) as u32;
+        body.extend_from_slice(part);
+    }
+    let mut out = vec![1u8, 0];
+    out.extend_from_slice(&control.to_le_bytes());
+    for o in offsets {
+        out.extend_from_slice(&o.to_le_bytes());
+    }
+    out.extend_from_slice(&body);
+    validate(&out).map_err(|_| bad)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    /// owner S-1-5-32-544, group S-1-5-18, DACL with one ACE of `mask`.
+    fn sd(owner_rid: u32, mask: u32) -> Vec<u8> {
+        let sid = |subs: &[u32]| {
+            let mut v = vec![1u8, subs.len() as u8, 0, 0, 0, 0, 0, 5];
+            for s in subs {
+                v.extend_from_slice(&s.to_le_bytes());
+            }
+            v
+        };
+        let owner = sid(&[32, owner_rid]);
+        let group = sid(&[18]);
+        let everyone = vec![1u8, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+        let mut ace = vec![0u8, 0];
+        ace.extend_from_slice(&((8 + everyone.len()) as u16).to_le_bytes());
+        ace.extend_from_slice(&mask.to_le_bytes());
+        ace.extend_from_slice(&everyone);
+        let mut acl = vec![2u8, 0];
+        acl.extend_from_slice(&((8 + ace.len()) as u16).to_le_bytes());
+        acl.extend_from_slice(&[1, 0, 0, 0]);
+        acl.extend_from_slice(&ace);
+        let mut out = vec![1u8, 0];
+        out.extend_from_slice(&(0x8004u16).to_le_bytes());
+        let o = 20u32;
+        let g = o + owner.len() as u32;
+        let d = g + group.len() as u32;
+        for v in [o, g, 0, d] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&owner);
+        out.extend_from_slice(&group);
+        out.extend_from_slice(&acl);
+        crate::nt::security::validate(&out).unwrap();
+        out
+    }
+
+    #[test]
+    fn only_the_named_parts_change() {
+        let cur = sd(544, 0x0012_0089);
+        let m = sd(545, 0x001f_01ff);
+        assert_eq!(merge_security(&cur, 0, &m).unwrap(), cur);
+        let all = security_info::OWNER | security_info::GROUP | security_info::DACL;
+        assert_eq!(merge_security(&cur, all, &m).unwrap(), m);
+        // The DACL from `m`, the owner kept: the owner RID bytes of `cur`
+        // and the ACE mask of `m`.
+        let d = merge_security(&cur, security_info::DACL, &m).unwrap();
+        assert_eq!(d.len(), cur.len());
+        assert_eq!(&d[..56], &cur[..56]);
+        assert_eq!(&d[56..], &m[56..]);
+        let o = merge_security(&cur, security_info::OWNER, &m).unwrap();
+        assert_eq!(&o[20..36], &m[20..36]);
+        assert_eq!(&o[36..], &cur[36..]);
+        assert_eq!(
+            merge_security(&cur, security_info::DACL, &m[..30]),
+            Err(NtStatus::INVALID_SECURITY_DESCR)
+        );
+    }
+}
