@@ -281,6 +281,24 @@ fn metadata_calls_of_windows_programs_then_commit() {
         done(&nt, h);
     }
 
+    // A symlink made in one create (WinFsp's reparse extra buffer); a bad
+    // buffer leaves nothing behind.
+    let (h, info) = nt
+        .create_reparse("\\sym2", opt::NON_DIRECTORY_FILE, RW, 0, None, &symlink)
+        .unwrap();
+    assert_ne!(info.attributes & attrib::REPARSE_POINT, 0);
+    assert_eq!(nt.get_reparse(h).unwrap(), symlink);
+    done(&nt, h);
+    assert_eq!(
+        nt.create_reparse("\\sym3", 0, RW, 0, None, &symlink[..symlink.len() - 1])
+            .err(),
+        Some(S::INVALID_PARAMETER)
+    );
+    assert_eq!(
+        nt.open("\\sym3", 0, R, disp::OPEN, 0, None).err(),
+        Some(S::OBJECT_NAME_NOT_FOUND)
+    );
+
     // A reparse point set, then removed (FSCTL_DELETE_REPARSE_POINT names
     // the tag); a wrong tag is refused.
     let (h, _, _) = nt
@@ -378,6 +396,7 @@ fn metadata_calls_of_windows_programs_then_commit() {
     assert_eq!(c["Last Access Time"], wimlib_time(atime));
     assert_eq!(c["Last Write Time"], wimlib_time(wtime));
     assert_eq!(c["Hash"], sha1_hex(&body));
+    assert_eq!(f("/sym2")["Reparse Tag"], format!("0x{TAG_SYMLINK:08x}"));
     for (p, tag) in [("/junc", TAG_JUNCTION), ("/sym", TAG_SYMLINK)] {
         assert_eq!(f(p)["Reparse Tag"], format!("0x{tag:08x}"), "{p}");
         assert_eq!(

@@ -148,10 +148,20 @@ impl FileSystemContext for Context {
         extra_buffer_is_reparse_point: bool,
         file_info: &mut OpenFileInfo,
     ) -> winfsp::Result<Handle> {
-        if extra_buffer.is_some() && extra_buffer_is_reparse_point {
-            // Creating a file as a reparse point in one call: not in the
-            // NT layer yet.
-            return Err(status(NtStatus::NOT_IMPLEMENTED));
+        if let (Some(buf), true) = (extra_buffer, extra_buffer_is_reparse_point) {
+            let (h, info) = self
+                .nt
+                .create_reparse(
+                    &path_of(file_name),
+                    winfsp_rules::options_only(create_options),
+                    granted_access,
+                    file_attributes,
+                    security_descriptor.map(crate::sys::void_bytes),
+                    buf,
+                )
+                .map_err(status)?;
+            fill(file_info.as_mut(), &info);
+            return Ok(h);
         }
         let (h, info, _) = self
             .nt

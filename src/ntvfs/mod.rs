@@ -658,6 +658,43 @@ impl NtVfs {
 
     // ----- reparse points ------------------------------------------------
 
+    /// A create that makes the new file a reparse point in the same call
+    /// (WinFsp's create with a reparse-point extra buffer): created as
+    /// [`Self::open`] with CREATE, then given `buffer`; if that fails the
+    /// new file goes again, so the create fails whole.
+    pub fn create_reparse(
+        &self,
+        path: &str,
+        create_options: u32,
+        granted_access: u32,
+        attributes: u32,
+        security: Option<&[u8]>,
+        buffer: &[u8],
+    ) -> NtResult<(Handle, FileInfo)> {
+        reparse_buffer(buffer)?;
+        let (h, _, _) = self.open(
+            path,
+            create_options,
+            granted_access,
+            create::disposition::CREATE,
+            attributes,
+            security,
+        )?;
+        match self
+            .set_reparse(h, buffer)
+            .and_then(|_| self.get_file_info(h))
+        {
+            Ok(info) => Ok((h, info)),
+            Err(e) => {
+                if let Err(d) = self.cleanup(h, cleanup::DELETE) {
+                    log::warn!("{path}: removing the half-made reparse point: {d:?}");
+                }
+                self.close(h);
+                Err(e)
+            }
+        }
+    }
+
     /// The handle's file's reparse point as a REPARSE_DATA_BUFFER (tag,
     /// data length, reserved, data): NOT_A_REPARSE_POINT when it is none.
     pub fn get_reparse(&self, h: Handle) -> NtResult<Vec<u8>> {
