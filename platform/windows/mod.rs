@@ -29,8 +29,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use winfsp::filesystem::{
-    DirInfo, DirMarker, FileInfo, FileSecurity, FileSystemContext, OpenFileInfo, StreamInfo,
-    VolumeInfo, WideNameInfo,
+    DirInfo, DirMarker, FileInfo, FileSecurity, FileSystemContext, ModificationDescriptor,
+    OpenFileInfo, StreamInfo, VolumeInfo, WideNameInfo,
 };
 use winfsp::host::{FileSystemHost, FineGuard, VolumeParams};
 use winfsp::{FspError, U16CStr};
@@ -148,10 +148,20 @@ impl FileSystemContext for Context {
         extra_buffer_is_reparse_point: bool,
         file_info: &mut OpenFileInfo,
     ) -> winfsp::Result<Handle> {
-        if extra_buffer.is_some() && extra_buffer_is_reparse_point {
-            // Creating a file as a reparse point in one call: not in the
-            // NT layer yet.
-            return Err(status(NtStatus::NOT_IMPLEMENTED));
+        if let (Some(buf), true) = (extra_buffer, extra_buffer_is_reparse_point) {
+            let (h, info) = self
+                .nt
+                .create_reparse(
+                    &path_of(file_name),
+                    winfsp_rules::options_only(create_options),
+                    granted_access,
+                    file_attributes,
+                    security_descriptor.map(crate::sys::void_bytes),
+                    buf,
+                )
+                .map_err(status)?;
+            fill(file_info.as_mut(), &info);
+            return Ok(h);
         }
         let (h, info, _) = self
             .nt
@@ -203,6 +213,57 @@ impl FileSystemContext for Context {
             Some(buf) => Ok(crate::sys::copy_to_void(buf, &sd) as u64),
             None => Ok(sd.len() as u64),
         }
+    }
+
+    fn set_security(
+        &self,
+        context: &Handle,
+        security_information: u32,
+        modification_descriptor: ModificationDescriptor,
+    ) -> winfsp::Result<()> {
+        let m = crate::sys::modification_bytes(&modification_descriptor)
+            .ok_or(status(NtStatus::INVALID_SECURITY_DESCR))?;
+        let cur = self
+            .nt
+            .get_security(*context)
+            .map_err(status)?
+            // A file the image keeps no descriptor for takes the whole
+            // new one (which must then be complete).
+            .unwrap_or_else(|| m.clone());
+        let sd = ntvfs::merge_security(&cur, security_information, &m).map_err(status)?;
+        self.nt.set_security(*context, &sd).map_err(status)
+    }
+
+    fn get_reparse_point(
+        &self,
+        context: &Handle,
+        _file_name: &U16CStr,
+        buffer: &mut [u8],
+    ) -> winfsp::Result<u64> {
+        let r = self.nt.get_reparse(*context).map_err(status)?;
+        let dst = buffer
+            .get_mut(..r.len())
+            .ok_or(status(NtStatus::BUFFER_TOO_SMALL))?;
+        dst.copy_from_slice(&r);
+        Ok(r.len() as u64)
+    }
+
+    fn set_reparse_point(
+        &self,
+        context: &Handle,
+        _file_name: &U16CStr,
+        buffer: &[u8],
+    ) -> winfsp::Result<()> {
+        self.nt.set_reparse(*context, buffer).map_err(status)
+    }
+
+    fn delete_reparse_point(
+        &self,
+        context: &Handle,
+        _file_name: &U16CStr,
+        buffer: &[u8],
+    ) -> winfsp::Result<()> {
+        self.nt.delete_reparse(*context, buffer).map_err(status)
     }
 
     fn overwrite(

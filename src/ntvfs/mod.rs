@@ -12,10 +12,9 @@
 //! until the last handle of an object is cleaned up (NT keeps a file
 //! visible until then).
 //!
-//! What the vfs cannot set yet is answered `STATUS_NOT_IMPLEMENTED`
-//! before anything changes: attributes other than what a new file gets,
-//! creation times, a security descriptor given at create, named streams
-//! past the vfs's 64 KiB stream limit, stream renames.
+//! Metadata goes through the vfs's setters (attributes, the four times,
+//! security descriptors, reparse points, named streams at offsets of any
+//! size); stream renames are still `STATUS_NOT_IMPLEMENTED`.
 
 mod info;
 mod status;
@@ -27,8 +26,7 @@ use crate::node::{Attr, FileKind, Ino, VfsError, ROOT_INO};
 use crate::nt::create::{self, access, options, Action, Existing};
 use crate::nt::path::NtPath;
 use crate::nt::{attrib, names, pattern, upcase, NtResult, NtStatus};
-use crate::overlay::MAX_XATTR;
-use crate::vfs::{Cred, RenameMode, SetAttr, Vfs, XattrMode, XATTR_STREAM_PREFIX};
+use crate::vfs::{Cred, NtTimes, RenameMode, SetAttr, Vfs};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,8 +100,20 @@ fn nt<T>(r: Result<T, VfsError>) -> NtResult<T> {
     r.map_err(|e| from_vfs(&e))
 }
 
-fn stream_key(s: &str) -> String {
-    format!("{XATTR_STREAM_PREFIX}{s}")
+/// The xattr that shows a reparse point as a REPARSE_DATA_BUFFER.
+const NTFS_REPARSE: &str = "system.ntfs_reparse_data";
+
+/// Split a REPARSE_DATA_BUFFER into tag and data, checking its length
+/// field against what follows.
+fn reparse_buffer(b: &[u8]) -> NtResult<(u32, &[u8])> {
+    let bad = NtStatus::INVALID_PARAMETER;
+    let tag = u32::from_le_bytes(b.get(0..4).ok_or(bad)?.try_into().map_err(|_| bad)?);
+    let len = u16::from_le_bytes(b.get(4..6).ok_or(bad)?.try_into().map_err(|_| bad)?);
+    let data = b.get(8..).ok_or(bad)?;
+    if data.len() != len as usize {
+        return Err(bad);
+    }
+    Ok((tag, data))
 }
 
 impl NtVfs {
@@ -278,12 +288,12 @@ impl NtVfs {
                 (name, a)
             }
             Action::Create { dir } => {
-                if security.is_some() {
-                    // The vfs gives new files the parent's descriptor and
-                    // cannot store another yet.
-                    return Err(NtStatus::NOT_IMPLEMENTED);
+                if let Some(sd) = security {
+                    // Refused before anything is made.
+                    crate::nt::security::validate(sd)
+                        .map_err(|_| NtStatus::INVALID_SECURITY_DESCR)?;
                 }
-                self.create(&p, &r, dir, attributes)?
+                self.create(&p, &r, dir, attributes, security)?
             }
             Action::Overwrite | Action::Supersede => {
                 let (name, a) = r.last.clone().ok_or(NtStatus::OBJECT_NAME_NOT_FOUND)?;
@@ -336,53 +346,56 @@ impl NtVfs {
         Ok((h, info, action))
     }
 
-    /// Make the new file, directory or stream of `p`.
+    /// Make the new file, directory or stream of `p`, with `security`
+    /// (validated by the caller) instead of the parent's descriptor.
     fn create(
         &self,
         p: &NtPath,
         r: &Resolved,
         dir: bool,
         attributes: u32,
+        security: Option<&[u8]>,
     ) -> NtResult<(String, Attr)> {
         // What NTFS would store; the vfs gives new files ARCHIVE and new
-        // directories DIRECTORY, and cannot set others yet.
+        // directories DIRECTORY, the rest is set after.
         let want = attrib::for_create(attributes, dir && p.stream.is_none());
         let name = p.file_name().ok_or(NtStatus::OBJECT_NAME_COLLISION)?;
         let a = match &r.last {
             Some((stored, a)) => (stored.clone(), *a),
             None => {
-                let given = if dir {
-                    attrib::DIRECTORY
-                } else {
-                    attrib::ARCHIVE
-                };
-                if p.stream.is_none() && want != given {
-                    return Err(NtStatus::NOT_IMPLEMENTED);
-                }
                 self.check_new_name(name)?;
                 let cred = Cred::default();
-                let a = if dir {
-                    nt(self.vfs.mkdir(r.parent, name, 0o755, cred))?
-                } else {
-                    let (a, fh) = nt(self.vfs.create(r.parent, name, 0o644, cred))?;
-                    nt(self.vfs.release(fh))?;
-                    a
+                let mut a = match (dir, security) {
+                    (true, None) => nt(self.vfs.mkdir(r.parent, name, 0o755, cred))?,
+                    (true, Some(sd)) => nt(self
+                        .vfs
+                        .mkdir_with_security(r.parent, name, 0o755, cred, sd))?,
+                    (false, sd) => {
+                        let (a, fh) = match sd {
+                            None => nt(self.vfs.create(r.parent, name, 0o644, cred))?,
+                            Some(sd) => nt(self
+                                .vfs
+                                .create_with_security(r.parent, name, 0o644, cred, sd))?,
+                        };
+                        nt(self.vfs.release(fh))?;
+                        a
+                    }
                 };
+                if p.stream.is_none() && want != a.attributes & !attrib::NORMAL {
+                    a = nt(self.vfs.set_attributes(a.ino, want))?;
+                }
                 (name.to_string(), a)
             }
         };
         if let Some(s) = &p.stream {
-            nt(self
-                .vfs
-                .setxattr(a.1.ino, &stream_key(s), &[], XattrMode::Create))?;
+            nt(self.vfs.create_stream(a.1.ino, s))?;
         }
         Ok(a)
     }
 
     /// Truncate an open file (its named streams go too, as on NTFS) or
     /// stream, and apply the attributes of an overwrite (`supersede`:
-    /// replace them). Attributes the vfs cannot store yet are
-    /// NOT_IMPLEMENTED, checked before anything changes.
+    /// replace them).
     pub fn overwrite(&self, h: Handle, attributes: u32, supersede: bool) -> NtResult<FileInfo> {
         let (ino, stream) = self.with(h, |o| (o.ino, o.stream.clone()))?;
         if !self.vfs.is_rw() {
@@ -390,22 +403,12 @@ impl NtVfs {
         }
         let a = nt(self.vfs.getattr(ino))?;
         match &stream {
-            Some(s) => {
-                nt(self
-                    .vfs
-                    .setxattr(ino, &stream_key(s), &[], XattrMode::Replace))?;
-            }
+            Some(s) => nt(self.vfs.set_stream_size(ino, s, 0))?,
             None => {
                 if info::is_dir(&a) {
                     return Err(NtStatus::FILE_IS_A_DIRECTORY);
                 }
-                // ARCHIVE comes with the next write (the vfs marks
-                // written files); anything else would need a setter.
                 let want = attrib::on_overwrite(a.attributes, attributes, supersede);
-                let plain = attrib::ARCHIVE | attrib::NORMAL;
-                if want & !plain != a.attributes & !plain {
-                    return Err(NtStatus::NOT_IMPLEMENTED);
-                }
                 nt(self.vfs.setattr(
                     ino,
                     &SetAttr {
@@ -414,8 +417,9 @@ impl NtVfs {
                     },
                 ))?;
                 for s in nt(self.vfs.streams(ino))? {
-                    nt(self.vfs.removexattr(ino, &stream_key(&s.name)))?;
+                    nt(self.vfs.delete_stream(ino, &s.name))?;
                 }
+                nt(self.vfs.set_attributes(ino, want))?;
             }
         }
         self.get_file_info(h)
@@ -479,7 +483,7 @@ impl NtVfs {
             pending.remove(&obj);
         }
         let r = match &obj.1 {
-            Some(s) => self.vfs.removexattr(obj.0, &stream_key(s)),
+            Some(s) => self.vfs.delete_stream(obj.0, s),
             // A junction is a directory to NT but a link to the vfs.
             None if dir
                 && self
@@ -561,22 +565,7 @@ impl NtVfs {
                     nt(self.vfs.write(ino, off, data))?;
                 }
                 Some(s) => {
-                    let mut v = self.stream_bytes(ino, s)?;
-                    let end = off
-                        .checked_add(data.len() as u64)
-                        .ok_or(NtStatus::INVALID_PARAMETER)?;
-                    if end > MAX_XATTR as u64 {
-                        // Named streams are whole values in the vfs today.
-                        return Err(NtStatus::NOT_IMPLEMENTED);
-                    }
-                    let (off, end) = (off as usize, end as usize);
-                    if v.len() < end {
-                        v.resize(end, 0);
-                    }
-                    v[off..end].copy_from_slice(data);
-                    nt(self
-                        .vfs
-                        .setxattr(ino, &stream_key(s), &v, XattrMode::Replace))?;
+                    nt(self.vfs.write_stream(ino, s, off, data))?;
                 }
             }
         }
@@ -590,15 +579,6 @@ impl NtVfs {
                 .ok_or(NtStatus::OBJECT_NAME_NOT_FOUND)?
                 .size),
         }
-    }
-
-    /// A named stream's whole content (small: it is a vfs value).
-    fn stream_bytes(&self, ino: Ino, s: &str) -> NtResult<Vec<u8>> {
-        let size = self.size_of(ino, Some(s))?;
-        let mut v = vec![0u8; usize::try_from(size).map_err(|_| NtStatus::FILE_TOO_LARGE)?];
-        let n = nt(self.vfs.read_stream(ino, s, 0, &mut v))?;
-        v.truncate(n);
-        Ok(v)
     }
 
     /// Set the end of file (`allocation`: the allocation size, which only
@@ -622,25 +602,14 @@ impl NtVfs {
                     },
                 ))?;
             }
-            Some(s) => {
-                if size > MAX_XATTR as u64 {
-                    return Err(NtStatus::NOT_IMPLEMENTED);
-                }
-                let mut v = self.stream_bytes(ino, s)?;
-                v.resize(size as usize, 0);
-                nt(self
-                    .vfs
-                    .setxattr(ino, &stream_key(s), &v, XattrMode::Replace))?;
-            }
+            Some(s) => nt(self.vfs.set_stream_size(ino, s, size))?,
         }
         self.get_file_info(h)
     }
 
     /// FileBasicInformation: attributes and the four times (0 or all-ones
-    /// leave a value as it is). Access and write times are set; changing
-    /// attributes or the creation time is NOT_IMPLEMENTED until the vfs
-    /// can store them (refused before anything changes); the change time
-    /// is not kept in a WIM and is ignored.
+    /// leave a value as it is). The change time is not kept in a WIM; it
+    /// is passed on and the vfs decides.
     pub fn set_basic_info(
         &self,
         h: Handle,
@@ -648,30 +617,124 @@ impl NtVfs {
         creation_time: u64,
         last_access_time: u64,
         last_write_time: u64,
-        _change_time: u64,
+        change_time: u64,
     ) -> NtResult<FileInfo> {
         let ino = self.with(h, |o| o.ino)?;
-        let a = nt(self.vfs.getattr(ino))?;
-        let cur = FileInfo::of(&a, None, 0);
-        if !KEEP_ATTRIBUTES.contains(&attributes)
-            && attrib::set(a.attributes, attributes, info::is_dir(&a))
-                != a.attributes & !attrib::NORMAL
-        {
-            return Err(NtStatus::NOT_IMPLEMENTED);
+        if !self.vfs.is_rw() {
+            return Err(NtStatus::MEDIA_WRITE_PROTECTED);
         }
-        if !KEEP_TIME.contains(&creation_time) && creation_time != cur.creation_time {
-            return Err(NtStatus::NOT_IMPLEMENTED);
+        if !KEEP_ATTRIBUTES.contains(&attributes) {
+            let a = nt(self.vfs.getattr(ino))?;
+            let want = attrib::set(a.attributes, attributes, info::is_dir(&a));
+            if want != a.attributes & !attrib::NORMAL {
+                nt(self.vfs.set_attributes(ino, want))?;
+            }
         }
-        let t = |ft: u64| (!KEEP_TIME.contains(&ft)).then(|| crate::time::filetime_to_unix(ft));
-        let s = SetAttr {
-            atime: t(last_access_time),
-            mtime: t(last_write_time),
-            ..SetAttr::default()
+        let t = |ft: u64| (!KEEP_TIME.contains(&ft)).then_some(ft);
+        let times = NtTimes {
+            creation: t(creation_time),
+            last_access: t(last_access_time),
+            last_write: t(last_write_time),
+            change: t(change_time),
         };
-        if s != SetAttr::default() {
-            nt(self.vfs.setattr(ino, &s))?;
+        if times != NtTimes::default() {
+            nt(self.vfs.set_times(ino, &times))?;
         }
         self.get_file_info(h)
+    }
+
+    /// Replace the handle's file's security descriptor with `sd` (the
+    /// whole self-relative descriptor; the adapter merges a partial
+    /// SetSecurity into the current one first). A malformed one is
+    /// INVALID_SECURITY_DESCR and changes nothing.
+    pub fn set_security(&self, h: Handle, sd: &[u8]) -> NtResult<()> {
+        let ino = self.with(h, |o| o.ino)?;
+        if !self.vfs.is_rw() {
+            return Err(NtStatus::MEDIA_WRITE_PROTECTED);
+        }
+        crate::nt::security::validate(sd).map_err(|_| NtStatus::INVALID_SECURITY_DESCR)?;
+        nt(self.vfs.set_security(ino, sd))
+    }
+
+    // ----- reparse points ------------------------------------------------
+
+    /// A create that makes the new file a reparse point in the same call
+    /// (WinFsp's create with a reparse-point extra buffer): created as
+    /// [`Self::open`] with CREATE, then given `buffer`; if that fails the
+    /// new file goes again, so the create fails whole.
+    pub fn create_reparse(
+        &self,
+        path: &str,
+        create_options: u32,
+        granted_access: u32,
+        attributes: u32,
+        security: Option<&[u8]>,
+        buffer: &[u8],
+    ) -> NtResult<(Handle, FileInfo)> {
+        reparse_buffer(buffer)?;
+        let (h, _, _) = self.open(
+            path,
+            create_options,
+            granted_access,
+            create::disposition::CREATE,
+            attributes,
+            security,
+        )?;
+        match self
+            .set_reparse(h, buffer)
+            .and_then(|_| self.get_file_info(h))
+        {
+            Ok(info) => Ok((h, info)),
+            Err(e) => {
+                if let Err(d) = self.cleanup(h, cleanup::DELETE) {
+                    log::warn!("{path}: removing the half-made reparse point: {d:?}");
+                }
+                self.close(h);
+                Err(e)
+            }
+        }
+    }
+
+    /// The handle's file's reparse point as a REPARSE_DATA_BUFFER (tag,
+    /// data length, reserved, data): NOT_A_REPARSE_POINT when it is none.
+    pub fn get_reparse(&self, h: Handle) -> NtResult<Vec<u8>> {
+        let ino = self.with(h, |o| o.ino)?;
+        let a = nt(self.vfs.getattr(ino))?;
+        if a.attributes & attrib::REPARSE_POINT == 0 {
+            return Err(NtStatus::NOT_A_REPARSE_POINT);
+        }
+        match self.vfs.getxattr(ino, NTFS_REPARSE) {
+            Ok(v) => Ok(v),
+            Err(VfsError::NoAttr) => Err(NtStatus::NOT_A_REPARSE_POINT),
+            Err(e) => Err(from_vfs(&e)),
+        }
+    }
+
+    /// FSCTL_SET_REPARSE_POINT with a REPARSE_DATA_BUFFER: the 8-byte
+    /// header's length must match the data that follows.
+    pub fn set_reparse(&self, h: Handle, buffer: &[u8]) -> NtResult<()> {
+        let ino = self.with(h, |o| o.ino)?;
+        if !self.vfs.is_rw() {
+            return Err(NtStatus::MEDIA_WRITE_PROTECTED);
+        }
+        let (tag, data) = reparse_buffer(buffer)?;
+        nt(self.vfs.set_reparse(ino, tag, data))
+    }
+
+    /// FSCTL_DELETE_REPARSE_POINT: the buffer names the tag to remove (a
+    /// different tag is IO_REPARSE_TAG_MISMATCH on NTFS; here
+    /// INVALID_PARAMETER) and carries no data.
+    pub fn delete_reparse(&self, h: Handle, buffer: &[u8]) -> NtResult<()> {
+        let ino = self.with(h, |o| o.ino)?;
+        if !self.vfs.is_rw() {
+            return Err(NtStatus::MEDIA_WRITE_PROTECTED);
+        }
+        let (tag, _) = reparse_buffer(buffer)?;
+        match nt(self.vfs.reparse_tag(ino))? {
+            None => Err(NtStatus::NOT_A_REPARSE_POINT),
+            Some(t) if t != tag => Err(NtStatus::INVALID_PARAMETER),
+            Some(_) => nt(self.vfs.delete_reparse(ino)),
+        }
     }
 
     // ----- information ---------------------------------------------------
@@ -887,5 +950,151 @@ impl NtVfs {
             }
         }
         Ok(())
+    }
+}
+
+/// SECURITY_INFORMATION bits of a SetSecurity request.
+pub mod security_info {
+    pub const OWNER: u32 = 0x1;
+    pub const GROUP: u32 = 0x2;
+    pub const DACL: u32 = 0x4;
+    pub const SACL: u32 = 0x8;
+}
+
+/// A SetSecurity request changes only the parts `info` names: the
+/// self-relative descriptor made of those parts of `modification` and the
+/// others of `current` (both validated; owner and group must end up
+/// present). So the vfs stores whole descriptors, as the image does.
+pub fn merge_security(current: &[u8], info: u32, modification: &[u8]) -> NtResult<Vec<u8>> {
+    use crate::nt::security::validate;
+    let bad = NtStatus::INVALID_SECURITY_DESCR;
+    validate(current).map_err(|_| bad)?;
+    let u16_at = |b: &[u8], at: usize| -> NtResult<usize> {
+        Ok(u16::from_le_bytes(b.get(at..at + 2).ok_or(bad)?.try_into().map_err(|_| bad)?) as usize)
+    };
+    let u32_at = |b: &[u8], at: usize| -> NtResult<usize> {
+        Ok(u32::from_le_bytes(b.get(at..at + 4).ok_or(bad)?.try_into().map_err(|_| bad)?) as usize)
+    };
+    // (offset field, control bits that go with the part, is a SID)
+    let parts: [(u32, usize, u16, bool); 4] = [
+        (security_info::OWNER, 4, 0x0001, true),
+        (security_info::GROUP, 8, 0x0002, true),
+        (
+            security_info::SACL,
+            12,
+            0x0010 | 0x0020 | 0x0800 | 0x2000,
+            false,
+        ),
+        (
+            security_info::DACL,
+            16,
+            0x0004 | 0x0008 | 0x0400 | 0x1000,
+            false,
+        ),
+    ];
+    let mut control = crate::nt::security::SE_SELF_RELATIVE;
+    let mut body = Vec::new();
+    let mut offsets = [0u32; 4];
+    for (i, (bit, field, bits, sid)) in parts.into_iter().enumerate() {
+        let src = if info & bit != 0 {
+            modification
+        } else {
+            current
+        };
+        let ctl = u16_at(src, 2)? as u16;
+        let off = u32_at(src, field)?;
+        // An ACL is there only with its PRESENT bit; a SID when non-zero.
+        let present = if sid {
+            off != 0
+        } else {
+            ctl & bits & 0x0014 != 0
+        };
+        control |= ctl & bits;
+        if !present {
+            control &= !(bits & 0x0014);
+            continue;
+        }
+        if off == 0 {
+            // A present null ACL: kept as present with no bytes.
+            continue;
+        }
+        let len = if sid {
+            8 + 4 * *src.get(off + 1).ok_or(bad)? as usize
+        } else {
+            u16_at(src, off + 2)?
+        };
+        let part = src.get(off..off + len).ok_or(bad)?;
+        offsets[i] = (20 + body.len()) as u32;
+        body.extend_from_slice(part);
+    }
+    let mut out = vec![1u8, 0];
+    out.extend_from_slice(&control.to_le_bytes());
+    for o in offsets {
+        out.extend_from_slice(&o.to_le_bytes());
+    }
+    out.extend_from_slice(&body);
+    validate(&out).map_err(|_| bad)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    /// owner S-1-5-32-544, group S-1-5-18, DACL with one ACE of `mask`.
+    fn sd(owner_rid: u32, mask: u32) -> Vec<u8> {
+        let sid = |subs: &[u32]| {
+            let mut v = vec![1u8, subs.len() as u8, 0, 0, 0, 0, 0, 5];
+            for s in subs {
+                v.extend_from_slice(&s.to_le_bytes());
+            }
+            v
+        };
+        let owner = sid(&[32, owner_rid]);
+        let group = sid(&[18]);
+        let everyone = vec![1u8, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+        let mut ace = vec![0u8, 0];
+        ace.extend_from_slice(&((8 + everyone.len()) as u16).to_le_bytes());
+        ace.extend_from_slice(&mask.to_le_bytes());
+        ace.extend_from_slice(&everyone);
+        let mut acl = vec![2u8, 0];
+        acl.extend_from_slice(&((8 + ace.len()) as u16).to_le_bytes());
+        acl.extend_from_slice(&[1, 0, 0, 0]);
+        acl.extend_from_slice(&ace);
+        let mut out = vec![1u8, 0];
+        out.extend_from_slice(&(0x8004u16).to_le_bytes());
+        let o = 20u32;
+        let g = o + owner.len() as u32;
+        let d = g + group.len() as u32;
+        for v in [o, g, 0, d] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&owner);
+        out.extend_from_slice(&group);
+        out.extend_from_slice(&acl);
+        crate::nt::security::validate(&out).unwrap();
+        out
+    }
+
+    #[test]
+    fn only_the_named_parts_change() {
+        let cur = sd(544, 0x0012_0089);
+        let m = sd(545, 0x001f_01ff);
+        assert_eq!(merge_security(&cur, 0, &m).unwrap(), cur);
+        let all = security_info::OWNER | security_info::GROUP | security_info::DACL;
+        assert_eq!(merge_security(&cur, all, &m).unwrap(), m);
+        // The DACL from `m`, the owner kept: the owner RID bytes of `cur`
+        // and the ACE mask of `m`.
+        let d = merge_security(&cur, security_info::DACL, &m).unwrap();
+        assert_eq!(d.len(), cur.len());
+        assert_eq!(&d[..56], &cur[..56]);
+        assert_eq!(&d[56..], &m[56..]);
+        let o = merge_security(&cur, security_info::OWNER, &m).unwrap();
+        assert_eq!(&o[20..36], &m[20..36]);
+        assert_eq!(&o[36..], &cur[36..]);
+        assert_eq!(
+            merge_security(&cur, security_info::DACL, &m[..30]),
+            Err(NtStatus::INVALID_SECURITY_DESCR)
+        );
     }
 }

@@ -659,6 +659,32 @@ struct Ctx<'a> {
     replaying: bool,
 }
 
+impl Ctx<'_> {
+    /// Open (or create, unless read-only) the staging file of stream `id`,
+    /// marked sparse: it holds only the blocks changed in the mount at
+    /// their offsets, so on NTFS (Windows) a few changed blocks of a large
+    /// file must not take the whole file's space. A no-op on Linux, where
+    /// files are sparse anyway; a volume that cannot do it (FAT) still
+    /// works, only larger, so a failure is logged, not returned.
+    fn stage_file(&self, id: u64) -> VfsResult<std::fs::File> {
+        let access = if self.read_only {
+            Access::Read
+        } else {
+            Access::Create
+        };
+        let file = self
+            .data
+            .open_file(id.to_string(), access)
+            .map_err(VfsError::from_io)?;
+        if !self.read_only {
+            if let Err(e) = crate::sys::set_sparse(&file) {
+                log::debug!("staging file {id} not made sparse: {e}");
+            }
+        }
+        Ok(file)
+    }
+}
+
 /// The mutable tree.
 struct Tree {
     wim: Arc<Wim>,
@@ -1113,15 +1139,7 @@ impl Tree {
                         return Err(VfsError::Invalid)
                     }
                 };
-                let access = if ctx.read_only {
-                    Access::Read
-                } else {
-                    Access::Create
-                };
-                let file = ctx
-                    .data
-                    .open_file(id.to_string(), access)
-                    .map_err(VfsError::from_io)?;
+                let file = ctx.stage_file(*id)?;
                 let s = Staged::open(
                     *id,
                     file,
@@ -1149,15 +1167,7 @@ impl Tree {
                     Data::Inline(v) => (None, 0, Some(v)),
                     Data::Staged(_) => return Err(VfsError::Invalid),
                 };
-                let access = if ctx.read_only {
-                    Access::Read
-                } else {
-                    Access::Create
-                };
-                let file = ctx
-                    .data
-                    .open_file(id.to_string(), access)
-                    .map_err(VfsError::from_io)?;
+                let file = ctx.stage_file(*id)?;
                 let s = Staged::open(
                     *id,
                     file,

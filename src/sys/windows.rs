@@ -1020,3 +1020,24 @@ pub fn copy_to_void(dst: &mut [std::ffi::c_void], src: &[u8]) -> usize {
     unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), n) };
     n
 }
+
+/// The bytes of the descriptor a WinFsp SetSecurity request carries
+/// (self-relative: WinFsp marshals it through its request buffer); `None`
+/// when Windows does not call it a valid descriptor.
+pub fn modification_bytes(d: &winfsp::filesystem::ModificationDescriptor) -> Option<Vec<u8>> {
+    use windows_sys::Win32::Security::{GetSecurityDescriptorLength, IsValidSecurityDescriptor};
+    let p = d.as_mut_ptr();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: WinFsp hands a descriptor that stays valid for the whole
+    // callback; its length is asked only once Windows calls it valid, and
+    // exactly that many bytes are copied out of it.
+    unsafe {
+        if IsValidSecurityDescriptor(p) == 0 {
+            return None;
+        }
+        let len = GetSecurityDescriptorLength(p) as usize;
+        Some(std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec())
+    }
+}

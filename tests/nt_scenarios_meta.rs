@@ -1,0 +1,415 @@
+//! The NT view's metadata calls driven as Windows programs make them
+//! through WinFsp, on Linux through the library (no mount), over an image
+//! wimlib captured from NTFS (so it has a security table): `icacls
+//! /grant` (get then set the descriptor), `attrib +h +r` (set basic
+//! info), an Explorer copy that keeps the creation time and gives a
+//! descriptor at create, `mklink /J` and `mklink /D` (create, set reparse
+//! point), removing a reparse point, and `echo x > f:ads` past 64 KiB
+//! with truncation. The changes are committed and checked with
+//! `wimlib-imagex verify` and `dir --detailed` (attributes, times,
+//! descriptor bytes, reparse tags, stream sizes and hashes).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use wimfs::cache::ChunkCache;
+use wimfs::image::Image;
+use wimfs::nt::attrib;
+use wimfs::nt::create::{access, disposition as disp, options as opt, Action};
+use wimfs::nt::NtStatus as S;
+use wimfs::ntvfs::{merge_security, security_info, Handle, NtVfs};
+use wimfs::vfs::{Vfs, VfsOptions};
+use wimfs::wim::Wim;
+
+const RW: u32 = access::FILE_READ_DATA | access::FILE_WRITE_DATA | access::FILE_APPEND_DATA;
+const R: u32 = access::FILE_READ_DATA;
+const ATTR_RW: u32 = access::FILE_WRITE_ATTRIBUTES;
+const TAG_JUNCTION: u32 = 0xA000_0003;
+const TAG_SYMLINK: u32 = 0xA000_000C;
+/// IO_REPARSE_TAG_DEDUP: an opaque tag, kept as bytes.
+const TAG_OPAQUE: u32 = 0x8000_0013;
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn sha1_hex(b: &[u8]) -> String {
+    use sha1::Digest;
+    format!("0x{}", hex(&sha1::Sha1::digest(b)))
+}
+
+/// The common custom descriptor with another access mask in its first
+/// ACE (what `icacls /grant` changes), so the image does not hold it yet.
+fn descriptor(mask: u32) -> Vec<u8> {
+    let mut sd = common::custom_security_descriptor();
+    // header 20, owner SID 16, group SID 12, ACL header 8, ACE header 4.
+    let at = 20 + 16 + 12 + 8 + 4;
+    sd[at..at + 4].copy_from_slice(&mask.to_le_bytes());
+    wimfs::nt::security::validate(&sd).unwrap();
+    sd
+}
+
+/// A REPARSE_DATA_BUFFER with an opaque tag.
+fn opaque_reparse(data: &[u8]) -> Vec<u8> {
+    let mut v = TAG_OPAQUE.to_le_bytes().to_vec();
+    v.extend_from_slice(&(data.len() as u16).to_le_bytes());
+    v.extend_from_slice(&[0, 0]);
+    v.extend_from_slice(data);
+    v
+}
+
+fn open_rw(wim: &Path, staging: &Path) -> NtVfs {
+    let w = Arc::new(Wim::open(wim, &[]).unwrap());
+    let img = Arc::new(Image::load(&w, 1).unwrap());
+    let cache = Arc::new(ChunkCache::new(64 << 20));
+    let opts = VfsOptions {
+        use_unix_data: false,
+        ..VfsOptions::default()
+    };
+    let (v, _) = Vfs::open_rw(w, img, cache, opts, staging).unwrap();
+    NtVfs::new(Arc::new(v))
+}
+
+fn done(nt: &NtVfs, h: Handle) {
+    nt.cleanup(h, 0).unwrap();
+    nt.close(h);
+}
+
+fn read_all(nt: &NtVfs, h: Handle) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 7000];
+    loop {
+        match nt.read(h, out.len() as u64, &mut buf) {
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(S::END_OF_FILE) => return out,
+            Err(e) => panic!("read: {e:?}"),
+        }
+    }
+}
+
+/// `wimlib-imagex dir --detailed` as path -> field -> value; a named
+/// stream's fields are keyed "stream NAME: FIELD".
+fn detailed(wim: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
+    let o = common::run_ok(
+        Command::new("wimlib-imagex")
+            .arg("dir")
+            .arg(wim)
+            .args(["1", "--detailed"]),
+    );
+    let mut out = BTreeMap::new();
+    let mut cur: Option<(String, BTreeMap<String, String>)> = None;
+    let mut prefix = String::new();
+    for line in o.stdout_str().lines() {
+        if line.starts_with("-----") {
+            out.extend(cur.take());
+            prefix.clear();
+            continue;
+        }
+        if let Some(n) = line.trim().strip_prefix("Named data stream \"") {
+            prefix = format!("stream {}: ", n.trim_end_matches("\":"));
+            continue;
+        }
+        if line.trim() == "Unnamed data stream:" {
+            prefix.clear();
+            continue;
+        }
+        let Some((k, v)) = line.split_once(" = ") else {
+            continue;
+        };
+        let (k, v) = (k.trim().to_string(), v.trim().to_string());
+        if k == "Full Path" {
+            out.extend(cur.take());
+            cur = Some((v.trim_matches('"').to_string(), BTreeMap::new()));
+        } else if let Some((_, m)) = cur.as_mut() {
+            m.entry(format!("{prefix}{k}")).or_insert(v);
+        }
+    }
+    out.extend(cur.take());
+    out
+}
+
+/// How `wimlib-imagex dir` prints a FILETIME (seconds, UTC).
+fn wimlib_time(t: u64) -> String {
+    let o = common::run_ok(Command::new("date").args([
+        "-u",
+        "-d",
+        &format!("@{}", (t / 10_000_000) as i64 - 11_644_473_600),
+        "+%a %b %d %H:%M:%S %Y UTC",
+    ]));
+    o.stdout_str().trim().to_string()
+}
+
+#[test]
+fn metadata_calls_of_windows_programs_then_commit() {
+    let tmp = common::tempdir();
+    let Some(nw) = common::build_ntfs_wim(&tmp.path().join("src"), &[]) else {
+        return;
+    };
+    let nt = open_rw(&nw.wim, &tmp.path().join("staging"));
+
+    // `icacls hello.txt /grant ...`: read the descriptor, write a new one.
+    let granted = descriptor(0x0012_019f);
+    let (h, _, _) = nt
+        .open(
+            "\\HELLO.TXT",
+            0,
+            access::WRITE_DAC | access::WRITE_OWNER,
+            disp::OPEN,
+            0,
+            None,
+        )
+        .unwrap();
+    let before = nt.get_security(h).unwrap().expect("an NTFS file has one");
+    assert_ne!(before, granted);
+    let mut bad = granted.clone();
+    bad[0] = 2;
+    for b in [&bad[..], &granted[..10], &[][..]] {
+        assert_eq!(nt.set_security(h, b), Err(S::INVALID_SECURITY_DESCR));
+    }
+    assert_eq!(nt.get_security(h).unwrap().as_ref(), Some(&before));
+    nt.set_security(h, &granted).unwrap();
+    assert_eq!(nt.get_security(h).unwrap().as_ref(), Some(&granted));
+    done(&nt, h);
+    let (_, by_name) = nt.get_security_by_name("\\hello.txt").unwrap();
+    assert_eq!(by_name.as_ref(), Some(&granted));
+    // What icacls really sends is only the DACL: the adapter merges it
+    // into the current descriptor (owner and group kept).
+    let (h, _, _) = nt
+        .open("\\acl.txt", 0, access::WRITE_DAC, disp::OPEN, 0, None)
+        .unwrap();
+    let cur = nt.get_security(h).unwrap().unwrap();
+    let merged = merge_security(&cur, security_info::DACL, &granted).unwrap();
+    assert_ne!(merged, cur);
+    assert_eq!(merge_security(&cur, 0, &granted).unwrap(), cur);
+    nt.set_security(h, &merged).unwrap();
+    done(&nt, h);
+
+    // `attrib +h +r dir\sub\file.txt`: get the attributes, set them back
+    // with two more; then the file refuses to be opened for writing.
+    let (h, info, _) = nt
+        .open("\\dir\\sub\\file.txt", 0, ATTR_RW, disp::OPEN, 0, None)
+        .unwrap();
+    let hr = (info.attributes & !attrib::NORMAL) | attrib::HIDDEN | attrib::READONLY;
+    let info = nt.set_basic_info(h, hr, 0, 0, 0, 0).unwrap();
+    assert_eq!(info.attributes, hr);
+    done(&nt, h);
+    assert_eq!(
+        nt.open("\\dir\\sub\\file.txt", 0, RW, disp::OPEN, 0, None)
+            .err(),
+        Some(S::ACCESS_DENIED)
+    );
+
+    // An Explorer copy: create with attributes and the source's
+    // descriptor, write, set the end of file, set the source's times.
+    let (ctime, atime, wtime) = (
+        130_000_000_000_000_000u64 + 1234567, // 2012-12-14
+        131_000_000_000_000_000u64 + 7654321,
+        132_000_000_000_000_000u64 + 1111111,
+    );
+    let copy_sd = descriptor(0x001f_01ff);
+    let body: Vec<u8> = (0..150_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let (h, info, act) = nt
+        .open(
+            "\\Copied.txt",
+            opt::NON_DIRECTORY_FILE,
+            RW | ATTR_RW,
+            disp::CREATE,
+            attrib::ARCHIVE | attrib::NOT_CONTENT_INDEXED,
+            Some(&copy_sd),
+        )
+        .unwrap();
+    assert_eq!(act, Action::Create { dir: false });
+    assert_eq!(
+        info.attributes,
+        attrib::ARCHIVE | attrib::NOT_CONTENT_INDEXED
+    );
+    nt.set_file_size(h, body.len() as u64, true).unwrap();
+    for (i, c) in body.chunks(65536).enumerate() {
+        nt.write(h, i as u64 * 65536, c, false, false).unwrap();
+    }
+    nt.set_file_size(h, body.len() as u64, false).unwrap();
+    let info = nt.set_basic_info(h, 0, ctime, atime, wtime, 0).unwrap();
+    assert_eq!(
+        (
+            info.creation_time,
+            info.last_access_time,
+            info.last_write_time
+        ),
+        (ctime, atime, wtime)
+    );
+    assert_eq!(nt.get_security(h).unwrap().as_ref(), Some(&copy_sd));
+    done(&nt, h);
+    // A malformed descriptor at create: refused, nothing made.
+    assert_eq!(
+        nt.open("\\never.txt", 0, RW, disp::CREATE, 0, Some(&bad))
+            .err(),
+        Some(S::INVALID_SECURITY_DESCR)
+    );
+    assert_eq!(
+        nt.open("\\never.txt", 0, R, disp::OPEN, 0, None).err(),
+        Some(S::OBJECT_NAME_NOT_FOUND)
+    );
+
+    // `mklink /J junc dir` and `mklink /D sym dir`: a directory made,
+    // then FSCTL_SET_REPARSE_POINT on it; reading it back gives the bytes.
+    let junction = common::reparse_junction("\\??\\C:\\dir", "C:\\dir");
+    let symlink = common::reparse_symlink("dir", "dir", true);
+    for (path, buf) in [("\\junc", &junction), ("\\sym", &symlink)] {
+        let (h, _, act) = nt
+            .open(
+                path,
+                opt::DIRECTORY_FILE | opt::OPEN_REPARSE_POINT,
+                RW | ATTR_RW,
+                disp::CREATE,
+                0,
+                None,
+            )
+            .unwrap();
+        assert_eq!(act, Action::Create { dir: true });
+        assert_eq!(nt.get_reparse(h), Err(S::NOT_A_REPARSE_POINT));
+        // A length field that disagrees with the data is refused.
+        let mut short = buf.clone();
+        short.pop();
+        assert_eq!(nt.set_reparse(h, &short), Err(S::INVALID_PARAMETER));
+        nt.set_reparse(h, buf).unwrap();
+        assert_eq!(nt.get_reparse(h).unwrap(), *buf, "{path}");
+        let info = nt.get_file_info(h).unwrap();
+        assert_ne!(info.attributes & attrib::REPARSE_POINT, 0, "{path}");
+        done(&nt, h);
+    }
+
+    // A symlink made in one create (WinFsp's reparse extra buffer); a bad
+    // buffer leaves nothing behind.
+    let (h, info) = nt
+        .create_reparse("\\sym2", opt::NON_DIRECTORY_FILE, RW, 0, None, &symlink)
+        .unwrap();
+    assert_ne!(info.attributes & attrib::REPARSE_POINT, 0);
+    assert_eq!(nt.get_reparse(h).unwrap(), symlink);
+    done(&nt, h);
+    assert_eq!(
+        nt.create_reparse("\\sym3", 0, RW, 0, None, &symlink[..symlink.len() - 1])
+            .err(),
+        Some(S::INVALID_PARAMETER)
+    );
+    assert_eq!(
+        nt.open("\\sym3", 0, R, disp::OPEN, 0, None).err(),
+        Some(S::OBJECT_NAME_NOT_FOUND)
+    );
+
+    // A reparse point set, then removed (FSCTL_DELETE_REPARSE_POINT names
+    // the tag); a wrong tag is refused.
+    let (h, _, _) = nt
+        .open(
+            "\\empty.txt",
+            opt::OPEN_REPARSE_POINT,
+            RW | ATTR_RW,
+            disp::OPEN,
+            0,
+            None,
+        )
+        .unwrap();
+    let opaque = opaque_reparse(b"opaque reparse data");
+    nt.set_reparse(h, &opaque).unwrap();
+    assert_eq!(nt.get_reparse(h).unwrap(), opaque);
+    assert_eq!(
+        nt.delete_reparse(
+            h,
+            &TAG_SYMLINK
+                .to_le_bytes()
+                .iter()
+                .chain(&[0; 4])
+                .copied()
+                .collect::<Vec<_>>()
+        ),
+        Err(S::INVALID_PARAMETER)
+    );
+    nt.delete_reparse(h, &opaque_reparse(&[])).unwrap();
+    assert_eq!(nt.get_reparse(h), Err(S::NOT_A_REPARSE_POINT));
+    assert_eq!(
+        nt.delete_reparse(h, &opaque_reparse(&[])),
+        Err(S::NOT_A_REPARSE_POINT)
+    );
+    assert_eq!(
+        nt.get_file_info(h).unwrap().attributes & attrib::REPARSE_POINT,
+        0
+    );
+    done(&nt, h);
+
+    // `echo x > hello.txt:big`, grown past 64 KiB in writes at offsets,
+    // then truncated and extended (zeros), as SetEndOfFile does.
+    let (h, _, act) = nt
+        .open("\\hello.txt:big", 0, RW, disp::OVERWRITE_IF, 0, None)
+        .unwrap();
+    assert_eq!(act, Action::Create { dir: false });
+    let mut ads: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    for (i, c) in ads.chunks(4096).enumerate() {
+        let (n, _) = nt.write(h, i as u64 * 4096, c, false, false).unwrap();
+        assert_eq!(n, c.len());
+    }
+    let (_, info) = nt.write(h, 0, b"x\r\n", false, false).unwrap();
+    ads[..3].copy_from_slice(b"x\r\n");
+    assert_eq!(info.file_size, 100_000);
+    let info = nt.set_file_size(h, 70_000, false).unwrap();
+    assert_eq!(info.file_size, 70_000);
+    let info = nt.set_file_size(h, 80_000, false).unwrap();
+    assert_eq!(info.file_size, 80_000);
+    ads.truncate(70_000);
+    ads.resize(80_000, 0);
+    assert_eq!(read_all(&nt, h), ads);
+    done(&nt, h);
+    // The file's own data is untouched.
+    let (h, _, _) = nt.open("\\hello.txt", 0, R, disp::OPEN, 0, None).unwrap();
+    assert_eq!(read_all(&nt, h), b"hello, ntfs\n");
+    done(&nt, h);
+    assert_eq!(nt.open_count(), 0);
+
+    // Commit, then ask wimlib.
+    let v = nt.vfs().clone();
+    drop(nt);
+    let g = v.freeze().unwrap();
+    let tree = v.to_new_image().unwrap();
+    let lock = wimfs::commit::WimLock::acquire(&nw.wim).unwrap();
+    wimfs::commit::append_image(&lock, 1, tree, &Default::default(), &|_, _| {}).unwrap();
+    drop(lock);
+    drop(g);
+    drop(v);
+    let ver = common::wimlib_verify(&nw.wim, &[]);
+    assert!(ver.ok(), "wimlib verify:\n{}", ver.describe());
+    let d = detailed(&nw.wim);
+    let f = |p: &str| {
+        d.get(p)
+            .unwrap_or_else(|| panic!("{p} not in wimlib's listing"))
+    };
+    assert_eq!(f("/hello.txt")["Security Descriptor"], hex(&granted));
+    assert_eq!(f("/acl.txt")["Security Descriptor"], hex(&merged));
+    assert_eq!(f("/dir/sub/file.txt")["Attributes"], format!("0x{hr:08x}"));
+    let c = f("/Copied.txt");
+    assert_eq!(c["Security Descriptor"], hex(&copy_sd));
+    assert_eq!(
+        c["Attributes"],
+        format!("0x{:08x}", attrib::ARCHIVE | attrib::NOT_CONTENT_INDEXED)
+    );
+    assert_eq!(c["Creation Time"], wimlib_time(ctime));
+    assert_eq!(c["Last Access Time"], wimlib_time(atime));
+    assert_eq!(c["Last Write Time"], wimlib_time(wtime));
+    assert_eq!(c["Hash"], sha1_hex(&body));
+    assert_eq!(f("/sym2")["Reparse Tag"], format!("0x{TAG_SYMLINK:08x}"));
+    for (p, tag) in [("/junc", TAG_JUNCTION), ("/sym", TAG_SYMLINK)] {
+        assert_eq!(f(p)["Reparse Tag"], format!("0x{tag:08x}"), "{p}");
+        assert_eq!(
+            f(p)["Attributes"],
+            format!("0x{:08x}", attrib::DIRECTORY | attrib::REPARSE_POINT),
+            "{p}"
+        );
+    }
+    let e = f("/empty.txt");
+    assert!(!e.contains_key("Reparse Tag"), "{e:?}");
+    let attrs = u32::from_str_radix(e["Attributes"].trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(attrs & attrib::REPARSE_POINT, 0);
+    let hello = f("/hello.txt");
+    assert_eq!(hello["stream big: Uncompressed size"], "80000 bytes");
+    assert_eq!(hello["stream big: Hash"], sha1_hex(&ads));
+}
