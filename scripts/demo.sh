@@ -7,7 +7,7 @@
 #
 # With no argument a sample folder (text, binary, a multi-chunk file, an
 # empty file, a hard link, a symlink) is generated and captured in LZX and
-# in solid LZMS (with wimlib-imagex, until wimfs writes WIMs of its own).
+# in solid LZMS with `wimfs capture`: the demo needs no other WIM tool.
 # With a WIM, that image is inspected, extracted and mounted read-only
 # (never changed).
 set -euo pipefail
@@ -26,9 +26,8 @@ as_root() {
     fi
 }
 
-echo "demo: checking for wimlib-imagex (makes the sample WIMs) and fusermount3 (mounts)"
+echo "demo: checking for fusermount3 (mounts)"
 need=()
-command -v wimlib-imagex >/dev/null || need+=(wimtools)
 command -v fusermount3 >/dev/null || need+=(fuse3)
 if ((${#need[@]})); then
     echo "demo: installing ${need[*]} (apt-get, as root or through sudo)"
