@@ -417,6 +417,17 @@ impl<'a> WimWriter<'a> {
         Ok(())
     }
 
+    /// The blobs of `blobs` this WIM does not hold yet, each once, empty
+    /// ones left out (they need no resource).
+    fn new_blobs<'c>(&self, blobs: &[(Sha1, &'c dyn Content)]) -> Vec<(Sha1, &'c dyn Content)> {
+        let mut seen = HashSet::new();
+        blobs
+            .iter()
+            .filter(|(h, _)| *h != ZERO_HASH && !self.sizes.contains_key(h) && seen.insert(*h))
+            .map(|(h, c)| (*h, *c))
+            .collect()
+    }
+
     /// Store blobs the new WIM lacks (the others, and empty ones, are
     /// skipped), compressed chunk-parallel in the WIM's format: one new
     /// solid resource for a solid WIM, else one resource per blob.
@@ -425,12 +436,7 @@ impl<'a> WimWriter<'a> {
         blobs: &[(Sha1, &dyn Content)],
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<()> {
-        let mut seen = HashSet::new();
-        let list: Vec<(Sha1, &dyn Content)> = blobs
-            .iter()
-            .filter(|(h, _)| *h != ZERO_HASH && !self.sizes.contains_key(h) && seen.insert(*h))
-            .map(|(h, c)| (*h, *c))
-            .collect();
+        let list = self.new_blobs(blobs);
         if list.is_empty() {
             return Ok(());
         }
@@ -492,12 +498,7 @@ impl<'a> WimWriter<'a> {
         blobs: &[(Sha1, &dyn Content)],
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<()> {
-        let mut seen = HashSet::new();
-        let list: Vec<(Sha1, &dyn Content)> = blobs
-            .iter()
-            .filter(|(h, _)| *h != ZERO_HASH && !self.sizes.contains_key(h) && seen.insert(*h))
-            .map(|(h, c)| (*h, *c))
-            .collect();
+        let list = self.new_blobs(blobs);
         if list.is_empty() {
             return Ok(());
         }
