@@ -152,13 +152,14 @@ fn spawn(reexec: &[std::ffi::OsString], tell: &dyn Fn(&str)) -> Result<()> {
 /// directory, then serve. Any error before the mount is live goes back to
 /// the parent on stdout. `abs`: the mount point as the parent checked it
 /// (a forked daemon does not check again).
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 pub fn daemon_child(spec: &MountSpec, adapter: &dyn Adapter, abs: Option<PathBuf>) -> Result<()> {
-    use crate::sys::{self, Access};
+    use crate::sys::Access;
     use std::io::Write;
     // Detach this fresh process (not a group leader) from the terminal's
-    // session.
-    let _ = sys::new_session();
+    // session (Windows: started detached already).
+    #[cfg(unix)]
+    let _ = crate::sys::new_session();
     let log_name = format!("{}.log", std::process::id());
     let res = super::registry::state_private().and_then(|sd| {
         // A log of this pid can only be a dead process's (or something
@@ -166,11 +167,7 @@ pub fn daemon_child(spec: &MountSpec, adapter: &dyn Adapter, abs: Option<PathBuf
         // a symlink.
         sd.remove_file(&log_name)
             .and_then(|_| sd.open_file(&log_name, Access::CreateNew))
-            .map(|f| {
-                // fd 2 then refers to the log file (our stderr was
-                // /dev/null).
-                let _ = sys::redirect_fd(&f, 2);
-            })
+            .and_then(|f| log_to(&f))
             .map_err(|e| {
                 SessionError::failed(
                     format!(
@@ -197,6 +194,20 @@ pub fn daemon_child(spec: &MountSpec, adapter: &dyn Adapter, abs: Option<PathBuf
         let _ = out.flush();
     }
     res
+}
+
+/// Point standard error at the daemon's log. On Unix fd 2 was /dev/null,
+/// and a daemon that cannot redirect it still serves (as before); on
+/// Windows the handle must be replaced for the log to exist at all.
+#[cfg(unix)]
+fn log_to(f: &std::fs::File) -> std::io::Result<()> {
+    let _ = crate::sys::redirect_fd(f, 2);
+    Ok(())
+}
+
+#[cfg(windows)]
+fn log_to(f: &std::fs::File) -> std::io::Result<()> {
+    crate::sys::redirect_stderr(f)
 }
 
 /// The daemon has its mount: tell the parent, then let go of its pipe and
@@ -255,46 +266,6 @@ pub fn start(
         },
         tell,
     )
-}
-
-/// Windows: the daemon side, as on Unix: log to `PID.log` in the state
-/// directory (standard error pointed at it), check the mount point, serve;
-/// an error before the mount is live goes back on stdout.
-#[cfg(windows)]
-pub fn daemon_child(spec: &MountSpec, adapter: &dyn Adapter, abs: Option<PathBuf>) -> Result<()> {
-    use crate::sys::Access;
-    use std::io::Write;
-    let log_name = format!("{}.log", std::process::id());
-    let res = super::registry::state_private().and_then(|sd| {
-        sd.remove_file(&log_name)
-            .and_then(|_| sd.open_file(&log_name, Access::CreateNew))
-            .and_then(|f| crate::sys::redirect_stderr(&f))
-            .map_err(|e| {
-                SessionError::failed(
-                    format!(
-                        "cannot create the daemon log {}",
-                        sd.join(&log_name).display()
-                    ),
-                    e,
-                )
-            })?;
-        let abs = match abs {
-            Some(abs) => abs,
-            None => super::serve::check_mountpoint(&spec.dir, adapter)?,
-        };
-        let res = super::serve::serve(spec, adapter, &abs, Some(sd.join(&log_name)), Voice::Pipe);
-        if res.is_err() {
-            let _ = sd.remove_file(&log_name);
-        }
-        res
-    });
-    if let Err(e) = &res {
-        let one = super::error_text(e).replace('\n', "\\n");
-        let mut out = std::io::stdout();
-        let _ = writeln!(out, "{FAILED}{one}");
-        let _ = out.flush();
-    }
-    res
 }
 
 /// Windows: the mount is live: say so, then close the pipe (the parent
