@@ -413,3 +413,84 @@ fn metadata_calls_of_windows_programs_then_commit() {
     assert_eq!(hello["stream big: Uncompressed size"], "80000 bytes");
     assert_eq!(hello["stream big: Hash"], sha1_hex(&ads));
 }
+
+/// What WinFsp asks at cleanup of a handle that modified its file: set the
+/// archive bit (backup tools look at it) and the times it names to now.
+/// A time the program set itself through that handle (robocopy setting the
+/// source's write time) is left out of the flags by WinFsp and must stay.
+/// Checked through the NT view and, after a commit, by wimlib.
+#[test]
+fn cleanup_of_a_modified_file_sets_archive_bit_and_times() {
+    use wimfs::ntvfs::cleanup as c;
+    let tmp = common::tempdir();
+    let Some(nw) = common::build_ntfs_wim(&tmp.path().join("src"), &[]) else {
+        return;
+    };
+    let nt = open_rw(&nw.wim, &tmp.path().join("staging"));
+    let old = 125_000_000_000_000_000u64; // 2017
+                                          // `attrib -a` and old times on both files first.
+    for p in ["\\hello.txt", "\\acl.txt"] {
+        let (h, _, _) = nt.open(p, 0, ATTR_RW, disp::OPEN, 0, None).unwrap();
+        let info = nt
+            .set_basic_info(h, attrib::NORMAL, old, old, old, old)
+            .unwrap();
+        assert_eq!(info.attributes & attrib::ARCHIVE, 0, "{p}");
+        done(&nt, h);
+    }
+    let before = wimfs::time::now_filetime();
+    // hello.txt: written, no time set by the program: every flag.
+    let (h, _, _) = nt.open("\\hello.txt", 0, RW, disp::OPEN, 0, None).unwrap();
+    nt.write(h, 0, b"HELLO", false, false).unwrap();
+    nt.cleanup(
+        h,
+        c::SET_ARCHIVE_BIT | c::SET_LAST_ACCESS_TIME | c::SET_LAST_WRITE_TIME | c::SET_CHANGE_TIME,
+    )
+    .unwrap();
+    let info = nt.get_file_info(h).unwrap();
+    nt.close(h);
+    assert_ne!(info.attributes & attrib::ARCHIVE, 0);
+    assert!(info.last_write_time >= before && info.change_time >= before);
+    assert!(info.last_access_time >= before);
+    assert_eq!(info.creation_time, old);
+    // acl.txt: written, then its write time set through the same handle:
+    // WinFsp leaves SET_LAST_WRITE_TIME out, the set time stays.
+    let wtime = 131_500_000_000_000_000u64;
+    let (h, _, _) = nt
+        .open("\\acl.txt", 0, RW | ATTR_RW, disp::OPEN, 0, None)
+        .unwrap();
+    nt.write(h, 0, b"changed", false, false).unwrap();
+    nt.set_basic_info(h, 0, 0, 0, wtime, 0).unwrap();
+    nt.cleanup(h, c::SET_ARCHIVE_BIT | c::SET_CHANGE_TIME)
+        .unwrap();
+    let info = nt.get_file_info(h).unwrap();
+    nt.close(h);
+    assert_ne!(info.attributes & attrib::ARCHIVE, 0);
+    assert_eq!(info.last_write_time, wtime);
+    // A WIM keeps no change time: NT is shown the write time for it.
+    assert_eq!(info.change_time, wtime);
+    // Cleanup without flags (a handle that only read) changes nothing.
+    let (h, _, _) = nt.open("\\acl.txt", 0, R, disp::OPEN, 0, None).unwrap();
+    nt.cleanup(h, 0).unwrap();
+    assert_eq!(nt.get_file_info(h).unwrap().last_write_time, wtime);
+    nt.close(h);
+
+    let v = nt.vfs().clone();
+    drop(nt);
+    let g = v.freeze().unwrap();
+    let tree = v.to_new_image().unwrap();
+    let lock = wimfs::commit::WimLock::acquire(&nw.wim).unwrap();
+    wimfs::commit::append_image(&lock, 1, tree, &Default::default(), &|_, _| {}).unwrap();
+    drop(lock);
+    drop(g);
+    drop(v);
+    let ver = common::wimlib_verify(&nw.wim, &[]);
+    assert!(ver.ok(), "wimlib verify:\n{}", ver.describe());
+    let d = detailed(&nw.wim);
+    for p in ["/hello.txt", "/acl.txt"] {
+        let a = u32::from_str_radix(d[p]["Attributes"].trim_start_matches("0x"), 16).unwrap();
+        assert_ne!(a & attrib::ARCHIVE, 0, "{p}: {a:#x}");
+        assert_eq!(d[p]["Creation Time"], wimlib_time(old), "{p}");
+    }
+    assert_eq!(d["/acl.txt"]["Last Write Time"], wimlib_time(wtime));
+    assert_ne!(d["/hello.txt"]["Last Write Time"], wimlib_time(old));
+}

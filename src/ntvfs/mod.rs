@@ -466,6 +466,9 @@ impl NtVfs {
             o.delete_on_close = false;
             (o.object(), o.parent, o.name.clone(), delete, o.dir)
         };
+        if !delete {
+            self.mark_modified(obj.0, flags);
+        }
         let others = self
             .opens
             .lock()
@@ -610,6 +613,47 @@ impl NtVfs {
     /// FileBasicInformation: attributes and the four times (0 or all-ones
     /// leave a value as it is). The change time is not kept in a WIM; it
     /// is passed on and the vfs decides.
+    /// What NTFS does when the last writer of a handle lets go: WinFsp
+    /// asks for it with cleanup flags (only for handles that modified the
+    /// file, and without the times the program set itself through that
+    /// handle, which WinFsp tracks). The archive bit tells backup tools the
+    /// file changed; the times are "now". Failures are logged, not
+    /// returned: cleanup cannot fail in NT.
+    fn mark_modified(&self, ino: u64, flags: u32) {
+        use cleanup::*;
+        if flags & (SET_ARCHIVE_BIT | SET_LAST_ACCESS_TIME | SET_LAST_WRITE_TIME | SET_CHANGE_TIME)
+            == 0
+            || !self.vfs.is_rw()
+        {
+            return;
+        }
+        if flags & SET_ARCHIVE_BIT != 0 {
+            match self.vfs.getattr(ino) {
+                Ok(a) if !info::is_dir(&a) && a.attributes & attrib::ARCHIVE == 0 => {
+                    let want = (a.attributes & !attrib::NORMAL) | attrib::ARCHIVE;
+                    if let Err(e) = self.vfs.set_attributes(ino, want) {
+                        log::warn!("cleanup: setting the archive bit of inode {ino}: {e}");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("cleanup: inode {ino}: {e}"),
+            }
+        }
+        let now = crate::time::now_filetime();
+        let at = |bit: u32| (flags & bit != 0).then_some(now);
+        let times = NtTimes {
+            creation: None,
+            last_access: at(SET_LAST_ACCESS_TIME),
+            last_write: at(SET_LAST_WRITE_TIME),
+            change: at(SET_CHANGE_TIME),
+        };
+        if times != NtTimes::default() {
+            if let Err(e) = self.vfs.set_times(ino, &times) {
+                log::warn!("cleanup: setting the times of inode {ino}: {e}");
+            }
+        }
+    }
+
     pub fn set_basic_info(
         &self,
         h: Handle,
