@@ -191,6 +191,15 @@ pub fn stream_entries(is_dir: bool, file_size: u64, named: &[(String, u64)]) -> 
     v
 }
 
+/// The normalized name of an open (the path with every name as stored)
+/// in UTF-16 for WinFsp's response buffer of `capacity` bytes, or `None`
+/// when it does not fit: WinFsp then keeps the name the caller typed,
+/// which is still a correct (if differently cased) name of the file.
+pub fn normalized_name(name: &str, capacity: u16) -> Option<Vec<u16>> {
+    let units: Vec<u16> = name.encode_utf16().collect();
+    (units.len() * 2 <= capacity as usize).then_some(units)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,5 +360,18 @@ mod tests {
             stream_entries(true, 0, &named[1..]),
             vec![(":x:$DATA".to_string(), 0)]
         );
+    }
+
+    #[test]
+    fn normalized_name_fits_or_is_left_out() {
+        let n = "\\Windows\\Straße:Zone.Identifier";
+        let u = normalized_name(n, 1024).unwrap();
+        assert_eq!(String::from_utf16(&u).unwrap(), n);
+        assert_eq!(u.len(), n.chars().count());
+        assert_eq!(normalized_name(n, (u.len() * 2) as u16), Some(u.clone()));
+        assert_eq!(normalized_name(n, (u.len() * 2 - 1) as u16), None);
+        // Outside the BMP: two units each.
+        assert_eq!(normalized_name("\\\u{1F600}", 6).map(|u| u.len()), Some(3));
+        assert_eq!(normalized_name("\\\u{1F600}", 4), None);
     }
 }

@@ -657,6 +657,44 @@ fn case_insensitive_lookup_both_views() {
     );
 }
 
+/// The name Windows is told an open has (WinFsp's normalized name): the
+/// path with every name as stored, whatever case the caller typed, the
+/// stream's name too; a new file keeps the case it was created with.
+#[test]
+fn normalized_names_are_the_stored_ones() {
+    let Some(fx) = fixture() else { return };
+    let ro = open_ro(&fx.wim);
+    let rw = open_rw(&fx);
+    let name = |nt: &NtVfs, p: &str, a: u32, d: u32| {
+        let (h, _, _) = open(nt, p, 0, a, d).unwrap();
+        let n = nt.normalized_name(h).unwrap();
+        done(nt, h);
+        n
+    };
+    for nt in [&ro, &rw] {
+        assert_eq!(
+            name(nt, r"\windows\SYSTEM32\Drivers\ETC\HOSTS", R, disp::OPEN),
+            r"\WINDOWS\System32\drivers\etc\hosts"
+        );
+        assert_eq!(name(nt, r"\", R, disp::OPEN), r"\");
+        assert_eq!(name(nt, r"\BIG\A000.TXT", R, disp::OPEN), r"\Big\a000.txt");
+        assert_eq!(name(nt, r"\twins\FOO", R, disp::OPEN), r"\twins\Foo");
+    }
+    // A new file and a new stream: as created, under the stored parents.
+    assert_eq!(
+        name(&rw, r"\DOCS\New File.TXT", RW, disp::CREATE),
+        r"\docs\New File.TXT"
+    );
+    assert_eq!(
+        name(&rw, r"\docs\new file.txt:Zone.Identifier", RW, disp::CREATE),
+        r"\docs\New File.TXT:Zone.Identifier"
+    );
+    assert_eq!(
+        name(&rw, r"\DOCS\NEW FILE.txt:ZONE.IDENTIFIER", R, disp::OPEN),
+        r"\docs\New File.TXT:Zone.Identifier"
+    );
+}
+
 /// A POSIX-names mount may hold names equal but for case; the NT view
 /// opens the first in collation order, and the next once it is gone.
 #[test]

@@ -59,7 +59,8 @@ fn fill(dst: &mut FileInfo, src: &ntvfs::FileInfo) {
     dst.last_write_time = src.last_write_time;
     dst.change_time = src.change_time;
     dst.index_number = src.index_number;
-    dst.hard_links = src.hard_links;
+    // WinFsp documents the field as unimplemented, to be left 0.
+    dst.hard_links = 0;
     dst.ea_size = 0;
 }
 
@@ -74,6 +75,19 @@ struct Context {
     /// Told when WinFsp's dispatcher stops on its own (the volume was
     /// taken away), so the session ends.
     stop: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+impl Context {
+    /// Report the opened path as the image stores it (WinFsp's normalized
+    /// name), when it fits WinFsp's buffer.
+    fn normalize(&self, h: Handle, file_info: &mut OpenFileInfo) {
+        if let Ok(name) = self.nt.normalized_name(h) {
+            if let Some(u) = winfsp_rules::normalized_name(&name, file_info.normalized_name_size())
+            {
+                file_info.set_normalized_name(&u, None);
+            }
+        }
+    }
 }
 
 impl FileSystemContext for Context {
@@ -129,6 +143,7 @@ impl FileSystemContext for Context {
             )
             .map_err(status)?;
         fill(file_info.as_mut(), &info);
+        self.normalize(h, file_info);
         Ok(h)
     }
 
@@ -161,6 +176,7 @@ impl FileSystemContext for Context {
                 )
                 .map_err(status)?;
             fill(file_info.as_mut(), &info);
+            self.normalize(h, file_info);
             return Ok(h);
         }
         let (h, info, _) = self
@@ -175,6 +191,7 @@ impl FileSystemContext for Context {
             )
             .map_err(status)?;
         fill(file_info.as_mut(), &info);
+        self.normalize(h, file_info);
         Ok(h)
     }
 

@@ -63,6 +63,9 @@ struct Open {
     parent: Ino,
     name: String,
     stream: Option<String>,
+    /// The path it was opened by, every name (and the stream's) as stored:
+    /// what a case-insensitive file system reports as the normalized name.
+    opened_as: String,
     dir: bool,
     /// The vfs handle of an open file (keeps an unlinked file's data until
     /// the last close); none for directories and streams.
@@ -82,6 +85,8 @@ impl Open {
 /// its attributes when it exists.
 struct Resolved {
     parent: Ino,
+    /// The directory's path with every name as stored (`""`: the root).
+    parent_path: String,
     last: Option<(String, Attr)>,
 }
 
@@ -142,9 +147,14 @@ impl NtVfs {
     /// name is `last: None`.
     fn resolve(&self, p: &NtPath) -> NtResult<Resolved> {
         let mut dir = ROOT_INO;
+        let mut parent_path = String::new();
         for c in p.parent_components() {
             let a = match self.vfs.lookup_ci(dir, c) {
-                Ok((_, a)) => a,
+                Ok((stored, a)) => {
+                    parent_path.push('\\');
+                    parent_path.push_str(&stored);
+                    a
+                }
                 Err(VfsError::NotFound | VfsError::NotDir) => {
                     return Err(NtStatus::OBJECT_PATH_NOT_FOUND)
                 }
@@ -164,7 +174,11 @@ impl NtVfs {
                 Err(e) => return Err(from_vfs(&e)),
             },
         };
-        Ok(Resolved { parent: dir, last })
+        Ok(Resolved {
+            parent: dir,
+            parent_path,
+            last,
+        })
     }
 
     fn info_of(&self, a: &Attr, stream: Option<&str>) -> NtResult<FileInfo> {
@@ -318,6 +332,11 @@ impl NtVfs {
             ))?)
         };
         let h = Handle(self.next.fetch_add(1, Ordering::Relaxed));
+        let mut opened_as = format!("{}\\{name}", r.parent_path);
+        if let Some(s) = &stream {
+            opened_as.push(':');
+            opened_as.push_str(s);
+        }
         self.opens.lock().insert(
             h.0,
             Open {
@@ -325,6 +344,7 @@ impl NtVfs {
                 parent: r.parent,
                 name,
                 stream,
+                opened_as,
                 dir,
                 fh,
                 write: writes,
@@ -794,6 +814,16 @@ impl NtVfs {
     pub fn get_security(&self, h: Handle) -> NtResult<Option<Vec<u8>>> {
         let ino = self.with(h, |o| o.ino)?;
         nt(self.vfs.security(ino))
+    }
+
+    /// The path the handle was opened by with every name as the image
+    /// stores it (`\\Windows\\System32` for `\\WINDOWS\\system32`), the
+    /// stream's too: Windows shows programs this name (the normalized
+    /// name of an open), so a case-insensitive volume does not echo back
+    /// the caller's spelling. As at the open: a later rename of a parent
+    /// is not followed.
+    pub fn normalized_name(&self, h: Handle) -> NtResult<String> {
+        self.with(h, |o| o.opened_as.clone())
     }
 
     /// WinFsp's GetSecurityByName, asked before an open: the attributes
