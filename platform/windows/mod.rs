@@ -501,6 +501,9 @@ pub struct Mounted {
     shared: Arc<Shared>,
     ident: MountIdentity,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The empty folder removed to mount there (put back by the host
+    /// thread at unmount, by the registry if this process is killed).
+    replaced: Option<PathBuf>,
 }
 
 struct Unmounter(Arc<Shared>);
@@ -525,6 +528,10 @@ impl MountedFs for Mounted {
 
     fn identity(&self) -> MountIdentity {
         self.ident.clone()
+    }
+
+    fn replaced_folder(&self) -> Option<PathBuf> {
+        self.replaced.clone()
     }
 
     fn run(mut self: Box<Self>) -> io::Result<()> {
@@ -636,14 +643,17 @@ impl Adapter for WinFsp {
     ) -> io::Result<Box<dyn MountedFs>> {
         self.check_available().map_err(io::Error::other)?;
         let target = mountpoint::plan(dir).map_err(io::Error::other)?;
-        if let Target::Folder {
-            path,
-            was_empty_dir: true,
-        } = &target
-        {
-            // WinFsp creates the mount folder itself.
-            std::fs::remove_dir(path)?;
-        }
+        let replaced = match &target {
+            Target::Folder {
+                path,
+                was_empty_dir: true,
+            } => {
+                // WinFsp creates the mount folder itself.
+                std::fs::remove_dir(path)?;
+                Some(path.clone())
+            }
+            _ => None,
+        };
         let rw = vfs.is_rw();
         let nt = NtVfs::new(vfs);
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -679,6 +689,7 @@ impl Adapter for WinFsp {
                 shared,
                 ident,
                 thread: Some(thread),
+                replaced,
             })),
             Ok(Err(e)) => {
                 let _ = thread.join();

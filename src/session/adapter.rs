@@ -96,6 +96,14 @@ pub trait MountedFs: Send {
     /// Unmounts nothing itself: [`Unmount::unmount`] after does, if the
     /// mount is still this one.
     fn run(self: Box<Self>) -> io::Result<()>;
+
+    /// An empty folder this mount removed to take its place (WinFsp
+    /// mounts on a folder it creates); the registry records it so that it
+    /// is put back even if the daemon is killed. FUSE mounts over a folder
+    /// and replaces none.
+    fn replaced_folder(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// Ends a daemon's own mount, and nothing else.

@@ -43,6 +43,11 @@ pub struct MountRecord {
     /// The kernel's mount ID of the mount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount_id: Option<u64>,
+    /// An empty folder the mount took the place of (WinFsp makes its
+    /// mount folder itself, so one a DISM user gave is removed first):
+    /// put back once the daemon is gone, also when it was killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_folder: Option<String>,
 }
 
 impl MountRecord {
@@ -387,6 +392,9 @@ pub fn live_mounts() -> Vec<MountRecord> {
             if !keep || dir.rename(&name, dead_name(&s)).is_err() {
                 let _ = dir.remove_file(&name);
             }
+            if let Some(folder) = &s.restore_folder {
+                put_back_folder(Path::new(folder));
+            }
             if let Some(pid) = pid.filter(|p| !alive(*p)) {
                 let _ = dir.remove_file(format!("{pid}.log"));
                 let _ = dir.remove_file(format!("{pid}.sock"));
@@ -395,6 +403,32 @@ pub fn live_mounts() -> Vec<MountRecord> {
     }
     v.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
     v
+}
+
+/// Put back the empty folder a dead daemon's mount replaced, unless
+/// something (a folder, a file, a link, a new mount) has taken its place
+/// since: only a missing name is created, so nothing is ever replaced or
+/// followed. Whether it was put back.
+pub(crate) fn put_back_folder(path: &Path) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::create_dir(path) {
+            Ok(()) => {
+                log::info!(
+                    "put back the empty folder {} a dead mount had replaced",
+                    path.display()
+                );
+                true
+            }
+            Err(e) => {
+                log::warn!(
+                    "cannot put back the empty folder {} a dead mount had replaced: {e}",
+                    path.display()
+                );
+                false
+            }
+        },
+        _ => false,
+    }
 }
 
 /// The name a dead daemon's record is kept under (see [`live_mounts`]).
@@ -486,6 +520,7 @@ mod dead_record_tests {
             socket: None,
             dev: None,
             mount_id: None,
+            restore_folder: None,
         };
         let n = dead_name(&r);
         assert_eq!(n, "dead-4242-1700000000.json");

@@ -237,6 +237,9 @@ pub(crate) fn serve(
             .map(|p| p.display().to_string()),
         dev: Some(registry::dev_text(ident.dev)),
         mount_id: Some(ident.mount_id),
+        restore_folder: mounted
+            .replaced_folder()
+            .map(|p| p.to_string_lossy().into_owned()),
     };
     let record_file = registry::write_record(&record);
     if let Some(st) = &record.staging {
