@@ -91,6 +91,22 @@ fn read_all(nt: &NtVfs, h: Handle) -> Vec<u8> {
     }
 }
 
+/// Commit what the NT view changed into image 1 of `wim` (as `wimfs
+/// commit` does: freeze, the new image, append) and have wimlib verify it.
+fn commit_and_verify(nt: NtVfs, wim: &Path) {
+    let v = nt.vfs().clone();
+    drop(nt);
+    let g = v.freeze().unwrap();
+    let tree = v.to_new_image().unwrap();
+    let lock = wimfs::commit::WimLock::acquire(wim).unwrap();
+    wimfs::commit::append_image(&lock, 1, tree, &Default::default(), &|_, _| {}).unwrap();
+    drop(lock);
+    drop(g);
+    drop(v);
+    let ver = common::wimlib_verify(wim, &[]);
+    assert!(ver.ok(), "wimlib verify:\n{}", ver.describe());
+}
+
 /// `wimlib-imagex dir --detailed` as path -> field -> value; a named
 /// stream's fields are keyed "stream NAME: FIELD".
 fn detailed(wim: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
@@ -368,17 +384,7 @@ fn metadata_calls_of_windows_programs_then_commit() {
     assert_eq!(nt.open_count(), 0);
 
     // Commit, then ask wimlib.
-    let v = nt.vfs().clone();
-    drop(nt);
-    let g = v.freeze().unwrap();
-    let tree = v.to_new_image().unwrap();
-    let lock = wimfs::commit::WimLock::acquire(&nw.wim).unwrap();
-    wimfs::commit::append_image(&lock, 1, tree, &Default::default(), &|_, _| {}).unwrap();
-    drop(lock);
-    drop(g);
-    drop(v);
-    let ver = common::wimlib_verify(&nw.wim, &[]);
-    assert!(ver.ok(), "wimlib verify:\n{}", ver.describe());
+    commit_and_verify(nt, &nw.wim);
     let d = detailed(&nw.wim);
     let f = |p: &str| {
         d.get(p)
@@ -475,17 +481,7 @@ fn cleanup_of_a_modified_file_sets_archive_bit_and_times() {
     assert_eq!(nt.get_file_info(h).unwrap().last_write_time, wtime);
     nt.close(h);
 
-    let v = nt.vfs().clone();
-    drop(nt);
-    let g = v.freeze().unwrap();
-    let tree = v.to_new_image().unwrap();
-    let lock = wimfs::commit::WimLock::acquire(&nw.wim).unwrap();
-    wimfs::commit::append_image(&lock, 1, tree, &Default::default(), &|_, _| {}).unwrap();
-    drop(lock);
-    drop(g);
-    drop(v);
-    let ver = common::wimlib_verify(&nw.wim, &[]);
-    assert!(ver.ok(), "wimlib verify:\n{}", ver.describe());
+    commit_and_verify(nt, &nw.wim);
     let d = detailed(&nw.wim);
     for p in ["/hello.txt", "/acl.txt"] {
         let a = u32::from_str_radix(d[p]["Attributes"].trim_start_matches("0x"), 16).unwrap();
@@ -659,17 +655,7 @@ fn robocopy_copyall_into_the_mount_then_commit() {
     copy_file(&files[1]);
     assert_eq!(nt.open_count(), 0);
 
-    let v = nt.vfs().clone();
-    drop(nt);
-    let g = v.freeze().unwrap();
-    let tree = v.to_new_image().unwrap();
-    let lock = wimfs::commit::WimLock::acquire(&nw.wim).unwrap();
-    wimfs::commit::append_image(&lock, 1, tree, &Default::default(), &|_, _| {}).unwrap();
-    drop(lock);
-    drop(g);
-    drop(v);
-    let ver = common::wimlib_verify(&nw.wim, &[]);
-    assert!(ver.ok(), "wimlib verify:\n{}", ver.describe());
+    commit_and_verify(nt, &nw.wim);
     let d = detailed(&nw.wim);
     let wpath = |p: &str| p.replace('\\', "/");
     for f in &files {

@@ -31,6 +31,20 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// How two applied images are compared: bytes, links, symlinks and file
+/// times (to the 100 ns a WIM keeps); not directory times (directories the
+/// edits touched get the time of the edit) nor xattrs.
+fn same_image(a: &str, b: &str) -> CompareOpts {
+    CompareOpts {
+        mtime_granularity_ns: 100,
+        dir_mtime: false,
+        root_mtime: false,
+        xattrs: false,
+        ..CompareOpts::default()
+    }
+    .labels(a, b)
+}
+
 /// The base WIM (wimlib's LZX capture of the common source tree), the
 /// folder the additions come from, and the command file that edits it: a
 /// tree merged into an existing directory, a file replacing one, a file
@@ -101,15 +115,7 @@ fn update_matches_wimlib_update() {
     let (a, b) = (t.path().join("a"), t.path().join("b"));
     assert!(wimlib_apply(&ours, "1", &a, &[]).ok());
     assert!(wimlib_apply(&theirs, "1", &b, &[]).ok());
-    let opts = CompareOpts {
-        mtime_granularity_ns: 100,
-        // Directories the edits touched get the time of the edit.
-        dir_mtime: false,
-        root_mtime: false,
-        xattrs: false,
-        ..CompareOpts::default()
-    }
-    .labels("wimfs update", "wimlib update");
+    let opts = same_image("wimfs update", "wimlib update");
     assert_trees_equal(&a, &b, &opts, "the same update by wimfs and wimlib");
     assert_eq!(
         std::fs::read(a.join("big/inner/new.txt")).unwrap(),
@@ -201,14 +207,7 @@ fn update_matches_the_same_edits_in_a_rw_mount() {
     let (a, b) = (t.path().join("a"), t.path().join("b"));
     assert!(wimlib_apply(&updated, "1", &a, &[]).ok());
     assert!(wimlib_apply(&mounted, "1", &b, &[]).ok());
-    let opts = CompareOpts {
-        mtime_granularity_ns: 100,
-        dir_mtime: false,
-        root_mtime: false,
-        xattrs: false,
-        ..CompareOpts::default()
-    }
-    .labels("wimfs update", "rw mount + commit");
+    let opts = same_image("wimfs update", "rw mount + commit");
     assert_trees_equal(&a, &b, &opts, "the same edits by update and by a rw mount");
     assert_eq!(std::fs::read(a.join("text.txt")).unwrap(), b"replaced\n");
     assert!(a.join("dup/renamed.bin").exists() && !a.join("dup/a.bin").exists());
