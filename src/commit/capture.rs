@@ -17,9 +17,7 @@ use rayon::prelude::*;
 use sha1::Digest;
 use std::path::Path;
 
-/// Chunk size of the solid resources `--solid` writes: ESD's, the size
-/// Windows Setup is known to accept.
-pub const SOLID_CHUNK: u32 = 64 << 20;
+pub use super::SOLID_CHUNK;
 /// Chunk size of XPRESS and LZX resources: WIMGAPI's default (other sizes
 /// in wimlib-made images have broken Windows Setup).
 pub const DEFAULT_CHUNK: u32 = 32 << 10;

@@ -40,10 +40,30 @@ use crate::wim::header::{ResHdr, HEADER_SIZE, SOLID_RESOURCE_MAGIC};
 use crate::wim::metadata;
 use crate::wim::{Sha1, Wim, ZERO_HASH};
 
-/// Chunk size of the solid resources a commit appends to an LZMS WIM:
-/// smaller than ESD's 64 MiB so that appends compress on all cores with
-/// bounded memory.
+/// Chunk size of the solid resources of a new solid WIM (`capture
+/// --solid`, `export --compress lzms`, `optimize` of a solid WIM): ESD's,
+/// the size Windows Setup is known to accept, and the one that compresses
+/// best (LZMS matches reach back over the whole chunk).
+pub const SOLID_CHUNK: u32 = 64 << 20;
+/// Chunk size of the solid resources a small append (a mount's commit, an
+/// update) adds to an LZMS WIM: smaller than ESD's 64 MiB so that it
+/// compresses on all cores with bounded memory, and a read of one changed
+/// file through a mount decodes 4 MiB, not 64.
 pub const APPEND_SOLID_CHUNK: u32 = 4 << 20;
+
+/// Chunk size for `bytes` of new data appended in solid resources: ESD's
+/// [`SOLID_CHUNK`] once the data fills one such chunk per core (an append
+/// of a whole image then comes out as small as a capture, with every core
+/// busy), else [`APPEND_SOLID_CHUNK`] (a commit of a few files stays fast
+/// and cheap to read back).
+pub fn append_solid_chunk(bytes: u64) -> u32 {
+    let cores = rayon::current_num_threads().max(1) as u64;
+    if bytes >= SOLID_CHUNK as u64 * cores {
+        SOLID_CHUNK
+    } else {
+        APPEND_SOLID_CHUNK
+    }
+}
 /// Integrity-table chunk size (what DISM and wimlib use).
 pub const INTEGRITY_CHUNK: u32 = 10 << 20;
 

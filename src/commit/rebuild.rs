@@ -149,7 +149,8 @@ pub fn rebuild(
             compression: target.compression,
             chunk_size: target.chunk_size,
             solid: target.solid,
-            solid_chunk_size: target.chunk_size.max(super::APPEND_SOLID_CHUNK),
+            // A whole new file: ESD's chunks, as `capture --solid` writes.
+            solid_chunk_size: super::SOLID_CHUNK,
         };
         let guid = if keep_guid {
             src.header.guid

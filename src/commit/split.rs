@@ -229,7 +229,9 @@ pub fn split(
             };
             h.xml = ResHdr {
                 size_in_wim: xb.len() as u64,
-                flags: 0,
+                // 0x2, "metadata": what ImageX and wimlib put on the XML of
+                // every part (it holds no file data).
+                flags: crate::wim::header::resflags::METADATA,
                 offset: x_off,
                 uncompressed_size: xb.len() as u64,
             };

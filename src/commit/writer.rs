@@ -40,7 +40,8 @@ pub struct Format {
     pub chunk_size: u32,
     /// Blobs go into solid resources (version 0xE00, like ESD files).
     pub solid: bool,
-    /// Chunk size of the solid resources this writer adds.
+    /// Chunk size of the solid resources a new file gets (an append picks
+    /// one per store: [`super::append_solid_chunk`]).
     pub solid_chunk_size: u32,
 }
 
@@ -263,7 +264,7 @@ impl<'a> WimWriter<'a> {
 
     /// Write after the end of the WIM `lock` holds (read from the locked
     /// file, not from whatever the path names by now), in its own format;
-    /// new solid resources use [`super::APPEND_SOLID_CHUNK`]. An integrity
+    /// new solid resources use [`super::append_solid_chunk`]. An integrity
     /// table is written when the WIM has one or `integrity` is set. Nothing
     /// is written before the first store, copy or `finish`.
     pub fn append(lock: &'a WimLock, integrity: bool) -> Result<WimWriter<'a>> {
@@ -449,9 +450,13 @@ impl<'a> WimWriter<'a> {
             } else {
                 f.compression
             };
-            let (rh, offs) =
-                write::write_solid(&mut self.out, &contents, comp, f.solid_chunk_size, progress)?;
             let total: u64 = contents.iter().map(|c| c.len()).sum();
+            let cs = if self.base.is_some() {
+                super::append_solid_chunk(total)
+            } else {
+                f.solid_chunk_size
+            };
+            let (rh, offs) = write::write_solid(&mut self.out, &contents, comp, cs, progress)?;
             let blobs = list
                 .iter()
                 .zip(offs)
@@ -692,10 +697,13 @@ impl<'a> WimWriter<'a> {
             pause::point("after-blobs");
         }
         let f = self.format;
-        let md_comp = if f.solid {
-            Compression::None
-        } else {
-            f.compression
+        // Metadata resources are never solid; in a solid WIM they are
+        // ordinary LZMS resources in the header's chunk size (128 KiB), as
+        // wimlib and DISM write them: uncompressed they were a fifth of a
+        // small ESD's size.
+        let md_comp = match f.compression {
+            Compression::None if f.solid => Compression::Lzms,
+            c => c,
         };
         // Metadata resources of new images, in image order, after the data
         // (a non-solid entry between runs also keeps runs apart).
@@ -751,7 +759,9 @@ impl<'a> WimWriter<'a> {
         let x_off = self.out.write(&xb)?;
         let x_rh = ResHdr {
             size_in_wim: xb.len() as u64,
-            flags: 0,
+            // Not file data: ImageX, DISM and wimlib flag the XML (like the
+            // blob table) as metadata.
+            flags: resflags::METADATA,
             offset: x_off,
             uncompressed_size: xb.len() as u64,
         };
