@@ -596,7 +596,7 @@ fn mk_stream(wim: &Wim, name: String, kind: StreamKind, hash: Sha1) -> Stream {
     let blob = if hash == ZERO_HASH {
         None
     } else {
-        wim.blobs.get(&hash).cloned()
+        wim.blob(&hash)
     };
     Stream {
         size: blob.as_ref().map_or(0, |b| b.size),

@@ -69,6 +69,8 @@ struct Fx {
     wim: PathBuf,
     /// Uncompressed: its metadata bytes can be damaged in place.
     raw: PathBuf,
+    /// Solid (LZMS): blobs in a solid run, found through the lazy index.
+    solid: PathBuf,
 }
 
 fn fixture() -> Option<Fx> {
@@ -83,11 +85,21 @@ fn fixture() -> Option<Fx> {
     common::wimlib_capture(&src, &wim, &["--compress=XPRESS", "--chunk-size=4096"]);
     let raw = t.path().join("raw.wim");
     common::wimlib_capture(&src, &raw, &["--compress=none"]);
-    Some(Fx { _t: t, wim, raw })
+    let solid = t.path().join("solid.wim");
+    common::wimlib_capture(&src, &solid, &["--solid"]);
+    Some(Fx {
+        _t: t,
+        wim,
+        raw,
+        solid,
+    })
 }
 
+/// The view a read-only mount has: the WIM's blobs and the image's
+/// directories both made as they are visited.
 fn lazy_vfs(wim: &Path) -> Vfs {
-    let w = Arc::new(Wim::open(wim, &[]).unwrap());
+    let w = Arc::new(Wim::open_lazy(wim, &[]).unwrap());
+    assert!(w.blobs.is_empty(), "no blob is made at open");
     Vfs::open_lazy(
         w,
         1,
@@ -188,7 +200,7 @@ fn a_lookup_decodes_only_the_directories_on_its_path() {
 #[test]
 fn the_lazy_view_equals_the_full_decode() {
     let Some(fx) = fixture() else { return };
-    for wim in [&fx.wim, &fx.raw] {
+    for wim in [&fx.wim, &fx.raw, &fx.solid] {
         let (lz, fu) = (lazy_vfs(wim), full_vfs(wim));
         // lazy ino -> full ino: a bijection (hard links map together).
         let mut map: HashMap<Ino, Ino> = HashMap::new();

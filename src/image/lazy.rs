@@ -108,13 +108,16 @@ struct State {
     groups: HashMap<LinkKey, (u64, u32)>,
 }
 
+/// (resource id, chunk index) and the chunk's bytes.
+type RecentChunk = ((u64, u64), Arc<Vec<u8>>);
+
 /// Reads byte ranges of an image's metadata resource, decoding only the
 /// chunks that hold them.
 struct MetaSource {
     blob: Arc<Blob>,
     size: u64,
-    /// Recently decoded chunks: ((resource id, chunk), bytes).
-    recent: Mutex<VecDeque<((u64, u64), Arc<Vec<u8>>)>>,
+    /// Recently decoded chunks, the latest first.
+    recent: Mutex<VecDeque<RecentChunk>>,
 }
 
 impl MetaSource {
@@ -227,7 +230,7 @@ impl LazyImage {
             recent: Mutex::new(VecDeque::new()),
         };
         let (security, root_off) = src
-            .with_window(0, |b| metadata::parse_security(b))
+            .with_window(0, metadata::parse_security)
             .map_err(within)?;
         let root = src
             .with_window(root_off, |b| metadata::parse_root(b, root_off, root_off))

@@ -118,8 +118,11 @@ pub fn run_foreground(
     serve(spec, adapter, abs, None, Voice::Terminal(tell))
 }
 
-fn open_wim(path: &Path, refs: &[PathBuf]) -> Result<Wim> {
-    let w = Wim::open(path, refs)
+/// Open the WIM; `lazy` (a read-only mount) makes its blobs as they are
+/// looked up ([`Wim::open_lazy`]).
+fn open_wim(path: &Path, refs: &[PathBuf], lazy: bool) -> Result<Wim> {
+    let open = if lazy { Wim::open_lazy } else { Wim::open };
+    let w = open(path, refs)
         .map_err(|e| SessionError::failed(format!("cannot open {}", path.display()), e))?;
     for warn in &w.warnings {
         log::warn!("{warn}");
@@ -148,7 +151,7 @@ pub(crate) fn serve(
     voice: Voice<'_>,
 ) -> Result<()> {
     let t0 = Instant::now();
-    let wim = Arc::new(open_wim(&spec.wim, &spec.refs)?);
+    let wim = Arc::new(open_wim(&spec.wim, &spec.refs, spec.rw.is_none())?);
     let index = image_index(&wim, spec.image.as_deref())?;
     let t1 = Instant::now();
     let cannot_load = |e| SessionError::failed(format!("cannot load image {index}"), e);

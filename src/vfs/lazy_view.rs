@@ -32,8 +32,11 @@ pub(crate) struct LazyView {
     /// Per directory, its children by upcased name (the first in
     /// collation order where several differ only in case), built the
     /// first time an NT lookup misses the exact name there.
-    folded: Mutex<HashMap<u64, Arc<HashMap<String, Arc<Entry>>>>>,
+    folded: Mutex<HashMap<u64, Arc<Folded>>>,
 }
+
+/// A directory's children by upcased name.
+type Folded = HashMap<String, Arc<Entry>>;
 
 impl LazyView {
     pub(crate) fn new(image: Arc<LazyImage>, cache: Arc<ChunkCache>, opts: &VfsOptions) -> Self {

@@ -144,7 +144,7 @@ enum Made {
 /// The blob a table entry describes, with its resource.
 fn make_blob(
     e: &BlobEntry,
-    parts: &[Option<Part>],
+    parts: &[Option<Arc<dyn ReadAt>>],
     run: Option<&Arc<SolidRun>>,
     solid_ok: bool,
     compression: Compression,
@@ -160,7 +160,7 @@ fn make_blob(
         .get((e.part_number as usize).wrapping_sub(1))
         .and_then(|p| p.as_ref())
     {
-        Some(p) => p.source.clone(),
+        Some(p) => p.clone(),
         // Blob lives in a part we were not given.
         None => return Made::Skip,
     };
@@ -234,6 +234,62 @@ pub struct Wim {
     pub problems: Vec<String>,
     pub compression: Compression,
     pub chunk_size: u32,
+    /// Opened by [`Wim::open_lazy`]: the blob table, looked up (and its
+    /// blobs made) on demand; `blobs` and `entries` are then empty.
+    index: Option<BlobIndex>,
+}
+
+/// A blob table kept sorted by hash, its blobs made when first asked for
+/// (by [`Wim::blob`]): a read-only mount looks up only the blobs of the
+/// directories it visits, so opening a WIM of a hundred thousand blobs
+/// costs one read and sort of its table, not a hundred thousand resources.
+/// A blob-table entry waiting in a [`BlobIndex`]: the entry, its resource
+/// id, its solid run, and whether its part reads solid resources.
+type IndexEntry = (BlobEntry, u64, Option<Arc<SolidRun>>, bool);
+
+struct BlobIndex {
+    /// Entries sorted by hash, then by id (table order): of equal hashes
+    /// the first that makes a blob wins, as in the eager open.
+    entries: Vec<IndexEntry>,
+    /// The source of each part by part number - 1 (`None`: not given).
+    sources: Vec<Option<Arc<dyn ReadAt>>>,
+    compression: Compression,
+    chunk_size: u32,
+    /// Blobs made so far (and hashes found missing).
+    made: parking_lot::Mutex<ShaMap<Option<Arc<Blob>>>>,
+}
+
+impl BlobIndex {
+    fn get(&self, h: &Sha1) -> Option<Arc<Blob>> {
+        if let Some(b) = self.made.lock().get(h) {
+            return b.clone();
+        }
+        let first = self.entries.partition_point(|(e, ..)| e.hash < *h);
+        let mut found = None;
+        let same = self.entries[first..]
+            .iter()
+            .take_while(|(e, ..)| e.hash == *h);
+        for (e, id, run, solid_ok) in same {
+            let m = make_blob(
+                e,
+                &self.sources,
+                run.as_ref(),
+                *solid_ok,
+                self.compression,
+                self.chunk_size,
+                *id,
+            );
+            match m {
+                Made::Skip => {}
+                Made::Problem(p) => log::warn!("{p}"),
+                Made::Blob(b) => {
+                    found = Some(b);
+                    break;
+                }
+            }
+        }
+        self.made.lock().entry(*h).or_insert(found).clone()
+    }
 }
 
 fn open_part(path: &Path) -> Result<Part> {
@@ -270,16 +326,38 @@ impl Wim {
             .iter()
             .map(|r| open_part(r))
             .collect::<Result<Vec<_>>>()?;
-        Self::from_parts(first, others)
+        Self::from_parts(first, others, false)
+    }
+
+    /// Open a WIM for reading its images' files (a read-only mount): the
+    /// blob table is kept sorted by hash and each blob is made when
+    /// [`Wim::blob`] first asks for it, so opening costs the same small
+    /// time whatever the number of blobs. `blobs` and `entries` stay empty:
+    /// the verbs that list or check every blob open with [`Wim::open`].
+    pub fn open_lazy(path: &Path, refs: &[PathBuf]) -> Result<Wim> {
+        let first = open_part(path)?;
+        let others = refs
+            .iter()
+            .map(|r| open_part(r))
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_parts(first, others, true)
+    }
+
+    /// The blob whose hash is `h`, if the WIM (the parts given) has it.
+    pub fn blob(&self, h: &Sha1) -> Option<Arc<Blob>> {
+        match &self.index {
+            Some(ix) => ix.get(h),
+            None => self.blobs.get(h).cloned(),
+        }
     }
 
     /// Open a WIM held in memory or any other [`ReadAt`] source (tests,
     /// fuzzing).
     pub fn from_source(name: &Path, src: Arc<dyn ReadAt>) -> Result<Wim> {
-        Self::from_parts(part_from_source(name, src)?, Vec::new())
+        Self::from_parts(part_from_source(name, src)?, Vec::new(), false)
     }
 
-    fn from_parts(first: Part, others: Vec<Part>) -> Result<Wim> {
+    fn from_parts(first: Part, others: Vec<Part>, lazy: bool) -> Result<Wim> {
         let path = first.path.clone();
         let path = path.as_path();
         let header = first.header.clone();
@@ -380,6 +458,11 @@ impl Wim {
 
         let mut entries = Vec::new();
         let mut blobs: ShaMap<Arc<Blob>> = ShaMap::default();
+        let sources: Vec<Option<Arc<dyn ReadAt>>> = parts
+            .iter()
+            .map(|p| p.as_ref().map(|p| p.source.clone()))
+            .collect();
+        let mut lazy_entries: Vec<IndexEntry> = Vec::new();
         let mut metadata = Vec::new();
         let mut next_id = 0u64;
         for part in parts.iter().flatten() {
@@ -456,10 +539,49 @@ impl Wim {
             // `base + entry index`, unique without coordination.
             let base = next_id;
             next_id += table.len() as u64;
+            if lazy {
+                // Only the metadata resources are made now; the rest wait
+                // in the index for `Wim::blob`.
+                for (idx, e) in table.into_iter().enumerate() {
+                    let id = base + idx as u64;
+                    if !e.reshdr.is_metadata() {
+                        lazy_entries.push((e, id, run_of[idx].take(), solid_ok));
+                        continue;
+                    }
+                    let m = make_blob(
+                        &e,
+                        &sources,
+                        run_of[idx].as_ref(),
+                        solid_ok,
+                        compression,
+                        chunk_size,
+                        id,
+                    );
+                    match m {
+                        Made::Skip => {}
+                        Made::Problem(p) => problems.push(p),
+                        Made::Blob(b) => match e.refcount {
+                            0 => warnings.push(format!(
+                                "ignoring unreferenced metadata resource {}",
+                                hex(&e.hash)
+                            )),
+                            1 => metadata.push(b),
+                            n => {
+                                problems.push(format!(
+                                    "metadata resource {} has reference count {n}, not 1",
+                                    hex(&e.hash)
+                                ));
+                                metadata.push(b);
+                            }
+                        },
+                    }
+                }
+                continue;
+            }
             let make = |(idx, e): (usize, &BlobEntry)| {
                 make_blob(
                     e,
-                    &parts,
+                    &sources,
                     run_of[idx].as_ref(),
                     solid_ok,
                     compression,
@@ -525,6 +647,16 @@ impl Wim {
             metadata.truncate(header.image_count as usize);
         }
         let parts: Vec<Part> = parts.into_iter().flatten().collect();
+        let index = lazy.then(|| {
+            lazy_entries.sort_by(|a, b| a.0.hash.cmp(&b.0.hash).then(a.1.cmp(&b.1)));
+            BlobIndex {
+                entries: lazy_entries,
+                sources,
+                compression,
+                chunk_size,
+                made: parking_lot::Mutex::new(ShaMap::default()),
+            }
+        });
         Ok(Wim {
             path: path.to_path_buf(),
             header,
@@ -538,6 +670,7 @@ impl Wim {
             problems,
             compression,
             chunk_size,
+            index,
         })
     }
 
