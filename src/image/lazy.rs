@@ -219,6 +219,18 @@ impl LazyImage {
             .get((index as usize).wrapping_sub(1))
             .ok_or_else(|| Error::NoSuchImage(index.to_string()))?
             .clone();
+        if blob.size > crate::wim::MAX_TABLE_SIZE {
+            // As `Wim::read_metadata` refuses it: a window is never allowed
+            // to grow past a sane size.
+            return Err(Error::corrupt(
+                Section::Metadata,
+                None,
+                format!(
+                    "metadata resource of image {index} claims {} bytes",
+                    blob.size
+                ),
+            ));
+        }
         let within = |e: Error| Error::Within {
             section: Section::Metadata,
             what: format!("image {index} metadata"),
