@@ -411,3 +411,62 @@ fn a_damaged_directory_is_an_error_only_when_visited() {
     // Still nothing else is affected.
     assert_eq!(read_all(&v, z), b"z");
 }
+
+/// Where a blob's bytes are, for comparing two opens of one WIM.
+fn place(b: &wimfs::wim::Blob) -> (u64, u16, u64, u64, u64) {
+    match &b.loc {
+        wimfs::wim::BlobLoc::Whole(r) => (b.size, b.part, r.reshdr.offset, r.id, 0),
+        wimfs::wim::BlobLoc::Solid { run, offset } => (
+            b.size,
+            b.part,
+            run.resources[0].reshdr.offset,
+            run.resources[0].id,
+            *offset + 1,
+        ),
+    }
+}
+
+/// `Wim::open_lazy` finds every blob `Wim::open` makes, at the same place
+/// (resource, solid offset, resource id for the chunk cache), the same
+/// metadata resources, and nothing for a hash the WIM lacks: on the
+/// generated WIMs (plain, uncompressed, solid) and every shared fixture
+/// that opens.
+#[test]
+fn lazy_blob_lookups_match_the_eager_blob_table() {
+    let Some(fx) = fixture() else { return };
+    let mut wims = vec![fx.wim.clone(), fx.raw.clone(), fx.solid.clone()];
+    if let Some(dir) = common::fixtures() {
+        wims.extend(common::fixture_wims(&dir).iter().map(|w| dir.join(w)));
+    }
+    let mut checked = 0;
+    for path in &wims {
+        let Ok(eager) = Wim::open(path, &[]) else {
+            assert!(Wim::open_lazy(path, &[]).is_err(), "{}", path.display());
+            continue;
+        };
+        let lazy = Wim::open_lazy(path, &[]).unwrap();
+        assert!(lazy.blobs.is_empty());
+        assert_eq!(
+            eager.metadata.len(),
+            lazy.metadata.len(),
+            "{}",
+            path.display()
+        );
+        for (a, b) in eager.metadata.iter().zip(&lazy.metadata) {
+            assert_eq!(place(a), place(b), "{}", path.display());
+        }
+        for (h, b) in &eager.blobs {
+            let got = lazy
+                .blob(h)
+                .unwrap_or_else(|| panic!("{}: blob missing", path.display()));
+            assert_eq!(got.hash, *h);
+            assert_eq!(place(&got), place(b), "{}", path.display());
+            assert_eq!(eager.blob(h).map(|b| place(&b)), Some(place(b)));
+            checked += 1;
+        }
+        let mut absent = [0x5au8; 20];
+        absent[0] = 0;
+        assert!(lazy.blob(&absent).is_none() && eager.blob(&absent).is_none());
+    }
+    assert!(checked > 400, "{checked} blobs compared");
+}
