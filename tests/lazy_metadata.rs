@@ -185,6 +185,20 @@ fn a_lookup_decodes_only_the_directories_on_its_path() {
     let ino = resolve(&v, &deep);
     assert_eq!(read_all(&v, ino), b"deep file\n");
     assert_eq!(lazy.decoded_dirs(), DEPTH + 1);
+    // Hard links in directories decoded in any order share a number, and
+    // the first one's link count already counts all three (the census).
+    let v2 = lazy_vfs(&fx.wim);
+    let third = resolve(&v2, "/big/third.txt");
+    assert_eq!(v2.getattr(third).unwrap().nlink, 3);
+    assert_eq!(
+        v2.lazy_image().unwrap().decoded_dirs(),
+        2,
+        "the root and big"
+    );
+    assert_eq!(resolve(&v2, "/d0/d1/d2/side3-1/inner/also.txt"), third);
+    assert_eq!(resolve(&v2, "/d0/linked.txt"), third);
+    assert_eq!(read_all(&v2, third), b"one file, three names\n");
+
     let before = lazy.decoded_entries();
     let full = Image::load(&Wim::open(&fx.wim, &[]).unwrap(), 1).unwrap();
     assert!(

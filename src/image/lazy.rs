@@ -24,7 +24,7 @@
 
 use super::{build_streams, new_inode, Inode, MISSING};
 use crate::error::{Error, Result, Section};
-use crate::wim::metadata::{self, ListEntry};
+use crate::wim::metadata::{self, DentryRecord, ListEntry};
 use crate::wim::{Blob, Wim, ZERO_HASH};
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -429,6 +429,7 @@ impl LazyImage {
         let mut kids = Vec::with_capacity(list.len());
         for ListEntry { mut record, subdir } in list {
             let mut w = Vec::new();
+            let link = link_key(&record);
             let streams = build_streams(&self.wim, &record, &mut w);
             let name = std::mem::take(&mut record.name);
             let inode = new_inode(&mut record, streams);
@@ -445,7 +446,6 @@ impl LazyImage {
                     log::warn!("{path}/{name}{sfx}: {MISSING}");
                 }
             }
-            let link = linkable(&inode).then(|| (inode.link_group, fingerprint(&inode)));
             kids.push(Entry {
                 no: 0,
                 parent: e.no,
@@ -522,7 +522,7 @@ impl LazyImage {
                 continue;
             }
             let (entries, _) = self.read_list(list)?;
-            let mut kids: Vec<(String, Option<LinkKey>, u64, u64)> = Vec::new();
+            let mut kids: Vec<(String, Option<LinkKey>, u64)> = Vec::new();
             for ListEntry { mut record, subdir } in entries {
                 if !seen.insert(record.offset) {
                     return Err(Error::corrupt(
@@ -531,14 +531,11 @@ impl LazyImage {
                         "directory cycle",
                     ));
                 }
-                let streams = build_streams(&self.wim, &record, &mut Vec::new());
-                let name = std::mem::take(&mut record.name);
-                let inode = new_inode(&mut record, streams);
-                let key = linkable(&inode).then(|| (inode.link_group, fingerprint(&inode)));
-                kids.push((name, key, subdir, record.offset));
+                let key = link_key(&record);
+                kids.push((std::mem::take(&mut record.name), key, subdir));
             }
             sort_dedup(&mut kids, |k| k.0.as_str());
-            for (_, key, subdir, _) in kids {
+            for (_, key, subdir) in kids {
                 if let Some(k) = key {
                     *counts.entry(k).or_insert(0) += 1;
                 }
@@ -562,22 +559,25 @@ fn dir_result(d: &DirState) -> Result<Arc<Dir>> {
     }
 }
 
-/// Can the inode share a hard link group? (As in the full decode: not
-/// directories, not reparse points, not group 0.)
-fn linkable(i: &Inode) -> bool {
-    !i.is_dir() && !i.is_reparse() && i.link_group != 0
-}
-
-/// What dentries of one link group must share to be one file.
-fn fingerprint(i: &Inode) -> u64 {
+/// The hard link group a dentry belongs to, if it can share one (as in
+/// the full decode: not directories, not reparse points, not group 0).
+/// Dentries of one group are one file only if their attributes and
+/// stream entries are the same (the full decode compares them with the
+/// group's first; a fingerprint gives the same answer whatever order
+/// directories are decoded in, and the census computes it from the
+/// record alone, without looking up a blob).
+fn link_key(r: &DentryRecord) -> Option<LinkKey> {
+    if r.is_dir() || r.is_reparse() || r.link_group == 0 {
+        return None;
+    }
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    i.attributes.hash(&mut h);
-    for s in &i.streams {
+    r.attributes.hash(&mut h);
+    r.hash.hash(&mut h);
+    for s in &r.streams {
         s.name.hash(&mut h);
         s.hash.hash(&mut h);
-        (s.kind == super::StreamKind::Reparse).hash(&mut h);
     }
-    h.finish()
+    Some((r.link_group, h.finish()))
 }
 
 /// Sort by name (stable: of equal names the first stored stays first) and
