@@ -594,3 +594,67 @@ fn sort_dedup<T>(v: &mut Vec<T>, name: impl Fn(&T) -> &str) -> Vec<String> {
     });
     dups
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::wim::metadata::{self, attr, DentryRecord};
+
+    fn rec(parent: u32, name: &str, attributes: u32) -> DentryRecord {
+        DentryRecord {
+            parent,
+            name: name.into(),
+            attributes,
+            security_id: -1,
+            ..DentryRecord::default()
+        }
+    }
+
+    /// A root with a directory `big` of 40 files and a file beside it.
+    fn sample() -> Vec<u8> {
+        let mut v = vec![rec(0, "", attr::DIRECTORY), rec(0, "big", attr::DIRECTORY)];
+        for i in 0..40 {
+            v.push(rec(1, &format!("file number {i:02}"), attr::ARCHIVE));
+        }
+        v.push(rec(0, "top.txt", attr::ARCHIVE));
+        metadata::write(&[vec![1, 2, 3]], &v)
+    }
+
+    /// The list of `big`, decoded from windows of every length that start
+    /// at it: the whole list or an error, never a panic, never a shorter
+    /// list; a window that starts later than the list is an error too.
+    #[test]
+    fn a_child_list_decodes_from_a_window_or_fails_cleanly() {
+        let buf = sample();
+        let (sec, root_off) = metadata::parse_security(&buf).unwrap();
+        assert_eq!(sec, vec![vec![1, 2, 3]]);
+        let root = metadata::parse_root(&buf[root_off as usize..], root_off, root_off).unwrap();
+        let mut w = Vec::new();
+        let top = metadata::parse_list(&buf, 0, root.subdir, &mut w).unwrap();
+        let names: Vec<_> = top.iter().map(|e| e.record.name.as_str()).collect();
+        assert_eq!(names, ["big", "top.txt"]);
+        let list = top[0].subdir;
+        assert_ne!(list, 0);
+        assert_eq!(top[1].subdir, 0);
+        let full = metadata::parse_list(&buf, 0, list, &mut w).unwrap();
+        assert_eq!(full.len(), 40);
+        assert!(w.is_empty(), "{w:?}");
+        let mut whole_at = None;
+        for end in list as usize..=buf.len() {
+            let win = &buf[list as usize..end];
+            match metadata::parse_list(win, list, list, &mut Vec::new()) {
+                Ok(got) => {
+                    assert_eq!(got.len(), 40, "window to {end}");
+                    assert_eq!(got[39].record.name, "file number 39");
+                    assert_eq!(got[7].record.offset, full[7].record.offset);
+                    whole_at.get_or_insert(end);
+                }
+                Err(_) => assert!(
+                    whole_at.is_none(),
+                    "window to {end} failed after one worked"
+                ),
+            }
+        }
+        assert!(whole_at.is_some());
+        assert!(metadata::parse_list(&buf[list as usize + 8..], list + 8, list, &mut w).is_err());
+    }
+}
