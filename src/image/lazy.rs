@@ -358,6 +358,9 @@ impl LazyImage {
         let dir = built.and_then(|kids| Self::place(&mut st, e.no, kids));
         match dir {
             Ok(d) => {
+                // What a mount decoded, and when (`-vv` shows it): laziness
+                // is visible from outside too.
+                log::debug!("decoded directory {path} ({} entries)", d.kids.len());
                 self.decoded.fetch_add(1, Ordering::Relaxed);
                 st.dirs.insert(e.no, DirState::Ok(d.clone()));
                 Ok(d)
