@@ -33,6 +33,12 @@
 #   first write   ms of one 4 KiB pwrite at offset 0 into the $BIG_MB MiB
 #                 file of a fresh rw mount of big.wim (the open before it
 #                 is timed apart: "open for write")
+#   scale mount / scale RSS   (part "scale") mount time and resident
+#                 memory right after a read-only mount of lzx.wim and of
+#                 scale.wim, a generated tree of $SCALE_FILES small and empty
+#                 files (SCALE_FILES, 200000; half empty, half a few unique
+#                 bytes; directories of 100), captured by wimlib: wimfs's
+#                 mount must not grow with the image (issue 12)
 # Notes: a wimfs mount refuses names Windows cannot hold, so cp reports the
 # case twins of /usr/share/doc (index.html beside Index.html) as "File
 # exists" (wimlib takes them). On ext4 without a journal, creating files
@@ -53,7 +59,7 @@ BENCH_WORK=${BENCH_WORK:-/var/tmp/wimfs-bench-servicing}
 RUNS=${RUNS:-3}
 CACHE_MB=${CACHE_MB:-256}
 TOOLS=${TOOLS:-wimfs wimlib native}
-PARTS=${PARTS:-copy big first walk cat}
+PARTS=${PARTS:-copy big first walk cat scale}
 WIMFS=${WIMFS:-$ROOT/target/release/wimfs}
 
 for t in wimlib-imagex python3 fusermount3; do
@@ -210,7 +216,96 @@ warm() {
 
 want() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
+# --- scale: mount time and memory at two image sizes -----------------------
+# Its own rows and table (part "scale"): both tools mount lzx.wim and the
+# much larger scale.wim read-only, fresh each time; mount time and the
+# daemon's resident memory right after it.
+SCALE_FILES=${SCALE_FILES:-200000}
+SCALE_WIM=$BENCH_WORK/scale.wim
+make_scale() {
+    local stamp="$SCALE_FILES $BENCH_COMPRESS" src=$BENCH_WORK/scale-src
+    if [ -s "$SCALE_WIM" ] && [ "$(cat "$SCALE_WIM.src" 2>/dev/null)" = "$stamp" ]; then
+        return
+    fi
+    echo "generating $SCALE_FILES files and capturing them -> $SCALE_WIM ..." >&2
+    rm -rf "$src" "$SCALE_WIM.src"
+    python3 - "$src" "$SCALE_FILES" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, f"g{i // 10000:03d}", f"d{i // 100:05d}")
+    if i % 100 == 0:
+        os.makedirs(d)
+    with open(os.path.join(d, f"file-{i:07d}.txt"), "w") as f:
+        if i % 2:
+            f.write(f"{i}\n")
+PY
+    wimlib-imagex capture "$src" "$SCALE_WIM.tmp" scale --compress="$BENCH_COMPRESS" >/dev/null
+    mv "$SCALE_WIM.tmp" "$SCALE_WIM"
+    rm -rf "$src"
+    echo "$stamp" >"$SCALE_WIM.src"
+}
+scale_rows() {
+    local run tool label wim
+    for run in $(seq 1 "$RUNS"); do
+        for tool in wimfs wimlib; do
+            echo "scale run $run/$RUNS: $tool ..." >&2
+            for label in lzx scale; do
+                wim=$LZX
+                [ "$label" = scale ] && wim=$SCALE_WIM
+                mount_with "$tool" "$wim"
+                add "scale mount $label" "$tool" "$MT"
+                add "scale RSS $label" "$tool" "$(rss_now_mb)"
+                unmount_it
+            done
+        done
+    done
+}
+scale_table() {
+    local lzx_n scale_n
+    lzx_n=$(wimlib-imagex info "$LZX" 1 | awk -F: '/^(Directory|File) Count/ { s += $2 } END { print s }')
+    scale_n=$(wimlib-imagex info "$SCALE_WIM" 1 | awk -F: '/^(Directory|File) Count/ { s += $2 } END { print s }')
+    echo
+    echo "mount at two image sizes: lzx.wim ($lzx_n entries, $(($(stat -c %s "$LZX") / 1000000)) MB)," \
+        "scale.wim ($scale_n entries, $(($(stat -c %s "$SCALE_WIM") / 1000000)) MB); median of $RUNS run(s)"
+    python3 - "$RESULTS" <<'PY'
+import collections, statistics, sys
+vals = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    row, tool, v = line.rstrip('\n').split('\t')
+    if row.startswith("scale "):
+        try:
+            vals[(row, tool)].append(float(v))
+        except ValueError:
+            pass
+def med(row, tool):
+    v = vals.get((row, tool))
+    return statistics.median(v) if v else None
+hdr = f"{'work':<18} {'unit':<4} {'wimfs':>9} {'wimlib':>9} {'vs wimlib':>10}  {'target':<16} result"
+print(hdr)
+print("-" * len(hdr))
+for label in ("lzx", "scale"):
+    for what, unit, need in (("mount", "s", 2.0), ("RSS", "MiB", 1.0)):
+        row = f"scale {what} {label}"
+        a, b = med(row, "wimfs"), med(row, "wimlib")
+        v = b / a if a and b is not None else None
+        target = "<= 1/2 wimlib's" if what == "mount" else "<= wimlib's"
+        res = "-" if v is None else "PASS" if v >= need else "MISS"
+        fa = "-" if a is None else f"{a:.3f}"
+        fb = "-" if b is None else f"{b:.3f}"
+        fv = "-" if v is None else f"{v:.2f}x"
+        print(f"{what + ' ' + label:<18} {unit:<4} {fa:>9} {fb:>9} {fv:>10}  {target:<16} {res}")
+for what in ("mount", "RSS"):
+    s, l = med(f"scale {what} scale", "wimfs"), med(f"scale {what} lzx", "wimfs")
+    w_s, w_l = med(f"scale {what} scale", "wimlib"), med(f"scale {what} lzx", "wimlib")
+    if s and l:
+        ws = f"; wimlib {w_s / w_l:.2f}x" if w_s and w_l else ""
+        print(f"{what} scale.wim / lzx.wim: wimfs {s / l:.2f}x{ws}")
+PY
+}
+
 # --- runs -------------------------------------------------------------------
+if want scale; then make_scale; fi
 for run in $(seq 1 "$RUNS"); do
     for tool in $TOOLS; do
         echo "run $run/$RUNS: $tool ..." >&2
@@ -275,6 +370,7 @@ for run in $(seq 1 "$RUNS"); do
         esac
     done
 done
+if want scale; then scale_rows; fi
 
 # --- table ------------------------------------------------------------------
 echo
@@ -331,3 +427,4 @@ for row, unit, tw, tn, ta in rows:
     vns = "-" if vn is None else f"{vn:.2f}x"
     print(f"{row:<16} {unit:<4} {fmt(a):>9} {fmt(b):>9} {fmt(n):>9} {vws:>10} {vns:>10}  {', '.join(targets):<28} {res}")
 EOF
+if want scale; then scale_table; fi

@@ -13,6 +13,8 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub mod lazy;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamKind {
     Data,
@@ -361,6 +363,39 @@ impl Image {
         }
     }
 
+    /// An image with only a root directory: what a read-only mount's
+    /// [`crate::vfs::Vfs::image`] holds, whose tree is decoded lazily
+    /// ([`lazy::LazyImage`]) and never built whole.
+    pub fn placeholder(index: u32) -> Image {
+        Image {
+            index,
+            security: Vec::new(),
+            dentries: vec![Dentry {
+                name: String::new(),
+                short_name: String::new(),
+                parent: ROOT,
+                inode: 0,
+                children: Vec::new(),
+            }],
+            inodes: vec![Inode {
+                attributes: attr::DIRECTORY,
+                security_id: -1,
+                creation_time: 0,
+                last_access_time: 0,
+                last_write_time: 0,
+                reparse_tag: 0,
+                rp_flags: 0,
+                link_group: 0,
+                streams: Vec::new(),
+                unix: None,
+                object_id: None,
+                xattrs: None,
+                dentries: vec![ROOT],
+            }],
+            warnings: Vec::new(),
+        }
+    }
+
     /// Streams of reachable files whose blob the WIM lacks (a split WIM
     /// part not given, or a damaged blob table), with a dentry naming each.
     pub fn missing_blobs(&self) -> impl Iterator<Item = (u32, &Stream)> {
@@ -561,7 +596,7 @@ fn mk_stream(wim: &Wim, name: String, kind: StreamKind, hash: Sha1) -> Stream {
     let blob = if hash == ZERO_HASH {
         None
     } else {
-        wim.blobs.get(&hash).cloned()
+        wim.blob(&hash)
     };
     Stream {
         size: blob.as_ref().map_or(0, |b| b.size),

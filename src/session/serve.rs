@@ -118,8 +118,11 @@ pub fn run_foreground(
     serve(spec, adapter, abs, None, Voice::Terminal(tell))
 }
 
-fn open_wim(path: &Path, refs: &[PathBuf]) -> Result<Wim> {
-    let w = Wim::open(path, refs)
+/// Open the WIM; `lazy` (a read-only mount) makes its blobs as they are
+/// looked up ([`Wim::open_lazy`]).
+fn open_wim(path: &Path, refs: &[PathBuf], lazy: bool) -> Result<Wim> {
+    let open = if lazy { Wim::open_lazy } else { Wim::open };
+    let w = open(path, refs)
         .map_err(|e| SessionError::failed(format!("cannot open {}", path.display()), e))?;
     for warn in &w.warnings {
         log::warn!("{warn}");
@@ -148,15 +151,18 @@ pub(crate) fn serve(
     voice: Voice<'_>,
 ) -> Result<()> {
     let t0 = Instant::now();
-    let wim = Arc::new(open_wim(&spec.wim, &spec.refs)?);
+    let wim = Arc::new(open_wim(&spec.wim, &spec.refs, spec.rw.is_none())?);
     let index = image_index(&wim, spec.image.as_deref())?;
     let t1 = Instant::now();
-    let image = Arc::new(
-        Image::load(&wim, index)
-            .map_err(|e| SessionError::failed(format!("cannot load image {index}"), e))?,
-    );
+    let cannot_load = |e| SessionError::failed(format!("cannot load image {index}"), e);
+    // A read-write mount's overlay starts from the whole tree; a read-only
+    // mount decodes directories as they are visited (`Vfs::open_lazy`).
+    let image = match &spec.rw {
+        Some(_) => Some(Arc::new(Image::load(&wim, index).map_err(cannot_load)?)),
+        None => None,
+    };
     let t2 = Instant::now();
-    for w in &image.warnings {
+    for w in image.iter().flat_map(|i| &i.warnings) {
         log::warn!("{w}");
     }
     let (uid, gid) = sys::real_ids();
@@ -176,12 +182,12 @@ pub(crate) fn serve(
     ));
     let wim_path = spec.wim.canonicalize().unwrap_or_else(|_| spec.wim.clone());
     let mut control = None;
-    let vfs = if let Some(rw) = &spec.rw {
+    let vfs = if let (Some(rw), Some(image)) = (&spec.rw, image) {
         let (vfs, ctl) = open_rw(spec, rw, &wim, &wim_path, index, image, cache, opts, &voice)?;
         control = Some(ctl);
         vfs
     } else {
-        Arc::new(Vfs::new(wim.clone(), image, cache, opts))
+        Arc::new(Vfs::open_lazy(wim.clone(), index, cache, opts).map_err(cannot_load)?)
     };
     let t3 = Instant::now();
     let mopts = MountOptions {

@@ -11,6 +11,7 @@
 //! blob's range maps to chunks (reads, readahead).
 
 mod image_view;
+mod lazy_view;
 mod nt;
 mod streams;
 mod view;
@@ -18,10 +19,12 @@ mod write;
 mod xattr;
 
 use crate::cache::ChunkCache;
+use crate::image::lazy::LazyImage;
 use crate::image::{Image, ROOT};
 use crate::overlay::{Data, Overlay, StagingError, StagingStatus};
 use crate::wim::{Blob, Wim};
 use image_view::ImageView;
+use lazy_view::LazyView;
 use std::path::Path;
 use std::sync::Arc;
 use view::{ReadView, View};
@@ -62,6 +65,37 @@ impl Vfs {
             cache,
             opts,
             view,
+        }
+    }
+
+    /// A read-only view of image `index` that decodes directories as they
+    /// are visited (what `wimfs mount` uses): opening it reads only the
+    /// image's security data and root entry, so it takes the same time
+    /// and memory whatever the image's size. Its inode numbers come from
+    /// the metadata resource (see [`crate::image::lazy`]); `image` holds
+    /// only the index ([`Image::placeholder`]).
+    pub fn open_lazy(
+        wim: Arc<Wim>,
+        index: u32,
+        cache: Arc<ChunkCache>,
+        opts: VfsOptions,
+    ) -> crate::error::Result<Vfs> {
+        let lazy = Arc::new(LazyImage::open(wim.clone(), index)?);
+        let view = View::Lazy(LazyView::new(lazy, cache.clone(), &opts));
+        Ok(Vfs {
+            wim,
+            image: Arc::new(Image::placeholder(index)),
+            cache,
+            opts,
+            view,
+        })
+    }
+
+    /// The lazily decoded image of a view made by [`Vfs::open_lazy`].
+    pub fn lazy_image(&self) -> Option<&Arc<LazyImage>> {
+        match &self.view {
+            View::Lazy(v) => Some(v.image()),
+            _ => None,
         }
     }
 
@@ -112,7 +146,7 @@ impl Vfs {
     pub fn overlay(&self) -> Option<&Overlay> {
         match &self.view {
             View::Overlay(ov) => Some(ov),
-            View::Image(_) => None,
+            View::Image(_) | View::Lazy(_) => None,
         }
     }
 

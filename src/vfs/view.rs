@@ -8,6 +8,7 @@
 //! dispatch keeps it as cheap as the direct calls it replaces.
 
 use super::image_view::ImageView;
+use super::lazy_view::LazyView;
 use crate::node::{Attr, DirEntry, FileKind, Ino, VfsOptions, VfsResult};
 use crate::overlay::{Data, Overlay, WinMeta};
 use crate::wim::Wim;
@@ -59,6 +60,8 @@ pub(crate) trait ReadView {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum View {
     Image(ImageView),
+    /// A read-only mount's image, decoded as it is visited.
+    Lazy(LazyView),
     Overlay(Overlay),
 }
 
@@ -67,6 +70,7 @@ macro_rules! dispatch {
     ($self:ident, $v:ident => $e:expr) => {
         match $self {
             View::Image($v) => $e,
+            View::Lazy($v) => $e,
             View::Overlay($v) => $e,
         }
     };

@@ -145,7 +145,7 @@ pub fn parse_security(buf: &[u8]) -> Result<(Vec<Vec<u8>>, u64)> {
 pub fn parse(buf: &[u8]) -> Result<Metadata> {
     let (security, root_off) = parse_security(buf)?;
     let mut warnings = Vec::new();
-    let root = scan_dentry(buf, root_off)?.ok_or_else(|| {
+    let root = scan_dentry(buf, 0, root_off)?.ok_or_else(|| {
         bad(
             Some(root_off),
             "metadata resource has no root directory entry",
@@ -170,7 +170,7 @@ pub fn parse(buf: &[u8]) -> Result<Metadata> {
         let mut p = list_off;
         loop {
             if !visited.insert(p) {
-                let name = parse_dentry(buf, found[parent as usize].0, 0, &mut Vec::new())
+                let name = parse_dentry(buf, 0, found[parent as usize].0, 0, &mut Vec::new())
                     .ok()
                     .flatten()
                     .map(|(d, _)| d.name)
@@ -182,12 +182,12 @@ pub fn parse(buf: &[u8]) -> Result<Metadata> {
                     ),
                 ));
             }
-            let Some(e) = scan_dentry(buf, p)? else {
+            let Some(e) = scan_dentry(buf, 0, p)? else {
                 break;
             };
             if e.bad_name {
                 let name = |off: u64| {
-                    parse_dentry(buf, off, 0, &mut Vec::new())
+                    parse_dentry(buf, 0, off, 0, &mut Vec::new())
                         .ok()
                         .flatten()
                         .map(|(d, _)| d.name)
@@ -215,7 +215,7 @@ pub fn parse(buf: &[u8]) -> Result<Metadata> {
     let mut dentries = Vec::with_capacity(found.len());
     let decode = |&(off, parent): &(u64, u32)| {
         let mut w = Vec::new();
-        let r = parse_dentry(buf, off, parent, &mut w);
+        let r = parse_dentry(buf, 0, off, parent, &mut w);
         if !w.is_empty() {
             side.lock().0.extend(w);
         }
@@ -253,16 +253,92 @@ pub fn parse(buf: &[u8]) -> Result<Metadata> {
     })
 }
 
+/// One entry of a directory's child list, as [`parse_list`] decodes it.
+#[derive(Debug, Clone)]
+pub struct ListEntry {
+    /// The entry (`parent` is 0: the caller knows the directory).
+    pub record: DentryRecord,
+    /// Offset of its own child list (0: none; only directories have one).
+    pub subdir: u64,
+}
+
+/// Decode the root entry at `root_off` from a window of the metadata
+/// resource (`buf` holds its bytes from offset `base`): what a lazily
+/// decoded image starts from.
+pub fn parse_root(buf: &[u8], base: u64, root_off: u64) -> Result<ListEntry> {
+    let scan = scan_dentry(buf, base, root_off)?.ok_or_else(|| {
+        bad(
+            Some(root_off),
+            "metadata resource has no root directory entry",
+        )
+    })?;
+    if !scan.is_dir {
+        return Err(bad(
+            Some(root_off),
+            "root directory entry is not a directory",
+        ));
+    }
+    let (record, _) = parse_dentry(buf, base, root_off, 0, &mut Vec::new())?
+        .ok_or_else(|| bad(Some(root_off), "root directory entry vanished"))?;
+    Ok(ListEntry {
+        record,
+        subdir: scan.subdir,
+    })
+}
+
+/// Decode one directory's child list, which starts at `list_off` and runs
+/// to its end-of-directory marker, from a window of the metadata resource
+/// (`buf` holds its bytes from offset `base`). Entries whose names no
+/// POSIX tree can hold are skipped with a warning, as [`parse`] skips them
+/// (with their subtrees). Used to decode a mounted image one directory at
+/// a time: a directory's list is contiguous, so only the chunks holding it
+/// need decompressing. An entry past the window's end is an error like any
+/// other; the caller widens the window and tries again while the resource
+/// has more bytes.
+pub fn parse_list(
+    buf: &[u8],
+    base: u64,
+    list_off: u64,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<ListEntry>> {
+    let mut out = Vec::new();
+    let mut p = list_off;
+    while let Some(e) = scan_dentry(buf, base, p)? {
+        if e.bad_name {
+            let name = parse_dentry(buf, base, p, 0, &mut Vec::new())
+                .ok()
+                .flatten()
+                .map(|(d, _)| d.name)
+                .unwrap_or_default();
+            warnings.push(format!("skipping entry with invalid name {name:?}"));
+        } else {
+            let (record, _) = parse_dentry(buf, base, p, 0, warnings)?
+                .ok_or_else(|| bad(Some(p), format!("directory entry at {p:#x} vanished")))?;
+            out.push(ListEntry {
+                record,
+                subdir: e.subdir,
+            });
+        }
+        p = e.next;
+    }
+    Ok(out)
+}
+
 /// The bytes of the directory entry at `off`, its length checked against
 /// the buffer; `None` for an end-of-directory marker.
-fn dentry_at(buf: &[u8], off: u64) -> Result<Option<&[u8]>> {
-    let o = usize::try_from(off).map_err(|_| bad(Some(off), "dentry offset overflow"))?;
+fn dentry_at(buf: &[u8], base: u64, off: u64) -> Result<Option<&[u8]>> {
+    let o = off
+        .checked_sub(base)
+        .and_then(|o| usize::try_from(o).ok())
+        .ok_or_else(|| bad(Some(off), "dentry offset overflow"))?;
     let length = Le::new(buf, Section::Metadata, "directory entry").u64(o)?;
     if length <= 8 {
         return Ok(None);
     }
     if length < DENTRY_FIXED_SIZE as u64
-        || off.checked_add(length).is_none_or(|e| e > buf.len() as u64)
+        || off
+            .checked_add(length)
+            .is_none_or(|e| e > base + buf.len() as u64)
     {
         return Err(bad(
             Some(off),
@@ -273,8 +349,11 @@ fn dentry_at(buf: &[u8], off: u64) -> Result<Option<&[u8]>> {
 }
 
 /// The bytes of stream entry `i` (at `q`) of the directory entry at `off`.
-fn stream_entry_at(buf: &[u8], q: u64, i: u16, off: u64) -> Result<&[u8]> {
-    let qs = usize::try_from(q).map_err(|_| bad(Some(q), "stream offset overflow"))?;
+fn stream_entry_at(buf: &[u8], base: u64, q: u64, i: u16, off: u64) -> Result<&[u8]> {
+    let qs = q
+        .checked_sub(base)
+        .and_then(|q| usize::try_from(q).ok())
+        .ok_or_else(|| bad(Some(q), "stream offset overflow"))?;
     let sl = Le::new(buf, Section::Metadata, "stream entry")
         .u64(qs)
         .map_err(|_| {
@@ -285,7 +364,10 @@ fn stream_entry_at(buf: &[u8], q: u64, i: u16, off: u64) -> Result<&[u8]> {
                 ),
             )
         })?;
-    if sl < STREAM_FIXED_SIZE as u64 || q.checked_add(sl).is_none_or(|e| e > buf.len() as u64) {
+    if sl < STREAM_FIXED_SIZE as u64
+        || q.checked_add(sl)
+            .is_none_or(|e| e > base + buf.len() as u64)
+    {
         return Err(bad(
             Some(q),
             format!("stream entry {i} of the entry at {off:#x} has invalid length {sl}"),
@@ -307,8 +389,8 @@ struct Scan {
 
 /// Read the entry at `off` as far as the walk needs; `None` for an
 /// end-of-directory marker. Checks the same bounds as [`parse_dentry`].
-fn scan_dentry(buf: &[u8], off: u64) -> Result<Option<Scan>> {
-    let Some(raw) = dentry_at(buf, off)? else {
+fn scan_dentry(buf: &[u8], base: u64, off: u64) -> Result<Option<Scan>> {
+    let Some(raw) = dentry_at(buf, base, off)? else {
         return Ok(None);
     };
     let length = raw.len() as u64;
@@ -331,7 +413,7 @@ fn scan_dentry(buf: &[u8], off: u64) -> Result<Option<Scan>> {
         || (0..n).any(|i| matches!(unit(i), 0 | 0x2F));
     let mut q = off + align8(length);
     for i in 0..num_streams {
-        q += align8(stream_entry_at(buf, q, i, off)?.len() as u64);
+        q += align8(stream_entry_at(buf, base, q, i, off)?.len() as u64);
     }
     let subdir = if is_dir { d.u64(16)? } else { 0 };
     Ok(Some(Scan {
@@ -367,11 +449,12 @@ impl std::hash::Hasher for OffsetHasher {
 /// returns the offset just past the dentry and its stream entries.
 fn parse_dentry(
     buf: &[u8],
+    base: u64,
     off: u64,
     parent: u32,
     warnings: &mut Vec<String>,
 ) -> Result<Option<(DentryRecord, u64)>> {
-    let Some(raw) = dentry_at(buf, off)? else {
+    let Some(raw) = dentry_at(buf, base, off)? else {
         return Ok(None);
     };
     let length = raw.len() as u64;
@@ -420,7 +503,7 @@ fn parse_dentry(
     let mut q = off + align8(length);
     let mut streams = Vec::with_capacity(num_streams as usize);
     for i in 0..num_streams {
-        let raw = stream_entry_at(buf, q, i, off)?;
+        let raw = stream_entry_at(buf, base, q, i, off)?;
         let sl = raw.len() as u64;
         let s = Le::new(raw, Section::Metadata, "stream entry");
         let nl = s.u16(36)? as usize;

@@ -144,7 +144,7 @@ enum Made {
 /// The blob a table entry describes, with its resource.
 fn make_blob(
     e: &BlobEntry,
-    parts: &[Option<Part>],
+    parts: &[Option<Arc<dyn ReadAt>>],
     run: Option<&Arc<SolidRun>>,
     solid_ok: bool,
     compression: Compression,
@@ -160,7 +160,7 @@ fn make_blob(
         .get((e.part_number as usize).wrapping_sub(1))
         .and_then(|p| p.as_ref())
     {
-        Some(p) => p.source.clone(),
+        Some(p) => p.clone(),
         // Blob lives in a part we were not given.
         None => return Made::Skip,
     };
@@ -234,6 +234,170 @@ pub struct Wim {
     pub problems: Vec<String>,
     pub compression: Compression,
     pub chunk_size: u32,
+    /// Opened by [`Wim::open_lazy`]: the blob table, looked up (and its
+    /// blobs made) on demand; `blobs` and `entries` are then empty.
+    index: Option<BlobIndex>,
+}
+
+/// A blob table kept sorted by hash, its blobs made when first asked for
+/// (by [`Wim::blob`]): a read-only mount looks up only the blobs of the
+/// directories it visits, so opening a WIM of a hundred thousand blobs
+/// costs one read and sort of its table, not a hundred thousand resources.
+/// A blob-table entry waiting in a [`BlobIndex`]: the entry, its resource
+/// id, its solid run, and whether its part reads solid resources.
+type IndexEntry = (BlobEntry, u64, Option<Arc<SolidRun>>, bool);
+
+/// One part's blob table kept as stored, for a [`BlobIndex`].
+struct RawTable {
+    bytes: Vec<u8>,
+    /// Resource id of its entry 0 (entry `i` has `base + i`).
+    base: u64,
+    solid_ok: bool,
+}
+
+struct BlobIndex {
+    /// Entries of parts with solid runs, sorted by hash, then by id (table
+    /// order).
+    entries: Vec<IndexEntry>,
+    /// The tables of the other parts, as stored (50 bytes an entry): only
+    /// the entries looked up are ever parsed.
+    raw: Vec<RawTable>,
+    /// `order[starts[b]..starts[b + 1]]` are the raw entries (table, index)
+    /// whose hash falls in bucket `b` (its first `bits` bits), in table
+    /// order: a counting sort, no comparisons, at open.
+    order: Vec<(u32, u32)>,
+    starts: Vec<u32>,
+    bits: u32,
+    /// The source of each part by part number - 1 (`None`: not given).
+    sources: Vec<Option<Arc<dyn ReadAt>>>,
+    compression: Compression,
+    chunk_size: u32,
+    /// Blobs made so far (and hashes found missing).
+    made: parking_lot::Mutex<ShaMap<Option<Arc<Blob>>>>,
+}
+
+impl BlobIndex {
+    fn get(&self, h: &Sha1) -> Option<Arc<Blob>> {
+        if let Some(b) = self.made.lock().get(h) {
+            return b.clone();
+        }
+        // Every entry with this hash, in table order (ids grow with it): of
+        // equal hashes the first that makes a blob wins, as in the eager
+        // open.
+        let first = self.entries.partition_point(|(e, ..)| e.hash < *h);
+        let mut same: Vec<IndexEntry> = self.entries[first..]
+            .iter()
+            .take_while(|(e, ..)| e.hash == *h)
+            .cloned()
+            .collect();
+        let b = bucket(h, self.bits) as usize;
+        if let (Some(&s), Some(&e)) = (self.starts.get(b), self.starts.get(b + 1)) {
+            for &(t, i) in self.order.get(s as usize..e as usize).unwrap_or_default() {
+                let Some(tab) = self.raw.get(t as usize) else {
+                    continue;
+                };
+                let at = i as usize * blob_table::ENTRY_SIZE;
+                let Some(bytes) = tab.bytes.get(at..at + blob_table::ENTRY_SIZE) else {
+                    continue;
+                };
+                if bytes[30..] != h[..] {
+                    continue;
+                }
+                if let Ok(e) = BlobEntry::parse(bytes) {
+                    same.push((e, tab.base + u64::from(i), None, tab.solid_ok));
+                }
+            }
+        }
+        same.sort_by_key(|(_, id, ..)| *id);
+        let mut found = None;
+        for (e, id, run, solid_ok) in &same {
+            let m = make_blob(
+                e,
+                &self.sources,
+                run.as_ref(),
+                *solid_ok,
+                self.compression,
+                self.chunk_size,
+                *id,
+            );
+            match m {
+                Made::Skip => {}
+                Made::Problem(p) => log::warn!("{p}"),
+                Made::Blob(b) => {
+                    found = Some(b);
+                    break;
+                }
+            }
+        }
+        self.made.lock().entry(*h).or_insert(found).clone()
+    }
+}
+
+/// The bucket of a hash in a [`BlobIndex`]: its first `bits` bits.
+fn bucket(h: &Sha1, bits: u32) -> u32 {
+    u32::from_be_bytes([h[0], h[1], h[2], h[3]]) >> (32 - bits)
+}
+
+/// Bucket the non-metadata entries of raw tables by hash (a stable
+/// counting sort, about one entry a bucket): (order, bucket starts, bits).
+fn bucket_raw(tables: &[RawTable]) -> (Vec<(u32, u32)>, Vec<u32>, u32) {
+    let es = blob_table::ENTRY_SIZE;
+    let each = |f: &mut dyn FnMut(u32, u32, &[u8])| {
+        for (t, tab) in tables.iter().enumerate() {
+            for (i, e) in tab.bytes.chunks_exact(es).enumerate() {
+                if e[7] & header::resflags::METADATA == 0 {
+                    f(t as u32, i as u32, e);
+                }
+            }
+        }
+    };
+    let mut n = 0usize;
+    each(&mut |_, _, _| n += 1);
+    let bits = (usize::BITS - n.leading_zeros()).clamp(4, 20);
+    let key = |e: &[u8]| (u32::from_be_bytes([e[30], e[31], e[32], e[33]]) >> (32 - bits)) as usize;
+    let mut starts = vec![0u32; (1 << bits) + 1];
+    each(&mut |_, _, e| starts[key(e) + 1] += 1);
+    for b in 1..starts.len() {
+        starts[b] += starts[b - 1];
+    }
+    let mut next = starts.clone();
+    let mut order = vec![(0u32, 0u32); n];
+    each(&mut |t, i, e| {
+        let slot = &mut next[key(e)];
+        order[*slot as usize] = (t, i);
+        *slot += 1;
+    });
+    (order, starts, bits)
+}
+
+/// Keep a metadata resource's blob as an image (or say why not), as
+/// WIMGAPI and wimlib do: an unreferenced metadata entry is not an image
+/// (old WAIK WIMs have them), and one referenced more than once is invalid.
+fn add_metadata(
+    m: Made,
+    e: &BlobEntry,
+    metadata: &mut Vec<Arc<Blob>>,
+    warnings: &mut Vec<String>,
+    problems: &mut Vec<String>,
+) {
+    match m {
+        Made::Skip => {}
+        Made::Problem(p) => problems.push(p),
+        Made::Blob(b) => match e.refcount {
+            0 => warnings.push(format!(
+                "ignoring unreferenced metadata resource {}",
+                hex(&e.hash)
+            )),
+            1 => metadata.push(b),
+            n => {
+                problems.push(format!(
+                    "metadata resource {} has reference count {n}, not 1",
+                    hex(&e.hash)
+                ));
+                metadata.push(b);
+            }
+        },
+    }
 }
 
 fn open_part(path: &Path) -> Result<Part> {
@@ -270,16 +434,38 @@ impl Wim {
             .iter()
             .map(|r| open_part(r))
             .collect::<Result<Vec<_>>>()?;
-        Self::from_parts(first, others)
+        Self::from_parts(first, others, false)
+    }
+
+    /// Open a WIM for reading its images' files (a read-only mount): the
+    /// blob table is kept sorted by hash and each blob is made when
+    /// [`Wim::blob`] first asks for it, so opening costs the same small
+    /// time whatever the number of blobs. `blobs` and `entries` stay empty:
+    /// the verbs that list or check every blob open with [`Wim::open`].
+    pub fn open_lazy(path: &Path, refs: &[PathBuf]) -> Result<Wim> {
+        let first = open_part(path)?;
+        let others = refs
+            .iter()
+            .map(|r| open_part(r))
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_parts(first, others, true)
+    }
+
+    /// The blob whose hash is `h`, if the WIM (the parts given) has it.
+    pub fn blob(&self, h: &Sha1) -> Option<Arc<Blob>> {
+        match &self.index {
+            Some(ix) => ix.get(h),
+            None => self.blobs.get(h).cloned(),
+        }
     }
 
     /// Open a WIM held in memory or any other [`ReadAt`] source (tests,
     /// fuzzing).
     pub fn from_source(name: &Path, src: Arc<dyn ReadAt>) -> Result<Wim> {
-        Self::from_parts(part_from_source(name, src)?, Vec::new())
+        Self::from_parts(part_from_source(name, src)?, Vec::new(), false)
     }
 
-    fn from_parts(first: Part, others: Vec<Part>) -> Result<Wim> {
+    fn from_parts(first: Part, others: Vec<Part>, lazy: bool) -> Result<Wim> {
         let path = first.path.clone();
         let path = path.as_path();
         let header = first.header.clone();
@@ -380,6 +566,12 @@ impl Wim {
 
         let mut entries = Vec::new();
         let mut blobs: ShaMap<Arc<Blob>> = ShaMap::default();
+        let sources: Vec<Option<Arc<dyn ReadAt>>> = parts
+            .iter()
+            .map(|p| p.as_ref().map(|p| p.source.clone()))
+            .collect();
+        let mut lazy_entries: Vec<IndexEntry> = Vec::new();
+        let mut raw_tables: Vec<RawTable> = Vec::new();
         let mut metadata = Vec::new();
         let mut next_id = 0u64;
         for part in parts.iter().flatten() {
@@ -393,12 +585,48 @@ impl Wim {
                 Section::BlobTable,
                 "blob table",
             )?;
+            let solid_ok = h.version == header::VERSION_SOLID;
+            let n = raw.len() / blob_table::ENTRY_SIZE;
+            let flags_of = |k: usize| raw[k * blob_table::ENTRY_SIZE + 7];
+            if lazy && !(solid_ok && (0..n).any(|k| flags_of(k) & header::resflags::SOLID != 0)) {
+                // No solid run: the table stays as stored; only its
+                // metadata entries are made now.
+                let base = next_id;
+                next_id += n as u64;
+                for k in (0..n).filter(|&k| flags_of(k) & header::resflags::METADATA != 0) {
+                    let at = k * blob_table::ENTRY_SIZE;
+                    let e = BlobEntry::parse(&raw[at..at + blob_table::ENTRY_SIZE])?;
+                    let m = make_blob(
+                        &e,
+                        &sources,
+                        None,
+                        solid_ok,
+                        compression,
+                        chunk_size,
+                        base + k as u64,
+                    );
+                    add_metadata(m, &e, &mut metadata, &mut warnings, &mut problems);
+                }
+                if raw.len() % blob_table::ENTRY_SIZE != 0 {
+                    log::warn!(
+                        "blob table size {} is not a multiple of {}; ignoring {} trailing bytes",
+                        raw.len(),
+                        blob_table::ENTRY_SIZE,
+                        raw.len() % blob_table::ENTRY_SIZE
+                    );
+                }
+                raw_tables.push(RawTable {
+                    bytes: raw,
+                    base,
+                    solid_ok,
+                });
+                continue;
+            }
             let table = blob_table::parse(&raw)?;
             // A solid run is a maximal sequence of consecutive entries with
             // the SOLID flag (ignored in version-0x10D00 WIMs). Its resource
             // entries are concatenated, in order, into one logical stream,
             // and its blob entries give offsets into that stream.
-            let solid_ok = h.version == header::VERSION_SOLID;
             let is_solid = |e: &BlobEntry| solid_ok && e.reshdr.is_solid();
             let mut run_of: Vec<Option<Arc<SolidRun>>> = vec![None; table.len()];
             let mut i = 0;
@@ -456,10 +684,32 @@ impl Wim {
             // `base + entry index`, unique without coordination.
             let base = next_id;
             next_id += table.len() as u64;
+            if lazy {
+                // Only the metadata resources are made now; the rest wait
+                // in the index for `Wim::blob`.
+                for (idx, e) in table.into_iter().enumerate() {
+                    let id = base + idx as u64;
+                    if !e.reshdr.is_metadata() {
+                        lazy_entries.push((e, id, run_of[idx].take(), solid_ok));
+                        continue;
+                    }
+                    let m = make_blob(
+                        &e,
+                        &sources,
+                        run_of[idx].as_ref(),
+                        solid_ok,
+                        compression,
+                        chunk_size,
+                        id,
+                    );
+                    add_metadata(m, &e, &mut metadata, &mut warnings, &mut problems);
+                }
+                continue;
+            }
             let make = |(idx, e): (usize, &BlobEntry)| {
                 make_blob(
                     e,
-                    &parts,
+                    &sources,
                     run_of[idx].as_ref(),
                     solid_ok,
                     compression,
@@ -525,6 +775,21 @@ impl Wim {
             metadata.truncate(header.image_count as usize);
         }
         let parts: Vec<Part> = parts.into_iter().flatten().collect();
+        let index = lazy.then(|| {
+            lazy_entries.sort_by(|a, b| a.0.hash.cmp(&b.0.hash).then(a.1.cmp(&b.1)));
+            let (order, starts, bits) = bucket_raw(&raw_tables);
+            BlobIndex {
+                entries: lazy_entries,
+                raw: raw_tables,
+                order,
+                starts,
+                bits,
+                sources,
+                compression,
+                chunk_size,
+                made: parking_lot::Mutex::new(ShaMap::default()),
+            }
+        });
         Ok(Wim {
             path: path.to_path_buf(),
             header,
@@ -538,6 +803,7 @@ impl Wim {
             problems,
             compression,
             chunk_size,
+            index,
         })
     }
 
