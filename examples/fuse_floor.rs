@@ -16,22 +16,31 @@
 //!     time find MOUNTPOINT -printf '%s %m %T@\n' >/dev/null
 //!     fusermount3 -u MOUNTPOINT
 //!
+//! With `--rw` (before SOURCE_DIR) it starts from the tree as well and
+//! takes MKDIR, CREATE, WRITE (the bytes are dropped, only the size is
+//! kept), FLUSH, RELEASE, SYMLINK and GETXATTR (no attribute) in memory,
+//! with the read-write mount's settings (1 s TTLs, OPEN and FLUSH kept):
+//! the floor of `cp -r` into a read-write mount, with no staging at all.
+//!
 //! A measuring tool, not part of wimfs.
 
 #[cfg(target_os = "linux")]
 mod floor {
     use fuser::{
-        Config, Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags,
-        KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-        ReplyDirectoryPlus, ReplyEntry, ReplyOpen, Request, Session, SessionACL,
+        BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+        Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr,
+        ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+        ReplyOpen, ReplyWrite, ReplyXattr, Request, Session, SessionACL, TimeOrNow, WriteFlags,
     };
+    use parking_lot::RwLock;
     use std::collections::HashMap;
     use std::ffi::{OsStr, OsString};
     use std::os::unix::fs::{FileExt, MetadataExt};
     use std::path::{Path, PathBuf};
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-    const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+    const RO_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+    const RW_TTL: Duration = Duration::from_secs(1);
     const PRELOAD: u64 = 1 << 20;
 
     struct Node {
@@ -47,7 +56,9 @@ mod floor {
     }
 
     pub struct Floor {
-        nodes: Vec<Node>,
+        nodes: RwLock<Vec<Node>>,
+        rw: bool,
+        ttl: Duration,
     }
 
     fn kind(m: &std::fs::Metadata) -> FileType {
@@ -86,7 +97,7 @@ mod floor {
 
     impl Floor {
         /// Everything under `root`, loaded now (the walk is not timed).
-        pub fn load(root: &Path) -> std::io::Result<Floor> {
+        pub fn load(root: &Path, rw: bool) -> std::io::Result<Floor> {
             let m = std::fs::symlink_metadata(root)?;
             let mut nodes = vec![Node {
                 path: root.to_path_buf(),
@@ -125,12 +136,70 @@ mod floor {
                 }
                 i += 1;
             }
-            Ok(Floor { nodes })
+            Ok(Floor {
+                nodes: RwLock::new(nodes),
+                rw,
+                ttl: if rw { RW_TTL } else { RO_TTL },
+            })
         }
 
-        fn node(&self, ino: INodeNo) -> Option<&Node> {
-            self.nodes.get((ino.0 as usize).checked_sub(1)?)
+        /// A new empty node under `parent`, or EEXIST.
+        fn add(
+            &self,
+            parent: INodeNo,
+            name: &OsStr,
+            kind: FileType,
+            perm: u16,
+        ) -> Result<FileAttr, Errno> {
+            let mut nodes = self.nodes.write();
+            let p = (parent.0 as usize).checked_sub(1).ok_or(Errno::ENOENT)?;
+            if nodes
+                .get(p)
+                .ok_or(Errno::ENOENT)?
+                .by_name
+                .contains_key(name)
+            {
+                return Err(Errno::EEXIST);
+            }
+            let ino = nodes.len() as u64 + 1;
+            let now = SystemTime::now();
+            let attr = FileAttr {
+                ino: INodeNo(ino),
+                size: 0,
+                blocks: 0,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                crtime: now,
+                kind,
+                perm,
+                nlink: 1,
+                uid: nodes[0].attr.uid,
+                gid: nodes[0].attr.gid,
+                rdev: 0,
+                blksize: 256 * 1024,
+                flags: 0,
+            };
+            let children = if kind == FileType::Directory {
+                vec![(OsString::from("."), ino), (OsString::from(".."), parent.0)]
+            } else {
+                Vec::new()
+            };
+            nodes.push(Node {
+                path: PathBuf::new(),
+                data: Some(Vec::new()),
+                attr,
+                children,
+                by_name: HashMap::new(),
+            });
+            nodes[p].by_name.insert(name.to_os_string(), ino);
+            nodes[p].children.push((name.to_os_string(), ino));
+            Ok(attr)
         }
+    }
+
+    fn get(nodes: &[Node], ino: INodeNo) -> Option<&Node> {
+        nodes.get((ino.0 as usize).checked_sub(1)?)
     }
 
     impl Filesystem for Floor {
@@ -141,9 +210,15 @@ mod floor {
                 InitFlags::FUSE_PARALLEL_DIROPS,
                 InitFlags::FUSE_CACHE_SYMLINKS,
                 InitFlags::FUSE_MAX_PAGES,
-                InitFlags::FUSE_NO_OPEN_SUPPORT | InitFlags::FUSE_NO_OPENDIR_SUPPORT,
             ] {
                 let _ = config.add_capabilities(cap);
+            }
+            if self.rw {
+                let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
+            } else {
+                let _ = config.add_capabilities(
+                    InitFlags::FUSE_NO_OPEN_SUPPORT | InitFlags::FUSE_NO_OPENDIR_SUPPORT,
+                );
             }
             if let Err(max) = config.set_max_readahead(u32::MAX) {
                 let _ = config.set_max_readahead(max);
@@ -154,29 +229,172 @@ mod floor {
         }
 
         fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-            match self
-                .node(parent)
+            let nodes = self.nodes.read();
+            match get(&nodes, parent)
                 .and_then(|p| p.by_name.get(name))
-                .and_then(|&c| self.node(INodeNo(c)))
+                .and_then(|&c| get(&nodes, INodeNo(c)))
             {
-                Some(n) => reply.entry(&TTL, &n.attr, Generation(0)),
+                Some(n) => reply.entry(&self.ttl, &n.attr, Generation(0)),
                 None => reply.error(Errno::ENOENT),
             }
         }
 
         fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-            match self.node(ino) {
-                Some(n) => reply.attr(&TTL, &n.attr),
+            match get(&self.nodes.read(), ino) {
+                Some(n) => reply.attr(&self.ttl, &n.attr),
+                None => reply.error(Errno::ENOENT),
+            }
+        }
+
+        fn setattr(
+            &self,
+            _req: &Request,
+            ino: INodeNo,
+            _mode: Option<u32>,
+            _uid: Option<u32>,
+            _gid: Option<u32>,
+            size: Option<u64>,
+            _atime: Option<TimeOrNow>,
+            _mtime: Option<TimeOrNow>,
+            _ctime: Option<SystemTime>,
+            _fh: Option<FileHandle>,
+            _crtime: Option<SystemTime>,
+            _chgtime: Option<SystemTime>,
+            _bkuptime: Option<SystemTime>,
+            _flags: Option<BsdFileFlags>,
+            reply: ReplyAttr,
+        ) {
+            let mut nodes = self.nodes.write();
+            match nodes.get_mut((ino.0 as usize).wrapping_sub(1)) {
+                Some(n) => {
+                    if let Some(s) = size {
+                        n.attr.size = s;
+                    }
+                    reply.attr(&self.ttl, &n.attr)
+                }
                 None => reply.error(Errno::ENOENT),
             }
         }
 
         fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-            reply.error(Errno::ENOSYS);
+            if self.rw {
+                reply.opened(FileHandle(1), FopenFlags::empty())
+            } else {
+                reply.error(Errno::ENOSYS);
+            }
         }
 
         fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-            reply.error(Errno::ENOSYS);
+            if self.rw {
+                reply.opened(FileHandle(1), FopenFlags::empty())
+            } else {
+                reply.error(Errno::ENOSYS);
+            }
+        }
+
+        fn mkdir(
+            &self,
+            _req: &Request,
+            parent: INodeNo,
+            name: &OsStr,
+            mode: u32,
+            umask: u32,
+            reply: ReplyEntry,
+        ) {
+            match self.add(
+                parent,
+                name,
+                FileType::Directory,
+                (mode & !umask & 0o7777) as u16,
+            ) {
+                Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
+                Err(e) => reply.error(e),
+            }
+        }
+
+        fn symlink(
+            &self,
+            _req: &Request,
+            parent: INodeNo,
+            name: &OsStr,
+            _target: &Path,
+            reply: ReplyEntry,
+        ) {
+            match self.add(parent, name, FileType::Symlink, 0o777) {
+                Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
+                Err(e) => reply.error(e),
+            }
+        }
+
+        fn create(
+            &self,
+            _req: &Request,
+            parent: INodeNo,
+            name: &OsStr,
+            mode: u32,
+            umask: u32,
+            _flags: i32,
+            reply: ReplyCreate,
+        ) {
+            match self.add(
+                parent,
+                name,
+                FileType::RegularFile,
+                (mode & !umask & 0o7777) as u16,
+            ) {
+                Ok(a) => reply.created(
+                    &self.ttl,
+                    &a,
+                    Generation(0),
+                    FileHandle(1),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(e),
+            }
+        }
+
+        fn write(
+            &self,
+            _req: &Request,
+            ino: INodeNo,
+            _fh: FileHandle,
+            offset: u64,
+            data: &[u8],
+            _write_flags: WriteFlags,
+            _flags: OpenFlags,
+            _lock_owner: Option<LockOwner>,
+            reply: ReplyWrite,
+        ) {
+            let mut nodes = self.nodes.write();
+            match nodes.get_mut((ino.0 as usize).wrapping_sub(1)) {
+                Some(n) => {
+                    n.attr.size = n.attr.size.max(offset + data.len() as u64);
+                    reply.written(data.len() as u32)
+                }
+                None => reply.error(Errno::ENOENT),
+            }
+        }
+
+        fn flush(
+            &self,
+            _req: &Request,
+            _ino: INodeNo,
+            _fh: FileHandle,
+            _lock_owner: LockOwner,
+            reply: ReplyEmpty,
+        ) {
+            reply.ok();
+        }
+
+        fn getxattr(
+            &self,
+            _req: &Request,
+            _ino: INodeNo,
+            _name: &OsStr,
+            _size: u32,
+            reply: ReplyXattr,
+        ) {
+            reply.error(Errno::NO_XATTR);
         }
 
         fn read(
@@ -190,7 +408,8 @@ mod floor {
             _lock_owner: Option<LockOwner>,
             reply: ReplyData,
         ) {
-            let Some(n) = self.node(ino) else {
+            let nodes = self.nodes.read();
+            let Some(n) = get(&nodes, ino) else {
                 return reply.error(Errno::ENOENT);
             };
             let want = (size as u64).min(n.attr.size.saturating_sub(offset)) as usize;
@@ -213,13 +432,12 @@ mod floor {
             offset: u64,
             mut reply: ReplyDirectory,
         ) {
-            let Some(n) = self.node(ino) else {
+            let nodes = self.nodes.read();
+            let Some(n) = get(&nodes, ino) else {
                 return reply.error(Errno::ENOENT);
             };
             for (i, (name, c)) in n.children.iter().enumerate().skip(offset as usize) {
-                let k = self
-                    .node(INodeNo(*c))
-                    .map_or(FileType::Directory, |c| c.attr.kind);
+                let k = get(&nodes, INodeNo(*c)).map_or(FileType::Directory, |c| c.attr.kind);
                 if reply.add(INodeNo(*c), i as u64 + 1, k, name) {
                     break;
                 }
@@ -235,18 +453,19 @@ mod floor {
             offset: u64,
             mut reply: ReplyDirectoryPlus,
         ) {
-            let Some(n) = self.node(ino) else {
+            let nodes = self.nodes.read();
+            let Some(n) = get(&nodes, ino) else {
                 return reply.error(Errno::ENOENT);
             };
             for (i, (name, c)) in n.children.iter().enumerate().skip(offset as usize) {
-                let Some(cn) = self.node(INodeNo(*c)) else {
+                let Some(cn) = get(&nodes, INodeNo(*c)) else {
                     continue;
                 };
                 if reply.add(
                     INodeNo(*c),
                     i as u64 + 1,
                     name,
-                    &TTL,
+                    &self.ttl,
                     &cn.attr,
                     Generation(0),
                 ) {
@@ -257,12 +476,12 @@ mod floor {
         }
     }
 
-    pub fn run(src: &Path, mnt: &Path, threads: usize) -> std::io::Result<()> {
-        let fs = Floor::load(src)?;
-        eprintln!("fuse_floor: {} entries loaded", fs.nodes.len());
+    pub fn run(src: &Path, mnt: &Path, threads: usize, rw: bool) -> std::io::Result<()> {
+        let fs = Floor::load(src, rw)?;
+        eprintln!("fuse_floor: {} entries loaded", fs.nodes.read().len());
         let mut c = Config::default();
         c.mount_options = vec![
-            MountOption::RO,
+            if rw { MountOption::RW } else { MountOption::RO },
             MountOption::FSName("fuse_floor".into()),
             MountOption::DefaultPermissions,
             MountOption::NoAtime,
@@ -276,16 +495,21 @@ mod floor {
 
 #[cfg(target_os = "linux")]
 fn main() -> std::io::Result<()> {
-    let a: Vec<String> = std::env::args().collect();
-    if a.len() < 3 {
-        eprintln!("usage: fuse_floor SOURCE_DIR MOUNTPOINT [THREADS]");
+    let mut a: Vec<String> = std::env::args().skip(1).collect();
+    let rw = a.first().is_some_and(|x| x == "--rw");
+    if rw {
+        a.remove(0);
+    }
+    if a.len() < 2 {
+        eprintln!("usage: fuse_floor [--rw] SOURCE_DIR MOUNTPOINT [THREADS]");
         std::process::exit(2);
     }
-    let threads = a.get(3).and_then(|t| t.parse().ok()).unwrap_or(8);
+    let threads = a.get(2).and_then(|t| t.parse().ok()).unwrap_or(8);
     floor::run(
+        std::path::Path::new(&a[0]),
         std::path::Path::new(&a[1]),
-        std::path::Path::new(&a[2]),
         threads,
+        rw,
     )
 }
 
