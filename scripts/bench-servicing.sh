@@ -44,6 +44,11 @@
 # skips inodes freed in the last minute(s) one by one, so a copy-in soon
 # after a discarded mount (thousands of staging files deleted) pays for it
 # in the daemon's file creates: compare medians of several runs.
+# To see where a row's time goes: RUST_LOG=fuser=debug on `wimfs mount` logs
+# every FUSE request to the daemon's log (PID.log in the registry, see
+# `wimfs mounts`), so `grep -o 'FUSE([0-9 ]*) ino [^ ]* [A-Z_]*' LOG | awk
+# '{print $NF}' | sort | uniq -c` counts them by kind; the daemon's CPU is
+# fields 14+15 of /proc/PID/stat.
 # Columns: "vs wimlib" is how many times faster wimfs is (wimlib/wimfs),
 # "vs native" how many times native's time wimfs takes (wimfs/native);
 # then the target for the row and PASS or MISS.
