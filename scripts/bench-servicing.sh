@@ -14,7 +14,12 @@
 # from; delete it to remake them), RUNS (3), CACHE_MB (wimfs --cache-size,
 # 256), TOOLS ("wimfs wimlib native"), PARTS ("copy big first walk cat":
 # which groups of rows to measure), WIMFS (binary; built with cargo build
-# --release unless WIMFS_NO_BUILD is set).
+# --release unless WIMFS_NO_BUILD is set). TOOLS may also name "floor":
+# examples/fuse_floor.rs, a trivial FUSE filesystem answering from memory
+# (the native tree for walk and cat, an empty tree taking writes for copy
+# tree and copy big), printed after the table as the FUSE floor; FLOOR
+# (binary; built with cargo build --release --example fuse_floor unless
+# WIMFS_NO_BUILD is set).
 #
 # Inputs (made once, cached in $BENCH_WORK):
 #   lzx.wim    wimlib-imagex capture $BENCH_SRC ($BENCH_COMPRESS)
@@ -45,6 +50,11 @@
 # skips inodes freed in the last minute(s) one by one, so a copy-in soon
 # after a discarded mount (thousands of staging files deleted) pays for it
 # in the daemon's file creates: compare medians of several runs.
+# To see where a row's time goes: RUST_LOG=fuser=debug on `wimfs mount` logs
+# every FUSE request to the daemon's log (PID.log in the registry, see
+# `wimfs mounts`), so `grep -o 'FUSE([0-9 ]*) ino [^ ]* [A-Z_]*' LOG | awk
+# '{print $NF}' | sort | uniq -c` counts them by kind; the daemon's CPU is
+# fields 14+15 of /proc/PID/stat.
 # Columns: "vs wimlib" is how many times faster wimfs is (wimlib/wimfs),
 # "vs native" how many times native's time wimfs takes (wimfs/native);
 # then the issue's target for the row and PASS or MISS.
@@ -61,6 +71,7 @@ CACHE_MB=${CACHE_MB:-256}
 TOOLS=${TOOLS:-wimfs wimlib native}
 PARTS=${PARTS:-copy big first walk cat scale}
 WIMFS=${WIMFS:-$ROOT/target/release/wimfs}
+FLOOR=${FLOOR:-$ROOT/target/release/examples/fuse_floor}
 
 for t in wimlib-imagex python3 fusermount3; do
     command -v "$t" >/dev/null || { echo "bench-servicing: $t is required" >&2; exit 1; }
@@ -69,6 +80,7 @@ done
 [ -d "$COPY_SRC" ] || { echo "bench-servicing: COPY_SRC $COPY_SRC is not a directory" >&2; exit 1; }
 if [ -z "${WIMFS_NO_BUILD:-}" ]; then
     (cd "$ROOT" && cargo build --release --quiet)
+    case " $TOOLS " in *" floor "*) (cd "$ROOT" && cargo build --release --quiet --example fuse_floor) ;; esac
 fi
 
 mkdir -p "$BENCH_WORK"
@@ -85,6 +97,7 @@ cleanup() {
             wimfs) "$WIMFS" unmount --discard "$MNT" >/dev/null 2>&1 || "$WIMFS" unmount "$MNT" >/dev/null 2>&1 \
                 || fusermount3 -u -z "$MNT" || true ;;
             wimlib) wimlib-imagex unmount "$MNT" >/dev/null 2>&1 || fusermount3 -u -z "$MNT" || true ;;
+            floor) fusermount3 -u -z "$MNT" || true ;;
         esac
     fi
     MOUNTED=""
@@ -304,6 +317,15 @@ for what in ("mount", "RSS"):
 PY
 }
 
+# floor_mount [--rw] DIR: the FUSE floor over DIR at $MNT (see TOOLS).
+floor_mount() {
+    "$FLOOR" "$@" "$MNT" 2>/dev/null &
+    local i
+    for i in $(seq 1 600); do mountpoint -q "$MNT" && break; sleep 0.1; done
+    MOUNTED=floor
+}
+floor_unmount() { fusermount3 -u "$MNT"; wait || true; MOUNTED=""; }
+
 # --- runs -------------------------------------------------------------------
 if want scale; then make_scale; fi
 for run in $(seq 1 "$RUNS"); do
@@ -330,6 +352,29 @@ for run in $(seq 1 "$RUNS"); do
                 fi
                 if want walk; then add "walk" native "$(timed walk "$NATIVE")"; fi
                 if want cat; then add "cat all" native "$(timed cat_all "$NATIVE")"; fi
+                ;;
+            floor)
+                mkdir -p "$BENCH_WORK/floor-empty"
+                if want copy; then
+                    floor_mount --rw "$BENCH_WORK/floor-empty"
+                    add "copy tree" floor "$(timed copy_tree "$MNT")"
+                    floor_unmount
+                fi
+                if want big; then
+                    floor_mount --rw "$BENCH_WORK/floor-empty"
+                    add "copy big" floor "$(timed copy_big "$MNT")"
+                    floor_unmount
+                fi
+                if want walk; then
+                    floor_mount "$NATIVE"
+                    add "walk" floor "$(timed walk "$MNT")"
+                    floor_unmount
+                fi
+                if want cat; then
+                    floor_mount "$NATIVE"
+                    add "cat all" floor "$(timed cat_all "$MNT")"
+                    floor_unmount
+                fi
                 ;;
             wimfs | wimlib)
                 if want copy; then
@@ -426,5 +471,14 @@ for row, unit, tw, tn, ta in rows:
     vws = "-" if vw is None else f"{vw:.2f}x"
     vns = "-" if vn is None else f"{vn:.2f}x"
     print(f"{row:<16} {unit:<4} {fmt(a):>9} {fmt(b):>9} {fmt(n):>9} {vws:>10} {vns:>10}  {', '.join(targets):<28} {res}")
+floor = [(r, med(r, "floor"), med(r, "native"), med(r, "wimfs")) for r in ("copy tree", "copy big", "walk", "cat all")]
+if any(f is not None for _, f, _, _ in floor):
+    print()
+    print("FUSE floor (examples/fuse_floor.rs: the same requests answered from memory):")
+    for r, f, n, a in floor:
+        if f is not None:
+            vn = f"{f / n:.2f}x native" if n else "-"
+            va = f", wimfs {a / f:.2f}x the floor" if a else ""
+            print(f"  {r:<14} {f:.3f} s ({vn}{va})")
 EOF
 if want scale; then scale_table; fi

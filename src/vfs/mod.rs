@@ -10,6 +10,7 @@
 //! [`Attr::of`]; bytes come from the chunk cache, which alone knows how a
 //! blob's range maps to chunks (reads, readahead).
 
+mod following;
 mod image_view;
 mod lazy_view;
 mod nt;
@@ -22,11 +23,12 @@ use crate::cache::ChunkCache;
 use crate::image::lazy::LazyImage;
 use crate::image::{Image, ROOT};
 use crate::overlay::{Data, Overlay, StagingError, StagingStatus};
-use crate::wim::{Blob, Wim};
+use crate::wim::{Blob, BlobLoc, Wim};
+use following::Follower;
 use image_view::ImageView;
 use lazy_view::LazyView;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use view::{ReadView, View};
 
 pub use crate::image::Special;
@@ -49,7 +51,17 @@ pub struct Vfs {
     pub opts: VfsOptions,
     /// The image as it is, or the overlay over it (read-write).
     view: View,
+    /// Resources in stored order, for readahead across files (read-only
+    /// mounts: the WIM never changes under them). Made on first use.
+    following: OnceLock<Follower>,
 }
+
+/// Readahead across files: how many resources after the one a read
+/// finished, and how much decoded data at most. Measured with `cat` of
+/// every file of /usr/share (LZX, 2 loaded cores, medians of 4): none
+/// 5.0 s, 4 files/256 KiB 4.6 s, 16 files/1 MiB 4.8 s.
+const FOLLOW_FILES: usize = 4;
+const FOLLOW_BYTES: u64 = 256 << 10;
 
 impl Vfs {
     pub fn new(wim: Arc<Wim>, image: Arc<Image>, cache: Arc<ChunkCache>, opts: VfsOptions) -> Vfs {
@@ -65,6 +77,7 @@ impl Vfs {
             cache,
             opts,
             view,
+            following: OnceLock::new(),
         }
     }
 
@@ -88,6 +101,7 @@ impl Vfs {
             cache,
             opts,
             view,
+            following: OnceLock::new(),
         })
     }
 
@@ -120,6 +134,7 @@ impl Vfs {
             cache,
             opts,
             view: View::Overlay(ov),
+            following: OnceLock::new(),
         };
         Ok((v, status))
     }
@@ -235,8 +250,32 @@ impl Vfs {
         }
         let n = (buf.len() as u64).min(b.size - offset) as usize;
         let got = self.cache.read_blob(b, offset, &mut buf[..n])?;
-        self.readahead(b, offset + got as u64);
+        let end = offset + got as u64;
+        if end >= b.size {
+            self.read_following(b);
+        } else {
+            self.readahead(b, end);
+        }
         Ok(got)
+    }
+
+    /// A read reached the end of `b`: start decoding the resources stored
+    /// after it (see `following.rs`). Read-only mounts only: a read-write
+    /// mount's WIM is reopened by a commit, and its readers are mostly
+    /// the writers' own copies.
+    fn read_following(&self, b: &Blob) {
+        let BlobLoc::Whole(r) = &b.loc else {
+            return;
+        };
+        // A raw resource (stored uncompressed: a .gz, a .png) is read
+        // straight from the file, but the ones after it may need decoding.
+        if self.is_rw() {
+            return;
+        }
+        let f = self
+            .following
+            .get_or_init(|| Follower::start(self.wim.clone(), self.cache.clone()));
+        f.finished(r, &self.cache, FOLLOW_FILES, FOLLOW_BYTES);
     }
 
     /// Start decoding the chunks just past `pos`, so a sequential reader

@@ -459,6 +459,43 @@ impl Wim {
         }
     }
 
+    /// The compressed, non-solid blob resources of the WIM as (part,
+    /// offset, hash), sorted by where they are stored: what reading ahead
+    /// across files follows. A lazily opened WIM answers from its tables as
+    /// stored, making no blob (they are made when the readahead asks for
+    /// one by hash); a damaged entry is left out.
+    pub fn stored_order(&self) -> Vec<(u16, u64, Sha1)> {
+        let wanted = |e: &BlobEntry| {
+            e.reshdr.is_compressed() && !e.reshdr.is_solid() && !e.reshdr.is_metadata()
+        };
+        let mut v: Vec<(u16, u64, Sha1)> = match &self.index {
+            None => self
+                .blobs
+                .iter()
+                .filter_map(|(h, b)| match &b.loc {
+                    BlobLoc::Whole(r) if !r.is_raw() => Some((r.part, r.reshdr.offset, *h)),
+                    _ => None,
+                })
+                .collect(),
+            Some(ix) => {
+                let from_raw = ix.raw.iter().flat_map(|t| {
+                    t.bytes
+                        .chunks_exact(blob_table::ENTRY_SIZE)
+                        .filter_map(|b| BlobEntry::parse(b).ok())
+                });
+                let from_runs = ix.entries.iter().map(|(e, ..)| e.clone());
+                from_raw
+                    .chain(from_runs)
+                    .filter(wanted)
+                    .map(|e| (e.part_number, e.reshdr.offset, e.hash))
+                    .collect()
+            }
+        };
+        v.sort_unstable();
+        v.dedup_by_key(|x| (x.0, x.1));
+        v
+    }
+
     /// Open a WIM held in memory or any other [`ReadAt`] source (tests,
     /// fuzzing).
     pub fn from_source(name: &Path, src: Arc<dyn ReadAt>) -> Result<Wim> {
