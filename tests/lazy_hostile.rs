@@ -38,7 +38,7 @@ fn wim_bytes(
 ) -> Vec<u8> {
     let mut out = vec![0u8; HEADER_SIZE];
     let mut entries = Vec::new();
-    let mut raw = |out: &mut Vec<u8>, data: &[u8], flags: u8| {
+    let raw = |out: &mut Vec<u8>, data: &[u8], flags: u8| {
         let r = ResHdr {
             size_in_wim: data.len() as u64,
             flags,

@@ -538,7 +538,7 @@ impl LazyImage {
         // Entries are 8-byte aligned (their lengths are rounded up to 8):
         // a list elsewhere would give entries numbers (`offset / 8`) that
         // another entry has.
-        if list_off % 8 != 0 {
+        if !list_off.is_multiple_of(8) {
             return Err(Error::corrupt(
                 Section::Metadata,
                 Some(list_off),
