@@ -403,3 +403,33 @@ fn an_entry_with_65535_streams_decodes_quickly() {
         "decoding one entry took {took:?}"
     );
 }
+
+/// Times at and past 2^63 (no FILETIME has them) are shown, not a panic
+/// (the conversion to UNIX time overflowed), through the view a mount
+/// uses: lookup, getattr, readdir.
+#[test]
+fn times_past_2_pow_63_do_not_panic() {
+    let mut f = rec(0, "f", attr::ARCHIVE);
+    f.creation_time = 1 << 63;
+    f.last_access_time = u64::MAX;
+    f.last_write_time = (1 << 63) + 5;
+    let buf = metadata::write(&[], &[rec(0, "", attr::DIRECTORY), f]);
+    let src: Arc<dyn wimfs::io::ReadAt> = Arc::new(wim_bytes(&buf, None, &[], &[]));
+    let w = Arc::new(Wim::from_source_lazy(Path::new("t.wim"), src).unwrap());
+    let cache = Arc::new(wimfs::cache::ChunkCache::new(1 << 20));
+    let v = wimfs::vfs::Vfs::open_lazy(w, 1, cache, wimfs::node::VfsOptions::default()).unwrap();
+    let root = wimfs::image::lazy::ROOT_NO;
+    let a = v.lookup(root, "f").unwrap();
+    assert_eq!(v.getattr(a.ino).unwrap().size, 0);
+    assert_eq!(
+        wimfs::time::filetime_to_unix(u64::MAX),
+        (-11_644_473_601, 999_999_900)
+    );
+    let names: Vec<String> = v
+        .readdir(root, 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, [".", "..", "f"]);
+}
