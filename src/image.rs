@@ -564,10 +564,14 @@ fn build_streams(wim: &Wim, r: &DentryRecord, warnings: &mut Vec<String>) -> Vec
         unnamed.push(r.hash);
     }
     let mut out = Vec::new();
+    // Names taken, in a set: a hostile entry has up to 65,535 stream
+    // entries, and comparing each with every earlier one is quadratic
+    // (seconds per entry).
+    let mut names: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for s in &r.streams {
         if s.name.is_empty() {
             unnamed.push(s.hash);
-        } else if out.iter().any(|o: &Stream| o.name == s.name) {
+        } else if !names.insert(s.name.as_str()) {
             warnings.push(format!(
                 "{:?}: duplicate stream {:?} ignored",
                 r.name, s.name

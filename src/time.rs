@@ -5,7 +5,10 @@ pub const EPOCH_DIFF: i64 = 116_444_736_000_000_000;
 
 /// FILETIME to (seconds, nanoseconds) since the Unix epoch.
 pub fn filetime_to_unix(ft: u64) -> (i64, u32) {
-    let t = ft as i64 - EPOCH_DIFF;
+    // Wrapping: a stored time at or past 2^63 is no FILETIME, and must not
+    // panic (an image's times are untrusted); release builds always
+    // wrapped here, so every time shows as it did.
+    let t = (ft as i64).wrapping_sub(EPOCH_DIFF);
     (
         t.div_euclid(10_000_000),
         (t.rem_euclid(10_000_000) * 100) as u32,

@@ -24,12 +24,13 @@
 
 use super::{build_streams, new_inode, Inode, MISSING};
 use crate::error::{Error, Result, Section};
-use crate::wim::metadata::{self, DentryRecord, ListEntry};
+use crate::wim::metadata::{self, DentryRecord, Extent, ListEntry};
 use crate::wim::{Blob, Wim, ZERO_HASH};
 use parking_lot::{Mutex, RwLock};
+use std::cell::{OnceCell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// The root's number (FUSE's root inode).
@@ -38,6 +39,9 @@ pub const ROOT_NO: u64 = 1;
 /// First window read for a child list: most lists are far smaller, and a
 /// larger one is read again with a doubled window.
 const FIRST_WINDOW: u64 = 16 << 10;
+
+/// Most names a path in a message shows (the deepest ones).
+const MAX_PATH_PARTS: usize = 256;
 
 /// Decoded metadata chunks kept for the next lists (neighbouring
 /// directories usually share chunks), in bytes; the latest is always kept.
@@ -118,6 +122,8 @@ struct MetaSource {
     size: u64,
     /// Recently decoded chunks, the latest first.
     recent: Mutex<VecDeque<RecentChunk>>,
+    /// Bytes of the resource read so far (windows, re-reads included).
+    read: AtomicU64,
 }
 
 impl MetaSource {
@@ -172,6 +178,7 @@ impl MetaSource {
                 "metadata resource is short",
             ));
         }
+        self.read.fetch_add(want, Ordering::Relaxed);
         Ok(out)
     }
 
@@ -240,6 +247,7 @@ impl LazyImage {
             size: blob.size,
             blob,
             recent: Mutex::new(VecDeque::new()),
+            read: AtomicU64::new(0),
         };
         let (security, root_off) = src
             .with_window(0, metadata::parse_security)
@@ -299,6 +307,12 @@ impl LazyImage {
         self.decoded.load(Ordering::Relaxed)
     }
 
+    /// Bytes of the metadata resource read so far, re-reads included: what
+    /// a walk costs, so tests can bound it on hostile images.
+    pub fn metadata_bytes_read(&self) -> u64 {
+        self.src.read.load(Ordering::Relaxed)
+    }
+
     /// How many entries are decoded now.
     pub fn decoded_entries(&self) -> usize {
         self.state.read().entries.len()
@@ -316,19 +330,32 @@ impl LazyImage {
     pub fn count_hint(&self) -> u64 {
         self.wim
             .info(self.index)
-            .map(|i| i.dir_count.unwrap_or(0) + i.file_count.unwrap_or(0))
+            .map(|i| {
+                i.dir_count
+                    .unwrap_or(0)
+                    .saturating_add(i.file_count.unwrap_or(0))
+            })
             .filter(|&n| n > 0)
             .unwrap_or_else(|| self.decoded_entries() as u64)
     }
 
     /// Full path of a decoded entry (for messages).
     pub fn path(&self, e: &Entry) -> String {
-        let st = self.state.read();
+        Self::path_in(&self.state.read(), e)
+    }
+
+    fn path_in(st: &State, e: &Entry) -> String {
         let mut parts = vec![e.name.clone()];
         let mut cur = e.parent;
         let mut guard = 0;
-        while cur != ROOT_NO && guard < 100_000 {
+        while cur != ROOT_NO {
             let Some(p) = st.entries.get(&cur) else { break };
+            if guard == MAX_PATH_PARTS {
+                // A message names the deepest part of a hostile tree's path:
+                // walking all of it for each would make a walk quadratic.
+                parts.push("…".into());
+                break;
+            }
             parts.push(p.name.clone());
             cur = p.parent;
             guard += 1;
@@ -348,8 +375,14 @@ impl LazyImage {
         if let Some(d) = self.known(e.no) {
             return d;
         }
-        let path = self.path(e);
-        let built = self.decode(e, &path);
+        let path = PathOf {
+            image: self,
+            entry: e,
+            text: OnceCell::new(),
+        };
+        // Offsets of the entries the list's last reading reached.
+        let scanned = RefCell::new(Vec::new());
+        let built = self.decode(e, &path, &scanned);
         let mut st = self.state.write();
         // Another thread may have decoded it meanwhile: theirs stands.
         if let Some(d) = st.dirs.get(&e.no) {
@@ -360,13 +393,23 @@ impl LazyImage {
             Ok(d) => {
                 // What a mount decoded, and when (`-vv` shows it): laziness
                 // is visible from outside too.
-                log::debug!("decoded directory {path} ({} entries)", d.kids.len());
+                log::debug!(
+                    "decoded directory {} ({} entries)",
+                    path.get_with(&st),
+                    d.kids.len()
+                );
                 self.decoded.fetch_add(1, Ordering::Relaxed);
                 st.dirs.insert(e.no, DirState::Ok(d.clone()));
                 Ok(d)
             }
             Err(err) => {
-                let msg = format!("directory {path}: {err}");
+                // The entries this list reached are claimed all the same:
+                // another list reaching them is refused at the first one,
+                // so directories pointing at the entries of one list one
+                // after another cost one window each, not a scan to where
+                // the entries were first claimed (quadratic).
+                st.offsets.extend(scanned.into_inner());
+                let msg = format!("directory {}: {err}", path.get_with(&st));
                 log::error!("{msg}");
                 st.dirs.insert(e.no, DirState::Failed(msg.clone()));
                 Err(Error::corrupt(Section::Metadata, None, msg))
@@ -421,13 +464,26 @@ impl LazyImage {
 
     /// Read and decode the child list of `e` into entries (numbers not
     /// yet assigned), sorted and de-duplicated.
-    fn decode(&self, e: &Entry, path: &str) -> Result<Vec<Entry>> {
+    fn decode(&self, e: &Entry, path: &PathOf, scanned: &RefCell<Vec<u64>>) -> Result<Vec<Entry>> {
         if e.list == 0 {
             return Ok(Vec::new());
         }
-        let (list, warnings) = self.read_list(e.list)?;
+        // An entry already claimed by another list is a cycle: refused as
+        // the list is measured, before any of it is decoded.
+        let (list, warnings) = self.read_list(e.list, |off| {
+            let mut s = scanned.borrow_mut();
+            if off == e.list {
+                // A wider window: the list is measured again from its start.
+                s.clear();
+            }
+            if self.state.read().offsets.contains(&off) {
+                return Err(cycle(off));
+            }
+            s.push(off);
+            Ok(())
+        })?;
         for w in warnings {
-            log::warn!("{w} in directory {path:?}");
+            log::warn!("{w} in directory {:?}", path.get());
         }
         let mut kids = Vec::with_capacity(list.len());
         for ListEntry { mut record, subdir } in list {
@@ -437,7 +493,7 @@ impl LazyImage {
             let name = std::mem::take(&mut record.name);
             let inode = new_inode(&mut record, streams);
             for m in w {
-                log::warn!("{path}/{name}: {m}");
+                log::warn!("{}/{name}: {m}", path.get());
             }
             for s in &inode.streams {
                 if s.hash != ZERO_HASH && s.blob.is_none() {
@@ -446,7 +502,7 @@ impl LazyImage {
                     } else {
                         format!(":{}", s.name)
                     };
-                    log::warn!("{path}/{name}{sfx}: {MISSING}");
+                    log::warn!("{}/{name}{sfx}: {MISSING}", path.get());
                 }
             }
             kids.push(Entry {
@@ -462,31 +518,65 @@ impl LazyImage {
             });
         }
         for dup in sort_dedup(&mut kids, |k| k.name.as_str()) {
-            log::warn!("duplicate name {dup:?} in directory {path:?}; keeping the first");
+            log::warn!(
+                "duplicate name {dup:?} in directory {:?}; keeping the first",
+                path.get()
+            );
         }
         Ok(kids)
     }
 
-    fn read_list(&self, list_off: u64) -> Result<(Vec<ListEntry>, Vec<String>)> {
-        self.src.with_window(list_off, |b| {
-            let mut w = Vec::new();
-            let l = metadata::parse_list(b, list_off, list_off, &mut w)?;
-            Ok((l, w))
-        })
+    /// Read and decode the child list at `list_off`: the window grows
+    /// (doubling, so each read is at most twice one that held data) only
+    /// while the list runs past it, and the list is decoded once, from the
+    /// window that holds all of it. `seen` may refuse an entry's offset.
+    fn read_list(
+        &self,
+        list_off: u64,
+        mut seen: impl FnMut(u64) -> Result<()>,
+    ) -> Result<(Vec<ListEntry>, Vec<String>)> {
+        // Entries are 8-byte aligned (their lengths are rounded up to 8):
+        // a list elsewhere would give entries numbers (`offset / 8`) that
+        // another entry has.
+        if !list_off.is_multiple_of(8) {
+            return Err(Error::corrupt(
+                Section::Metadata,
+                Some(list_off),
+                format!("child list at offset {list_off:#x} is not 8-byte aligned"),
+            ));
+        }
+        let size = self.src.size;
+        let mut len = FIRST_WINDOW;
+        loop {
+            let end = list_off.saturating_add(len).min(size);
+            let buf = self.src.read(list_off, end)?;
+            match metadata::list_extent(&buf, list_off, list_off, &mut seen)? {
+                Extent::Ends(e) => {
+                    let b = buf.get(..(e - list_off) as usize).unwrap_or_default();
+                    let mut w = Vec::new();
+                    let l = metadata::parse_list(b, list_off, list_off, &mut w)?;
+                    return Ok((l, w));
+                }
+                Extent::Needs(n) if n > size => {
+                    return Err(Error::corrupt(
+                        Section::Metadata,
+                        Some(list_off),
+                        format!(
+                            "child list at offset {list_off:#x} runs past the end of the \
+                             metadata resource ({size} bytes)"
+                        ),
+                    ));
+                }
+                Extent::Needs(_) => len = len.saturating_mul(2),
+            }
+        }
     }
 
     /// Number the new entries and enter them (under the state lock): an
     /// entry already decoded elsewhere means a cycle.
     fn place(st: &mut State, parent: u64, kids: Vec<Entry>) -> Result<Arc<Dir>> {
         if let Some(k) = kids.iter().find(|k| st.offsets.contains(&k.offset)) {
-            return Err(Error::corrupt(
-                Section::Metadata,
-                Some(k.offset),
-                format!(
-                    "directory cycle: entry {:?} at offset {:#x} is reached twice",
-                    k.name, k.offset
-                ),
-            ));
+            return Err(cycle(k.offset));
         }
         let mut out = Vec::with_capacity(kids.len());
         for mut k in kids {
@@ -519,12 +609,19 @@ impl LazyImage {
         let mut counts: HashMap<LinkKey, u32> = HashMap::new();
         let mut seen: HashSet<u64> = HashSet::new();
         seen.insert(self.root.offset);
+        // Lists read: directories sharing an (empty) list read it once.
+        let mut lists: HashSet<u64> = HashSet::new();
         let mut work = vec![self.root.list];
         while let Some(list) = work.pop() {
-            if list == 0 {
+            if list == 0 || !lists.insert(list) {
                 continue;
             }
-            let (entries, _) = self.read_list(list)?;
+            let (entries, _) = self.read_list(list, |off| {
+                if seen.contains(&off) {
+                    return Err(cycle(off));
+                }
+                Ok(())
+            })?;
             let mut kids: Vec<(String, Option<LinkKey>, u64)> = Vec::new();
             for ListEntry { mut record, subdir } in entries {
                 if !seen.insert(record.offset) {
@@ -553,6 +650,34 @@ impl LazyImage {
         );
         Ok(counts)
     }
+}
+
+/// A directory's path for messages, built only when one is needed: it
+/// walks up to the root, which for every directory decoded would make a
+/// walk of a deep tree quadratic.
+struct PathOf<'a> {
+    image: &'a LazyImage,
+    entry: &'a Entry,
+    text: OnceCell<String>,
+}
+
+impl PathOf<'_> {
+    fn get(&self) -> &str {
+        self.text.get_or_init(|| self.image.path(self.entry))
+    }
+
+    /// The same, with the state already locked (by this thread).
+    fn get_with(&self, st: &State) -> &str {
+        self.text.get_or_init(|| LazyImage::path_in(st, self.entry))
+    }
+}
+
+fn cycle(offset: u64) -> Error {
+    Error::corrupt(
+        Section::Metadata,
+        Some(offset),
+        format!("directory cycle: the entry at offset {offset:#x} is reached twice"),
+    )
 }
 
 fn dir_result(d: &DirState) -> Result<Arc<Dir>> {

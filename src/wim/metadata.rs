@@ -324,6 +324,94 @@ pub fn parse_list(
     Ok(out)
 }
 
+/// How much of the metadata resource a child list covers, as far as a
+/// window of it shows (see [`list_extent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extent {
+    /// The list, its end marker included, ends at this offset, inside the
+    /// window: [`parse_list`] over the window reads nothing past it.
+    Ends(u64),
+    /// The window must reach at least this offset to show more of it.
+    Needs(u64),
+}
+
+/// Find where the child list at `list_off` ends, reading only the length
+/// fields that chain its entries (and their stream entries), from a window
+/// of the metadata resource (`buf` holds its bytes from offset `base`).
+/// `entry` is called with each entry's offset before it is followed, so a
+/// caller can refuse one it has seen (a cycle) before decoding anything.
+///
+/// Why not widen a window until [`parse_list`] stops failing: a list that
+/// is damaged (not merely cut by the window) would then be read again with
+/// ever larger windows up to the resource's end, for every directory that
+/// points at it, which makes a hostile image quadratic. This tells a short
+/// window (`Needs`) from damage (an error) for the same bounds
+/// [`scan_dentry`] checks.
+pub fn list_extent(
+    buf: &[u8],
+    base: u64,
+    list_off: u64,
+    mut entry: impl FnMut(u64) -> Result<()>,
+) -> Result<Extent> {
+    let overflow = |at: u64| bad(Some(at), format!("child list at {list_off:#x} overflows"));
+    let end = base
+        .checked_add(buf.len() as u64)
+        .ok_or_else(|| overflow(base))?;
+    let field = |at: u64| -> Result<Option<u64>> {
+        let fe = at.checked_add(8).ok_or_else(|| overflow(at))?;
+        if fe > end {
+            return Ok(None);
+        }
+        let o = at
+            .checked_sub(base)
+            .and_then(|o| usize::try_from(o).ok())
+            .ok_or_else(|| bad(Some(at), "dentry offset overflow"))?;
+        Le::new(buf, Section::Metadata, "directory entry")
+            .u64(o)
+            .map(Some)
+    };
+    let mut p = list_off;
+    loop {
+        let Some(length) = field(p)? else {
+            return Ok(Extent::Needs(p + 8));
+        };
+        if length <= 8 {
+            return Ok(Extent::Ends(p + 8));
+        }
+        if length < DENTRY_FIXED_SIZE as u64 {
+            return Err(bad(
+                Some(p),
+                format!("directory entry at offset {p:#x} has invalid length {length}"),
+            ));
+        }
+        entry(p)?;
+        let e = p.checked_add(length).ok_or_else(|| overflow(p))?;
+        if e > end {
+            return Ok(Extent::Needs(e));
+        }
+        let o = (p - base) as usize;
+        let num_streams = Le::new(buf, Section::Metadata, "directory entry").u16(o + 0x60)?;
+        let mut q = p.checked_add(align8(length)).ok_or_else(|| overflow(p))?;
+        for i in 0..num_streams {
+            let Some(sl) = field(q)? else {
+                return Ok(Extent::Needs(q + 8));
+            };
+            if sl < STREAM_FIXED_SIZE as u64 {
+                return Err(bad(
+                    Some(q),
+                    format!("stream entry {i} of the entry at {p:#x} has invalid length {sl}"),
+                ));
+            }
+            let se = q.checked_add(sl).ok_or_else(|| overflow(q))?;
+            if se > end {
+                return Ok(Extent::Needs(se));
+            }
+            q = q.checked_add(align8(sl)).ok_or_else(|| overflow(q))?;
+        }
+        p = q;
+    }
+}
+
 /// The bytes of the directory entry at `off`, its length checked against
 /// the buffer; `None` for an end-of-directory marker.
 fn dentry_at(buf: &[u8], base: u64, off: u64) -> Result<Option<&[u8]>> {

@@ -292,7 +292,15 @@ impl BlobIndex {
             .collect();
         let b = bucket(h, self.bits) as usize;
         if let (Some(&s), Some(&e)) = (self.starts.get(b), self.starts.get(b + 1)) {
-            for &(t, i) in self.order.get(s as usize..e as usize).unwrap_or_default() {
+            // The bucket is sorted by hash: a hostile table that puts every
+            // entry in one bucket costs a binary search, not a scan.
+            let slot = self.order.get(s as usize..e as usize).unwrap_or_default();
+            let hash_of = |&(t, i): &(u32, u32)| raw_hash(&self.raw, t, i);
+            let first = slot.partition_point(|x| hash_of(x) < Some(&h[..]));
+            for &(t, i) in slot[first..]
+                .iter()
+                .take_while(|x| hash_of(x) == Some(&h[..]))
+            {
                 let Some(tab) = self.raw.get(t as usize) else {
                     continue;
                 };
@@ -300,9 +308,6 @@ impl BlobIndex {
                 let Some(bytes) = tab.bytes.get(at..at + blob_table::ENTRY_SIZE) else {
                     continue;
                 };
-                if bytes[30..] != h[..] {
-                    continue;
-                }
                 if let Ok(e) = BlobEntry::parse(bytes) {
                     same.push((e, tab.base + u64::from(i), None, tab.solid_ok));
                 }
@@ -331,6 +336,16 @@ impl BlobIndex {
         }
         self.made.lock().entry(*h).or_insert(found).clone()
     }
+}
+
+/// The hash of entry `i` of raw table `t` (`None` sorts first: an entry
+/// that is not there).
+fn raw_hash(tables: &[RawTable], t: u32, i: u32) -> Option<&[u8]> {
+    let at = i as usize * blob_table::ENTRY_SIZE;
+    tables
+        .get(t as usize)?
+        .bytes
+        .get(at + 30..at + blob_table::ENTRY_SIZE)
 }
 
 /// The bucket of a hash in a [`BlobIndex`]: its first `bits` bits.
@@ -367,6 +382,17 @@ fn bucket_raw(tables: &[RawTable]) -> (Vec<(u32, u32)>, Vec<u32>, u32) {
         order[*slot as usize] = (t, i);
         *slot += 1;
     });
+    // Each bucket sorted by hash (stably: equal hashes stay in table
+    // order), so a lookup is a binary search even when a hostile table
+    // puts every hash in one bucket. About one entry a bucket otherwise:
+    // next to nothing to sort.
+    for w in starts.windows(2) {
+        if let Some(b) = order.get_mut(w[0] as usize..w[1] as usize) {
+            if b.len() > 1 {
+                b.sort_by(|x, y| raw_hash(tables, x.0, x.1).cmp(&raw_hash(tables, y.0, y.1)));
+            }
+        }
+    }
     (order, starts, bits)
 }
 
@@ -500,6 +526,12 @@ impl Wim {
     /// fuzzing).
     pub fn from_source(name: &Path, src: Arc<dyn ReadAt>) -> Result<Wim> {
         Self::from_parts(part_from_source(name, src)?, Vec::new(), false)
+    }
+
+    /// [`Wim::open_lazy`] over any [`ReadAt`] source: what a read-only
+    /// mount opens, from memory (tests, the `fuzz_lazy_image` target).
+    pub fn from_source_lazy(name: &Path, src: Arc<dyn ReadAt>) -> Result<Wim> {
+        Self::from_parts(part_from_source(name, src)?, Vec::new(), true)
     }
 
     fn from_parts(first: Part, others: Vec<Part>, lazy: bool) -> Result<Wim> {
@@ -1133,5 +1165,72 @@ mod error_tests {
                 "{e}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+
+    /// Raw tables whose entries all fall in one bucket, stored in
+    /// descending hash order with one hash twice: the bucket comes out
+    /// sorted by hash (a lookup is a binary search, not a scan of a
+    /// hostile bucket), equal hashes in table order.
+    #[test]
+    fn a_crowded_bucket_is_sorted_by_hash_in_table_order() {
+        let entry = |last: u8, size: u64| {
+            let mut hash = [0u8; 20];
+            hash[19] = last;
+            let e = BlobEntry {
+                reshdr: header::ResHdr {
+                    size_in_wim: size,
+                    flags: 0,
+                    offset: 0,
+                    uncompressed_size: size,
+                },
+                part_number: 1,
+                refcount: 1,
+                hash,
+            };
+            let mut b = Vec::new();
+            e.write(&mut b);
+            b
+        };
+        let mut t0 = Vec::new();
+        for last in (1..=200u8).rev() {
+            t0.extend(entry(last, 1));
+        }
+        let mut t1 = entry(7, 2);
+        t1.extend(entry(3, 3));
+        let tables = [
+            RawTable {
+                bytes: t0,
+                base: 0,
+                solid_ok: false,
+            },
+            RawTable {
+                bytes: t1,
+                base: 200,
+                solid_ok: false,
+            },
+        ];
+        let (order, starts, bits) = bucket_raw(&tables);
+        assert_eq!(bits, 8);
+        assert_eq!((starts[0], starts[1]), (0, 202));
+        let hashes: Vec<u8> = order
+            .iter()
+            .map(|&(t, i)| raw_hash(&tables, t, i).unwrap()[19])
+            .collect();
+        let mut want: Vec<u8> = (1..=200).collect();
+        want.insert(3, 3);
+        want.insert(8, 7);
+        assert_eq!(hashes, want);
+        // Of equal hashes, table 0's entry (stored first) comes first.
+        let sevens: Vec<(u32, u32)> = order
+            .iter()
+            .copied()
+            .filter(|&(t, i)| raw_hash(&tables, t, i).unwrap()[19] == 7)
+            .collect();
+        assert_eq!(sevens, [(0, 193), (1, 0)]);
     }
 }
