@@ -30,8 +30,11 @@ impl Vfs {
             .collect();
         let m = self.view.win_meta(ino)?;
         if let Some((t, b)) = &m.xattrs {
+            // A set, not a scan of `v` per name: an entry of a hostile WIM
+            // may carry tens of thousands of streams and xattrs.
+            let mut seen: std::collections::HashSet<String> = v.iter().cloned().collect();
             for (n, _) in parse_linux_xattrs(*t, b) {
-                if !v.iter().any(|x| x == n) {
+                if seen.insert(n.to_string()) {
                     v.push(n.to_string());
                 }
             }
