@@ -1,5 +1,5 @@
-//! The LZMS encoder: a hash-chain match finder over the whole chunk and a
-//! near-optimal parse.
+//! The LZMS encoder: a binary-tree match finder over the whole chunk, a
+//! delta-match finder, and a near-optimal parse.
 //!
 //! Why near-optimal: LZMS codes every item with adaptive Huffman codes and
 //! adaptive bit probabilities, so the cheapest item at each position is not
@@ -8,8 +8,13 @@
 //! the finder sees at each position of a segment, then runs a forward
 //! dynamic programme (cheapest way to reach each position) priced with the
 //! code lengths and probabilities in force when the segment starts, tracking
-//! the repeat-offset queue and decision contexts along each path, and codes
-//! the cheapest path.
+//! both repeat queues (LZ offsets, delta pairs) and the decision contexts
+//! along each path, and codes the cheapest path. Costs are in 1/16 bit.
+//!
+//! Memory per encoder: the chunk copy plus 8 bytes of tree links per byte
+//! of chunk and a 64 MiB hash table (about 700 MiB for a 64 MiB ESD
+//! chunk), kept between chunks by the thread-local encoder; the solid
+//! writer compresses two such chunks at a time.
 //!
 //! Why the window is the whole chunk: ESD solid chunks are 64 MiB of files
 //! laid end to end, and most of their redundancy is between files far
@@ -248,17 +253,19 @@ impl<T: Copy + PartialEq + Default + From<u8>> RepQueue<T> {
 /// Length of the common prefix of `data[a..]` and `data[b..]`, up to `max`.
 #[inline(always)]
 fn match_len(data: &[u8], a: usize, b: usize, max: usize) -> usize {
+    // Two slices of exactly `max` bytes: the loops below then need no
+    // bounds checks.
+    let (x, y) = (&data[a..a + max], &data[b..b + max]);
     let mut l = 0;
-    while l + 8 <= max {
-        let x = u64::from_le_bytes(data[a + l..a + l + 8].try_into().unwrap_or([0; 8]));
-        let y = u64::from_le_bytes(data[b + l..b + l + 8].try_into().unwrap_or([0; 8]));
-        let d = x ^ y;
+    for (u, v) in x.chunks_exact(8).zip(y.chunks_exact(8)) {
+        let d = u64::from_le_bytes(u.try_into().unwrap_or([0; 8]))
+            ^ u64::from_le_bytes(v.try_into().unwrap_or([0; 8]));
         if d != 0 {
             return l + (d.trailing_zeros() / 8) as usize;
         }
         l += 8;
     }
-    while l < max && data[a + l] == data[b + l] {
+    while l < max && x[l] == y[l] {
         l += 1;
     }
     l
