@@ -1,5 +1,5 @@
-//! The LZMS encoder: a hash-chain match finder over the whole chunk and a
-//! near-optimal parse.
+//! The LZMS encoder: a binary-tree match finder over the whole chunk, a
+//! delta-match finder, and a near-optimal parse.
 //!
 //! Why near-optimal: LZMS codes every item with adaptive Huffman codes and
 //! adaptive bit probabilities, so the cheapest item at each position is not
@@ -8,8 +8,13 @@
 //! the finder sees at each position of a segment, then runs a forward
 //! dynamic programme (cheapest way to reach each position) priced with the
 //! code lengths and probabilities in force when the segment starts, tracking
-//! the repeat-offset queue and decision contexts along each path, and codes
-//! the cheapest path.
+//! both repeat queues (LZ offsets, delta pairs) and the decision contexts
+//! along each path, and codes the cheapest path. Costs are in 1/16 bit.
+//!
+//! Memory per encoder: the chunk copy plus 8 bytes of tree links per byte
+//! of chunk and a 64 MiB hash table (about 700 MiB for a 64 MiB ESD
+//! chunk), kept between chunks by the thread-local encoder; the solid
+//! writer compresses two such chunks at a time.
 //!
 //! Why the window is the whole chunk: ESD solid chunks are 64 MiB of files
 //! laid end to end, and most of their redundancy is between files far
@@ -185,42 +190,50 @@ impl EncodeCode {
     }
 }
 
-/// LZ repeat-offset queue with the format's delayed front insertion.
+/// Repeat queue of one match kind (LZ offsets, or delta (power, offset)
+/// pairs) with the format's delayed front insertion: a match's value joins
+/// the front only once an item of another kind (or another match of this
+/// kind) follows it. 0 is "none".
 #[derive(Clone, Copy)]
-struct LzQueue {
-    reps: [u32; 4],
-    pending: u32,
-    prev_was_lz: bool,
+struct RepQueue<T> {
+    reps: [T; 4],
+    pending: T,
+    /// The last item was a match of this kind.
+    prev_same: bool,
 }
 
-impl LzQueue {
+type LzQueue = RepQueue<u32>;
+type DeltaQueue = RepQueue<u64>;
+
+impl<T: Copy + PartialEq + Default + From<u8>> RepQueue<T> {
     fn new() -> Self {
-        LzQueue {
-            reps: [1, 2, 3, 4],
-            pending: 0,
-            prev_was_lz: false,
+        RepQueue {
+            reps: [T::from(1), T::from(2), T::from(3), T::from(4)],
+            pending: T::default(),
+            prev_same: false,
         }
     }
 
-    /// The three offsets a repeat match at this point may refer to.
+    /// The three values a repeat match at this point may refer to.
     #[inline(always)]
-    fn visible(&self) -> [u32; 3] {
-        if self.pending != 0 && !self.prev_was_lz {
+    fn visible(&self) -> [T; 3] {
+        if self.pending != T::default() && !self.prev_same {
             [self.pending, self.reps[0], self.reps[1]]
         } else {
             [self.reps[0], self.reps[1], self.reps[2]]
         }
     }
 
-    /// Apply an LZ match (explicit `offset`, or repeat index `rep`) exactly
-    /// as the decoder does.
-    fn apply(&mut self, rep: Option<usize>, offset: u32) {
-        if self.pending != 0 && !self.prev_was_lz {
+    /// Apply a match of this kind (explicit `value`, or repeat index
+    /// `rep`) exactly as the decoder does.
+    fn apply(&mut self, rep: Option<usize>, value: T) {
+        let none = T::default();
+        if self.pending != none && !self.prev_same {
             self.reps = [self.pending, self.reps[0], self.reps[1], self.reps[2]];
-            self.pending = 0;
+            self.pending = none;
         }
-        let off = match rep {
-            None => offset,
+        let v = match rep {
+            None => value,
             Some(i) => {
                 let o = self.reps[i];
                 for k in i..3 {
@@ -229,28 +242,30 @@ impl LzQueue {
                 o
             }
         };
-        if self.pending != 0 {
+        if self.pending != none {
             self.reps = [self.pending, self.reps[0], self.reps[1], self.reps[2]];
         }
-        self.pending = off;
-        self.prev_was_lz = true;
+        self.pending = v;
+        self.prev_same = true;
     }
 }
 
 /// Length of the common prefix of `data[a..]` and `data[b..]`, up to `max`.
 #[inline(always)]
 fn match_len(data: &[u8], a: usize, b: usize, max: usize) -> usize {
+    // Two slices of exactly `max` bytes: the loops below then need no
+    // bounds checks.
+    let (x, y) = (&data[a..a + max], &data[b..b + max]);
     let mut l = 0;
-    while l + 8 <= max {
-        let x = u64::from_le_bytes(data[a + l..a + l + 8].try_into().unwrap_or([0; 8]));
-        let y = u64::from_le_bytes(data[b + l..b + l + 8].try_into().unwrap_or([0; 8]));
-        let d = x ^ y;
+    for (u, v) in x.chunks_exact(8).zip(y.chunks_exact(8)) {
+        let d = u64::from_le_bytes(u.try_into().unwrap_or([0; 8]))
+            ^ u64::from_le_bytes(v.try_into().unwrap_or([0; 8]));
         if d != 0 {
             return l + (d.trailing_zeros() / 8) as usize;
         }
         l += 8;
     }
-    while l < max && data[a + l] == data[b + l] {
+    while l < max && x[l] == y[l] {
         l += 1;
     }
     l
@@ -433,6 +448,98 @@ impl MatchFinder {
     }
 }
 
+/// Delta powers searched: spans 1 to 32 bytes, the record sizes of tables,
+/// pixels and samples (64 and 128 gained 0.01% on x86 binaries for 5% more
+/// time).
+const DELTA_POWERS: usize = 6;
+/// Delta matches are looked for only where the longest LZ match is shorter
+/// than this (the same size as searching everywhere, a sixth less time).
+const DELTA_BELOW: usize = 12;
+const DELTA_BITS: u32 = 14;
+/// Shortest delta match kept (an explicit one costs a power, an offset and
+/// a length: more than three literals saved is rare below this).
+const MIN_DELTA: usize = 4;
+
+/// Finds delta matches: for a span S = 2^power, position i matches i - O
+/// when the byte differences d[x] = data[x] - data[x - S] agree, which is
+/// what a delta match (power, O / S) reproduces. One table per power maps
+/// a hash of four differences to the latest position; O must be a
+/// multiple of S. (In x86 binaries about a tenth of the bytes are best
+/// coded this way: tables of addresses, relocations.)
+#[derive(Default)]
+struct DeltaFinder {
+    heads: Vec<u32>,
+}
+
+/// Length over which the delta match (span `s`, offset `o`) reproduces
+/// `data[p..]`, up to `max`.
+#[inline(always)]
+fn delta_len(data: &[u8], p: usize, o: usize, s: usize, max: usize) -> usize {
+    let mut l = 0;
+    while l < max
+        && data[p + l].wrapping_sub(data[p + l - s])
+            == data[p + l - o].wrapping_sub(data[p + l - o - s])
+    {
+        l += 1;
+    }
+    l
+}
+
+impl DeltaFinder {
+    fn reset(&mut self) {
+        self.heads.clear();
+        self.heads.resize(DELTA_POWERS << DELTA_BITS, NONE);
+    }
+
+    /// Record `p` and return the longest delta match found there as
+    /// (length, power, raw offset), length 0 if none.
+    fn search(&mut self, data: &[u8], p: usize, max: usize) -> (u32, u8, u32) {
+        let mut best = (0u32, 0u8, 0u32);
+        if p + 4 > data.len() {
+            return best;
+        }
+        for power in 0..DELTA_POWERS {
+            let s = 1usize << power;
+            if p < s {
+                break;
+            }
+            let d = u32::from_le_bytes([
+                data[p].wrapping_sub(data[p - s]),
+                data[p + 1].wrapping_sub(data[p + 1 - s]),
+                data[p + 2].wrapping_sub(data[p + 2 - s]),
+                data[p + 3].wrapping_sub(data[p + 3 - s]),
+            ]);
+            let h = (power << DELTA_BITS)
+                | ((d ^ power as u32).wrapping_mul(0x9E37_79B1) >> (32 - DELTA_BITS)) as usize;
+            let c = self.heads[h];
+            self.heads[h] = p as u32;
+            if c == NONE {
+                continue;
+            }
+            let o = p - c as usize;
+            if !o.is_multiple_of(s) || o + s > p {
+                continue;
+            }
+            let l = delta_len(data, p, o, s, max);
+            if l >= MIN_DELTA && l as u32 > best.0 {
+                best = (l as u32, power as u8, (o >> power) as u32);
+            }
+        }
+        best
+    }
+}
+
+/// What one item of the parse is.
+#[derive(Clone, Copy)]
+enum Item {
+    Lit,
+    LzRep(u8),
+    Lz(u32),
+    DeltaRep(u8),
+    /// (power, raw offset)
+    Delta(u8, u32),
+}
+
 /// One way to reach a position in the parse: the item that ends there.
 #[derive(Clone, Copy)]
 struct Node {
@@ -440,50 +547,81 @@ struct Node {
     cost: u32,
     /// Length of the item ending here (1 for a literal).
     len: u32,
-    /// [`LIT`], a repeat index + 1, or an explicit offset + [`EXPLICIT`].
-    item: u32,
+    item: Item,
 }
-
-const LIT: u32 = 0;
-const EXPLICIT: u32 = 4;
 
 /// Coder state that the price of the next item depends on, followed along
 /// each path of the parse.
 #[derive(Clone, Copy)]
 struct PathState {
     q: LzQueue,
+    dq: DeltaQueue,
     main: usize,
     matc: usize,
     lz: usize,
     rep: [usize; 2],
+    delta: usize,
+    drep: [usize; 2],
+}
+
+/// Context state after a repeat-index decision sequence for index `k`.
+#[inline(always)]
+fn after_rep(st: &mut [usize; 2], k: usize) {
+    for r in st.iter_mut().take(k.min(2)) {
+        *r = ((*r << 1) | 1) & 63;
+    }
+    if k < 2 {
+        st[k] = (st[k] << 1) & 63;
+    }
 }
 
 impl PathState {
-    fn after(mut self, len: u32, item: u32) -> Self {
-        if item == LIT {
-            self.main = (self.main << 1) & 15;
-            self.q.prev_was_lz = false;
-            return self;
+    fn after(mut self, item: Item) -> Self {
+        match item {
+            Item::Lit => {
+                self.main = (self.main << 1) & 15;
+                self.q.prev_same = false;
+                self.dq.prev_same = false;
+                return self;
+            }
+            Item::LzRep(_) | Item::Lz(_) => {
+                self.matc = (self.matc << 1) & 31;
+                self.dq.prev_same = false;
+            }
+            Item::DeltaRep(_) | Item::Delta(..) => {
+                self.matc = ((self.matc << 1) | 1) & 31;
+                self.q.prev_same = false;
+            }
         }
-        let _ = len;
         self.main = ((self.main << 1) | 1) & 15;
-        self.matc = (self.matc << 1) & 31;
-        if item < EXPLICIT {
-            let k = (item - 1) as usize;
-            self.lz = ((self.lz << 1) | 1) & 63;
-            for r in self.rep.iter_mut().take(k.min(2)) {
-                *r = ((*r << 1) | 1) & 63;
+        match item {
+            Item::LzRep(k) => {
+                self.lz = ((self.lz << 1) | 1) & 63;
+                after_rep(&mut self.rep, k as usize);
+                self.q.apply(Some(k as usize), 0);
             }
-            if k < 2 {
-                self.rep[k] = (self.rep[k] << 1) & 63;
+            Item::Lz(o) => {
+                self.lz = (self.lz << 1) & 63;
+                self.q.apply(None, o);
             }
-            self.q.apply(Some(k), 0);
-        } else {
-            self.lz = (self.lz << 1) & 63;
-            self.q.apply(None, item - EXPLICIT);
+            Item::DeltaRep(k) => {
+                self.delta = ((self.delta << 1) | 1) & 63;
+                after_rep(&mut self.drep, k as usize);
+                self.dq.apply(Some(k as usize), 0);
+            }
+            Item::Delta(power, raw) => {
+                self.delta = (self.delta << 1) & 63;
+                self.dq.apply(None, pair(power, raw));
+            }
+            Item::Lit => {}
         }
         self
     }
+}
+
+#[inline(always)]
+fn pair(power: u8, raw: u32) -> u64 {
+    (u64::from(power) << 32) | u64::from(raw)
 }
 
 #[inline(always)]
@@ -496,21 +634,60 @@ fn bit_cost<const N: usize>(probs: &[Prob; N], state: usize, bit: u32) -> u32 {
     }) as u32
 }
 
+/// Cost of the decisions choosing repeat index `k` (contexts `st`).
+#[inline(always)]
+fn rep_cost(probs: &[[Prob; 64]; 2], st: &[usize; 2], k: usize) -> u32 {
+    let mut c = 0;
+    for j in 0..k.min(2) {
+        c += bit_cost(&probs[j], st[j], 1);
+    }
+    if k < 2 {
+        c += bit_cost(&probs[k], st[k], 0);
+    }
+    c
+}
+
 /// The adaptive codes and probabilities, and the coding of one item.
 struct Coder {
     models: Models,
     literal: EncodeCode,
     lz_offset: EncodeCode,
     length: EncodeCode,
+    delta_offset: EncodeCode,
+    delta_power: EncodeCode,
     work: Box<HuffWork>,
 }
 
+/// Both repeat queues, as the decoder keeps them.
+#[derive(Clone, Copy)]
+struct Queues {
+    lz: LzQueue,
+    delta: DeltaQueue,
+}
+
 impl Coder {
-    fn literal(&mut self, rc: &mut RangeEncoder, bw: &mut BitWriter, q: &mut LzQueue, b: u8) {
+    fn literal(&mut self, rc: &mut RangeEncoder, bw: &mut BitWriter, q: &mut Queues, b: u8) {
         let m = &mut self.models;
         encode_decision(rc, &mut m.main, &mut m.main_state, 0);
         self.literal.encode(b as usize, bw, &mut self.work);
-        q.prev_was_lz = false;
+        q.lz.prev_same = false;
+        q.delta.prev_same = false;
+    }
+
+    fn length(&mut self, bw: &mut BitWriter, len: usize) {
+        let lslot = slot_of(len as u32, &LENGTH_BASE);
+        self.length.encode(lslot, bw, &mut self.work);
+        bw.write(len as u32 - LENGTH_BASE[lslot], LENGTH_EXTRA[lslot] as u32);
+    }
+
+    /// Repeat index `k` decisions.
+    fn rep_bits(rc: &mut RangeEncoder, probs: &mut [[Prob; 64]; 2], st: &mut [usize; 2], k: usize) {
+        for j in 0..k.min(2) {
+            encode_decision(rc, &mut probs[j], &mut st[j], 1);
+        }
+        if k < 2 {
+            encode_decision(rc, &mut probs[k], &mut st[k], 0);
+        }
     }
 
     /// An LZ match: repeat index `rep`, or explicit `offset`.
@@ -518,46 +695,77 @@ impl Coder {
         &mut self,
         rc: &mut RangeEncoder,
         bw: &mut BitWriter,
-        q: &mut LzQueue,
+        q: &mut Queues,
         len: usize,
         rep: Option<usize>,
         offset: u32,
     ) {
         let m = &mut self.models;
-        let w = &mut *self.work;
         encode_decision(rc, &mut m.main, &mut m.main_state, 1);
         encode_decision(rc, &mut m.matc, &mut m.match_state, 0);
         match rep {
             Some(k) => {
                 encode_decision(rc, &mut m.lz, &mut m.lz_state, 1);
-                for j in 0..k.min(2) {
-                    encode_decision(rc, &mut m.lz_rep[j], &mut m.lz_rep_state[j], 1);
-                }
-                if k < 2 {
-                    encode_decision(rc, &mut m.lz_rep[k], &mut m.lz_rep_state[k], 0);
-                }
+                Self::rep_bits(rc, &mut m.lz_rep, &mut m.lz_rep_state, k);
             }
             None => {
                 encode_decision(rc, &mut m.lz, &mut m.lz_state, 0);
                 let slot = slot_of(offset, &OFFSET_BASE);
-                self.lz_offset.encode(slot, bw, w);
+                self.lz_offset.encode(slot, bw, &mut self.work);
                 bw.write(offset - OFFSET_BASE[slot], OFFSET_EXTRA[slot] as u32);
             }
         }
-        q.apply(rep, offset);
-        let lslot = slot_of(len as u32, &LENGTH_BASE);
-        self.length.encode(lslot, bw, w);
-        bw.write(len as u32 - LENGTH_BASE[lslot], LENGTH_EXTRA[lslot] as u32);
+        q.lz.apply(rep, offset);
+        q.delta.prev_same = false;
+        self.length(bw, len);
     }
 
-    fn state(&self, q: LzQueue) -> PathState {
+    /// A delta match: `Item::DeltaRep` or `Item::Delta`.
+    fn delta_match(
+        &mut self,
+        rc: &mut RangeEncoder,
+        bw: &mut BitWriter,
+        q: &mut Queues,
+        len: usize,
+        item: Item,
+    ) {
+        let m = &mut self.models;
+        encode_decision(rc, &mut m.main, &mut m.main_state, 1);
+        encode_decision(rc, &mut m.matc, &mut m.match_state, 1);
+        match item {
+            Item::DeltaRep(k) => {
+                encode_decision(rc, &mut m.delta, &mut m.delta_state, 1);
+                Self::rep_bits(rc, &mut m.delta_rep, &mut m.delta_rep_state, k as usize);
+                q.delta.apply(Some(k as usize), 0);
+            }
+            Item::Delta(power, raw) => {
+                encode_decision(rc, &mut m.delta, &mut m.delta_state, 0);
+                self.delta_power.encode(power as usize, bw, &mut self.work);
+                let slot = slot_of(raw, &OFFSET_BASE);
+                self.delta_offset.encode(slot, bw, &mut self.work);
+                bw.write(raw - OFFSET_BASE[slot], OFFSET_EXTRA[slot] as u32);
+                q.delta.apply(None, pair(power, raw));
+            }
+            Item::Lit | Item::LzRep(_) | Item::Lz(_) => {
+                debug_assert!(false, "delta_match given an LZ item");
+                return;
+            }
+        }
+        q.lz.prev_same = false;
+        self.length(bw, len);
+    }
+
+    fn state(&self, q: Queues) -> PathState {
         let m = &self.models;
         PathState {
-            q,
+            q: q.lz,
+            dq: q.delta,
             main: m.main_state,
             matc: m.match_state,
             lz: m.lz_state,
             rep: m.lz_rep_state,
+            delta: m.delta_state,
+            drep: m.delta_rep_state,
         }
     }
 }
@@ -567,6 +775,7 @@ impl Coder {
 pub struct Encoder {
     coder: Coder,
     mf: MatchFinder,
+    df: DeltaFinder,
     x86: X86Filter,
     buf: Vec<u8>,
     nodes: Vec<Node>,
@@ -575,7 +784,9 @@ pub struct Encoder {
     /// where position i's begin.
     matches: Vec<(u32, u32)>,
     starts: Vec<u32>,
-    path: Vec<(u32, u32)>,
+    /// The longest delta match of each position of the segment.
+    deltas: Vec<(u32, u8, u32)>,
+    path: Vec<(u32, Item)>,
 }
 
 impl Default for Encoder {
@@ -593,15 +804,19 @@ impl Encoder {
                 literal: EncodeCode::new(LITERAL_REBUILD),
                 lz_offset: EncodeCode::new(LZ_OFFSET_REBUILD),
                 length: EncodeCode::new(LENGTH_REBUILD),
+                delta_offset: EncodeCode::new(DELTA_OFFSET_REBUILD),
+                delta_power: EncodeCode::new(DELTA_POWER_REBUILD),
                 work: HuffWork::new(),
             },
             mf: MatchFinder::default(),
+            df: DeltaFinder::default(),
             x86: X86Filter::new(),
             buf: Vec::new(),
             nodes: Vec::new(),
             states: Vec::new(),
             matches: Vec::new(),
             starts: Vec::new(),
+            deltas: Vec::new(),
             path: Vec::new(),
         }
     }
@@ -629,9 +844,10 @@ impl Encoder {
         c.literal.reset(NUM_LITERAL_SYMS, &mut c.work);
         c.lz_offset.reset(slots, &mut c.work);
         c.length.reset(NUM_LENGTH_SYMS, &mut c.work);
-        // The delta codes are never used: the encoder emits no delta
-        // matches, so their adaptive state needs no tracking.
+        c.delta_offset.reset(slots, &mut c.work);
+        c.delta_power.reset(NUM_POWER_SYMS, &mut c.work);
         self.mf.reset(n);
+        self.df.reset();
 
         let mut rc = RangeEncoder::new(Vec::with_capacity(n / 2 + 16));
         let mut bw = BitWriter {
@@ -639,7 +855,10 @@ impl Encoder {
             count: 0,
             units: Vec::with_capacity(n / 4 + 16),
         };
-        let mut q = LzQueue::new();
+        let mut q = Queues {
+            lz: LzQueue::new(),
+            delta: DeltaQueue::new(),
+        };
         let limit = n / 2 + 64; // give up once clearly not compressible
         let mut p = 0usize;
         while p < n {
@@ -647,6 +866,7 @@ impl Encoder {
             let end = (p + SEGMENT).min(n);
             self.matches.clear();
             self.starts.clear();
+            self.deltas.clear();
             let mut long = None;
             let mut i = p;
             while i < end {
@@ -657,6 +877,12 @@ impl Encoder {
                     long = Some(i);
                     break;
                 }
+                // Delta matches matter where LZ finds little.
+                self.deltas.push(if l < DELTA_BELOW {
+                    self.df.search(data, i, (end - i).min(NICE_LEN))
+                } else {
+                    (0, 0, 0)
+                });
                 i += 1;
             }
             let seg = i - p;
@@ -665,26 +891,15 @@ impl Encoder {
                 self.parse(data, p, seg, q);
                 for k in 0..self.path.len() {
                     let (len, item) = self.path[k];
+                    let (cd, rc, bw, q) = (&mut self.coder, &mut rc, &mut bw, &mut q);
+                    let len = len as usize;
                     match item {
-                        LIT => self.coder.literal(&mut rc, &mut bw, &mut q, data[p]),
-                        r if r < EXPLICIT => self.coder.lz_match(
-                            &mut rc,
-                            &mut bw,
-                            &mut q,
-                            len as usize,
-                            Some((r - 1) as usize),
-                            0,
-                        ),
-                        o => self.coder.lz_match(
-                            &mut rc,
-                            &mut bw,
-                            &mut q,
-                            len as usize,
-                            None,
-                            o - EXPLICIT,
-                        ),
+                        Item::Lit => cd.literal(rc, bw, q, data[p]),
+                        Item::LzRep(k) => cd.lz_match(rc, bw, q, len, Some(k as usize), 0),
+                        Item::Lz(o) => cd.lz_match(rc, bw, q, len, None, o),
+                        Item::DeltaRep(_) | Item::Delta(..) => cd.delta_match(rc, bw, q, len, item),
                     }
-                    p += len as usize;
+                    p += len;
                 }
             }
             if let Some(at) = long {
@@ -694,8 +909,8 @@ impl Encoder {
                 let (_, off) = self.matches[self.matches.len() - 1];
                 // The finder stops comparing at the nice length.
                 let len = match_len(data, p - off as usize, p, n - p);
-                let vis = q.visible();
-                let mut best = (len as usize, None);
+                let vis = q.lz.visible();
+                let mut best = (len, None);
                 for (k, &o) in vis.iter().enumerate() {
                     let o = o as usize;
                     if o == 0 || o > p {
@@ -727,12 +942,14 @@ impl Encoder {
 
     /// Cheapest path through `seg` positions from `base`, priced with the
     /// codes in force now; leaves it in `self.path` as (length, item).
-    fn parse(&mut self, data: &[u8], base: usize, seg: usize, q: LzQueue) {
+    fn parse(&mut self, data: &[u8], base: usize, seg: usize, q: Queues) {
         let c = &self.coder;
         let m = &c.models;
         let lits = &c.literal.lens;
         let lens = &c.length.lens;
         let offs = &c.lz_offset.lens;
+        let doffs = &c.delta_offset.lens;
+        let dpows = &c.delta_power.lens;
         let mut len_cost = [0u32; NICE_LEN + 1];
         for (l, slot) in len_cost.iter_mut().enumerate().skip(1) {
             let s = slot_of(l as u32, &LENGTH_BASE);
@@ -744,7 +961,7 @@ impl Encoder {
             Node {
                 cost: u32::MAX,
                 len: 0,
-                item: 0,
+                item: Item::Lit,
             },
         );
         self.nodes[0].cost = 0;
@@ -753,13 +970,13 @@ impl Encoder {
         for i in 0..seg {
             if i > 0 {
                 let nd = self.nodes[i];
-                self.states[i] = self.states[i - nd.len as usize].after(nd.len, nd.item);
+                self.states[i] = self.states[i - nd.len as usize].after(nd.item);
             }
             let st = self.states[i];
             let c0 = self.nodes[i].cost;
             let pos = base + i;
             let nodes = &mut self.nodes;
-            let mut relax = |to: usize, cost: u32, len: usize, item: u32| {
+            let mut relax = |to: usize, cost: u32, len: usize, item: Item| {
                 let nd = &mut nodes[to];
                 if cost < nd.cost {
                     *nd = Node {
@@ -773,15 +990,16 @@ impl Encoder {
                 i + 1,
                 c0 + bit_cost(&m.main, st.main, 0) + 16 * lits[data[pos] as usize] as u32,
                 1,
-                LIT,
+                Item::Lit,
             );
             let maxl = (seg - i).min(NICE_LEN);
             if maxl < 2 {
                 continue;
             }
-            let is_match = c0 + bit_cost(&m.main, st.main, 1) + bit_cost(&m.matc, st.matc, 0);
+            let is_match = c0 + bit_cost(&m.main, st.main, 1);
+            let is_lz = is_match + bit_cost(&m.matc, st.matc, 0);
             let vis = st.q.visible();
-            let rep_base = is_match + bit_cost(&m.lz, st.lz, 1);
+            let rep_base = is_lz + bit_cost(&m.lz, st.lz, 1);
             for k in 0..3 {
                 let o = vis[k] as usize;
                 if o == 0 || o > pos || vis[..k].contains(&vis[k]) {
@@ -791,18 +1009,12 @@ impl Encoder {
                 if l < 2 {
                     continue;
                 }
-                let mut rc = rep_base;
-                for j in 0..k.min(2) {
-                    rc += bit_cost(&m.lz_rep[j], st.rep[j], 1);
-                }
-                if k < 2 {
-                    rc += bit_cost(&m.lz_rep[k], st.rep[k], 0);
-                }
+                let rc = rep_base + rep_cost(&m.lz_rep, &st.rep, k);
                 for (ln, lc) in len_cost.iter().enumerate().take(l + 1).skip(2) {
-                    relax(i + ln, rc + lc, ln, k as u32 + 1);
+                    relax(i + ln, rc + lc, ln, Item::LzRep(k as u8));
                 }
             }
-            let ex_base = is_match + bit_cost(&m.lz, st.lz, 0);
+            let ex_base = is_lz + bit_cost(&m.lz, st.lz, 0);
             let mut done = 2usize;
             let (s, e) = (self.starts[i] as usize, self.starts[i + 1] as usize);
             for &(ml, off) in &self.matches[s..e] {
@@ -817,9 +1029,42 @@ impl Encoder {
                 let slot = slot_of(off, &OFFSET_BASE);
                 let oc = ex_base + 16 * (offs[slot] as u32 + OFFSET_EXTRA[slot] as u32);
                 for (ln, lc) in len_cost.iter().enumerate().take(ml + 1).skip(done + 1) {
-                    relax(i + ln, oc + lc, ln, off + EXPLICIT);
+                    relax(i + ln, oc + lc, ln, Item::Lz(off));
                 }
                 done = ml;
+            }
+            // Delta matches: the repeat queue's pairs, then the finder's.
+            let is_delta = is_match + bit_cost(&m.matc, st.matc, 1);
+            let dvis = st.dq.visible();
+            let drep_base = is_delta + bit_cost(&m.delta, st.delta, 1);
+            for k in 0..3 {
+                let pr = dvis[k];
+                let power = (pr >> 32) as u32;
+                let (span, off) = (1usize << power, ((pr & 0xFFFF_FFFF) as usize) << power);
+                if off + span > pos || dvis[..k].contains(&pr) {
+                    continue;
+                }
+                let l = delta_len(data, pos, off, span, maxl);
+                if l < 2 {
+                    continue;
+                }
+                let rc = drep_base + rep_cost(&m.delta_rep, &st.drep, k);
+                for (ln, lc) in len_cost.iter().enumerate().take(l + 1).skip(2) {
+                    relax(i + ln, rc + lc, ln, Item::DeltaRep(k as u8));
+                }
+            }
+            let (dl, power, raw) = self.deltas[i];
+            let dl = (dl as usize).min(maxl);
+            if dl >= MIN_DELTA && !dvis.contains(&pair(power, raw)) {
+                let slot = slot_of(raw, &OFFSET_BASE);
+                let dc = is_delta
+                    + bit_cost(&m.delta, st.delta, 0)
+                    + 16 * (dpows[power as usize] as u32
+                        + doffs[slot] as u32
+                        + OFFSET_EXTRA[slot] as u32);
+                for (ln, lc) in len_cost.iter().enumerate().take(dl + 1).skip(MIN_DELTA) {
+                    relax(i + ln, dc + lc, ln, Item::Delta(power, raw));
+                }
             }
         }
         self.path.clear();

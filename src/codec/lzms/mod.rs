@@ -187,8 +187,8 @@ struct Models {
     lz: [Prob; 64],
     lz_rep_state: [usize; 2],
     lz_rep: [[Prob; 64]; 2],
-    // The encoder emits no delta matches and the decoder keeps its context
-    // states in locals, so these two are never read.
+    // The decoder keeps its context states in locals; only the encoder
+    // reads these two.
     #[allow(dead_code)]
     delta_state: usize,
     delta: [Prob; 64],
