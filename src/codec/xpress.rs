@@ -563,6 +563,9 @@ const LAZY_DEPTH: u32 = 8;
 const LAZY_DEPTH_LONG: u32 = 4;
 /// Extra gain the next position's match needs to justify a literal now.
 const LAZY_BONUS: i32 = 2;
+/// Failed searches in a row before the parser starts skipping positions; one
+/// more position is skipped per `1 << SKIP_SHIFT` further failures.
+const SKIP_SHIFT: u32 = 6;
 /// Matches at least this long are taken without the lazy probe.
 const LAZY_MAX_LEN: usize = 24;
 
@@ -727,6 +730,7 @@ impl Encoder {
         // Positions below `ins` are already in the hash chains.
         let mut ins = 0usize;
         let mut pending: Option<(usize, usize)> = None;
+        let mut misses = 0usize;
         while i < n {
             // Hashing reads 4 bytes; the last 3 bytes go out as literals.
             if i + 4 > n {
@@ -744,11 +748,20 @@ impl Encoder {
                 }
             };
             if len < MIN_MATCH_LEN {
-                items.push(u64::from(data[i]));
-                freqs[usize::from(data[i])] += 1;
-                i += 1;
+                // After a long run of failed searches, search only every
+                // few positions: incompressible data (already compressed
+                // files) then costs a fraction of a full parse, while a
+                // single match found resets the stride.
+                misses += 1;
+                let end = (i + 1 + (misses >> SKIP_SHIFT)).min(n);
+                for &b in &data[i..end] {
+                    items.push(u64::from(b));
+                    freqs[usize::from(b)] += 1;
+                }
+                i = end;
                 continue;
             }
+            misses = 0;
             if len < LAZY_MAX_LEN && i + 1 + 4 <= n {
                 // Search less hard when the current match is already good.
                 let depth = if len >= 16 {
