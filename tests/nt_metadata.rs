@@ -83,68 +83,13 @@ struct Expect {
     reparse: Option<(u32, Vec<u8>)>,
 }
 
-/// `wimlib-imagex dir --detailed` as path -> field -> value.
-fn detailed(wim: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
-    let o = common::run_ok(
-        Command::new("wimlib-imagex")
-            .arg("dir")
-            .arg(wim)
-            .args(["1", "--detailed"]),
-    );
-    let mut out = BTreeMap::new();
-    let mut cur: Option<(String, BTreeMap<String, String>)> = None;
-    // Fields of a named stream are keyed "stream NAME: FIELD".
-    let mut prefix = String::new();
-    for line in o.stdout_str().lines() {
-        if line.starts_with("-----") {
-            if let Some((p, m)) = cur.take() {
-                out.insert(p, m);
-            }
-            prefix.clear();
-            continue;
-        }
-        if let Some(n) = line.trim().strip_prefix("Named data stream \"") {
-            prefix = format!("stream {}: ", n.trim_end_matches("\":"));
-            continue;
-        }
-        if line.trim() == "Unnamed data stream:" {
-            prefix.clear();
-            continue;
-        }
-        let Some((k, v)) = line.split_once(" = ") else {
-            continue;
-        };
-        let (k, v) = (k.trim().to_string(), v.trim().to_string());
-        if k == "Full Path" {
-            cur = Some((v.trim_matches('"').to_string(), BTreeMap::new()));
-        } else if let Some((_, m)) = cur.as_mut() {
-            m.entry(format!("{prefix}{k}")).or_insert(v);
-        }
-    }
-    if let Some((p, m)) = cur.take() {
-        out.insert(p, m);
-    }
-    out
-}
-
-/// How `wimlib-imagex dir` prints a FILETIME (seconds, UTC).
-fn wimlib_time(t: u64) -> String {
-    let o = common::run_ok(Command::new("date").args([
-        "-u",
-        "-d",
-        &format!("@{}", (t / 10_000_000) as i64 - 11_644_473_600),
-        "+%a %b %d %H:%M:%S %Y UTC",
-    ]));
-    o.stdout_str().trim().to_string()
-}
-
 /// Check the committed WIM against `want` with wimlib (verify, `dir
 /// --detailed`), then apply it onto a fresh NTFS volume and read the same
 /// metadata back through ntfs-3g.
 fn check_committed(wim: &Path, work: &Path, want: &BTreeMap<&str, Expect>) {
     let v = common::wimlib_verify(wim, &[]);
     assert!(v.ok(), "wimlib verify:\n{}", v.describe());
-    let d = detailed(wim);
+    let d = common::wimlib_dir_detailed(wim);
     for (path, e) in want {
         let f = d
             .get(&format!("/{path}"))
@@ -156,9 +101,21 @@ fn check_committed(wim: &Path, work: &Path, want: &BTreeMap<&str, Expect>) {
             assert_eq!(f["Security Descriptor"], hex(sd), "{path}: descriptor");
         }
         if let Some([c, w, a]) = e.times {
-            assert_eq!(f["Creation Time"], wimlib_time(c), "{path}: creation");
-            assert_eq!(f["Last Write Time"], wimlib_time(w), "{path}: write");
-            assert_eq!(f["Last Access Time"], wimlib_time(a), "{path}: access");
+            assert_eq!(
+                f["Creation Time"],
+                common::wimlib_time(c),
+                "{path}: creation"
+            );
+            assert_eq!(
+                f["Last Write Time"],
+                common::wimlib_time(w),
+                "{path}: write"
+            );
+            assert_eq!(
+                f["Last Access Time"],
+                common::wimlib_time(a),
+                "{path}: access"
+            );
         }
         if let Some((tag, _)) = &e.reparse {
             assert_eq!(
@@ -437,7 +394,7 @@ fn vfs_setters_commit_dedupe_and_oracles() {
         },
     );
     check_committed(&nw.wim, tmp.path(), &want);
-    let d = detailed(&nw.wim);
+    let d = common::wimlib_dir_detailed(&nw.wim);
     assert!(
         !d["/link-rel-file"].contains_key("Reparse Tag"),
         "the deleted reparse point: {:?}",
@@ -840,7 +797,7 @@ fn named_streams_offset_io_resume_and_commit() {
     drop(v);
     let o = common::wimlib_verify(&nw.wim, &[]);
     assert!(o.ok(), "wimlib verify:\n{}", o.describe());
-    let d = detailed(&nw.wim);
+    let d = common::wimlib_dir_detailed(&nw.wim);
     let f = &d["/streams.txt"];
     for (name, data) in &want {
         assert_eq!(f[&format!("stream {name}: Hash")], sha1_hex(data), "{name}");

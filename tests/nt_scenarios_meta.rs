@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -105,58 +104,6 @@ fn commit_and_verify(nt: NtVfs, wim: &Path) {
     drop(v);
     let ver = common::wimlib_verify(wim, &[]);
     assert!(ver.ok(), "wimlib verify:\n{}", ver.describe());
-}
-
-/// `wimlib-imagex dir --detailed` as path -> field -> value; a named
-/// stream's fields are keyed "stream NAME: FIELD".
-fn detailed(wim: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
-    let o = common::run_ok(
-        Command::new("wimlib-imagex")
-            .arg("dir")
-            .arg(wim)
-            .args(["1", "--detailed"]),
-    );
-    let mut out = BTreeMap::new();
-    let mut cur: Option<(String, BTreeMap<String, String>)> = None;
-    let mut prefix = String::new();
-    for line in o.stdout_str().lines() {
-        if line.starts_with("-----") {
-            out.extend(cur.take());
-            prefix.clear();
-            continue;
-        }
-        if let Some(n) = line.trim().strip_prefix("Named data stream \"") {
-            prefix = format!("stream {}: ", n.trim_end_matches("\":"));
-            continue;
-        }
-        if line.trim() == "Unnamed data stream:" {
-            prefix.clear();
-            continue;
-        }
-        let Some((k, v)) = line.split_once(" = ") else {
-            continue;
-        };
-        let (k, v) = (k.trim().to_string(), v.trim().to_string());
-        if k == "Full Path" {
-            out.extend(cur.take());
-            cur = Some((v.trim_matches('"').to_string(), BTreeMap::new()));
-        } else if let Some((_, m)) = cur.as_mut() {
-            m.entry(format!("{prefix}{k}")).or_insert(v);
-        }
-    }
-    out.extend(cur.take());
-    out
-}
-
-/// How `wimlib-imagex dir` prints a FILETIME (seconds, UTC).
-fn wimlib_time(t: u64) -> String {
-    let o = common::run_ok(Command::new("date").args([
-        "-u",
-        "-d",
-        &format!("@{}", (t / 10_000_000) as i64 - 11_644_473_600),
-        "+%a %b %d %H:%M:%S %Y UTC",
-    ]));
-    o.stdout_str().trim().to_string()
 }
 
 #[test]
@@ -385,7 +332,7 @@ fn metadata_calls_of_windows_programs_then_commit() {
 
     // Commit, then ask wimlib.
     commit_and_verify(nt, &nw.wim);
-    let d = detailed(&nw.wim);
+    let d = common::wimlib_dir_detailed(&nw.wim);
     let f = |p: &str| {
         d.get(p)
             .unwrap_or_else(|| panic!("{p} not in wimlib's listing"))
@@ -399,9 +346,9 @@ fn metadata_calls_of_windows_programs_then_commit() {
         c["Attributes"],
         format!("0x{:08x}", attrib::ARCHIVE | attrib::NOT_CONTENT_INDEXED)
     );
-    assert_eq!(c["Creation Time"], wimlib_time(ctime));
-    assert_eq!(c["Last Access Time"], wimlib_time(atime));
-    assert_eq!(c["Last Write Time"], wimlib_time(wtime));
+    assert_eq!(c["Creation Time"], common::wimlib_time(ctime));
+    assert_eq!(c["Last Access Time"], common::wimlib_time(atime));
+    assert_eq!(c["Last Write Time"], common::wimlib_time(wtime));
     assert_eq!(c["Hash"], sha1_hex(&body));
     assert_eq!(f("/sym2")["Reparse Tag"], format!("0x{TAG_SYMLINK:08x}"));
     for (p, tag) in [("/junc", TAG_JUNCTION), ("/sym", TAG_SYMLINK)] {
@@ -482,14 +429,14 @@ fn cleanup_of_a_modified_file_sets_archive_bit_and_times() {
     nt.close(h);
 
     commit_and_verify(nt, &nw.wim);
-    let d = detailed(&nw.wim);
+    let d = common::wimlib_dir_detailed(&nw.wim);
     for p in ["/hello.txt", "/acl.txt"] {
         let a = u32::from_str_radix(d[p]["Attributes"].trim_start_matches("0x"), 16).unwrap();
         assert_ne!(a & attrib::ARCHIVE, 0, "{p}: {a:#x}");
-        assert_eq!(d[p]["Creation Time"], wimlib_time(old), "{p}");
+        assert_eq!(d[p]["Creation Time"], common::wimlib_time(old), "{p}");
     }
-    assert_eq!(d["/acl.txt"]["Last Write Time"], wimlib_time(wtime));
-    assert_ne!(d["/hello.txt"]["Last Write Time"], wimlib_time(old));
+    assert_eq!(d["/acl.txt"]["Last Write Time"], common::wimlib_time(wtime));
+    assert_ne!(d["/hello.txt"]["Last Write Time"], common::wimlib_time(old));
 }
 
 /// One file of the tree `robocopy /COPYALL` copies in the scenario below.
@@ -656,7 +603,7 @@ fn robocopy_copyall_into_the_mount_then_commit() {
     assert_eq!(nt.open_count(), 0);
 
     commit_and_verify(nt, &nw.wim);
-    let d = detailed(&nw.wim);
+    let d = common::wimlib_dir_detailed(&nw.wim);
     let wpath = |p: &str| p.replace('\\', "/");
     for f in &files {
         let e = d
@@ -668,9 +615,24 @@ fn robocopy_copyall_into_the_mount_then_commit() {
             "{}",
             f.path
         );
-        assert_eq!(e["Creation Time"], wimlib_time(f.times.0), "{}", f.path);
-        assert_eq!(e["Last Access Time"], wimlib_time(f.times.1), "{}", f.path);
-        assert_eq!(e["Last Write Time"], wimlib_time(f.times.2), "{}", f.path);
+        assert_eq!(
+            e["Creation Time"],
+            common::wimlib_time(f.times.0),
+            "{}",
+            f.path
+        );
+        assert_eq!(
+            e["Last Access Time"],
+            common::wimlib_time(f.times.1),
+            "{}",
+            f.path
+        );
+        assert_eq!(
+            e["Last Write Time"],
+            common::wimlib_time(f.times.2),
+            "{}",
+            f.path
+        );
         assert_eq!(e["Security Descriptor"], hex(&f.sd), "{}", f.path);
         if !f.data.is_empty() {
             assert_eq!(e["Hash"], sha1_hex(&f.data), "{}", f.path);
@@ -698,7 +660,11 @@ fn robocopy_copyall_into_the_mount_then_commit() {
                 &e["Last Access Time"],
                 &e["Last Write Time"]
             ),
-            (&wimlib_time(*ct), &wimlib_time(*at), &wimlib_time(*wt)),
+            (
+                &common::wimlib_time(*ct),
+                &common::wimlib_time(*at),
+                &common::wimlib_time(*wt)
+            ),
             "{p}"
         );
     }

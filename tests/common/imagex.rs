@@ -185,3 +185,58 @@ pub fn blob_table(wim: &Path) -> Vec<BlobEntry> {
         })
         .collect()
 }
+
+/// `wimlib-imagex dir WIM 1 --detailed` as path -> field -> value; the
+/// fields of a named stream are keyed "stream NAME: FIELD".
+pub fn wimlib_dir_detailed(
+    wim: &Path,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> {
+    use std::collections::BTreeMap;
+    let o = run_ok(
+        Command::new("wimlib-imagex")
+            .arg("dir")
+            .arg(wim)
+            .args(["1", "--detailed"]),
+    );
+    let mut out = BTreeMap::new();
+    let mut cur: Option<(String, BTreeMap<String, String>)> = None;
+    let mut prefix = String::new();
+    for line in o.stdout_str().lines() {
+        if line.starts_with("-----") {
+            out.extend(cur.take());
+            prefix.clear();
+            continue;
+        }
+        if let Some(n) = line.trim().strip_prefix("Named data stream \"") {
+            prefix = format!("stream {}: ", n.trim_end_matches("\":"));
+            continue;
+        }
+        if line.trim() == "Unnamed data stream:" {
+            prefix.clear();
+            continue;
+        }
+        let Some((k, v)) = line.split_once(" = ") else {
+            continue;
+        };
+        let (k, v) = (k.trim().to_string(), v.trim().to_string());
+        if k == "Full Path" {
+            out.extend(cur.take());
+            cur = Some((v.trim_matches('"').to_string(), BTreeMap::new()));
+        } else if let Some((_, m)) = cur.as_mut() {
+            m.entry(format!("{prefix}{k}")).or_insert(v);
+        }
+    }
+    out.extend(cur.take());
+    out
+}
+
+/// How `wimlib-imagex dir` prints a FILETIME (seconds, UTC).
+pub fn wimlib_time(t: u64) -> String {
+    let o = run_ok(Command::new("date").args([
+        "-u",
+        "-d",
+        &format!("@{}", (t / 10_000_000) as i64 - 11_644_473_600),
+        "+%a %b %d %H:%M:%S %Y UTC",
+    ]));
+    o.stdout_str().trim().to_string()
+}
