@@ -262,6 +262,38 @@ pub struct DirEntry {
     pub next: u64,
 }
 
+/// One page of a directory listing, as every view pages it: `.` at offset
+/// 0, `..` at 1, then child `i` at `i + 2`; at most `max` entries from
+/// `offset`. `child(i)` gives child `i`'s inode, kind and name, asked only
+/// for the children on the page.
+pub fn list_page(
+    ino: Ino,
+    parent: Ino,
+    count: usize,
+    offset: u64,
+    max: usize,
+    mut child: impl FnMut(usize) -> (Ino, FileKind, String),
+) -> Vec<DirEntry> {
+    let total = count as u64 + 2;
+    let mut out = Vec::new();
+    let mut off = offset;
+    while off < total && out.len() < max {
+        let (ino, kind, name) = match off {
+            0 => (ino, FileKind::Directory, ".".to_string()),
+            1 => (parent, FileKind::Directory, "..".to_string()),
+            n => child((n - 2) as usize),
+        };
+        out.push(DirEntry {
+            ino,
+            kind,
+            name,
+            next: off + 1,
+        });
+        off += 1;
+    }
+    out
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatFs {
     pub blocks: u64,

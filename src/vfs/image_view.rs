@@ -5,6 +5,7 @@ use super::view::ReadView;
 use super::{read_once, Attr, AttrFacts, DirEntry, FileKind, Ino, VfsError, VfsOptions, VfsResult};
 use crate::cache::ChunkCache;
 use crate::image::{Image, Inode, StreamKind};
+use crate::node::list_page;
 use crate::nt::upcase;
 use crate::overlay::{Data, WinMeta};
 use crate::reparse;
@@ -248,39 +249,23 @@ impl ReadView for ImageView {
     ) -> VfsResult<Vec<DirEntry>> {
         let d = self.dir_dentry(ino, opts)?;
         let dn = &self.image.dentries[d as usize];
-        let mut out = Vec::new();
-        let total = dn.children.len() as u64 + 2;
-        let mut off = offset;
-        while off < total && out.len() < max {
-            let e = match off {
-                0 => DirEntry {
-                    ino,
-                    kind: FileKind::Directory,
-                    name: ".".into(),
-                    next: 1,
-                },
-                1 => DirEntry {
-                    ino: self.image.dentries[dn.parent as usize].inode as Ino + 1,
-                    kind: FileKind::Directory,
-                    name: "..".into(),
-                    next: 2,
-                },
-                n => {
-                    let c = dn.children[(n - 2) as usize];
-                    let cd = &self.image.dentries[c as usize];
-                    let ci = cd.inode;
-                    DirEntry {
-                        ino: ci as Ino + 1,
-                        kind: self.kind_of(ci, &self.image.inodes[ci as usize], opts),
-                        name: cd.name.clone(),
-                        next: n + 1,
-                    }
-                }
-            };
-            out.push(e);
-            off += 1;
-        }
-        Ok(out)
+        let parent = self.image.dentries[dn.parent as usize].inode as Ino + 1;
+        Ok(list_page(
+            ino,
+            parent,
+            dn.children.len(),
+            offset,
+            max,
+            |i| {
+                let cd = &self.image.dentries[dn.children[i] as usize];
+                let ci = cd.inode;
+                (
+                    ci as Ino + 1,
+                    self.kind_of(ci, &self.image.inodes[ci as usize], opts),
+                    cd.name.clone(),
+                )
+            },
+        ))
     }
 
     fn readlink(&self, ino: Ino) -> VfsResult<String> {

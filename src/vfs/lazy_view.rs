@@ -14,6 +14,7 @@ use super::{read_once, Attr, AttrFacts, DirEntry, FileKind, Ino, VfsError, VfsOp
 use crate::cache::ChunkCache;
 use crate::image::lazy::{Entry, LazyImage};
 use crate::image::StreamKind;
+use crate::node::list_page;
 use crate::nt::upcase;
 use crate::overlay::{Data, WinMeta};
 use crate::reparse;
@@ -215,37 +216,14 @@ impl ReadView for LazyView {
     ) -> VfsResult<Vec<DirEntry>> {
         let d = self.dir(ino, opts)?;
         let dir = self.image.children(&d)?;
-        let mut out = Vec::new();
-        let total = dir.kids.len() as u64 + 2;
-        let mut off = offset;
-        while off < total && out.len() < max {
-            let e = match off {
-                0 => DirEntry {
-                    ino,
-                    kind: FileKind::Directory,
-                    name: ".".into(),
-                    next: 1,
-                },
-                1 => DirEntry {
-                    ino: d.parent,
-                    kind: FileKind::Directory,
-                    name: "..".into(),
-                    next: 2,
-                },
-                n => {
-                    let c = &dir.kids[(n - 2) as usize];
-                    DirEntry {
-                        ino: c.no,
-                        kind: self.kind_of(&self.inode_entry(c), opts),
-                        name: c.name.clone(),
-                        next: n + 1,
-                    }
-                }
-            };
-            out.push(e);
-            off += 1;
-        }
-        Ok(out)
+        Ok(list_page(ino, d.parent, dir.kids.len(), offset, max, |i| {
+            let c = &dir.kids[i];
+            (
+                c.no,
+                self.kind_of(&self.inode_entry(c), opts),
+                c.name.clone(),
+            )
+        }))
     }
 
     fn readlink(&self, ino: Ino) -> VfsResult<String> {
