@@ -119,18 +119,29 @@ pub fn start(
     daemon_word(&msg, || format!("status {}", sys::wait_child(pid)), tell)
 }
 
-/// Start this binary again as the daemon and wait for its word.
-#[cfg(unix)]
+/// Start this binary again as the daemon and wait for its word (on
+/// Windows detached from the console: `DETACHED_PROCESS`, no window, a
+/// process group of its own); its stdout is a pipe to this process
+/// carrying the daemon's words.
 fn spawn(reexec: &[std::ffi::OsString], tell: &dyn Fn(&str)) -> Result<()> {
     use std::io::Read;
     use std::process::{Command, Stdio};
     let exe = std::env::current_exe()
         .map_err(|e| SessionError::failed("cannot find the wimfs executable", e))?;
-    let mut child = Command::new(exe)
-        .args(reexec)
+    let mut cmd = Command::new(exe);
+    cmd.args(reexec)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::null());
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        const DETACHED_PROCESS: u32 = 0x0000_0008;
+        const CREATE_NO_WINDOW: u32 = 0x0800_0000;
+        const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+        cmd.creation_flags(DETACHED_PROCESS | CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP);
+    }
+    let mut child = cmd
         .spawn()
         .map_err(|e| SessionError::failed("cannot start the mount daemon", e))?;
     let mut msg = String::new();
@@ -237,35 +248,7 @@ pub fn start(
     reexec: &[std::ffi::OsString],
     tell: &dyn Fn(&str),
 ) -> Result<()> {
-    use std::io::Read;
-    use std::os::windows::process::CommandExt;
-    use std::process::{Command, Stdio};
-    const DETACHED_PROCESS: u32 = 0x0000_0008;
-    const CREATE_NO_WINDOW: u32 = 0x0800_0000;
-    const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
-    let exe = std::env::current_exe()
-        .map_err(|e| SessionError::failed("cannot find the wimfs executable", e))?;
-    let mut child = Command::new(exe)
-        .args(reexec)
-        .creation_flags(DETACHED_PROCESS | CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| SessionError::failed("cannot start the mount daemon", e))?;
-    let mut msg = String::new();
-    if let Some(mut out) = child.stdout.take() {
-        let _ = out.read_to_string(&mut msg);
-    }
-    daemon_word(
-        &msg,
-        || {
-            child
-                .wait()
-                .map_or_else(|e| format!("cannot wait: {e}"), |s| s.to_string())
-        },
-        tell,
-    )
+    spawn(reexec, tell)
 }
 
 /// Windows: the mount is live: say so, then close the pipe (the parent
