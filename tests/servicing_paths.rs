@@ -134,3 +134,90 @@ fn preferred_io_size_per_kind_of_mount() {
         "read-write st_blksize"
     );
 }
+
+/// Small files written in a mount share the staging's pack (no staging
+/// file each: thousands of new inodes cost quadratic time on ext4 without
+/// a journal); a large file and a packed file written again get files of
+/// their own. After a SIGKILL right after the closes, the resume shows
+/// every file whole, and the commit applies with wimlib to exactly the
+/// tree the same edits make in a plain directory.
+#[test]
+fn small_files_share_the_pack_and_survive_a_kill() {
+    if !fuse_ok() {
+        return;
+    }
+    let t = tempdir();
+    let (_, wim) = wim_of(t.path(), 3);
+    let expected = t.path().join("expected");
+    let o = wimlib_apply(&wim, "1", &expected, &[]);
+    assert!(o.ok(), "{}", o.describe());
+    let mnt = t.path().join("mnt");
+    let staging = t.path().join("staging");
+    let st = staging.display().to_string();
+    let (m, _) = RwMount::rw(&wim, &mnt, &["--staging-dir", &st]);
+    let edit = |root: &Path, rng: &mut Rng| {
+        std::fs::create_dir(root.join("new")).unwrap();
+        for i in 0..200 {
+            let len = rng.below(20_000) as usize;
+            std::fs::write(root.join(format!("new/f{i}")), text_bytes(rng, len)).unwrap();
+        }
+        std::fs::write(root.join("new/empty"), b"").unwrap();
+        // Over the in-memory limit: a staging file of its own.
+        std::fs::write(root.join("big.bin"), text_bytes(rng, 3 << 20)).unwrap();
+        // A packed file written again: moves into a file of its own.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(root.join("new/f5"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"appended after the close\n").unwrap();
+        drop(f);
+        // An image file emptied and rewritten (O_TRUNC): packed too.
+        std::fs::write(root.join("many/file-00001.txt"), b"rewritten\n").unwrap();
+    };
+    edit(&mnt, &mut Rng::new(5));
+    edit(&expected, &mut Rng::new(5));
+    let mut numbered: Vec<String> = std::fs::read_dir(staging.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    numbered.sort();
+    assert!(
+        numbered.iter().any(|n| n == "pack"),
+        "no pack in the staging: {numbered:?}"
+    );
+    numbered.retain(|n| n != "pack");
+    assert_eq!(
+        numbered.len(),
+        2,
+        "expected staging files for big.bin and the rewritten new/f5 only: {numbered:?}"
+    );
+    m.kill9();
+    let (m, o) = RwMount::rw(&wim, &mnt, &["--staging-dir", &st]);
+    let msg = o.all_output();
+    assert!(msg.contains("resuming"), "{}", o.describe());
+    assert!(
+        !msg.contains("cut back"),
+        "a closed file was cut back:\n{msg}"
+    );
+    let opts = CompareOpts {
+        mtime: false,
+        xattrs: false,
+        ..CompareOpts::default()
+    };
+    assert_trees_equal(
+        &expected,
+        &mnt,
+        &opts.clone().labels("expected", "resumed"),
+        "resumed mount",
+    );
+    m.unmount(&["--commit"]);
+    let applied = t.path().join("applied");
+    let o = wimlib_apply(&wim, "1", &applied, &[]);
+    assert!(o.ok(), "{}", o.describe());
+    assert_trees_equal(
+        &expected,
+        &applied,
+        &opts.labels("expected", "committed"),
+        "committed image applied by wimlib",
+    );
+}

@@ -599,7 +599,7 @@ impl Filesystem for WimFuse {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
@@ -609,7 +609,7 @@ impl Filesystem for WimFuse {
         // mount ENOSYS tells the kernel to stop sending FLUSH on every
         // close.
         if self.rw {
-            self.empty(self.vfs.flush(), reply)
+            self.empty(self.vfs.flush(fh.0), reply)
         } else {
             reply.error(Errno::ENOSYS);
         }

@@ -11,7 +11,8 @@
 //! Records describe changes in terms of inode indexes (inode number - 1),
 //! which replay reproduces exactly because new inodes are numbered in
 //! order. Data records name a staged stream by id; the data they refer to
-//! is in `data/<id>` and is made durable before the record is written.
+//! is in `data/<id>` (or, for a packed stream, in `data/pack`) and is
+//! written before the record (made durable before it by a sync).
 
 use crate::image::UnixData;
 use crate::sys::{Access, PrivateDir};
@@ -111,6 +112,15 @@ pub enum Record {
     /// set as a whole (an xattr) is written into the staging file first
     /// (and synced before this record), so replay finds it there.
     StageNamed { idx: u32, name: String, id: u64 },
+    /// Stream `id` (new, or emptied, and small) is `len` bytes of the
+    /// pack at `off`, then zeros up to `size`; written to the pack before
+    /// this record.
+    Packed {
+        id: u64,
+        off: u64,
+        len: u64,
+        size: u64,
+    },
 }
 
 struct Enc(Vec<u8>);
@@ -338,6 +348,13 @@ impl Record {
                 e.bytes(name.as_bytes());
                 e.u64(*id);
             }
+            Record::Packed { id, off, len, size } => {
+                e.u8(13);
+                e.u64(*id);
+                e.u64(*off);
+                e.u64(*len);
+                e.u64(*size);
+            }
         }
         e.0
     }
@@ -446,6 +463,12 @@ impl Record {
                 idx: d.u32()?,
                 name: d.string()?,
                 id: d.u64()?,
+            },
+            13 => Record::Packed {
+                id: d.u64()?,
+                off: d.u64()?,
+                len: d.u64()?,
+                size: d.u64()?,
             },
             _ => return None,
         };
@@ -706,6 +729,12 @@ mod tests {
                 idx: 4,
                 name: "Zone.Identifier".into(),
                 id: 100,
+            },
+            Record::Packed {
+                id: 101,
+                off: 1 << 33,
+                len: 4096,
+                size: 5000,
             },
         ]
     }

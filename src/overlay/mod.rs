@@ -25,8 +25,10 @@
 //! before the record.
 //!
 //! The staging directory holds `identity.json` (which WIM and image it
-//! belongs to), `journal` and `data/<id>` (one sparse file per changed
-//! stream), and `commit.json` while a commit is landing.
+//! belongs to), `journal`, `data/<id>` (one sparse file per changed
+//! stream that needs one) and `data/pack` (small new files, appended at
+//! their close: see [`stage`]), and `commit.json` while a commit is
+//! landing.
 //!
 //! # Security of the staging
 //! The staging holds every byte written in the mount and decides what the
@@ -60,7 +62,7 @@ use crate::wim::metadata::{self, attr, tag, DentryRecord};
 use crate::wim::{Blob, Sha1, Wim, ZERO_HASH};
 use journal::{Journal, Meta, NewKind, Record};
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
-use stage::{StageCounters, Staged};
+use stage::{Area, StageCounters, Staged};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read};
 use std::path::Path;
@@ -260,7 +262,7 @@ fn foreign_name(d: &PrivateDir) -> Result<Option<String>, StagingError> {
     if names.iter().any(|n| n == DATA) {
         let data = d.subdir_as_is(DATA, false).map_err(io_at(d.path()))?;
         for m in data.names().map_err(io_at(data.path()))? {
-            if m.to_str().and_then(|x| x.parse::<u64>().ok()).is_none() {
+            if m != stage::PACK && m.to_str().and_then(|x| x.parse::<u64>().ok()).is_none() {
                 return Ok(Some(format!("{DATA}/{}", m.to_string_lossy())));
             }
         }
@@ -651,37 +653,18 @@ impl Node {
 
 /// Context for applying records: where staging files go.
 struct Ctx<'a> {
-    data: &'a PrivateDir,
-    /// Open staging files read-only and create none (`wimfs recover`).
-    read_only: bool,
-    cache: &'a Arc<ChunkCache>,
-    counters: &'a Arc<StageCounters>,
+    area: &'a Arc<Area>,
     replaying: bool,
 }
 
 impl Ctx<'_> {
-    /// Open (or create, unless read-only) the staging file of stream `id`,
-    /// marked sparse: it holds only the blocks changed in the mount at
-    /// their offsets, so on NTFS (Windows) a few changed blocks of a large
-    /// file must not take the whole file's space. A no-op on Linux, where
-    /// files are sparse anyway; a volume that cannot do it (FAT) still
-    /// works, only larger, so a failure is logged, not returned.
-    fn stage_file(&self, id: u64) -> VfsResult<std::fs::File> {
-        let access = if self.read_only {
-            Access::Read
-        } else {
-            Access::Create
-        };
-        let file = self
-            .data
-            .open_file(id.to_string(), access)
-            .map_err(VfsError::from_io)?;
-        if !self.read_only {
-            if let Err(e) = crate::sys::set_sparse(&file) {
-                log::debug!("staging file {id} not made sparse: {e}");
-            }
+    /// The staging file a stream already has: one is found only when
+    /// replaying (a live stream gets its file when it first needs it).
+    fn existing_file(&self, id: u64) -> VfsResult<Option<std::fs::File>> {
+        if !self.replaying {
+            return Ok(None);
         }
-        Ok(file)
+        self.area.existing_file(id).map_err(VfsError::from_io)
     }
 }
 
@@ -1139,17 +1122,8 @@ impl Tree {
                         return Err(VfsError::Invalid)
                     }
                 };
-                let file = ctx.stage_file(*id)?;
-                let s = Staged::open(
-                    *id,
-                    file,
-                    base,
-                    size,
-                    ctx.cache.clone(),
-                    ctx.counters.clone(),
-                )
-                .map_err(VfsError::from_io)?;
-                let s = Arc::new(s);
+                let file = ctx.existing_file(*id)?;
+                let s = Arc::new(Staged::open(*id, file, base, size, ctx.area.clone()));
                 self.streams.insert(*id, s.clone());
                 self.next_stream = self.next_stream.max(id + 1);
                 self.node_mut(*idx)?.data = Some(Data::Staged(s));
@@ -1167,22 +1141,18 @@ impl Tree {
                     Data::Inline(v) => (None, 0, Some(v)),
                     Data::Staged(_) => return Err(VfsError::Invalid),
                 };
-                let file = ctx.stage_file(*id)?;
-                let s = Staged::open(
-                    *id,
-                    file,
-                    base,
-                    size,
-                    ctx.cache.clone(),
-                    ctx.counters.clone(),
-                )
-                .map_err(VfsError::from_io)?;
+                let file = ctx.existing_file(*id)?;
+                let s = Staged::open(*id, file, base, size, ctx.area.clone());
                 if let Some(v) = inline.filter(|v| !v.is_empty()) {
                     if ctx.replaying {
                         // Written and synced before the record was.
                         let blocks = (v.len() as u64).div_ceil(stage::BLOCK);
-                        s.replay_data(&[(0, blocks)], v.len() as u64);
+                        s.replay_data(&[(0, blocks)], v.len() as u64)
+                            .map_err(VfsError::from_io)?;
                     } else {
+                        // In a file of its own, synced: the record that
+                        // follows names no other place for it.
+                        s.force_file().map_err(VfsError::from_lib)?;
                         s.write(0, &v).map_err(VfsError::from_lib)?;
                         s.sync().map_err(VfsError::from_io)?;
                     }
@@ -1197,11 +1167,20 @@ impl Tree {
             }
             Record::Data { id, size, runs } => {
                 let s = self.streams.get(id).ok_or(VfsError::Invalid)?;
-                s.replay_data(runs, *size);
+                s.replay_data(runs, *size).map_err(VfsError::from_io)?;
             }
             Record::Size { id, size } => {
                 let s = self.streams.get(id).ok_or(VfsError::Invalid)?;
                 s.replay_size(*size);
+            }
+            Record::Packed { id, off, len, size } => {
+                let s = self.streams.get(id).ok_or(VfsError::Invalid)?;
+                s.replay_packed(stage::Packed {
+                    off: *off,
+                    len: *len,
+                    size: *size,
+                })
+                .map_err(VfsError::from_io)?;
             }
             Record::Security { descriptor } => {
                 let next = self.image.security.len() + self.new_security.len();
@@ -1450,6 +1429,11 @@ struct Pending {
 impl Pending {
     fn push(&mut self, s: &Arc<Staged>, idx: u32, r: Record) {
         self.meta.insert(idx);
+        self.push_op(s, r);
+    }
+
+    /// A stream's record without its inode's metadata.
+    fn push_op(&mut self, s: &Arc<Staged>, r: Record) {
         let ops = &mut self
             .ops
             .entry(s.id)
@@ -1497,14 +1481,14 @@ pub struct Overlay {
     /// The staging directory, held open: everything in it is opened
     /// relative to this descriptor, never through a symlink.
     dir: PrivateDir,
-    /// Its `data` subdirectory (one file per staged stream).
-    data: PrivateDir,
+    /// Its `data` subdirectory (one file per staged stream, the pack),
+    /// shared with the streams.
+    area: Arc<Area>,
     tree: RwLock<Tree>,
     js: Mutex<JState>,
     gate: RwLock<()>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
-    cache: Arc<ChunkCache>,
     pub counters: Arc<StageCounters>,
     /// Journal the records of a written handle when it is released
     /// (default on; written, not fsynced: see [`Overlay::flush`]).
@@ -1575,7 +1559,9 @@ impl Overlay {
             }
         }
         let data = sdir.subdir(DATA, true).map_err(io_at(dir))?;
+        let data_path = data.path().to_path_buf();
         let counters = Arc::new(StageCounters::default());
+        let area = Arc::new(Area::new(data, false, cache, counters.clone()));
         let mut tree = Tree::build(wim, image, links);
         let journal = match stored {
             Some(id) if sdir.exists(JOURNAL) => {
@@ -1588,10 +1574,7 @@ impl Overlay {
                 let jpath = sdir.join(JOURNAL);
                 let (mut j, out) = Journal::open(&sdir, JOURNAL).map_err(io_at(&jpath))?;
                 let ctx = Ctx {
-                    data: &data,
-                    read_only: false,
-                    cache: &cache,
-                    counters: &counters,
+                    area: &area,
                     replaying: true,
                 };
                 if let Some(cut) = replay(&mut tree, &out, &ctx, &mut status) {
@@ -1605,8 +1588,8 @@ impl Overlay {
                 }
                 // Scrub the staging files of what is left (naming every
                 // file whose unsynced data is dropped) and delete the rest.
-                scan_cut(&tree, true, &mut status).map_err(io_at(data.path()))?;
-                remove_unreferenced(&data, &tree.streams);
+                scan_cut(&tree, true, &mut status).map_err(io_at(&data_path))?;
+                remove_unreferenced(area.dir(), &tree.streams);
                 j
             }
             _ => {
@@ -1616,7 +1599,7 @@ impl Overlay {
         };
         let ov = Overlay {
             dir: sdir,
-            data,
+            area,
             tree: RwLock::new(tree),
             js: Mutex::new(JState {
                 journal,
@@ -1626,7 +1609,6 @@ impl Overlay {
             gate: RwLock::new(()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            cache,
             counters,
             sync_on_release: true,
         };
@@ -1661,18 +1643,16 @@ impl Overlay {
             return Ok(status);
         }
         let data = sdir.subdir(DATA, false).map_err(io_at(dir))?;
+        let data_path = data.path().to_path_buf();
         let out = Journal::read(&sdir, JOURNAL).map_err(io_at(&sdir.join(JOURNAL)))?;
-        let counters = Arc::new(StageCounters::default());
+        let area = Arc::new(Area::new(data, true, cache, Arc::default()));
         let mut tree = Tree::build(wim, image, links);
         let ctx = Ctx {
-            data: &data,
-            read_only: true,
-            cache: &cache,
-            counters: &counters,
+            area: &area,
             replaying: true,
         };
         replay(&mut tree, &out, &ctx, &mut status);
-        scan_cut(&tree, false, &mut status).map_err(io_at(data.path()))?;
+        scan_cut(&tree, false, &mut status).map_err(io_at(&data_path))?;
         Ok(status)
     }
 
@@ -1682,10 +1662,7 @@ impl Overlay {
 
     fn ctx(&self) -> Ctx<'_> {
         Ctx {
-            data: &self.data,
-            read_only: false,
-            cache: &self.cache,
-            counters: &self.counters,
+            area: &self.area,
             replaying: false,
         }
     }
@@ -1889,6 +1866,9 @@ impl Overlay {
         let Some(h) = self.handles.lock().remove(&fh) else {
             return Ok(());
         };
+        if h.write {
+            self.pack_node(h.idx)?;
+        }
         {
             let mut t = self.tree.write();
             if let Some(n) = t.nodes.get_mut(h.idx as usize) {
@@ -2288,24 +2268,41 @@ impl Overlay {
         let _g = self.gate.read();
         let mut t = self.tree.write();
         let s = self.staged(&mut t, idx)?;
+        self.write_staged(&mut t, idx, &s, offset, data)
+    }
+
+    /// Write into a staged stream of inode `idx` and queue what the
+    /// journal must say (the tree is held for writing by the caller).
+    fn write_staged(
+        &self,
+        t: &mut Tree,
+        idx: u32,
+        s: &Arc<Staged>,
+        offset: u64,
+        data: &[u8],
+    ) -> VfsResult<u32> {
         let before = s.size();
         let runs = s.write(offset, data).map_err(VfsError::from_lib)?;
         let after = s.size();
         let n = t.node_mut(idx)?;
         n.meta.last_write_time = crate::time::now_filetime();
         n.meta.attributes |= attr::ARCHIVE;
-        if !runs.is_empty() || after != before {
-            self.js.lock().pending.push(
-                &s,
+        match runs {
+            // In a staging file: journalled at the next sync point.
+            Some(runs) if !runs.is_empty() || after != before => self.js.lock().pending.push(
+                s,
                 idx,
                 Record::Data {
                     id: s.id,
                     size: after,
                     runs,
                 },
-            );
-        } else {
-            self.js.lock().pending.meta.insert(idx);
+            ),
+            // Nothing new in the file, or held in memory until the
+            // stream is packed (at the close).
+            _ => {
+                self.js.lock().pending.meta.insert(idx);
+            }
         }
         Ok(data.len() as u32)
     }
@@ -2537,27 +2534,7 @@ impl Overlay {
         let _g = self.gate.read();
         let mut t = self.tree.write();
         let s = self.staged_named(&mut t, idx, name)?;
-        let before = s.size();
-        let runs = s.write(offset, data).map_err(VfsError::from_lib)?;
-        let after = s.size();
-        let n = t.node_mut(idx)?;
-        n.meta.last_write_time = crate::time::now_filetime();
-        n.meta.attributes |= attr::ARCHIVE;
-        let mut js = self.js.lock();
-        if !runs.is_empty() || after != before {
-            js.pending.push(
-                &s,
-                idx,
-                Record::Data {
-                    id: s.id,
-                    size: after,
-                    runs,
-                },
-            );
-        } else {
-            js.pending.meta.insert(idx);
-        }
-        Ok(data.len() as u32)
+        self.write_staged(&mut t, idx, &s, offset, data)
     }
 
     /// Truncate or extend named stream `name` (with zeros). Durable at the
@@ -2712,7 +2689,60 @@ impl Overlay {
     /// staging files first, then the journal records that refer to them,
     /// then the journal.
     pub fn sync(&self) -> VfsResult<()> {
+        {
+            let t = self.tree.read();
+            for s in t.streams.values() {
+                self.pack_one(s)?;
+            }
+        }
         self.write_records(true)
+    }
+
+    /// A close(2) of handle `fh` (FUSE FLUSH): a stream it wrote that is
+    /// still held in memory goes to the pack, then [`Overlay::flush`].
+    pub fn flush_handle(&self, fh: u64) -> VfsResult<()> {
+        let written = self
+            .handles
+            .lock()
+            .get(&fh)
+            .and_then(|h| h.write.then_some(h.idx));
+        if let Some(idx) = written {
+            self.pack_node(idx)?;
+        }
+        self.flush()
+    }
+
+    /// Pack the streams of inode `idx` that are held in memory.
+    fn pack_node(&self, idx: u32) -> VfsResult<()> {
+        let t = self.tree.read();
+        let Some(n) = t.nodes.get(idx as usize) else {
+            return Ok(());
+        };
+        for d in n.data.iter().chain(n.named.iter().map(|(_, d)| d)) {
+            if let Data::Staged(s) = d {
+                self.pack_one(s)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pack one stream if it is held in memory, queueing its record. The
+    /// caller holds the tree (at least for reading), so no write to the
+    /// stream (which takes it for writing) can queue a record between the
+    /// packing and this one.
+    fn pack_one(&self, s: &Arc<Staged>) -> VfsResult<()> {
+        if let Some(p) = s.pack().map_err(VfsError::from_lib)? {
+            self.js.lock().pending.push_op(
+                s,
+                Record::Packed {
+                    id: s.id,
+                    off: p.off,
+                    len: p.len,
+                    size: p.size,
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Write the records of every change so far to the journal, one
@@ -2732,7 +2762,10 @@ impl Overlay {
             return Ok(());
         }
         if durable {
-            // Data whose records earlier flushes journalled goes first.
+            // Data whose records earlier flushes journalled goes first
+            // (the pack too: a stream packed, then moved to a file of its
+            // own, no longer syncs it).
+            self.area.sync_pack().map_err(VfsError::from_io)?;
             for s in js.unsynced.values() {
                 s.sync().map_err(VfsError::from_io)?;
             }
@@ -2772,7 +2805,7 @@ impl Overlay {
         // Staging files of freed inodes can go now.
         let dead = std::mem::take(&mut self.tree.write().dead_streams);
         for id in dead {
-            let _ = self.data.remove_file(id.to_string());
+            let _ = self.area.dir().remove_file(id.to_string());
         }
         Ok(())
     }
@@ -3053,7 +3086,12 @@ impl Overlay {
         t.new_security.clear();
         t.wim = wim.clone();
         t.image = image.clone();
-        remove_unreferenced(&self.data, &t.streams);
+        remove_unreferenced(self.area.dir(), &t.streams);
+        if !t.streams.values().any(|s| s.is_packed()) {
+            self.area
+                .reset_pack()
+                .map_err(io_at(self.area.dir().path()))?;
+        }
         js.pending = Pending::default();
         js.journal = Journal::create(&self.dir, JOURNAL).map_err(io_at(&self.dir.join(JOURNAL)))?;
         write_identity(&self.dir, &Identity::of(&wim, index))?;
@@ -3169,10 +3207,10 @@ fn remove_unreferenced(data: &PrivateDir, streams: &HashMap<u64, Arc<Staged>>) {
         return;
     };
     for n in names {
-        let keep = n
-            .to_str()
-            .and_then(|s| s.parse::<u64>().ok())
-            .is_some_and(|id| streams.contains_key(&id));
+        let keep = n == stage::PACK
+            || n.to_str()
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(|id| streams.contains_key(&id));
         if !keep {
             let _ = data.remove_file(&n);
         }

@@ -33,12 +33,14 @@ impl Vfs {
         }
     }
 
-    /// A close(2) of a handle (FUSE FLUSH): journal every change so far,
-    /// without fsync. close(2) waits for this but not for RELEASE, so this
-    /// is what makes "closed" mean "survives the daemon being killed".
-    pub fn flush(&self) -> VfsResult<()> {
+    /// A close(2) of handle `fh` (FUSE FLUSH): journal every change so
+    /// far (a file it wrote that is held in memory goes to the staging
+    /// first), without fsync. close(2) waits for this but not for RELEASE,
+    /// so this is what makes "closed" mean "survives the daemon being
+    /// killed".
+    pub fn flush(&self, fh: Fh) -> VfsResult<()> {
         match self.overlay() {
-            Some(ov) => ov.flush(),
+            Some(ov) => ov.flush_handle(fh),
             None => Ok(()),
         }
     }
