@@ -1667,6 +1667,32 @@ impl Overlay {
         }
     }
 
+    /// Apply and journal metadata records with one write (tree lock held
+    /// by the caller). Records after one that does not apply are neither
+    /// applied nor journalled.
+    fn journal_and_apply_all<const N: usize>(
+        &self,
+        t: &mut Tree,
+        recs: [Record; N],
+    ) -> VfsResult<()> {
+        let mut buf = Vec::new();
+        let mut res = Ok(());
+        for r in &recs {
+            if let Err(e) = t.apply(r, &self.ctx()) {
+                res = Err(e);
+                break;
+            }
+            journal::frame(r, &mut buf);
+        }
+        if !buf.is_empty() {
+            if let Err(e) = self.js.lock().journal.append_raw(&buf) {
+                log::error!("journal write failed: {e}");
+                return Err(VfsError::from_io(e));
+            }
+        }
+        res
+    }
+
     /// Apply and journal a metadata record (tree lock held by the caller).
     fn journal_and_apply(&self, t: &mut Tree, r: Record) -> VfsResult<()> {
         t.apply(&r, &self.ctx())?;
@@ -1982,17 +2008,13 @@ impl Overlay {
             meta.security_id = id;
         }
         debug_assert!(matches!(&rec, Record::NewNode { kind: k, .. } if *k == kind));
-        self.journal_and_apply(&mut t, rec)?;
-        let now = crate::time::now_filetime();
-        self.journal_and_apply(
-            &mut t,
-            Record::Link {
-                parent: p,
-                name: name.to_string(),
-                idx,
-                t: now,
-            },
-        )?;
+        let link = Record::Link {
+            parent: p,
+            name: name.to_string(),
+            idx,
+            t: crate::time::now_filetime(),
+        };
+        self.journal_and_apply_all(&mut t, [rec, link])?;
         Ok(idx)
     }
 
