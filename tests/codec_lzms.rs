@@ -374,3 +374,20 @@ fn x86_filter_boundaries() {
         assert_eq!(theirs, inputs, "inputs wimlib compressed and we decoded");
     }
 }
+
+/// A chunk large enough to have its matches collected on a second thread
+/// that cannot shrink: the encoder gives up (`None`, the chunk is stored
+/// raw) rather than hang on the collector or return a larger stream; and a
+/// compressible one of the same size after it still round trips (the
+/// encoder is reusable after giving up).
+#[test]
+fn incompressible_large_chunk_gives_up() {
+    let mut rng = Rng::new(3);
+    let noise = rng.bytes(2 << 20);
+    assert!(lzms::compress(&noise).is_none());
+    let data = mixed(2 << 20, 4);
+    assert!(
+        check_ours_roundtrip(&data, data.len()),
+        "mixed data after noise"
+    );
+}
