@@ -7,6 +7,7 @@ use crate::wim::header::{resflags, Compression, ResHdr, SOLID_RESOURCE_MAGIC};
 use crate::wim::resource::compress;
 use rayon::prelude::*;
 use std::fs::File;
+use std::sync::mpsc;
 
 /// Appends to a file at a tracked position (positional writes, so nothing
 /// else needs the file's cursor).
@@ -46,6 +47,79 @@ const WINDOW: usize = 64 << 20;
 /// Compress `chunks` in parallel; raw where a chunk does not shrink.
 fn compress_chunks(chunks: &[&[u8]], comp: Compression, cs: u32) -> Vec<Option<Vec<u8>>> {
     chunks.par_iter().map(|c| compress(comp, cs, c)).collect()
+}
+
+/// Compress the chunks `next` fills (it returns false when there are no
+/// more) on `workers` threads and hand each to `sink` in order, raw and
+/// compressed (`None`: it does not shrink). Each worker takes the next
+/// chunk as soon as it is free: the 64 MiB chunks of one solid resource
+/// differ several times over in how long they take, and compressing them
+/// in fixed batches left a core idle for the difference in every batch. At
+/// most `ahead` chunks are read and not yet handed on (memory).
+fn compress_in_order(
+    mut next: impl FnMut(&mut Vec<u8>) -> Result<bool>,
+    comp: Compression,
+    cs: u32,
+    workers: usize,
+    ahead: usize,
+    mut sink: impl FnMut(&[u8], Option<&[u8]>) -> Result<()>,
+) -> Result<()> {
+    type Done = (usize, Vec<u8>, Option<Vec<u8>>);
+    let (work_tx, work_rx) = mpsc::channel::<(usize, Vec<u8>)>();
+    let work_rx = parking_lot::Mutex::new(work_rx);
+    let (done_tx, done_rx) = mpsc::channel::<Done>();
+    std::thread::scope(|sc| {
+        for _ in 0..workers {
+            let (rx, tx) = (&work_rx, done_tx.clone());
+            sc.spawn(move || loop {
+                let job = rx.lock().recv();
+                let Ok((i, raw)) = job else {
+                    break;
+                };
+                let c = compress(comp, cs, &raw);
+                if tx.send((i, raw, c)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(done_tx);
+        let mut run = || -> Result<()> {
+            let (mut sent, mut written, mut more) = (0usize, 0usize, true);
+            let mut held: std::collections::BTreeMap<usize, (Vec<u8>, Option<Vec<u8>>)> =
+                std::collections::BTreeMap::new();
+            let mut spare: Vec<Vec<u8>> = Vec::new();
+            loop {
+                while more && sent - written < ahead {
+                    let mut buf = spare.pop().unwrap_or_default();
+                    buf.clear();
+                    if next(&mut buf)? {
+                        work_tx
+                            .send((sent, buf))
+                            .map_err(|_| Error::Other("compression workers stopped".into()))?;
+                        sent += 1;
+                    } else {
+                        more = false;
+                    }
+                }
+                if written == sent {
+                    return Ok(());
+                }
+                let (i, raw, c) = done_rx
+                    .recv()
+                    .map_err(|_| Error::Other("compression workers stopped".into()))?;
+                held.insert(i, (raw, c));
+                while let Some((raw, c)) = held.remove(&written) {
+                    sink(&raw, c.as_deref())?;
+                    spare.push(raw);
+                    written += 1;
+                }
+            }
+        };
+        let r = run();
+        // Workers see the queue closed and stop.
+        drop(work_tx);
+        r
+    })
 }
 
 /// Write one blob as a normal (non-solid) resource at the end of `out`.
@@ -260,15 +334,15 @@ pub fn write_solid(
         offsets.push(acc);
         acc += b.len();
     }
-    // Fill a window of whole chunks from the concatenated blobs.
-    let window = (WINDOW as u64 / cs as u64).max(2) * cs as u64;
-    let mut buf: Vec<u8> = Vec::with_capacity(window.min(total) as usize);
+    // The blobs laid end to end, cut into chunks.
     let mut bi = 0usize;
     let mut boff = 0u64;
     let mut done = 0u64;
-    while done < total {
-        buf.clear();
-        let want = window.min(total - done) as usize;
+    let next = |buf: &mut Vec<u8>| -> Result<bool> {
+        let want = (cs as u64).min(total - done) as usize;
+        if want == 0 {
+            return Ok(false);
+        }
         while buf.len() < want {
             let b = blobs[bi];
             let take = ((b.len() - boff) as usize).min(want - buf.len());
@@ -284,16 +358,18 @@ pub fn write_solid(
                 bi += 1;
             }
         }
-        let chunks: Vec<&[u8]> = buf.chunks(cs as usize).collect();
-        let enc = compress_chunks(&chunks, comp, cs);
-        for (raw, c) in chunks.iter().zip(enc) {
-            let stored: &[u8] = c.as_deref().unwrap_or(raw);
-            out.write(stored)?;
-            sizes.push(stored.len() as u32);
-        }
-        progress(want as u64);
         done += want as u64;
-    }
+        Ok(true)
+    };
+    let workers = rayon::current_num_threads().max(1);
+    let ahead = (workers + 1).max(WINDOW / cs as usize);
+    compress_in_order(next, comp, cs, workers, ahead, |raw, c| {
+        let stored = c.unwrap_or(raw);
+        out.write(stored)?;
+        sizes.push(stored.len() as u32);
+        progress(raw.len() as u64);
+        Ok(())
+    })?;
     let mut hdr = Vec::with_capacity(16 + table_len as usize);
     hdr.extend_from_slice(&total.to_le_bytes());
     hdr.extend_from_slice(&cs.to_le_bytes());

@@ -637,7 +637,10 @@ impl Staged {
                 *len = (*len).min(size);
             }
         }
-        if matches!(st.store, Store::Base) && st.base_valid == 0 {
+        // Emptied (or never with old content): new bytes can be held in
+        // memory again (a small file rewritten in place packs again).
+        let empty_pack = matches!(st.store, Store::Packed { len: 0, .. });
+        if (matches!(st.store, Store::Base) && st.base_valid == 0) || empty_pack {
             st.store = Store::Mem(Vec::new());
         }
         st.size = size;
@@ -988,6 +991,12 @@ mod tests {
         assert_eq!(read_all(&s), b"hello\0\0\0\0\0wold!");
         assert_eq!(a.counters.files.load(Ordering::Relaxed), 1);
         assert_eq!(read_all(&t), b"second");
+        // Emptied, a packed stream is held in memory again.
+        t.set_size(0).unwrap();
+        assert_eq!(t.write(0, b"third").unwrap(), None);
+        assert_eq!(t.pack().unwrap().unwrap().off, 21);
+        assert_eq!(read_all(&t), b"third");
+        assert_eq!(a.counters.files.load(Ordering::Relaxed), 1);
     }
 
     #[test]
