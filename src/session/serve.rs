@@ -185,6 +185,8 @@ pub(crate) fn serve(
     let vfs = if let (Some(rw), Some(image)) = (&spec.rw, image) {
         let (vfs, ctl) = open_rw(spec, rw, &wim, &wim_path, index, image, cache, opts, &voice)?;
         control = Some(ctl);
+        // The decoded image the tree was built from is gone by now.
+        sys::release_free_memory();
         vfs
     } else {
         Arc::new(Vfs::open_lazy(wim.clone(), index, cache, opts).map_err(cannot_load)?)

@@ -1041,3 +1041,7 @@ pub fn modification_bytes(d: &winfsp::filesystem::ModificationDescriptor) -> Opt
         Some(std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec())
     }
 }
+
+/// Give memory freed by the allocator back to the system: the Windows
+/// heap decommits freed pages itself, so nothing to do.
+pub fn release_free_memory() {}

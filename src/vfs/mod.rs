@@ -126,11 +126,13 @@ impl Vfs {
         // The overlay starts from the symlink targets as the read-only
         // view decodes them.
         let links = ImageView::new(wim.clone(), image.clone(), cache.clone(), &opts).posix_links();
-        let (ov, status) =
-            Overlay::open(wim.clone(), image.clone(), cache.clone(), &links, staging)?;
+        let index = image.index;
+        // The overlay keeps what it needs of the decoded image; the image
+        // itself is freed once its tree is built.
+        let (ov, status) = Overlay::open(wim.clone(), image, cache.clone(), &links, staging)?;
         let v = Vfs {
             wim,
-            image,
+            image: Arc::new(Image::placeholder(index)),
             cache,
             opts,
             view: View::Overlay(ov),
