@@ -128,6 +128,11 @@ impl ChunkCache {
         }
     }
 
+    /// The memory the cache was given (`total` of [`Self::with_reserve`]).
+    pub fn total(&self) -> u64 {
+        self.lru.lock().total
+    }
+
     pub fn stats(&self) -> CacheStats {
         let l = self.lru.lock();
         CacheStats {

@@ -54,8 +54,16 @@ pub const MAX_SIZE: u64 = 1 << 50;
 pub const MEM_MAX: u64 = 1 << 20;
 
 /// Most bytes all streams of an overlay hold in memory together (many
-/// files open for writing at once then go to staging files).
+/// files open for writing at once then go to staging files); less when
+/// the mount's cache is small: see [`mem_budget`].
 pub const MEM_BUDGET: u64 = 64 << 20;
+
+/// The memory new streams of a mount may hold: an eighth of what the
+/// mount's `--cache-size` gives it, at most [`MEM_BUDGET`]. The mount
+/// leaves it out of the chunk cache, so the daemon stays within its size.
+pub fn mem_budget(cache_total: u64) -> u64 {
+    MEM_BUDGET.min(cache_total / 8)
+}
 
 /// Name of the pack file in the data directory (every other name there is
 /// a stream id).
@@ -93,6 +101,7 @@ pub struct Area {
     pack: Mutex<Pack>,
     pack_unsynced: AtomicBool,
     held: AtomicU64,
+    budget: u64,
 }
 
 impl Area {
@@ -105,6 +114,7 @@ impl Area {
         Area {
             dir,
             read_only,
+            budget: mem_budget(cache.total()),
             cache,
             counters,
             pack: Mutex::new(Pack { file: None, end: 0 }),
@@ -229,13 +239,18 @@ impl Area {
     fn hold(&self, n: u64) -> bool {
         self.held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
-                (h + n <= MEM_BUDGET).then_some(h + n)
+                (h + n <= self.budget).then_some(h + n)
             })
             .is_ok()
     }
 
     fn unhold(&self, n: u64) {
         self.held.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Most bytes streams may hold in memory together.
+    pub fn budget(&self) -> u64 {
+        self.budget
     }
 
     /// Bytes held in memory by streams not yet packed.
@@ -890,7 +905,7 @@ mod tests {
     use std::path::Path;
 
     fn area(dir: &Path) -> Arc<Area> {
-        let c = Arc::new(ChunkCache::new(1 << 20));
+        let c = Arc::new(ChunkCache::new(1 << 30));
         let d = PrivateDir::create(&dir.join("data")).unwrap();
         Arc::new(Area::new(d, false, c, Arc::default()))
     }
@@ -1015,7 +1030,8 @@ mod tests {
             v[..1000].iter().all(|&b| b == 1) && v[1000..MEM_MAX as usize].iter().all(|&b| b == 0)
         );
         // The budget: streams held in memory together stay under it.
-        let n = MEM_BUDGET / MEM_MAX;
+        assert_eq!(a.budget(), MEM_BUDGET);
+        let n = a.budget() / MEM_MAX;
         let held: Vec<Staged> = (0..n + 2)
             .map(|i| {
                 let t = Staged::open(10 + i, None, None, 0, a.clone());
@@ -1023,7 +1039,7 @@ mod tests {
                 t
             })
             .collect();
-        assert!(a.held() <= MEM_BUDGET);
+        assert!(a.held() <= a.budget());
         assert_eq!(a.counters.files.load(Ordering::Relaxed), 3);
         drop(held);
         assert_eq!(a.held(), 0, "dropped streams give their memory back");

@@ -176,9 +176,16 @@ pub(crate) fn serve(
         mount_root: abs.to_string_lossy().into_owned(),
         ..VfsOptions::default()
     };
+    let cache_total = spec.cache_mib.saturating_mul(1 << 20);
+    // A read-write mount also holds small new files until their close
+    // (`overlay::stage::mem_budget`): left out of the chunk cache too.
+    let held = match &spec.rw {
+        Some(_) => crate::overlay::stage::mem_budget(cache_total),
+        None => 0,
+    };
     let cache = Arc::new(ChunkCache::with_reserve(
-        spec.cache_mib.saturating_mul(1 << 20),
-        (request_threads() + cores()) as u64 * PER_THREAD_BYTES,
+        cache_total,
+        (request_threads() + cores()) as u64 * PER_THREAD_BYTES + held,
     ));
     let wim_path = spec.wim.canonicalize().unwrap_or_else(|_| spec.wim.clone());
     let mut control = None;
