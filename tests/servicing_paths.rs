@@ -221,3 +221,78 @@ fn small_files_share_the_pack_and_survive_a_kill() {
         "committed image applied by wimlib",
     );
 }
+
+/// A staging on a filesystem that fills up: copying small files in fails
+/// with a clear error for the files that did not fit (at their close,
+/// where a file held in the daemon reaches the staging; `cp` reports
+/// it), never a hang or a dead daemon; every file whose copy succeeded
+/// reads back whole, then and after a resume.
+#[test]
+fn a_full_staging_fails_copies_cleanly() {
+    if !fuse_ok() {
+        return;
+    }
+    let t = tempdir();
+    let (_, wim) = wim_of(t.path(), 2);
+    let small = t.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let m = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .output();
+    if !m.as_ref().is_ok_and(|o| o.status.success()) {
+        skip("cannot mount a small tmpfs (not root?): the full-staging test did not run");
+        return;
+    }
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _guard = Umount(small.clone());
+    let src = t.path().join("copy-src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut rng = Rng::new(77);
+    let bodies: Vec<Vec<u8>> = (0..24).map(|_| rng.bytes(100_000)).collect();
+    for (i, b) in bodies.iter().enumerate() {
+        std::fs::write(src.join(format!("f{i}")), b).unwrap();
+    }
+    let mnt = t.path().join("mnt");
+    let st = small.join("staging").display().to_string();
+    let (m, _) = RwMount::rw(&wim, &mnt, &["--staging-dir", &st]);
+    let mut copied = Vec::new();
+    let mut failed = Vec::new();
+    for i in 0..bodies.len() {
+        let o = run(std::process::Command::new("cp")
+            .arg(src.join(format!("f{i}")))
+            .arg(mnt.join(format!("f{i}"))));
+        if o.ok() {
+            copied.push(i);
+        } else {
+            assert!(
+                o.stderr_str().contains("No space left"),
+                "f{i}: cp failed without naming the full disk:\n{}",
+                o.describe()
+            );
+            failed.push(i);
+        }
+    }
+    assert!(!copied.is_empty(), "nothing fitted in the staging");
+    assert!(!failed.is_empty(), "2.4 MB fitted in a 1 MiB staging");
+    let check = |what: &str| {
+        for &i in &copied {
+            let got = std::fs::read(mnt.join(format!("f{i}"))).unwrap();
+            assert!(got == bodies[i], "f{i} ({what}): {} bytes back", got.len());
+        }
+    };
+    check("mounted");
+    m.kill9();
+    let (m, o) = RwMount::rw(&wim, &mnt, &["--staging-dir", &st]);
+    assert!(o.all_output().contains("resuming"), "{}", o.describe());
+    check("resumed");
+    m.unmount(&["--discard"]);
+}

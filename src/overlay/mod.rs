@@ -1955,9 +1955,6 @@ impl Overlay {
         let Some(h) = self.handles.lock().remove(&fh) else {
             return Ok(());
         };
-        if h.write {
-            self.pack_node(h.idx)?;
-        }
         {
             let mut t = self.tree.write();
             if let Some(n) = t.nodes.get_mut(h.idx as usize) {
@@ -1968,10 +1965,17 @@ impl Overlay {
             }
             t.maybe_free(h.idx);
         }
+        // After the bookkeeping, so a failure here (a full disk) still
+        // closes the handle; a freed file has nothing left to pack.
+        let packed = if h.write {
+            self.pack_node(h.idx)
+        } else {
+            Ok(())
+        };
         if h.write && self.sync_on_release {
             self.flush()?;
         }
-        Ok(())
+        packed
     }
 
     /// Number of open handles (commit refuses while files are open).
