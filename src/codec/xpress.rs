@@ -550,8 +550,10 @@ const HASH4_BITS: u32 = 16;
 /// Length-3 matches come from a single most-recent-position table.
 const HASH3_BITS: u32 = HASH4_BITS - 1;
 /// Chain positions examined per search; bounds the worst case (long runs of
-/// identical data) while finding nearly all useful matches.
-const MAX_SEARCH_DEPTH: u32 = 16;
+/// identical data). On tars of /usr/share/{doc,locale,package-lists}
+/// (374 MB, one thread) 8 took 17% less time than 16 for 0.3% more
+/// output; 4 another 16% less for another 0.8%.
+const MAX_SEARCH_DEPTH: u32 = 8;
 /// A match at least this long is taken without looking further.
 const NICE_LEN: usize = 32;
 /// A 3-byte match farther than this rarely beats three literals.
