@@ -1559,30 +1559,13 @@ pub fn compress_chunk(input: &[u8], chunk_size: usize) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod bench {
-    /// Encoder speed apart from the capture pipeline: compresses the file
-    /// named by `LZX_BENCH_FILE` in 32 KiB chunks (the WIM default) on one
-    /// thread and prints time and output size. Run with
-    /// `LZX_BENCH_FILE=... cargo test --release --lib codec::lzx::bench -- --ignored --nocapture`.
+    /// `LZX_BENCH_FILE=... cargo test --release --lib codec::lzx::bench -- --ignored --nocapture`
     #[test]
     #[ignore]
     fn chunks_32k() {
-        let Some(path) = std::env::var_os("LZX_BENCH_FILE") else {
-            return;
-        };
-        let data = std::fs::read(path).unwrap();
         let mut enc = super::Encoder::new();
-        let t = std::time::Instant::now();
-        let mut total = 0usize;
-        for c in data.chunks(32768) {
-            total += enc.compress_chunk(c, 32768).map_or(c.len(), |o| o.len());
-        }
-        let s = t.elapsed().as_secs_f64();
-        println!(
-            "lzx bench: {} -> {} bytes in {:.3} s ({:.1} MB/s)",
-            data.len(),
-            total,
-            s,
-            data.len() as f64 / s / 1e6
-        );
+        crate::codec::bench_chunks("lzx", "LZX_BENCH_FILE", |c| {
+            enc.compress_chunk(c, 32768).map(|o| o.len())
+        });
     }
 }

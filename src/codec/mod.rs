@@ -26,3 +26,34 @@ pub enum CodecError {
 pub mod lzms;
 pub mod lzx;
 pub mod xpress;
+
+/// Encoder speed apart from the capture pipeline, for the codecs' opt-in
+/// benches: compresses the file named by the environment variable `var` in
+/// 32 KiB chunks (the WIM default) on one thread with `compress` (the
+/// output length, `None` for a chunk stored raw) and prints the time and
+/// the output size. Does nothing when `var` is unset.
+#[cfg(test)]
+pub(crate) fn bench_chunks(
+    name: &str,
+    var: &str,
+    mut compress: impl FnMut(&[u8]) -> Option<usize>,
+) {
+    let Some(path) = std::env::var_os(var) else {
+        return;
+    };
+    let data = std::fs::read(path).unwrap();
+    let t = std::time::Instant::now();
+    let (mut total, mut raw) = (0usize, 0usize);
+    for c in data.chunks(32768) {
+        total += compress(c).unwrap_or_else(|| {
+            raw += 1;
+            c.len()
+        });
+    }
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "{name} bench: {} -> {total} bytes ({raw} chunks raw) in {s:.3} s ({:.1} MB/s)",
+        data.len(),
+        data.len() as f64 / s / 1e6
+    );
+}

@@ -1062,38 +1062,14 @@ fn canonical_codes(lens: &[u8; NUM_SYMBOLS]) -> [u16; NUM_SYMBOLS] {
 
 #[cfg(test)]
 mod bench {
-    /// Encoder speed apart from the capture pipeline: compresses the file
-    /// named by `XPRESS_BENCH_FILE` in 32 KiB chunks (the WIM default) on one
-    /// thread and prints time and output size. Run with
-    /// `XPRESS_BENCH_FILE=... cargo test --lib codec::xpress::bench -- --ignored --nocapture`.
+    /// `XPRESS_BENCH_FILE=... cargo test --release --lib codec::xpress::bench -- --ignored --nocapture`
     #[test]
     #[ignore]
     fn chunks_32k() {
-        let Some(path) = std::env::var_os("XPRESS_BENCH_FILE") else {
-            return;
-        };
-        let data = std::fs::read(path).unwrap();
         let mut enc = super::Encoder::new();
-        let t = std::time::Instant::now();
-        let mut total = 0usize;
-        let mut raw = 0usize;
-        for c in data.chunks(32768) {
-            total += enc.compress(c).map_or_else(
-                || {
-                    raw += 1;
-                    c.len()
-                },
-                |o| o.len(),
-            );
-        }
-        let s = t.elapsed().as_secs_f64();
-        println!(
-            "xpress bench: {} -> {} bytes ({raw} chunks raw) in {:.3} s ({:.1} MB/s)",
-            data.len(),
-            total,
-            s,
-            data.len() as f64 / s / 1e6
-        );
+        crate::codec::bench_chunks("xpress", "XPRESS_BENCH_FILE", |c| {
+            enc.compress(c).map(|o| o.len())
+        });
     }
 }
 
