@@ -26,7 +26,7 @@ pub fn add_new_image(
             "internal: new image has no root directory".into(),
         ));
     }
-    let hashes = hash_contents(&img, progress)?;
+    let (hashes, held) = hash_contents(&img, progress)?;
     lay_out_streams(&mut img, &hashes);
     let mut seen = HashSet::new();
     let mut list: Vec<(Sha1, &dyn Content)> = Vec::new();
@@ -42,7 +42,7 @@ pub fn add_new_image(
                 continue;
             }
             match d {
-                StreamData::New(c) => list.push((hash, c.as_ref())),
+                StreamData::New(c) => list.push((hash, held.content(c))),
                 StreamData::Blob(_) if !w.has_blob(&hash) => {
                     return Err(Error::MissingBlob(hex(&hash)))
                 }
