@@ -352,3 +352,56 @@ fn file_len(lock: &WimLock) -> Result<u64> {
         })?
         .len())
 }
+
+#[cfg(test)]
+mod held_tests {
+    use super::{hash_contents, Held, HOLD_MAX};
+    use crate::newimage::{Content, ImageBuilder, NodeMeta, StreamData};
+    use sha1::Digest;
+    use std::sync::Arc;
+
+    fn bytes(n: usize, seed: u8) -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    }
+
+    /// Contents up to [`HOLD_MAX`] come back in memory with exactly their
+    /// bytes, larger ones do not; every hash is the SHA-1 of the bytes, and
+    /// what is stored for a content reads the same bytes either way.
+    #[test]
+    fn small_contents_are_held_with_their_bytes() {
+        let sizes = [1usize, 4096, HOLD_MAX as usize, HOLD_MAX as usize + 1];
+        let mut b = ImageBuilder::new(NodeMeta::default());
+        let root = b.root();
+        let mut contents: Vec<(Arc<dyn Content>, Vec<u8>)> = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let v = bytes(n, i as u8);
+            let c: Arc<dyn Content> = Arc::new(v.clone());
+            b.add_file(
+                root,
+                &format!("f{i}"),
+                &NodeMeta::default(),
+                StreamData::New(c.clone()),
+            )
+            .unwrap();
+            contents.push((c, v));
+        }
+        let img = b.finish();
+        let (hashes, held): (_, Held) = hash_contents(&img, &|_, _| {}).unwrap();
+        for (c, v) in &contents {
+            let (hash, size) = hashes[&super::key(c)];
+            assert_eq!(size, v.len() as u64);
+            let want: [u8; 20] = sha1::Sha1::digest(v).into();
+            assert_eq!(hash, want);
+            assert_eq!(
+                held.0.contains_key(&super::key(c)),
+                v.len() as u64 <= HOLD_MAX,
+                "held or not, {} bytes",
+                v.len()
+            );
+            let stored = held.content(c);
+            let mut got = vec![0u8; v.len()];
+            stored.read_at(0, &mut got).unwrap();
+            assert_eq!(&got, v);
+        }
+    }
+}
