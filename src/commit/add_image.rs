@@ -2,7 +2,7 @@
 //! stored unless the WIM has it: what a capture (from
 //! [`crate::newimage::ImageBuilder`]) and an append of a built image do.
 
-use super::append_image::{hash_contents, lay_out_streams, resolve};
+use super::append_image::{hash_contents, lay_out_streams, resolve, HOLD_BUDGET};
 use super::image_xml::{fill_image_xml, image_stats};
 use super::writer::{ImageMetadata, WimWriter};
 use super::Phase;
@@ -26,7 +26,7 @@ pub fn add_new_image(
             "internal: new image has no root directory".into(),
         ));
     }
-    let (hashes, held) = hash_contents(&img, progress)?;
+    let (hashes, held) = hash_contents(&img, HOLD_BUDGET, progress)?;
     lay_out_streams(&mut img, &hashes);
     let mut seen = HashSet::new();
     let mut list: Vec<(Sha1, &dyn Content)> = Vec::new();

@@ -26,9 +26,12 @@ use std::sync::Arc;
 /// (43,350 files) opened and read every file twice, and on this path the
 /// system calls cost more than the copying.
 const HOLD_MAX: u64 = 256 << 10;
-/// Most bytes kept so, over all contents of one image (the rest is read
-/// again when stored).
-const HOLD_BUDGET: u64 = 128 << 20;
+/// Most bytes kept so, over all contents of one image, by a capture or an
+/// append of a directory (the rest is read again when stored). A commit of
+/// a mount keeps none: it runs in the mount's daemon, whose memory
+/// `--cache-size` bounds, and its contents are the staging's, already in
+/// memory or in the page cache.
+pub(super) const HOLD_BUDGET: u64 = 128 << 20;
 
 /// The bytes of small new contents read while hashing (see [`HOLD_MAX`]),
 /// by content.
@@ -56,9 +59,10 @@ pub(super) type Hashes = HashMap<usize, (Sha1, u64)>;
 type HashedOne = (usize, (Sha1, u64), Option<Vec<u8>>);
 
 /// Hash every distinct new content (in parallel); small ones are also
-/// returned in memory ([`Held`]).
+/// returned in memory ([`Held`]), `hold` bytes of them at most.
 pub(super) fn hash_contents(
     img: &NewImage,
+    hold: u64,
     progress: &(dyn Fn(Phase, u64) + Sync),
 ) -> Result<(Hashes, Held)> {
     let mut uniq: HashMap<usize, Arc<dyn Content>> = HashMap::new();
@@ -74,7 +78,7 @@ pub(super) fn hash_contents(
             .chain(s.named.iter().map(|(_, d)| d))
             .for_each(&mut visit);
     }
-    let budget = std::sync::atomic::AtomicU64::new(HOLD_BUDGET);
+    let budget = std::sync::atomic::AtomicU64::new(hold);
     let hashed: Vec<HashedOne> = uniq
         .into_par_iter()
         .map(|(k, c)| {
@@ -201,7 +205,7 @@ pub fn append_image_with(
         ));
     }
     // 1. Hash new contents; lay out the dentries' stream entries.
-    let (hashes, held) = hash_contents(&img, progress)?;
+    let (hashes, held) = hash_contents(&img, 0, progress)?;
     lay_out_streams(&mut img, &hashes);
     let md = ImageMetadata::from_records(&img.security, &img.records);
     let md_hash = md.sha1();
@@ -355,7 +359,7 @@ fn file_len(lock: &WimLock) -> Result<u64> {
 
 #[cfg(test)]
 mod held_tests {
-    use super::{hash_contents, Held, HOLD_MAX};
+    use super::{hash_contents, Held, HOLD_BUDGET, HOLD_MAX};
     use crate::newimage::{Content, ImageBuilder, NodeMeta, StreamData};
     use sha1::Digest;
     use std::sync::Arc;
@@ -386,7 +390,7 @@ mod held_tests {
             contents.push((c, v));
         }
         let img = b.finish();
-        let (hashes, held): (_, Held) = hash_contents(&img, &|_, _| {}).unwrap();
+        let (hashes, held): (_, Held) = hash_contents(&img, HOLD_BUDGET, &|_, _| {}).unwrap();
         for (c, v) in &contents {
             let (hash, size) = hashes[&super::key(c)];
             assert_eq!(size, v.len() as u64);
@@ -403,5 +407,8 @@ mod held_tests {
             stored.read_at(0, &mut got).unwrap();
             assert_eq!(&got, v);
         }
+        // A mount's commit holds nothing (its daemon's memory is bounded).
+        let (_, none) = hash_contents(&img, 0, &|_, _| {}).unwrap();
+        assert!(none.0.is_empty());
     }
 }
