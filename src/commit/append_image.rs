@@ -120,7 +120,7 @@ pub(super) fn hash_contents(
     Ok((map, held))
 }
 
-pub(super) fn resolve(d: &StreamData, hashes: &HashMap<usize, (Sha1, u64)>) -> Sha1 {
+pub(super) fn resolve(d: &StreamData, hashes: &Hashes) -> Sha1 {
     match d {
         StreamData::Empty => ZERO_HASH,
         StreamData::Blob(h) => *h,
@@ -132,7 +132,7 @@ pub(super) fn resolve(d: &StreamData, hashes: &HashMap<usize, (Sha1, u64)>) -> S
 /// a plain file keeps its data hash in the dentry; a file with named streams
 /// or a reparse point with data lists every stream as an extra entry
 /// (reparse data first, then the unnamed data) with a zero dentry hash.
-pub(super) fn lay_out_streams(img: &mut NewImage, hashes: &HashMap<usize, (Sha1, u64)>) {
+pub(super) fn lay_out_streams(img: &mut NewImage, hashes: &Hashes) {
     for (r, s) in img.records.iter_mut().zip(&img.streams) {
         let data = s.data.as_ref().map(|d| resolve(d, hashes));
         let rp = s.reparse.as_ref().map(|d| resolve(d, hashes));
