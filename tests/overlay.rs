@@ -1154,3 +1154,82 @@ fn commit_that_did_not_land_resumes_the_staging() {
         "after a commit that did not land vs the oracle directory",
     );
 }
+
+/// A commit while mounted keeps the mount's inode numbers; changes made
+/// after it are journaled with those numbers. A daemon killed then must
+/// resume them on the committed image (whose own numbering differs: the
+/// tree is rebuilt from it).
+#[test]
+fn changes_after_a_commit_while_mounted_survive_a_kill() {
+    let Some(fx) = fixture(&[]) else { return };
+    let staging = fx.root.join("after-commit");
+    let (v, _) = open_rw(&fx.wim, &staging);
+    some_changes(&v);
+    let mut oracle = some_changes_oracle(&fx, "after-commit-oracle");
+    // A file open across the commit with no name left: not in the
+    // committed image, its later writes journal nothing a resume needs.
+    let (gone, gone_fh) = v.create(ROOT_INO, "gone.txt", 0o644, CRED).unwrap();
+    v.write(gone.ino, 0, b"before").unwrap();
+    v.unlink(ROOT_INO, "gone.txt").unwrap();
+    {
+        let g = v.freeze().unwrap();
+        let tree = v.to_new_image().unwrap();
+        let lock = wimfs::commit::WimLock::acquire(&fx.wim).unwrap();
+        let rep = wimfs::commit::append_image_with(
+            &lock,
+            1,
+            tree,
+            &Default::default(),
+            &|_, _| {},
+            &mut |l| {
+                v.note_landing(l)
+                    .map_err(|e| wimfs::Error::Other(e.to_string()))
+            },
+        )
+        .unwrap();
+        let w = Arc::new(lock.open_wim().unwrap());
+        v.after_commit(&g, w, rep.image).unwrap();
+    }
+    // After the commit: writes to the unnamed file, new files, a new
+    // directory, a change to a file that existed before, all synced.
+    v.write(gone.ino, 1 << 20, b"after").unwrap();
+    v.setattr(
+        gone.ino,
+        &wimfs::overlay::SetAttr {
+            size: Some(7),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    v.release(gone_fh).unwrap();
+    let d = v.mkdir(ROOT_INO, "later", 0o755, CRED).unwrap();
+    let (a, fh) = v.create(d.ino, "x.txt", 0o644, CRED).unwrap();
+    v.write(a.ino, 0, b"written after the commit").unwrap();
+    v.release(fh).unwrap();
+    let inf = resolve(&v, "/drivers/net.inf").unwrap();
+    let fh = v.open_file(inf, true, false).unwrap();
+    v.write(inf, 0, b"[VERSION]").unwrap();
+    v.release(fh).unwrap();
+    let (b, fh) = v.create(ROOT_INO, "top.txt", 0o644, CRED).unwrap();
+    v.write(b.ino, 0, b"top").unwrap();
+    v.release(fh).unwrap();
+    v.sync().unwrap();
+    drop(v); // killed: nothing more is written
+    std::fs::create_dir(oracle.join("later")).unwrap();
+    std::fs::write(oracle.join("later/x.txt"), b"written after the commit").unwrap();
+    std::fs::write(oracle.join("top.txt"), b"top").unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(oracle.join("drivers/net.inf"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"[VERSION]", 0).unwrap();
+    let (v2, st) = open_rw(&fx.wim, &staging);
+    assert!(st.resumed, "{st:?}");
+    assert!(st.warnings.is_empty(), "{st:?}");
+    assert_same(
+        &dump_vfs(&v2),
+        &dump_dir(&oracle),
+        "resumed after a commit while mounted vs the oracle directory",
+    );
+    oracle.pop();
+}

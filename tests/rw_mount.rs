@@ -313,6 +313,49 @@ fn rw_kill9_then_resume() {
     apply_check(&wim, &expected, t.path(), "after discard-staging");
 }
 
+/// Changes made after a commit while mounted survive a killed daemon: the
+/// staging then belongs to the committed image, which numbers inodes
+/// otherwise than the mount still does, and the resume must apply every
+/// record to the right file.
+#[test]
+fn rw_kill9_after_commit_while_mounted_resumes() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, wim, expected) = setup("commit-kill", &["--compress=LZX"]);
+    let mnt = t.path().join("mnt");
+    let (m, _) = Mount::rw(&wim, &mnt, &[]);
+    changes_a(&mnt);
+    changes_a(&expected);
+    let o = wimfs(["commit", &mnt.display().to_string()]);
+    assert!(o.ok(), "{}", o.describe());
+    changes_b(&mnt);
+    changes_b(&expected);
+    // Overwrite a file that the commit stored, and add under a directory
+    // it made.
+    std::fs::write(mnt.join("documents/a-link"), b"after the commit\n").unwrap();
+    std::fs::write(expected.join("documents/a-link"), b"after the commit\n").unwrap();
+    sh("sync", &[]);
+    m.kill9();
+    let (m, o) = Mount::rw(&wim, &mnt, &[]);
+    assert!(o.stderr_str().contains("resuming"), "{}", o.describe());
+    assert!(!o.stderr_str().contains("dropped"), "{}", o.describe());
+    let o2 = CompareOpts {
+        mtime: false,
+        xattrs: false,
+        ..CompareOpts::default()
+    }
+    .labels("expected", "resumed after a commit while mounted");
+    assert_trees_equal(&expected, &mnt, &o2, "resumed after a commit while mounted");
+    m.unmount(&["--commit"]);
+    apply_check(
+        &wim,
+        &expected,
+        t.path(),
+        "resumed after a commit, then committed",
+    );
+}
+
 /// SIGKILL the daemon while it commits, at chosen points of the write (the
 /// writer's pause hook proves each was reached). The WIM must verify and
 /// hold exactly the old tree or the new one, and no change is lost: either

@@ -739,6 +739,33 @@ struct Tree {
     /// one with index `i` has the id `image.security.len() + i` (ids below
     /// that are the image's own table, so unchanged files keep theirs).
     new_security: Vec<Vec<u8>>,
+    /// How the journal numbers this tree's inodes, when not as the tree
+    /// does (see [`JournalNumbers`]).
+    jnums: Option<JournalNumbers>,
+}
+
+/// The journal's inode numbers after a commit while mounted.
+///
+/// A resume rebuilds the tree from the image the staging belongs to, so
+/// the journal must number inodes as a tree built from that image does:
+/// base inodes by their index in the image, new ones counting up from the
+/// image's inode count. A tree built at mount does exactly that, and
+/// needs no translation. After a commit while mounted the tree keeps its
+/// numbers (the kernel holds them), but the staging now belongs to the
+/// committed image, which numbers the same inodes otherwise: records
+/// written from then on are translated, or a killed daemon's resume would
+/// apply them to the wrong inodes (or refuse them, dropping every change
+/// made since the commit).
+struct JournalNumbers {
+    /// The journal's number of each tree inode; [`NONE`] for inodes the
+    /// committed image does not have (open but unlinked): they have no
+    /// name a resume could find, so nothing about them is journaled.
+    of: Vec<u32>,
+    /// The journal's number of the next new inode.
+    next: u32,
+    /// Staged streams of unjournaled inodes: their data records are not
+    /// journaled either (a resume has no stream of that id).
+    streams: std::collections::HashSet<u64>,
 }
 
 fn check_name(name: &str) -> VfsResult<()> {
@@ -845,7 +872,77 @@ impl Tree {
             next_stream: 1,
             dead_streams: Vec::new(),
             new_security: Vec::new(),
+            jnums: None,
         }
+    }
+
+    /// The journal's number of inode `idx`, if the journal knows it.
+    fn jidx(&self, idx: u32) -> Option<u32> {
+        match &self.jnums {
+            None => Some(idx),
+            Some(j) => j.of.get(idx as usize).copied().filter(|&x| x != NONE),
+        }
+    }
+
+    /// Record `r` (just applied) as the journal must say it; `None`: it
+    /// concerns only inodes the journal does not know, and is not
+    /// journaled. Takes the journal's number for a new inode.
+    fn for_journal<'r>(&mut self, r: &'r Record) -> Option<std::borrow::Cow<'r, Record>> {
+        if let Some(j) = self.jnums.as_mut() {
+            match r {
+                Record::NewNode { idx, .. } => {
+                    // Tree numbers of new inodes count up by one too.
+                    j.of.resize(*idx as usize, NONE);
+                    j.of.push(j.next);
+                    j.next += 1;
+                }
+                Record::Stage { idx, id } | Record::StageNamed { idx, id, .. }
+                    if j.of.get(*idx as usize).is_none_or(|&x| x == NONE) =>
+                {
+                    j.streams.insert(*id);
+                }
+                _ => {}
+            }
+        }
+        self.translate(r)
+    }
+
+    /// Record `r` with the journal's inode numbers; `None`: it concerns an
+    /// inode or stream the journal does not know.
+    fn translate<'r>(&self, r: &'r Record) -> Option<std::borrow::Cow<'r, Record>> {
+        use std::borrow::Cow;
+        let Some(j) = &self.jnums else {
+            return Some(Cow::Borrowed(r));
+        };
+        let map = |i: &mut u32| -> Option<()> {
+            *i = self.jidx(*i)?;
+            Some(())
+        };
+        let mut out = r.clone();
+        match &mut out {
+            Record::NewNode { idx, .. }
+            | Record::Meta { idx, .. }
+            | Record::Xattr { idx, .. }
+            | Record::Reparse { idx, .. }
+            | Record::Stage { idx, .. }
+            | Record::StageNamed { idx, .. } => map(idx)?,
+            Record::Link { parent, idx, .. } => {
+                map(parent)?;
+                map(idx)?;
+            }
+            Record::Unlink { parent, .. } => map(parent)?,
+            Record::Rename { from, to, .. } => {
+                map(from)?;
+                map(to)?;
+            }
+            Record::Data { id, .. } | Record::Size { id, .. } | Record::Packed { id, .. } => {
+                if j.streams.contains(id) {
+                    return None;
+                }
+            }
+            Record::Security { .. } => {}
+        }
+        Some(Cow::Owned(out))
     }
 
     /// A path (from the root, `/`-separated) of each inode in `want` that
@@ -1748,7 +1845,9 @@ impl Overlay {
                 res = Err(e);
                 break;
             }
-            journal::frame(r, &mut buf);
+            if let Some(r) = t.for_journal(r) {
+                journal::frame(&r, &mut buf);
+            }
         }
         if !buf.is_empty() {
             if let Err(e) = self.js.lock().journal.append_raw(&buf) {
@@ -1762,6 +1861,9 @@ impl Overlay {
     /// Apply and journal a metadata record (tree lock held by the caller).
     fn journal_and_apply(&self, t: &mut Tree, r: Record) -> VfsResult<()> {
         t.apply(&r, &self.ctx())?;
+        let Some(r) = t.for_journal(&r) else {
+            return Ok(());
+        };
         let mut js = self.js.lock();
         if let Err(e) = js.journal.append(&r) {
             log::error!("journal write failed: {e}");
@@ -2869,13 +2971,15 @@ impl Overlay {
                     return Err(VfsError::from_io(e));
                 }
             }
-            for r in recs {
-                journal::frame(r, &mut buf);
+            for r in recs.iter().filter_map(|r| t.translate(r)) {
+                journal::frame(&r, &mut buf);
             }
         }
         for &idx in &pending.meta {
             if let Some(n) = t.nodes.get(idx as usize).filter(|n| n.live) {
-                journal::frame(&Record::Meta { idx, meta: n.meta }, &mut buf);
+                if let Some(r) = t.translate(&Record::Meta { idx, meta: n.meta }) {
+                    journal::frame(&r, &mut buf);
+                }
             }
         }
         if let Err(e) = js.journal.append_raw(&buf) {
@@ -3173,6 +3277,42 @@ impl Overlay {
             }
         }
         t.new_security.clear();
+        // From now on the journal numbers inodes as a tree built from the
+        // committed image would (what a resume builds): see
+        // `JournalNumbers`.
+        let mut of = vec![NONE; t.nodes.len()];
+        let mut taken = vec![false; image.inodes.len()];
+        for (i, n) in t.nodes.iter().enumerate() {
+            if mapped[i] && n.live {
+                match taken.get_mut(n.base as usize) {
+                    Some(seen @ false) => {
+                        *seen = true;
+                        of[i] = n.base;
+                    }
+                    _ => log::warn!(
+                        "after the commit, inode {} matches no inode of its own in the committed image; \
+                         changes to it are not journaled",
+                        i + 1
+                    ),
+                }
+            }
+        }
+        // Every staged stream of an unjournaled inode (kept until its
+        // release, or left over from before the commit).
+        let mut unjournaled = std::collections::HashSet::new();
+        for (_, n) in t.nodes.iter().enumerate().filter(|(i, _)| of[*i] == NONE) {
+            for d in n.data.iter().chain(n.named.iter().map(|(_, d)| d)) {
+                if let Data::Staged(s) = d {
+                    unjournaled.insert(s.id);
+                }
+            }
+        }
+        let next = u32::try_from(image.inodes.len()).unwrap_or(NONE);
+        t.jnums = Some(JournalNumbers {
+            of,
+            next,
+            streams: unjournaled,
+        });
         t.wim = wim.clone();
         t.base_facts = BaseFacts::of(&image);
         remove_unreferenced(self.area.dir(), &t.streams);
