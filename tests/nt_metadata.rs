@@ -59,7 +59,7 @@ fn open_rw(wim: &Path, staging: &Path) -> Vfs {
         use_unix_data: false,
         ..VfsOptions::default()
     };
-    Vfs::open_rw(w, img, cache, opts, staging).unwrap().0
+    Vfs::open_rw(w, img.index, cache, opts, staging).unwrap().0
 }
 
 fn resolve(v: &Vfs, path: &str) -> Ino {

@@ -96,7 +96,7 @@ fn open_rw(fx: &Fx) -> NtVfs {
         use_unix_data: false,
         ..VfsOptions::default()
     };
-    let (v, _) = Vfs::open_rw(w, img, cache, opts, &fx.root.join("staging")).unwrap();
+    let (v, _) = Vfs::open_rw(w, img.index, cache, opts, &fx.root.join("staging")).unwrap();
     NtVfs::new(Arc::new(v))
 }
 
@@ -706,7 +706,7 @@ fn case_twins_made_on_a_posix_mount() {
         windows_names: false,
         ..VfsOptions::default()
     };
-    let (v, _) = Vfs::open_rw(w, img, cache, opts, &fx.root.join("staging")).unwrap();
+    let (v, _) = Vfs::open_rw(w, img.index, cache, opts, &fx.root.join("staging")).unwrap();
     let nt = NtVfs::new(Arc::new(v));
     let v = nt.vfs();
     let docs = v.lookup(1, "docs").unwrap().ino;

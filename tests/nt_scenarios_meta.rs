@@ -69,7 +69,7 @@ fn open_rw(wim: &Path, staging: &Path) -> NtVfs {
         use_unix_data: false,
         ..VfsOptions::default()
     };
-    let (v, _) = Vfs::open_rw(w, img, cache, opts, staging).unwrap();
+    let (v, _) = Vfs::open_rw(w, img.index, cache, opts, staging).unwrap();
     NtVfs::new(Arc::new(v))
 }
 

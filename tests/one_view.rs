@@ -6,24 +6,24 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use wimfs::cache::ChunkCache;
-use wimfs::image::Image;
-use wimfs::vfs::{FileKind, Ino, Vfs, VfsOptions, ROOT_INO};
+use wimfs::vfs::{Attr, FileKind, Ino, Vfs, VfsOptions, ROOT_INO};
 use wimfs::wim::Wim;
 
 fn open_both(wim: &Path, staging: &Path, opts: VfsOptions) -> (Vfs, Vfs) {
     let w = Arc::new(Wim::open(wim, &[]).unwrap());
-    let img = Arc::new(Image::load(&w, 1).unwrap());
-    let ro = Vfs::new(
+    // The read-only view a mount uses (decoded as visited).
+    let ro = Vfs::open_lazy(
         w.clone(),
-        img.clone(),
+        1,
         Arc::new(ChunkCache::new(64 << 20)),
         opts.clone(),
-    );
-    let (rw, _) = Vfs::open_rw(w, img, Arc::new(ChunkCache::new(64 << 20)), opts, staging).unwrap();
+    )
+    .unwrap();
+    let (rw, _) = Vfs::open_rw(w, 1, Arc::new(ChunkCache::new(64 << 20)), opts, staging).unwrap();
     (ro, rw)
 }
 
@@ -54,28 +54,61 @@ fn entries(v: &Vfs, ino: Ino) -> BTreeSet<(String, Ino, String)> {
     }
 }
 
+/// The inode numbers of the two views: each may number inodes its own
+/// way (the read-write tree in the order directories are visited), but
+/// the numbers must pair one to one (hard links share one on both sides).
+#[derive(Default)]
+struct Pairs {
+    rw_of: BTreeMap<Ino, Ino>,
+    ro_of: BTreeMap<Ino, Ino>,
+}
+
+impl Pairs {
+    fn pair(&mut self, ro: Ino, rw: Ino, what: &str) {
+        assert_eq!(
+            *self.rw_of.entry(ro).or_insert(rw),
+            rw,
+            "inode numbers of {what}"
+        );
+        assert_eq!(
+            *self.ro_of.entry(rw).or_insert(ro),
+            ro,
+            "inode numbers of {what}"
+        );
+    }
+
+    /// `a` (read-only) and `b` (read-write) equal but for the number.
+    fn same_attr(&mut self, a: Attr, mut b: Attr, what: &str) {
+        self.pair(a.ino, b.ino, what);
+        b.ino = a.ino;
+        assert_eq!(a, b, "attributes of {what}");
+    }
+}
+
 /// Walk both views from the root and compare everything a reader sees.
 /// Returns how many inodes were compared.
 fn assert_same(ro: &Vfs, rw: &Vfs) -> usize {
     assert_eq!(ro.inode_count(), rw.inode_count());
     assert_eq!(ro.statfs().files, rw.statfs().files);
+    let mut pairs = Pairs::default();
     let mut seen = BTreeSet::new();
-    let mut stack = vec![(ROOT_INO, "/".to_string())];
-    while let Some((ino, path)) = stack.pop() {
+    let mut stack = vec![(ROOT_INO, ROOT_INO, "/".to_string())];
+    while let Some((ino, rino, path)) = stack.pop() {
+        pairs.pair(ino, rino, &path);
         if !seen.insert(ino) {
             continue;
         }
         let a = ro.getattr(ino).unwrap();
-        assert_eq!(a, rw.getattr(ino).unwrap(), "attributes of {path}");
+        pairs.same_attr(a, rw.getattr(rino).unwrap(), &path);
         let mut names = ro.listxattr(ino).unwrap();
-        let mut rw_names = rw.listxattr(ino).unwrap();
+        let mut rw_names = rw.listxattr(rino).unwrap();
         names.sort();
         rw_names.sort();
         assert_eq!(names, rw_names, "xattr names of {path}");
         for n in &names {
             assert_eq!(
                 ro.getxattr(ino, n),
-                rw.getxattr(ino, n),
+                rw.getxattr(rino, n),
                 "xattr {n} of {path}"
             );
         }
@@ -84,37 +117,49 @@ fn assert_same(ro: &Vfs, rw: &Vfs) -> usize {
             "security.selinux",
             "system.posix_acl_access",
         ] {
-            assert_eq!(ro.getxattr(ino, n), rw.getxattr(ino, n), "{n} of {path}");
+            assert_eq!(ro.getxattr(ino, n), rw.getxattr(rino, n), "{n} of {path}");
         }
-        assert_eq!(ro.readlink(ino), rw.readlink(ino), "target of {path}");
-        assert_eq!(ro.open(ino, false), rw.open(ino, false), "open of {path}");
+        assert_eq!(ro.readlink(ino), rw.readlink(rino), "target of {path}");
+        assert_eq!(ro.open(ino, false), rw.open(rino, false), "open of {path}");
         match a.kind {
             FileKind::Directory => {
                 let es = entries(ro, ino);
-                assert_eq!(es, entries(rw, ino), "entries of {path}");
-                for (name, child, _) in es {
+                let rw_es = entries(rw, rino);
+                let strip = |s: &BTreeSet<(String, Ino, String)>| {
+                    s.iter()
+                        .map(|(n, _, k)| (n.clone(), k.clone()))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(strip(&es), strip(&rw_es), "entries of {path}");
+                for ((name, child, _), (_, rchild, _)) in es.iter().zip(&rw_es) {
+                    let what = format!("{path}{name}");
+                    pairs.pair(*child, *rchild, &what);
                     if name == "." || name == ".." {
                         continue;
                     }
-                    assert_eq!(
-                        ro.lookup(ino, &name).unwrap(),
-                        rw.lookup(ino, &name).unwrap(),
-                        "lookup of {path}{name}"
+                    pairs.same_attr(
+                        ro.lookup(ino, name).unwrap(),
+                        rw.lookup(rino, name).unwrap(),
+                        &format!("lookup of {what}"),
                     );
-                    stack.push((child, format!("{path}{name}/")));
+                    stack.push((*child, *rchild, format!("{what}/")));
                 }
-                assert_eq!(ro.lookup(ino, ".."), rw.lookup(ino, ".."), "{path}..");
-                assert_eq!(ro.read(ino, 0, 10), rw.read(ino, 0, 10), "read {path}");
+                pairs.same_attr(
+                    ro.lookup(ino, "..").unwrap(),
+                    rw.lookup(rino, "..").unwrap(),
+                    &format!("{path}.."),
+                );
+                assert_eq!(ro.read(ino, 0, 10), rw.read(rino, 0, 10), "read {path}");
             }
             FileKind::Regular => {
                 let data = read_all(ro, ino);
                 assert_eq!(data.len() as u64, a.size, "size of {path}");
-                assert_eq!(data, read_all(rw, ino), "data of {path}");
+                assert_eq!(data, read_all(rw, rino), "data of {path}");
                 // A read past the end, and one across it.
                 assert_eq!(ro.read(ino, a.size + 5, 100).unwrap(), b"");
                 assert_eq!(
                     ro.read(ino, a.size.saturating_sub(3), 100),
-                    rw.read(ino, a.size.saturating_sub(3), 100)
+                    rw.read(rino, a.size.saturating_sub(3), 100)
                 );
             }
             _ => {}

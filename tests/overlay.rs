@@ -67,7 +67,7 @@ fn open_rw(wim: &Path, staging: &Path) -> (Vfs, wimfs::overlay::StagingStatus) {
         use_unix_data: false,
         ..VfsOptions::default()
     };
-    Vfs::open_rw(w, img, cache, opts, staging).unwrap()
+    Vfs::open_rw(w, img.index, cache, opts, staging).unwrap()
 }
 
 fn resolve(v: &Vfs, path: &str) -> Option<Ino> {
@@ -745,7 +745,7 @@ fn torn_journal_tail_and_wrong_wim() {
     let img = Arc::new(Image::load(&w, 1).unwrap());
     let err = Vfs::open_rw(
         w,
-        img,
+        img.index,
         Arc::new(ChunkCache::new(1 << 20)),
         VfsOptions::default(),
         &staging,
@@ -976,14 +976,9 @@ fn chmod_chown_need_unix_data() {
         ..VfsOptions::default()
     };
     let staging = fx.root.join("s2");
-    let (v, _) = Vfs::open_rw(
-        w.clone(),
-        img.clone(),
-        cache.clone(),
-        opts.clone(),
-        &staging,
-    )
-    .unwrap();
+    let (v, _) = Vfs::open_rw(w.clone(), img.index, cache.clone(), opts.clone(), &staging).unwrap();
+    // Inode numbers come from lookups in each mount.
+    let ino = resolve(&v, "/small.txt").unwrap();
     let s = SetAttr {
         mode: Some(0o640),
         uid: Some(1234),
@@ -1003,8 +998,9 @@ fn chmod_chown_need_unix_data() {
     v.release(fh).unwrap();
     assert_eq!(v.open_handles(), 0);
     drop(v);
-    let (v, st) = Vfs::open_rw(w, img, cache, opts, &staging).unwrap();
+    let (v, st) = Vfs::open_rw(w, img.index, cache, opts, &staging).unwrap();
     assert!(st.resumed);
+    let ino = resolve(&v, "/small.txt").unwrap();
     let a = v.getattr(ino).unwrap();
     assert_eq!((a.perm, a.uid, a.gid), (0o640, 1234, 55));
     let m = v.getattr(resolve(&v, "/mine").unwrap()).unwrap();

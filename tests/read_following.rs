@@ -198,7 +198,7 @@ fn a_read_short_of_the_end_or_a_read_write_view_decodes_nothing_more() {
     let staging = t.path().join("staging");
     let (rw, _) = Vfs::open_rw(
         w.clone(),
-        img,
+        img.index,
         cache.clone(),
         VfsOptions::default(),
         Path::new(&staging),

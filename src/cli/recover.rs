@@ -96,12 +96,8 @@ pub fn recover(a: RecoverArgs) -> Result<i32> {
     if fits {
         outln!("  it fits the WIM as it is now");
         // Replay it read-only: name what a resume would cut back.
-        let image = Arc::new(
-            wimfs::image::Image::load(&wim, index)
-                .with_context(|| format!("cannot load image {index}"))?,
-        );
         let cache = Arc::new(wimfs::cache::ChunkCache::new(64 << 20));
-        match Vfs::inspect_staging(wim.clone(), image, cache, &dir) {
+        match Vfs::inspect_staging(wim.clone(), index, cache, &dir) {
             Ok(st) => {
                 outln!("  {} change(s) would be resumed", st.records);
                 if st.cut.is_empty() {

@@ -19,7 +19,6 @@
 use super::{append_image, CommitOptions, CommitReport, Phase, WimLock};
 use crate::cache::ChunkCache;
 use crate::error::{Error, Result};
-use crate::image::Image;
 use crate::vfs::{Cred, FileKind, Ino, RenameMode, SetAttr, Vfs, VfsOptions, ROOT_INO};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -391,7 +390,6 @@ pub fn update(
 ) -> Result<CommitReport> {
     let lock = WimLock::acquire(path)?;
     let wim = Arc::new(lock.open_wim()?);
-    let image = Arc::new(Image::load(&wim, index)?);
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -411,7 +409,7 @@ pub fn update(
     let res = (|| -> Result<CommitReport> {
         let (vfs, _) = Vfs::open_rw(
             wim.clone(),
-            image,
+            index,
             Arc::new(ChunkCache::new(256 << 20)),
             VfsOptions::default(),
             &staging,

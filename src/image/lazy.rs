@@ -318,6 +318,17 @@ impl LazyImage {
         self.state.read().entries.len()
     }
 
+    /// The image's security descriptors, by id.
+    pub fn security_table(&self) -> &[Vec<u8>] {
+        &self.security
+    }
+
+    /// Size of the image's metadata resource: every entry's offset is
+    /// below it.
+    pub fn metadata_size(&self) -> u64 {
+        self.src.size
+    }
+
     pub fn security_descriptor(&self, id: i32) -> Option<&[u8]> {
         usize::try_from(id)
             .ok()

@@ -52,7 +52,8 @@ pub mod journal;
 pub mod stage;
 
 use crate::cache::ChunkCache;
-use crate::image::{Image, Special, StreamKind, UnixData, ROOT};
+use crate::image::lazy::{self, LazyImage};
+use crate::image::{Special, StreamKind, UnixData};
 use crate::newimage::{EntryStreams, Landing, NewImage, StreamData};
 use crate::node::{Attr, AttrFacts, DirEntry, FileKind, VfsError, VfsOptions, VfsResult};
 use crate::nt::{names, upcase};
@@ -277,6 +278,11 @@ fn has_data(d: &PrivateDir) -> bool {
         .is_ok_and(|n| !n.is_empty())
 }
 
+/// The staging's format: 2 since the journal numbers base inodes by
+/// dentry offset (see [`JournalNumbers`]); format 1 numbered them by their
+/// index in the whole decoded image.
+const STAGING_FORMAT: u32 = 2;
+
 /// Which WIM and image a staging directory belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
@@ -296,7 +302,7 @@ impl Identity {
     pub fn of(wim: &Wim, image: u32) -> Identity {
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
         Identity {
-            format: 1,
+            format: STAGING_FORMAT,
             wim: wim.path.display().to_string(),
             guid: hex(&wim.header.guid),
             image,
@@ -314,7 +320,8 @@ impl Identity {
     fn mismatch(&self, cur: &Identity) -> Option<String> {
         if self.format != cur.format {
             return Some(format!(
-                "staging format {} (this wimfs uses {})",
+                "staging format {} (this wimfs uses {}): it was written by another version of \
+                 wimfs, which can still commit or discard it",
                 self.format, cur.format
             ));
         }
@@ -527,6 +534,10 @@ struct Dir {
     parent: u32,
     entries: BTreeMap<String, Entry>,
     subdirs: u32,
+    /// A directory of the base image whose entries are not in the tree
+    /// yet: its entry in the lazily decoded image, to decode them from
+    /// when the directory is first looked into ([`Tree::load`]).
+    unloaded: Option<Arc<lazy::Entry>>,
     /// The entries' names by their upcased form (see
     /// [`crate::nt::upcase`]): built the first time this directory is
     /// asked for a case collision or a case-insensitive lookup, then kept
@@ -543,6 +554,7 @@ impl Dir {
             parent,
             entries,
             subdirs,
+            unloaded: None,
             folded: OnceLock::new(),
         }
     }
@@ -614,7 +626,11 @@ impl Dir {
 }
 
 struct Node {
+    /// The key ([`dentry_key`]) of the base dentry this inode was first
+    /// found through, or [`NONE`] for an inode made in the mount.
     base: u32,
+    /// What a commit keeps of a base inode that the tree does not change.
+    extra: Option<Box<BaseExtra>>,
     meta: Meta,
     reparse_tag: u32,
     rp_flags: u16,
@@ -670,102 +686,124 @@ impl Ctx<'_> {
     }
 }
 
-/// What the overlay keeps of its base image once the tree is built. The
-/// decoded image itself is not kept: on an image of 200,000 entries it
-/// was half the memory of a read-write mount, and everything else the
-/// overlay needs of it is in the tree.
-struct BaseFacts {
-    index: u32,
-    /// The image's security descriptors (new ones are numbered after).
-    security: Vec<Vec<u8>>,
-    /// First dentry of each base inode ([`NONE`] for none): a commit
-    /// takes tagged items and object IDs from it for a new name.
-    first_dentry: Vec<u32>,
-    /// Short (8.3) names by dentry, only the dentries that have one.
-    short_names: HashMap<u32, String>,
-    /// Linux xattrs (wimlib's tagged item) by base inode.
-    xattrs: HashMap<u32, (u32, Vec<u8>)>,
-    /// UNIX data of each base inode: a commit keeps the stored tagged
-    /// item of an inode whose UNIX data did not change.
-    unix: Vec<Option<UnixData>>,
+/// What a base inode had that the tree keeps only to give it back: its
+/// short name, Linux xattrs (wimlib's tagged item) and UNIX data (a commit
+/// keeps the stored tagged item of an inode whose UNIX data did not
+/// change). Boxed and made only when there is something to keep.
+#[derive(Default)]
+struct BaseExtra {
+    short_name: String,
+    xattrs: Option<(u32, Vec<u8>)>,
+    unix: Option<UnixData>,
 }
 
-impl BaseFacts {
-    fn of(image: &Image) -> BaseFacts {
-        BaseFacts {
-            index: image.index,
-            security: image.security.clone(),
-            first_dentry: image
-                .inodes
-                .iter()
-                .map(|i| i.dentries.first().copied().unwrap_or(NONE))
-                .collect(),
-            short_names: image
-                .dentries
-                .iter()
-                .enumerate()
-                .filter(|(_, d)| !d.short_name.is_empty())
-                .map(|(i, d)| (i as u32, d.short_name.clone()))
-                .collect(),
-            xattrs: image
-                .inodes
-                .iter()
-                .enumerate()
-                .filter_map(|(i, n)| n.xattrs.clone().map(|x| (i as u32, x)))
-                .collect(),
-            unix: image.inodes.iter().map(|i| i.unix).collect(),
-        }
-    }
-
-    /// First dentry of base inode `base`, if any.
-    fn first_dentry(&self, base: u32) -> Option<u32> {
-        self.first_dentry
-            .get(base as usize)
-            .copied()
-            .filter(|&d| d != NONE)
-    }
+/// The key the tree and the journal know a base dentry by: from its
+/// offset in the metadata resource (8-byte aligned, below 2 GiB: see
+/// [`crate::wim::MAX_TABLE_SIZE`]), so the same whatever order
+/// directories are decoded in.
+fn dentry_key(offset: u64) -> u32 {
+    u32::try_from(offset / 8 + 1).unwrap_or(NONE - 1)
 }
 
-/// The mutable tree.
+/// The POSIX target of a base symlink or junction, as the read-only view
+/// shows it (given by the vfs, which knows the mount point).
+pub type LinkOf = Arc<dyn Fn(&lazy::Entry) -> Option<String> + Send + Sync>;
+
+/// The mutable tree. Base inodes enter it as their directories are first
+/// looked into (the base image is decoded one directory at a time, as a
+/// read-only mount decodes it), so a mount costs the same whatever the
+/// image's size; a resume and a commit load the rest.
 struct Tree {
     wim: Arc<Wim>,
-    base_facts: BaseFacts,
+    /// The base image's index in `wim`.
+    index: u32,
+    lazy: Arc<LazyImage>,
+    link_of: LinkOf,
+    /// The base image's security descriptors (new ones are numbered after).
+    security: Vec<Vec<u8>>,
     nodes: Vec<Node>,
+    /// Base inodes in the tree by lazy number (hard links share one).
+    by_lazy: HashMap<u64, u32>,
+    jn: JournalNumbers,
     streams: HashMap<u64, Arc<Staged>>,
     next_stream: u64,
     /// Streams of freed inodes, deleted after the next journal sync.
     dead_streams: Vec<u64>,
     /// Security descriptors new to the image, set during the mount: the
-    /// one with index `i` has the id `image.security.len() + i` (ids below
-    /// that are the image's own table, so unchanged files keep theirs).
+    /// one with index `i` has the id `security.len() + i` (ids below that
+    /// are the image's own table, so unchanged files keep theirs).
     new_security: Vec<Vec<u8>>,
-    /// How the journal numbers this tree's inodes, when not as the tree
-    /// does (see [`JournalNumbers`]).
-    jnums: Option<JournalNumbers>,
 }
 
-/// The journal's inode numbers after a commit while mounted.
+/// How the journal numbers inodes: independent of the tree's own
+/// numbers (which follow the order directories were visited in, and
+/// which the kernel holds until unmount), so that a resume, which visits
+/// them in another order, finds the same inodes.
 ///
-/// A resume rebuilds the tree from the image the staging belongs to, so
-/// the journal must number inodes as a tree built from that image does:
-/// base inodes by their index in the image, new ones counting up from the
-/// image's inode count. A tree built at mount does exactly that, and
-/// needs no translation. After a commit while mounted the tree keeps its
-/// numbers (the kernel holds them), but the staging now belongs to the
-/// committed image, which numbers the same inodes otherwise: records
-/// written from then on are translated, or a killed daemon's resume would
-/// apply them to the wrong inodes (or refuse them, dropping every change
-/// made since the commit).
+/// A base inode is the key ([`dentry_key`]) of a dentry of its in the
+/// image the staging belongs to (a resume knows every dentry's key, so
+/// any of a hard link's names will do); a new inode counts up from above
+/// every key. After a commit while mounted the staging belongs to the
+/// committed image, and the numbers are those of its dentries.
 struct JournalNumbers {
     /// The journal's number of each tree inode; [`NONE`] for inodes the
-    /// committed image does not have (open but unlinked): they have no
-    /// name a resume could find, so nothing about them is journaled.
+    /// staging's image does not have and that were not made since (open
+    /// but unlinked across a commit): they have no name a resume could
+    /// find, so nothing about them is journaled.
     of: Vec<u32>,
+    /// Tree inode by journal number (every dentry key of the inodes in
+    /// the tree, and the new inodes).
+    by_num: HashMap<u32, u32>,
     /// The journal's number of the next new inode.
     next: u32,
     /// Staged streams of unjournaled inodes: their data records are not
     /// journaled either (a resume has no stream of that id).
     streams: std::collections::HashSet<u64>,
+}
+
+impl JournalNumbers {
+    fn new(lazy: &LazyImage) -> JournalNumbers {
+        JournalNumbers {
+            of: Vec::new(),
+            by_num: HashMap::new(),
+            next: dentry_key(lazy.metadata_size()).saturating_add(1),
+            streams: Default::default(),
+        }
+    }
+}
+
+/// `r` with every inode number passed through `map` and every stream
+/// checked by `keep`; `None` when one is refused.
+fn renumber(
+    r: &Record,
+    mut map: impl FnMut(&mut u32) -> Option<()>,
+    keep: impl Fn(u64) -> bool,
+) -> Option<std::borrow::Cow<'_, Record>> {
+    let mut out = r.clone();
+    match &mut out {
+        Record::NewNode { idx, .. }
+        | Record::Meta { idx, .. }
+        | Record::Xattr { idx, .. }
+        | Record::Reparse { idx, .. }
+        | Record::Stage { idx, .. }
+        | Record::StageNamed { idx, .. } => map(idx)?,
+        Record::Link { parent, idx, .. } => {
+            map(parent)?;
+            map(idx)?;
+        }
+        Record::Unlink { parent, .. } => map(parent)?,
+        Record::Rename { from, to, .. } => {
+            map(from)?;
+            map(to)?;
+        }
+        Record::Data { id, .. } | Record::Size { id, .. } | Record::Packed { id, .. } => {
+            if !keep(*id) {
+                return None;
+            }
+        }
+        Record::Security { .. } => {}
+    }
+    Some(std::borrow::Cow::Owned(out))
 }
 
 fn check_name(name: &str) -> VfsResult<()> {
@@ -779,108 +817,198 @@ fn check_name(name: &str) -> VfsResult<()> {
 }
 
 impl Tree {
-    fn build(wim: Arc<Wim>, image: Arc<Image>, links: &HashMap<u32, String>) -> Tree {
-        let mut nodes = Vec::with_capacity(image.inodes.len());
-        for (i, ino) in image.inodes.iter().enumerate() {
-            let link = links.get(&(i as u32)).cloned();
-            let mut data = None;
-            let mut reparse = None;
-            let mut named = Vec::new();
-            for s in &ino.streams {
-                if !s.name.is_empty() {
-                    named.push((s.name.clone(), Data::from_stream(s)));
-                } else if s.kind == StreamKind::Reparse {
-                    reparse = Some(Data::from_stream(s));
-                } else {
-                    data = Some(Data::from_stream(s));
-                }
-            }
-            let is_dir = ino.is_dir() && link.is_none();
-            if data.is_none() && !ino.is_dir() && !ino.is_reparse() {
-                data = Some(Data::Base {
-                    hash: ZERO_HASH,
-                    size: 0,
-                    blob: None,
-                });
-            }
-            let dir = if is_dir {
-                let d = ino.dentries.first().copied().unwrap_or(NONE);
-                let mut entries = BTreeMap::new();
-                let parent = match image.dentries.get(d as usize) {
-                    Some(dn) => image
-                        .dentries
-                        .get(dn.parent as usize)
-                        .map_or(0, |x| x.inode),
-                    None => 0,
-                };
-                let mut subdirs = 0;
-                if d != NONE {
-                    for &c in &image.dentries[d as usize].children {
-                        let cd = &image.dentries[c as usize];
-                        let cn = &image.inodes[cd.inode as usize];
-                        if cn.is_dir() && !links.contains_key(&cd.inode) {
-                            subdirs += 1;
-                        }
-                        entries.insert(
-                            cd.name.clone(),
-                            Entry {
-                                idx: cd.inode,
-                                dentry: c,
-                            },
-                        );
-                    }
-                }
-                Some(Box::new(Dir::new(parent, entries, subdirs)))
-            } else {
-                None
-            };
-            nodes.push(Node {
-                base: i as u32,
-                meta: Meta {
-                    attributes: ino.attributes,
-                    security_id: ino.security_id,
-                    creation_time: ino.creation_time,
-                    last_access_time: ino.last_access_time,
-                    last_write_time: ino.last_write_time,
-                    unix: ino.unix,
-                },
-                reparse_tag: ino.reparse_tag,
-                rp_flags: ino.rp_flags,
-                data,
-                reparse,
-                named,
-                link,
-                nlink: ino.dentries.len() as u32,
-                dir,
-                open: 0,
-                open_w: 0,
-                live: !ino.dentries.is_empty(),
-            });
-        }
-        if let Some(r) = nodes.first_mut() {
-            r.live = true;
-            r.nlink = r.nlink.max(1);
-            if let Some(d) = r.dir.as_mut() {
-                d.parent = 0;
-            }
-        }
-        Tree {
+    fn new(wim: Arc<Wim>, lazy: Arc<LazyImage>, link_of: LinkOf) -> Tree {
+        let mut t = Tree {
+            index: lazy.index,
+            security: lazy.security_table().to_vec(),
+            jn: JournalNumbers::new(&lazy),
             wim,
-            base_facts: BaseFacts::of(&image),
-            nodes,
+            lazy,
+            link_of,
+            nodes: Vec::new(),
+            by_lazy: HashMap::new(),
             streams: HashMap::new(),
             next_stream: 1,
             dead_streams: Vec::new(),
             new_security: Vec::new(),
-            jnums: None,
+        };
+        let root = t.lazy.root().clone();
+        let idx = t.materialize(&root, 0);
+        let r = &mut t.nodes[idx as usize];
+        r.nlink = r.nlink.max(1);
+        if r.dir.is_none() {
+            // A root that is not a directory is refused by the image
+            // decoder; this keeps the tree sane should one get here.
+            r.dir = Some(Box::new(Dir::new(0, BTreeMap::new(), 0)));
         }
+        t
     }
 
-    /// The journal's number of inode `idx`, if the journal knows it.
-    fn jidx(&self, idx: u32) -> Option<u32> {
-        match &self.jnums {
-            None => Some(idx),
-            Some(j) => j.of.get(idx as usize).copied().filter(|&x| x != NONE),
+    /// The tree inode for base dentry `e` (found in directory `parent`),
+    /// made on first sight: hard links of one file share one.
+    fn materialize(&mut self, e: &Arc<lazy::Entry>, parent: u32) -> u32 {
+        let key = dentry_key(e.offset);
+        if let Some(&idx) = self.by_lazy.get(&e.no) {
+            self.jn.by_num.insert(key, idx);
+            return idx;
+        }
+        let ino = &e.inode;
+        let link = (self.link_of)(e);
+        let mut data = None;
+        let mut reparse = None;
+        let mut named = Vec::new();
+        for s in &ino.streams {
+            if !s.name.is_empty() {
+                named.push((s.name.clone(), Data::from_stream(s)));
+            } else if s.kind == StreamKind::Reparse {
+                reparse = Some(Data::from_stream(s));
+            } else {
+                data = Some(Data::from_stream(s));
+            }
+        }
+        if data.is_none() && !ino.is_dir() && !ino.is_reparse() {
+            data = Some(Data::Base {
+                hash: ZERO_HASH,
+                size: 0,
+                blob: None,
+            });
+        }
+        let dir = (ino.is_dir() && link.is_none()).then(|| {
+            let mut d = Dir::new(parent, BTreeMap::new(), 0);
+            d.unloaded = Some(e.clone());
+            Box::new(d)
+        });
+        let extra =
+            (!e.short_name.is_empty() || ino.xattrs.is_some() || ino.unix.is_some()).then(|| {
+                Box::new(BaseExtra {
+                    short_name: e.short_name.clone(),
+                    xattrs: ino.xattrs.clone(),
+                    unix: ino.unix,
+                })
+            });
+        let idx = self.nodes.len() as u32;
+        self.nodes.push(Node {
+            base: key,
+            extra,
+            meta: Meta {
+                attributes: ino.attributes,
+                security_id: ino.security_id,
+                creation_time: ino.creation_time,
+                last_access_time: ino.last_access_time,
+                last_write_time: ino.last_write_time,
+                unix: ino.unix,
+            },
+            reparse_tag: ino.reparse_tag,
+            rp_flags: ino.rp_flags,
+            data,
+            reparse,
+            named,
+            link,
+            nlink: self.lazy.nlink(e),
+            dir,
+            open: 0,
+            open_w: 0,
+            live: true,
+        });
+        self.by_lazy.insert(e.no, idx);
+        self.jn.of.resize(idx as usize, NONE);
+        self.jn.of.push(key);
+        self.jn.by_num.insert(key, idx);
+        idx
+    }
+
+    /// Is directory `idx` (if it is one) in the tree with its entries?
+    fn is_loaded(&self, idx: u32) -> bool {
+        self.nodes
+            .get(idx as usize)
+            .and_then(|n| n.dir.as_ref())
+            .is_none_or(|d| d.unloaded.is_none())
+    }
+
+    /// Bring the entries of directory `idx` into the tree (decoding its
+    /// child list) if they are not yet: a directory that does not decode
+    /// is EIO, each time, and changes nothing.
+    fn load(&mut self, idx: u32) -> VfsResult<()> {
+        let Some(e) = self
+            .nodes
+            .get(idx as usize)
+            .and_then(|n| n.dir.as_ref())
+            .and_then(|d| d.unloaded.clone())
+        else {
+            return Ok(());
+        };
+        // (The image logs a list that does not decode, naming it.)
+        let kids = self.lazy.children(&e).map_err(VfsError::from_lib)?;
+        let mut entries = BTreeMap::new();
+        let mut subdirs = 0;
+        for k in &kids.kids {
+            let c = self.materialize(k, idx);
+            if self.is_dir_idx(c) {
+                subdirs += 1;
+            }
+            entries.insert(
+                k.name.clone(),
+                Entry {
+                    idx: c,
+                    dentry: dentry_key(k.offset),
+                },
+            );
+        }
+        if let Some(d) = self.nodes[idx as usize].dir.as_mut() {
+            d.entries = entries;
+            d.subdirs = subdirs;
+            d.unloaded = None;
+            d.folded = OnceLock::new();
+        }
+        Ok(())
+    }
+
+    /// Load every directory (a resume, a commit): a directory that does
+    /// not decode is an error naming it.
+    fn load_all(&mut self) -> VfsResult<()> {
+        let mut stack = vec![0u32];
+        let mut seen = BTreeSet::new();
+        while let Some(idx) = stack.pop() {
+            if !seen.insert(idx) {
+                continue;
+            }
+            self.load(idx)?;
+            if let Some(d) = self.nodes.get(idx as usize).and_then(|n| n.dir.as_ref()) {
+                stack.extend(
+                    d.entries
+                        .values()
+                        .map(|e| e.idx)
+                        .filter(|&i| self.is_dir_idx(i)),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The directories a record changes, loaded before it is applied (and
+    /// its target when that is a directory whose emptiness counts).
+    fn load_for(&mut self, r: &Record) -> VfsResult<()> {
+        match r {
+            Record::Link { parent, .. } => self.load(*parent),
+            Record::Unlink { parent, name, .. } => {
+                self.load(*parent)?;
+                match self.dir(*parent)?.entries.get(name) {
+                    Some(e) => self.load(e.idx),
+                    None => Ok(()),
+                }
+            }
+            Record::Rename {
+                from, to, to_name, ..
+            } => {
+                self.load(*from)?;
+                self.load(*to)?;
+                match self.dir(*to)?.entries.get(to_name) {
+                    Some(e) => self.load(e.idx),
+                    None => Ok(()),
+                }
+            }
+            Record::Reparse { idx, .. } => self.load(*idx),
+            _ => Ok(()),
         }
     }
 
@@ -888,21 +1016,21 @@ impl Tree {
     /// concerns only inodes the journal does not know, and is not
     /// journaled. Takes the journal's number for a new inode.
     fn for_journal<'r>(&mut self, r: &'r Record) -> Option<std::borrow::Cow<'r, Record>> {
-        if let Some(j) = self.jnums.as_mut() {
-            match r {
-                Record::NewNode { idx, .. } => {
-                    // Tree numbers of new inodes count up by one too.
-                    j.of.resize(*idx as usize, NONE);
-                    j.of.push(j.next);
-                    j.next += 1;
-                }
-                Record::Stage { idx, id } | Record::StageNamed { idx, id, .. }
-                    if j.of.get(*idx as usize).is_none_or(|&x| x == NONE) =>
-                {
-                    j.streams.insert(*id);
-                }
-                _ => {}
+        let j = &mut self.jn;
+        match r {
+            Record::NewNode { idx, .. } => {
+                // Tree numbers of new inodes count up by one too.
+                j.of.resize(*idx as usize, NONE);
+                j.of.push(j.next);
+                j.by_num.insert(j.next, *idx);
+                j.next = j.next.saturating_add(1);
             }
+            Record::Stage { idx, id } | Record::StageNamed { idx, id, .. }
+                if j.of.get(*idx as usize).is_none_or(|&x| x == NONE) =>
+            {
+                j.streams.insert(*id);
+            }
+            _ => {}
         }
         self.translate(r)
     }
@@ -910,39 +1038,40 @@ impl Tree {
     /// Record `r` with the journal's inode numbers; `None`: it concerns an
     /// inode or stream the journal does not know.
     fn translate<'r>(&self, r: &'r Record) -> Option<std::borrow::Cow<'r, Record>> {
-        use std::borrow::Cow;
-        let Some(j) = &self.jnums else {
-            return Some(Cow::Borrowed(r));
-        };
+        let j = &self.jn;
         let map = |i: &mut u32| -> Option<()> {
-            *i = self.jidx(*i)?;
+            *i = j.of.get(*i as usize).copied().filter(|&x| x != NONE)?;
             Some(())
         };
-        let mut out = r.clone();
-        match &mut out {
-            Record::NewNode { idx, .. }
-            | Record::Meta { idx, .. }
-            | Record::Xattr { idx, .. }
-            | Record::Reparse { idx, .. }
-            | Record::Stage { idx, .. }
-            | Record::StageNamed { idx, .. } => map(idx)?,
-            Record::Link { parent, idx, .. } => {
-                map(parent)?;
-                map(idx)?;
+        renumber(r, map, |id| !j.streams.contains(&id))
+    }
+
+    /// A journal record with the tree's inode numbers (replay); `None`: it
+    /// names an inode the tree does not have (or a new one out of turn),
+    /// so it does not apply.
+    fn replayed(&mut self, r: &Record) -> Option<Record> {
+        let j = &mut self.jn;
+        if let Record::NewNode { idx, .. } = r {
+            if *idx != j.next {
+                return None;
             }
-            Record::Unlink { parent, .. } => map(parent)?,
-            Record::Rename { from, to, .. } => {
-                map(from)?;
-                map(to)?;
+            let t = self.nodes.len() as u32;
+            j.of.resize(t as usize, NONE);
+            j.of.push(*idx);
+            j.by_num.insert(*idx, t);
+            j.next = j.next.saturating_add(1);
+            let mut out = r.clone();
+            if let Record::NewNode { idx, .. } = &mut out {
+                *idx = t;
             }
-            Record::Data { id, .. } | Record::Size { id, .. } | Record::Packed { id, .. } => {
-                if j.streams.contains(id) {
-                    return None;
-                }
-            }
-            Record::Security { .. } => {}
+            return Some(out);
         }
-        Some(Cow::Owned(out))
+        let j = &self.jn;
+        let map = |i: &mut u32| -> Option<()> {
+            *i = *j.by_num.get(i)?;
+            Some(())
+        };
+        renumber(r, map, |_| true).map(std::borrow::Cow::into_owned)
     }
 
     /// A path (from the root, `/`-separated) of each inode in `want` that
@@ -1163,6 +1292,7 @@ impl Tree {
     /// Apply one change. Validates first, so a failing record changes
     /// nothing.
     fn apply(&mut self, r: &Record, ctx: &Ctx) -> VfsResult<()> {
+        self.load_for(r)?;
         match r {
             Record::NewNode {
                 idx,
@@ -1202,6 +1332,7 @@ impl Tree {
                 };
                 self.nodes.push(Node {
                     base: NONE,
+                    extra: None,
                     meta: *meta,
                     reparse_tag: *reparse_tag,
                     rp_flags: *rp_flags,
@@ -1346,7 +1477,7 @@ impl Tree {
                 .map_err(VfsError::from_io)?;
             }
             Record::Security { descriptor } => {
-                let next = self.base_facts.security.len() + self.new_security.len();
+                let next = self.security.len() + self.new_security.len();
                 if i32::try_from(next).is_err() {
                     return Err(VfsError::no_space());
                 }
@@ -1367,7 +1498,7 @@ impl Tree {
     /// descriptors added during the mount.
     fn security(&self, id: i32) -> Option<&[u8]> {
         let i = usize::try_from(id).ok()?;
-        let base = &self.base_facts.security;
+        let base = &self.security;
         match base.get(i) {
             Some(sd) => Some(sd),
             None => self.new_security.get(i - base.len()).map(Vec::as_slice),
@@ -1377,7 +1508,7 @@ impl Tree {
     /// The id of a descriptor with exactly these bytes, if there is one
     /// (the image's entries first, so they are reused).
     fn find_security(&self, sd: &[u8]) -> Option<i32> {
-        let base = &self.base_facts.security;
+        let base = &self.security;
         let i = match base.iter().position(|x| x == sd) {
             Some(i) => i,
             None => base.len() + self.new_security.iter().position(|x| x == sd)?,
@@ -1674,9 +1805,9 @@ impl Overlay {
     /// returned status ([`StagingStatus::cut`] and a warning each).
     pub fn open(
         wim: Arc<Wim>,
-        image: Arc<Image>,
+        image: Arc<LazyImage>,
         cache: Arc<ChunkCache>,
-        links: &HashMap<u32, String>,
+        link_of: LinkOf,
         dir: &Path,
     ) -> Result<(Overlay, StagingStatus), StagingError> {
         let cur = Identity::of(&wim, image.index);
@@ -1725,7 +1856,7 @@ impl Overlay {
         let data_path = data.path().to_path_buf();
         let counters = Arc::new(StageCounters::default());
         let area = Arc::new(Area::new(data, false, cache, counters.clone()));
-        let mut tree = Tree::build(wim, image, links);
+        let mut tree = Tree::new(wim, image, link_of);
         let journal = match stored {
             Some(id) if sdir.exists(JOURNAL) => {
                 if let Some(what) = id.mismatch(&cur) {
@@ -1740,6 +1871,7 @@ impl Overlay {
                     area: &area,
                     replaying: true,
                 };
+                load_for_replay(&mut tree, &out, dir)?;
                 if let Some(cut) = replay(&mut tree, &out, &ctx, &mut status) {
                     drop(j);
                     let f = sdir
@@ -1785,9 +1917,9 @@ impl Overlay {
     /// or image is a [`StagingError::Mismatch`].
     pub fn inspect(
         wim: Arc<Wim>,
-        image: Arc<Image>,
+        image: Arc<LazyImage>,
         cache: Arc<ChunkCache>,
-        links: &HashMap<u32, String>,
+        link_of: LinkOf,
         dir: &Path,
     ) -> Result<StagingStatus, StagingError> {
         let cur = Identity::of(&wim, image.index);
@@ -1809,11 +1941,12 @@ impl Overlay {
         let data_path = data.path().to_path_buf();
         let out = Journal::read(&sdir, JOURNAL).map_err(io_at(&sdir.join(JOURNAL)))?;
         let area = Arc::new(Area::new(data, true, cache, Arc::default()));
-        let mut tree = Tree::build(wim, image, links);
+        let mut tree = Tree::new(wim, image, link_of);
         let ctx = Ctx {
             area: &area,
             replaying: true,
         };
+        load_for_replay(&mut tree, &out, dir)?;
         replay(&mut tree, &out, &ctx, &mut status);
         scan_cut(&tree, false, &mut status).map_err(io_at(&data_path))?;
         Ok(status)
@@ -1875,19 +2008,44 @@ impl Overlay {
     // ----- reads ---------------------------------------------------------
 
     pub fn getattr(&self, ino: u64, opts: &VfsOptions) -> VfsResult<Attr> {
-        self.tree.read().attr(idx_of(ino)?, opts)
+        let idx = idx_of(ino)?;
+        self.read_loaded(&[idx])?.attr(idx, opts)
     }
 
     pub fn lookup(&self, parent: u64, name: &str, opts: &VfsOptions) -> VfsResult<Attr> {
-        let t = self.tree.read();
         let p = idx_of(parent)?;
-        let d = t.dir(p)?;
-        let c = match name {
-            "." => p,
-            ".." => d.parent,
-            _ => d.entries.get(name).ok_or(VfsError::NotFound)?.idx,
+        let find = |t: &Tree| -> VfsResult<u32> {
+            let d = t.dir(p)?;
+            Ok(match name {
+                "." => p,
+                ".." => d.parent,
+                _ => d.entries.get(name).ok_or(VfsError::NotFound)?.idx,
+            })
         };
-        t.attr(c, opts)
+        let t = self.read_loaded(&[p])?;
+        let c = find(&t)?;
+        if t.is_loaded(c) {
+            return t.attr(c, opts);
+        }
+        // A directory's link count needs its entries.
+        drop(t);
+        let t = self.read_loaded(&[p, c])?;
+        t.attr(find(&t)?, opts)
+    }
+
+    /// The tree for reading, with the directories `dirs` loaded first
+    /// (under the write lock, once each).
+    fn read_loaded(&self, dirs: &[u32]) -> VfsResult<parking_lot::RwLockReadGuard<'_, Tree>> {
+        let t = self.tree.read();
+        if dirs.iter().all(|&d| t.is_loaded(d)) {
+            return Ok(t);
+        }
+        drop(t);
+        let mut t = self.tree.write();
+        for &d in dirs {
+            t.load(d)?;
+        }
+        Ok(RwLockWriteGuard::downgrade(t))
     }
 
     /// [`Overlay::lookup`] under NT semantics: the exact name, else the
@@ -1899,10 +2057,15 @@ impl Overlay {
         name: &str,
         opts: &VfsOptions,
     ) -> VfsResult<(String, Attr)> {
-        let t = self.tree.read();
-        let d = t.dir(idx_of(parent)?)?;
-        let (k, e) = d.lookup_ci(name).ok_or(VfsError::NotFound)?;
-        Ok((k.to_string(), t.attr(e.idx, opts)?))
+        let p = idx_of(parent)?;
+        let t = self.read_loaded(&[p])?;
+        let (k, e) = t.dir(p)?.lookup_ci(name).ok_or(VfsError::NotFound)?;
+        let (k, c) = (k.to_string(), e.idx);
+        if t.is_loaded(c) {
+            return Ok((k, t.attr(c, opts)?));
+        }
+        drop(t);
+        Ok((k, self.read_loaded(&[c])?.attr(c, opts)?))
     }
 
     pub fn readdir(
@@ -1913,7 +2076,7 @@ impl Overlay {
         opts: &VfsOptions,
     ) -> VfsResult<Vec<DirEntry>> {
         let unix = opts.shows_unix_data();
-        let t = self.tree.read();
+        let t = self.read_loaded(&[idx_of(ino)?])?;
         let d = t.dir(idx_of(ino)?)?;
         let mut out = Vec::new();
         let mut off = offset;
@@ -1986,10 +2149,9 @@ impl Overlay {
         let t = self.tree.read();
         let idx = idx_of(ino)?;
         let n = t.node(idx)?;
-        let base = (n.base != NONE).then_some(n.base);
-        let short_name = base
-            .and_then(|b| t.base_facts.first_dentry(b))
-            .and_then(|d| t.base_facts.short_names.get(&d).cloned())
+        let extra = n.extra.as_deref().filter(|_| n.base != NONE);
+        let short_name = extra
+            .map(|x| x.short_name.clone())
             .filter(|s| !s.is_empty() && n.nlink > 0);
         Ok(WinMeta {
             attributes: n.meta.attributes,
@@ -1998,12 +2160,17 @@ impl Overlay {
             reparse: (n.meta.attributes & attr::REPARSE_POINT != 0)
                 .then(|| (n.reparse_tag, n.reparse.clone())),
             short_name,
-            xattrs: base.and_then(|b| t.base_facts.xattrs.get(&b).cloned()),
+            xattrs: extra.and_then(|x| x.xattrs.clone()),
         })
     }
 
+    /// Files and directories: the base image's (as its XML says, as the
+    /// read-only view counts them: counting would decode every directory)
+    /// and those made in the mount.
     pub fn inode_count(&self) -> u64 {
-        self.tree.read().nodes.len() as u64
+        let t = self.tree.read();
+        let made = t.nodes.iter().filter(|n| n.base == NONE && n.live).count() as u64;
+        t.lazy.count_hint().saturating_add(made)
     }
 
     /// True when nothing was changed since the mount started or the last
@@ -2156,6 +2323,7 @@ impl Overlay {
         let p = idx_of(parent)?;
         let _g = self.gate.read();
         let mut t = self.tree.write();
+        t.load(p)?;
         if t.dir(p)?.entries.contains_key(name) {
             return Err(VfsError::exists());
         }
@@ -2336,6 +2504,7 @@ impl Overlay {
         let (idx, p) = (idx_of(ino)?, idx_of(parent)?);
         let _g = self.gate.read();
         let mut t = self.tree.write();
+        t.load(p)?;
         let n = t.node(idx)?;
         // Directories cannot be hard-linked; a WIM cannot record a link
         // group for a reparse point (the fields overlap).
@@ -2366,6 +2535,7 @@ impl Overlay {
         let p = idx_of(parent)?;
         let _g = self.gate.read();
         let mut t = self.tree.write();
+        t.load(p)?;
         let e = t.lookup(p, name)?;
         if t.is_dir_idx(e.idx) {
             return Err(VfsError::IsDir);
@@ -2385,6 +2555,7 @@ impl Overlay {
         let p = idx_of(parent)?;
         let _g = self.gate.read();
         let mut t = self.tree.write();
+        t.load(p)?;
         let e = t.lookup(p, name)?;
         if !t.is_dir_idx(e.idx) {
             return Err(VfsError::NotDir);
@@ -2412,6 +2583,8 @@ impl Overlay {
         let (from, to) = (idx_of(parent)?, idx_of(newparent)?);
         let _g = self.gate.read();
         let mut t = self.tree.write();
+        t.load(from)?;
+        t.load(to)?;
         // Only a name that is new needs the check: an exchange swaps two
         // existing ones, and renaming onto the same name changes nothing.
         if opts.windows_names && mode != RenameMode::Exchange && !(from == to && name == newname) {
@@ -2565,6 +2738,7 @@ impl Overlay {
         {
             let _g = self.gate.read();
             let mut t = self.tree.write();
+            t.load(idx)?;
             let cur = t.attr(idx, opts)?;
             let n = t.node(idx)?;
             let mut meta = n.meta;
@@ -2799,7 +2973,7 @@ impl Overlay {
         if let Some(id) = t.find_security(sd) {
             return Ok(id);
         }
-        let id = i32::try_from(t.base_facts.security.len() + t.new_security.len())
+        let id = i32::try_from(t.security.len() + t.new_security.len())
             .map_err(|_| VfsError::no_space())?;
         self.journal_and_apply(
             t,
@@ -3016,9 +3190,22 @@ impl Overlay {
     /// [`StreamData::New`] readers of the merged view (staging over WIM).
     /// Call with writers frozen so the contents cannot change meanwhile.
     pub fn to_new_image(&self) -> crate::Result<NewImage> {
+        // The whole tree: directories not looked into yet come in now.
+        self.tree.write().load_all().map_err(|e| {
+            crate::Error::Other(format!("cannot read the image's directories: {e}"))
+        })?;
         let t = self.tree.read();
-        let raw = t.wim.read_metadata(t.base_facts.index)?;
+        let raw = t.wim.read_metadata(t.index)?;
         let templates = metadata::parse(&raw)?.dentries;
+        let keyed: HashMap<u32, usize> = templates
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (dentry_key(d.offset), i))
+            .collect();
+        let templates = Templates {
+            records: &templates,
+            keyed: &keyed,
+        };
         let mut records: Vec<DentryRecord> = Vec::with_capacity(t.nodes.len());
         let mut streams: Vec<EntryStreams> = Vec::with_capacity(t.nodes.len());
         // Output count of names per inode, for link groups.
@@ -3027,7 +3214,7 @@ impl Overlay {
         let root = t
             .node(0)
             .map_err(|_| crate::Error::Other("overlay has no root".into()))?;
-        let (r, s) = self.record_for(&t, &templates, 0, root, "", 0, 0);
+        let (r, s) = self.record_for(&templates, 0, root, "", root.base, 0);
         records.push(r);
         streams.push(s);
         queue.push((0, 0));
@@ -3042,7 +3229,7 @@ impl Overlay {
                 let Some(n) = t.nodes.get(e.idx as usize).filter(|n| n.live) else {
                     continue;
                 };
-                let (r, s) = self.record_for(&t, &templates, e.idx, n, name, e.dentry, rec);
+                let (r, s) = self.record_for(&templates, e.idx, n, name, e.dentry, rec);
                 let me = records.len() as u32;
                 records.push(r);
                 streams.push(s);
@@ -3063,8 +3250,8 @@ impl Overlay {
         records[0].link_group = 0;
         // Descriptors set in the mount join the image's table, only those
         // still used, each once (they were deduplicated when set).
-        let base = t.base_facts.security.len();
-        let mut security = t.base_facts.security.clone();
+        let base = t.security.len();
+        let mut security = t.security.clone();
         let mut added: HashMap<i32, i32> = HashMap::new();
         for r in records.iter_mut() {
             if usize::try_from(r.security_id).is_ok_and(|i| i >= base) {
@@ -3094,23 +3281,17 @@ impl Overlay {
     #[allow(clippy::too_many_arguments)]
     fn record_for(
         &self,
-        t: &Tree,
-        templates: &[DentryRecord],
+        templates: &Templates<'_>,
         idx: u32,
         n: &Node,
         name: &str,
         dentry: u32,
         parent_rec: u32,
     ) -> (DentryRecord, EntryStreams) {
-        let base_dentry = (n.base != NONE)
-            .then(|| t.base_facts.first_dentry(n.base))
-            .flatten();
         // Template: this name's own dentry, else another dentry of the same
         // base inode (tagged items, object ID) without its short name.
-        let own = (dentry != NONE)
-            .then(|| templates.get(dentry as usize))
-            .flatten();
-        let other = base_dentry.and_then(|d| templates.get(d as usize));
+        let own = templates.get(dentry);
+        let other = templates.get(n.base);
         let mut r = match (own, other) {
             (Some(r), _) => r.clone(),
             (None, Some(r)) => DentryRecord {
@@ -3148,10 +3329,8 @@ impl Overlay {
         r.link_group = idx as u64;
         r.hash = ZERO_HASH;
         r.streams.clear();
-        let base_unix = (n.base != NONE)
-            .then(|| t.base_facts.unix.get(n.base as usize))
-            .flatten();
-        if base_unix.is_none_or(|&u| n.meta.unix != u) {
+        let base_unix = (n.base != NONE).then(|| n.extra.as_ref().and_then(|x| x.unix));
+        if base_unix.is_none_or(|u| n.meta.unix != u) {
             r.tagged.retain(|(k, _)| *k != tag::UNIX_DATA);
             if let Some(u) = n.meta.unix {
                 let mut v = Vec::with_capacity(16);
@@ -3201,22 +3380,48 @@ impl Overlay {
         wim: Arc<Wim>,
         index: u32,
     ) -> Result<(), StagingError> {
-        let image = Arc::new(
-            Image::load(&wim, index)
-                .map_err(|e| StagingError::Invalid(format!("cannot load committed image: {e}")))?,
-        );
+        let cannot = |e: &dyn std::fmt::Display| {
+            StagingError::Invalid(format!("cannot load committed image: {e}"))
+        };
+        let image = Arc::new(LazyImage::open(wim.clone(), index).map_err(|e| cannot(&e))?);
         let mut t = self.tree.write();
         let mut js = self.js.lock();
+        // (The commit loaded every directory already.)
+        t.load_all().map_err(|e| cannot(&e))?;
         // Walk both trees by name.
         let mut mapped = vec![false; t.nodes.len()];
-        let mut stack: Vec<(u32, u32)> = vec![(0, ROOT)];
-        while let Some((idx, d)) = stack.pop() {
-            let new_ino = image.dentries[d as usize].inode;
-            let inode = &image.inodes[new_ino as usize];
+        let mut of = vec![NONE; t.nodes.len()];
+        let mut by_num = HashMap::new();
+        let mut claimed: HashMap<u64, u32> = HashMap::new();
+        let mut stack: Vec<(u32, Arc<lazy::Entry>)> = vec![(0, image.root().clone())];
+        while let Some((idx, e)) = stack.pop() {
+            let key = dentry_key(e.offset);
+            by_num.insert(key, idx);
             if !mapped[idx as usize] {
                 mapped[idx as usize] = true;
+                // Two inodes of the mount stored as one file (never made
+                // by our commit) cannot both have its number.
+                match claimed.insert(e.no, idx) {
+                    Some(other) if other != idx => log::warn!(
+                        "after the commit, inodes {} and {} are one file of the committed image; \
+                         changes to the second are not journaled",
+                        other + 1,
+                        idx + 1
+                    ),
+                    _ => of[idx as usize] = key,
+                }
+                let inode = &e.inode;
                 let n = &mut t.nodes[idx as usize];
-                n.base = new_ino;
+                n.base = key;
+                n.extra =
+                    (!e.short_name.is_empty() || inode.xattrs.is_some() || inode.unix.is_some())
+                        .then(|| {
+                            Box::new(BaseExtra {
+                                short_name: e.short_name.clone(),
+                                xattrs: inode.xattrs.clone(),
+                                unix: inode.unix,
+                            })
+                        });
                 // Descriptors added in the mount have their committed ids.
                 n.meta.security_id = inode.security_id;
                 for s in &inode.streams {
@@ -3239,21 +3444,22 @@ impl Overlay {
                 }
             }
             let kids: Vec<(String, u32)> = match &t.nodes[idx as usize].dir {
-                Some(dir) => dir
+                Some(dir) if !dir.entries.is_empty() => dir
                     .entries
                     .iter()
                     .map(|(k, e)| (k.clone(), e.idx))
                     .collect(),
-                None => continue,
+                _ => continue,
             };
+            let listed = image.children(&e).map_err(|e| cannot(&e))?;
             for (name, cidx) in kids {
-                if let Some(c) = image.child(d, &name) {
+                if let Some(c) = listed.child(&name) {
                     if let Some(dir) = t.nodes[idx as usize].dir.as_mut() {
                         if let Some(e) = dir.entries.get_mut(&name) {
-                            e.dentry = c;
+                            e.dentry = dentry_key(c.offset);
                         }
                     }
-                    stack.push((cidx, c));
+                    stack.push((cidx, c.clone()));
                 }
             }
         }
@@ -3270,33 +3476,13 @@ impl Overlay {
         t.dead_streams.clear();
         // Nodes not in the commit (open but unlinked) lose descriptors
         // that existed only in the mount's table.
-        let base = t.base_facts.security.len();
+        let base = t.security.len();
         for (i, n) in t.nodes.iter_mut().enumerate() {
             if !mapped[i] && usize::try_from(n.meta.security_id).is_ok_and(|i| i >= base) {
                 n.meta.security_id = -1;
             }
         }
         t.new_security.clear();
-        // From now on the journal numbers inodes as a tree built from the
-        // committed image would (what a resume builds): see
-        // `JournalNumbers`.
-        let mut of = vec![NONE; t.nodes.len()];
-        let mut taken = vec![false; image.inodes.len()];
-        for (i, n) in t.nodes.iter().enumerate() {
-            if mapped[i] && n.live {
-                match taken.get_mut(n.base as usize) {
-                    Some(seen @ false) => {
-                        *seen = true;
-                        of[i] = n.base;
-                    }
-                    _ => log::warn!(
-                        "after the commit, inode {} matches no inode of its own in the committed image; \
-                         changes to it are not journaled",
-                        i + 1
-                    ),
-                }
-            }
-        }
         // Every staged stream of an unjournaled inode (kept until its
         // release, or left over from before the commit).
         let mut unjournaled = std::collections::HashSet::new();
@@ -3307,14 +3493,21 @@ impl Overlay {
                 }
             }
         }
-        let next = u32::try_from(image.inodes.len()).unwrap_or(NONE);
-        t.jnums = Some(JournalNumbers {
+        // From now on the journal numbers inodes by the committed image's
+        // dentries (what a resume finds): see `JournalNumbers`.
+        t.jn = JournalNumbers {
             of,
-            next,
+            by_num,
+            next: dentry_key(image.metadata_size()).saturating_add(1),
             streams: unjournaled,
-        });
+        };
         t.wim = wim.clone();
-        t.base_facts = BaseFacts::of(&image);
+        t.index = index;
+        t.security = image.security_table().to_vec();
+        // Every directory is in the tree: the walk's decoded image is not
+        // needed any more (a fresh one holds only its root).
+        t.lazy = Arc::new(LazyImage::open(wim.clone(), index).map_err(|e| cannot(&e))?);
+        t.by_lazy.clear();
         remove_unreferenced(self.area.dir(), &t.streams);
         if !t.streams.values().any(|s| s.is_packed()) {
             self.area
@@ -3402,6 +3595,22 @@ pub struct WinMeta {
     pub xattrs: Option<(u32, Vec<u8>)>,
 }
 
+/// The base image's dentry records, by [`dentry_key`]: what a commit
+/// starts each name's record from.
+struct Templates<'a> {
+    records: &'a [DentryRecord],
+    keyed: &'a HashMap<u32, usize>,
+}
+
+impl Templates<'_> {
+    fn get(&self, key: u32) -> Option<&DentryRecord> {
+        if key == NONE {
+            return None;
+        }
+        self.records.get(*self.keyed.get(&key)?)
+    }
+}
+
 fn idx_of(ino: u64) -> VfsResult<u32> {
     ino.checked_sub(1)
         .and_then(|i| u32::try_from(i).ok())
@@ -3446,6 +3655,25 @@ fn remove_unreferenced(data: &PrivateDir, streams: &HashMap<u64, Arc<Staged>>) {
     }
 }
 
+/// Before a replay: records name base inodes by any of their dentries, so
+/// every directory is loaded. One that cannot be read stops the resume
+/// (the staging is left as it is: nothing of it is dropped).
+fn load_for_replay(
+    tree: &mut Tree,
+    out: &journal::ReadOutcome,
+    dir: &Path,
+) -> Result<(), StagingError> {
+    if out.records.is_empty() {
+        return Ok(());
+    }
+    tree.load_all().map_err(|e| {
+        StagingError::Invalid(format!(
+            "cannot resume {}: the image's directories could not all be read ({e})",
+            dir.display()
+        ))
+    })
+}
+
 /// Apply a journal's records to `tree` (replay). A record that does not
 /// apply ends the replay: it and the later ones are dropped, with a
 /// warning, and the journal length to cut back to is returned. Inodes left
@@ -3466,7 +3694,11 @@ fn replay(
     let mut applied = 0;
     let mut cut = None;
     for (i, r) in out.records.iter().enumerate() {
-        if let Err(e) = tree.apply(r, ctx) {
+        let applies = match tree.replayed(r) {
+            Some(r) => tree.apply(&r, ctx),
+            None => Err(VfsError::Invalid),
+        };
+        if let Err(e) = applies {
             status.warnings.push(format!(
                 "journal record {} of {} could not be applied ({e}); it and later ones are dropped",
                 i + 1,

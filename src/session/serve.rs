@@ -12,7 +12,6 @@ use super::registry::{self, MountRecord};
 use super::spec::{self, MountSpec, RwSpec};
 use super::transport::Listener;
 use crate::cache::ChunkCache;
-use crate::image::Image;
 use crate::sys;
 use crate::vfs::{Vfs, VfsOptions};
 use crate::wim::Wim;
@@ -118,11 +117,11 @@ pub fn run_foreground(
     serve(spec, adapter, abs, None, Voice::Terminal(tell))
 }
 
-/// Open the WIM; `lazy` (a read-only mount) makes its blobs as they are
-/// looked up ([`Wim::open_lazy`]).
-fn open_wim(path: &Path, refs: &[PathBuf], lazy: bool) -> Result<Wim> {
-    let open = if lazy { Wim::open_lazy } else { Wim::open };
-    let w = open(path, refs)
+/// Open the WIM, its blobs made as they are looked up
+/// ([`Wim::open_lazy`]): both kinds of mount read only what is visited (a
+/// commit opens the WIM whole, under its lock).
+fn open_wim(path: &Path, refs: &[PathBuf]) -> Result<Wim> {
+    let w = Wim::open_lazy(path, refs)
         .map_err(|e| SessionError::failed(format!("cannot open {}", path.display()), e))?;
     for warn in &w.warnings {
         log::warn!("{warn}");
@@ -151,20 +150,12 @@ pub(crate) fn serve(
     voice: Voice<'_>,
 ) -> Result<()> {
     let t0 = Instant::now();
-    let wim = Arc::new(open_wim(&spec.wim, &spec.refs, spec.rw.is_none())?);
+    let wim = Arc::new(open_wim(&spec.wim, &spec.refs)?);
     let index = image_index(&wim, spec.image.as_deref())?;
     let t1 = Instant::now();
     let cannot_load = |e| SessionError::failed(format!("cannot load image {index}"), e);
-    // A read-write mount's overlay starts from the whole tree; a read-only
-    // mount decodes directories as they are visited (`Vfs::open_lazy`).
-    let image = match &spec.rw {
-        Some(_) => Some(Arc::new(Image::load(&wim, index).map_err(cannot_load)?)),
-        None => None,
-    };
+    // Both kinds of mount decode directories as they are visited.
     let t2 = Instant::now();
-    for w in image.iter().flat_map(|i| &i.warnings) {
-        log::warn!("{w}");
-    }
     let (uid, gid) = sys::real_ids();
     let opts = VfsOptions {
         uid: spec.uid.unwrap_or(uid),
@@ -189,11 +180,9 @@ pub(crate) fn serve(
     ));
     let wim_path = spec.wim.canonicalize().unwrap_or_else(|_| spec.wim.clone());
     let mut control = None;
-    let vfs = if let (Some(rw), Some(image)) = (&spec.rw, image) {
-        let (vfs, ctl) = open_rw(spec, rw, &wim, &wim_path, index, image, cache, opts, &voice)?;
+    let vfs = if let Some(rw) = &spec.rw {
+        let (vfs, ctl) = open_rw(spec, rw, &wim, &wim_path, index, cache, opts, &voice)?;
         control = Some(ctl);
-        // The decoded image the tree was built from is gone by now.
-        sys::release_free_memory();
         vfs
     } else {
         Arc::new(Vfs::open_lazy(wim.clone(), index, cache, opts).map_err(cannot_load)?)
@@ -343,7 +332,6 @@ fn open_rw(
     wim: &Arc<Wim>,
     wim_path: &Path,
     index: u32,
-    image: Arc<Image>,
     cache: Arc<ChunkCache>,
     mut opts: VfsOptions,
     voice: &Voice<'_>,
@@ -372,7 +360,7 @@ fn open_rw(
         ));
     }
     opts.store_unix_data = rw.store_unix_data;
-    let (vfs, status) = Vfs::open_rw(wim.clone(), image, cache, opts, &staging).map_err(|e| {
+    let (vfs, status) = Vfs::open_rw(wim.clone(), index, cache, opts, &staging).map_err(|e| {
         if matches!(e, crate::overlay::StagingError::Refused(_)) {
             // A staging that is not safely ours is never discarded or
             // resumed: the way round it is a directory of one's own.

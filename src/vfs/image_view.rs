@@ -12,7 +12,6 @@ use crate::reparse;
 use crate::wim::header::flags;
 use crate::wim::Wim;
 use parking_lot::Mutex;
-use rayon::prelude::*;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -75,15 +74,6 @@ impl ImageView {
             links,
             folded: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// The POSIX targets of the image's symlinks, by inode index (what the
-    /// overlay starts from).
-    pub(crate) fn posix_links(&self) -> HashMap<u32, String> {
-        self.links
-            .par_iter()
-            .filter_map(|(&idx, _)| self.link_target(idx).map(|t| (idx, t.to_string())))
-            .collect()
     }
 
     fn inode(&self, ino: Ino) -> VfsResult<(u32, &Inode)> {

@@ -59,7 +59,7 @@ impl LazyView {
 
     /// The POSIX target of `e` if it is a symlink or junction whose
     /// reparse data decodes.
-    fn link_target<'a>(&self, e: &'a Entry) -> Option<&'a str> {
+    pub(crate) fn link_target<'a>(&self, e: &'a Entry) -> Option<&'a str> {
         let node = &e.inode;
         if e.no == crate::image::lazy::ROOT_NO
             || !node.is_reparse()

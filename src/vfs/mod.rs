@@ -22,7 +22,7 @@ mod xattr;
 use crate::cache::ChunkCache;
 use crate::image::lazy::LazyImage;
 use crate::image::{Image, ROOT};
-use crate::overlay::{Data, Overlay, StagingError, StagingStatus};
+use crate::overlay::{Data, LinkOf, Overlay, StagingError, StagingStatus};
 use crate::wim::{Blob, BlobLoc, Wim};
 use following::Follower;
 use image_view::ImageView;
@@ -113,23 +113,20 @@ impl Vfs {
         }
     }
 
-    /// A read-write view: changes go to (and are resumed from) the staging
-    /// directory `staging`. The status says whether earlier changes were
-    /// found and replayed.
+    /// A read-write view of image `index`: changes go to (and are resumed
+    /// from) the staging directory `staging`. The status says whether
+    /// earlier changes were found and replayed. Like the read-only view it
+    /// decodes the image one directory at a time (a resume, which must
+    /// find every inode its journal names, and a commit decode all of it).
     pub fn open_rw(
         wim: Arc<Wim>,
-        image: Arc<Image>,
+        index: u32,
         cache: Arc<ChunkCache>,
         opts: VfsOptions,
         staging: &Path,
     ) -> std::result::Result<(Vfs, StagingStatus), StagingError> {
-        // The overlay starts from the symlink targets as the read-only
-        // view decodes them.
-        let links = ImageView::new(wim.clone(), image.clone(), cache.clone(), &opts).posix_links();
-        let index = image.index;
-        // The overlay keeps what it needs of the decoded image; the image
-        // itself is freed once its tree is built.
-        let (ov, status) = Overlay::open(wim.clone(), image, cache.clone(), &links, staging)?;
+        let (lazy, link_of) = Self::base_for_overlay(&wim, index, &cache, &opts)?;
+        let (ov, status) = Overlay::open(wim.clone(), lazy, cache.clone(), link_of, staging)?;
         let v = Vfs {
             wim,
             image: Arc::new(Image::placeholder(index)),
@@ -141,22 +138,33 @@ impl Vfs {
         Ok((v, status))
     }
 
-    /// What a read-write mount of `image` would resume from the staging
-    /// `staging`, without changing it (for `wimfs recover`).
+    /// The lazily decoded base image of an overlay, and how its symlink
+    /// targets show (as the read-only view shows them).
+    fn base_for_overlay(
+        wim: &Arc<Wim>,
+        index: u32,
+        cache: &Arc<ChunkCache>,
+        opts: &VfsOptions,
+    ) -> std::result::Result<(Arc<LazyImage>, LinkOf), StagingError> {
+        let lazy = Arc::new(
+            LazyImage::open(wim.clone(), index)
+                .map_err(|e| StagingError::Invalid(format!("cannot load image {index}: {e}")))?,
+        );
+        let view = LazyView::new(lazy.clone(), cache.clone(), opts);
+        let link_of: LinkOf = Arc::new(move |e| view.link_target(e).map(str::to_string));
+        Ok((lazy, link_of))
+    }
+
+    /// What a read-write mount of image `index` would resume from the
+    /// staging `staging`, without changing it (for `wimfs recover`).
     pub fn inspect_staging(
         wim: Arc<Wim>,
-        image: Arc<Image>,
+        index: u32,
         cache: Arc<ChunkCache>,
         staging: &Path,
     ) -> std::result::Result<StagingStatus, StagingError> {
-        let links = ImageView::new(
-            wim.clone(),
-            image.clone(),
-            cache.clone(),
-            &VfsOptions::default(),
-        )
-        .posix_links();
-        Overlay::inspect(wim, image, cache, &links, staging)
+        let (lazy, link_of) = Self::base_for_overlay(&wim, index, &cache, &VfsOptions::default())?;
+        Overlay::inspect(wim, lazy, cache, link_of, staging)
     }
 
     /// The overlay of a read-write mount.
