@@ -14,7 +14,9 @@ use std::sync::Arc;
 use wimfs::cache::ChunkCache;
 use wimfs::image::lazy::LazyImage;
 use wimfs::image::Image;
-use wimfs::vfs::{Attr, FileKind, Ino, Vfs, VfsError, VfsOptions, ROOT_INO};
+use wimfs::vfs::{Attr, Cred, FileKind, Ino, Vfs, VfsError, VfsOptions, ROOT_INO};
+
+const CRED: Cred = Cred { uid: 0, gid: 0 };
 use wimfs::wim::Wim;
 
 /// Depth of the one deep path, `d0/d1/.../file`.
@@ -365,31 +367,7 @@ fn the_lazy_image_agrees_with_wimlib_dir_detailed() {
 #[test]
 fn a_damaged_directory_is_an_error_only_when_visited() {
     let Some(fx) = fixture() else { return };
-    let w = Wim::open(&fx.raw, &[]).unwrap();
-    let md = wimfs::wim::metadata::parse(&w.read_metadata(1).unwrap()).unwrap();
-    let bad = md.dentries.iter().find(|d| d.name == "bad").unwrap();
-    let res = match &w.metadata[0].loc {
-        wimfs::wim::BlobLoc::Whole(r) => r.clone(),
-        other => panic!("metadata in {other:?}"),
-    };
-    assert!(res.is_raw());
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&fx.raw)
-        .unwrap();
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let mut sub = [0u8; 8];
-    f.seek(SeekFrom::Start(res.reshdr.offset + bad.offset + 16))
-        .unwrap();
-    f.read_exact(&mut sub).unwrap();
-    let list = u64::from_le_bytes(sub);
-    assert_ne!(list, 0);
-    // A length below the fixed part of an entry: invalid.
-    f.seek(SeekFrom::Start(res.reshdr.offset + list)).unwrap();
-    f.write_all(&0x20u64.to_le_bytes()).unwrap();
-    drop(f);
-    drop(w);
+    damage_bad(&fx.raw);
 
     let w = Arc::new(Wim::open(&fx.raw, &[]).unwrap());
     assert!(Image::load(&w, 1).is_err(), "the full decode refuses it");
@@ -424,6 +402,136 @@ fn a_damaged_directory_is_an_error_only_when_visited() {
     assert!(matches!(v.readdir(bad_ino, 0, 10), Err(VfsError::Io(_))));
     // Still nothing else is affected.
     assert_eq!(read_all(&v, z), b"z");
+}
+
+/// The same damaged image mounted read-write: it mounts, the rest of it
+/// can be changed, `/bad` is an I/O error; a commit (which needs the
+/// whole tree) and a resume (which must find every inode its journal
+/// names) refuse it, naming `/bad`, and the staging keeps every change.
+#[test]
+fn a_damaged_directory_in_a_read_write_mount() {
+    let Some(fx) = fixture() else { return };
+    damage_bad(&fx.raw);
+    let staging = fx.raw.with_extension("staging");
+    let open = || {
+        Vfs::open_rw(
+            Arc::new(Wim::open_lazy(&fx.raw, &[]).unwrap()),
+            1,
+            Arc::new(ChunkCache::new(16 << 20)),
+            VfsOptions::default(),
+            &staging,
+        )
+    };
+    let (v, _) = open().unwrap();
+    match v.lookup(ROOT_INO, "bad") {
+        Err(VfsError::Io(e)) => assert!(e.to_string().contains("/bad"), "{e}"),
+        other => panic!("lookup of /bad: {other:?}"),
+    }
+    let good = v.lookup(ROOT_INO, "good").unwrap().ino;
+    let (a, fh) = v.create(good, "new", 0o644, CRED).unwrap();
+    v.write(a.ino, 0, b"kept").unwrap();
+    v.release(fh).unwrap();
+    v.sync().unwrap();
+    let err = v.to_new_image().err().expect("a commit of a damaged image");
+    assert!(err.to_string().contains("/bad"), "{err}");
+    drop(v);
+    let err = open()
+        .err()
+        .expect("a resume of a damaged image")
+        .to_string();
+    assert!(err.contains("/bad") && err.contains("resume"), "{err}");
+    let journal = std::fs::metadata(staging.join("journal")).unwrap().len();
+    assert!(journal > 8, "journal emptied: {journal} bytes");
+    assert!(std::fs::read_dir(staging.join("data")).unwrap().count() > 0);
+}
+
+/// A read-write mount decodes the directories it visits, as a read-only
+/// one does; its changes (a new file, a hard link removed) resume after
+/// the daemon is gone, which decodes the whole image to find them.
+#[test]
+fn a_read_write_mount_decodes_what_it_visits_and_a_resume_all() {
+    let Some(fx) = fixture() else { return };
+    let staging = fx.wim.with_extension("staging");
+    let open = || {
+        Vfs::open_rw(
+            Arc::new(Wim::open_lazy(&fx.wim, &[]).unwrap()),
+            1,
+            Arc::new(ChunkCache::new(16 << 20)),
+            VfsOptions::default(),
+            &staging,
+        )
+        .unwrap()
+    };
+    let (v, st) = open();
+    assert!(!st.resumed);
+    let lazy = v.lazy_image().unwrap();
+    assert_eq!(lazy.decoded_dirs(), 0, "opening decodes no directory");
+    let deep: String = (0..DEPTH).map(|i| format!("/d{i}")).collect::<String>() + "/file";
+    assert_eq!(read_all(&v, resolve(&v, &deep)), b"deep file\n");
+    assert_eq!(lazy.decoded_dirs(), DEPTH + 1);
+    let full = Image::load(&Wim::open(&fx.wim, &[]).unwrap(), 1).unwrap();
+    assert!(
+        lazy.decoded_entries() * 4 < full.dentries.len(),
+        "{} of {} entries decoded",
+        lazy.decoded_entries(),
+        full.dentries.len()
+    );
+    // A hard link's count needs the census (a walk of the whole image).
+    let third = resolve(&v, "/big/third.txt");
+    assert_eq!(v.getattr(third).unwrap().nlink, 3);
+    assert_eq!(resolve(&v, "/d0/linked.txt"), third);
+    let d0 = resolve(&v, "/d0");
+    v.unlink(d0, "linked.txt").unwrap();
+    assert_eq!(v.getattr(third).unwrap().nlink, 2);
+    let (a, fh) = v.create(d0, "new.txt", 0o644, CRED).unwrap();
+    v.write(a.ino, 0, b"new").unwrap();
+    v.release(fh).unwrap();
+    drop(v);
+    let (v, st) = open();
+    assert!(st.resumed && st.warnings.is_empty(), "{st:?}");
+    let dirs = full
+        .dentries
+        .iter()
+        .map(|d| &full.inodes[d.inode as usize])
+        .filter(|i| i.is_dir() && !i.is_reparse())
+        .count();
+    assert_eq!(v.lazy_image().unwrap().decoded_dirs(), dirs);
+    assert_eq!(read_all(&v, resolve(&v, "/d0/new.txt")), b"new");
+    assert!(matches!(
+        v.lookup(resolve(&v, "/d0"), "linked.txt"),
+        Err(VfsError::NotFound)
+    ));
+    assert_eq!(v.getattr(resolve(&v, "/big/third.txt")).unwrap().nlink, 2);
+}
+
+/// Damage the first entry of `/bad`'s child list in the uncompressed WIM
+/// `raw` (a length below the fixed part of an entry).
+fn damage_bad(raw: &Path) {
+    let w = Wim::open(raw, &[]).unwrap();
+    let md = wimfs::wim::metadata::parse(&w.read_metadata(1).unwrap()).unwrap();
+    let bad = md.dentries.iter().find(|d| d.name == "bad").unwrap();
+    let res = match &w.metadata[0].loc {
+        wimfs::wim::BlobLoc::Whole(r) => r.clone(),
+        other => panic!("metadata in {other:?}"),
+    };
+    assert!(res.is_raw());
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(raw)
+        .unwrap();
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut sub = [0u8; 8];
+    f.seek(SeekFrom::Start(res.reshdr.offset + bad.offset + 16))
+        .unwrap();
+    f.read_exact(&mut sub).unwrap();
+    let list = u64::from_le_bytes(sub);
+    assert_ne!(list, 0);
+    // A length below the fixed part of an entry: invalid.
+    f.seek(SeekFrom::Start(res.reshdr.offset + list)).unwrap();
+    f.write_all(&0x20u64.to_le_bytes()).unwrap();
+    drop(f);
+    drop(w);
 }
 
 /// Where a blob's bytes are, for comparing two opens of one WIM.

@@ -1229,3 +1229,33 @@ fn changes_after_a_commit_while_mounted_survive_a_kill() {
     );
     oracle.pop();
 }
+
+/// A staging written with the journal's earlier inode numbering (format
+/// 1: indexes in the whole decoded image) is refused by name, and left as
+/// it is for the wimfs that wrote it.
+#[test]
+fn a_staging_of_the_earlier_format_is_refused_untouched() {
+    let Some(fx) = fixture(&[]) else { return };
+    let staging = fx.root.join("format1");
+    let (v, _) = open_rw(&fx.wim, &staging);
+    some_changes(&v);
+    drop(v);
+    let id = staging.join("identity.json");
+    let text = std::fs::read_to_string(&id).unwrap();
+    assert!(text.contains("\"format\": 2"), "{text}");
+    std::fs::write(&id, text.replace("\"format\": 2", "\"format\": 1")).unwrap();
+    let journal = std::fs::read(staging.join("journal")).unwrap();
+    let w = Arc::new(Wim::open(&fx.wim, &[]).unwrap());
+    let err = Vfs::open_rw(
+        w,
+        1,
+        Arc::new(ChunkCache::new(1 << 20)),
+        VfsOptions::default(),
+        &staging,
+    )
+    .err()
+    .expect("a format-1 staging")
+    .to_string();
+    assert!(err.contains("staging format 1"), "{err}");
+    assert_eq!(std::fs::read(staging.join("journal")).unwrap(), journal);
+}

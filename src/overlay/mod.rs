@@ -1952,6 +1952,12 @@ impl Overlay {
         Ok(status)
     }
 
+    /// The lazily decoded base image (how much of it a mount decoded is
+    /// tested through it).
+    pub fn base_image(&self) -> Arc<LazyImage> {
+        self.tree.read().lazy.clone()
+    }
+
     pub fn staging_dir(&self) -> &Path {
         self.dir.path()
     }

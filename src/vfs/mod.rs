@@ -105,11 +105,13 @@ impl Vfs {
         })
     }
 
-    /// The lazily decoded image of a view made by [`Vfs::open_lazy`].
-    pub fn lazy_image(&self) -> Option<&Arc<LazyImage>> {
+    /// The lazily decoded image of a read-only view made by
+    /// [`Vfs::open_lazy`], or the base image of a read-write one.
+    pub fn lazy_image(&self) -> Option<Arc<LazyImage>> {
         match &self.view {
-            View::Lazy(v) => Some(v.image()),
-            _ => None,
+            View::Lazy(v) => Some(v.image().clone()),
+            View::Overlay(ov) => Some(ov.base_image()),
+            View::Image(_) => None,
         }
     }
 
