@@ -1,9 +1,12 @@
 //! The change set of a read-write mount, over an image.
 //!
-//! On a read-write mount the image's tree is copied into a mutable tree of
-//! nodes (one per inode; inode number = index + 1, so base inodes keep
-//! their image index + 1 and new inodes count up from there, never reused
-//! while mounted). Stream contents are not copied: an unchanged stream is a
+//! On a read-write mount the image's tree becomes a mutable tree of nodes
+//! (one per inode; inode number = index + 1, in the order inodes entered
+//! the tree, never reused while mounted). Base inodes enter it when their
+//! directory is first looked into, decoded from the image one directory
+//! at a time ([`crate::image::lazy`]), so a mount costs the same whatever
+//! the image's size; a resume and a commit load every directory. Stream
+//! contents are not copied: an unchanged stream is a
 //! reference to its blob in the WIM; a changed unnamed data stream is a
 //! [`stage::Staged`] stream (copy-on-write blocks in a staging file over the
 //! blob); named streams set whole (`user.*` xattrs) and reparse data are
@@ -15,6 +18,9 @@
 //! Every change is a [`journal::Record`], applied by one function
 //! (`Tree::apply`) both live and when replaying the journal after a
 //! crash, so a resumed mount is exactly the state the records describe.
+//! Records name inodes by the journal's own numbers, not the tree's (see
+//! [`JournalNumbers`]): base inodes by a dentry's offset in the metadata
+//! resource, so any visiting order finds them.
 //! Metadata records are written to the journal as they happen (one `write`,
 //! so they survive the daemon being killed). Data records (dirty blocks,
 //! sizes) are collected per stream and written at the next sync point

@@ -3,9 +3,9 @@
 //! short time and little memory whatever the image's size.
 //!
 //! Inode numbers are the lazy image's numbers (from each entry's offset in
-//! the metadata resource), not the full decode's inode indexes: a
-//! read-write mount (which builds the whole tree for its overlay) numbers
-//! differently, which nothing relies on across the two. A directory whose
+//! the metadata resource): a read-write mount (whose overlay numbers
+//! inodes in the order they enter its tree) numbers differently, which
+//! nothing relies on across the two. A directory whose
 //! list does not decode is EIO (logged once by the image, naming it) when
 //! it is looked into, and only then.
 
