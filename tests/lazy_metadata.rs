@@ -111,6 +111,21 @@ fn lazy_vfs(wim: &Path) -> Vfs {
     .unwrap()
 }
 
+/// The view a read-write mount has (the WIM opened as the mount opens
+/// it), its changes in `staging`.
+fn rw_vfs(
+    wim: &Path,
+    staging: &Path,
+) -> Result<(Vfs, wimfs::overlay::StagingStatus), wimfs::overlay::StagingError> {
+    Vfs::open_rw(
+        Arc::new(Wim::open_lazy(wim, &[]).unwrap()),
+        1,
+        Arc::new(ChunkCache::new(16 << 20)),
+        VfsOptions::default(),
+        staging,
+    )
+}
+
 fn full_vfs(wim: &Path) -> Vfs {
     let w = Arc::new(Wim::open(wim, &[]).unwrap());
     let img = Arc::new(Image::load(&w, 1).unwrap());
@@ -413,15 +428,7 @@ fn a_damaged_directory_in_a_read_write_mount() {
     let Some(fx) = fixture() else { return };
     damage_bad(&fx.raw);
     let staging = fx.raw.with_extension("staging");
-    let open = || {
-        Vfs::open_rw(
-            Arc::new(Wim::open_lazy(&fx.raw, &[]).unwrap()),
-            1,
-            Arc::new(ChunkCache::new(16 << 20)),
-            VfsOptions::default(),
-            &staging,
-        )
-    };
+    let open = || rw_vfs(&fx.raw, &staging);
     let (v, _) = open().unwrap();
     match v.lookup(ROOT_INO, "bad") {
         Err(VfsError::Io(e)) => assert!(e.to_string().contains("/bad"), "{e}"),
@@ -452,16 +459,7 @@ fn a_damaged_directory_in_a_read_write_mount() {
 fn a_read_write_mount_decodes_what_it_visits_and_a_resume_all() {
     let Some(fx) = fixture() else { return };
     let staging = fx.wim.with_extension("staging");
-    let open = || {
-        Vfs::open_rw(
-            Arc::new(Wim::open_lazy(&fx.wim, &[]).unwrap()),
-            1,
-            Arc::new(ChunkCache::new(16 << 20)),
-            VfsOptions::default(),
-            &staging,
-        )
-        .unwrap()
-    };
+    let open = || rw_vfs(&fx.wim, &staging).unwrap();
     let (v, st) = open();
     assert!(!st.resumed);
     let lazy = v.lazy_image().unwrap();

@@ -1048,6 +1048,33 @@ fn some_changes(v: &Vfs) {
     v.sync().unwrap();
 }
 
+/// Commit the mount's tree into image 1 of `wim` as a mount's commit
+/// does, its landing noted in the staging (the hook must be called); the
+/// lock is still held.
+fn commit_noting_landing(
+    v: &Vfs,
+    wim: &Path,
+) -> (wimfs::commit::CommitReport, wimfs::commit::WimLock) {
+    let tree = v.to_new_image().unwrap();
+    let lock = wimfs::commit::WimLock::acquire(wim).unwrap();
+    let mut noted = false;
+    let rep = wimfs::commit::append_image_with(
+        &lock,
+        1,
+        tree,
+        &Default::default(),
+        &|_, _| {},
+        &mut |l| {
+            noted = true;
+            v.note_landing(l)
+                .map_err(|e| wimfs::Error::Other(e.to_string()))
+        },
+    )
+    .unwrap();
+    assert!(noted, "the landing hook was not called");
+    (rep, lock)
+}
+
 /// A commit whose header is written but whose process dies before the
 /// staging is reset: the changes are in the WIM, and the next read-write
 /// open starts afresh from it instead of refusing the staging.
@@ -1058,16 +1085,7 @@ fn commit_killed_after_its_header_starts_afresh() {
     let (v, _) = open_rw(&fx.wim, &staging);
     some_changes(&v);
     let oracle = some_changes_oracle(&fx, "landed-oracle");
-    let tree = v.to_new_image().unwrap();
-    let lock = wimfs::commit::WimLock::acquire(&fx.wim).unwrap();
-    let mut noted = None;
-    wimfs::commit::append_image_with(&lock, 1, tree, &Default::default(), &|_, _| {}, &mut |l| {
-        noted = Some(l.clone());
-        v.note_landing(l)
-            .map_err(|e| wimfs::Error::Other(e.to_string()))
-    })
-    .unwrap();
-    assert!(noted.is_some(), "the landing hook was not called");
+    let (_, lock) = commit_noting_landing(&v, &fx.wim);
     assert!(staging.join("commit.json").exists());
     // "Killed" here: no after_commit, the staging still describes the old WIM.
     drop(lock);
@@ -1169,20 +1187,7 @@ fn changes_after_a_commit_while_mounted_survive_a_kill() {
     v.unlink(ROOT_INO, "gone.txt").unwrap();
     {
         let g = v.freeze().unwrap();
-        let tree = v.to_new_image().unwrap();
-        let lock = wimfs::commit::WimLock::acquire(&fx.wim).unwrap();
-        let rep = wimfs::commit::append_image_with(
-            &lock,
-            1,
-            tree,
-            &Default::default(),
-            &|_, _| {},
-            &mut |l| {
-                v.note_landing(l)
-                    .map_err(|e| wimfs::Error::Other(e.to_string()))
-            },
-        )
-        .unwrap();
+        let (rep, lock) = commit_noting_landing(&v, &fx.wim);
         let w = Arc::new(lock.open_wim().unwrap());
         v.after_commit(&g, w, rep.image).unwrap();
     }
