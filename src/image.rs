@@ -559,41 +559,65 @@ fn new_inode(r: &mut DentryRecord, streams: Vec<Stream>) -> Inode {
 /// extra entries are, in order, the reparse data (for reparse points) and
 /// the unnamed data stream; named entries are named data streams.
 fn build_streams(wim: &Wim, r: &DentryRecord, warnings: &mut Vec<String>) -> Vec<Stream> {
-    let mut unnamed: Vec<Sha1> = Vec::new();
-    if r.streams.is_empty() || r.hash != ZERO_HASH {
-        unnamed.push(r.hash);
-    }
-    let mut out = Vec::new();
-    // Names taken, in a set: a hostile entry has up to 65,535 stream
-    // entries, and comparing each with every earlier one is quadratic
-    // (seconds per entry).
-    let mut names: std::collections::HashSet<&str> = std::collections::HashSet::new();
-    for s in &r.streams {
-        if s.name.is_empty() {
-            unnamed.push(s.hash);
-        } else if !names.insert(s.name.as_str()) {
-            warnings.push(format!(
-                "{:?}: duplicate stream {:?} ignored",
-                r.name, s.name
-            ));
-        } else {
-            out.push(mk_stream(wim, s.name.clone(), StreamKind::Data, s.hash));
-        }
-    }
-    let mut it = unnamed.into_iter();
+    let roles = StreamRoles::of(r, warnings);
     let mut pre = Vec::new();
-    if r.is_reparse() {
-        if let Some(h) = it.next() {
-            pre.push(mk_stream(wim, String::new(), StreamKind::Reparse, h));
-        }
+    if let Some(h) = roles.reparse {
+        pre.push(mk_stream(wim, String::new(), StreamKind::Reparse, h));
     }
-    if !r.is_dir() || r.is_reparse() {
-        if let Some(h) = it.next() {
-            pre.push(mk_stream(wim, String::new(), StreamKind::Data, h));
-        }
+    if let Some(h) = roles.data {
+        pre.push(mk_stream(wim, String::new(), StreamKind::Data, h));
     }
-    pre.extend(out);
+    for (name, h) in roles.named {
+        pre.push(mk_stream(wim, name, StreamKind::Data, h));
+    }
     pre
+}
+
+/// Which of a dentry's stream hashes is its reparse data, its unnamed data
+/// and its named streams: the one reading of a record's streams, for
+/// inodes made from it and for records copied as they are.
+pub struct StreamRoles {
+    pub reparse: Option<Sha1>,
+    pub data: Option<Sha1>,
+    pub named: Vec<(String, Sha1)>,
+}
+
+impl StreamRoles {
+    pub fn of(r: &DentryRecord, warnings: &mut Vec<String>) -> StreamRoles {
+        let mut unnamed: Vec<Sha1> = Vec::new();
+        if r.streams.is_empty() || r.hash != ZERO_HASH {
+            unnamed.push(r.hash);
+        }
+        let mut named = Vec::new();
+        // Names taken, in a set: a hostile entry has up to 65,535 stream
+        // entries, and comparing each with every earlier one is quadratic
+        // (seconds per entry).
+        let mut names: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for s in &r.streams {
+            if s.name.is_empty() {
+                unnamed.push(s.hash);
+            } else if !names.insert(s.name.as_str()) {
+                warnings.push(format!(
+                    "{:?}: duplicate stream {:?} ignored",
+                    r.name, s.name
+                ));
+            } else {
+                named.push((s.name.clone(), s.hash));
+            }
+        }
+        let mut it = unnamed.into_iter();
+        let reparse = if r.is_reparse() { it.next() } else { None };
+        let data = if !r.is_dir() || r.is_reparse() {
+            it.next()
+        } else {
+            None
+        };
+        StreamRoles {
+            reparse,
+            data,
+            named,
+        }
+    }
 }
 
 fn mk_stream(wim: &Wim, name: String, kind: StreamKind, hash: Sha1) -> Stream {

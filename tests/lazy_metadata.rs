@@ -590,3 +590,89 @@ fn lazy_blob_lookups_match_the_eager_blob_table() {
     }
     assert!(checked > 400, "{checked} blobs compared");
 }
+
+/// A commit of a mount that visited little: directories it never looked
+/// into are copied from the base, and the other names of a hard link it
+/// changed through one name (in directories never visited) follow the
+/// change: one file, new content. The image verifies and applies with
+/// wimlib to the source tree with the same changes; after the commit the
+/// mount goes on from the committed image, and a directory it loads then
+/// finds the same file.
+#[test]
+fn a_commit_copies_what_the_mount_never_visited() {
+    let Some(fx) = fixture() else { return };
+    let root = fx._t.path();
+    let staging = fx.wim.with_extension("staging");
+    let (v, _) = rw_vfs(&fx.wim, &staging).unwrap();
+    let third = resolve(&v, "/big/third.txt");
+    let fh = v.open_file(third, true, true).unwrap();
+    v.write(third, 0, b"changed through one name\n").unwrap();
+    v.release(fh).unwrap();
+    let good = resolve(&v, "/good");
+    let (a, fh) = v.create(good, "new.txt", 0o644, CRED).unwrap();
+    v.write(a.ino, 0, b"new\n").unwrap();
+    v.release(fh).unwrap();
+    let lazy = v.lazy_image().unwrap();
+    let visited = lazy.decoded_dirs();
+    assert_eq!(visited, 3, "the root, big and good");
+    {
+        let g = v.freeze().unwrap();
+        let tree = v.to_new_image().unwrap();
+        assert_eq!(
+            lazy.decoded_dirs(),
+            visited,
+            "the commit loaded a directory"
+        );
+        let lock = wimfs::commit::WimLock::acquire(&fx.wim).unwrap();
+        let rep = wimfs::commit::append_image_with(
+            &lock,
+            1,
+            tree,
+            &Default::default(),
+            &|_, _| {},
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+        let w = Arc::new(lock.open_wim().unwrap());
+        v.after_commit(&g, w, rep.image).unwrap();
+    }
+    // The same changes in a copy of the source (cp -a keeps hard links).
+    let expected = root.join("expected");
+    let o = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(root.join("src"))
+        .arg(&expected)
+        .status()
+        .unwrap();
+    assert!(o.success());
+    std::fs::write(
+        expected.join("big/third.txt"),
+        b"changed through one name\n",
+    )
+    .unwrap();
+    std::fs::write(expected.join("good/new.txt"), b"new\n").unwrap();
+    let v_out = common::wimlib_verify(&fx.wim, &[]);
+    assert!(v_out.ok(), "wimlib verify: {}", v_out.describe());
+    let applied = root.join("applied");
+    let ap = common::wimlib_apply(&fx.wim, "1", &applied, &[]);
+    assert!(ap.ok(), "wimlib apply: {}", ap.describe());
+    let opts = common::CompareOpts {
+        mtime: false,
+        xattrs: false,
+        ..common::CompareOpts::default()
+    }
+    .labels("expected", "applied");
+    common::assert_trees_equal(&expected, &applied, &opts, "committed image");
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &str| std::fs::metadata(applied.join(p)).unwrap().ino();
+    assert_eq!(ino("d0/linked.txt"), ino("big/third.txt"));
+    assert_eq!(ino("d0/d1/d2/side3-1/inner/also.txt"), ino("big/third.txt"));
+    // The mount goes on: d0, loaded now from the committed image, holds
+    // the same file under its other name.
+    assert_eq!(resolve(&v, "/d0/linked.txt"), third);
+    assert_eq!(v.getattr(third).unwrap().nlink, 3);
+    assert_eq!(
+        read_all(&v, resolve(&v, "/d0/d1/d2/side3-1/inner/also.txt")),
+        b"changed through one name\n"
+    );
+}

@@ -3202,27 +3202,68 @@ impl Overlay {
     /// [`StreamData::New`] readers of the merged view (staging over WIM).
     /// Call with writers frozen so the contents cannot change meanwhile.
     pub fn to_new_image(&self) -> crate::Result<NewImage> {
-        // The whole tree: directories not looked into yet come in now.
-        self.tree.write().load_all().map_err(|e| {
-            crate::Error::Other(format!("cannot read the image's directories: {e}"))
-        })?;
-        let t = self.tree.read();
-        let raw = t.wim.read_metadata(t.index)?;
-        let templates = metadata::parse(&raw)?.dentries;
+        let raw = {
+            let t = self.tree.read();
+            t.wim.read_metadata(t.index)?
+        };
+        let templates = match metadata::parse(&raw) {
+            Ok(md) => md.dentries,
+            Err(e) => {
+                // The image's own damage stops the commit; the lazy decode
+                // names the directory it is in, where it can.
+                self.tree.write().load_all().map_err(|l| {
+                    crate::Error::Other(format!("cannot read the image's directories: {l}"))
+                })?;
+                return Err(e);
+            }
+        };
+        drop(raw);
         let keyed: HashMap<u32, usize> = templates
             .iter()
             .enumerate()
             .map(|(i, d)| (dentry_key(d.offset), i))
             .collect();
+        // The base image's child lists, for directories the mount never
+        // looked into: nothing in them can have changed, so their records
+        // are copied from the base as they are.
+        let mut tkids: Vec<Vec<u32>> = vec![Vec::new(); templates.len()];
+        for (i, d) in templates.iter().enumerate().skip(1) {
+            if let Some(k) = tkids.get_mut(d.parent as usize) {
+                k.push(i as u32);
+            }
+        }
         let templates = Templates {
             records: &templates,
             keyed: &keyed,
         };
+        let mut t = self.tree.read();
+        // Hard-link groups of the base with a file in the tree: a name of
+        // one in an unvisited directory is that file (its content may have
+        // changed). Should one group have become two files (as a decoder
+        // splits a group whose members differ), the copy cannot tell them
+        // apart: the whole tree is loaded instead.
+        let groups = match base_groups(&t, &templates) {
+            Some(g) => g,
+            None => {
+                drop(t);
+                self.tree.write().load_all().map_err(|e| {
+                    crate::Error::Other(format!("cannot read the image's directories: {e}"))
+                })?;
+                t = self.tree.read();
+                HashMap::new()
+            }
+        };
         let mut records: Vec<DentryRecord> = Vec::with_capacity(t.nodes.len());
         let mut streams: Vec<EntryStreams> = Vec::with_capacity(t.nodes.len());
-        // Output count of names per inode, for link groups.
-        let mut names: HashMap<u32, u32> = HashMap::new();
-        let mut queue: Vec<(u32, u32)> = Vec::new(); // (dir idx, its record index)
+        // Output count of names per inode, for link groups: keyed by the
+        // tree's inode index, or (from `COPIED_GROUP` up) a group of the
+        // base found only in unvisited directories.
+        let mut names: HashMap<u64, u32> = HashMap::new();
+        let mut copied_groups: HashMap<u64, u64> = HashMap::new();
+        let mut warnings = Vec::new();
+        // (dir idx, its record index) and (base record, its record index).
+        let mut queue: Vec<(u32, u32)> = Vec::new();
+        let mut copies: Vec<(u32, u32)> = Vec::new();
         let root = t
             .node(0)
             .map_err(|_| crate::Error::Other("overlay has no root".into()))?;
@@ -3231,12 +3272,55 @@ impl Overlay {
         streams.push(s);
         queue.push((0, 0));
         let mut qi = 0;
-        while qi < queue.len() {
+        while qi < queue.len() || !copies.is_empty() {
+            if let Some((ti, rec)) = copies.pop() {
+                for &c in tkids.get(ti as usize).into_iter().flatten() {
+                    let b = &templates.records[c as usize];
+                    let me = records.len() as u32;
+                    let file = !b.is_dir() && !b.is_reparse() && b.link_group != 0;
+                    let node = file
+                        .then(|| groups.get(&b.link_group))
+                        .flatten()
+                        .and_then(|&i| Some((i, t.nodes.get(i as usize).filter(|n| n.live)?)));
+                    if let Some((idx, n)) = node {
+                        let (r, s) =
+                            self.record_for(&templates, idx, n, &b.name, dentry_key(b.offset), rec);
+                        records.push(r);
+                        streams.push(s);
+                        *names.entry(idx as u64).or_insert(0) += 1;
+                        continue;
+                    }
+                    let mut r = b.clone();
+                    r.parent = rec;
+                    r.offset = 0;
+                    r.hash = ZERO_HASH;
+                    r.streams.clear();
+                    r.link_group = if file {
+                        let next = COPIED_GROUP + copied_groups.len() as u64;
+                        let g = *copied_groups.entry(b.link_group).or_insert(next);
+                        *names.entry(g).or_insert(0) += 1;
+                        g
+                    } else {
+                        NO_GROUP
+                    };
+                    records.push(r);
+                    streams.push(copied_streams(b, &mut warnings));
+                    copies.push((c, me));
+                }
+                continue;
+            }
             let (didx, rec) = queue[qi];
             qi += 1;
             let Some(dir) = t.nodes.get(didx as usize).and_then(|n| n.dir.as_ref()) else {
                 continue;
             };
+            if let Some(e) = &dir.unloaded {
+                let ti = templates.keyed.get(&dentry_key(e.offset)).ok_or_else(|| {
+                    crate::Error::Other("a directory of the base image has no record".into())
+                })?;
+                copies.push((*ti as u32, rec));
+                continue;
+            }
             for (name, e) in &dir.entries {
                 let Some(n) = t.nodes.get(e.idx as usize).filter(|n| n.live) else {
                     continue;
@@ -3245,19 +3329,24 @@ impl Overlay {
                 let me = records.len() as u32;
                 records.push(r);
                 streams.push(s);
-                *names.entry(e.idx).or_insert(0) += 1;
+                *names.entry(e.idx as u64).or_insert(0) += 1;
                 if n.dir.is_some() {
                     queue.push((e.idx, me));
                 }
             }
         }
+        for w in warnings {
+            log::warn!("{w}");
+        }
         // Link groups: files with several names share a non-zero group id.
-        // The record's link_group holds the inode index until here.
+        // The record's link_group holds the key of `names` until here.
         for r in records.iter_mut().skip(1) {
-            let idx = r.link_group as u32;
-            let linked =
-                !r.is_dir() && !r.is_reparse() && names.get(&idx).copied().unwrap_or(0) > 1;
-            r.link_group = if linked { idx as u64 + 1 } else { 0 };
+            let key = r.link_group;
+            let linked = key != NO_GROUP
+                && !r.is_dir()
+                && !r.is_reparse()
+                && names.get(&key).copied().unwrap_or(0) > 1;
+            r.link_group = if linked { key + 1 } else { 0 };
         }
         records[0].link_group = 0;
         // Descriptors set in the mount join the image's table, only those
@@ -3398,13 +3487,13 @@ impl Overlay {
         let image = Arc::new(LazyImage::open(wim.clone(), index).map_err(|e| cannot(&e))?);
         let mut t = self.tree.write();
         let mut js = self.js.lock();
-        // (The commit loaded every directory already.)
-        t.load_all().map_err(|e| cannot(&e))?;
-        // Walk both trees by name.
+        // Walk both trees by name (the directories the tree has loaded; one
+        // it has not is unchanged, and loads from the new image later).
         let mut mapped = vec![false; t.nodes.len()];
         let mut of = vec![NONE; t.nodes.len()];
         let mut by_num = HashMap::new();
         let mut claimed: HashMap<u64, u32> = HashMap::new();
+        let mut by_lazy = HashMap::new();
         let mut stack: Vec<(u32, Arc<lazy::Entry>)> = vec![(0, image.root().clone())];
         while let Some((idx, e)) = stack.pop() {
             let key = dentry_key(e.offset);
@@ -3421,6 +3510,9 @@ impl Overlay {
                         idx + 1
                     ),
                     _ => of[idx as usize] = key,
+                }
+                if e.is_linked() {
+                    by_lazy.insert(e.no, idx);
                 }
                 let inode = &e.inode;
                 let n = &mut t.nodes[idx as usize];
@@ -3453,6 +3545,12 @@ impl Overlay {
                         size: 0,
                         blob: None,
                     });
+                }
+            }
+            if let Some(dir) = t.nodes[idx as usize].dir.as_mut() {
+                if dir.unloaded.is_some() {
+                    dir.unloaded = Some(e.clone());
+                    continue;
                 }
             }
             let kids: Vec<(String, u32)> = match &t.nodes[idx as usize].dir {
@@ -3516,10 +3614,9 @@ impl Overlay {
         t.wim = wim.clone();
         t.index = index;
         t.security = image.security_table().to_vec();
-        // Every directory is in the tree: the walk's decoded image is not
-        // needed any more (a fresh one holds only its root).
-        t.lazy = Arc::new(LazyImage::open(wim.clone(), index).map_err(|e| cannot(&e))?);
-        t.by_lazy.clear();
+        // Directories not loaded yet decode from the committed image.
+        t.lazy = image;
+        t.by_lazy = by_lazy;
         remove_unreferenced(self.area.dir(), &t.streams);
         if !t.streams.values().any(|s| s.is_packed()) {
             self.area
@@ -3605,6 +3702,58 @@ pub struct WinMeta {
     pub reparse: Option<(u32, Option<Data>)>,
     pub short_name: Option<String>,
     pub xattrs: Option<(u32, Vec<u8>)>,
+}
+
+/// Keys of link groups copied from unvisited directories start here
+/// (above every tree inode index); [`NO_GROUP`] marks a copied record in
+/// none.
+const COPIED_GROUP: u64 = 1 << 33;
+const NO_GROUP: u64 = u64::MAX;
+
+/// Each base hard-link group with a live file in the tree, by the group
+/// id stored in the base; `None` if one group is two files of the tree.
+fn base_groups(t: &Tree, templates: &Templates<'_>) -> Option<HashMap<u64, u32>> {
+    let mut out = HashMap::new();
+    for (i, n) in t.nodes.iter().enumerate() {
+        if !n.live || n.dir.is_some() {
+            continue;
+        }
+        let Some(b) = templates.get(n.base) else {
+            continue;
+        };
+        if b.link_group == 0 || b.is_dir() || b.is_reparse() {
+            continue;
+        }
+        match out.insert(b.link_group, i as u32) {
+            Some(other) if other != i as u32 => return None,
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// The streams of a base record copied as it is (every one a blob of the
+/// base, or empty).
+fn copied_streams(r: &DentryRecord, warnings: &mut Vec<String>) -> EntryStreams {
+    let roles = crate::image::StreamRoles::of(r, warnings);
+    let sd = |h: Sha1| {
+        if h == ZERO_HASH {
+            StreamData::Empty
+        } else {
+            StreamData::Blob(h)
+        }
+    };
+    EntryStreams {
+        data: if r.is_dir() && !r.is_reparse() {
+            None
+        } else {
+            Some(roles.data.map_or(StreamData::Empty, sd))
+        },
+        reparse: r
+            .is_reparse()
+            .then(|| roles.reparse.map_or(StreamData::Empty, sd)),
+        named: roles.named.into_iter().map(|(k, h)| (k, sd(h))).collect(),
+    }
 }
 
 /// The base image's dentry records, by [`dentry_key`]: what a commit
