@@ -3274,8 +3274,14 @@ impl Overlay {
         let mut qi = 0;
         while qi < queue.len() || !copies.is_empty() {
             if let Some((ti, rec)) = copies.pop() {
+                // Of names stored twice in one directory (a damaged
+                // image), the first, as the decoders keep it.
+                let mut seen = std::collections::HashSet::new();
                 for &c in tkids.get(ti as usize).into_iter().flatten() {
                     let b = &templates.records[c as usize];
+                    if !seen.insert(b.name.as_str()) {
+                        continue;
+                    }
                     let me = records.len() as u32;
                     let file = !b.is_dir() && !b.is_reparse() && b.link_group != 0;
                     let node = file
