@@ -988,7 +988,24 @@ impl Tree {
                 );
             }
         }
+        self.forget_decoded();
         Ok(())
+    }
+
+    /// Once every directory is in the tree, the entries the lazy image
+    /// decoded would only double the memory: a fresh one holds its root,
+    /// and no hard link is left to find in a directory to come.
+    fn forget_decoded(&mut self) {
+        if self
+            .nodes
+            .iter()
+            .all(|n| n.dir.as_ref().is_none_or(|d| d.unloaded.is_none()))
+        {
+            if let Ok(fresh) = LazyImage::open(self.wim.clone(), self.index) {
+                self.lazy = Arc::new(fresh);
+                self.by_lazy = HashMap::new();
+            }
+        }
     }
 
     /// The directories a record changes, loaded before it is applied (and
@@ -3623,6 +3640,7 @@ impl Overlay {
         // Directories not loaded yet decode from the committed image.
         t.lazy = image;
         t.by_lazy = by_lazy;
+        t.forget_decoded();
         remove_unreferenced(self.area.dir(), &t.streams);
         if !t.streams.values().any(|s| s.is_packed()) {
             self.area

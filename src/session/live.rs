@@ -96,6 +96,10 @@ impl Control {
             .after_commit(&g, wim, rep.image)
             .map_err(|e| SessionError::failed("committed, but could not reset the staging", e))?;
         drop(g);
+        // The commit's snapshot and its walk of the committed image are
+        // gone: give their pages back, so the daemon's resident size is
+        // what it holds.
+        crate::sys::release_free_memory();
         if *index != rep.image {
             if let Some(p) = self.record.lock().as_ref() {
                 super::registry::set_image(p, rep.image, new_name);

@@ -183,6 +183,9 @@ pub(crate) fn serve(
     let vfs = if let Some(rw) = &spec.rw {
         let (vfs, ctl) = open_rw(spec, rw, &wim, &wim_path, index, cache, opts, &voice)?;
         control = Some(ctl);
+        // A resume decoded the whole image to replay its journal, and
+        // kept only the tree.
+        sys::release_free_memory();
         vfs
     } else {
         Arc::new(Vfs::open_lazy(wim.clone(), index, cache, opts).map_err(cannot_load)?)

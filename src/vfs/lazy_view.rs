@@ -59,31 +59,46 @@ impl LazyView {
 
     /// The POSIX target of `e` if it is a symlink or junction whose
     /// reparse data decodes.
-    pub(crate) fn link_target<'a>(&self, e: &'a Entry) -> Option<&'a str> {
-        let node = &e.inode;
-        if e.no == crate::image::lazy::ROOT_NO
-            || !node.is_reparse()
-            || !matches!(
-                node.reparse_tag,
-                reparse::TAG_SYMLINK | reparse::TAG_MOUNT_POINT
-            )
-        {
-            return None;
-        }
-        e.link_target
-            .get_or_init(|| {
-                let b = node.reparse().and_then(|s| s.blob.as_ref())?;
-                let data = read_once(&self.cache, b, 1 << 16)
-                    .map_err(|err| log::error!("reparse data of inode {}: {err}", e.no))
-                    .ok()?;
-                let t = reparse::decode(node.reparse_tag, &data)?;
-                let rpfix = self.image.wim().header.flags & flags::RP_FIX != 0;
-                let fixed = rpfix && node.rp_flags & reparse::RP_NOT_FIXED == 0;
-                Some(reparse::posix_target(&t, fixed, &self.mount_root))
-            })
-            .as_deref()
+    fn link_target<'a>(&self, e: &'a Entry) -> Option<&'a str> {
+        let rpfix = self.image.wim().header.flags & flags::RP_FIX != 0;
+        link_target(e, &self.cache, rpfix, &self.mount_root)
     }
+}
 
+/// The POSIX target of `e` if it is a symlink or junction whose reparse
+/// data decodes (worked out once, kept in the entry); `rpfix`: the WIM
+/// says absolute targets were fixed up at capture, relative to
+/// `mount_root` now. Also what a read-write mount's tree starts from.
+pub(crate) fn link_target<'a>(
+    e: &'a Entry,
+    cache: &ChunkCache,
+    rpfix: bool,
+    mount_root: &str,
+) -> Option<&'a str> {
+    let node = &e.inode;
+    if e.no == crate::image::lazy::ROOT_NO
+        || !node.is_reparse()
+        || !matches!(
+            node.reparse_tag,
+            reparse::TAG_SYMLINK | reparse::TAG_MOUNT_POINT
+        )
+    {
+        return None;
+    }
+    e.link_target
+        .get_or_init(|| {
+            let b = node.reparse().and_then(|s| s.blob.as_ref())?;
+            let data = read_once(cache, b, 1 << 16)
+                .map_err(|err| log::error!("reparse data of inode {}: {err}", e.no))
+                .ok()?;
+            let t = reparse::decode(node.reparse_tag, &data)?;
+            let fixed = rpfix && node.rp_flags & reparse::RP_NOT_FIXED == 0;
+            Some(reparse::posix_target(&t, fixed, mount_root))
+        })
+        .as_deref()
+}
+
+impl LazyView {
     fn kind_of(&self, e: &Entry, opts: &VfsOptions) -> FileKind {
         FileKind::classify(
             self.link_target(e).is_some(),

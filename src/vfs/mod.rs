@@ -152,8 +152,12 @@ impl Vfs {
             LazyImage::open(wim.clone(), index)
                 .map_err(|e| StagingError::Invalid(format!("cannot load image {index}: {e}")))?,
         );
-        let view = LazyView::new(lazy.clone(), cache.clone(), opts);
-        let link_of: LinkOf = Arc::new(move |e| view.link_target(e).map(str::to_string));
+        // Not the view itself: it would keep the first lazy image (and
+        // every entry a resume or commit decodes in it) alive.
+        let rpfix = wim.header.flags & crate::wim::header::flags::RP_FIX != 0;
+        let (cache, root) = (cache.clone(), opts.mount_root.clone());
+        let link_of: LinkOf =
+            Arc::new(move |e| lazy_view::link_target(e, &cache, rpfix, &root).map(str::to_string));
         Ok((lazy, link_of))
     }
 
