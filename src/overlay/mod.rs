@@ -703,6 +703,20 @@ struct BaseExtra {
     unix: Option<UnixData>,
 }
 
+impl BaseExtra {
+    /// What base dentry `e` has to keep, if anything.
+    fn of(e: &lazy::Entry) -> Option<Box<BaseExtra>> {
+        let ino = &e.inode;
+        (!e.short_name.is_empty() || ino.xattrs.is_some() || ino.unix.is_some()).then(|| {
+            Box::new(BaseExtra {
+                short_name: e.short_name.clone(),
+                xattrs: ino.xattrs.clone(),
+                unix: ino.unix,
+            })
+        })
+    }
+}
+
 /// The key the tree and the journal know a base dentry by: from its
 /// offset in the metadata resource (8-byte aligned, below 2 GiB: see
 /// [`crate::wim::MAX_TABLE_SIZE`]), so the same whatever order
@@ -768,11 +782,17 @@ struct JournalNumbers {
 }
 
 impl JournalNumbers {
+    /// The journal's number of the first new inode over `lazy`: above the
+    /// key of every dentry it can have.
+    fn first_new(lazy: &LazyImage) -> u32 {
+        dentry_key(lazy.metadata_size()).saturating_add(1)
+    }
+
     fn new(lazy: &LazyImage) -> JournalNumbers {
         JournalNumbers {
             of: Vec::new(),
             by_num: HashMap::new(),
-            next: dentry_key(lazy.metadata_size()).saturating_add(1),
+            next: Self::first_new(lazy),
             streams: Default::default(),
         }
     }
@@ -884,18 +904,10 @@ impl Tree {
             d.unloaded = Some(e.clone());
             Box::new(d)
         });
-        let extra =
-            (!e.short_name.is_empty() || ino.xattrs.is_some() || ino.unix.is_some()).then(|| {
-                Box::new(BaseExtra {
-                    short_name: e.short_name.clone(),
-                    xattrs: ino.xattrs.clone(),
-                    unix: ino.unix,
-                })
-            });
         let idx = self.nodes.len() as u32;
         self.nodes.push(Node {
             base: key,
-            extra,
+            extra: BaseExtra::of(e),
             meta: Meta {
                 attributes: ino.attributes,
                 security_id: ino.security_id,
@@ -3540,15 +3552,7 @@ impl Overlay {
                 let inode = &e.inode;
                 let n = &mut t.nodes[idx as usize];
                 n.base = key;
-                n.extra =
-                    (!e.short_name.is_empty() || inode.xattrs.is_some() || inode.unix.is_some())
-                        .then(|| {
-                            Box::new(BaseExtra {
-                                short_name: e.short_name.clone(),
-                                xattrs: inode.xattrs.clone(),
-                                unix: inode.unix,
-                            })
-                        });
+                n.extra = BaseExtra::of(&e);
                 // Descriptors added in the mount have their committed ids.
                 n.meta.security_id = inode.security_id;
                 for s in &inode.streams {
@@ -3631,7 +3635,7 @@ impl Overlay {
         t.jn = JournalNumbers {
             of,
             by_num,
-            next: dentry_key(image.metadata_size()).saturating_add(1),
+            next: JournalNumbers::first_new(&image),
             streams: unjournaled,
         };
         t.wim = wim.clone();
