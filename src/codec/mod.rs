@@ -23,6 +23,7 @@ pub enum CodecError {
     Unsupported(&'static str),
 }
 
+mod bt;
 pub mod lzms;
 pub mod lzx;
 pub mod xpress;
