@@ -943,6 +943,10 @@ const ITEM_MATCH: u32 = 1 << 31;
 /// 1.0256x its size to 0.52x at 1.0203x, 0.58x at 1.0184x, 0.63x at
 /// 1.0173x and 0.71x at 1.0157x.
 const OPTIMAL_SPACING_TENTHS: usize = 85;
+/// Larger chunks keep the lazy parse: the near-optimal parse's tables grow
+/// with the chunk (up to 33 gathered matches a position), and WIMs that
+/// Windows Setup takes use 32 KiB chunks anyway.
+const OPTIMAL_MAX_CHUNK: usize = 1 << 16;
 /// Failed searches in a row before the parser starts skipping positions; one
 /// more position is skipped per `1 << SKIP_SHIFT` further failures.
 const SKIP_SHIFT: u32 = 8;
@@ -1275,7 +1279,7 @@ impl Encoder {
         do_e8(&mut self.buf);
         let matches = self.parse(max_off);
         let mut best = self.write_blocks(order, num_main, n * 8);
-        if matches * OPTIMAL_SPACING_TENTHS >= n * 10 {
+        if n <= OPTIMAL_MAX_CHUNK && matches * OPTIMAL_SPACING_TENTHS >= n * 10 {
             self.opt
                 .parse(&self.buf, max_off, num_main, &mut self.items);
             let limit = best.as_ref().map_or(n, Vec::len) * 8;
