@@ -419,6 +419,41 @@ fn a_damaged_directory_is_an_error_only_when_visited() {
     assert_eq!(read_all(&v, z), b"z");
 }
 
+/// A root whose child list does not decode would be a mount point that
+/// cannot even be stat'ed: both kinds of mount refuse it, naming the
+/// root, leave nothing mounted and (read-write) no staging behind.
+#[test]
+fn a_damaged_root_refuses_the_mount() {
+    let Some(fx) = fixture() else { return };
+    if !common::fuse_available() {
+        common::skip("no FUSE here: cannot try mounting a damaged root");
+        return;
+    }
+    damage_list(&fx.raw, "");
+    let dir = fx.raw.with_extension("mnt");
+    for extra in [&[][..], &["--rw"][..]] {
+        let out = match common::Mount::new(&fx.raw, None, &dir, extra) {
+            Ok(_) => panic!("mount {extra:?} of a damaged root succeeded"),
+            Err(out) => out,
+        };
+        let err = out.stderr_str();
+        assert!(
+            err.contains("cannot load image 1") && err.contains("directory /:"),
+            "mount {extra:?}: {}",
+            out.describe()
+        );
+        assert!(!common::is_mounted(&dir), "mount {extra:?} left a mount");
+    }
+    let parent = fx.raw.parent().unwrap();
+    let left: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("staging"))
+        .collect();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+}
+
 /// The same damaged image mounted read-write: it mounts, the rest of it
 /// can be changed, `/bad` is an I/O error; a commit (which needs the
 /// whole tree) and a resume (which must find every inode its journal
@@ -501,9 +536,15 @@ fn a_read_write_mount_decodes_what_it_visits_and_a_resume_all() {
 /// Damage the first entry of `/bad`'s child list in the uncompressed WIM
 /// `raw` (a length below the fixed part of an entry).
 fn damage_bad(raw: &Path) {
+    damage_list(raw, "bad");
+}
+
+/// Damage the first entry of the child list of the directory called `name`
+/// ("" for the root) in the uncompressed WIM `raw`.
+fn damage_list(raw: &Path, name: &str) {
     let w = Wim::open(raw, &[]).unwrap();
     let md = wimfs::wim::metadata::parse(&w.read_metadata(1).unwrap()).unwrap();
-    let bad = md.dentries.iter().find(|d| d.name == "bad").unwrap();
+    let bad = md.dentries.iter().find(|d| d.name == name).unwrap();
     let res = match &w.metadata[0].loc {
         wimfs::wim::BlobLoc::Whole(r) => r.clone(),
         other => panic!("metadata in {other:?}"),

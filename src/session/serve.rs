@@ -154,6 +154,13 @@ pub(crate) fn serve(
     let index = image_index(&wim, spec.image.as_deref())?;
     let t1 = Instant::now();
     let cannot_load = |e| SessionError::failed(format!("cannot load image {index}"), e);
+    // A root whose entries do not decode would be a mount point that cannot
+    // even be stat'ed (EIO on every access, left to be unmounted by hand):
+    // refuse the mount, naming the damage. (The root's directory is all
+    // that is decoded for this.)
+    let probe = crate::image::lazy::LazyImage::open(wim.clone(), index).map_err(cannot_load)?;
+    probe.children(probe.root()).map_err(cannot_load)?;
+    drop(probe);
     // Both kinds of mount decode directories as they are visited.
     let t2 = Instant::now();
     let (uid, gid) = sys::real_ids();
