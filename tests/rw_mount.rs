@@ -198,6 +198,54 @@ fn rw_changes_commit_verify_apply() {
     }
 }
 
+/// A read-write mount with nothing changed (since the mount, or since its
+/// last commit) unmounts without --commit or --discard and leaves no
+/// staging; one with changes still refuses, naming the two flags, and
+/// stays mounted.
+#[test]
+fn rw_plain_unmount_needs_no_flag_when_nothing_changed() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, wim, expected) = setup("plain-unmount", &["--compress=XPRESS"]);
+    let before = std::fs::read(&wim).unwrap();
+    let mnt = t.path().join("mnt");
+    let staging = t.path().join(".plain-unmount.wim.wimfs-staging-1");
+    let (m, _) = Mount::rw(&wim, &mnt, &[]);
+    assert_eq!(std::fs::read(mnt.join("a.txt")).unwrap(), b"alpha\n");
+    let u = m.unmount(&[]);
+    assert!(
+        u.stdout_str().contains("nothing was changed"),
+        "{}",
+        u.describe()
+    );
+    assert!(!staging.exists(), "staging left behind");
+    assert!(
+        std::fs::read(&wim).unwrap() == before,
+        "the WIM was rewritten"
+    );
+
+    let (m, _) = Mount::rw(&wim, &mnt, &[]);
+    changes_a(&mnt);
+    changes_a(&expected);
+    let o = wimfs(["unmount", &mnt.display().to_string()]);
+    assert!(
+        !o.ok() && o.stderr_str().contains("has changes") && o.stderr_str().contains("--discard"),
+        "{}",
+        o.describe()
+    );
+    assert_eq!(
+        std::fs::read(mnt.join("docs/a-link")).unwrap(),
+        b"alpha changed\n",
+        "still mounted with the changes"
+    );
+    let o = wimfs(["commit", &mnt.display().to_string()]);
+    assert!(o.ok(), "{}", o.describe());
+    m.unmount(&[]);
+    assert!(!staging.exists(), "staging left behind after a commit");
+    apply_check(&wim, &expected, t.path(), "committed, then a plain unmount");
+}
+
 #[test]
 fn rw_commit_while_mounted_then_discard() {
     if !fuse_available() {

@@ -18,6 +18,8 @@ pub struct UnmountArgs {
     #[arg(short = 'z', long)]
     lazy: bool,
     /// Read-write mounts: commit the changes into the WIM, then unmount.
+    /// One of --commit and --discard is needed while there are changes;
+    /// with nothing changed since the mount or its last commit, neither.
     #[arg(long, conflicts_with = "discard")]
     commit: bool,
     /// Read-write mounts: throw the changes away and unmount.
@@ -67,10 +69,22 @@ pub fn unmount(a: UnmountArgs) -> Result<i32> {
         eprintln!("wimfs: note: --check only applies with --commit; ignored");
     }
     let mut report = None;
-    if let Some(m) = &rwm {
+    // A read-write mount with nothing changed needs neither flag: the
+    // daemon, once unmounted, removes a staging that holds nothing. A
+    // change made between this question and the unmount is not lost: the
+    // staging then stays, and is said so below.
+    let mut unchanged_staging = None;
+    if let Some(m) = rwm.as_ref().filter(|_| !a.commit && !a.discard) {
+        let st = control::request(Path::new(&m.socket), &Request::status())?
+            .accepted("the daemon refused")?;
+        if st.unchanged {
+            unchanged_staging = Some(st.staging.unwrap_or_default());
+        }
+    }
+    if let Some(m) = rwm.as_ref().filter(|_| unchanged_staging.is_none()) {
         if !a.commit && !a.discard {
             bail!(
-                "{} is mounted read-write: say what to do with the changes, \
+                "{} is mounted read-write and has changes: say what to do with them, \
                  `wimfs unmount --commit {}` (write them into the WIM) or \
                  `wimfs unmount --discard {}` (throw them away); \
                  `wimfs commit {}` commits and stays mounted",
@@ -98,6 +112,16 @@ pub fn unmount(a: UnmountArgs) -> Result<i32> {
             }
         }
         return Err(e.into());
+    }
+    if let Some(s) = unchanged_staging {
+        if !s.is_empty() && Path::new(&s).exists() {
+            eprintln!(
+                "wimfs: note: changes made while unmounting were kept in {s}: `wimfs mount \
+                 --rw` of the same image resumes them, `wimfs recover` shows them"
+            );
+        } else {
+            outln!("nothing was changed; unmounted");
+        }
     }
     if let Some(m) = &rwm {
         if let Some(r) = &report {

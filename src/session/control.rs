@@ -7,7 +7,8 @@
 //!   to unmount. `commit` commits first (as above); `discard` marks the
 //!   staging to be deleted when the session ends.
 //! - `{"op":"cancel"}`: the unmount failed; forget a pending discard.
-//! - `{"op":"status"}`: open handles and the staging directory.
+//! - `{"op":"status"}`: open handles, the staging directory and whether
+//!   anything changed since the mount or the last commit.
 //! - `{"op":"unmount"}`: end the mount now (after `exit`), for platforms
 //!   where only the daemon can (WinFsp); the session then ends as after
 //!   any unmount.
@@ -71,6 +72,14 @@ impl Request {
         }
     }
 
+    /// Open handles, the staging, whether anything changed.
+    pub fn status() -> Request {
+        Request {
+            op: "status".into(),
+            ..Request::default()
+        }
+    }
+
     /// The unmount failed: forget a pending discard.
     pub fn cancel() -> Request {
         Request {
@@ -91,6 +100,10 @@ pub struct Reply {
     pub open_files: usize,
     #[serde(default)]
     pub staging: Option<String>,
+    /// Nothing changed since the mount or the last commit (a daemon that
+    /// does not say is taken to have changes).
+    #[serde(default)]
+    pub unchanged: bool,
 }
 
 impl Reply {
@@ -138,6 +151,7 @@ impl Control {
             report,
             open_files: self.vfs.open_handles(),
             staging: Some(self.staging.display().to_string()),
+            unchanged: self.vfs.is_unchanged(),
             ..Reply::default()
         };
         match (req.op.as_str(), req.action.as_deref()) {
