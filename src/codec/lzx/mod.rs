@@ -1,3 +1,4 @@
+use super::bt::match_len;
 use super::CodecError;
 
 // LZX as used in WIM resources (wimlib compression type 2).
@@ -1181,25 +1182,6 @@ impl Default for Encoder {
 fn hash3(b: &[u8], p: usize, bits: u32) -> usize {
     let v = (b[p] as u32) | (b[p + 1] as u32) << 8 | (b[p + 2] as u32) << 16;
     (v.wrapping_mul(0x9E37_79B1) >> (32 - bits)) as usize
-}
-
-/// Length of the common prefix of `b[a..]` and `b[p..]`, at most `max`.
-#[inline(always)]
-fn match_len(b: &[u8], a: usize, p: usize, max: usize) -> usize {
-    let mut l = 0;
-    while l + 8 <= max {
-        let x = u64::from_le_bytes(b[a + l..a + l + 8].try_into().unwrap_or([0; 8]));
-        let y = u64::from_le_bytes(b[p + l..p + l + 8].try_into().unwrap_or([0; 8]));
-        let d = x ^ y;
-        if d != 0 {
-            return l + (d.trailing_zeros() / 8) as usize;
-        }
-        l += 8;
-    }
-    while l < max && b[a + l] == b[p + l] {
-        l += 1;
-    }
-    l
 }
 
 /// Rough bit cost of coding a match, used to compare candidates.
