@@ -334,6 +334,16 @@ fn data_strategy(max: usize) -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 1..max),
         (1..max, any::<u64>()).prop_map(|(n, s)| text_like(n, s)),
+        // Dense enough for the near-optimal parse, whole and with holes.
+        (1..max, any::<u64>()).prop_map(|(n, s)| numbered_words(n, s)),
+        (1..max, any::<u64>(), 2usize..40).prop_map(|(n, s, k)| {
+            let mut v = numbered_words(n, s);
+            let r = prng_bytes(n, s ^ 0xA5);
+            for i in (0..n).step_by(k) {
+                v[i] = r[i];
+            }
+            v
+        }),
         (1..max, any::<u64>()).prop_map(|(n, s)| x86_like(n, s)),
         (proptest::collection::vec(any::<u8>(), 1..20), 1..max)
             .prop_map(|(p, n)| { p.iter().cycle().take(n).copied().collect() }),
