@@ -24,6 +24,7 @@ pub enum CodecError {
 }
 
 mod bt;
+mod huffman;
 pub mod lzms;
 pub mod lzx;
 pub mod xpress;

@@ -834,12 +834,13 @@ impl Encoder {
         if HEADER_LEN as u64 + bits / 8 >= input.len() as u64 {
             return None;
         }
-        let codes = canonical_codes(&lens);
+        let mut codes = [0u32; NUM_SYMBOLS];
+        super::huffman::canonical_codes(&lens, &mut codes);
 
         // Codeword and length packed together: one table load per symbol.
         let mut sym_bits = [0u32; NUM_SYMBOLS];
         for ((sb, &c), &l) in sym_bits.iter_mut().zip(&codes).zip(&lens) {
-            *sb = u32::from(c) << 8 | u32::from(l);
+            *sb = c << 8 | u32::from(l);
         }
         // Writing stops as soon as the output can no longer be smaller than
         // the input; the 16-byte margin covers one item's worst case (7).
@@ -1035,29 +1036,6 @@ fn build_lengths(freqs: &[u32; NUM_SYMBOLS], lens: &mut [u8; NUM_SYMBOLS]) {
             }
         }
     }
-}
-
-/// Canonical codewords (MSB-first values) for the given lengths.
-fn canonical_codes(lens: &[u8; NUM_SYMBOLS]) -> [u16; NUM_SYMBOLS] {
-    let mut count = [0u16; MAX_CODEWORD_LEN + 1];
-    for &l in lens {
-        count[usize::from(l)] += 1;
-    }
-    count[0] = 0;
-    let mut next = [0u16; MAX_CODEWORD_LEN + 1];
-    let mut code = 0u16;
-    for l in 1..=MAX_CODEWORD_LEN {
-        code = (code + count[l - 1]) << 1;
-        next[l] = code;
-    }
-    let mut codes = [0u16; NUM_SYMBOLS];
-    for (c, &l) in codes.iter_mut().zip(lens) {
-        if l != 0 {
-            *c = next[usize::from(l)];
-            next[usize::from(l)] += 1;
-        }
-    }
-    codes
 }
 
 #[cfg(test)]

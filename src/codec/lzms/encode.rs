@@ -183,7 +183,7 @@ impl EncodeCode {
             return;
         }
         build_lengths(&self.freqs[..n], &mut self.lens[..n], w);
-        build_codewords(&self.lens[..n], &mut self.codes[..n]);
+        crate::codec::huffman::canonical_codes(&self.lens[..n], &mut self.codes[..n]);
     }
 
     #[inline(always)]

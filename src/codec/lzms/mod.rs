@@ -388,28 +388,6 @@ fn build_lengths(freqs: &[u32], lens: &mut [u8], w: &mut HuffWork) {
     }
 }
 
-/// Canonical codewords from lengths (shorter codes first, then by symbol).
-#[allow(dead_code)]
-fn build_codewords(lens: &[u8], codes: &mut [u32]) {
-    let mut count = [0u32; MAX_CODEWORD_LEN + 1];
-    for &l in lens {
-        count[l as usize] += 1;
-    }
-    count[0] = 0;
-    let mut next = [0u32; MAX_CODEWORD_LEN + 2];
-    let mut code = 0u32;
-    for len in 1..=MAX_CODEWORD_LEN {
-        code = (code + count[len - 1]) << 1;
-        next[len] = code;
-    }
-    for (s, &l) in lens.iter().enumerate() {
-        if l != 0 {
-            codes[s] = next[l as usize];
-            next[l as usize] += 1;
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Decoder side: adaptive Huffman code with a lookup table
 // ---------------------------------------------------------------------------

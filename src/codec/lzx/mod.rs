@@ -1,4 +1,5 @@
 use super::bt::match_len;
+use super::huffman::canonical_codes;
 use super::CodecError;
 
 // LZX as used in WIM resources (wimlib compression type 2).
@@ -1082,27 +1083,6 @@ fn huffman_lengths(freqs: &[u32], limit: u32, lens: &mut [u8]) {
     }
     for (i, &(_, s)) in syms.iter().enumerate() {
         lens[s as usize] = l[i] as u8;
-    }
-}
-
-/// Canonical codewords for code lengths (same order the decoder assumes).
-fn canonical_codes(lens: &[u8], codes: &mut [u32]) {
-    let mut count = [0u32; MAX_CODE_LEN + 1];
-    for &l in lens {
-        count[l as usize] += 1;
-    }
-    count[0] = 0;
-    let mut next = [0u32; MAX_CODE_LEN + 2];
-    let mut code = 0u32;
-    for l in 1..=MAX_CODE_LEN {
-        code = (code + count[l - 1]) << 1;
-        next[l] = code;
-    }
-    for (s, &l) in lens.iter().enumerate() {
-        if l != 0 {
-            codes[s] = next[l as usize];
-            next[l as usize] += 1;
-        }
     }
 }
 
