@@ -842,11 +842,12 @@ fn find_e8(data: &[u8], mut i: usize, limit: usize) -> Option<usize> {
     None
 }
 
-/// Undo the E8 (x86 CALL) translation the encoder applied: absolute targets
-/// back to relative ones. After every E8 byte examined (translated or not)
-/// its 4 operand bytes are skipped. Calls starting in the last 10 bytes are
-/// left alone.
-fn undo_e8(data: &mut [u8]) {
+/// Call `f` with the 4-byte operand and position of every E8 byte the
+/// translation covers (none starting in the last 10 bytes; after each E8
+/// examined, translated or not, its operand is skipped) and store what it
+/// returns as the new operand.
+#[inline(always)]
+fn each_e8(data: &mut [u8], mut f: impl FnMut(i32, i32) -> Option<i32>) {
     if data.len() <= 10 {
         return;
     }
@@ -854,41 +855,37 @@ fn undo_e8(data: &mut [u8]) {
     let mut i = 0;
     while let Some(p) = find_e8(data, i, limit) {
         let t = &mut data[p + 1..p + 5];
-        let abs = i32::from_le_bytes([t[0], t[1], t[2], t[3]]);
-        let ip = p as i32;
-        if abs >= 0 {
-            if abs < E8_FILE_SIZE {
-                t.copy_from_slice(&(abs - ip).to_le_bytes());
-            }
-        } else if abs >= -ip {
-            t.copy_from_slice(&(abs + E8_FILE_SIZE).to_le_bytes());
+        if let Some(v) = f(i32::from_le_bytes([t[0], t[1], t[2], t[3]]), p as i32) {
+            t.copy_from_slice(&v.to_le_bytes());
         }
         i = p + 5;
     }
 }
 
+/// Undo the E8 (x86 CALL) translation the encoder applied: absolute targets
+/// back to relative ones.
+fn undo_e8(data: &mut [u8]) {
+    each_e8(data, |abs, ip| {
+        if abs >= 0 {
+            (abs < E8_FILE_SIZE).then_some(abs - ip)
+        } else {
+            (abs >= -ip).then_some(abs + E8_FILE_SIZE)
+        }
+    });
+}
+
 /// Apply the E8 translation before encoding: relative CALL targets become
 /// absolute, the exact inverse of [`undo_e8`].
 fn do_e8(data: &mut [u8]) {
-    if data.len() <= 10 {
-        return;
-    }
-    let limit = data.len() - 10;
-    let mut i = 0;
-    while let Some(p) = find_e8(data, i, limit) {
-        let t = &mut data[p + 1..p + 5];
-        let rel = i32::from_le_bytes([t[0], t[1], t[2], t[3]]);
-        let ip = p as i32;
-        if rel >= -ip && rel < E8_FILE_SIZE {
-            let abs = if rel < E8_FILE_SIZE - ip {
+    each_e8(data, |rel, ip| {
+        (rel >= -ip && rel < E8_FILE_SIZE).then(|| {
+            if rel < E8_FILE_SIZE - ip {
                 rel + ip
             } else {
                 rel - E8_FILE_SIZE
-            };
-            t.copy_from_slice(&abs.to_le_bytes());
-        }
-        i = p + 5;
-    }
+            }
+        })
+    });
 }
 
 thread_local! {
