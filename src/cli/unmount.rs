@@ -74,33 +74,34 @@ pub fn unmount(a: UnmountArgs) -> Result<i32> {
     // change made between this question and the unmount is not lost: the
     // staging then stays, and is said so below.
     let mut unchanged_staging = None;
-    if let Some(m) = rwm.as_ref().filter(|_| !a.commit && !a.discard) {
-        let st = control::request(Path::new(&m.socket), &Request::status())?
-            .accepted("the daemon refused")?;
-        if st.unchanged {
-            unchanged_staging = Some(st.staging.unwrap_or_default());
-        }
-    }
-    if let Some(m) = rwm.as_ref().filter(|_| unchanged_staging.is_none()) {
+    if let Some(m) = &rwm {
         if !a.commit && !a.discard {
-            bail!(
-                "{} is mounted read-write and has changes: say what to do with them, \
+            let st = control::request(Path::new(&m.socket), &Request::status())?
+                .accepted("the daemon refused")?;
+            if !st.unchanged {
+                bail!(
+                    "{} is mounted read-write and has changes: say what to do with them, \
                  `wimfs unmount --commit {}` (write them into the WIM) or \
                  `wimfs unmount --discard {}` (throw them away); \
                  `wimfs commit {}` commits and stays mounted",
-                abs.display(),
-                abs.display(),
-                abs.display(),
-                abs.display()
-            );
+                    abs.display(),
+                    abs.display(),
+                    abs.display(),
+                    abs.display()
+                );
+            }
+            unchanged_staging = Some(st.staging.unwrap_or_default());
+        } else {
+            let req = Request::exit(a.commit, a.check, a.force, a.new_image);
+            let r = match control::request(Path::new(&m.socket), &req)?
+                .accepted("the daemon refused")
+            {
+                Ok(r) => r,
+                Err(SessionError::Refused(why)) => bail!("{why}; still mounted"),
+                Err(e) => return Err(e.into()),
+            };
+            report = r.report;
         }
-        let req = Request::exit(a.commit, a.check, a.force, a.new_image);
-        let r = match control::request(Path::new(&m.socket), &req)?.accepted("the daemon refused") {
-            Ok(r) => r,
-            Err(SessionError::Refused(why)) => bail!("{why}; still mounted"),
-            Err(e) => return Err(e.into()),
-        };
-        report = r.report;
     }
     let res = unmount::take_down(&abs, entry.as_ref(), a.lazy, &Native);
     if let Err(e) = res {

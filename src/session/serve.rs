@@ -156,11 +156,11 @@ pub(crate) fn serve(
     let cannot_load = |e| SessionError::failed(format!("cannot load image {index}"), e);
     // A root whose entries do not decode would be a mount point that cannot
     // even be stat'ed (EIO on every access, left to be unmounted by hand):
-    // refuse the mount, naming the damage. (The root's directory is all
-    // that is decoded for this.)
-    let probe = crate::image::lazy::LazyImage::open(wim.clone(), index).map_err(cannot_load)?;
-    probe.children(probe.root()).map_err(cannot_load)?;
-    drop(probe);
+    // both kinds of mount refuse it, naming the damage. Only the root's
+    // directory is decoded for this.
+    let root_lists = |lazy: &crate::image::lazy::LazyImage| {
+        lazy.children(lazy.root()).map(drop).map_err(cannot_load)
+    };
     // Both kinds of mount decode directories as they are visited.
     let t2 = Instant::now();
     let (uid, gid) = sys::real_ids();
@@ -188,6 +188,8 @@ pub(crate) fn serve(
     let wim_path = spec.wim.canonicalize().unwrap_or_else(|_| spec.wim.clone());
     let mut control = None;
     let vfs = if let Some(rw) = &spec.rw {
+        // Checked before the staging is created or resumed.
+        root_lists(&crate::image::lazy::LazyImage::open(wim.clone(), index).map_err(cannot_load)?)?;
         let (vfs, ctl) = open_rw(spec, rw, &wim, &wim_path, index, cache, opts, &voice)?;
         control = Some(ctl);
         // A resume decoded the whole image to replay its journal, and
@@ -195,7 +197,11 @@ pub(crate) fn serve(
         sys::release_free_memory();
         vfs
     } else {
-        Arc::new(Vfs::open_lazy(wim.clone(), index, cache, opts).map_err(cannot_load)?)
+        let vfs = Vfs::open_lazy(wim.clone(), index, cache, opts).map_err(cannot_load)?;
+        if let Some(lazy) = vfs.lazy_image() {
+            root_lists(&lazy)?;
+        }
+        Arc::new(vfs)
     };
     let t3 = Instant::now();
     let mopts = MountOptions {
