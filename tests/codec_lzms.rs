@@ -275,6 +275,30 @@ fn our_encoder_large_chunks() {
     }
 }
 
+/// Chunks of 1 MiB and more find their matches through their suffixes
+/// sorted by the first 64 bytes: the same text twice far apart, long runs
+/// of zeros, a period longer than the sort's keys, and a repeat running
+/// into the chunk's end (where the sort's keys read past it) must come out
+/// as wimlib decodes them.
+#[test]
+fn our_encoder_large_chunk_with_long_repeats() {
+    let text = text_like(300_000, 7);
+    let mut data = text.clone();
+    data.extend(std::iter::repeat_n(0u8, 200_000));
+    data.extend(x86_like(200_000, 8));
+    data.extend_from_slice(&text);
+    let period: Vec<u8> = random_bytes(100, 9);
+    while data.len() < (3 << 19) {
+        data.extend_from_slice(&period);
+    }
+    data.extend_from_slice(&text[..1000]);
+    data.extend(std::iter::repeat_n(0u8, 70));
+    // The text's last bytes, which elsewhere run on into zeros.
+    data.extend_from_slice(&text[text.len() - 20..]);
+    assert!(data.len() >= 1 << 20);
+    assert!(check_ours_roundtrip(&data, data.len()), "incompressible");
+}
+
 #[test]
 fn edge_sizes() {
     // Empty / tiny outputs: wimlib never compresses these, but the decoder

@@ -25,8 +25,10 @@ pub enum CodecError {
 
 mod bt;
 mod huffman;
+mod lcpit;
 pub mod lzms;
 pub mod lzx;
+mod suffix;
 pub mod xpress;
 
 /// Encoder speed apart from the capture pipeline, for the codecs' opt-in

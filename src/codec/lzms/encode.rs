@@ -1,4 +1,5 @@
-//! The LZMS encoder: a binary-tree match finder over the whole chunk, a
+//! The LZMS encoder: a match finder over the whole chunk (built from its
+//! sorted suffixes for chunks of 1 MiB or more, a binary tree below), a
 //! delta-match finder, and a near-optimal parse.
 //!
 //! Why near-optimal: LZMS codes every item with adaptive Huffman codes and
@@ -11,17 +12,16 @@
 //! both repeat queues (LZ offsets, delta pairs) and the decision contexts
 //! along each path, and codes the cheapest path. Costs are in 1/16 bit.
 //!
-//! Memory per encoder: the chunk copy plus 8 bytes of tree links per byte
-//! of chunk and a 64 MiB hash table (about 700 MiB for a 64 MiB ESD
-//! chunk), kept between chunks by the thread-local encoder; the solid
-//! writer compresses two such chunks at a time.
+//! Memory per encoder: the chunk copy plus the match finder's tables,
+//! about 14 bytes per byte of chunk and 128 MiB (about 1.1 GiB for a 64 MiB
+//! ESD chunk; see `codec/lcpit.rs`), kept between chunks by the
+//! thread-local encoder; the solid writer compresses two such chunks at a
+//! time.
 //!
 //! Speed: the match finder is most of the work, and most of its time is
-//! waiting for memory (the tree and hash table are spread over hundreds of
-//! MiB), so each search prefetches what the next positions' searches load
-//! first (22% less time on 64 MiB of /usr/share/doc, same output). For a
-//! chunk of 1 MiB or more the matches are collected on a thread of their
-//! own, a few segments ahead of the parse and the range coder, which are
+//! waiting for memory (its tables are spread over hundreds of MiB), so
+//! each visit prefetches what the next positions' load first. For a chunk
+//! of 1 MiB or more the matches are collected on a thread of their own, a few segments ahead of the parse and the range coder, which are
 //! fed in order: what the collector does never depends on what the parse
 //! decides, so the output does not depend on the timing.
 //!
@@ -31,6 +31,7 @@
 
 use super::*;
 use crate::codec::bt::{match_len, MatchFinder};
+use crate::codec::lcpit::LcpFinder;
 
 /// Forward range encoder producing 16-bit LE units (LZMA-style carry
 /// handling with 16-bit units; the decoder does not skip a leading unit, so
@@ -627,6 +628,7 @@ impl Coder {
 pub struct Encoder {
     coder: Coder,
     mf: MatchFinder,
+    lf: LcpFinder,
     df: DeltaFinder,
     x86: X86Filter,
     buf: Vec<u8>,
@@ -660,6 +662,35 @@ struct Segment {
     long: Option<(usize, u32)>,
 }
 
+/// Chunks at least this large have their matches found through their
+/// suffix array ([`LcpFinder`]); smaller ones through the binary tree,
+/// whose tables then fit the caches.
+const LCP_MIN: usize = 1 << 20;
+const LCP_MAX: usize = crate::codec::lcpit::MAX_CHUNK;
+
+/// The match finder of one chunk.
+enum Finder<'a> {
+    Tree(&'a mut MatchFinder),
+    Lcp(&'a mut LcpFinder),
+}
+
+impl Finder<'_> {
+    /// Visit every position before `p`, then `p`: append its matches, each
+    /// longer than the one before, and return the longest length.
+    fn search(&mut self, data: &[u8], p: usize, out: &mut Vec<(u32, u32)>) -> usize {
+        match self {
+            Finder::Tree(f) => {
+                f.insert_upto(data, p);
+                f.search(data, p, Some(out))
+            }
+            Finder::Lcp(f) => {
+                f.insert_upto(p);
+                f.search(p, out)
+            }
+        }
+    }
+}
+
 /// Chunks at least this large have their matches collected on a thread of
 /// their own while the parse and the range coder run on the caller's (the
 /// match finder is about three quarters of the work): a solid resource's
@@ -673,13 +704,7 @@ const COLLECT_AHEAD: usize = 16;
 /// whose whole length is measured. Returns the position after the segment
 /// (after the long match). Depends on nothing the parse decides, so it can
 /// run ahead of it.
-fn collect(
-    mf: &mut MatchFinder,
-    df: &mut DeltaFinder,
-    data: &[u8],
-    p: usize,
-    s: &mut Segment,
-) -> usize {
+fn collect(mf: &mut Finder, df: &mut DeltaFinder, data: &[u8], p: usize, s: &mut Segment) -> usize {
     let n = data.len();
     let end = (p + SEGMENT).min(n);
     s.p = p;
@@ -690,8 +715,7 @@ fn collect(
     let mut i = p;
     while i < end {
         s.starts.push(s.matches.len() as u32);
-        mf.insert_upto(data, i);
-        let l = mf.search(data, i, Some(&mut s.matches));
+        let l = mf.search(data, i, &mut s.matches);
         if l >= NICE_LEN {
             // The longest match found there; the finder stops comparing at
             // the nice length.
@@ -735,6 +759,7 @@ impl Encoder {
                 work: HuffWork::new(),
             },
             mf: MatchFinder::new(NICE_LEN, MAX_DEPTH, MAX_OFFSET3, usize::MAX),
+            lf: LcpFinder::new(NICE_LEN as u8, MAX_OFFSET3),
             df: DeltaFinder::default(),
             x86: X86Filter::new(),
             buf: Vec::new(),
@@ -768,7 +793,13 @@ impl Encoder {
         c.length.reset(NUM_LENGTH_SYMS, &mut c.work);
         c.delta_offset.reset(slots, &mut c.work);
         c.delta_power.reset(NUM_POWER_SYMS, &mut c.work);
-        self.mf.reset(n);
+        let mut mf = if (LCP_MIN..=LCP_MAX).contains(&n) {
+            self.lf.reset(data);
+            Finder::Lcp(&mut self.lf)
+        } else {
+            self.mf.reset(n);
+            Finder::Tree(&mut self.mf)
+        };
         self.df.reset();
 
         let mut rc = RangeEncoder::new(Vec::with_capacity(n / 2 + 16));
@@ -790,7 +821,7 @@ impl Encoder {
             rc.out.len() + bw.units.len() * 2 <= limit.max(n)
         };
         if n >= COLLECT_THREAD_MIN {
-            let (mf, df) = (&mut self.mf, &mut self.df);
+            let (mf, df) = (&mut mf, &mut self.df);
             let whole = std::thread::scope(|sc| {
                 let (tx, rx) = std::sync::mpsc::sync_channel::<Segment>(COLLECT_AHEAD);
                 let (back, spare) = std::sync::mpsc::channel::<Segment>();
@@ -821,7 +852,7 @@ impl Encoder {
             let mut p = 0usize;
             let mut whole = true;
             while p < n {
-                p = collect(&mut self.mf, &mut self.df, data, p, &mut seg);
+                p = collect(&mut mf, &mut self.df, data, p, &mut seg);
                 if !emit(&seg) {
                     whole = false;
                     break;
