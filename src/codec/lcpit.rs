@@ -45,10 +45,11 @@
 //! position's word holds its innermost interval until visited,
 //! then its cut.
 //!
-//! Memory: about 13 bytes per byte of chunk (the sorted suffixes and their
-//! shared lengths, built first, and the two words above) and the sort's
-//! 128 MiB of keys, kept for the next chunk: about 1 GiB for a 64 MiB
-//! chunk.
+//! Memory: while sorting, 5 bytes per byte of chunk (the sorted suffixes
+//! and their shared lengths) and up to 128 MiB of keys; while building, 9
+//! (the intervals' words replace the sorted suffixes as they are read);
+//! while searching, 8 (the two words above), kept for the next chunk.
+//! About 580 MiB at most for a 64 MiB chunk.
 
 use super::suffix::sort_prefixes;
 
@@ -93,12 +94,7 @@ pub(crate) struct LcpFinder {
     /// Per interval: its parent's reference until visited, then the last
     /// position that entered it.
     iv: Vec<u32>,
-    /// Building only: the suffixes sorted by their first `nice` bytes,
-    /// their neighbours' shared lengths, the sort's keys and the open
-    /// intervals (index, length).
-    sa: Vec<u32>,
-    lcp: Vec<u8>,
-    keys: Vec<(u64, u16, u32)>,
+    /// Building only: the open intervals (index, length).
     stack: Vec<(u32, u32)>,
     /// Positions below this have been visited.
     visited: usize,
@@ -114,9 +110,6 @@ impl LcpFinder {
             max_off3,
             pos: Vec::new(),
             iv: Vec::new(),
-            sa: Vec::new(),
-            lcp: Vec::new(),
-            keys: Vec::new(),
             stack: Vec::new(),
             visited: 0,
         }
@@ -130,53 +123,55 @@ impl LcpFinder {
             "chunk too large for the LCP-interval finder"
         );
         self.visited = 0;
-        self.sa.clear();
-        self.sa.resize(n, 0);
-        self.lcp.clear();
-        self.lcp.resize(n, 0);
-        sort_prefixes(
-            data,
-            &mut self.sa,
-            &mut self.lcp,
-            self.nice as usize,
-            &mut self.keys,
-        );
+        // What only the building needs is given back once built (two
+        // encoders run at once, each building while the other searches),
+        // and the intervals take the sorted suffixes' place.
+        let mut sa = vec![0u32; n];
+        let mut lcp = vec![0u8; n];
+        let mut keys = Vec::new();
+        sort_prefixes(data, &mut sa, &mut lcp, self.nice as usize, &mut keys);
+        drop(keys);
         self.pos.clear();
         self.pos.resize(n, ROOT);
-        self.build(n);
+        self.build(sa, &lcp);
     }
 
     /// The intervals by one scan of the suffix and LCP arrays with a stack
     /// of the open ones (their lengths increasing), and each position's
-    /// innermost.
-    fn build(&mut self, n: usize) {
-        let (sa, lcp, pos, iv, stack) = (
-            &self.sa,
-            &self.lcp,
-            &mut self.pos,
-            &mut self.iv,
-            &mut self.stack,
-        );
+    /// innermost. The intervals' words are written over the suffix array
+    /// as it is read: by rank `r` at most `r + 2` intervals exist and
+    /// ranks up to `r + 1` have been read.
+    fn build(&mut self, mut sa: Vec<u32>, lcp: &[u8]) {
+        let n = sa.len();
+        let (pos, stack) = (&mut self.pos, &mut self.stack);
         let len = |r: usize| -> u32 {
             match lcp.get(r) {
                 Some(&l) if l >= MIN_LEN => l as u32,
                 _ => 0,
             }
         };
-        iv.clear();
-        iv.push(ROOT);
+        let mut count = 1u32;
+        let mut next = sa.first().copied().unwrap_or(0);
         stack.clear();
         stack.push((0, 0));
         // `left`: the length shared with the suffix before rank `r`, which
         // is the top of the stack's length.
         let mut left = 0u32;
         for r in 0..n {
+            let p = next as usize;
+            if let Some(&q) = sa.get(r + 1) {
+                next = q;
+            }
+            if r == 0 {
+                sa[0] = ROOT;
+            }
+            let iv = &mut sa;
             let right = len(r + 1);
             let (top, top_len) = *stack.last().unwrap_or(&(0, 0));
             // The leaf's innermost interval: the deeper of the ones it
             // shares with its two neighbours.
             if right <= left {
-                pos[sa[r] as usize] = reference(top, top_len);
+                pos[p] = reference(top, top_len);
             }
             // Close the intervals deeper than the boundary after rank r;
             // each one's parent is the next one closed or what stays open.
@@ -193,8 +188,8 @@ impl LcpFinder {
             }
             let (t, t_len) = *stack.last().unwrap_or(&(0, 0));
             let open = if t_len < right {
-                let id = iv.len() as u32;
-                iv.push(0);
+                let id = count;
+                count += 1;
                 stack.push((id, right));
                 reference(id, right)
             } else {
@@ -204,10 +199,14 @@ impl LcpFinder {
                 iv[c as usize] = open;
             }
             if right > left {
-                pos[sa[r] as usize] = open;
+                pos[p] = open;
             }
             left = right;
         }
+        // Intervals are about half as many as positions: give the rest back.
+        sa.truncate(count as usize);
+        sa.shrink_to_fit();
+        self.iv = sa;
     }
 
     /// Visit positions up to (not including) `upto` without collecting

@@ -12,11 +12,11 @@
 //! both repeat queues (LZ offsets, delta pairs) and the decision contexts
 //! along each path, and codes the cheapest path. Costs are in 1/16 bit.
 //!
-//! Memory per encoder: the chunk copy plus the match finder's tables,
-//! about 14 bytes per byte of chunk and 128 MiB (about 1.1 GiB for a 64 MiB
-//! ESD chunk; see `codec/lcpit.rs`), kept between chunks by the
-//! thread-local encoder; the solid writer compresses two such chunks at a
-//! time.
+//! Memory per encoder: the chunk copy plus the match finder's tables, at
+//! most about 9 bytes per byte of chunk while it is built (about 800 MiB
+//! at the peak for a 64 MiB ESD chunk, with the parse and the output; see
+//! `codec/lcpit.rs`), 8 of them kept between chunks by the thread-local
+//! encoder; the solid writer compresses two such chunks at a time.
 //!
 //! Speed: the match finder is most of the work, and most of its time is
 //! waiting for memory (its tables are spread over hundreds of MiB), so
