@@ -299,6 +299,16 @@ fn our_encoder_large_chunk_with_long_repeats() {
     assert!(check_ours_roundtrip(&data, data.len()), "incompressible");
 }
 
+/// A chunk of mostly zeros (a sparse or zeroed file in a solid resource)
+/// takes the binary tree instead of the sorted suffixes, and round trips.
+#[test]
+fn our_encoder_chunk_of_mostly_zeros() {
+    let mut data = vec![0u8; 9 << 20];
+    let tail = mixed(1 << 20, 11);
+    data[4 << 20..5 << 20].copy_from_slice(&tail);
+    assert!(check_ours_roundtrip(&data, data.len()), "incompressible");
+}
+
 #[test]
 fn edge_sizes() {
     // Empty / tiny outputs: wimlib never compresses these, but the decoder

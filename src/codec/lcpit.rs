@@ -115,8 +115,9 @@ impl LcpFinder {
         }
     }
 
-    /// Build the tree of `data` (at most [`MAX_CHUNK`] bytes).
-    pub(crate) fn reset(&mut self, data: &[u8]) {
+    /// Build the tree of `data` (at most [`MAX_CHUNK`] bytes); false, and
+    /// nothing built, for a chunk the sort refuses (see [`sort_prefixes`]).
+    pub(crate) fn reset(&mut self, data: &[u8]) -> bool {
         let n = data.len();
         assert!(
             n <= MAX_CHUNK,
@@ -129,11 +130,14 @@ impl LcpFinder {
         let mut sa = vec![0u32; n];
         let mut lcp = vec![0u8; n];
         let mut keys = Vec::new();
-        sort_prefixes(data, &mut sa, &mut lcp, self.nice as usize, &mut keys);
+        if !sort_prefixes(data, &mut sa, &mut lcp, self.nice as usize, &mut keys) {
+            return false;
+        }
         drop(keys);
         self.pos.clear();
         self.pos.resize(n, ROOT);
         self.build(sa, &lcp);
+        true
     }
 
     /// The intervals by one scan of the suffix and LCP arrays with a stack
@@ -295,7 +299,7 @@ mod tests {
     fn check(data: &[u8], nice: u8, skip: usize) {
         let n = data.len();
         let mut f = LcpFinder::new(nice, usize::MAX);
-        f.reset(data);
+        assert!(f.reset(data));
         let mut out = Vec::new();
         for p in 0..n {
             if skip > 0 && (p / 5) % skip == 0 {
@@ -361,11 +365,22 @@ mod tests {
         }
     }
 
+    /// A chunk of mostly one byte pair is refused (the encoder then uses
+    /// the tree), one just below the limit is built.
+    #[test]
+    fn mostly_zeros_is_refused() {
+        let mut f = LcpFinder::new(64, usize::MAX);
+        let mut data = vec![0u8; super::super::suffix::SLICE + 2];
+        assert!(!f.reset(&data));
+        data[..4].copy_from_slice(b"abcd");
+        assert!(f.reset(&data));
+    }
+
     #[test]
     fn skipped_positions_still_count_as_earlier() {
         let data = b"xyzabcdefgh--abcdefgh--abcdefgh";
         let mut f = LcpFinder::new(64, usize::MAX);
-        f.reset(data);
+        assert!(f.reset(data));
         f.insert_upto(23);
         let mut out = Vec::new();
         assert_eq!(f.search(23, &mut out), 8);

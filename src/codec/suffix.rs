@@ -17,7 +17,7 @@ mod tests {
     fn check_prefixes(s: &[u8], cap: usize) {
         let mut sa = vec![0u32; s.len()];
         let mut lcp = vec![0u8; s.len()];
-        sort_prefixes(s, &mut sa, &mut lcp, cap, &mut Vec::new());
+        assert!(sort_prefixes(s, &mut sa, &mut lcp, cap, &mut Vec::new()));
         // The true order: a suffix that ends is smaller than the ones it
         // is a prefix of.
         let key = |p: u32| &s[p as usize..(p as usize + cap).min(s.len())];
@@ -84,7 +84,10 @@ mod tests {
 /// Sort the suffixes of `data` by their first `cap` bytes only (bytes past
 /// the end count as zeros; suffixes equal that far in any order) into `sa`,
 /// and set `lcp[r]` to the length of the prefix the suffixes at ranks `r -
-/// 1` and `r` share, at most `cap` (`lcp[0]` = 0).
+/// 1` and `r` share, at most `cap` (`lcp[0]` = 0). False, and nothing
+/// sorted, when more than [`SLICE`] suffixes start with the same two bytes
+/// (a chunk of mostly zeros): their keys would take 16 bytes each and
+/// every one of them would go all the way down to the cap.
 ///
 /// Why not a whole suffix array: a match finder capped at a nice length
 /// needs no order beyond it, and this costs a counting sort and a few
@@ -97,11 +100,11 @@ pub(crate) fn sort_prefixes(
     lcp: &mut [u8],
     cap: usize,
     keys: &mut Vec<Key>,
-) {
+) -> bool {
     let n = data.len();
     debug_assert!(sa.len() == n && lcp.len() == n && (2..=255).contains(&cap));
     if n == 0 {
-        return;
+        return true;
     }
     // By the first two bytes: a counting sort.
     let two = |i: usize| -> usize {
@@ -110,6 +113,9 @@ pub(crate) fn sort_prefixes(
     let mut start = vec![0u32; 65537];
     for i in 0..n {
         start[two(i) + 1] += 1;
+    }
+    if start.iter().any(|&c| c as usize > SLICE) {
+        return false;
     }
     for k in 1..start.len() {
         start[k] += start[k - 1];
@@ -201,11 +207,12 @@ pub(crate) fn sort_prefixes(
             }
         }
     }
+    true
 }
 
 /// Suffixes gathered by their first 2 bytes in text order per slice of
 /// the groups: at most this many at a time (16 bytes each).
-const SLICE: usize = 1 << 23;
+pub(crate) const SLICE: usize = 1 << 23;
 
 /// A suffix in a group being sorted: its next 8 bytes, how long it is as
 /// far as the group has looked ([`left`]), its position. In that order: a
@@ -291,7 +298,9 @@ mod bench {
         let mut lcp = vec![0u8; data.len()];
         for _ in 0..2 {
             let t = std::time::Instant::now();
-            super::sort_prefixes(&data, &mut sa, &mut lcp, 64, &mut keys);
+            assert!(super::sort_prefixes(
+                &data, &mut sa, &mut lcp, 64, &mut keys
+            ));
             println!(
                 "{} prefixes sorted in {:.3} s",
                 data.len(),

@@ -663,8 +663,9 @@ struct Segment {
 }
 
 /// Chunks at least this large have their matches found through their
-/// suffix array ([`LcpFinder`]); smaller ones through the binary tree,
-/// whose tables then fit the caches.
+/// sorted suffixes ([`LcpFinder`]); smaller ones through the binary tree,
+/// whose tables then fit the caches, and so do chunks that are mostly one
+/// byte pair (zeros), which the sort would spend its time and memory on.
 const LCP_MIN: usize = 1 << 20;
 const LCP_MAX: usize = crate::codec::lcpit::MAX_CHUNK;
 
@@ -793,8 +794,7 @@ impl Encoder {
         c.length.reset(NUM_LENGTH_SYMS, &mut c.work);
         c.delta_offset.reset(slots, &mut c.work);
         c.delta_power.reset(NUM_POWER_SYMS, &mut c.work);
-        let mut mf = if (LCP_MIN..=LCP_MAX).contains(&n) {
-            self.lf.reset(data);
+        let mut mf = if (LCP_MIN..=LCP_MAX).contains(&n) && self.lf.reset(data) {
             Finder::Lcp(&mut self.lf)
         } else {
             self.mf.reset(n);
