@@ -87,6 +87,13 @@ impl MatchFinder {
         self.max_off = max_off;
     }
 
+    /// Give the tables back (the chunk went to another finder).
+    pub(crate) fn release(&mut self) {
+        self.head4 = Vec::new();
+        self.head3 = Vec::new();
+        self.child = Vec::new();
+    }
+
     /// Start over on a chunk of `n` bytes.
     pub(crate) fn reset(&mut self, n: usize) {
         self.bits4 = (usize::BITS - n.leading_zeros())

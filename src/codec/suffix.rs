@@ -42,6 +42,36 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_of_mostly_one_pair_is_refused() {
+        // `zeros` suffixes start with pair 0, the rest evenly with 1000
+        // others.
+        let count = |zeros: usize, n: usize| {
+            let mut c = vec![0u32; 65537];
+            c[1] = zeros as u32;
+            for k in 0..1000 {
+                c[2 + k] = ((n - zeros) / 1000) as u32;
+            }
+            c
+        };
+        assert!(!one_pair_too_many(&count(SLICE, SLICE + 10), SLICE + 10));
+        assert!(one_pair_too_many(&count(SLICE + 1, SLICE + 10), SLICE + 10));
+        let n = 8 * SLICE;
+        assert!(!one_pair_too_many(&count(n / 4, n), n));
+        assert!(one_pair_too_many(&count(n / 4 + 1, n), n));
+        // And the sort says so without sorting.
+        let zeros = vec![0u8; SLICE + 2];
+        let mut sa = vec![0u32; zeros.len()];
+        let mut lcp = vec![0u8; zeros.len()];
+        assert!(!sort_prefixes(
+            &zeros,
+            &mut sa,
+            &mut lcp,
+            64,
+            &mut Vec::new()
+        ));
+    }
+
+    #[test]
     fn sorts_like_a_comparison_sort() {
         for s in [
             &b""[..],
@@ -85,9 +115,10 @@ mod tests {
 /// the end count as zeros; suffixes equal that far in any order) into `sa`,
 /// and set `lcp[r]` to the length of the prefix the suffixes at ranks `r -
 /// 1` and `r` share, at most `cap` (`lcp[0]` = 0). False, and nothing
-/// sorted, when more than [`SLICE`] suffixes start with the same two bytes
-/// (a chunk of mostly zeros): their keys would take 16 bytes each and
-/// every one of them would go all the way down to the cap.
+/// sorted, when more than a quarter of the suffixes (and more than
+/// [`SLICE`]) start with the same two bytes (a chunk of mostly zeros):
+/// their keys would take 16 bytes each and every one of them would go all
+/// the way down to the cap.
 ///
 /// Why not a whole suffix array: a match finder capped at a nice length
 /// needs no order beyond it, and this costs a counting sort and a few
@@ -114,7 +145,7 @@ pub(crate) fn sort_prefixes(
     for i in 0..n {
         start[two(i) + 1] += 1;
     }
-    if start.iter().any(|&c| c as usize > SLICE) {
+    if one_pair_too_many(&start, n) {
         return false;
     }
     for k in 1..start.len() {
@@ -208,6 +239,14 @@ pub(crate) fn sort_prefixes(
         }
     }
     true
+}
+
+/// Whether one pair of first bytes starts more than a quarter of the `n`
+/// suffixes, and more than [`SLICE`] (`count[k + 1]`: how many start with
+/// pair `k`).
+fn one_pair_too_many(count: &[u32], n: usize) -> bool {
+    let most = SLICE.max(n / 4);
+    count.iter().any(|&c| c as usize > most)
 }
 
 /// Suffixes gathered by their first 2 bytes in text order per slice of

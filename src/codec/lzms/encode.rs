@@ -794,9 +794,13 @@ impl Encoder {
         c.length.reset(NUM_LENGTH_SYMS, &mut c.work);
         c.delta_offset.reset(slots, &mut c.work);
         c.delta_power.reset(NUM_POWER_SYMS, &mut c.work);
+        // One finder's tables at a time: each is hundreds of MiB for a
+        // large chunk.
         let mut mf = if (LCP_MIN..=LCP_MAX).contains(&n) && self.lf.reset(data) {
+            self.mf.release();
             Finder::Lcp(&mut self.lf)
         } else {
+            self.lf.release();
             self.mf.reset(n);
             Finder::Tree(&mut self.mf)
         };
