@@ -20,8 +20,9 @@
 //!
 //! Speed: the match finder is most of the work, and most of its time is
 //! waiting for memory (its tables are spread over hundreds of MiB), so
-//! each visit prefetches what the next positions' load first. For a chunk
-//! of 1 MiB or more the matches are collected on a thread of their own, a few segments ahead of the parse and the range coder, which are
+//! each search asks early for what the next positions load first. For a
+//! chunk of 1 MiB or more the matches are collected on a thread of their
+//! own, a few segments ahead of the parse and the range coder, which are
 //! fed in order: what the collector does never depends on what the parse
 //! decides, so the output does not depend on the timing.
 //!
