@@ -352,13 +352,7 @@ mod tests {
             8,
             0,
         );
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rnd = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rnd = crate::codec::xorshift(0x9E37_79B9_7F4A_7C15u64);
         for round in 0..60 {
             let n = (rnd() % 1500) as usize;
             let k = [2u64, 4, 26, 256][round % 4];

@@ -31,6 +31,17 @@ pub mod lzx;
 mod suffix;
 pub mod xpress;
 
+/// A small deterministic generator (xorshift64) for the codecs' unit tests.
+#[cfg(test)]
+pub(crate) fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 /// Encoder speed apart from the capture pipeline, for the codecs' opt-in
 /// benches: compresses the file named by the environment variable `var` in
 /// 32 KiB chunks (the WIM default) on one thread with `compress` (the

@@ -88,15 +88,9 @@ mod tests {
         ] {
             check(s);
         }
-        // Random text over small and full alphabets, with repeats (every
-        // recursion depth gets exercised).
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut rnd = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        // Random text over small and full alphabets, with long copies (so
+        // groups go down every level of keys).
+        let mut rnd = crate::codec::xorshift(0x2545_F491_4F6C_DD1Du64);
         for round in 0..200 {
             let n = (rnd() % 3000) as usize;
             let k = [2u64, 3, 4, 26, 256][round % 5];
